@@ -1,0 +1,69 @@
+"""The ``amc`` console script: one module per subcommand, imported lazily (fast ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("amc.cli.train", "train a model on a dataset (checkpoints, TensorBoard, --resume)"),
+    "eval": ("amc.cli.eval", "print the top-1 accuracy of a checkpoint or exported model"),
+    "search": ("amc.cli.search", "search a per-layer compression policy (DDPG or an Optuna baseline)"),
+    "apply": ("amc.cli.apply", "apply a policy to a model and report costs and accuracy"),
+    "finetune": ("amc.cli.finetune", "fine-tune a compressed model with knowledge distillation"),
+    "export": ("amc.cli.export", "export a compressed model (amc file, TorchScript, ONNX)"),
+    "compare": ("amc.cli.compare", "compare search runs: table and plots"),
+    "bench": ("amc.cli.bench", "run the reproducible benchmark suite"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from amc import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="amc",
+        description="AutoML model compression: learn per-layer pruning ratios and bit widths under a hard budget.",
+    )
+    parser.add_argument("--version", action="version", version=f"amc {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name == module:
+                continue  # subcommand not built yet
+            raise
+        p = sub.add_parser(name, help=help_, description=help_)
+        mod.add_parser(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from amc.errors import AmcError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (AmcError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
