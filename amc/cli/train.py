@@ -1,0 +1,189 @@
+"""``amc train``: train a model on a dataset; checkpoints, TensorBoard and ``--resume``.
+
+Example::
+
+    amc train --model resnet20 --dataset cifar10 --data-dir data --epochs 40 --run-dir runs/r20
+
+Options may also come from ``--config FILE.yaml`` (flat keys named like the options, e.g.
+``model: resnet20``, ``batch_size: 128``, ``model_kwargs: {width_mult: 0.5}``); the command line
+overrides the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from amc.errors import AmcError
+
+# option dest -> default (None: required or library default)
+_DEFAULTS: dict[str, Any] = {
+    "model": None,
+    "model_kwargs": None,
+    "dataset": None,
+    "data_dir": None,
+    "val_size": None,
+    "image_size": None,
+    "epochs": 10,
+    "batch_size": 128,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "wd": 5e-4,
+    "label_smoothing": 0.0,
+    "warmup_epochs": 0.0,
+    "seed": 0,
+    "device": "auto",
+    "threads": None,
+    "no_augment": False,
+    "run_dir": None,
+    "resume": False,
+    "teacher": None,
+    "kd_temperature": 4.0,
+    "kd_alpha": 0.9,
+}
+_ALIASES = {"weight_decay": "wd", "num_threads": "threads", "model_args": "model_kwargs"}
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="YAML", help="options from a YAML file (the command line overrides it)")
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", help="a built-in model (resnet20, vgg11, lenet5, ...), torchvision:<name> or "
+                   "package.module:factory")
+    g.add_argument("--model-arg", dest="model_args", action="append", metavar="KEY=VALUE",
+                   help="extra model keyword argument (YAML value), repeatable, e.g. width_mult=0.5")
+    g.add_argument("--dataset", help="digits, fashion-mnist, cifar10 or imagefolder")
+    g.add_argument("--data-dir", help="where the dataset's files are")
+    g.add_argument("--val-size", type=_count_or_fraction, help="images held out from train for validation "
+                   "(count or fraction; default per dataset, e.g. 5000 for cifar10)")
+    g.add_argument("--image-size", type=_size, help="resize images to H or H,W (imagefolder)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, help="epochs (default 10)")
+    g.add_argument("--batch-size", type=int, help="batch size (per process under torchrun; default 128)")
+    g.add_argument("--lr", type=float, help="peak learning rate, cosine decay (default 0.1)")
+    g.add_argument("--momentum", type=float, help="SGD Nesterov momentum (default 0.9)")
+    g.add_argument("--wd", "--weight-decay", dest="wd", type=float, help="weight decay (default 5e-4)")
+    g.add_argument("--label-smoothing", type=float, help="label smoothing (default 0)")
+    g.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs (default 0)")
+    g.add_argument("--no-augment", action="store_true", default=None, help="no random crop/flip")
+    g.add_argument("--teacher", metavar="CKPT", help="distil from this checkpoint (Hinton KD)")
+    g.add_argument("--kd-temperature", type=float, help="KD temperature T (default 4)")
+    g.add_argument("--kd-alpha", type=float, help="weight of the KD term in [0, 1] (default 0.9)")
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, help="seed (default 0)")
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps (default auto)")
+    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--run-dir", help="output folder (default runs/<model>-<dataset>)")
+    g.add_argument("--resume", action="store_true", default=None, help="continue from <run-dir>/last.pt")
+
+
+def _count_or_fraction(s: str) -> int | float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {s!r}") from None
+    return int(v) if v.is_integer() and v >= 1 else v
+
+
+def _size(s: str) -> tuple[int, int]:
+    try:
+        parts = [int(v) for v in str(s).replace("x", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H or H,W, got {s!r}") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected H or H,W, got {s!r}")
+    return parts[0], parts[1]
+
+
+def _parse_model_args(items: Any) -> dict[str, Any]:
+    import yaml
+
+    if items is None:
+        return {}
+    if isinstance(items, dict):
+        return dict(items)
+    out = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key:
+            raise AmcError(f"--model-arg expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults, then the YAML ``--config``, then the command line."""
+    opts = dict(_DEFAULTS)
+    if getattr(args, "config", None):
+        import yaml
+
+        path = Path(args.config)
+        if not path.is_file():
+            raise AmcError(f"config file {path} not found")
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise AmcError(f"cannot parse {path}: {e}") from None
+        if not isinstance(doc, dict):
+            raise AmcError(f"{path}: expected a mapping of option: value")
+        for key, value in doc.items():
+            k = _ALIASES.get(str(key).replace("-", "_"), str(key).replace("-", "_"))
+            if k not in opts:
+                raise AmcError(f"{path}: unknown option {key!r}; valid: {', '.join(sorted(opts))}")
+            opts[k] = value
+    for k in opts:
+        v = getattr(args, k, None)
+        if v is not None:
+            opts[k] = v
+    opts["model_kwargs"] = {**_parse_model_args(opts["model_kwargs"]),
+                            **_parse_model_args(getattr(args, "model_args", None))}
+    if opts["image_size"] is not None and not isinstance(opts["image_size"], tuple):
+        opts["image_size"] = _size(opts["image_size"]) if isinstance(opts["image_size"], (str, int)) else tuple(
+            opts["image_size"])
+    for req in ("model", "dataset"):
+        if not opts[req]:
+            raise AmcError(f"--{req} is required (or set '{req}:' in --config)")
+    if not opts["run_dir"]:
+        safe = str(opts["model"]).replace(":", "_").replace("/", "_")
+        opts["run_dir"] = str(Path("runs") / f"{safe}-{opts['dataset']}")
+    return opts
+
+
+def run(args: argparse.Namespace) -> int:
+    from amc.data import get_dataset
+    from amc.models import ModelSpec, build_model
+    from amc.training import TrainConfig, load_checkpoint, train
+
+    opts = resolve_options(args)
+    cfg = TrainConfig(
+        epochs=int(opts["epochs"]), batch_size=int(opts["batch_size"]), lr=float(opts["lr"]),
+        momentum=float(opts["momentum"]), nesterov=float(opts["momentum"]) > 0, weight_decay=float(opts["wd"]),
+        label_smoothing=float(opts["label_smoothing"]), warmup_epochs=float(opts["warmup_epochs"]),
+        augment=not opts["no_augment"], seed=int(opts["seed"]), device=str(opts["device"]),
+        num_threads=opts["threads"],
+    )
+    if cfg.num_threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)  # before the data is decoded
+    splits = get_dataset(opts["dataset"], data_dir=opts["data_dir"], val_size=opts["val_size"], seed=cfg.seed,
+                         image_size=opts["image_size"])
+    spec = ModelSpec.for_data(opts["model"], splits, kwargs=opts["model_kwargs"])
+    model = build_model(spec)
+    teacher = None
+    if opts["teacher"]:
+        teacher, _ = load_checkpoint(opts["teacher"])
+    print(f"{splits.summary()}; model {spec.name} -> {opts['run_dir']}", flush=True)
+    result = train(
+        model, splits, cfg, run_dir=opts["run_dir"], teacher=teacher, kd_temperature=float(opts["kd_temperature"]),
+        kd_alpha=float(opts["kd_alpha"]), resume=bool(opts["resume"]), progress=True, model_spec=spec,
+        extra_meta={"command": "amc train"},
+    )
+    if not result:  # a torchrun rank other than 0
+        return 0
+    val = "-" if result["val_top1"] is None else f"{result['val_top1']:.2f}%"
+    print(f"val top-1 {val}  test top-1 {result['test_top1']:.2f}%  "
+          f"({result['train_time_s']:.0f}s, {result['epochs']} epochs)  checkpoint {result['checkpoint']}")
+    return 0

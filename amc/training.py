@@ -1,0 +1,616 @@
+"""One training loop for pretraining and fine-tuning, evaluation, and the checkpoint format.
+
+:func:`train` runs SGD (Nesterov momentum) with a per-iteration cosine schedule (optional linear
+warm-up), optional label smoothing and optional knowledge distillation from a teacher
+(:func:`amc.distillation.kd_loss`). Every epoch it evaluates val top-1, logs TensorBoard scalars
+(``train/loss``, ``train/top1``, ``train/lr``, ``eval/top1``, ``time/epoch_s``) into ``run_dir`` and writes
+``run_dir/last.pt`` atomically (weights + optimizer + scheduler + epoch + RNG states), so that
+``resume=True`` continues after a crash or a kill. At the end it writes ``run_dir/final.pt`` with
+val and test top-1 and ``run_dir/metrics.json``.
+
+It runs on any device and under ``torchrun``: when ``WORLD_SIZE > 1`` it joins the process group
+(NCCL on CUDA, Gloo on the CPU), wraps the model in ``DistributedDataParallel``, gives every rank its
+shard of each epoch (``batch_size`` is per rank) and only rank 0 evaluates and writes files.
+
+Checkpoint format (a ``dict`` saved with ``torch.save``)::
+
+    {"format": "amc-checkpoint", "version": 1,
+     "model_spec": {...} | None,      # amc.models.ModelSpec.to_dict(): how to rebuild the model
+     "state_dict": {...},             # the weights
+     "module": nn.Module,             # ONLY when the weights do not fit the spec (pruned models)
+     "config": {...}, "metrics": {"val_top1": ..., "test_top1": ...}, ...extra keys}
+
+A pruned model has other channel counts than ``build_model(model_spec)``; :func:`save_checkpoint`
+notices and also stores the whole module (pickled). :func:`load_checkpoint` then has to unpickle
+it (``weights_only=False``), which runs code from the file: load such checkpoints only from
+sources you trust. Plain checkpoints load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import os
+import pickle
+import random
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from amc.distillation import kd_loss
+from amc.errors import AmcError
+from amc.models import ModelSpec, build_model, resolve_spec
+from amc.utils import atomic_torch_save, atomic_write_json, resolve_device, seed_everything
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "TrainConfig",
+    "train",
+    "evaluate",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "amc-checkpoint"
+CHECKPOINT_VERSION = 1
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`train` (checks itself; stored in every checkpoint).
+
+    Attributes:
+        epochs: passes over the train split (>= 1).
+        batch_size: samples per step (per rank under torchrun).
+        lr: peak learning rate of SGD.
+        momentum: SGD momentum in [0, 1).
+        nesterov: Nesterov momentum (needs momentum > 0).
+        weight_decay: L2 penalty on all parameters.
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+        warmup_epochs: linear warm-up length in epochs (fractions allowed), then the schedule.
+        schedule: ``cosine`` (per-iteration cosine decay to ``lr_min``) or ``constant``.
+        lr_min: final learning rate of the cosine schedule.
+        augment: random crop + flip on train batches (as the dataset defines them).
+        steps_per_epoch: cap on steps per epoch (``None``: the whole train split), for short fine-tunes.
+        eval_batch_size: batch size of evaluation.
+        seed: seeds initialisation, shuffling and augmentation.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        num_threads: ``torch.set_num_threads`` for the run (``None``: leave as is).
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    warmup_epochs: float = 0.0
+    schedule: str = "cosine"
+    lr_min: float = 0.0
+    augment: bool = True
+    steps_per_epoch: int | None = None
+    eval_batch_size: int = 1000
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        def bad(name: str, want: str) -> AmcError:
+            return AmcError(f"TrainConfig.{name} must be {want}, got {getattr(self, name)!r}")
+
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise bad(name, "an int >= 1")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise bad("lr", "> 0 (e.g. 0.1 for SGD from scratch, 0.01 to fine-tune)")
+        if not 0.0 <= self.momentum < 1.0:
+            raise bad("momentum", "in [0, 1)")
+        if self.nesterov and self.momentum == 0:
+            raise AmcError("TrainConfig.nesterov needs momentum > 0; set nesterov=False or momentum=0.9")
+        if self.weight_decay < 0:
+            raise bad("weight_decay", ">= 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise bad("label_smoothing", "in [0, 1)")
+        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+            raise bad("warmup_epochs", f"in [0, epochs={self.epochs}]")
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", f"one of {', '.join(SCHEDULES)}")
+        if not 0.0 <= self.lr_min <= self.lr:
+            raise bad("lr_min", f"in [0, lr={self.lr}]")
+        if self.steps_per_epoch is not None and (isinstance(self.steps_per_epoch, bool) or self.steps_per_epoch < 1):
+            raise bad("steps_per_epoch", "None or an int >= 1")
+        if self.num_threads is not None and (isinstance(self.num_threads, bool) or self.num_threads < 1):
+            raise bad("num_threads", "None or an int >= 1")
+        if not isinstance(self.device, str):
+            self.device = str(self.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise AmcError(f"unknown training options {sorted(unknown)}; valid: {', '.join(sorted(names))}")
+        return cls(**dict(d))
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    device: torch.device | str | None = None,
+    batch_size: int = 1000,
+) -> float:
+    """Top-1 accuracy in percent (0..100) of ``model`` in eval mode.
+
+    ``data`` is a pair of tensors ``(x (N, ...), y (N,))``, evaluated in chunks of ``batch_size``, or
+    any iterable of ``(x, y)`` batches (e.g. ``splits.loader("val", batch_size=...)``). ``device``
+    defaults to the model's. The model's train/eval mode is restored afterwards.
+    """
+    dev = torch.device(device) if device is not None else _model_device(model)
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        x_all, y_all = data
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = (
+            (x_all[i : i + batch_size], y_all[i : i + batch_size]) for i in range(0, len(y_all), batch_size)
+        )
+    else:
+        batches = data
+    was_training = model.training
+    model.eval()
+    correct, total = 0, 0
+    try:
+        for x, y in batches:
+            out = model(x.to(dev, non_blocking=True))
+            correct += int((out.argmax(1) == y.to(dev)).sum())
+            total += int(y.shape[0])
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise AmcError("evaluate: no samples (empty split? set a val_size > 0)")
+    return 100.0 * correct / total
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel) else model
+
+
+def _fits_spec(model: nn.Module, spec: ModelSpec) -> bool:
+    """Whether ``build_model(spec)`` has exactly ``model``'s state_dict keys and shapes."""
+    try:
+        ref = build_model(spec).state_dict()
+    except Exception:  # a spec that cannot be rebuilt here: keep the module
+        return False
+    own = model.state_dict()
+    return ref.keys() == own.keys() and all(ref[k].shape == own[k].shape for k in ref)
+
+
+def _to_plain(obj: Any) -> Any:
+    if obj is None:
+        return None
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj)
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    raise AmcError(f"expected a dataclass or a dict, got {type(obj).__name__}")
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    model_spec: ModelSpec | Mapping[str, Any] | None,
+    config: Any = None,
+    metrics: Mapping[str, Any] | None = None,
+    store_module: bool | None = None,
+    **extra: Any,
+) -> Path:
+    """Write an ``amc-checkpoint`` atomically (see the module docstring) and return its path.
+
+    Args:
+        model: the model (a DDP/DataParallel wrapper is unwrapped); saved from the CPU.
+        model_spec: how to rebuild the architecture; ``None`` when there is no spec.
+        config: the config the model came from (a dataclass with ``to_dict`` or a dict).
+        metrics: e.g. ``{"val_top1": 91.2, "test_top1": 90.8}`` (percent).
+        store_module: also pickle the whole module. ``None`` (default): only when the weights do not
+            fit ``build_model(model_spec)`` (pruned models) or there is no spec.
+        **extra: more top-level keys (must be picklable; keep them to plain data).
+    """
+    model = _unwrap(model)
+    spec = resolve_spec(model_spec) if model_spec is not None else None
+    if store_module is None:
+        store_module = spec is None or not _fits_spec(model, spec)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    ckpt: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model_spec": spec.to_dict() if spec is not None else None,
+        "state_dict": state,
+        "config": _to_plain(config),
+        "metrics": dict(metrics or {}),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if store_module:
+        on_cpu = all(t.device.type == "cpu" for t in list(model.parameters()) + list(model.buffers()))
+        ckpt["module"] = model if on_cpu else copy.deepcopy(model).cpu()
+    for k in extra:
+        if k in ckpt:
+            raise AmcError(f"save_checkpoint: extra key {k!r} clashes with a standard key")
+    ckpt.update(extra)
+    return atomic_torch_save(ckpt, path)
+
+
+def _read_checkpoint(path: Path, device: torch.device | str) -> dict[str, Any]:
+    if not path.is_file():
+        raise AmcError(f"checkpoint {path} not found; pass the path of a .pt file written by `amc train`")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower() and "weights_only" not in str(e):
+            raise AmcError(f"cannot read checkpoint {path} (corrupt or not a torch file): {e}") from None
+        # a stored nn.Module (pruned model) needs full unpickling: trusted files only
+        try:
+            ckpt = torch.load(path, map_location=device, weights_only=False)
+        except Exception as e2:
+            raise AmcError(f"cannot read checkpoint {path} (corrupt or incompatible code): {e2}") from None
+    except Exception as e:
+        raise AmcError(f"cannot read checkpoint {path} (corrupt or not a torch file): {e}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise AmcError(f"{path} is not an amc checkpoint (no format={CHECKPOINT_FORMAT!r}); "
+                       "write one with `amc train` or amc.training.save_checkpoint")
+    if int(ckpt.get("version", 0)) > CHECKPOINT_VERSION:
+        raise AmcError(f"{path} has checkpoint version {ckpt['version']}, newer than this amc "
+                       f"({CHECKPOINT_VERSION}); upgrade amc")
+    return ckpt
+
+
+def load_checkpoint(path: str | os.PathLike, *, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Load an ``amc-checkpoint``: ``(model in eval mode on device, the checkpoint dict)``.
+
+    The model is rebuilt from ``model_spec`` and its ``state_dict`` loaded strictly, or, when the
+    checkpoint stores a whole module (pruned models), that module is used with the stored weights.
+    Raises ``AmcError`` for a missing, corrupt or foreign file, or weights that do not fit the spec.
+    """
+    path = Path(path)
+    dev = resolve_device(device) if isinstance(device, str) else device
+    ckpt = _read_checkpoint(path, dev)
+    if ckpt.get("module") is not None:
+        model = ckpt["module"]
+        if not isinstance(model, nn.Module):
+            raise AmcError(f"{path}: the stored 'module' is a {type(model).__name__}, not an nn.Module")
+    else:
+        if not ckpt.get("model_spec"):
+            raise AmcError(f"{path}: the checkpoint has neither a model_spec nor a stored module")
+        try:
+            model = build_model(ckpt["model_spec"])
+        except ValueError as e:
+            raise AmcError(f"{path}: cannot rebuild the model from its spec: {e}") from None
+    state = ckpt.get("state_dict")
+    if state is not None:
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            raise AmcError(
+                f"{path}: the weights do not fit the model {ckpt.get('model_spec')}: "
+                f"{' '.join(first[:3])[:500]} (was the model pruned? save it with save_checkpoint, "
+                "which then stores the whole module)"
+            ) from None
+    return model.to(dev).eval(), ckpt
+
+
+# --------------------------------------------------------------------------------------------------
+# training
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    created: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _dist_setup(device: torch.device) -> tuple[_Dist, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist(), device
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    created = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        created = True
+    return _Dist(dist.get_rank(), dist.get_world_size(), created), device
+
+
+def _barrier(d: _Dist) -> None:
+    if d.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Any:
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
+    floor = cfg.lr_min / cfg.lr
+
+    def factor(step: int) -> float:  # multiplier of cfg.lr for optimizer step `step` (0-based)
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    try:
+        random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in state["python"]))
+        name, keys, *rest = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+        torch.set_rng_state(state["torch"].cpu())
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        logger.warning("could not restore RNG states (%s); continuing", e)
+
+
+def train(
+    model: nn.Module,
+    splits: Any,
+    cfg: TrainConfig,
+    *,
+    run_dir: str | os.PathLike,
+    teacher: nn.Module | None = None,
+    kd_temperature: float = 4.0,
+    kd_alpha: float = 0.9,
+    resume: bool = False,
+    progress: bool = False,
+    model_spec: ModelSpec | Mapping[str, Any] | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` in place on ``splits`` (an :class:`amc.data.DatasetSplits`) and checkpoint it.
+
+    Args:
+        model: any ``nn.Module`` (moved to the device; trained in place).
+        splits: the dataset; trains on ``train``, reports ``val`` every epoch and ``test`` at the end.
+        cfg: the hyper-parameters.
+        run_dir: output folder: TensorBoard events, ``last.pt``, ``final.pt``, ``config.json``,
+            ``metrics.json``.
+        teacher: optional model to distil from (frozen, eval mode): the loss becomes
+            ``kd_alpha * T^2 * KL(teacher || student) + (1 - kd_alpha) * CE`` (Hinton et al. 2015).
+        kd_temperature: ``T`` of the distillation (> 0).
+        kd_alpha: weight of the distillation term in [0, 1] (labels get ``1 - kd_alpha``).
+        resume: continue from ``run_dir/last.pt`` when it exists (else start fresh, with a warning).
+        progress: show a tqdm bar per epoch.
+        model_spec: stored in the checkpoints so that :func:`load_checkpoint` can rebuild the model.
+        extra_meta: stored under ``"meta"`` in the checkpoints (e.g. the policy a model came from).
+
+    Returns:
+        ``{"val_top1", "test_top1", "epochs", "train_time_s", "epoch_time_s", "checkpoint",
+        "history"}`` (accuracies in percent; ``val_top1`` is ``None`` with an empty val split).
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise AmcError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    if teacher is not None:
+        kd_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long),
+                temperature=kd_temperature, alpha=kd_alpha)  # validates T and alpha early
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.device)
+    dist_ctx, device = _dist_setup(device)
+    if cfg.num_threads is not None and device.type == "cpu":
+        torch.set_num_threads(cfg.num_threads)
+    seed_everything(cfg.seed)
+    spec = resolve_spec(model_spec) if model_spec is not None else None
+
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    loader = splits.loader(
+        "train", batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment, device=device, drop_last=False,
+        seed=cfg.seed, rank=dist_ctx.rank, world_size=dist_ctx.world_size,
+    )
+    steps_per_epoch = len(loader) if cfg.steps_per_epoch is None else min(len(loader), cfg.steps_per_epoch)
+    if steps_per_epoch == 0:
+        raise AmcError(f"the train split has {len(splits.train)} images: too few for one batch")
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
+    meta = dict(extra_meta or {})
+    kd_meta = {"temperature": kd_temperature, "alpha": kd_alpha} if teacher is not None else None
+    config_doc = {**cfg.to_dict(), "distillation": kd_meta}
+
+    start_epoch, history, train_time = 0, [], 0.0
+    last_path, final_path = run_dir / "last.pt", run_dir / "final.pt"
+    if resume:
+        if last_path.is_file():
+            ckpt = _read_checkpoint(last_path, device)
+            state = ckpt.get("train_state") or {}
+            try:
+                _unwrap(model).load_state_dict(ckpt["state_dict"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+            except (KeyError, RuntimeError, ValueError) as e:
+                raise AmcError(f"cannot resume from {last_path}: it does not match this model/config ({e}); "
+                               "use a new --run-dir or drop --resume") from None
+            start_epoch = int(state.get("epoch", 0))
+            history = list(state.get("history", []))
+            train_time = float(state.get("train_time_s", 0.0))
+            if "rng" in state:
+                _set_rng_state(state["rng"])
+            logger.info("resumed from %s at epoch %d/%d", last_path, start_epoch, cfg.epochs)
+        else:
+            logger.warning("--resume: %s does not exist; starting from scratch", last_path)
+
+    writer = None
+    if dist_ctx.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "config.json", {
+            "train": config_doc, "model_spec": spec.to_dict() if spec else None,
+            "data": getattr(splits, "info", {}), "meta": meta,
+        })
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(run_dir))
+
+    net: nn.Module = model
+    if dist_ctx.world_size > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    val_data = splits.tensors("val", device=device) if len(splits.val) and dist_ctx.main else None
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            net.train()
+            loader.set_epoch(epoch)
+            it: Iterable = loader
+            if progress and dist_ctx.main:
+                from tqdm.auto import tqdm
+
+                it = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                          dynamic_ncols=True)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            for step, (x, y) in enumerate(it):
+                if step >= steps_per_epoch:
+                    break
+                out = net(x)
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_out = teacher(x)
+                    loss = kd_loss(out, t_out, y, temperature=kd_temperature, alpha=kd_alpha,
+                                   label_smoothing=cfg.label_smoothing)
+                else:
+                    loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                loss_sum += loss.detach() * y.shape[0]
+                correct += (out.detach().argmax(1) == y).sum()
+                seen += int(y.shape[0])
+                if progress and dist_ctx.main and step % 20 == 0:
+                    it.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
+            if not torch.isfinite(loss_sum):
+                raise AmcError(f"training diverged at epoch {epoch + 1} (loss is not finite); lower --lr")
+            epoch_time = time.perf_counter() - t0
+            train_time += epoch_time
+            rec = {
+                "epoch": epoch + 1,
+                "train_loss": float(loss_sum) / max(1, seen),
+                "train_top1": 100.0 * float(correct) / max(1, seen),
+                "lr": float(scheduler.get_last_lr()[0]),
+                "time_s": epoch_time,
+            }
+            if dist_ctx.main:
+                rec["val_top1"] = evaluate(model, val_data, batch_size=cfg.eval_batch_size) if val_data else None
+                history.append(rec)
+                writer.add_scalar("train/loss", rec["train_loss"], epoch + 1)
+                writer.add_scalar("train/top1", rec["train_top1"], epoch + 1)
+                writer.add_scalar("train/lr", rec["lr"], epoch + 1)
+                writer.add_scalar("time/epoch_s", epoch_time, epoch + 1)
+                if rec["val_top1"] is not None:
+                    writer.add_scalar("eval/top1", rec["val_top1"], epoch + 1)
+                writer.flush()
+                train_state = {
+                    "epoch": epoch + 1, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(), "history": history, "train_time_s": train_time,
+                }
+                save_checkpoint(last_path, model=model, model_spec=spec, config=config_doc,
+                                metrics={"val_top1": rec["val_top1"]},
+                                train_state=train_state, data=getattr(splits, "info", {}), meta=meta)
+                val_txt = f"{rec['val_top1']:.2f}" if rec["val_top1"] is not None else "-"
+                logger.info("epoch %d/%d: loss %.4f, train top-1 %.2f, val top-1 %s, lr %.4g, %.1fs",
+                            epoch + 1, cfg.epochs, rec["train_loss"], rec["train_top1"], val_txt, rec["lr"],
+                            epoch_time)
+            _barrier(dist_ctx)
+
+        result: dict[str, Any] = {}
+        if dist_ctx.main:
+            val_top1 = evaluate(model, val_data, batch_size=cfg.eval_batch_size) if val_data else None
+            test_top1 = evaluate(model, splits.tensors("test", device=device), batch_size=cfg.eval_batch_size)
+            metrics = {"val_top1": val_top1, "test_top1": test_top1}
+            save_checkpoint(final_path, model=model, model_spec=spec, config=config_doc, metrics=metrics,
+                            data=getattr(splits, "info", {}), meta=meta, history=history)
+            n_epochs = len(history)
+            result = {
+                **metrics,
+                "epochs": cfg.epochs,
+                "train_time_s": train_time,
+                "epoch_time_s": train_time / n_epochs if n_epochs else None,
+                "checkpoint": str(final_path),
+                "history": history,
+            }
+            atomic_write_json(run_dir / "metrics.json", result)
+            if writer is not None:
+                writer.add_scalar("eval/test_top1", test_top1, cfg.epochs)
+        _barrier(dist_ctx)
+        return result
+    finally:
+        if writer is not None:
+            writer.close()
+        if dist_ctx.created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
