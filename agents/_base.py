@@ -1,0 +1,96 @@
+"""The agent base class, the ``AGENTS`` registry and graceful stopping on Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from amc._registry import Registry
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from agents._recorder import SearchRecorder
+    from agents.search import SearchConfig
+
+__all__ = ["Agent", "AGENTS", "stop_on_signals"]
+
+logger = logging.getLogger(__name__)
+
+
+class Agent(ABC):
+    """A search driver: walks ``env`` episode by episode and reports every episode to ``recorder``.
+
+    Subclasses register under a name (``@AGENTS.register("ddpg")``) and implement :meth:`run`, which
+    runs until ``recorder.episode == episodes`` (continuing a resumed run from where its checkpoint
+    or the recorder left off) or until :meth:`request_stop` was called: then the agent finishes the
+    current episode, checkpoints and returns with ``self.interrupted = True``.
+
+    :param env: a ``gymnasium.Env`` following the ``envs.CompressionEnv`` contract (docs/INTERNALS.md).
+    :param config: the search config (``agents.search.SearchConfig``).
+    :param recorder: where every episode and the best policy go.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, env: gym.Env, config: SearchConfig, recorder: SearchRecorder) -> None:
+        self.env = env
+        self.config = config
+        self.recorder = recorder
+        self.interrupted = False
+        self._stop = threading.Event()
+
+    @abstractmethod
+    def run(self, episodes: int) -> None:
+        """Run until ``episodes`` episodes in all have been recorded (or a stop was requested)."""
+
+    def request_stop(self) -> None:
+        """Ask the agent to stop at the end of the current episode (after checkpointing)."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def summary_extra(self) -> dict[str, Any]:
+        """Agent-specific entries for ``summary.json`` (override to add some)."""
+        return {}
+
+
+#: name -> Agent subclass; an unknown name raises ``ValueError`` listing the valid ones.
+AGENTS: Registry[type[Agent]] = Registry("agent")
+
+
+@contextmanager
+def stop_on_signals(agent: Agent, signals: tuple[int, ...] | None = None) -> Iterator[None]:
+    """Within the block, SIGINT/SIGTERM ask ``agent`` to stop after the current episode.
+
+    A second SIGINT aborts at once (``KeyboardInterrupt``), for when an episode takes too long.
+    Outside the main thread (where Python cannot install handlers) this is a no-op.
+    """
+    if signals is None:
+        signals = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if agent.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        agent.request_stop()
+        logger.warning("%s received: finishing the current episode, saving a checkpoint, then stopping "
+                       "(Ctrl-C again aborts without saving)", signal.Signals(signum).name)
+
+    previous = {s: signal.getsignal(s) for s in signals}
+    for s in signals:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

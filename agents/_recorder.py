@@ -1,0 +1,482 @@
+"""The outputs every search writes, whatever the agent: one recorder, one layout.
+
+A run directory holds::
+
+    config.yaml        the resolved SearchConfig (written when the recorder is created)
+    episodes.csv       one row per finished episode (columns: ``EPISODE_COLUMNS``)
+    best_policy.json   the best policy so far (``amc.policy.Policy``), rewritten atomically on improvement
+    best_policy.png    bar chart of its per-group keep ratios / per-layer bits (same moments)
+    summary.json       the run's summary (``SearchRecorder.summary``)
+    tb/                TensorBoard events: ``search/*`` and ``train/*`` scalars, step = episode number,
+                       and the ``search/best_policy`` figure
+
+Resuming keeps one history: rows and TensorBoard steps continue after the last kept episode (the
+CSV is truncated to it, TensorBoard's ``purge_step`` hides later events of the interrupted session).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from amc.policy import Policy
+from amc.utils import atomic_write_json, atomic_write_text
+
+__all__ = ["SearchRecorder", "BestRecord", "EPISODE_COLUMNS", "plot_policy", "read_episodes"]
+
+logger = logging.getLogger(__name__)
+
+#: Columns of ``episodes.csv``; a value the episode does not define is left empty.
+EPISODE_COLUMNS: tuple[str, ...] = (
+    "episode", "phase", "reward", "best_reward", "accuracy", "macs_ratio", "params_ratio", "size_ratio",
+    "bitops_ratio", "latency_ms", "noise_sigma", "actor_loss", "critic_loss", "episode_time_s", "wall_time_s",
+)
+#: metric keys taken from ``info["metrics"]`` into rows and ``search/<key>`` scalars
+_METRIC_KEYS = ("accuracy", "macs_ratio", "params_ratio", "size_ratio", "bitops_ratio", "latency_ms")
+_TRAIN_KEYS = ("actor_loss", "critic_loss")
+_RATIO_KEYS = ("macs_ratio", "params_ratio", "size_ratio", "bitops_ratio")
+_TB_DIR = "tb"
+_OUTPUTS = ("episodes.csv", "best_policy.json", "best_policy.png", "summary.json")
+
+
+@dataclass
+class BestRecord:
+    """The best episode so far (highest reward; ties keep the earlier one)."""
+
+    episode: int
+    reward: float
+    accuracy: float | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    actions: list[float] = field(default_factory=list)
+    policy: Policy | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"episode": self.episode, "reward": self.reward, "accuracy": self.accuracy,
+                "metrics": dict(self.metrics), "actions": list(self.actions),
+                "policy": None if self.policy is None else self.policy.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BestRecord:
+        pol = d.get("policy")
+        return cls(episode=int(d["episode"]), reward=float(d["reward"]),
+                   accuracy=None if d.get("accuracy") is None else float(d["accuracy"]),
+                   metrics=dict(d.get("metrics") or {}), actions=[float(a) for a in d.get("actions") or []],
+                   policy=None if pol is None else Policy.from_dict(pol))
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else format(v, ".8g")
+    return str(v)
+
+
+def read_episodes(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of an ``episodes.csv`` (numbers parsed, empty cells ``None``); a torn last line is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows: list[dict[str, Any]] = []
+    with path.open(newline="") as f:
+        for raw in csv.DictReader(f):
+            if None in raw or any(v is None for v in raw.values()):
+                continue  # torn line (process killed mid-write)
+            try:
+                ep = int(raw["episode"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            row: dict[str, Any] = {"episode": ep}
+            for key, val in raw.items():
+                if key == "episode":
+                    continue
+                row[key] = val if key == "phase" else _num(val) if val != "" else None
+            rows.append(row)
+    return rows
+
+
+def plot_policy(policy: Policy, *, title: str | None = None) -> Any:
+    """A matplotlib ``Figure``: per-group keep ratios (prune) and/or per-layer w/a bits (quant)."""
+    from matplotlib.figure import Figure
+
+    panels = []
+    if policy.groups:
+        panels.append("keep")
+    if policy.has_bits:
+        panels.append("bits")
+    if not panels:
+        panels.append("keep")
+    n_max = max(len(policy.groups), len(policy.layers), 1)
+    fig = Figure(figsize=(min(4.0 + 0.35 * n_max, 24.0), 3.2 * len(panels)), layout="constrained")
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    for ax, panel in zip(axes, panels):
+        if panel == "keep":
+            names = [g.layers[0] + (f" (+{len(g.layers) - 1})" if len(g.layers) > 1 else "") for g in policy.groups]
+            vals = [g.keep_ratio for g in policy.groups]
+            bars = ax.bar(range(len(vals)), vals, color="tab:blue")
+            for b, g in zip(bars, policy.groups):
+                ax.annotate(f"{g.channels}/{g.total}", (b.get_x() + b.get_width() / 2, b.get_height()),
+                            ha="center", va="bottom", fontsize=7)
+            ax.set_ylim(0, 1.1)
+            ax.set_ylabel("keep ratio")
+            ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        else:
+            names = [ly.name for ly in policy.layers]
+            w = [ly.w_bits or 32 for ly in policy.layers]
+            a = [ly.a_bits or 32 for ly in policy.layers]
+            xs = range(len(names))
+            ax.bar([x - 0.2 for x in xs], w, width=0.4, label="weight bits", color="tab:orange")
+            ax.bar([x + 0.2 for x in xs], a, width=0.4, label="activation bits", color="tab:green")
+            ax.set_ylim(0, min(max(w + a) + 1, 33))
+            ax.set_ylabel("bits")
+            ax.legend(fontsize=7)
+            ax.set_xticks(list(xs), names, rotation=60, ha="right", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class SearchRecorder:
+    """Writes a search's outputs (see the module docstring); shared by every agent.
+
+    :param run_dir: the run directory (created).
+    :param agent: agent name, recorded in the policy and the summary.
+    :param episodes: planned number of episodes (for the policy's ``search`` block and the summary).
+    :param seed: the search seed.
+    :param base_accuracy: val top-1 (%) of the uncompressed model (``env.base_accuracy``).
+    :param target: budget string, e.g. ``"macs=0.5"``.
+    :param config: resolved config, written to ``config.yaml`` (None: not written).
+    :param resume: False: start a fresh history (this recorder's previous outputs are deleted);
+        True: continue from the files (last CSV row, ``best_policy.json``). An agent whose checkpoint
+        is older than the files calls :meth:`restore` with the recorder state it checkpointed.
+    :param tensorboard, plot: switch TensorBoard events / the bar chart off (e.g. in tests).
+    :param listeners: callables receiving each episode's row (progress bars).
+
+    Agents call :meth:`record_episode` once per finished episode with the env's last ``info``,
+    :meth:`state_dict` when they checkpoint, and :meth:`close` (optionally ``interrupted=True``) at
+    the end, which writes ``summary.json``.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        *,
+        agent: str,
+        episodes: int | None = None,
+        seed: int | None = None,
+        base_accuracy: float | None = None,
+        target: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        resume: bool = False,
+        tensorboard: bool = True,
+        plot: bool = True,
+        listeners: Iterable[Callable[[dict[str, Any]], None]] | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.agent = agent
+        self.episodes = episodes
+        self.seed = seed
+        self.base_accuracy = base_accuracy
+        self.target = target
+        self.tensorboard = tensorboard
+        self.plot = plot
+        self.listeners: list[Callable[[dict[str, Any]], None]] = list(listeners or [])
+        self.episode = 0
+        self.best: BestRecord | None = None
+        self.last_row: dict[str, Any] | None = None
+        self._elapsed_before = 0.0
+        self._t0 = self._t_last = time.monotonic()
+        self._writer: Any = None
+        self._purge_step: int | None = None
+        if config is not None:
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
+        if resume:
+            self._load_from_files()
+        else:
+            self._clear_outputs()
+
+    # ----------------------------------------------------------------- paths
+    @property
+    def csv_path(self) -> Path:
+        return self.run_dir / "episodes.csv"
+
+    @property
+    def best_policy_path(self) -> Path:
+        return self.run_dir / "best_policy.json"
+
+    @property
+    def tb_dir(self) -> Path:
+        return self.run_dir / _TB_DIR
+
+    @property
+    def wall_time_s(self) -> float:
+        """Search wall time over all sessions of this run (s)."""
+        return self._elapsed_before + (time.monotonic() - self._t0)
+
+    # ----------------------------------------------------------------- start / resume
+    def _clear_outputs(self) -> None:
+        for name in _OUTPUTS:
+            (self.run_dir / name).unlink(missing_ok=True)
+        if self.tb_dir.is_dir():
+            shutil.rmtree(self.tb_dir)
+
+    def _load_from_files(self) -> None:
+        rows = read_episodes(self.csv_path)
+        self.episode = rows[-1]["episode"] if rows else 0
+        self._elapsed_before = float(rows[-1].get("wall_time_s") or 0.0) if rows else 0.0
+        self.last_row = rows[-1] if rows else None
+        self.best = None
+        if rows and self.best_policy_path.is_file():
+            pol = Policy.load(self.best_policy_path)
+            ep, reward = pol.search.get("episode"), _num(pol.search.get("reward"))
+            if ep is not None and reward is not None and int(ep) <= self.episode:
+                self.best = BestRecord(episode=int(ep), reward=reward, accuracy=_num(pol.accuracy.get("val_top1")),
+                                       metrics=dict(pol.achieved), policy=pol)
+        if rows and self.best is None:
+            top = max(rows, key=lambda r: (r["reward"] if r.get("reward") is not None else -math.inf))
+            if top.get("reward") is not None:
+                self.best = BestRecord(episode=top["episode"], reward=top["reward"], accuracy=top.get("accuracy"))
+        self._set_purge_step(self.episode + 1)
+        logger.info("recorder: continuing %s after episode %d", self.run_dir, self.episode)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What an agent's checkpoint must hold to :meth:`restore` this recorder exactly."""
+        return {"episode": self.episode, "wall_time_s": self.wall_time_s,
+                "best": None if self.best is None else self.best.to_dict()}
+
+    def restore(self, state: Mapping[str, Any] | None) -> None:
+        """Rewind to a checkpointed state: rows after it are dropped, the best policy is rewritten.
+
+        ``None`` rewinds to an empty history (a resume that found no checkpoint).
+        """
+        state = state or {"episode": 0, "wall_time_s": 0.0, "best": None}
+        self.episode = int(state["episode"])
+        self._elapsed_before = float(state.get("wall_time_s") or 0.0)
+        self._t0 = self._t_last = time.monotonic()
+        self.best = None if state.get("best") is None else BestRecord.from_dict(state["best"])
+        rows = [r for r in read_episodes(self.csv_path) if r["episode"] <= self.episode]
+        self.last_row = rows[-1] if rows else None
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=EPISODE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _fmt(r.get(k)) for k in EPISODE_COLUMNS})
+        atomic_write_text(self.csv_path, buf.getvalue())
+        if self.best is not None and self.best.policy is not None:
+            self._write_best(log_figure=False)
+        else:
+            self.best_policy_path.unlink(missing_ok=True)
+            (self.run_dir / "best_policy.png").unlink(missing_ok=True)
+        self._set_purge_step(self.episode + 1)
+
+    def _set_purge_step(self, step: int) -> None:
+        self._purge_step = step
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # ----------------------------------------------------------------- TensorBoard
+    @property
+    def writer(self) -> Any:
+        """The ``SummaryWriter`` (created on first use; None when TensorBoard is off)."""
+        if not self.tensorboard:
+            return None
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.tb_dir), purge_step=self._purge_step, flush_secs=10)
+            self._purge_step = None
+        return self._writer
+
+    def log_scalars(self, values: Mapping[str, float | None], *, step: int | None = None) -> None:
+        """Log extra TensorBoard scalars (full tags such as ``"train/actor_loss"``) at ``step``."""
+        if self.writer is None:
+            return
+        step = self.episode if step is None else step
+        for tag, v in values.items():
+            f = _num(v)
+            if f is not None:
+                self.writer.add_scalar(tag, f, step)
+
+    # ----------------------------------------------------------------- episodes
+    def record_episode(
+        self,
+        info: Mapping[str, Any],
+        *,
+        noise_sigma: float | None = None,
+        phase: str | None = None,
+        extra: Mapping[str, float | None] | None = None,
+    ) -> dict[str, Any]:
+        """Record one finished episode from the env's last-step ``info``; returns the CSV row.
+
+        :param info: must hold ``metrics`` (with ``reward``); ``policy`` and ``actions`` where given.
+        :param noise_sigma: the episode's exploration sigma (action units), if the agent has one.
+        :param phase: e.g. ``"warmup"`` / ``"explore"`` (free text).
+        :param extra: more scalars: ``actor_loss``/``critic_loss`` (logged as ``train/*``), other
+            bare keys as ``search/<key>``, keys with a ``/`` as given; CSV columns where they exist.
+        """
+        metrics = dict(info.get("metrics") or {})
+        if "reward" not in metrics:
+            raise ValueError("record_episode: info['metrics'] has no 'reward' (is this the last step's info?)")
+        self.episode += 1
+        now = time.monotonic()
+        episode_time, self._t_last = now - self._t_last, now
+        reward = float(metrics["reward"])
+        if self.best is None or reward > self.best.reward:
+            policy = info.get("policy")
+            if isinstance(policy, Mapping):
+                policy = Policy.from_dict(dict(policy))
+            self.best = BestRecord(episode=self.episode, reward=reward, accuracy=_num(metrics.get("accuracy")),
+                                   metrics={k: v for k, v in metrics.items() if _num(v) is not None},
+                                   actions=[float(a) for a in info.get("actions") or []],
+                                   policy=None if policy is None else self._annotate(policy, metrics, reward))
+            if self.best.policy is not None:
+                self._write_best(log_figure=True)
+        row: dict[str, Any] = {
+            "episode": self.episode, "phase": phase or "", "reward": reward, "best_reward": self.best.reward,
+            **{k: _num(metrics.get(k)) for k in _METRIC_KEYS},
+            "noise_sigma": _num(noise_sigma), "episode_time_s": episode_time, "wall_time_s": self.wall_time_s,
+        }
+        tags: dict[str, float | None] = {f"search/{k}": row[k] for k in ("reward", "best_reward", *_METRIC_KEYS)}
+        tags["search/noise_sigma"] = row["noise_sigma"]
+        for key, val in (extra or {}).items():
+            col = key.rsplit("/", 1)[-1]
+            tag = key if "/" in key else (f"train/{key}" if key in _TRAIN_KEYS else f"search/{key}")
+            row.setdefault(col, _num(val))
+            tags[tag] = _num(val)
+        self._append_row(row)
+        self.log_scalars(tags, step=self.episode)
+        self.last_row = row
+        for listener in self.listeners:
+            listener(row)
+        return row
+
+    def _annotate(self, policy: Policy, metrics: Mapping[str, Any], reward: float) -> Policy:
+        pol = Policy.from_dict(policy.to_dict())  # a copy: the env's object stays untouched
+        pol.search.update({"agent": self.agent, "episode": self.episode, "episodes": self.episodes,
+                           "seed": self.seed, "reward": reward})
+        if self.base_accuracy is not None:
+            pol.accuracy.setdefault("base_val_top1", float(self.base_accuracy))
+        if _num(metrics.get("accuracy")) is not None:
+            pol.accuracy.setdefault("val_top1", float(metrics["accuracy"]))
+        for k in _RATIO_KEYS:
+            if _num(metrics.get(k)) is not None:
+                pol.achieved.setdefault(k, float(metrics[k]))
+        return pol
+
+    def _append_row(self, row: Mapping[str, Any]) -> None:
+        new = not self.csv_path.is_file() or self.csv_path.stat().st_size == 0
+        with self.csv_path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=EPISODE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+            if new:
+                w.writeheader()
+            w.writerow({k: _fmt(row.get(k)) for k in EPISODE_COLUMNS})
+
+    def _write_best(self, *, log_figure: bool) -> None:
+        best = self.best
+        assert best is not None and best.policy is not None
+        best.policy.save(self.best_policy_path)
+        if not self.plot:
+            return
+        acc = "" if best.accuracy is None else f"  acc {best.accuracy:.2f}%"
+        macs = best.policy.achieved.get("macs_ratio")
+        macs_s = "" if _num(macs) is None else f"  MACs x{float(macs):.3f}"
+        fig = plot_policy(best.policy, title=f"{self.agent} best @ episode {best.episode}: reward {best.reward:.4f}"
+                          f"{acc}{macs_s}")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        _atomic_write_bytes(self.run_dir / "best_policy.png", buf.getvalue())
+        if log_figure and self.writer is not None:
+            self.writer.add_figure("search/best_policy", fig, global_step=best.episode, close=True)
+
+    # ----------------------------------------------------------------- summary
+    def summary(self, *, interrupted: bool = False, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The run's summary (also what ``summary.json`` holds)."""
+        best = self.best
+        wall = self.wall_time_s
+        achieved: dict[str, Any] = {}
+        if best is not None:
+            achieved = {k: best.metrics[k] for k in _RATIO_KEYS if k in best.metrics}
+            if best.policy is not None:
+                achieved = {**{k: v for k, v in best.policy.achieved.items() if k in _RATIO_KEYS}, **achieved}
+            if "latency_ms" in best.metrics:
+                achieved["latency_ms"] = best.metrics["latency_ms"]
+        out: dict[str, Any] = {
+            "agent": self.agent,
+            "episodes": self.episode,
+            "episodes_planned": self.episodes,
+            "seed": self.seed,
+            "target": self.target,
+            "base_accuracy": self.base_accuracy,
+            "best_accuracy": None if best is None else best.accuracy,
+            "best_reward": None if best is None else best.reward,
+            "best_episode": None if best is None else best.episode,
+            "achieved": achieved,
+            "wall_time_s": round(wall, 3),
+            "seconds_per_episode": round(wall / self.episode, 4) if self.episode else None,
+            "interrupted": bool(interrupted),
+            "run_dir": str(self.run_dir),
+            "best_policy": str(self.best_policy_path) if best is not None and best.policy is not None else None,
+        }
+        out.update(extra or {})
+        return out
+
+    def write_summary(self, *, interrupted: bool = False, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        summary = self.summary(interrupted=interrupted, extra=extra)
+        atomic_write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self, *, interrupted: bool = False, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Write ``summary.json``, close TensorBoard; returns the summary."""
+        summary = self.write_summary(interrupted=interrupted, extra=extra)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return summary
+
+    def __enter__(self) -> SearchRecorder:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -1,0 +1,493 @@
+"""AMC's DDPG agent, built from stable-baselines3 and extended only through its extension points.
+
+What AMC (He et al., ECCV 2018; ``mit-han-lab/amc``) specifies, and where it lives here:
+
+=====================================  =========================================================
+AMC                                     here
+=====================================  =========================================================
+actor and critic MLPs 300-300           ``policy_kwargs["net_arch"] = {"pi": [300, 300], "qf": [300, 300]}``
+actor lr 1e-4, critic lr 1e-3 (Adam)    :class:`AMCPolicy` (custom policy class): its critic optimizer is
+                                        :class:`LRScaledAdam` stepping with ``lr * critic_lr / actor_lr``
+tau 0.01, gamma 1, batch 64             ``DDPG(tau=, gamma=, batch_size=)``
+replay of 100 episodes                  ``buffer_size = 100 * steps_per_episode``
+warm-up: uniform random actions         ``learning_starts = warmup * steps_per_episode`` (SB3 samples the
+                                        action space uniformly before ``learning_starts``)
+truncated normal noise, sigma 0.5,      :class:`agents.noise.TruncatedNormalNoise` (``ActionNoise``),
+x0.95 per episode after warm-up         decayed in ``reset()`` at each episode end
+final reward given to every transition  :class:`EpisodeReplayBuffer` (replay-buffer class), switch
+                                        ``final_reward_to_all`` (False: SB3's sparse reward)
+moving-average reward baseline (0.5)    :class:`EpisodeReplayBuffer.sample` (see below)
+one update per transition at the end    ``train_freq=(1, "episode")``, ``gradient_steps=-1``
+of each episode
+=====================================  =========================================================
+
+Two lrs. SB3 has a single ``learning_rate``, and ``TD3.train`` calls ``_update_learning_rate`` on the
+actor *and* critic optimizers at the start of every ``train()``, overwriting each param group's lr with
+that one value. So neither building the critic optimizer with its own lr nor setting param-group lrs
+from a callback survives the first update. The critic's optimizer therefore stores the *ratio*
+(``lr_scale`` in its param groups, saved with its state dict) and applies ``lr * lr_scale`` inside
+``step()``; SB3's schedule keeps writing the actor's lr (1e-4) and the critic steps at 1e-3. A schedule
+on ``learning_rate`` would scale both, keeping the ratio.
+
+Reward baseline. AMC's ``update_policy`` keeps ``moving_average += alpha * (mean(batch rewards) -
+moving_average)`` (initialised with the first batch mean) and trains on ``reward - moving_average``.
+We do the same when a batch is *sampled* (the replay buffer stores raw rewards), so old and new
+transitions in one batch are centred by the same baseline; ``baseline_alpha=None`` turns it off.
+
+One ``learn()`` per episode. The agent calls ``model.learn(..., reset_num_timesteps=False)`` once per
+episode. At its return every piece of state is at an episode boundary: the transitions are stored,
+the noise has advanced, this episode's gradient updates are done and the env has been reset for the
+next one. That is where episodes are recorded (with this episode's actor/critic losses), checkpoints
+are written and a Ctrl-C/SIGTERM stop takes effect, so a resumed run continues exactly where an
+uninterrupted one would (same seed -> same episodes).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import DDPG
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from stable_baselines3.td3.policies import TD3Policy
+
+from agents._base import AGENTS, Agent
+from agents.callbacks import EpisodeInfoCallback, TorchThreadsCallback
+from agents.noise import TruncatedNormalNoise
+from amc.errors import AmcError
+from amc.utils import atomic_torch_save, seed_everything
+
+__all__ = ["DDPGAgent", "DDPGConfig", "AMCPolicy", "LRScaledAdam", "EpisodeReplayBuffer", "CHECKPOINT_DIR"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+_CKPT_FORMAT = "amc-search-checkpoint"
+_CKPT_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class DDPGConfig:
+    """DDPG hyper-parameters (AMC's defaults); set through ``SearchConfig.agent_kwargs``.
+
+    :param hidden: hidden layer widths of actor and critic.
+    :param actor_lr, critic_lr: Adam learning rates.
+    :param tau: soft target update coefficient.
+    :param gamma: discount (1: the episode has a fixed length and one final reward).
+    :param batch_size: transitions per gradient step.
+    :param replay_episodes: replay capacity in episodes (x steps per episode).
+    :param baseline_alpha: moving-average reward baseline rate in (0, 1]; None disables it.
+    :param device: where the actor/critic live; 300-300 MLPs with batch 64 are fastest on CPU.
+    :param train_threads: torch CPU threads for the gradient updates (None: as set); the env's
+        evaluation keeps the process's setting (see ``agents.callbacks.TorchThreadsCallback``).
+    """
+
+    hidden: tuple[int, ...] = (300, 300)
+    actor_lr: float = 1e-4
+    critic_lr: float = 1e-3
+    tau: float = 0.01
+    gamma: float = 1.0
+    batch_size: int = 64
+    replay_episodes: int = 100
+    baseline_alpha: float | None = 0.5
+    device: str = "cpu"
+    train_threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        try:
+            self.hidden = tuple(int(h) for h in self.hidden)
+            for key in ("actor_lr", "critic_lr", "tau", "gamma"):
+                setattr(self, key, float(getattr(self, key)))  # YAML 1.1 reads 1e-4 as a string
+            if self.baseline_alpha is not None:
+                self.baseline_alpha = float(self.baseline_alpha)
+        except (TypeError, ValueError) as e:
+            raise AmcError(f"ddpg options: {e}; hidden is a list of widths, lrs/tau/gamma are numbers") from None
+        if not self.hidden or min(self.hidden) < 1:
+            raise AmcError(f"ddpg hidden={self.hidden!r}: give one or more positive layer widths, e.g. [300, 300]")
+        for key in ("actor_lr", "critic_lr"):
+            if not float(getattr(self, key)) > 0:
+                raise AmcError(f"ddpg {key}={getattr(self, key)!r} must be > 0 (AMC: actor 1e-4, critic 1e-3)")
+        if not 0.0 < self.tau <= 1.0:
+            raise AmcError(f"ddpg tau={self.tau} must be in (0, 1] (AMC: 0.01)")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise AmcError(f"ddpg gamma={self.gamma} must be in [0, 1] (AMC: 1)")
+        if int(self.batch_size) < 1 or int(self.replay_episodes) < 1:
+            raise AmcError("ddpg batch_size and replay_episodes must be >= 1 (AMC: 64 and 100)")
+        if self.baseline_alpha is not None and not 0.0 < float(self.baseline_alpha) <= 1.0:
+            raise AmcError(f"ddpg baseline_alpha={self.baseline_alpha} must be in (0, 1] or null (AMC: 0.5)")
+        if self.train_threads is not None and int(self.train_threads) < 1:
+            raise AmcError(f"ddpg train_threads={self.train_threads} must be >= 1 or null")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> DDPGConfig:
+        d = dict(d or {})
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise AmcError(f"unknown ddpg option(s) {', '.join(unknown)} in agent_kwargs; valid: {', '.join(valid)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# SB3 extension points: optimizer, policy, replay buffer
+
+
+class LRScaledAdam(torch.optim.Adam):
+    """Adam whose param groups step with ``lr * lr_scale``.
+
+    SB3 rewrites every param group's ``lr`` before each ``train()`` (one lr for all networks); the
+    scale survives that and is saved in the optimizer's state dict.
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, *, lr_scale: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(params, lr=lr, **kwargs)
+        self.defaults["lr_scale"] = float(lr_scale)
+        for group in self.param_groups:
+            group.setdefault("lr_scale", float(lr_scale))
+
+    def step(self, closure: Any = None) -> Any:
+        base = [g["lr"] for g in self.param_groups]
+        for g in self.param_groups:
+            g["lr"] = g["lr"] * g["lr_scale"]
+        try:
+            return super().step(closure)
+        finally:
+            for g, lr in zip(self.param_groups, base):
+                g["lr"] = lr
+
+
+class AMCPolicy(TD3Policy):
+    """SB3's TD3/DDPG policy with a critic that learns ``critic_lr_scale`` times faster than the actor.
+
+    Pass as ``DDPG(AMCPolicy, ..., learning_rate=actor_lr, policy_kwargs={"critic_lr_scale": c/a})``.
+    """
+
+    def __init__(self, *args: Any, critic_lr_scale: float = 10.0, **kwargs: Any) -> None:
+        self.critic_lr_scale = float(critic_lr_scale)  # read by _build, which TD3Policy.__init__ calls
+        super().__init__(*args, **kwargs)
+
+    def _build(self, lr_schedule: Any) -> None:
+        super()._build(lr_schedule)
+        self.critic.optimizer = LRScaledAdam(self.critic.parameters(), lr=lr_schedule(1),
+                                             lr_scale=self.critic_lr_scale, **self.optimizer_kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data["critic_lr_scale"] = self.critic_lr_scale
+        return data
+
+
+class EpisodeReplayBuffer(ReplayBuffer):
+    """SB3 ``ReplayBuffer`` with AMC's final-reward propagation and moving-average reward baseline.
+
+    :param final_reward_to_all: hold an episode's transitions until it ends, then store every one with
+        the episode's final reward (AMC). False stores SB3's per-step (sparse) reward.
+    :param baseline_alpha: rate of the moving-average baseline subtracted from sampled rewards
+        (AMC: 0.5, per sampled batch); None: no baseline.
+    """
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: gym.spaces.Space,
+        action_space: gym.spaces.Space,
+        device: torch.device | str = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+        *,
+        final_reward_to_all: bool = True,
+        baseline_alpha: float | None = 0.5,
+    ) -> None:
+        super().__init__(buffer_size, observation_space, action_space, device=device, n_envs=n_envs,
+                         optimize_memory_usage=optimize_memory_usage,
+                         handle_timeout_termination=handle_timeout_termination)
+        if final_reward_to_all and n_envs != 1:
+            raise ValueError("final_reward_to_all needs a single environment (episodes must not interleave)")
+        self.final_reward_to_all = bool(final_reward_to_all)
+        self.baseline_alpha = None if baseline_alpha is None else float(baseline_alpha)
+        self.reward_baseline: float | None = None
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]] = []
+
+    @property
+    def pending(self) -> int:
+        """Transitions of the running episode not yet written (final-reward mode)."""
+        return len(self._pending)
+
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        if not self.final_reward_to_all:
+            super().add(obs, next_obs, action, reward, done, infos)
+            return
+        self._pending.append((np.array(obs), np.array(next_obs), np.array(action), np.array(done), infos))
+        if np.any(done):
+            final = np.array(reward, dtype=np.float32)
+            for o, no, a, d, inf in self._pending:
+                super().add(o, no, a, final, d, inf)
+            self._pending.clear()
+
+    def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:
+        data = super().sample(batch_size, env=env)
+        if self.baseline_alpha is None:
+            return data
+        mean = float(data.rewards.mean())
+        if self.reward_baseline is None:
+            self.reward_baseline = mean
+        else:
+            self.reward_baseline += self.baseline_alpha * (mean - self.reward_baseline)
+        return data._replace(rewards=data.rewards - self.reward_baseline)
+
+
+class _ResetTracker(gym.Wrapper):
+    """Remembers the env's RNG state just before each reset, so that a resumed run can redo the reset
+    SB3 made after the last checkpointed episode and land in the very same state."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.reset_seed: int | None = None
+        self.rng_before_reset: dict[str, Any] | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        self.reset_seed = seed
+        self.rng_before_reset = None if seed is not None else _rng_state(self.env.unwrapped.np_random)
+        return self.env.reset(seed=seed, options=options)
+
+
+def _rng_state(gen: np.random.Generator) -> dict[str, Any]:
+    return gen.bit_generator.state
+
+
+# --------------------------------------------------------------------------------------------------
+# the agent
+
+
+@AGENTS.register("ddpg")
+class DDPGAgent(Agent):
+    """AMC's DDPG search (see the module docstring); checkpoints into ``run_dir/checkpoint/``.
+
+    Hyper-parameters come from ``config.agent_kwargs`` (:class:`DDPGConfig`); warm-up, noise, the
+    final-reward switch, the seed and the checkpoint interval from the :class:`SearchConfig` itself.
+    """
+
+    name = "ddpg"
+
+    def __init__(self, env: gym.Env, config: Any, recorder: Any) -> None:
+        super().__init__(env, config, recorder)
+        self.params = DDPGConfig.from_dict(getattr(config, "agent_kwargs", None))
+        n = getattr(env, "n_decisions", None) or getattr(env.unwrapped, "n_decisions", None)
+        if not n or int(n) < 1:
+            raise AmcError("the env has no positive n_decisions (episode length); is it an amc CompressionEnv?")
+        self.steps_per_episode = int(n)
+        box = env.action_space
+        if not isinstance(box, gym.spaces.Box):
+            raise AmcError(f"DDPG needs a Box action space, the env has {box}")
+        self.ckpt_dir = Path(recorder.run_dir) / CHECKPOINT_DIR
+        self.model: DDPG | None = None
+        self.noise: TruncatedNormalNoise | None = None
+        self._tracker: _ResetTracker | None = None
+        self._episode_cb = EpisodeInfoCallback()
+        self._callbacks: list[Any] = [self._episode_cb]
+        if self.params.train_threads is not None:
+            self._callbacks.append(TorchThreadsCallback(self.params.train_threads))
+
+    # ----------------------------------------------------------------- construction
+    def _make_vec_env(self) -> DummyVecEnv:
+        self._tracker = _ResetTracker(self.env)
+        tracker = self._tracker
+        return DummyVecEnv([lambda: tracker])
+
+    def _make_noise(self) -> TruncatedNormalNoise:
+        box = self.env.action_space
+        width = float(np.max(box.high - box.low))
+        return TruncatedNormalNoise(
+            int(np.prod(box.shape)), sigma=self.config.noise_sigma, decay=self.config.noise_decay,
+            warmup=self.config.warmup, unit_scale=2.0 / width, mean_fn=self._mean_action, seed=self.config.seed,
+        )
+
+    def _mean_action(self) -> np.ndarray:
+        """The actor's deterministic action for the current observation, in SB3's [-1, 1] units."""
+        assert self.model is not None
+        action, _ = self.model.predict(self.model._last_obs, deterministic=True)  # (n_envs, action_dim)
+        return self.model.policy.scale_action(action)
+
+    def _build_model(self) -> None:
+        cfg, p, n = self.config, self.params, self.steps_per_episode
+        seed_everything(cfg.seed)  # network init does not depend on what ran before (e.g. pretraining)
+        venv = self._make_vec_env()
+        self.noise = self._make_noise()
+        self.model = DDPG(
+            AMCPolicy, venv,
+            learning_rate=p.actor_lr,
+            buffer_size=p.replay_episodes * n,
+            learning_starts=cfg.warmup * n,
+            batch_size=p.batch_size,
+            tau=p.tau,
+            gamma=p.gamma,
+            train_freq=(1, "episode"),
+            gradient_steps=-1,
+            action_noise=self.noise,
+            replay_buffer_class=EpisodeReplayBuffer,
+            replay_buffer_kwargs={"final_reward_to_all": cfg.final_reward_to_all, "baseline_alpha": p.baseline_alpha},
+            policy_kwargs={"net_arch": {"pi": list(p.hidden), "qf": list(p.hidden)},
+                           "critic_lr_scale": p.critic_lr / p.actor_lr},
+            seed=None,  # seeded here, in one place, so that a resume can restore every generator
+            device=p.device,
+            verbose=0,
+        )
+        self.model.set_logger(Logger(folder=None, output_formats=[]))
+        self.model.action_space.seed(cfg.seed)  # warm-up actions
+        venv.seed(cfg.seed)  # first reset(seed=...) of the env
+
+    # ----------------------------------------------------------------- checkpoints
+    def _find_checkpoint(self) -> Path | None:
+        for d in (self.ckpt_dir, self.ckpt_dir.with_name(CHECKPOINT_DIR + ".old")):
+            if (d / "state.pt").is_file() and (d / "model.zip").is_file():
+                return d
+        return None
+
+    def save_checkpoint(self) -> Path:
+        """Write model, replay buffer, counters, noise, recorder state and RNG states atomically."""
+        assert self.model is not None and self.noise is not None and self._tracker is not None
+        tmp = self.ckpt_dir.with_name(CHECKPOINT_DIR + ".tmp")
+        old = self.ckpt_dir.with_name(CHECKPOINT_DIR + ".old")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.model.save(tmp / "model.zip")
+        self.model.save_replay_buffer(tmp / "replay_buffer.pkl")
+        state = {
+            "format": _CKPT_FORMAT,
+            "version": _CKPT_VERSION,
+            "agent": self.name,
+            "episode": self.recorder.episode,
+            "num_timesteps": self.model.num_timesteps,
+            "noise": self.noise.state_dict(),
+            "recorder": self.recorder.state_dict(),
+            "env_reset": {"seed": self._tracker.reset_seed, "rng": self._tracker.rng_before_reset},
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "action_space": _rng_state(self.model.action_space.np_random),
+            },
+            "params": self.params.to_dict(),
+        }
+        atomic_torch_save(state, tmp / "state.pt")
+        # swap: checkpoint -> checkpoint.old, tmp -> checkpoint; a crash in between leaves .old usable
+        shutil.rmtree(old, ignore_errors=True)
+        if self.ckpt_dir.exists():
+            self.ckpt_dir.rename(old)
+        tmp.rename(self.ckpt_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        self.recorder.write_summary(extra=self.summary_extra())
+        self.recorder.flush()
+        logger.debug("checkpoint at episode %d -> %s", self.recorder.episode, self.ckpt_dir)
+        return self.ckpt_dir
+
+    def _load_checkpoint(self, ckpt: Path) -> None:
+        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)  # our own file
+        if state.get("format") != _CKPT_FORMAT or state.get("agent") != self.name:
+            raise AmcError(f"{ckpt} is not a ddpg search checkpoint; start a new run dir or drop --resume")
+        venv = self._make_vec_env()
+        try:
+            model = DDPG.load(ckpt / "model.zip", env=venv, device=self.params.device)
+        except ValueError as e:
+            raise AmcError(f"the checkpoint in {ckpt} does not fit this env ({e}); was the model or mode "
+                           "changed? Start a new run dir") from None
+        model.load_replay_buffer(ckpt / "replay_buffer.pkl")
+        model.set_logger(Logger(folder=None, output_formats=[]))
+        self.model = model
+        self.noise = self._make_noise()
+        self.noise.load_state_dict(state["noise"])
+        model.action_noise = self.noise
+        # SB3 reset the env after the last checkpointed episode; redo that reset from the same RNG state
+        model._last_obs = None
+        env_reset = state["env_reset"]
+        if env_reset["seed"] is not None:
+            venv.seed(env_reset["seed"])
+        elif env_reset["rng"] is not None:
+            self.env.unwrapped.np_random.bit_generator.state = env_reset["rng"]
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        model.action_space.np_random.bit_generator.state = rng["action_space"]
+        self.recorder.restore(state["recorder"])
+        logger.info("resumed ddpg search from %s at episode %d", ckpt, self.recorder.episode)
+
+    # ----------------------------------------------------------------- the loop
+    def setup(self) -> None:
+        """Build the model, or load the checkpoint when resuming (called by :meth:`run`)."""
+        if self.model is not None:
+            return
+        ckpt = self._find_checkpoint() if self.config.resume else None
+        if ckpt is not None:
+            self._load_checkpoint(ckpt)
+            return
+        if self.config.resume:
+            if self.recorder.episode > 0:
+                logger.warning("no checkpoint in %s: restarting the search from episode 1", self.ckpt_dir)
+            self.recorder.restore(None)
+        self._build_model()
+
+    def run(self, episodes: int) -> None:
+        self.setup()
+        assert self.model is not None and self.noise is not None
+        every = max(1, int(getattr(self.config, "checkpoint_every", 10) or 10))
+        self.interrupted = False
+        while self.recorder.episode < episodes and not self.stop_requested:
+            index = self.recorder.episode  # 0-based index of the episode about to run
+            sigma = self.noise.sigma
+            phase = "warmup" if index < self.config.warmup else "explore"
+            self.model.learn(total_timesteps=1, callback=self._callbacks, reset_num_timesteps=False,
+                             log_interval=None)  # type: ignore[arg-type]
+            infos = self._episode_cb.pop()
+            if len(infos) != 1:
+                raise RuntimeError(f"expected one finished episode per learn() call, got {len(infos)}")
+            values = self.model.logger.name_to_value
+            losses = {k: values[f"train/{k}"] for k in ("actor_loss", "critic_loss") if f"train/{k}" in values}
+            self.model.logger.dump()  # clears the values: the next episode reports its own losses
+            self.recorder.record_episode(infos[0], noise_sigma=sigma, phase=phase, extra=losses)
+            ep = self.recorder.episode
+            if ep % every == 0 or ep >= episodes or self.stop_requested:
+                self.save_checkpoint()
+        self.interrupted = self.recorder.episode < episodes
+
+    def summary_extra(self) -> dict[str, Any]:
+        buf = self.model.replay_buffer if self.model is not None else None
+        return {
+            "final_reward_to_all": bool(self.config.final_reward_to_all),
+            "warmup": int(self.config.warmup),
+            "noise_sigma": None if self.noise is None else self.noise.sigma,
+            "reward_baseline": None if buf is None else getattr(buf, "reward_baseline", None),
+            "ddpg": self.params.to_dict(),
+        }

@@ -1,0 +1,159 @@
+"""``amc search``: learn a per-layer compression policy under a hard budget (DDPG or a baseline agent).
+
+Examples::
+
+    amc search                                   # the quickstart: digits, lenet5, 50% MACs (~2 min)
+    amc search --config configs/cifar10_resnet20.yaml --checkpoint runs/r20/final.pt
+    amc search --model resnet20 --dataset cifar10 --data-dir data/cifar10 --target macs=0.5 \\
+        --episodes 400 --warmup 100 --run-dir runs/r20-amc
+    amc search --config configs/cifar10_resnet20.yaml --resume   # continue after Ctrl-C or a kill
+
+Without ``--config`` the quickstart preset (``configs/quickstart.yaml``) is the base; options on the
+command line override the file's keys (named alike: ``--run-dir`` -> ``run_dir``). Ctrl-C (or SIGTERM)
+finishes the current episode, saves a checkpoint and stops; ``--resume`` continues from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import yaml
+
+from amc.errors import AmcError
+
+_FLAGS = ("resume", "overwrite", "reconstruct", "final_reward_to_all")
+
+
+def _count_or_fraction(text: str) -> int | float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (a count like 300 or a fraction like 0.1)") from None
+    return int(v) if v.is_integer() and v >= 1 else v
+
+
+def _pair(text: str) -> list[int]:
+    try:
+        lo, hi = (int(t) for t in text.replace(":", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give MIN,MAX bit widths, e.g. 2,8") from None
+    return [lo, hi]
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. actor_lr=1e-4")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
+    if isinstance(parsed, str):  # YAML 1.1 reads 1e-4 as a string
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    return key.strip(), parsed
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = __doc__.split("Examples::", 1)[1].split("Without", 1)[0].rstrip() if __doc__ else None
+    p.add_argument("--config", metavar="YAML", help="preset to start from (default: configs/quickstart.yaml)")
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", help="architecture (lenet5, resnet20, ...; may be omitted with --checkpoint)")
+    g.add_argument("--checkpoint", help="trained `amc train` checkpoint; without it the model is trained briefly")
+    g.add_argument("--dataset", help="digits, fashion-mnist, cifar10, imagefolder")
+    g.add_argument("--data-dir", help="where the dataset's files are")
+    g.add_argument("--val-size", type=_count_or_fraction, help="held-out images for the reward (count or fraction)")
+    g.add_argument("--train-epochs", type=int, help="epochs of the brief pretraining without --checkpoint")
+    g = p.add_argument_group("what to search")
+    g.add_argument("--mode", choices=("prune", "quant", "joint"), help="channel pruning, mixed precision, or both")
+    g.add_argument("--target", help="hard budget METRIC=RATIO: macs, params, size, bitops, latency (e.g. macs=0.5)")
+    g.add_argument("--reward", help="reward name (acc, acc_flops, acc_size, acc_latency)")
+    g.add_argument("--lbound", type=float, help="smallest preserve ratio per layer (AMC: 0.2)")
+    g.add_argument("--round-to", type=int, help="round kept channels to a multiple of this (e.g. 8)")
+    g.add_argument("--granularity", choices=("channel", "fine"), help="structured channels or unstructured weights")
+    g.add_argument("--importance", help="channel criterion: l1, l2, fpgm, bn_scale, random")
+    g.add_argument("--reconstruct", action=argparse.BooleanOptionalAction, default=None,
+                   help="AMC's least-squares reconstruction of the next layer")
+    g.add_argument("--w-bits", type=_pair, metavar="MIN,MAX", help="weight bit range (quant/joint)")
+    g.add_argument("--a-bits", type=_pair, metavar="MIN,MAX", help="activation bit range (quant/joint)")
+    g.add_argument("--eval-batch-size", type=int, help="batch size of the reward's evaluation")
+    g.add_argument("--env-opt", type=_key_value, action="append", metavar="KEY=VALUE",
+                   help="further environment option (repeatable)")
+    g = p.add_argument_group("agent")
+    g.add_argument("--agent", help="search agent (ddpg, or a registered baseline)")
+    g.add_argument("--episodes", type=int, help="episodes in all (a resumed run continues up to this)")
+    g.add_argument("--warmup", type=int, help="random warm-up episodes (AMC: 100, HAQ: 20)")
+    g.add_argument("--noise-sigma", type=float, help="initial exploration sigma in action units (AMC: 0.5)")
+    g.add_argument("--noise-decay", type=float, help="sigma decay per episode after warm-up (AMC: 0.95)")
+    g.add_argument("--final-reward-to-all", action=argparse.BooleanOptionalAction, default=None,
+                   help="give every transition the episode's final reward (AMC; default on)")
+    g.add_argument("--agent-opt", type=_key_value, action="append", metavar="KEY=VALUE",
+                   help="agent option, repeatable (ddpg: actor_lr, critic_lr, tau, gamma, batch_size, hidden, ...)")
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, help="seed of everything (default 0)")
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
+    g.add_argument("--threads", type=int, help="torch CPU threads")
+    g.add_argument("--run-dir", help="output directory (config, policy, TensorBoard, checkpoints, summary)")
+    g.add_argument("--resume", action="store_true", default=None, help="continue the search in --run-dir")
+    g.add_argument("--overwrite", action="store_true", default=None, help="discard what --run-dir holds")
+    g.add_argument("--checkpoint-every", type=int, help="episodes between checkpoints (default 10)")
+    g.add_argument("--no-progress", action="store_true", help="no live progress line")
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`agents.search.SearchConfig` the options describe (file first, options override)."""
+    from agents.search import SearchConfig, load_search_config
+
+    names = set(SearchConfig.field_names())
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if args.env_opt:
+        overrides["env_kwargs"] = dict(args.env_opt)
+    if args.agent_opt:
+        overrides["agent_kwargs"] = dict(args.agent_opt)
+    try:
+        return load_search_config(args.config, overrides)
+    except AmcError:
+        raise
+    except (TypeError, ValueError) as e:  # e.g. a YAML value of the wrong type
+        raise AmcError(f"search config: {e}") from None
+
+
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    return "-" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+
+def summary_table(s: dict[str, Any]) -> str:
+    achieved = ", ".join(f"{k.removesuffix('_ratio')} {_fmt(v, '.3f')}" for k, v in (s.get("achieved") or {}).items())
+    rows = [
+        ("agent", s.get("agent")),
+        ("episodes", f"{s.get('episodes')} of {s.get('episodes_planned')}"),
+        ("target", s.get("target")),
+        ("base val top-1", f"{_fmt(s.get('base_accuracy'), '.2f')} %"),
+        ("best val top-1", f"{_fmt(s.get('best_accuracy'), '.2f')} % (episode {_fmt(s.get('best_episode'))})"),
+        ("best reward", _fmt(s.get("best_reward"))),
+        ("achieved", achieved or "-"),
+        ("wall time", f"{_fmt(s.get('wall_time_s'), '.1f')} s ({_fmt(s.get('seconds_per_episode'), '.2f')} s/episode)"),
+        ("best policy", s.get("best_policy") or "-"),
+        ("tensorboard", f"tensorboard --logdir {s.get('run_dir')}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    from agents.search import run_search
+
+    cfg = config_from_args(args)
+    summary = run_search(cfg, progress=not args.no_progress)
+    head = "search interrupted" if summary.get("interrupted") else "search finished"
+    print(f"{head}: {cfg.run_dir}")
+    print(summary_table(summary))
+    if summary.get("interrupted"):
+        print("a checkpoint was saved; run the same command with --resume to continue", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,180 @@
+"""SearchConfig, run_search and the ``amc search`` command line."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from _toy_env import ToyCompressionEnv
+
+from agents import SearchConfig, read_episodes
+from agents import search as search_mod
+from agents.search import QUICKSTART, load_search_config, quickstart_path, run_search
+from amc.cli import build_parser, main
+from amc.cli.search import config_from_args, summary_table
+from amc.errors import AmcError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _args(*argv: str):
+    return build_parser().parse_args(["search", *argv])
+
+
+# ------------------------------------------------------------------------------------- config
+def test_quickstart_file_matches_the_builtin_preset():
+    assert yaml.safe_load(quickstart_path().read_text()) == QUICKSTART
+    cfg = config_from_args(_args())
+    assert cfg == SearchConfig(**QUICKSTART)
+    assert (cfg.model, cfg.dataset, cfg.target, cfg.run_dir) == ("lenet5", "digits", "macs=0.5", "runs/quickstart")
+
+
+def test_command_line_overrides_the_file(tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text(yaml.safe_dump({"model": "mlp", "episodes": 50, "reconstruct": True, "run_dir": "x"}))
+    cfg = config_from_args(_args("--config", str(preset), "--episodes", "7", "--no-reconstruct", "--agent-opt",
+                                 "actor_lr=1e-3", "--agent-opt", "hidden=[64, 64]", "--w-bits", "3,6",
+                                 "--val-size", "0.1", "--target", "params=0.3", "--resume"))
+    assert (cfg.model, cfg.episodes, cfg.reconstruct, cfg.run_dir) == ("mlp", 7, False, "x")
+    assert cfg.agent_kwargs == {"actor_lr": 1e-3, "hidden": [64, 64]}
+    assert cfg.w_bits == (3, 6) and cfg.val_size == 0.1 and cfg.target == "params=0.3" and cfg.resume
+    assert SearchConfig.from_dict(cfg.to_dict()) == cfg  # round trip through config.yaml
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"target": "macs=2"}, "must be in \\(0, 1\\]"),
+    ({"target": "flops=0.5"}, "unknown budget metric"),
+    ({"mode": "shrink"}, "valid: prune, quant, joint"),
+    ({"agent": "nope"}, "unknown agent 'nope'; valid: ddpg"),
+    ({"model": "resnet7"}, "unknown model 'resnet7'; valid: .*lenet5"),
+    ({"dataset": "mnist"}, "unknown dataset 'mnist'; valid: .*digits"),
+    ({"lbound": 0.0}, "lbound"),
+    ({"episodes": 0}, "episodes"),
+    ({"noise_decay": 1.5}, "noise_decay"),
+    ({"w_bits": (8, 2)}, "w_bits"),
+    ({"resume": True, "overwrite": True}, "exclude each other"),
+    ({"model": None}, "--model .* or a trained --checkpoint"),
+    ({"device": "tpu"}, "device"),
+])
+def test_bad_config_values_say_what_to_do(change, message):
+    with pytest.raises(AmcError, match=message):
+        SearchConfig(**{**QUICKSTART, **change})
+
+
+def test_unknown_yaml_key_lists_the_valid_ones(tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("model: lenet5\nepisodez: 3\n")
+    with pytest.raises(AmcError, match="unknown key\\(s\\) episodez; valid: model"):
+        load_search_config(preset)
+
+
+# ------------------------------------------------------------------------------------- CLI errors
+def test_cli_unknown_agent_is_a_one_line_error(capsys):
+    assert main(["search", "--agent", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error:") and "valid: ddpg" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["--target", "macs=1.5"],
+    ["--config", "/nonexistent/x.yaml"],
+    ["--model", "nope"],
+])
+def test_cli_bad_inputs_exit_2(argv, capsys):
+    assert main(["search", *argv]) == 2
+    assert capsys.readouterr().err.startswith("error:")
+
+
+def test_cli_rejects_bad_choices():
+    with pytest.raises(SystemExit) as e:
+        _args("--mode", "shrink")
+    assert e.value.code == 2
+
+
+def test_cli_refuses_a_run_dir_with_another_search(tmp_path, capsys):
+    other = SearchConfig(**{**QUICKSTART, "target": "macs=0.7", "run_dir": str(tmp_path)})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(other.to_dict()))
+    assert main(["search", "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "different search" in err and "target" in err and "--resume" in err and "--run-dir" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]  # nothing was started
+
+
+def test_same_search_with_results_needs_resume_or_overwrite(tmp_path):
+    cfg = SearchConfig(**{**QUICKSTART, "run_dir": str(tmp_path)})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    (tmp_path / "episodes.csv").write_text("episode,reward\n1,0.5\n")
+    with pytest.raises(AmcError, match="--resume .*--overwrite"):
+        run_search(cfg)
+    # more episodes is not a different search: resuming is allowed
+    search_mod._check_run_dir(dataclasses.replace(cfg, episodes=999, resume=True))
+
+
+def test_summary_table_formats():
+    text = summary_table({"agent": "ddpg", "episodes": 3, "episodes_planned": 3, "best_accuracy": 91.234,
+                          "achieved": {"macs_ratio": 0.4987}, "run_dir": "runs/x", "best_reward": None})
+    assert "91.23 %" in text and "macs 0.499" in text and "tensorboard --logdir runs/x" in text
+
+
+# ------------------------------------------------------------------------------------- run_search
+@pytest.fixture
+def toy_env(monkeypatch):
+    """run_search with the toy env (``envs`` is tested on its own)."""
+    monkeypatch.setattr(search_mod, "_env_config", lambda cfg, device: {"target": cfg.target})
+    return lambda model, splits, env_cfg: ToyCompressionEnv()
+
+
+def test_run_search_pretrains_searches_and_resumes(tmp_path, toy_env, caplog):
+    run_dir = tmp_path / "run"
+    cfg = SearchConfig(model="lenet5", dataset="digits", train_epochs=1, episodes=4, warmup=2, checkpoint_every=2,
+                       run_dir=str(run_dir), device="cpu")
+    rows = []
+    with caplog.at_level("INFO"):
+        summary = run_search(cfg, progress=rows.append, env_factory=toy_env)
+    assert "training lenet5 on digits for 1 epoch" in caplog.text
+    assert summary["episodes"] == 4 and not summary["interrupted"] and len(rows) == 4
+    assert summary["model_source"]["source"] == "trained" and (run_dir / "pretrain" / "final.pt").is_file()
+    for name in ("config.yaml", "episodes.csv", "best_policy.json", "best_policy.png", "summary.json", "tb",
+                 "checkpoint"):
+        assert (run_dir / name).exists(), name
+
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        more = run_search(dataclasses.replace(cfg, episodes=6, resume=True), env_factory=toy_env)
+    assert "using the model pretrained earlier" in caplog.text
+    assert more["episodes"] == 6
+    assert [r["episode"] for r in read_episodes(run_dir / "episodes.csv")] == [1, 2, 3, 4, 5, 6]
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["episodes"] == 6
+
+
+def test_checkpoint_must_match_model_and_dataset(tmp_path, toy_env):
+    from amc.models import ModelSpec, build_model
+    from amc.training import save_checkpoint
+
+    digits_mlp = ModelSpec(name="mlp", num_classes=10, in_channels=1, image_size=(8, 8))
+    path = tmp_path / "mlp.pt"
+    save_checkpoint(path, model=build_model(digits_mlp), model_spec=digits_mlp, data={"dataset": "digits"})
+    base = dict(dataset="digits", episodes=2, warmup=1, device="cpu")
+    with pytest.raises(AmcError, match="holds a 'mlp' model, but model 'lenet5'"):
+        run_search(SearchConfig(model="lenet5", checkpoint=str(path), run_dir=str(tmp_path / "a"), **base),
+                   env_factory=toy_env)
+    cifar = ModelSpec(name="mlp", num_classes=10, in_channels=3, image_size=(32, 32))
+    path2 = tmp_path / "cifar.pt"
+    save_checkpoint(path2, model=build_model(cifar), model_spec=cifar)
+    with pytest.raises(AmcError, match="3x32x32 inputs .*'digits' has 10 classes and 1x8x8"):
+        run_search(SearchConfig(checkpoint=str(path2), run_dir=str(tmp_path / "b"), **base), env_factory=toy_env)
+    with pytest.raises(AmcError, match="does not exist"):
+        run_search(SearchConfig(checkpoint=str(tmp_path / "none.pt"), run_dir=str(tmp_path / "c"), **base),
+                   env_factory=toy_env)
+    summary = run_search(SearchConfig(checkpoint=str(path), run_dir=str(tmp_path / "d"), **base), env_factory=toy_env)
+    assert summary["model_source"]["source"] == "checkpoint" and summary["episodes"] == 2
+    assert Path(tmp_path / "d" / "best_policy.json").is_file()
