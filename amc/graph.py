@@ -199,8 +199,11 @@ class LayerGraph:
         ignored.update(ly.name for ly in layers if ly.kind == "grouped")
 
         was_training = model.training
+        grads = [p.requires_grad for p in model.parameters()]
         model.eval()
         try:
+            for p in model.parameters():  # Torch-Pruning traces autograd: parameters must require grad
+                p.requires_grad_(True)
             with torch.enable_grad():
                 dg = tp.DependencyGraph().build_dependency(
                     model, example_inputs=example_input, verbose=False)
@@ -208,6 +211,8 @@ class LayerGraph:
             raise AmcError(f"Torch-Pruning could not trace the model's channel dependencies: {e}") from e
         finally:
             model.train(was_training)
+            for p, g in zip(model.parameters(), grads):
+                p.requires_grad_(g)
 
         name_of = {m: n for n, m in model.named_modules()}
         order = {ly.name: ly.index for ly in layers}

@@ -1,0 +1,512 @@
+"""The compression environment: one episode = one compression policy, one step = one decision."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+
+from amc.compress import apply_policy
+from amc.cost import CostModel, kept_channels
+from amc.errors import AmcError
+from amc.policy import GroupDecision, LayerDecision, Policy, parse_target
+from amc.pruning import IMPORTANCES, Pruner
+from amc.utils import resolve_device
+from envs.rewards import REWARDS
+from search_spaces import space_for
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EnvConfig", "CompressionEnv", "Decision", "OBS_FEATURES"]
+
+MODES = ("prune", "quant", "joint")
+MODE_METRICS = {
+    ("prune", "channel"): ("macs", "params", "size", "bitops", "latency"),
+    ("prune", "fine"): ("params", "size"),
+    ("quant", "channel"): ("size", "bitops"),
+    ("joint", "channel"): ("bitops", "size", "macs", "params"),
+}
+
+#: observation features, in order (all in [0, 1])
+OBS_FEATURES = (
+    "index",  # decision index / (n - 1)
+    "is_linear", "is_depthwise",  # layer type (AMC's "type")
+    "in_channels", "out_channels", "stride", "kernel", "params", "macs", "feature_size",  # min-max scaled
+    "is_prune", "is_w_bits", "is_a_bits",  # decision kind
+    "reduced",  # cost already removed / original cost (budget's unit)
+    "rest",  # cost the undecided decisions could still remove / original cost
+    "prev_action",  # previous (clipped) action
+    "cost_ratio",  # running cost / original (undecided decisions counted uncompressed)
+    "target",  # budget ratio
+)
+
+
+@dataclass
+class EnvConfig:
+    """Everything the environment needs besides the model and the data.
+
+    ``target`` is ``METRIC=RATIO`` of the uncompressed float32 model: ``macs``, ``params``, ``size``
+    (weight storage bits), ``bitops`` (MACs x w_bits x a_bits) or ``latency`` (per-layer table).
+    """
+
+    mode: str = "prune"
+    target: str = "macs=0.5"
+    reward: str = "acc"
+    lbound: float = 0.2
+    round_to: int = 1
+    granularity: str = "channel"
+    importance: str = "l1"
+    reconstruct: bool = False
+    calibration_size: int = 256
+    w_bits: tuple[int, int] = (2, 8)
+    a_bits: tuple[int, int] = (2, 8)
+    first_last_8bit: bool = True
+    eval_limit: int | None = None
+    eval_batch_size: int = 1000
+    device: str = "cpu"
+    seed: int = 0
+    latency_table: str | None = None
+    latency_batch: int = 1
+    latency_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise AmcError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+        if self.granularity not in ("channel", "fine"):
+            raise AmcError(f"unknown granularity {self.granularity!r}; valid: channel, fine")
+        if self.granularity == "fine" and self.mode != "prune":
+            raise AmcError("granularity 'fine' (unstructured sparsity) only works with --mode prune")
+        metric, _ = parse_target(self.target)
+        allowed = MODE_METRICS[(self.mode, self.granularity)]
+        if metric not in allowed:
+            raise AmcError(f"a {metric}= budget cannot be met in mode {self.mode!r} ({self.granularity}); "
+                           f"use one of: {', '.join(m + '=' for m in allowed)}")
+        REWARDS.get(self.reward)
+        IMPORTANCES.get(self.importance)
+        if not (0.0 < self.lbound <= 1.0):
+            raise AmcError(f"lbound {self.lbound} must be in (0, 1]; AMC uses 0.2")
+        if self.round_to < 1:
+            raise AmcError(f"round_to {self.round_to} must be >= 1 (1 = no rounding, AMC uses 8)")
+        self.w_bits = (int(self.w_bits[0]), int(self.w_bits[1]))
+        self.a_bits = (int(self.a_bits[0]), int(self.a_bits[1]))
+        for name, (lo, hi) in (("w_bits", self.w_bits), ("a_bits", self.a_bits)):
+            if not (1 <= lo <= hi <= 8):
+                raise AmcError(f"{name} range ({lo}, {hi}) must satisfy 1 <= min <= max <= 8")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise AmcError(f"eval_limit {self.eval_limit} must be >= 1 or None (whole val split)")
+
+    @property
+    def metric(self) -> str:
+        return parse_target(self.target)[0]
+
+    @property
+    def ratio(self) -> float:
+        return parse_target(self.target)[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["w_bits"], d["a_bits"] = list(self.w_bits), list(self.a_bits)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EnvConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise AmcError(f"unknown env option(s) {sorted(unknown)}; valid: {', '.join(sorted(names))}")
+        return cls(**d)
+
+
+@dataclass
+class Decision:
+    """One step of an episode."""
+
+    kind: str  # "prune" | "sparsity" | "w_bits" | "a_bits"
+    layer: int  # index of the layer whose features describe the decision
+    group: int = -1  # prunable group (prune decisions)
+
+
+@dataclass
+class _State:
+    fractions: np.ndarray  # kept fraction per group
+    density: np.ndarray  # kept weight fraction per layer (fine granularity)
+    w_bits: np.ndarray  # per layer, 32 = float
+    a_bits: np.ndarray
+    decided: np.ndarray  # per decision
+    actions: list[float] = field(default_factory=list)
+
+
+class CompressionEnv(gym.Env):
+    """Walks the decisions of one compression policy of a trained model (AMC / HAQ).
+
+    **Episode** (``n_decisions`` steps): ``prune`` mode, one step per prunable channel group (coupled
+    layers share one decision; see :mod:`amc.graph`) or, with ``granularity="fine"``, one per layer
+    (unstructured sparsity); ``quant`` mode, two steps per layer (weight bits, then bits of the layer's
+    input activation; the first and last layers stay at 8 bits unless ``first_last_8bit=False``);
+    ``joint`` mode, per layer in execution order: the keep ratio of the group it leads (if any), then
+    its weight and activation bits.
+
+    **Observation** ``Box(0, 1, (18,), float32)``:
+
+    ====  ==================  ===========================================================
+    idx   feature             meaning
+    ====  ==================  ===========================================================
+    0     index               decision index / (n - 1)
+    1-2   is_linear, is_dw    layer type
+    3-9   in, out, stride,    layer shape and cost (in/out channels, stride, kernel, params,
+          kernel, params,     MACs, input feature size), min-max scaled over the episode's
+          macs, feature_size  decisions (AMC)
+    10-12 kind flags          prune / weight bits / activation bits
+    13    reduced             cost removed so far / original cost (the budget's unit)
+    14    rest                cost the undecided steps could still remove / original cost
+    15    prev_action         previous clipped action
+    16    cost_ratio          running cost / original cost
+    17    target              the budget ratio
+    ====  ==================  ===========================================================
+
+    **Action** ``Box(0, 1, (1,), float32)``, mapped by :mod:`search_spaces`: a keep ratio
+    ``lbound + a (1 - lbound)`` (channels rounded up to ``round_to``), a weight density (fine), or bits
+    ``round(a (b_max - b_min + 1) + b_min - 0.5)`` (HAQ).
+
+    **Budget**: enforced, never merely rewarded. Before a prune/sparsity action is applied it is
+    clipped so the target stays reachable if every undecided step took its most aggressive value
+    (AMC's rule); bit widths are then lowered from the last layer backwards, activations first, until
+    the budget holds (HAQ's rule). Every finished episode meets the budget.
+
+    **Reward** 0 until the last step; then ``REWARDS[reward](accuracy, costs)`` with ``accuracy`` the
+    top-1 (%) on the held-out val split of the really compressed model, without fine-tuning.
+    ``acc``: ``0.01 acc``; ``acc_flops``: ``-0.01 (100 - acc) ln MACs``; ``acc_size``, ``acc_latency``
+    likewise. ``info`` of the last step holds ``policy``, ``metrics``, ``actions`` and ``timing``.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, model: nn.Module, splits: Any, config: EnvConfig | None = None, *,
+                 model_spec: dict[str, Any] | None = None, val_data: tuple[torch.Tensor, torch.Tensor] | None = None
+                 ) -> None:
+        super().__init__()
+        self.config = cfg = config or EnvConfig()
+        self.device = resolve_device(cfg.device)
+        self.model = model.to(self.device).eval()
+        self.model_spec = dict(model_spec or {"name": type(model).__name__})
+        self.splits = splits
+        if val_data is None:
+            val_data = splits.tensors("val", device=self.device, limit=cfg.eval_limit)
+        self.val_x, self.val_y = val_data
+        example = self.val_x[:1]
+        self.pruner = Pruner(self.model, example, seed=cfg.seed)
+        self.graph = self.pruner.graph
+        self.cost = CostModel(self.graph, self.model, round_to=cfg.round_to)
+        self.metric, self.target_ratio = cfg.metric, cfg.ratio
+        self.reward_fn = REWARDS.get(cfg.reward)
+        self.latency_table = None
+        if self.metric == "latency" or cfg.reward == "acc_latency":
+            self.latency_table = self._latency_table()
+        self.calibration = None
+        if cfg.reconstruct:
+            self.calibration = _calibration_images(splits, cfg.calibration_size, cfg.seed, self.device)
+            self.pruner.set_calibration(self.calibration)
+        self.quant_calibration = None
+        if cfg.mode in ("quant", "joint"):
+            self.quant_calibration = [x for x, _ in splits.calibration_batches(2, 128, cfg.seed, device=self.device)]
+
+        self.decisions = self._make_decisions()
+        if not self.decisions:
+            raise AmcError("this model offers no decision in this mode (no prunable group / quantizable layer)")
+        self.n_decisions = len(self.decisions)
+        self.decision_kinds = [d.kind for d in self.decisions]
+        self.spaces = {k: space_for(k, lbound=cfg.lbound, w_bits=cfg.w_bits, a_bits=cfg.a_bits)
+                       for k in set(self.decision_kinds)}
+        self._allowed = [np.unique([kept_channels(r, g.channels, cfg.round_to)
+                                    for r in np.linspace(cfg.lbound, 1.0, 4 * g.channels + 1)])
+                         for g in self.graph.groups]
+        self._static = self._static_features()
+        self.base_cost = self._cost(self._initial_state())
+        self.target_cost = self.target_ratio * self.base_cost
+        min_cost = self._cost(self._initial_state(), most_aggressive_from=0)
+        if min_cost > self.target_cost * (1 + 1e-9):
+            raise AmcError(
+                f"budget {cfg.target} is unreachable: even with every decision at its most aggressive value "
+                f"(lbound={cfg.lbound}, bits >= {cfg.w_bits[0]}/{cfg.a_bits[0]}) the model keeps "
+                f"{min_cost / self.base_cost:.3f} of its {self.metric}; raise the target or lower --lbound")
+        self.base_accuracy = self.evaluate(self.model)
+
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (len(OBS_FEATURES),), dtype=np.float32)
+        self.action_space = gym.spaces.Box(0.0, 1.0, (1,), dtype=np.float32)
+        self._t = 0
+        self._state = self._initial_state()
+
+    # ----------------------------------------------------------------- setup
+    def _latency_table(self):
+        from amc.latency import LatencyTable
+
+        cfg = self.config
+        if cfg.latency_table:
+            table = LatencyTable.load(cfg.latency_table)
+            if table.layers != [ly.name for ly in self.graph.layers]:
+                raise AmcError(f"latency table {cfg.latency_table!r} was built for another model")
+            return table
+        log.info("building the per-layer latency table on %s (batch %d)", self.device, cfg.latency_batch)
+        return LatencyTable.build(self.model, self.graph, batch_size=cfg.latency_batch, threads=cfg.latency_threads,
+                                  device=self.device)
+
+    def _make_decisions(self) -> list[Decision]:
+        cfg, layers = self.config, self.graph.layers
+        index = {ly.name: ly.index for ly in layers}
+        fixed = self._fixed_bit_layers()
+        out: list[Decision] = []
+        if cfg.mode == "prune" and cfg.granularity == "fine":
+            return [Decision("sparsity", ly.index) for ly in layers]
+        leader_of = {index[g.leader]: g.index for g in self.graph.groups}
+        for ly in layers:
+            if cfg.mode in ("prune", "joint") and ly.index in leader_of:
+                out.append(Decision("prune", ly.index, leader_of[ly.index]))
+            if cfg.mode in ("quant", "joint") and ly.index not in fixed:
+                out += [Decision("w_bits", ly.index), Decision("a_bits", ly.index)]
+        return out
+
+    def _fixed_bit_layers(self) -> set[int]:
+        if self.config.mode == "prune" or not self.config.first_last_8bit:
+            return set()
+        return {0, len(self.graph.layers) - 1}
+
+    def _initial_state(self) -> _State:
+        nl = len(self.graph.layers)
+        wb = np.full(nl, 32.0)
+        ab = np.full(nl, 32.0)
+        for i in self._fixed_bit_layers():
+            wb[i] = ab[i] = 8.0  # HAQ keeps the first and last layers at 8 bits
+        return _State(np.ones(len(self.graph.groups)), np.ones(nl), wb, ab,
+                      np.zeros(len(getattr(self, "decisions", [])), dtype=bool))
+
+    def _static_features(self) -> np.ndarray:
+        rows = []
+        for d in self.decisions:
+            ly = self.graph.layers[d.layer]
+            if d.kind == "prune":
+                g = self.graph.groups[d.group]
+                members = [self.graph.layer(n) for n in g.layers]
+                params = sum(m.weight_params for m in members)
+                macs = sum(m.macs for m in members)
+                out_ch = g.channels
+            else:
+                params, macs, out_ch = ly.weight_params, ly.macs, ly.out_channels
+            rows.append([ly.in_channels, out_ch, ly.stride[0], ly.kernel[0], params, macs,
+                         ly.in_size[0] * ly.in_size[1]])
+        a = np.asarray(rows, dtype=np.float64)
+        lo, hi = a.min(0), a.max(0)
+        return np.where(hi > lo, (a - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
+
+    # ----------------------------------------------------------------- cost
+    def _cost(self, s: _State, *, most_aggressive_from: int | None = None, metric: str | None = None) -> float:
+        """Cost of state ``s`` in the budget's unit; with ``most_aggressive_from=t`` the undecided
+        decisions from ``t`` on take their most aggressive values."""
+        metric = metric or self.metric
+        q, dens, wb, ab = s.fractions, s.density, s.w_bits, s.a_bits
+        if most_aggressive_from is not None:
+            q, dens, wb, ab = q.copy(), dens.copy(), wb.copy(), ab.copy()
+            cfg = self.config
+            for d in self.decisions[most_aggressive_from:]:
+                if d.kind == "prune":
+                    q[d.group] = self._allowed[d.group][0] / self.graph.groups[d.group].channels
+                elif d.kind == "sparsity":
+                    dens[d.layer] = cfg.lbound
+                elif d.kind == "w_bits":
+                    wb[d.layer] = cfg.w_bits[0]
+                else:
+                    ab[d.layer] = cfg.a_bits[0]
+        cm = self.cost
+        if metric == "macs":
+            return cm.macs(fractions=q)
+        if metric == "params":
+            if self.config.granularity == "fine":
+                return float(cm.base_params - cm.base_weight_params
+                             + (dens * cm.layer_weight_params(fractions=q)).sum())
+            return cm.params(fractions=q)
+        if metric == "size":
+            return float((dens * cm.layer_weight_params(fractions=q) * wb).sum())
+        if metric == "bitops":
+            return float((cm.layer_macs(fractions=q) * wb * ab).sum())
+        if metric == "latency":
+            assert self.latency_table is not None
+            return self.latency_table.predict(*cm.layer_channels(fractions=q))
+        raise AmcError(f"unknown metric {metric!r}")
+
+    def _clip(self, d: Decision, value: float) -> float:
+        """AMC's rule: the largest value <= ``value`` that keeps the target reachable."""
+        s = self._state
+        t = self._t
+        budget = self.target_cost * (1 + 1e-9)
+        if d.kind == "prune":
+            g = self.graph.groups[d.group]
+            allowed = self._allowed[d.group]
+            want = kept_channels(value, g.channels, self.config.round_to)
+            cands = allowed[allowed <= want]
+            lo, hi = 0, len(cands) - 1  # largest feasible candidate (cost is monotone)
+            best = cands[0]
+            while lo <= hi:
+                mid = (lo + hi) // 2
+                s.fractions[d.group] = cands[mid] / g.channels
+                if self._cost(s, most_aggressive_from=t + 1) <= budget:
+                    best, lo = cands[mid], mid + 1
+                else:
+                    hi = mid - 1
+            s.fractions[d.group] = best / g.channels
+            return best / g.channels
+        if d.kind == "sparsity":
+            lo, hi = self.config.lbound, value
+            s.density[d.layer] = hi
+            if self._cost(s, most_aggressive_from=t + 1) > budget:
+                for _ in range(40):
+                    mid = 0.5 * (lo + hi)
+                    s.density[d.layer] = mid
+                    if self._cost(s, most_aggressive_from=t + 1) <= budget:
+                        lo = mid
+                    else:
+                        hi = mid
+                s.density[d.layer] = lo
+            return float(s.density[d.layer])
+        # bits are chosen freely; HAQ's rule restores the budget after the last step
+        (s.w_bits if d.kind == "w_bits" else s.a_bits)[d.layer] = value
+        return value
+
+    def _enforce_bits(self) -> None:
+        """HAQ: while over budget, walk layers last -> first lowering activation, then weight bits."""
+        s, cfg = self._state, self.config
+        budget = self.target_cost * (1 + 1e-9)
+        layers = sorted({d.layer for d in self.decisions if d.kind in ("w_bits", "a_bits")}, reverse=True)
+        while self._cost(s) > budget:
+            changed = False
+            for li in layers:
+                if self._cost(s) <= budget:
+                    break
+                if s.a_bits[li] > cfg.a_bits[0]:
+                    s.a_bits[li] -= 1
+                    changed = True
+                if self._cost(s) <= budget:
+                    break
+                if s.w_bits[li] > cfg.w_bits[0]:
+                    s.w_bits[li] -= 1
+                    changed = True
+            if not changed:
+                raise AmcError("internal: the budget could not be restored by lowering bits")
+
+    # ----------------------------------------------------------------- gym API
+    def _obs(self) -> np.ndarray:
+        t = min(self._t, self.n_decisions - 1)
+        d = self.decisions[t]
+        ly = self.graph.layers[d.layer]
+        s = self._state
+        base = self.base_cost
+        current = self._cost(s)
+        floor = self._cost(s, most_aggressive_from=self._t)
+        prev = s.actions[-1] if s.actions else 1.0
+        feats = np.concatenate([
+            [t / max(1, self.n_decisions - 1), float(ly.kind == "linear"), float(ly.kind == "depthwise")],
+            self._static[t],
+            [float(d.kind in ("prune", "sparsity")), float(d.kind == "w_bits"), float(d.kind == "a_bits")],
+            [(base - current) / base, (current - floor) / base, prev, current / base, self.target_ratio],
+        ])
+        return np.clip(feats, 0.0, 1.0).astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._t = 0
+        self._state = self._initial_state()
+        return self._obs(), {}
+
+    def step(self, action):
+        if self._t >= self.n_decisions:
+            raise RuntimeError("episode is over: call reset()")
+        a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], 0.0, 1.0))
+        if math.isnan(a):
+            raise ValueError("action is NaN")
+        d = self.decisions[self._t]
+        space = self.spaces[d.kind]
+        value = self._clip(d, space.to_value(a))
+        clipped = min(a, space.to_action(value)) if d.kind in ("prune", "sparsity") else a
+        self._state.actions.append(clipped)
+        self._t += 1
+        if self._t < self.n_decisions:
+            return self._obs(), 0.0, False, False, {}
+        if any(k in ("w_bits", "a_bits") for k in self.decision_kinds):
+            self._enforce_bits()
+        policy, metrics, timing = self._finish()
+        info = {"policy": policy, "metrics": metrics, "actions": list(self._state.actions), "timing": timing}
+        return self._obs(), float(metrics["reward"]), True, False, info
+
+    # ----------------------------------------------------------------- evaluation
+    def policy(self) -> Policy:
+        """The policy of the current (finished or partial) episode."""
+        cfg, s = self.config, self._state
+        groups = [GroupDecision(layers=g.layers, keep_ratio=float(s.fractions[g.index]),
+                                channels=int(round(s.fractions[g.index] * g.channels)), total=g.channels)
+                  for g in self.graph.groups]
+        bits_on = cfg.mode in ("quant", "joint")
+        layers = [LayerDecision(name=ly.name, kind=ly.kind,
+                                w_bits=int(s.w_bits[ly.index]) if bits_on and s.w_bits[ly.index] < 32 else None,
+                                a_bits=int(s.a_bits[ly.index]) if bits_on and s.a_bits[ly.index] < 32 else None,
+                                sparsity=float(1 - s.density[ly.index]) if cfg.granularity == "fine" else None)
+                  for ly in self.graph.layers]
+        return Policy(model=self.model_spec, mode=cfg.mode, granularity=cfg.granularity,
+                      budget={"metric": self.metric, "ratio": self.target_ratio, "target": cfg.target},
+                      pruning={"importance": cfg.importance, "reconstruct": cfg.reconstruct, "round_to": cfg.round_to,
+                               "lbound": cfg.lbound, "calibration_size": cfg.calibration_size,
+                               "calibration_seed": cfg.seed},
+                      groups=groups if cfg.granularity == "channel" else [], layers=layers)
+
+    def costs(self) -> dict[str, float]:
+        s, cm = self._state, self.cost
+        out = {
+            "macs": cm.macs(fractions=s.fractions),
+            "params": self._cost(s, metric="params"),
+            "size_bits": self._cost(s, metric="size"),
+            "bitops": self._cost(s, metric="bitops"),
+        }
+        ratios = {"macs_ratio": out["macs"] / cm.base_macs, "params_ratio": out["params"] / cm.base_params,
+                  "size_ratio": out["size_bits"] / cm.base_size_bits, "bitops_ratio": out["bitops"] / cm.base_bitops}
+        if self.latency_table is not None:
+            out["latency_ms"] = self._cost(s, metric="latency")
+        return {**out, **ratios}
+
+    def _finish(self) -> tuple[Policy, dict[str, float], dict[str, float]]:
+        policy = self.policy()
+        t0 = time.perf_counter()
+        compressed = apply_policy(self.model, policy, pruner=self.pruner, calibration=self.calibration,
+                                  quant_calibration=self.quant_calibration, check=False)
+        build = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        acc = self.evaluate(compressed)
+        t_eval = time.perf_counter() - t1
+        costs = self.costs()
+        reward = float(self.reward_fn(acc, costs))
+        metrics = {"accuracy": acc, "reward": reward, **costs}
+        policy.achieved = {k: v for k, v in costs.items() if k.endswith("_ratio") or k == "latency_ms"}
+        policy.accuracy = {"base_val_top1": self.base_accuracy, "val_top1": acc}
+        timing = {"prune": self.pruner.timing.prune, "reconstruct": self.pruner.timing.reconstruct,
+                  "quantize": max(0.0, build - self.pruner.timing.prune - self.pruner.timing.reconstruct),
+                  "evaluate": t_eval}
+        return policy, metrics, timing
+
+    @torch.inference_mode()
+    def evaluate(self, model: nn.Module) -> float:
+        """Top-1 (%) on the env's val images."""
+        model = model.to(self.device).eval()
+        correct = 0
+        bs = self.config.eval_batch_size
+        for i in range(0, len(self.val_x), bs):
+            correct += int((model(self.val_x[i:i + bs]).argmax(1) == self.val_y[i:i + bs]).sum())
+        return 100.0 * correct / max(1, len(self.val_x))
+
+
+def _calibration_images(splits: Any, n: int, seed: int, device: torch.device) -> torch.Tensor:
+    """``n`` train images (normalised, unaugmented, fixed seed) for the LS reconstruction."""
+    batches = splits.calibration_batches(1, n, seed, device=device)
+    return batches[0][0]

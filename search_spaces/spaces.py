@@ -1,0 +1,88 @@
+"""Per-decision search spaces: keep ratios (AMC) and bit widths (HAQ)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from amc.errors import AmcError
+
+
+class Space:
+    """A decision's choices, reached from a normalised action ``a`` in [0, 1]."""
+
+    kind: str = ""
+
+    def to_value(self, a: float) -> Any:
+        raise NotImplementedError
+
+    def to_action(self, value: Any) -> float:
+        raise NotImplementedError
+
+    def suggest(self, trial: Any, name: str) -> float:
+        """The normalised action for ``name`` sampled by an Optuna trial."""
+        return float(trial.suggest_float(name, 0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class KeepRatioSpace(Space):
+    """Preserve ratio in [lbound, ubound]: ``ratio = lbound + a * (ubound - lbound)``.
+
+    AMC (He et al. 2018) uses lbound 0.2 and ubound 1.0.
+    """
+
+    lbound: float = 0.2
+    ubound: float = 1.0
+    kind: str = "prune"
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.lbound <= self.ubound <= 1.0):
+            raise AmcError(f"keep-ratio bounds must satisfy 0 < lbound <= ubound <= 1, got "
+                           f"lbound={self.lbound}, ubound={self.ubound}; e.g. --lbound 0.2")
+
+    def to_value(self, a: float) -> float:
+        a = min(1.0, max(0.0, float(a)))
+        return self.lbound + a * (self.ubound - self.lbound)
+
+    def to_action(self, value: float) -> float:
+        if self.ubound == self.lbound:
+            return 1.0
+        return min(1.0, max(0.0, (float(value) - self.lbound) / (self.ubound - self.lbound)))
+
+
+@dataclass(frozen=True)
+class BitSpace(Space):
+    """Integer bit width in [b_min, b_max]: ``round(a * (b_max - b_min + 1) + b_min - 0.5)`` (HAQ, Wang et al.
+    2019, Sec. 3.2), clipped to the range."""
+
+    b_min: int = 2
+    b_max: int = 8
+    kind: str = "w_bits"
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.b_min <= self.b_max <= 8):
+            raise AmcError(f"bit range must satisfy 1 <= min <= max <= 8, got ({self.b_min}, {self.b_max})")
+
+    def to_value(self, a: float) -> int:
+        a = min(1.0, max(0.0, float(a)))
+        # round(x) of x = a * n + b_min - 0.5, halves rounded up
+        bits = math.floor(a * (self.b_max - self.b_min + 1) + self.b_min)
+        return int(min(self.b_max, max(self.b_min, bits)))
+
+    def to_action(self, value: int) -> float:
+        # centre of the action interval that maps to ``value``
+        n = self.b_max - self.b_min + 1
+        return min(1.0, max(0.0, (int(value) - self.b_min + 0.5) / n))
+
+
+def space_for(kind: str, *, lbound: float = 0.2, w_bits: tuple[int, int] = (2, 8),
+              a_bits: tuple[int, int] = (2, 8)) -> Space:
+    """The space of a decision kind: ``"prune"``, ``"sparsity"``, ``"w_bits"`` or ``"a_bits"``."""
+    if kind in ("prune", "sparsity"):
+        return KeepRatioSpace(lbound=lbound, kind=kind)
+    if kind == "w_bits":
+        return BitSpace(*w_bits, kind="w_bits")
+    if kind == "a_bits":
+        return BitSpace(*a_bits, kind="a_bits")
+    raise AmcError(f"unknown decision kind {kind!r}; valid: prune, sparsity, w_bits, a_bits")
