@@ -195,8 +195,9 @@ class LayerGraph:
         if unknown:
             raise AmcError(f"ignored layer(s) {sorted(unknown)} not found in the model")
         ignored.add(layers[-1].name)  # the classifier's outputs are never pruned
-        # grouped (non-depthwise) convs: removing channels would break the grouping
-        ignored.update(ly.name for ly in layers if ly.kind == "grouped")
+        # grouped (non-depthwise) convs: removing their input or output channels would break the grouping
+        grouped = {ly.name for ly in layers if ly.kind == "grouped"}
+        ignored.update(grouped)
 
         was_training = model.training
         grads = [p.requires_grad for p in model.parameters()]
@@ -219,7 +220,7 @@ class LayerGraph:
         groups: list[PrunableGroup] = []
         for tp_group in dg.get_all_groups(ignored_layers=[modules[n] for n in ignored if n in modules],
                                           root_module_types=COMPRESSIBLE):
-            group = _convert_group(dg, tp_group, name_of, order, ignored)
+            group = _convert_group(dg, tp_group, name_of, order, ignored, grouped)
             if group is not None:
                 groups.append(group)
         groups.sort(key=lambda g: order[g.leader])
@@ -230,7 +231,7 @@ class LayerGraph:
 
 
 def _convert_group(dg: tp.DependencyGraph, tp_group: object, name_of: dict[nn.Module, str],
-                   order: dict[str, int], ignored: set[str]) -> PrunableGroup | None:
+                   order: dict[str, int], ignored: set[str], grouped: set[str]) -> PrunableGroup | None:
     items: dict[tuple[str, str], GroupItem] = {}
     channels = None
     for item in tp_group.items:  # type: ignore[attr-defined]
@@ -247,7 +248,7 @@ def _convert_group(dg: tp.DependencyGraph, tp_group: object, name_of: dict[nn.Mo
             continue  # a functional op (add, cat, reshape, output): nothing to slice
         name = name_of[module]
         dim = "out" if dg.is_out_channel_pruning_fn(handler) else "in"
-        if isinstance(module, COMPRESSIBLE) and dim == "out" and name in ignored:
+        if (isinstance(module, COMPRESSIBLE) and dim == "out" and name in ignored) or name in grouped:
             return None
         key = (name, dim)
         if key in items:  # merge (e.g. two paths into one module)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.nn.utils.prune as torch_prune
 import torch_pruning as tp
 
 from amc._registry import Registry
@@ -326,7 +327,7 @@ def magnitude_prune(model: nn.Module, sparsity: dict[str, float], *, persistent:
         thresh = w.detach().abs().flatten().kthvalue(k).values
         mask = (w.detach().abs() > thresh).to(w.dtype)
         if persistent:
-            torch.nn.utils.prune.custom_from_mask(modules[name], "weight", mask)
+            torch_prune.custom_from_mask(modules[name], "weight", mask)
         else:
             with torch.no_grad():
                 w.mul_(mask)

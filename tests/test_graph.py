@@ -1,0 +1,112 @@
+"""Layer graph: compressible layers in execution order and prunable channel groups."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from amc.errors import AmcError
+from amc.graph import LayerGraph
+from amc.models import MODELS, ModelSpec, build_model, example_input
+from tests._tiny_models import TinyDenseNet, TinyGrouped
+
+
+def _graph_of(name: str, size: int = 32) -> tuple[torch.nn.Module, LayerGraph]:
+    spec = ModelSpec(name, num_classes=10, in_channels=3, image_size=(size, size))
+    model = build_model(spec)
+    return model, LayerGraph.build(model, example_input(spec))
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_registered_model_has_layers_and_groups(name: str) -> None:
+    model, g = _graph_of(name, 16)
+    assert [ly.index for ly in g.layers] == list(range(len(g.layers)))
+    assert g.groups, "every registered model has something to prune"
+    classifier = g.layers[-1].name
+    for grp in g.groups:
+        assert classifier not in grp.out_layers  # the classifier's outputs are never pruned
+        assert grp.channels >= 1
+        assert grp.leader == grp.out_layers[0]
+    assert all(ly.macs > 0 and ly.params > 0 for ly in g.layers)
+    # the network input is never a pruned dimension
+    first = g.layers[0].name
+    assert all(first not in grp.in_layers for grp in g.groups)
+
+
+def test_resnet20_layers_and_residual_groups() -> None:
+    _, g = _graph_of("resnet20")
+    convs = [ly for ly in g.layers if ly.kind == "conv"]
+    assert len(convs) >= 19 and g.layers[-1].kind == "linear"
+    assert g.layers[0].in_size == (32, 32) and g.layers[0].out_channels == 16
+    assert abs(g.total_macs - 41e6) / 41e6 < 0.03
+    # stage 1's residual stream: the stem and every block's second conv share one group
+    stream = max(g.groups, key=lambda grp: len(grp.out_layers))
+    assert len(stream.out_layers) >= 3
+    # the inner conv of every block is its own group (one decision per block)
+    inner = [grp for grp in g.groups if len(grp.out_layers) == 1]
+    assert len(inner) == 9
+
+
+def test_layer_shapes_and_macs_by_hand() -> None:
+    _, g = _graph_of("resnet20")
+    ly = g.layers[1]  # layer1.0.conv1: 16 -> 16, 3x3 at 32x32
+    assert (ly.in_channels, ly.out_channels, ly.kernel, ly.stride) == (16, 16, (3, 3), (1, 1))
+    assert ly.macs == 16 * 16 * 9 * 32 * 32
+    strided = [x for x in g.layers if x.stride == (2, 2)]
+    assert strided and all(x.out_size[0] * 2 == x.in_size[0] for x in strided)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "vgg11_bn"])
+def test_torchvision_models(name: str) -> None:
+    model = getattr(torchvision.models, name)(num_classes=10)
+    g = LayerGraph.build(model, torch.randn(1, 3, 64, 64))
+    assert len(g.groups) >= 8
+    if name == "mobilenet_v2":
+        dw = [ly for ly in g.layers if ly.kind == "depthwise"]
+        assert len(dw) == 17
+        # a depthwise conv is pruned together with the expansion conv that feeds it
+        for ly in dw:
+            grp = next(grp for grp in g.groups if ly.name in grp.out_layers)
+            assert len(grp.out_layers) == 2
+
+
+def test_concatenation_groups() -> None:
+    model = TinyDenseNet()
+    g = LayerGraph.build(model, model.example_inputs())
+    by_leader = {grp.leader: grp for grp in g.groups}
+    # the stem's channels reach block1, block2 and trans through the concatenations
+    assert set(by_leader["stem"].in_layers) == {"block1.0", "block2.0", "trans"}
+    assert set(by_leader["block1.0"].in_layers) == {"block2.0", "trans"}
+    item = next(it for it in by_leader["block1.0"].items if it.module == "trans")
+    assert item.idxs.min() == 8  # block1's channels sit after the stem's 8 in the concatenation
+
+
+def test_grouped_conv_is_kept_whole_and_depthwise_follows() -> None:
+    model = TinyGrouped()
+    g = LayerGraph.build(model, model.example_inputs())
+    assert {ly.name: ly.kind for ly in g.layers} == {"c1": "conv", "g": "grouped", "dw": "depthwise", "pw": "conv",
+                                                     "fc": "linear"}
+    pruned_out = {n for grp in g.groups for n in grp.out_layers}
+    assert "g" not in pruned_out and "fc" not in pruned_out
+    assert "pw" in pruned_out
+
+
+def test_shared_layer_is_a_clear_error() -> None:
+    class Shared(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c = torch.nn.Conv2d(3, 3, 3, padding=1)
+            self.fc = torch.nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.c(self.c(x)).mean((2, 3)))
+
+    with pytest.raises(AmcError, match="runs twice"):
+        LayerGraph.build(Shared(), torch.randn(1, 3, 8, 8))
+
+
+def test_untraceable_input_says_the_shape() -> None:
+    model = build_model("lenet5", num_classes=10, in_channels=1, image_size=(28, 28))
+    with pytest.raises(AmcError, match=r"\(1, 3, 28, 28\)"):
+        LayerGraph.build(model, torch.randn(1, 3, 28, 28))
