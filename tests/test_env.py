@@ -72,6 +72,7 @@ def test_every_episode_meets_the_budget(kwargs, lenet, digits) -> None:
         assert all(0.0 <= a <= 1.0 for a in info["actions"])
         for ly in info["policy"].layers:
             for bits, (lo, hi) in ((ly.w_bits, env.config.w_bits), (ly.a_bits, env.config.a_bits)):
+                assert hi <= 8
                 assert bits is None or lo <= bits <= 8
     # with all-ones actions the clipping is what meets the budget, and tightly
     if env.config.mode == "prune" and env.config.granularity == "channel" and env.config.round_to == 1:
