@@ -146,6 +146,8 @@ def test_cli_train_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "on digits val (300 images)" in capsys.readouterr().out
     assert main(["eval", "--checkpoint", str(tmp_path / "nope.pt")]) == 2
     assert "not found" in capsys.readouterr().err
+    assert main(["train", "--model", "resnet21", "--dataset", "digits"]) == 2
+    assert "valid: lenet5" in capsys.readouterr().err
     cfg.write_text("modle: mlp\n")
     assert main(["train", "--config", str(cfg), "--dataset", "digits"]) == 2
     assert "unknown option 'modle'" in capsys.readouterr().err

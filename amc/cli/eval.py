@@ -45,8 +45,13 @@ def run(args: argparse.Namespace) -> int:
         val_size = int(val_size)
     seed = args.seed if args.seed is not None else int(info.get("seed", 0) if same else 0)
     image_size = (ckpt.get("model_spec") or {}).get("image_size")
-    splits = get_dataset(dataset, data_dir=data_dir, val_size=val_size, seed=seed,
-                         image_size=tuple(image_size) if dataset == "imagefolder" and image_size else None)
+    try:
+        splits = get_dataset(dataset, data_dir=data_dir, val_size=val_size, seed=seed,
+                             image_size=tuple(image_size) if dataset == "imagefolder" and image_size else None)
+    except AmcError:
+        raise
+    except ValueError as e:  # unknown dataset name: the registry lists the valid ones
+        raise AmcError(str(e)) from None
     spec = ckpt.get("model_spec") or {}
     if spec and (spec.get("num_classes") != splits.num_classes or spec.get("in_channels") != splits.in_channels):
         raise AmcError(f"the model expects {spec.get('in_channels')}-channel images and {spec.get('num_classes')} "

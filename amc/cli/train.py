@@ -12,6 +12,7 @@ overrides the file.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     from amc.data import get_dataset
     from amc.models import ModelSpec, build_model
     from amc.training import TrainConfig, load_checkpoint, train
+    from amc.utils import seed_everything
 
     opts = resolve_options(args)
     cfg = TrainConfig(
@@ -168,14 +170,22 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(cfg.num_threads)  # before the data is decoded
-    splits = get_dataset(opts["dataset"], data_dir=opts["data_dir"], val_size=opts["val_size"], seed=cfg.seed,
-                         image_size=opts["image_size"])
-    spec = ModelSpec.for_data(opts["model"], splits, kwargs=opts["model_kwargs"])
+    try:  # registries raise a plain ValueError listing the valid names: make it a one-line error
+        ModelSpec(opts["model"])
+        splits = get_dataset(opts["dataset"], data_dir=opts["data_dir"], val_size=opts["val_size"],
+                             seed=cfg.seed, image_size=opts["image_size"])
+        spec = ModelSpec.for_data(opts["model"], splits, kwargs=opts["model_kwargs"])
+    except AmcError:
+        raise
+    except ValueError as e:
+        raise AmcError(str(e)) from None
+    seed_everything(cfg.seed)  # the initial weights depend on --seed only
     model = build_model(spec)
     teacher = None
     if opts["teacher"]:
         teacher, _ = load_checkpoint(opts["teacher"])
-    print(f"{splits.summary()}; model {spec.name} -> {opts['run_dir']}", flush=True)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{splits.summary()}; model {spec.name} -> {opts['run_dir']}", flush=True)
     result = train(
         model, splits, cfg, run_dir=opts["run_dir"], teacher=teacher, kd_temperature=float(opts["kd_temperature"]),
         kd_alpha=float(opts["kd_alpha"]), resume=bool(opts["resume"]), progress=True, model_spec=spec,

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Train the reference checkpoints listed in reference/README.md.
+#
+#   scripts/train_reference.sh digits          # LeNet-5 on sklearn digits      (~15 s on 2 CPU cores)
+#   scripts/train_reference.sh fashion-mnist   # LeNet-5 on Fashion-MNIST       (~3 min)
+#   scripts/train_reference.sh cifar10         # ResNet-20 on CIFAR-10          (hours on a CPU)
+#   scripts/train_reference.sh all
+#
+# Environment: FMNIST_DIR (default /work/shared/datasets/fashion-mnist, or Debian's
+# /usr/share/datasets/fashion-mnist), CIFAR_TARBALL (default /work/shared/datasets/cifar10-jpeg.tar.gz),
+# DATA_DIR (default data/, gitignored), DEVICE (default auto), THREADS (default 1: deterministic and
+# gentle on shared machines). Runs go to runs/ref-* (gitignored); --resume continues a killed run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FMNIST_DIR=${FMNIST_DIR:-/work/shared/datasets/fashion-mnist}
+CIFAR_TARBALL=${CIFAR_TARBALL:-/work/shared/datasets/cifar10-jpeg.tar.gz}
+DATA_DIR=${DATA_DIR:-data}
+DEVICE=${DEVICE:-auto}
+THREADS=${THREADS:-1}
+COMMON=(--device "$DEVICE" --threads "$THREADS" --seed 0 --resume)
+
+digits() {
+  amc train --model lenet5 --dataset digits --epochs 30 --lr 0.05 --batch-size 32 --no-augment \
+    "${COMMON[@]}" --run-dir runs/ref-lenet5-digits
+  cp runs/ref-lenet5-digits/final.pt reference/lenet5-digits.pt
+}
+
+fashion_mnist() {
+  amc train --model lenet5 --dataset fashion-mnist --data-dir "$FMNIST_DIR" --epochs 30 --lr 0.05 --wd 1e-4 \
+    --batch-size 128 "${COMMON[@]}" --run-dir runs/ref-lenet5-fashion-mnist
+  cp runs/ref-lenet5-fashion-mnist/final.pt reference/lenet5-fashion-mnist.pt
+}
+
+cifar10() {
+  if [ ! -d "$DATA_DIR/cifar10-jpeg" ]; then
+    mkdir -p "$DATA_DIR"
+    tar xzf "$CIFAR_TARBALL" -C "$DATA_DIR"
+  fi
+  # He et al. 2016 recipe on a budget: SGD 0.1, Nesterov 0.9, wd 5e-4, batch 128, cosine, 35 epochs
+  amc train --model resnet20 --dataset cifar10 --data-dir "$DATA_DIR" --epochs 35 --lr 0.1 --wd 5e-4 \
+    --batch-size 128 "${COMMON[@]}" --run-dir runs/ref-resnet20-cifar10
+}
+
+case "${1:-all}" in
+  digits) digits ;;
+  fashion-mnist) fashion_mnist ;;
+  cifar10) cifar10 ;;
+  all) digits; fashion_mnist; cifar10 ;;
+  *) echo "usage: $0 [digits|fashion-mnist|cifar10|all]" >&2; exit 2 ;;
+esac
