@@ -94,6 +94,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="give every transition the episode's final reward (AMC; default on)")
     g.add_argument("--agent-opt", type=_key_value, action="append", metavar="KEY=VALUE",
                    help="agent option, repeatable (ddpg: actor_lr, critic_lr, tau, gamma, batch_size, hidden, ...)")
+    g.add_argument("--storage", help="Optuna agents: study storage, a journal file or a database URL such as "
+                   "postgresql://user@host/db (default RUN_DIR/optuna.journal); workers sharing it share the study")
+    g.add_argument("--study-name", help="Optuna agents: the study's name (every worker of one search passes the same)")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, help="seed of everything (default 0)")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
@@ -115,6 +118,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
         overrides["env_kwargs"] = dict(args.env_opt)
     if args.agent_opt:
         overrides["agent_kwargs"] = dict(args.agent_opt)
+    for key in ("storage", "study_name"):  # Optuna agents' options (agents.optuna_agents.OptunaConfig)
+        if getattr(args, key, None) is not None:
+            overrides.setdefault("agent_kwargs", {})[key] = getattr(args, key)
     try:
         return load_search_config(args.config, overrides)
     except AmcError:
