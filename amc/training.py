@@ -253,7 +253,8 @@ def save_checkpoint(
     spec = resolve_spec(model_spec) if model_spec is not None else None
     if store_module is None:
         store_module = spec is None or not _fits_spec(model, spec)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # modules with extra state (e.g. quantization wrappers) put plain data next to the tensors
+    state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in model.state_dict().items()}
     ckpt: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
