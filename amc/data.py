@@ -224,7 +224,7 @@ def _normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.
     return (x.float().div_(255.0) - m) / s
 
 
-@dataclass
+@dataclass(eq=False)
 class DatasetSplits:
     """Train / val / test splits of one dataset, uint8 in memory, plus what models need to know.
 
