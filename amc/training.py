@@ -215,7 +215,9 @@ def _fits_spec(model: nn.Module, spec: ModelSpec) -> bool:
     except Exception:  # a spec that cannot be rebuilt here: keep the module
         return False
     own = model.state_dict()
-    return ref.keys() == own.keys() and all(ref[k].shape == own[k].shape for k in ref)
+    return ref.keys() == own.keys() and all(
+        getattr(ref[k], "shape", None) == getattr(own[k], "shape", None) for k in ref
+    )
 
 
 def _to_plain(obj: Any) -> Any:
