@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except (AmcError, FileNotFoundError) as e:
+    except (AmcError, FileNotFoundError, ValueError) as e:
+        # AmcError: bad input; ValueError: registries (unknown names list the valid ones)
+        if not isinstance(e, (AmcError, FileNotFoundError)) and getattr(args, "verbose", False):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
