@@ -415,7 +415,7 @@ class SearchRecorder:
             return
         acc = "" if best.accuracy is None else f"  acc {best.accuracy:.2f}%"
         macs = best.policy.achieved.get("macs_ratio")
-        macs_s = "" if _num(macs) is None else f"  MACs x{float(macs):.3f}"
+        macs_s = "" if _num(macs) is None else f"  MACs ratio {float(macs):.3f}"
         fig = plot_policy(best.policy, title=f"{self.agent} best @ episode {best.episode}: reward {best.reward:.4f}"
                           f"{acc}{macs_s}")
         buf = io.BytesIO()

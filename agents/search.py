@@ -62,6 +62,8 @@ class SearchConfig:
             ``train_epochs`` epochs first (``run_dir/pretrain/final.pt``, reused on resume).
         dataset, data_dir, val_size: ``amc.data.get_dataset`` arguments; the reward's accuracy is
             measured on the val split (a count, or a fraction in (0, 1); None: the dataset default).
+        data_seed: seed of the val holdout and of the brief pretraining; separate from ``seed`` so
+            that searches with different seeds compress the same model on the same val images.
     Environment (``envs.EnvConfig``):
         mode: ``prune`` | ``quant`` | ``joint``; target: budget ``METRIC=RATIO`` (e.g. ``macs=0.5``);
         reward: name in ``envs.REWARDS``; lbound: smallest preserve ratio in (0, 1] (AMC 0.2);
@@ -86,6 +88,7 @@ class SearchConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     val_size: int | float | None = None
+    data_seed: int = 0
     mode: str = "prune"
     target: str = "macs=0.5"
     reward: str = "acc"
@@ -194,6 +197,7 @@ class SearchConfig:
         as_int("episodes", 1)
         as_int("warmup", 0)
         as_int("seed", 0)
+        as_int("data_seed", 0)
         as_int("checkpoint_every", 1)
         as_int("train_epochs", 0)
         if self.checkpoint is None and self.train_epochs < 1:
@@ -358,16 +362,15 @@ def _load_checkpoint_model(cfg: SearchConfig, splits: Any, path: Path) -> tuple[
     return model, ckpt
 
 
-def _get_model(
-    cfg: SearchConfig, splits: Any, device: torch.device, *, progress: bool = False
-) -> tuple[torch.nn.Module, dict[str, Any]]:
+def _get_model(cfg: SearchConfig, splits: Any, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model to compress: from ``cfg.checkpoint``, the run's earlier pretraining, or trained now."""
     from amc.models import ModelSpec, build_model
     from amc.training import TrainConfig, load_checkpoint, train
 
     if cfg.checkpoint is not None:
         model, ckpt = _load_checkpoint_model(cfg, splits, Path(cfg.checkpoint).expanduser())
-        return model, {"source": "checkpoint", "path": cfg.checkpoint, "metrics": ckpt.get("metrics", {})}
+        return model, {"source": "checkpoint", "path": cfg.checkpoint, "metrics": ckpt.get("metrics", {}),
+                       "spec": ckpt.get("model_spec")}
     assert cfg.model is not None
     pre_dir = Path(cfg.run_dir) / PRETRAIN_DIR
     pre = pre_dir / "final.pt"
@@ -376,20 +379,21 @@ def _get_model(
         model, ckpt = load_checkpoint(pre, device="cpu")
         same = (ckpt.get("model_spec") == spec.to_dict() and (ckpt.get("config") or {}).get("epochs") == cfg.train_epochs
                 and (ckpt.get("data") or {}).get("dataset") == cfg.dataset
-                and (ckpt.get("config") or {}).get("seed") == cfg.seed)
+                and (ckpt.get("config") or {}).get("seed") == cfg.data_seed)
         if same:
             logger.info("using the model pretrained earlier in this run: %s", pre)
-            return model, {"source": "pretrained", "path": str(pre), "metrics": ckpt.get("metrics", {})}
+            return model, {"source": "pretrained", "path": str(pre), "metrics": ckpt.get("metrics", {}),
+                           "spec": spec.to_dict()}
     logger.info("no checkpoint given: training %s on %s for %d epoch(s) first (pass --checkpoint to skip)",
                 spec.name, cfg.dataset, cfg.train_epochs)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.data_seed)
     model = build_model(spec)
-    tcfg = TrainConfig(epochs=cfg.train_epochs, seed=cfg.seed, device=str(device), num_threads=cfg.threads)
-    result = train(model, splits, tcfg, run_dir=pre_dir, progress=progress, model_spec=spec)
+    tcfg = TrainConfig(epochs=cfg.train_epochs, seed=cfg.data_seed, device=str(device), num_threads=cfg.threads)
+    result = train(model, splits, tcfg, run_dir=pre_dir, model_spec=spec)  # logs one line per epoch
     logger.info("pretrained %s: val top-1 %.2f%%, test top-1 %.2f%% -> %s", spec.name, result.get("val_top1") or 0.0,
                 result.get("test_top1") or 0.0, result.get("checkpoint"))
     return model, {"source": "trained", "path": str(result.get("checkpoint", pre)),
-                   "metrics": {k: result.get(k) for k in ("val_top1", "test_top1")}}
+                   "metrics": {k: result.get(k) for k in ("val_top1", "test_top1")}, "spec": spec.to_dict()}
 
 
 def _env_config(cfg: SearchConfig, device: torch.device) -> Any:
@@ -440,13 +444,13 @@ def run_search(
     cfg: SearchConfig,
     *,
     progress: bool | Callable[[dict[str, Any]], None] | None = None,
-    env_factory: Callable[[torch.nn.Module, Any, Any], Any] | None = None,
+    env_factory: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a search and return its summary (also written to ``run_dir/summary.json``).
 
     :param progress: True: a tqdm progress line; a callable: called with each episode's row.
-    :param env_factory: builds the env from ``(model, splits, env_config)`` (default
-        ``envs.CompressionEnv``); for tests and custom environments.
+    :param env_factory: builds the env as ``env_factory(model, splits, env_config, model_spec=...)``
+        (default ``envs.CompressionEnv``); for tests and custom environments.
 
     Ctrl-C / SIGTERM finish the current episode, checkpoint and return with
     ``summary["interrupted"] = True``; rerun with ``resume=True`` to continue.
@@ -457,11 +461,17 @@ def run_search(
     agent_cls = AGENTS.get(cfg.agent)
     if cfg.warmup >= cfg.episodes and cfg.agent == "ddpg":
         logger.warning("warmup (%d) >= episodes (%d): every episode is a random one", cfg.warmup, cfg.episodes)
+    device = resolve_device(cfg.device)
+    try:
+        env_cfg = _env_config(cfg, device)  # checked before any data or model work
+    except AmcError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise AmcError(f"search config: {e}") from None
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     listeners: list[Callable[[dict[str, Any]], None]] = []
     bar = _TqdmProgress(cfg.episodes) if progress is True else None
@@ -479,23 +489,26 @@ def run_search(
 
     from amc.data import get_dataset
 
-    splits = get_dataset(cfg.dataset, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed)
-    model, model_info = _get_model(cfg, splits, device, progress=progress is True)
+    splits = get_dataset(cfg.dataset, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=cfg.data_seed)
+    model, model_info = _get_model(cfg, splits, device)
     model.eval()
-    env_cfg = _env_config(cfg, device)
     if env_factory is None:
         from envs import CompressionEnv
 
         env_factory = CompressionEnv
-    env = env_factory(model, splits, env_cfg)
+    env = env_factory(model, splits, env_cfg, model_spec=model_info.get("spec"))
     recorder.base_accuracy = float(env.base_accuracy)
+    model_name = (model_info.get("spec") or {}).get("name", cfg.model)
     logger.info("search: %s on %s/%s, %s, %d decisions per episode, base val top-1 %.2f%%, %d episodes -> %s",
-                cfg.agent, cfg.model or "checkpoint", cfg.dataset, cfg.target, env.n_decisions, env.base_accuracy,
-                cfg.episodes, run_dir)
+                cfg.agent, model_name, cfg.dataset, cfg.target, env.n_decisions, env.base_accuracy, cfg.episodes,
+                run_dir)
     agent = agent_cls(env, cfg, recorder)
     try:
         with stop_on_signals(agent):
             agent.run(cfg.episodes)
+    except BaseException:
+        recorder.close(interrupted=True)  # what was recorded stays readable; the checkpoint is the resume point
+        raise
     finally:
         if bar is not None:
             bar.close()

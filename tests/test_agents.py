@@ -341,3 +341,20 @@ def test_ddpg_beats_random_on_the_toy_env(tmp_path):
     late = [r["reward"] for r in read_episodes(tmp_path / "episodes.csv")[-50:]]
     assert np.mean(late) > np.mean(random_rewards) + 0.6 * gap
     assert summary["best_reward"] > np.mean(random_rewards) + 0.7 * gap
+
+
+# ------------------------------------------------------------------------------------- every agent
+@pytest.mark.parametrize("name", AGENTS.names())
+def test_every_agent_writes_the_common_outputs(tmp_path, name):
+    cfg = _cfg(tmp_path, agent=name, episodes=3, warmup=1)
+    env = ToyCompressionEnv()
+    rec = SearchRecorder(tmp_path, agent=name, episodes=3, seed=0, base_accuracy=env.base_accuracy,
+                         config=cfg.to_dict(), tensorboard=False, plot=False)
+    agent = AGENTS.get(name)(env, cfg, rec)
+    agent.run(3)
+    summary = rec.close(interrupted=agent.interrupted, extra=agent.summary_extra())
+    # searches run all 3 episodes; fixed policies (presets) may need fewer evaluations
+    assert 1 <= summary["episodes"] <= 3 and not summary["interrupted"]
+    assert [r["episode"] for r in read_episodes(tmp_path / "episodes.csv")] == list(range(1, summary["episodes"] + 1))
+    assert Policy.load(tmp_path / "best_policy.json").search["agent"] == name
+    assert rec.best is not None and rec.best.reward == summary["best_reward"]

@@ -54,7 +54,7 @@ def test_command_line_overrides_the_file(tmp_path):
     ({"target": "macs=2"}, "must be in \\(0, 1\\]"),
     ({"target": "flops=0.5"}, "unknown budget metric"),
     ({"mode": "shrink"}, "valid: prune, quant, joint"),
-    ({"agent": "nope"}, "unknown agent 'nope'; valid: ddpg"),
+    ({"agent": "nope"}, "unknown agent 'nope'; valid: .*ddpg"),
     ({"model": "resnet7"}, "unknown model 'resnet7'; valid: .*lenet5"),
     ({"dataset": "mnist"}, "unknown dataset 'mnist'; valid: .*digits"),
     ({"lbound": 0.0}, "lbound"),
@@ -81,7 +81,7 @@ def test_unknown_yaml_key_lists_the_valid_ones(tmp_path):
 def test_cli_unknown_agent_is_a_one_line_error(capsys):
     assert main(["search", "--agent", "nope"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("error:") and "valid: ddpg" in err
+    assert err.count("\n") == 0 and err.startswith("error:") and "valid: " in err and "ddpg" in err
 
 
 @pytest.mark.parametrize("argv", [
@@ -127,10 +127,9 @@ def test_summary_table_formats():
 
 # ------------------------------------------------------------------------------------- run_search
 @pytest.fixture
-def toy_env(monkeypatch):
-    """run_search with the toy env (``envs`` is tested on its own)."""
-    monkeypatch.setattr(search_mod, "_env_config", lambda cfg, device: {"target": cfg.target})
-    return lambda model, splits, env_cfg: ToyCompressionEnv()
+def toy_env():
+    """run_search with the toy env: fast, and the search's plumbing is what is tested here."""
+    return lambda model, splits, env_cfg, **kw: ToyCompressionEnv()
 
 
 def test_run_search_pretrains_searches_and_resumes(tmp_path, toy_env, caplog):
@@ -178,3 +177,42 @@ def test_checkpoint_must_match_model_and_dataset(tmp_path, toy_env):
     summary = run_search(SearchConfig(checkpoint=str(path), run_dir=str(tmp_path / "d"), **base), env_factory=toy_env)
     assert summary["model_source"]["source"] == "checkpoint" and summary["episodes"] == 2
     assert Path(tmp_path / "d" / "best_policy.json").is_file()
+
+
+# ------------------------------------------------------------------------------------- the real thing
+def test_cli_search_end_to_end_with_ctrl_c_and_resume(tmp_path, capsys, monkeypatch):
+    """`amc search` on digits/lenet5 with the real CompressionEnv: Ctrl-C, then --resume."""
+    import os
+    import signal
+
+    pytest.importorskip("envs")
+    run_dir = tmp_path / "qs"
+    argv = ["search", "--train-epochs", "2", "--episodes", "5", "--warmup", "2", "--run-dir", str(run_dir),
+            "--checkpoint-every", "100"]
+    original = search_mod._TqdmProgress.__call__
+
+    def ctrl_c_at_episode_2(self, row):
+        original(self, row)
+        if row["episode"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(search_mod._TqdmProgress, "__call__", ctrl_c_at_episode_2)
+    assert main(argv) == 130
+    out, err = capsys.readouterr()
+    assert "search interrupted" in out and "--resume" in err
+    assert torch.load(run_dir / "checkpoint" / "state.pt", weights_only=False)["episode"] == 2
+    assert main(argv) == 2  # the same command without --resume must not clobber the run
+    assert "--resume" in capsys.readouterr().err
+
+    monkeypatch.setattr(search_mod._TqdmProgress, "__call__", original)
+    assert main([*argv, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "search finished" in out and "best val top-1" in out
+    rows = read_episodes(run_dir / "episodes.csv")
+    assert [r["episode"] for r in rows] == [1, 2, 3, 4, 5]
+    assert all(r["macs_ratio"] <= 0.5 + 1e-6 for r in rows)
+    summary = yaml.safe_load((run_dir / "summary.json").read_text())
+    assert summary["episodes"] == 5 and summary["model_source"]["source"] == "pretrained"
+    from amc.policy import Policy
+
+    assert Policy.load(run_dir / "best_policy.json").model["name"] == "lenet5"

@@ -69,6 +69,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir", help="where the dataset's files are")
     g.add_argument("--val-size", type=_count_or_fraction, help="held-out images for the reward (count or fraction)")
     g.add_argument("--train-epochs", type=int, help="epochs of the brief pretraining without --checkpoint")
+    g.add_argument("--data-seed", type=int, help="seed of the val holdout and the brief pretraining (default 0)")
     g = p.add_argument_group("what to search")
     g.add_argument("--mode", choices=("prune", "quant", "joint"), help="channel pruning, mixed precision, or both")
     g.add_argument("--target", help="hard budget METRIC=RATIO: macs, params, size, bitops, latency (e.g. macs=0.5)")
@@ -130,7 +131,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def _fmt(v: Any, spec: str = ".4f") -> str:
-    return "-" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
+    if v is None:
+        return "-"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    return format(v, spec) if isinstance(v, float) else str(v)
 
 
 def summary_table(s: dict[str, Any]) -> str:
