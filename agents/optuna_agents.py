@@ -1,0 +1,639 @@
+"""Optuna baselines on the very same environment: TPE, CMA-ES, GP, random, and NSGA-II / MOTPE fronts.
+
+One Optuna *trial* is one env episode. The trial samples the whole action vector at once, one value
+in [0, 1] per decision, through the decision's search space
+(``env.spaces[kind].suggest(trial, f"d{i:03d}_{kind}")``, see :mod:`search_spaces`); the agent then
+resets the env and steps it with those actions, so the env clips them to the budget, compresses the
+model and measures the accuracy exactly as it does for DDPG. What the env really applied (the clipped
+actions, accuracy, cost ratios, the policy) is stored on the trial as the user attribute ``amc`` and
+recorded through :class:`agents.SearchRecorder` with ``episode = trial number + 1``, so a baseline
+run has the same outputs and TensorBoard keys as a DDPG run.
+
+=========  ======================================  ==============================================
+agent      sampler                                  objective(s)
+=========  ======================================  ==============================================
+tpe        ``TPESampler`` (multivariate)            maximise the env's reward (budget enforced)
+cmaes      ``CmaEsSampler`` (needs ``cmaes``)       same
+gp         ``GPSampler`` (needs scipy + torch)      same
+random     ``RandomSampler``                        same
+nsga2      ``NSGAIISampler``                        maximise accuracy, minimise the budget metric's
+motpe      ``TPESampler`` (multi-objective)         cost ratio (a Pareto front, ``pareto.json``)
+=========  ======================================  ==============================================
+
+The multi-objective agents step the same env. For a front that is not cut by a budget pass a target
+of ratio 1 (``--target macs=1.0``: the env then never clips); with a smaller ratio the env enforces it
+and the front covers only the budget-feasible policies.
+
+**Storage and distributed trials.** The study lives in an Optuna storage, by default a journal file
+in the run dir (``run_dir/optuna.journal``, safe for several local processes). ``storage`` may be:
+
+- a file path or ``journal:PATH``: a shared journal file (a local disk or NFS);
+- an SQLAlchemy URL, ``postgresql://user@host/db``, ``mysql+pymysql://user@host/db``,
+  ``sqlite:///file.db``: Optuna's RDB storage, for workers on many machines (give the password through
+  ``PGPASSWORD``/``~/.pgpass`` rather than in the URL: the URL is saved with the run's config);
+- ``grpc://host:port``: an ``optuna.storages.run_grpc_proxy_server`` in front of any storage.
+
+``episodes`` is the size of the *study*: every worker stops once the study holds that many finished
+or running trials, so N workers started with ``--episodes 300`` finish 300 trials together (a trial
+that a race pushes past the count is marked FAIL with ``surplus: true`` and not evaluated). Give each
+worker its own run dir and seed. Re-running a run dir with ``resume`` continues the study; trials that
+its previous session left RUNNING (a kill) are closed first: COMPLETE if they were recorded, else FAIL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import uuid
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import optuna
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from agents._base import AGENTS, Agent
+from agents._recorder import read_episodes
+from amc.errors import AmcError
+from amc.policy import parse_target
+from amc.utils import atomic_write_json
+from search_spaces import Space
+
+__all__ = [
+    "OptunaConfig",
+    "OptunaAgent",
+    "TPEAgent",
+    "CmaEsAgent",
+    "GPAgent",
+    "RandomAgent",
+    "NSGA2Agent",
+    "MOTPEAgent",
+    "make_storage",
+    "redact_storage",
+    "default_study_name",
+    "LOCAL_JOURNAL",
+    "PARETO_FILE",
+    "STATE_FILE",
+]
+
+logger = logging.getLogger(__name__)
+
+#: the default storage: a journal file in the run dir
+LOCAL_JOURNAL = "optuna.journal"
+#: this run's id, study name and storage (written on start, read on resume)
+STATE_FILE = "optuna.json"
+#: the Pareto front of a multi-objective run
+PARETO_FILE = "pareto.json"
+#: user attribute holding what the env applied and measured
+ATTR = "amc"
+#: user attribute naming the worker that evaluates a trial (run id, seed, host, pid)
+WORKER_ATTR = "worker"
+#: study user attribute holding the search it belongs to (workers must agree on it)
+STUDY_ATTR = "amc_search"
+#: SearchConfig fields that define the search a study belongs to (machine-specific paths excluded)
+_STUDY_KEYS = ("agent", "model", "model_kwargs", "dataset", "val_size", "data_seed", "mode", "target", "reward",
+               "lbound", "round_to", "granularity", "importance", "reconstruct", "w_bits", "a_bits", "env_kwargs")
+_RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
+_METRIC_KEYS = ("accuracy", "reward", "macs_ratio", "params_ratio", "size_ratio", "bitops_ratio", "latency_ms")
+
+
+# --------------------------------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class OptunaConfig:
+    """Options of the Optuna agents, set through ``SearchConfig.agent_kwargs`` (``--agent-opt K=V``).
+
+    :param storage: where the study lives (module docstring); None: ``run_dir/optuna.journal``.
+    :param study_name: the study's name; None: :func:`default_study_name` (agent, model, data, budget).
+    :param n_startup_trials: random trials before the model-based samplers (TPE/GP: 10, CMA-ES: 1).
+    :param population_size: NSGA-II population (Optuna: 50; about episodes / 5 suits small budgets).
+    :param sampler_kwargs: further keyword arguments of the Optuna sampler (e.g. ``{"multivariate": false}``).
+    """
+
+    storage: str | None = None
+    study_name: str | None = None
+    n_startup_trials: int | None = None
+    population_size: int | None = None
+    sampler_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.storage is not None and (not isinstance(self.storage, str) or not self.storage.strip()):
+            raise AmcError(f"optuna storage={self.storage!r} must be a file path or a URL such as "
+                           "postgresql://user@host/db")
+        if self.study_name is not None and (not isinstance(self.study_name, str) or not self.study_name.strip()):
+            raise AmcError(f"optuna study_name={self.study_name!r} must be a non-empty string")
+        for key, lo in (("n_startup_trials", 0), ("population_size", 2)):
+            v = getattr(self, key)
+            if v is not None:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or int(v) < lo:
+                    raise AmcError(f"optuna {key}={v!r} must be an integer >= {lo}")
+                setattr(self, key, int(v))
+        if self.sampler_kwargs is None:
+            self.sampler_kwargs = {}
+        if not isinstance(self.sampler_kwargs, Mapping):
+            raise AmcError("optuna sampler_kwargs must be a mapping of sampler arguments, e.g. {multivariate: false}")
+        self.sampler_kwargs = dict(self.sampler_kwargs)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None, *, agent: str = "optuna") -> OptunaConfig:
+        d = dict(d or {})
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise AmcError(f"unknown {agent} option(s) {', '.join(unknown)} in agent_kwargs; valid: {', '.join(valid)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["storage"] = None if self.storage is None else redact_storage(self.storage)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# storage
+
+
+def redact_storage(storage: str) -> str:
+    """``storage`` with a URL's password replaced by ``***`` (for logs and summaries)."""
+    parts = urlsplit(storage)
+    if parts.password is None:
+        return storage
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def make_storage(storage: str | None, run_dir: str | Path) -> tuple[optuna.storages.BaseStorage, bool]:
+    """The Optuna storage for ``storage`` (see the module docstring) and whether it is the run's own
+    default journal (``run_dir/optuna.journal``, which a fresh run may delete)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if storage is None:
+        path = Path(run_dir) / LOCAL_JOURNAL
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path))), True
+    text = storage.strip()
+    if "://" not in text or text.lower().startswith("journal:"):
+        path = Path(text[len("journal:"):] if text.lower().startswith("journal:") else text).expanduser()
+        if not path.parent.is_dir():
+            raise AmcError(f"journal storage {str(path)!r}: directory {str(path.parent)!r} does not exist")
+        return JournalStorage(JournalFileBackend(str(path))), False
+    scheme = text.split("://", 1)[0].lower()
+    if scheme == "grpc":
+        parts = urlsplit(text)
+        if not parts.hostname or not parts.port:
+            raise AmcError(f"storage {text!r}: give grpc://HOST:PORT of an optuna gRPC proxy server")
+        from optuna.storages import GrpcStorageProxy
+
+        return GrpcStorageProxy(host=parts.hostname, port=parts.port), False
+    base = scheme.split("+", 1)[0]
+    if base not in _RDB_SCHEMES:
+        raise AmcError(f"storage {redact_storage(text)!r}: unknown scheme {scheme!r}; give a journal file path, "
+                       "postgresql://user@host/db, mysql+pymysql://user@host/db, sqlite:///file.db or grpc://host:port")
+    if base == "postgres":  # SQLAlchemy 2 only knows "postgresql"
+        text = "postgresql" + text[len("postgres"):]
+    try:
+        return optuna.storages.RDBStorage(text), False
+    except ModuleNotFoundError as e:
+        hint = {"postgresql": "pip install 'amc[postgres]' (psycopg2-binary)",
+                "mysql": "pip install pymysql and use mysql+pymysql://"}.get(base, f"install the driver {e.name}")
+        raise AmcError(f"storage {redact_storage(text)!r} needs the database driver {e.name!r}: {hint}") from None
+    except Exception as e:  # sqlalchemy.exc.OperationalError etc.: the database cannot be reached
+        raise AmcError(f"cannot open storage {redact_storage(text)!r}: {type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def default_study_name(config: Any) -> str:
+    """``amc-<agent>-<model>-<dataset>-<mode>-<target>`` (workers of one search agree on it)."""
+    model = getattr(config, "model", None) or Path(str(getattr(config, "checkpoint", None) or "model")).stem
+    return "-".join(str(p) for p in ("amc", config.agent, model, config.dataset, config.mode, config.target))
+
+
+def _study_identity(config: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in _STUDY_KEYS:
+        if hasattr(config, key):
+            v = getattr(config, key)
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return json.loads(json.dumps(out, default=str))
+
+
+@contextmanager
+def _quiet_optuna() -> Any:
+    """Optuna logs every trial at INFO; the recorder already reports them."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(before, optuna.logging.WARNING))
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
+def _derived_seed(seed: int, n: int) -> int:
+    """A sampler seed for a study that already holds ``n`` trials: a resumed run must not replay the
+    random start-up draws of the first session."""
+    if n == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(n)]).generate_state(1)[0])
+
+
+def _worker(t: FrozenTrial) -> dict[str, Any]:
+    return dict(t.user_attrs.get(WORKER_ATTR) or {})
+
+
+def _float_dict(d: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in d.items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f):
+            out[k] = f
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the agents
+
+
+class OptunaAgent(Agent):
+    """Base of the Optuna agents: one trial = one env episode (see the module docstring).
+
+    Subclasses set :attr:`multi_objective` and implement :meth:`make_sampler`.
+    """
+
+    multi_objective: ClassVar[bool] = False
+    #: random start-up trials of the sampler when ``n_startup_trials`` is not given (phase labels)
+    default_startup: ClassVar[int | None] = None
+
+    def __init__(self, env: Any, config: Any, recorder: Any) -> None:
+        super().__init__(env, config, recorder)
+        self.params = OptunaConfig.from_dict(getattr(config, "agent_kwargs", None), agent=self.name)
+        base = env.unwrapped
+        n = getattr(base, "n_decisions", None)
+        if not n or int(n) < 1:
+            raise AmcError("the env has no positive n_decisions (episode length); is it an amc CompressionEnv?")
+        self.n_decisions = int(n)
+        kinds = list(getattr(base, "decision_kinds", None) or ["prune"] * self.n_decisions)
+        if len(kinds) != self.n_decisions:
+            raise AmcError(f"env.decision_kinds has {len(kinds)} entries for {self.n_decisions} decisions")
+        self.decision_kinds = kinds
+        spaces = getattr(base, "spaces", None) or {}
+        self.spaces: dict[str, Space] = {k: spaces.get(k, Space()) for k in set(kinds)}
+        self.param_names = [f"d{i:03d}_{k}" for i, k in enumerate(kinds)]
+        self.cost_key = self._cost_key(base, config)
+        self.run_dir = Path(recorder.run_dir)
+        self.study: optuna.Study | None = None
+        self.study_name = self.params.study_name or default_study_name(config)
+        self.run_id: str | None = None
+        self.sampler_seed: int | None = None
+        self.evaluated = 0  # trials this run dir has recorded (all sessions)
+
+    # ----------------------------------------------------------------- what subclasses provide
+    @abstractmethod
+    def make_sampler(self, seed: int) -> BaseSampler:
+        """The Optuna sampler, seeded with ``seed``."""
+
+    def _startup(self) -> int | None:
+        return self.params.n_startup_trials if self.params.n_startup_trials is not None else self.default_startup
+
+    @staticmethod
+    def _cost_key(env: Any, config: Any) -> str:
+        metric = getattr(env, "metric", None) or parse_target(getattr(config, "target", "macs=1.0"))[0]
+        return "latency_ms" if metric == "latency" else f"{metric}_ratio"
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize", "minimize"] if self.multi_objective else ["maximize"]
+
+    def objective_names(self) -> list[str]:
+        return ["accuracy", self.cost_key] if self.multi_objective else ["reward"]
+
+    # ----------------------------------------------------------------- setup
+    def _state_path(self) -> Path:
+        return self.run_dir / STATE_FILE
+
+    def setup(self) -> None:
+        """Open (or create) the study, reconcile a resumed run with it and build the sampler."""
+        if self.study is not None:
+            return
+        resume = bool(getattr(self.config, "resume", False))
+        state: dict[str, Any] = {}
+        if resume and self._state_path().is_file():
+            state = json.loads(self._state_path().read_text())
+        if not resume:  # a fresh run: the run's own journal (if any) is left over from a discarded run
+            (self.run_dir / PARETO_FILE).unlink(missing_ok=True)
+            if self.params.storage is None:
+                (self.run_dir / LOCAL_JOURNAL).unlink(missing_ok=True)
+        elif self.params.storage is None and not (self.run_dir / LOCAL_JOURNAL).is_file() and self.recorder.episode:
+            logger.warning("no study journal in %s: restarting the search from trial 0", self.run_dir)
+            self.recorder.restore(None)
+        self.run_id = str(state.get("run_id") or uuid.uuid4().hex)
+        storage, _ = make_storage(self.params.storage, self.run_dir)
+        with _quiet_optuna():
+            self.study = optuna.create_study(storage=storage, study_name=self.study_name, directions=self.directions,
+                                             load_if_exists=True, sampler=optuna.samplers.RandomSampler(0))
+        self._check_study()
+        self._close_stale_trials()
+        trials = self.study.get_trials(deepcopy=False)
+        self.sampler_seed = _derived_seed(int(self.config.seed), len(trials))
+        self.study.sampler = self.make_sampler(self.sampler_seed)
+        rows = read_episodes(self.recorder.csv_path)
+        self.evaluated = len(rows)
+        self._warn_shared_seed(trials)
+        atomic_write_json(self._state_path(), {
+            "run_id": self.run_id, "study_name": self.study_name,
+            "storage": None if self.params.storage is None else redact_storage(self.params.storage),
+            "agent": self.name, "directions": self.directions, "objectives": self.objective_names(),
+        })
+        logger.info("%s: study %r in %s (%d trials so far), sampler seed %d", self.name, self.study_name,
+                    "the run dir" if self.params.storage is None else redact_storage(self.params.storage),
+                    len(trials), self.sampler_seed)
+
+    def _check_study(self) -> None:
+        assert self.study is not None
+        mine = _study_identity(self.config)
+        theirs = self.study.user_attrs.get(STUDY_ATTR)
+        if theirs is None:
+            self.study.set_user_attr(STUDY_ATTR, mine)
+            return
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if diff:
+            shown = ", ".join(f"{k}: {theirs.get(k)!r} (study) vs {mine.get(k)!r}" for k in diff[:5])
+            raise AmcError(f"study {self.study_name!r} belongs to another search ({shown}); pass another "
+                           "--study-name or the same search options")
+        got = [d.name.lower() for d in self.study.directions]
+        if got != self.directions:
+            raise AmcError(f"study {self.study_name!r} optimises {got}, agent {self.name} needs {self.directions}; "
+                           "pass another --study-name")
+
+    def _close_stale_trials(self) -> None:
+        """Trials of this run dir left RUNNING by a killed session: COMPLETE if recorded, else FAIL."""
+        assert self.study is not None
+        recorded = {r["episode"] for r in read_episodes(self.recorder.csv_path)}
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            attrs = t.user_attrs.get(ATTR) or {}
+            if _worker(t).get("run_id") != self.run_id:
+                continue
+            if attrs.get("values") is not None and t.number + 1 in recorded:
+                self.study.tell(t.number, attrs["values"])
+                logger.info("trial %d was recorded before the last session stopped: marked COMPLETE", t.number)
+            else:
+                self.study.tell(t.number, state=TrialState.FAIL)
+                logger.info("trial %d was cut short by the last session: marked FAIL", t.number)
+
+    def _warn_shared_seed(self, trials: Sequence[FrozenTrial]) -> None:
+        others = {_worker(t).get("run_id") for t in trials
+                  if _worker(t).get("seed") == int(self.config.seed) and _worker(t).get("run_id") != self.run_id}
+        others.discard(None)
+        if others:
+            logger.warning("another worker of study %r used seed %d too: give each worker its own --seed, or their "
+                           "random draws repeat each other", self.study_name, int(self.config.seed))
+
+    # ----------------------------------------------------------------- the loop
+    def _live(self) -> list[FrozenTrial]:
+        assert self.study is not None
+        return self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+
+    def run(self, episodes: int) -> None:
+        self.setup()
+        assert self.study is not None
+        every = max(1, int(getattr(self.config, "checkpoint_every", 10) or 10))
+        self.interrupted = False
+        with _quiet_optuna():
+            while not self.stop_requested:
+                if len(self._live()) >= episodes:
+                    break
+                trial = self.study.ask()
+                # numbers are handed out atomically by the storage: the trials ahead of this one decide
+                ahead = sum(1 for t in self._live() if t.number < trial.number)
+                if ahead >= episodes:
+                    trial.set_user_attr("surplus", True)
+                    self.study.tell(trial, state=TrialState.FAIL)
+                    logger.debug("trial %d: the study is full (%d trials), not evaluated", trial.number, episodes)
+                    break
+                self._evaluate(trial)
+                if self.evaluated % every == 0:
+                    self._checkpoint()
+            self._checkpoint()
+            done = sum(1 for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        self.interrupted = self.stop_requested and done < episodes
+
+    def _evaluate(self, trial: Trial) -> None:
+        """Sample the whole action vector, step the env with it, record and tell the trial."""
+        assert self.study is not None
+        trial.set_user_attr(WORKER_ATTR, {"run_id": self.run_id, "seed": int(self.config.seed),
+                                          "host": socket.gethostname(), "pid": os.getpid()})
+        try:
+            actions = [self.spaces[k].suggest(trial, name) for k, name in zip(self.decision_kinds, self.param_names)]
+            info = self._episode(actions, seed=int(self.config.seed) + trial.number)
+            metrics = dict(info["metrics"])
+            values = self._values(metrics)
+            policy = info.get("policy")
+            trial.set_user_attr(ATTR, {
+                "episode": trial.number + 1, "values": values,
+                "metrics": _float_dict({k: metrics.get(k) for k in _METRIC_KEYS}),
+                "actions": [float(a) for a in info.get("actions") or []],
+                "policy": None if policy is None else policy.to_dict(),
+            })
+            # the trial number is the episode (record_episode counts on from recorder.episode)
+            self.recorder.episode = trial.number
+            self.recorder.record_episode(info, phase=self._phase(trial.number))
+            self.evaluated += 1
+        except BaseException:
+            self.study.tell(trial, state=TrialState.FAIL)
+            raise
+        self.study.tell(trial, values)
+
+    def _episode(self, actions: Sequence[float], *, seed: int) -> dict[str, Any]:
+        env = self.env
+        env.reset(seed=seed)
+        info: dict[str, Any] = {}
+        done = False
+        for i, a in enumerate(actions):
+            if done:
+                raise RuntimeError(f"the env ended its episode after {i} of {len(actions)} decisions")
+            _, _, terminated, truncated, info = env.step(np.array([a], dtype=np.float32))
+            done = terminated or truncated
+        if not done or "metrics" not in info:
+            raise RuntimeError("the env did not finish its episode after n_decisions steps")
+        return info
+
+    def _values(self, metrics: Mapping[str, Any]) -> list[float]:
+        if not self.multi_objective:
+            return [float(metrics["reward"])]
+        if metrics.get(self.cost_key) is None:
+            raise AmcError(f"the env reports no {self.cost_key!r}; the multi-objective agents need it")
+        return [float(metrics["accuracy"]), float(metrics[self.cost_key])]
+
+    def _phase(self, number: int) -> str:
+        startup = self._startup()
+        if startup is None:
+            return self.name
+        return "startup" if number < startup else "search"
+
+    # ----------------------------------------------------------------- outputs
+    def _checkpoint(self) -> None:
+        """The state lives in the study; here the summary (and the front) are refreshed."""
+        if self.multi_objective:
+            self.write_pareto()
+        self.recorder.write_summary(extra=self.summary_extra())
+        self.recorder.flush()
+
+    def pareto_front(self) -> list[FrozenTrial]:
+        """The study's non-dominated COMPLETE trials, cheapest first (multi-objective agents)."""
+        assert self.study is not None
+        front = [t for t in self.study.best_trials if t.state == TrialState.COMPLETE]
+        return sorted(front, key=lambda t: (t.values[1], -t.values[0]))
+
+    def write_pareto(self) -> Path | None:
+        """Write ``pareto.json``: the front (with policies) and every finished trial's objectives."""
+        if self.study is None or not self.multi_objective:
+            return None
+        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
+            return None
+        front = self.pareto_front()
+
+        def point(t: FrozenTrial, *, full: bool) -> dict[str, Any]:
+            a = t.user_attrs.get(ATTR) or {}
+            p: dict[str, Any] = {"trial": t.number, "episode": t.number + 1, "accuracy": t.values[0],
+                                 self.cost_key: t.values[1]}
+            if full:
+                p.update({"metrics": a.get("metrics", {}), "actions": a.get("actions", []),
+                          "params": dict(t.params), "policy": a.get("policy")})
+            return p
+
+        doc = {
+            "format": "amc-pareto", "version": 1, "agent": self.name, "study_name": self.study_name,
+            "target": getattr(self.config, "target", None), "metric": self.cost_key,
+            "base_accuracy": self.recorder.base_accuracy,
+            "objectives": [{"name": "accuracy", "direction": "maximize"},
+                           {"name": self.cost_key, "direction": "minimize"}],
+            "n_trials": len(complete),
+            "front": [point(t, full=True) for t in front],
+            "trials": [point(t, full=False) for t in complete],
+        }
+        return atomic_write_json(self.run_dir / PARETO_FILE, doc)
+
+    def summary_extra(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "evaluations": self.evaluated,
+            "sampler": None if self.study is None else type(self.study.sampler).__name__,
+            "sampler_seed": self.sampler_seed,
+            "study_name": self.study_name,
+            "storage": "run_dir/" + LOCAL_JOURNAL if self.params.storage is None else redact_storage(self.params.storage),
+            "objectives": self.objective_names(),
+            "optuna": self.params.to_dict(),
+        }
+        if self.study is None:
+            return out
+        trials = self.study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        study: dict[str, Any] = {"n_trials": len(trials), "n_complete": len(complete),
+                                 "n_failed": sum(1 for t in trials if t.state == TrialState.FAIL),
+                                 "n_running": sum(1 for t in trials if t.state == TrialState.RUNNING)}
+        if complete and not self.multi_objective:
+            best = max(complete, key=lambda t: t.values[0])
+            attrs = best.user_attrs.get(ATTR) or {}
+            study["best"] = {"trial": best.number, "reward": best.values[0], "metrics": attrs.get("metrics", {}),
+                             "found_by_this_run": _worker(best).get("run_id") == self.run_id}
+        out["study"] = study
+        if self.multi_objective and complete:
+            out["pareto"] = {"path": str(self.run_dir / PARETO_FILE), "size": len(self.pareto_front())}
+        return out
+
+
+@AGENTS.register("tpe")
+class TPEAgent(OptunaAgent):
+    """Tree-structured Parzen estimator (Bergstra et al. 2011), Optuna's multivariate TPE."""
+
+    name = "tpe"
+    default_startup = 10
+
+    def make_sampler(self, seed: int) -> BaseSampler:
+        kw: dict[str, Any] = {"n_startup_trials": self._startup(), **self.params.sampler_kwargs}
+        return optuna.samplers.TPESampler(seed=seed, **kw)
+
+
+@AGENTS.register("cmaes")
+class CmaEsAgent(OptunaAgent):
+    """CMA-ES (Hansen 2016) through Optuna's ``CmaEsSampler`` (the ``cmaes`` package)."""
+
+    name = "cmaes"
+    default_startup = 1
+
+    def make_sampler(self, seed: int) -> BaseSampler:
+        try:
+            import cmaes  # noqa: F401
+        except ImportError:
+            raise AmcError("agent cmaes needs the 'cmaes' package: pip install cmaes") from None
+        kw: dict[str, Any] = {"n_startup_trials": self._startup(), "warn_independent_sampling": False,
+                              **self.params.sampler_kwargs}
+        return optuna.samplers.CmaEsSampler(seed=seed, **kw)
+
+
+@AGENTS.register("gp")
+class GPAgent(OptunaAgent):
+    """Gaussian-process Bayesian optimisation (Optuna's ``GPSampler``, log EI; needs scipy and torch)."""
+
+    name = "gp"
+    default_startup = 10
+
+    def make_sampler(self, seed: int) -> BaseSampler:
+        kw: dict[str, Any] = {"n_startup_trials": self._startup(), **self.params.sampler_kwargs}
+        return optuna.samplers.GPSampler(seed=seed, **kw)
+
+
+@AGENTS.register("random")
+class RandomAgent(OptunaAgent):
+    """Uniform random actions in [0, 1] per decision (the env clips them to the budget)."""
+
+    name = "random"
+
+    def make_sampler(self, seed: int) -> BaseSampler:
+        return optuna.samplers.RandomSampler(seed=seed, **self.params.sampler_kwargs)
+
+
+@AGENTS.register("nsga2")
+class NSGA2Agent(OptunaAgent):
+    """NSGA-II (Deb et al. 2002): an accuracy-vs-cost Pareto front (``pareto.json``)."""
+
+    name = "nsga2"
+    multi_objective = True
+
+    def _startup(self) -> int | None:
+        return self.params.population_size or 50
+
+    def make_sampler(self, seed: int) -> BaseSampler:
+        kw: dict[str, Any] = dict(self.params.sampler_kwargs)
+        if self.params.population_size is not None:
+            kw["population_size"] = self.params.population_size
+        return optuna.samplers.NSGAIISampler(seed=seed, **kw)
+
+
+@AGENTS.register("motpe")
+class MOTPEAgent(OptunaAgent):
+    """Multi-objective TPE (Ozaki et al. 2020): an accuracy-vs-cost Pareto front (``pareto.json``)."""
+
+    name = "motpe"
+    multi_objective = True
+    default_startup = 10
+
+    def make_sampler(self, seed: int) -> BaseSampler:
+        kw: dict[str, Any] = {"n_startup_trials": self._startup(), **self.params.sampler_kwargs}
+        return optuna.samplers.TPESampler(seed=seed, **kw)

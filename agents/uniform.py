@@ -1,0 +1,243 @@
+"""Uniform and hand-crafted baselines: one scaled action profile, bisected to the budget.
+
+``uniform`` gives every decision the same action ``a`` in [0, 1]: the same keep ratio
+``lbound + a (1 - lbound)`` for every prunable group and/or the same bit width for every quantized
+layer (in ``joint`` mode one ``a`` sets both, so both shrink together). The agent looks for the
+largest ``a`` whose policy meets the budget *as it is*, i.e. that the env does not have to clip:
+for prune mode the largest uniform ratio ``r`` with ``cost(r, ..., r) <= target``.
+
+``preset:<name>`` does the same with a hand-crafted profile ``w`` (one weight per decision): action
+``a_i = min(1, s w_i)`` and the largest feasible scale ``s`` is searched.
+
+==============  ===============================================================================
+profile         weights ``w_i`` (``x_i = i / (n - 1)``, the decision's relative depth)
+==============  ===============================================================================
+``uniform``     ``1``
+``deep``        ``1 - 0.5 x_i``: early layers keep more, deeper layers are pruned more (deep layers
+                are wide and redundant, early ones are cheap and sensitive; AMC, He et al. 2018)
+``ends``        ``4`` for the first and last decision (kept almost whole), ``1`` elsewhere
+==============  ===============================================================================
+
+**Bisection through the env.** Cost grows with every action, so feasibility is monotone in ``s``.
+The agent lists the distinct policies along the path ``s = 0 .. s_max`` (channel counts after
+rounding, bit widths; computed from the env's groups, no evaluation) and bisects over that list. A
+probe is an ordinary env episode with the profile's actions: it is feasible when the env applied them
+unchanged (no keep ratio clipped by AMC's rule, no bit width lowered by HAQ's). ``s = 0`` (every
+decision at its most aggressive value) always is: the env refuses budgets it cannot reach. About
+``log2(#policies)`` evaluations in all (``summary["evaluations"]``, the ``probes`` with their
+accuracies in ``summary["probes"]``); ``episodes`` caps the bisection (plus, if no probe was feasible yet, one at ``s = 0``). The result, the tightest feasible
+policy, is recorded as the run's one episode (phase = the profile's name): not the most accurate probe,
+which would pick among ratios by their val accuracy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from agents._base import AGENTS, Agent
+from amc._registry import Registry
+from amc.errors import AmcError
+from search_spaces import Space
+
+__all__ = ["UniformAgent", "PresetAgent", "PROFILES", "profile_weights"]
+
+logger = logging.getLogger(__name__)
+
+#: profile name -> ``f(n_decisions, decision_kinds) -> weights`` (positive, one per decision)
+PROFILES: Registry[Callable[[int, Sequence[str]], np.ndarray]] = Registry("profile")
+
+
+def _depth(n: int) -> np.ndarray:
+    return np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
+
+
+PROFILES.register("uniform", lambda n, kinds: np.ones(n))
+PROFILES.register("deep", lambda n, kinds: 1.0 - 0.5 * _depth(n))
+PROFILES.register("ends", lambda n, kinds: np.where((np.arange(n) == 0) | (np.arange(n) == n - 1), 4.0, 1.0))
+
+
+def profile_weights(name: str, n: int, kinds: Sequence[str]) -> np.ndarray:
+    """The weights of profile ``name`` for ``n`` decisions (``ValueError`` for an unknown name)."""
+    w = np.asarray(PROFILES.get(name)(n, list(kinds)), dtype=np.float64).reshape(-1)
+    if w.shape != (n,) or not np.all(w > 0):
+        raise AmcError(f"profile {name!r} must give {n} positive weights, got {w.tolist()}")
+    return w
+
+
+class UniformAgent(Agent):
+    """The uniform baseline (see the module docstring); ``PresetAgent`` subclasses swap the profile.
+
+    ``agent_kwargs``: ``grid`` (points of the scale path listed before deduplication, default 4096).
+    """
+
+    name = "uniform"
+    profile: ClassVar[str] = "uniform"
+    _TOL = 1e-6
+
+    def __init__(self, env: Any, config: Any, recorder: Any) -> None:
+        super().__init__(env, config, recorder)
+        opts = dict(getattr(config, "agent_kwargs", None) or {})
+        unknown = sorted(set(opts) - {"grid"})
+        if unknown:
+            raise AmcError(f"unknown {self.name} option(s) {', '.join(unknown)} in agent_kwargs; valid: grid")
+        self.grid = int(opts.get("grid", 4096))
+        if self.grid < 2:
+            raise AmcError(f"{self.name} grid={self.grid} must be >= 2")
+        base = env.unwrapped
+        n = getattr(base, "n_decisions", None)
+        if not n or int(n) < 1:
+            raise AmcError("the env has no positive n_decisions (episode length); is it an amc CompressionEnv?")
+        self.n_decisions = int(n)
+        self.kinds = list(getattr(base, "decision_kinds", None) or ["prune"] * self.n_decisions)
+        spaces = getattr(base, "spaces", None) or {}
+        self.spaces: dict[str, Space] = {k: spaces.get(k, Space()) for k in set(self.kinds)}
+        self.decisions = getattr(base, "decisions", None)
+        self.weights = profile_weights(self.profile, self.n_decisions, self.kinds)
+        self.evaluations = 0
+        self.probes: list[dict[str, Any]] = []
+        self.scale: float | None = None
+        self.converged = False
+        self._best: tuple[float, dict[str, Any]] | None = None  # (scale, env info) of the largest feasible probe
+
+    # ----------------------------------------------------------------- the path
+    def actions_at(self, scale: float) -> list[float]:
+        """The profile's actions at ``scale``: ``min(1, scale * w_i)``."""
+        return [float(min(1.0, max(0.0, scale * w))) for w in self.weights]
+
+    def _signature(self, actions: Sequence[float]) -> tuple[Any, ...]:
+        """What the env will build from ``actions`` when it does not clip (channels, bits)."""
+        from amc.cost import kept_channels
+
+        base = self.env.unwrapped
+        graph, cfg = getattr(base, "graph", None), getattr(base, "config", None)
+        out: list[Any] = []
+        for i, (kind, a) in enumerate(zip(self.kinds, actions)):
+            value = self.spaces[kind].to_value(a) if type(self.spaces[kind]) is not Space else a
+            d = self.decisions[i] if self.decisions is not None else None
+            if kind == "prune" and d is not None and graph is not None and getattr(d, "group", -1) >= 0:
+                out.append(kept_channels(float(value), graph.groups[d.group].channels, getattr(cfg, "round_to", 1)))
+            elif kind in ("w_bits", "a_bits"):
+                out.append(int(value))
+            else:
+                out.append(round(float(value), 5))
+        return tuple(out)
+
+    def candidates(self) -> list[float]:
+        """Scales of the distinct policies along the path, cheapest first (each the smallest scale
+        that gives its policy)."""
+        s_max = 1.0 / float(self.weights.min())
+        scales: list[float] = []
+        last: tuple[Any, ...] | None = None
+        for s in np.linspace(0.0, s_max, self.grid + 1):
+            sig = self._signature(self.actions_at(float(s)))
+            if sig != last:
+                scales.append(float(s))
+                last = sig
+        return scales
+
+    # ----------------------------------------------------------------- probes
+    def _episode(self, actions: Sequence[float]) -> dict[str, Any]:
+        env = self.env
+        env.reset(seed=int(getattr(self.config, "seed", 0)))
+        info: dict[str, Any] = {}
+        for a in actions:
+            _, _, terminated, truncated, info = env.step(np.array([a], dtype=np.float32))
+            if terminated or truncated:
+                break
+        if "metrics" not in info:
+            raise RuntimeError("the env did not finish its episode after n_decisions steps")
+        self.evaluations += 1
+        return info
+
+    def _unclipped(self, actions: Sequence[float], info: dict[str, Any]) -> bool:
+        applied = list(info.get("actions") or [])
+        policy = info.get("policy")
+        for i, (kind, a) in enumerate(zip(self.kinds, actions)):
+            if kind in ("prune", "sparsity"):
+                if i < len(applied) and applied[i] < a - self._TOL:
+                    return False
+            elif policy is not None and self.decisions is not None:  # HAQ lowers bits after the last step
+                layer = policy.layers[self.decisions[i].layer]
+                got = layer.w_bits if kind == "w_bits" else layer.a_bits
+                if got is not None and got != int(self.spaces[kind].to_value(a)):
+                    return False
+        return True
+
+    def _probe(self, scale: float) -> bool:
+        actions = self.actions_at(scale)
+        info = self._episode(actions)
+        ok = self._unclipped(actions, info)
+        m = info["metrics"]
+        self.probes.append({"scale": scale, "feasible": ok, "accuracy": m.get("accuracy"), "reward": m.get("reward")})
+        if ok and (self._best is None or scale > self._best[0]):
+            self._best = (scale, info)
+        logger.debug("%s probe scale %.5f: %s, accuracy %.2f", self.name, scale, "feasible" if ok else "clipped",
+                     m.get("accuracy") or float("nan"))
+        return ok
+
+    # ----------------------------------------------------------------- the loop
+    def run(self, episodes: int) -> None:
+        if self.recorder.episode:  # a bisection is cheap and deterministic: redo it
+            logger.info("%s: redoing the bisection from the start", self.name)
+            self.recorder.restore(None)
+        cands = self.candidates()
+        lo, hi = 0, len(cands) - 1  # cands[lo] feasible (scale 0: every decision most aggressive)
+        self._best = None
+        self.interrupted = False
+        while lo < hi and self.evaluations < episodes and not self.stop_requested:
+            mid = (lo + hi + 1) // 2
+            if self._probe(cands[mid]):
+                lo = mid
+            else:
+                hi = mid - 1
+        self.converged = lo == hi
+        if self._best is None and not self.stop_requested:  # always a result, even one past the cap
+            if not self._probe(cands[lo]):
+                raise AmcError(f"{self.name}: even scale {cands[lo]:.4f} is clipped by the env; the budget cannot be "
+                               "met by this profile")
+        if self._best is not None:  # the tightest feasible policy found is the result: one episode
+            self.scale = self._best[0]
+            self.recorder.record_episode(self._best[1], phase=self.profile)
+        self.interrupted = self.stop_requested and not self.converged
+        if not self.converged and not self.stop_requested:
+            logger.warning("%s: stopped after %d evaluations (episodes) before the bisection converged; the policy is "
+                           "feasible but may not be the tightest", self.name, self.evaluations)
+        logger.info("%s: scale %s after %d evaluations", self.name,
+                    "-" if self.scale is None else f"{self.scale:.4f}", self.evaluations)
+
+    def summary_extra(self) -> dict[str, Any]:
+        return {
+            "evaluations": self.evaluations,
+            "profile": self.profile,
+            "profile_weights": [round(float(w), 6) for w in self.weights],
+            "scale": self.scale,
+            "actions": None if self.scale is None else self.actions_at(self.scale),
+            "converged": self.converged,
+            "probes": self.probes,
+        }
+
+
+AGENTS.register("uniform", UniformAgent)
+
+
+class PresetAgent(UniformAgent):
+    """A hand-crafted profile scaled to the budget (``preset:<profile>``)."""
+
+    profile = "deep"
+
+
+def _register_presets() -> None:
+    for prof in PROFILES.names():
+        if prof == "uniform":
+            continue
+        cls = type(f"Preset{prof.title().replace('-', '').replace('_', '')}Agent", (PresetAgent,),
+                   {"name": f"preset:{prof}", "profile": prof, "__module__": __name__,
+                    "__doc__": f"Profile {prof!r} scaled to the budget (see :mod:`agents.uniform`)."})
+        AGENTS.register(f"preset:{prof}", cls)
+
+
+_register_presets()

@@ -1,0 +1,84 @@
+"""``amc compare`` and agents.compare: table (mean ± std over seeds), JSON, figures, TensorBoard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agents import SearchConfig, run_search
+from agents.compare import best_so_far, compare_runs, find_runs, load_run
+from amc.cli import main
+from amc.errors import AmcError
+
+REF = Path(__file__).resolve().parent.parent / "reference" / "lenet5-digits.pt"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """Two tpe seeds, one uniform and one nsga2 run on digits (a few evaluations each)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("runs")
+    base = dict(checkpoint=str(REF), dataset="digits", device="cpu", target="macs=0.5")
+    for agent, seed, kw in [("tpe", 0, {}), ("tpe", 1, {}), ("uniform", 0, {}),
+                            ("nsga2", 0, {"target": "macs=1.0", "agent_kwargs": {"population_size": 4}})]:
+        run_search(SearchConfig(**{**base, **kw}, agent=agent, seed=seed, episodes=12,
+                                run_dir=str(root / f"{agent}-s{seed}")))
+    torch.set_num_threads(before)
+    return root
+
+
+def test_compare_writes_table_json_figures_and_tensorboard(runs, tmp_path):
+    out = tmp_path / "cmp"
+    result = compare_runs([runs], out_dir=out)
+    for name in ("compare.md", "compare.json", "curves.png", "pareto.png", "policies.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    doc = json.loads((out / "compare.json").read_text())
+    assert doc["format"] == "amc-compare" and len(doc["runs"]) == 4
+    groups = {(g["agent"], g["target"]): g for g in doc["groups"]}
+    assert set(groups) == {("tpe", "macs=0.5"), ("uniform", "macs=0.5"), ("nsga2", "macs=1.0")}
+    tpe = groups[("tpe", "macs=0.5")]
+    accs = [r["best_accuracy"] for r in doc["runs"] if r["agent"] == "tpe"]
+    assert tpe["runs"] == 2 and tpe["seeds"] == [0, 1]
+    assert tpe["best_accuracy"]["mean"] == pytest.approx(np.mean(accs))
+    assert tpe["best_accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert tpe["evaluations"]["mean"] == 12 and tpe["achieved"]["macs_ratio"]["max"] <= 0.5 + 1e-9
+    uni = groups[("uniform", "macs=0.5")]
+    assert uni["runs"] == 1 and 1 < uni["evaluations"]["mean"] < 12  # probes counted, one episode recorded
+    assert groups[("nsga2", "macs=1.0")]["multi_objective"] and groups[("nsga2", "macs=1.0")]["pareto_size"] >= 1
+    md = (out / "compare.md").read_text()
+    assert "| tpe | macs=0.5 | 2 | 12 ± 0 |" in md and f"{np.mean(accs):.2f} ± {np.std(accs, ddof=1):.2f}" in md
+    assert "(front:" in md and "![curves](curves.png)" in md
+    assert result["figures"]["pareto"] == str(out / "pareto.png")
+
+
+def test_best_so_far_follows_the_reward():
+    rows = [{"reward": 0.5, "accuracy": 50.0}, {"reward": 0.4, "accuracy": 90.0}, {"reward": 0.7, "accuracy": 70.0}]
+    assert best_so_far(rows).tolist() == [50.0, 50.0, 70.0]
+
+
+def test_find_runs_expands_a_parent_and_refuses_non_runs(runs, tmp_path):
+    assert [p.name for p in find_runs([runs])] == ["nsga2-s0", "tpe-s0", "tpe-s1", "uniform-s0"]
+    assert find_runs([runs / "tpe-s0", runs / "tpe-s0"]) == [runs / "tpe-s0"]
+    with pytest.raises(AmcError, match="does not exist"):
+        find_runs([tmp_path / "nope"])
+    with pytest.raises(AmcError, match="no summary.json"):
+        load_run(tmp_path)
+    run = load_run(runs / "uniform-s0")
+    assert run.agent == "uniform" and run.evaluations > run.episodes == 1 and run.policy is not None
+
+
+def test_cli_compare(runs, tmp_path, capsys):
+    out = tmp_path / "c"
+    assert main(["compare", str(runs / "tpe-s0"), str(runs / "uniform-s0"), "--out", str(out),
+                 "--no-tensorboard"]) == 0
+    text = capsys.readouterr().out
+    assert "# Search comparison" in text and "| uniform | macs=0.5 |" in text and str(out / "compare.json") in text
+    assert not (out / "pareto.png").exists() and (out / "policies.png").is_file() and not (out / "tb").exists()
+    assert main(["compare", str(tmp_path / "empty")]) == 2

@@ -1,0 +1,142 @@
+"""Uniform and preset baselines: tight bisection to the budget through the real env, few evaluations."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agents import AGENTS, SearchConfig, SearchRecorder, read_episodes, run_search
+from agents.uniform import PROFILES, UniformAgent, profile_weights
+from amc.errors import AmcError
+from amc.policy import Policy
+from amc.training import load_checkpoint
+from envs import CompressionEnv, EnvConfig
+
+REF = Path(__file__).resolve().parent.parent / "reference" / "lenet5-digits.pt"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_checkpoint(REF)[0]
+
+
+def _agent(tmp_path, model, digits, *, name="uniform", mode="prune", target="macs=0.5", episodes=50, **kw):
+    env = CompressionEnv(model, digits, EnvConfig(mode=mode, target=target, **kw))
+    cfg = SearchConfig(checkpoint=str(REF), agent=name, mode=mode, target=target, episodes=episodes,
+                       run_dir=str(tmp_path))
+    rec = SearchRecorder(tmp_path, agent=name, episodes=episodes, seed=0, base_accuracy=env.base_accuracy,
+                         target=target, config=cfg.to_dict(), tensorboard=False, plot=False)
+    return AGENTS.get(name)(env, cfg, rec), env, rec
+
+
+def _clipped(agent: UniformAgent, env: CompressionEnv, scale: float) -> bool:
+    """An independent check: step the env with the profile at ``scale``; was anything changed?"""
+    actions = agent.actions_at(scale)
+    env.reset()
+    for a in actions:
+        *_, info = env.step(np.array([a], dtype=np.float32))
+    return not agent._unclipped(actions, info)
+
+
+@pytest.mark.parametrize(("mode", "target", "metric"), [
+    ("prune", "macs=0.5", "macs_ratio"),
+    ("prune", "params=0.3", "params_ratio"),
+    ("quant", "size=0.15", "size_ratio"),
+    ("joint", "bitops=0.05", "bitops_ratio"),
+])
+def test_uniform_meets_the_budget_tightly(tmp_path, model, digits, mode, target, metric):
+    agent, env, rec = _agent(tmp_path, model, digits, mode=mode, target=target)
+    agent.run(50)
+    summary = rec.close(extra=agent.summary_extra())
+    ratio = float(target.split("=")[1])
+    assert agent.converged and summary["evaluations"] <= 12
+    pol = Policy.load(tmp_path / "best_policy.json")
+    assert pol.achieved[metric] <= ratio + 1e-9
+    cands = agent.candidates()
+    i = cands.index(agent.scale)
+    assert not _clipped(agent, env, cands[i])
+    assert i == len(cands) - 1 or _clipped(agent, env, cands[i + 1])  # the next policy on the path is over budget
+    # the policy is uniform: one action everywhere, so one bit width per kind / the same requested keep ratio
+    assert len(set(agent.actions_at(agent.scale))) == 1
+    if mode == "quant":
+        searched = [ly for ly in pol.layers[1:-1]]  # first and last stay at 8 bits (HAQ)
+        assert len({ly.w_bits for ly in searched}) == 1
+    rows = read_episodes(tmp_path / "episodes.csv")
+    assert len(rows) == 1 and rows[0][metric] <= ratio + 1e-9 and rows[0]["phase"] == "uniform"
+    assert summary["episodes"] == 1 and len(summary["probes"]) == summary["evaluations"]
+
+
+def test_uniform_prune_ratio_is_the_largest_feasible(tmp_path, model, digits):
+    agent, env, rec = _agent(tmp_path, model, digits)
+    agent.run(50)
+    keep = env.config.lbound + agent.scale * (1 - env.config.lbound)
+    # every group kept ceil(keep * channels): the same ratio everywhere, up to channel rounding
+    pol = Policy.load(tmp_path / "best_policy.json")
+    for g in pol.groups:
+        assert g.channels == int(np.ceil(keep * g.total - 1e-6))
+    assert pol.achieved["macs_ratio"] > 0.4
+
+
+def test_preset_deep_prunes_deeper_layers_more(tmp_path, model, digits):
+    agent, env, rec = _agent(tmp_path, model, digits, name="preset:deep")
+    agent.run(50)
+    actions = agent.actions_at(agent.scale)
+    assert actions == sorted(actions, reverse=True) and actions[0] > actions[-1]
+    pol = Policy.load(tmp_path / "best_policy.json")
+    assert pol.achieved["macs_ratio"] <= 0.5 + 1e-9 and pol.search["agent"] == "preset:deep"
+    cands = agent.candidates()
+    i = cands.index(agent.scale)
+    assert i == len(cands) - 1 or _clipped(agent, env, cands[i + 1])
+
+
+def test_profiles_and_presets_are_registered():
+    assert {"uniform", "deep", "ends"} <= set(PROFILES.names())
+    assert {"uniform", "preset:deep", "preset:ends"} <= set(AGENTS.names())
+    w = profile_weights("deep", 5, ["prune"] * 5)
+    assert w[0] == 1.0 and w[-1] == 0.5 and np.all(np.diff(w) < 0)
+    with pytest.raises(ValueError, match="unknown profile 'zigzag'; valid: .*deep"):
+        profile_weights("zigzag", 3, ["prune"] * 3)
+
+
+def test_episodes_cap_the_evaluations(tmp_path, model, digits, caplog):
+    agent, env, rec = _agent(tmp_path, model, digits, episodes=2)
+    with caplog.at_level(logging.WARNING):
+        agent.run(2)
+    summary = rec.close(extra=agent.summary_extra())
+    assert agent.evaluations in (2, 3) and not agent.converged and not agent.interrupted
+    assert summary["episodes"] == 1 and summary["achieved"]["macs_ratio"] <= 0.5 + 1e-9
+    assert "before the bisection converged" in caplog.text
+
+
+def test_uniform_through_run_search_writes_the_standard_outputs(tmp_path):
+    summary = run_search(SearchConfig(checkpoint=str(REF), dataset="digits", agent="uniform", target="macs=0.5",
+                                      episodes=50, device="cpu", run_dir=str(tmp_path)))
+    for name in ("config.yaml", "summary.json", "best_policy.json", "best_policy.png", "episodes.csv"):
+        assert (tmp_path / name).is_file()
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert summary["agent"] == "uniform" and summary["converged"] and summary["episodes"] == 1
+    assert summary["achieved"]["macs_ratio"] <= 0.5 + 1e-9 and summary["best_accuracy"] > 50
+    # resuming redoes the (cheap, deterministic) bisection: same result, one history
+    again = run_search(SearchConfig(checkpoint=str(REF), dataset="digits", agent="uniform", target="macs=0.5",
+                                    episodes=50, device="cpu", run_dir=str(tmp_path), resume=True))
+    assert again["scale"] == summary["scale"] and again["episodes"] == summary["episodes"]
+    assert [r["episode"] for r in read_episodes(tmp_path / "episodes.csv")] == [1]
+
+
+def test_unknown_option_is_refused(tmp_path, model, digits):
+    with pytest.raises(AmcError, match="unknown uniform option"):
+        env = CompressionEnv(model, digits, EnvConfig())
+        cfg = SearchConfig(checkpoint=str(REF), agent="uniform", agent_kwargs={"bisect": 3}, run_dir=str(tmp_path))
+        UniformAgent(env, cfg, SearchRecorder(tmp_path, agent="uniform", tensorboard=False, plot=False))
