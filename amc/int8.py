@@ -18,8 +18,11 @@ Which int8 path, and why (checked on torch 2.14.1, x86-64 with AVX-512 VNNI/AMX)
   ``x86`` qconfig, fbgemm/oneDNN kernels; ``qnnpack`` on ARM). Deprecated by PyTorch ("will be
   removed") but still present in 2.14.1 and dependency-free: the fallback when torchao is absent.
 
-``auto`` takes ``pt2e`` on x86 with torchao, else ``fx``, else raises :class:`AmcError`. The
-quantized kernels run on CPU only: a CUDA model is copied to CPU (with a warning).
+``auto`` tries ``pt2e`` (x86 with torchao), then ``fx``, then ``pt2e-inductor``, keeping the first
+that builds and runs the model (the lowered PT2E graph fails on some models, e.g. LeNet-5, whose
+``flatten`` becomes a ``view`` of the channels-last int8 conv output); it raises :class:`AmcError`
+when none does. The quantized kernels run on CPU only: a CUDA model is copied to CPU (with a
+warning).
 
 Only 8-bit choices can be *measured*: no CPU here (nor PyTorch) has 1-7 bit conv kernels, so the
 latency of a sub-8-bit policy can only come from a model or a table (BitOps, a HAQ-style hardware
@@ -32,6 +35,7 @@ import contextlib
 import copy
 import importlib.util
 import logging
+import os
 import platform
 import time
 import warnings
@@ -49,6 +53,7 @@ __all__ = ["INT8_BACKENDS", "Int8Model", "compare_latency", "int8_backends", "in
 logger = logging.getLogger(__name__)
 
 INT8_BACKENDS = ("auto", "pt2e", "pt2e-inductor", "fx")
+_AUTO_ORDER = ("pt2e", "fx", "pt2e-inductor")  # fastest to build first; compiling is the last resort
 SUB8_LATENCY_NOTE = ("int8 is the only width measurable here: sub-8-bit latency can only come from a model or "
                      "a table (e.g. BitOps or a hardware simulator), not from a timing on this CPU")
 
@@ -256,9 +261,10 @@ def int8_model(
         calibration: activation-range calibration batches: a tensor, or an iterable of tensors or
             ``(x, y)`` pairs; ``None`` uses ``example_inputs`` (poor ranges: pass real data).
         backend: ``auto`` | ``pt2e`` | ``pt2e-inductor`` | ``fx`` (see the module docstring).
-    Raises :class:`AmcError` when no int8 backend exists on this machine.
+    Raises :class:`AmcError` when no int8 backend exists here or none can run the model.
     """
     b = _resolve_backend(backend)
+    order = [b] if str(backend).lower() != "auto" else [c for c in _AUTO_ORDER if c in int8_backends()]
     if isinstance(example_inputs, (tuple, list)):
         if len(example_inputs) != 1:
             raise AmcError("int8_model supports single-input models: pass one example batch")
@@ -270,8 +276,21 @@ def int8_model(
     float_model = copy.deepcopy(model).cpu().eval()
     example = example_inputs.detach().cpu()
     batches = _as_batches(calibration, example)
-    graph = _build_fx(float_model, example, batches) if b == "fx" else _build_pt2e(float_model, example, batches)
-    return Int8Model(graph, b)
+    failures = []
+    for i, cand in enumerate(order):
+        try:
+            graph = (_build_fx if cand == "fx" else _build_pt2e)(float_model, example, batches)
+            qmodel = Int8Model(graph, cand)
+            qmodel(example)  # builds the kernels for this shape, and proves the graph runs
+            return qmodel
+        except Exception as e:  # noqa: BLE001 - export/lowering failures come in many types
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            failures.append(f"{cand}: {type(e).__name__}: {msg}")
+            if i + 1 < len(order):
+                logger.warning("int8 backend %s cannot run this model (%s); trying %s", cand, failures[-1],
+                               order[i + 1])
+    hint = "" if len(order) > 1 else f"; available backends: {', '.join(int8_backends())}"
+    raise AmcError("no int8 backend could run this model (" + "; ".join(failures) + ")" + hint)
 
 
 def _measure(model: nn.Module, shape: tuple[int, ...], batch: int, *, threads: int | None, warmup: int,
@@ -284,6 +303,16 @@ def _measure(model: nn.Module, shape: tuple[int, ...], batch: int, *, threads: i
                            device="cpu").median_ms
 
 
+def _measure_compiled(model: nn.Module, shape: tuple[int, ...], batch: int, *, threads: int | None,
+                      warmup: int, repeats: int) -> float | None:
+    compiled = torch.compile(copy.deepcopy(model), dynamic=False)
+    try:
+        return _measure(compiled, shape, batch, threads=threads, warmup=warmup, repeats=repeats)
+    except Exception as e:  # noqa: BLE001 - a missing compiler or an unsupported op: no baseline
+        logger.warning("torch.compile of the fp32 model failed (%s): no compiled fp32 baseline", type(e).__name__)
+        return None
+
+
 def compare_latency(
     model: nn.Module,
     input_shape: Sequence[int],
@@ -294,6 +323,7 @@ def compare_latency(
     repeats: int = 50,
     backend: str = "auto",
     calibration: Any = None,
+    fp32_compiled: bool = False,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Median CPU latency of ``model`` in fp32 (eager) and real int8, per batch size.
@@ -307,7 +337,10 @@ def compare_latency(
             :func:`amc.latency.measure_latency` (the project's one timing protocol).
         calibration: batches for the int8 activation ranges; random normal batches by default (the
             latency does not depend on the values; the reported error then means little).
-    Returns a JSON-ready dict: ``backend``, ``threads``, ``cpu``, ``torch``, ``results`` (one dict per
+        fp32_compiled: also time the float model compiled by ``torch.compile`` (``fp32_compiled_ms``;
+            None where compiling fails), a fairer fp32 baseline for the compiled int8 backends.
+    Returns a JSON-ready dict: ``backend``, ``threads``, ``cpu``, ``load_avg_1m`` (the machine's load
+    at the end: on a shared machine, compare only timings taken at similar load), ``torch``, ``results`` (one dict per
     batch size: ``batch_size``, ``fp32_ms``, ``int8_ms``, ``speedup``), ``int8_rel_error`` (relative
     squared output error vs fp32 on a random batch) and ``note`` (sub-8-bit latency is not measurable).
     """
@@ -324,23 +357,28 @@ def compare_latency(
     float_model = copy.deepcopy(model).cpu().eval()
     with fixed_threads(threads):
         qmodel = int8_model(float_model, torch.randn(2, *shape, generator=g), calibration, backend=backend)
-        xe = torch.randn(8, *shape, generator=g)
-        with torch.no_grad():
-            ref, out = float_model(xe), qmodel(xe)
-        rel = float((out - ref).pow(2).sum() / ref.pow(2).sum().clamp(min=1e-30))
         results = []
         for bs in batch_sizes:
             fp = _measure(float_model, shape, int(bs), threads=threads, warmup=warmup, repeats=repeats)
             i8 = _measure(qmodel, shape, int(bs), threads=threads, warmup=warmup, repeats=repeats)
-            results.append({"batch_size": int(bs), "fp32_ms": fp, "int8_ms": i8, "speedup": fp / i8})
+            row = {"batch_size": int(bs), "fp32_ms": fp, "int8_ms": i8, "speedup": fp / i8}
+            if fp32_compiled:
+                row["fp32_compiled_ms"] = _measure_compiled(float_model, shape, int(bs), threads=threads,
+                                                            warmup=warmup, repeats=repeats)
+            results.append(row)
             logger.info("batch %d: fp32 %.3f ms, int8 %.3f ms (x%.2f)", bs, fp, i8, fp / i8)
         used_threads = torch.get_num_threads()
+        xe = torch.randn(int(batch_sizes[-1]), *shape, generator=g)  # a shape already built
+        with torch.no_grad():
+            ref, out = float_model(xe), qmodel(xe)
+        rel = float((out - ref).pow(2).sum() / ref.pow(2).sum().clamp(min=1e-30))
     return {
         "backend": qmodel.backend,
         "threads": used_threads,
         "warmup": warmup,
         "repeats": repeats,
         "cpu": platform.processor() or platform.machine(),
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # others' load skews timings
         "torch": torch.__version__,
         "results": results,
         "int8_rel_error": rel,

@@ -17,6 +17,16 @@ needs_int8 = pytest.mark.skipif(
                          "an x86/fbgemm/qnnpack quantized engine)")
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from threads, and one thread keeps a shared 2-core machine from
+    thrashing (OpenMP spin-waits under load cost far more than they save)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
 class PrunedNet(nn.Module):
     """Odd channel counts, as left by channel pruning; conv-BN-ReLU, a residual add and a Linear."""
 
@@ -70,6 +80,31 @@ def test_int8_model_close_to_fp32(backend) -> None:
         assert out.shape == ref.shape
         assert _rel_err(out, ref) < 1e-2
     assert isinstance(m.conv1, nn.Conv2d) and m.training is False  # input model untouched
+
+
+class LeNetish(nn.Module):
+    """conv -> max-pool -> flatten -> linear: torchao's lowered PT2E graph turns the flatten into a
+    ``view`` of a channels-last int8 output and fails; ``auto`` must still give a working model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 5)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(6 * 6 * 6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+
+
+@needs_int8
+def test_auto_falls_back_to_a_backend_that_runs() -> None:
+    torch.manual_seed(0)
+    m = LeNetish().eval()
+    x = torch.randn(4, 1, 16, 16)
+    q = int8_model(m, x, [torch.randn(32, 1, 16, 16)])
+    assert q.backend in BACKENDS
+    with torch.no_grad():
+        assert _rel_err(q(x), m(x)) < 1e-2
 
 
 @needs_int8
