@@ -14,7 +14,7 @@ import amc.data as D
 from amc.data import AugmentSpec, DatasetSplits, augment_batch, get_dataset
 from amc.errors import AmcError
 
-SHARED = Path("/work/shared/datasets")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"  # ../shared beside the checkout
 
 
 def _rows(images: torch.Tensor, labels: torch.Tensor) -> list[bytes]:
