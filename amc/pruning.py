@@ -271,12 +271,12 @@ def _patches(x: torch.Tensor, conv: nn.Conv2d, pos: torch.Tensor) -> torch.Tenso
     sh, sw = conv.stride
     dh, dw = conv.dilation
     ph, pw = conv.padding  # type: ignore[misc]
-    xp = F.pad(x, (pw, pw, ph, ph))  # (N, C, Hp, Wp)
+    xp = F.pad(x, (pw, pw, ph, ph)).permute(0, 2, 3, 1).contiguous()  # (N, Hp, Wp, C): rows gather fast
     n, h, w = pos[:, 0], pos[:, 1], pos[:, 2]
     cols = []
     for i in range(kh):
         for j in range(kw):
-            cols.append(xp[n, :, h * sh + i * dh, w * sw + j * dw])  # (S, C)
+            cols.append(xp[n, h * sh + i * dh, w * sw + j * dw])  # (S, C)
     return torch.stack(cols, dim=2).reshape(len(pos), -1)  # (S, C*kh*kw)
 
 
@@ -287,11 +287,10 @@ def _ridge_lstsq(a: torch.Tensor, b: torch.Tensor, w0: torch.Tensor, ridge: floa
     a Cholesky solve, with ``torch.linalg.lstsq`` as the fallback for a numerically singular system;
     ``c`` = inputs x kernel area, usually far smaller than the number of sampled rows.
     """
-    a, b, w0 = a.double(), b.double(), w0.double()
-    gram = a.t() @ a  # (c, c)
+    gram = (a.t() @ a).double()  # (c, c): float32 products, float64 solve
     lam = ridge * float(gram.diagonal().mean()) + 1e-12
     gram.diagonal().add_(lam)
-    rhs = a.t() @ b + lam * w0  # (c, C_out)
+    rhs = (a.t() @ b).double() + lam * w0.double()  # (c, C_out)
     chol, info = torch.linalg.cholesky_ex(gram)
     if int(info) == 0:
         return torch.cholesky_solve(rhs, chol).float()
