@@ -1,0 +1,87 @@
+"""``amc finetune``: fine-tune a compressed model with knowledge distillation; exports the result.
+
+Examples::
+
+    amc finetune --policy runs/quickstart/best_policy.json --epochs 5 --run-dir runs/quickstart-ft
+    amc finetune --policy best_policy.json --checkpoint runs/r20/final.pt --dataset cifar10 \\
+        --data-dir data/cifar10 --epochs 30 --run-dir runs/r20-ft          # KD on, T=4, alpha=0.9
+    amc finetune ... --iterative 4      # prune 1/4 of the way, fine-tune, 4 times (epochs per step)
+    amc finetune --model-file runs/r20-applied/model.amc --checkpoint runs/r20/final.pt \\
+        --dataset cifar10 --data-dir data/cifar10 --epochs 30 --run-dir runs/r20-ft
+    amc finetune ... --resume           # continue after Ctrl-C or a kill
+
+The compressed model is built as ``amc apply`` builds it (or loaded with ``--model-file``), trained
+with SGD + cosine decay, distilling from the uncompressed checkpoint unless ``--no-kd``; quantized
+models train through their fake-quant wrappers (QAT, straight-through estimator). Writes the
+training run (TensorBoard, ``last.pt``/``final.pt``; ``step*/`` when iterative), ``model.amc``,
+``policy.json`` and ``finetune_summary.json`` into ``--run-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from amc.cli.apply import _fmt_acc, _human_bytes, add_common, cost_table
+from amc.errors import AmcError
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    add_common(p, policy_required=False)
+    p.add_argument("--model-file", metavar="AMC", help="an already compressed model (apply's/export's model.amc) "
+                   "instead of --policy; --checkpoint is then the uncompressed teacher")
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--epochs", type=int, required=True, help="epochs (per step with --iterative)")
+    g.add_argument("--lr", type=float, default=0.01, help="peak learning rate, cosine decay (default 0.01)")
+    g.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
+    g.add_argument("--wd", "--weight-decay", dest="wd", type=float, default=5e-4, help="weight decay (default 5e-4)")
+    g.add_argument("--no-kd", action="store_true", help="labels only, no distillation from the uncompressed model")
+    g.add_argument("--kd-temperature", type=float, default=4.0, help="KD temperature T (default 4)")
+    g.add_argument("--kd-alpha", type=float, default=0.9, help="weight of the KD term in [0, 1] (default 0.9)")
+    g.add_argument("--iterative", type=int, default=1, metavar="K",
+                   help="prune + fine-tune in K steps (step k keeps 1-(1-r)k/K of each group; default 1: one-shot)")
+    g.add_argument("--no-augment", action="store_true", help="no random crop/flip")
+    g.add_argument("--steps-per-epoch", type=int, help="cap the steps per epoch (quick runs)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (default 0)")
+    g.add_argument("--run-dir", required=True, help="output folder")
+    g.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+
+
+def run(args: argparse.Namespace) -> int:
+    from amc.finetune import FinetuneConfig, finetune_policy
+
+    if bool(args.policy) == bool(args.model_file):
+        raise AmcError("pass either --policy (a policy to apply to --checkpoint) or --model-file (a compressed model)")
+    cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.wd,
+                         kd=not args.no_kd, kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha,
+                         iterative=args.iterative, augment=not args.no_augment, steps_per_epoch=args.steps_per_epoch,
+                         seed=args.seed, device=args.device, num_threads=args.threads)
+    student = None
+    if args.model_file:
+        from amc.export import load_with_metadata
+        from amc.policy import Policy
+
+        if args.checkpoint is None:
+            raise AmcError("--model-file needs --checkpoint: the uncompressed model (KD teacher and cost reference)")
+        student, meta = load_with_metadata(args.model_file, device=args.device)
+        if not meta.get("policy"):
+            raise AmcError(f"{args.model_file} records no policy; fine-tune it from --policy instead")
+        args.policy = Policy.from_dict(meta["policy"])
+        args.transfer = False
+    from amc.cli.apply import setup_from_args
+
+    setup = setup_from_args(args)
+    res = finetune_policy(setup, cfg, run_dir=args.run_dir, resume=args.resume, progress=True, student=student)
+    s = res.summary
+    print(f"fine-tuned {cfg.epochs} epoch(s)" + (f" x {cfg.iterative} steps" if cfg.iterative > 1 else "")
+          + (f" with KD (T={cfg.kd_temperature:g}, alpha={cfg.kd_alpha:g})" if cfg.kd else " without KD")
+          + f" in {s['time_s']:.0f}s -> {args.run_dir}")
+    for line in cost_table(s["costs"]):
+        print(line)
+    print(f"{'':<12} {'uncompressed':>14} {'before FT':>14} {'after FT':>14}")
+    for split in ("val", "test"):
+        key = f"{split}_top1"
+        print(f"{split + ' top-1':<12} {_fmt_acc(s['uncompressed'][key]):>14} {_fmt_acc(s['before'][key]):>14} "
+              f"{_fmt_acc(s['after'][key]):>14}")
+    if s.get("model_file"):
+        print(f"saved {s['model_file']} ({_human_bytes(s['model_file_bytes'])})")
+    return 0

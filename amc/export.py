@@ -1,0 +1,432 @@
+"""Ship a compressed model as ONE file that :func:`load` turns back into a working ``nn.Module``.
+
+The file (``torch.save`` of a plain dict, readable with ``torch.load(weights_only=True)``)::
+
+    {"format": "amc-model", "version": 1,
+     "model_spec": {...} | None,     # amc.models.ModelSpec.to_dict() of the *uncompressed* model
+     "policy": {...} | None,         # amc.policy.Policy.to_dict(): kept channels per group, bits per layer
+     "metrics": {...},               # e.g. {"val_top1": ..., "test_top1": ..., "macs_ratio": ...}
+     "quantized": bool,
+     "state_dict": {...},            # float models: every tensor of the (pruned) model
+     "packed": {...},                # quantized models: amc.quantization.pack_model() (bit-packed
+                                     # integer codes + fp32 scales), so the file size is honest
+     "architecture": bytes | None,   # only when spec + policy cannot rebuild the structure
+     "amc_version": "...", "created": "..."}
+
+How the structure comes back: the pruned architecture is *not* pickled. :func:`build_structure`
+builds ``build_model(model_spec)`` freshly and prunes it with :func:`amc.compress.apply_policy` to
+the stored channel counts (no calibration, no reconstruction: the weights are stored), then the
+stored weights are loaded strictly (float) or unpacked into it (quantized:
+:func:`amc.quantization.unpack_model` wraps the quantized layers and pins the stored codes). Only
+for a model with no rebuildable spec (e.g. an arbitrary ``nn.Module``) does the file hold a pickled,
+storage-free copy of the architecture; such a file runs code when loaded: load it only from a source
+you trust (``load(..., allow_pickle=False)`` refuses it).
+
+:func:`export` checks before writing that the file rebuilds a model with exactly the outputs of the
+given one on an example input, and falls back to the pickled architecture when it would not.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import pickle
+import time
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from amc.errors import AmcError
+from amc.policy import Policy
+from amc.utils import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "EXPORT_VERSION",
+    "build_structure",
+    "export",
+    "export_onnx",
+    "export_torchscript",
+    "load",
+    "load_with_metadata",
+    "read_metadata",
+]
+
+EXPORT_FORMAT = "amc-model"
+EXPORT_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------------
+# structure
+
+
+def _structural_policy(policy: Policy) -> Policy:
+    """The part of ``policy`` that fixes the architecture: channel counts only (no reconstruction,
+    no sparsity, no bits: weights and codes come from the file)."""
+    d = policy.to_dict()
+    d["pruning"] = {**d.get("pruning", {}), "reconstruct": False}
+    for ly in d["layers"]:
+        ly["w_bits"] = ly["a_bits"] = ly["sparsity"] = None
+    return Policy.from_dict(d)
+
+
+def build_structure(model_spec: Mapping[str, Any] | Any, policy: Policy | None = None) -> nn.Module:
+    """A freshly built model of ``model_spec`` with the channel counts of ``policy`` (random weights,
+    eval mode). The global RNG state is left untouched.
+
+    The channels are removed by :func:`amc.compress.apply_policy` (the one code path that builds
+    compressed models) on a new model; which channels go does not matter since the caller loads
+    the real weights afterwards.
+    """
+    from amc.compress import apply_policy
+    from amc.models import build_model, example_input, resolve_spec
+
+    spec = resolve_spec(model_spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model(spec)
+    model.eval()
+    if policy is not None and policy.granularity == "channel" and any(g.channels < g.total for g in policy.groups):
+        model = apply_policy(model, _structural_policy(policy), example_input=example_input(spec)).eval()
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+
+
+def _plain_copy(model: nn.Module) -> nn.Module:
+    """A CPU eval copy with ``torch.nn.utils.prune`` re-parametrisations made permanent."""
+    from torch.nn.utils import prune as tprune
+
+    m = copy.deepcopy(model).cpu().eval()
+    for mod in m.modules():
+        for name in [k[: -len("_orig")] for k in list(mod._parameters) if k.endswith("_orig")]:
+            if hasattr(mod, f"{name}_mask"):
+                tprune.remove(mod, name)
+    return m
+
+
+def _is_quantized(model: nn.Module) -> bool:
+    from amc.quantization import quantized_layers
+
+    return bool(quantized_layers(model))
+
+
+def _skeleton(model: nn.Module) -> bytes:
+    """The architecture without its storage: a zlib-compressed pickle of a copy whose parameters and
+    persistent buffers live on the ``meta`` device."""
+    sk = copy.deepcopy(model)
+    for m in sk.modules():
+        if hasattr(m, "_cache"):  # QuantWrapper caches
+            m._cache = m._cache_deq = m._cache_key = None
+            m._pinned = False
+            m.observer = None
+        for k, p in list(m._parameters.items()):
+            if p is not None:
+                m._parameters[k] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+        for k, b in list(m._buffers.items()):
+            if b is not None and k not in m._non_persistent_buffers_set:
+                m._buffers[k] = torch.empty_like(b, device="meta")
+    return zlib.compress(pickle.dumps(sk, protocol=pickle.HIGHEST_PROTOCOL), 9)
+
+
+def _spec_dict(model_spec: Any, policy: Policy | None) -> dict[str, Any] | None:
+    from amc.models import resolve_spec
+
+    from_policy = policy.model if policy is not None else None
+    if isinstance(from_policy, Mapping) and not {"num_classes", "in_channels", "image_size"} <= set(from_policy):
+        from_policy = None  # only a name (e.g. the class name): not enough to rebuild the model
+    for cand in (model_spec, from_policy):
+        if cand is None:
+            continue
+        try:
+            return resolve_spec(cand).to_dict()
+        except (ValueError, TypeError):  # e.g. a policy that only records the class name
+            if cand is model_spec:
+                raise AmcError(f"model_spec {model_spec!r} is not a valid model spec") from None
+    return None
+
+
+def _payload(model: nn.Module, quantized: bool, *, architecture: bool) -> dict[str, Any]:
+    if quantized:
+        from amc.quantization import pack_model
+
+        return {"packed": pack_model(model, include_architecture=architecture), "state_dict": None,
+                "architecture": None}
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {"packed": None, "state_dict": state, "architecture": _skeleton(model) if architecture else None}
+
+
+def _outputs_equal(a: nn.Module, b: nn.Module, x: torch.Tensor) -> bool:
+    with torch.no_grad():
+        ya, yb = a.eval()(x), b.eval()(x)
+    return isinstance(ya, torch.Tensor) and ya.shape == yb.shape and torch.equal(ya, yb)
+
+
+def export(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    policy: Policy | None = None,
+    model_spec: Mapping[str, Any] | Any | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    verify: bool = True,
+) -> Path:
+    """Write ``model`` (float, pruned and/or quantized) to ``path`` as one file; return the path.
+
+    Args:
+        model: the compressed model (not modified; a CPU copy is written).
+        policy: the policy that gives the model's channel counts (needed to rebuild a pruned model
+            without pickling it); also stored for the record.
+        model_spec: the *uncompressed* model's spec (:class:`amc.models.ModelSpec` or its dict);
+            defaults to ``policy.model`` when that is a valid spec.
+        metrics: plain numbers to store (accuracies in percent, cost ratios ...).
+        verify: rebuild the model from what would be written and compare outputs on an example
+            input; on a mismatch the architecture is pickled into the file instead.
+    """
+    from amc.models import example_input
+
+    if not isinstance(model, nn.Module):
+        raise AmcError(f"export needs an nn.Module, got {type(model).__name__}")
+    if policy is not None and not isinstance(policy, Policy):
+        raise AmcError(f"policy must be an amc.policy.Policy, got {type(policy).__name__}")
+    m = _plain_copy(model)
+    quantized = _is_quantized(m)
+    spec = _spec_dict(model_spec, policy)
+    doc: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "model_spec": spec,
+        "policy": policy.to_dict() if policy is not None else None,
+        "metrics": {str(k): v for k, v in (metrics or {}).items()},
+        "quantized": quantized,
+        "amc_version": _version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    pickle_arch = spec is None
+    if not pickle_arch:
+        doc.update(_payload(m, quantized, architecture=False))
+        try:
+            rebuilt = _materialize(doc, device="cpu", allow_pickle=False)
+            ok = not verify or _outputs_equal(m, rebuilt, example_input(spec, batch=2))
+            reason = "the rebuilt model's outputs differ"
+        except (AmcError, RuntimeError, ValueError, KeyError) as e:
+            ok, reason = False, str(e)
+        if not ok:
+            log.warning("the model cannot be rebuilt from its spec and policy (%s); the file stores its pickled "
+                        "architecture instead", reason[:300])
+            pickle_arch = True
+    if pickle_arch:
+        doc.update(_payload(m, quantized, architecture=True))
+    path = Path(path)
+    atomic_torch_save(doc, path)
+    log.info("exported %s model to %s (%d bytes)", "quantized" if quantized else "float", path, path.stat().st_size)
+    return path
+
+
+def _version() -> str:
+    from amc import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+
+
+def _read(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise AmcError(f"model file {str(path)!r} does not exist (write one with `amc export` or amc.export.export)")
+    try:
+        doc = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise AmcError(f"cannot read model file {str(path)!r} (corrupt or not an amc model: "
+                       f"{type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
+        hint = ""
+        if isinstance(doc, dict) and doc.get("format") == "amc-checkpoint":
+            hint = " (it is a training checkpoint: use amc.training.load_checkpoint or `amc eval --checkpoint`)"
+        raise AmcError(f"{str(path)!r} is not an exported amc model (no format={EXPORT_FORMAT!r}){hint}")
+    if int(doc.get("version", 0)) > EXPORT_VERSION:
+        raise AmcError(f"{str(path)!r} has export version {doc['version']}, newer than this amc reads "
+                       f"({EXPORT_VERSION}); upgrade amc")
+    return doc
+
+
+def _materialize(doc: Mapping[str, Any], *, device: str | torch.device, allow_pickle: bool) -> nn.Module:
+    policy = Policy.from_dict(doc["policy"]) if doc.get("policy") is not None else None
+    arch = doc.get("architecture")
+    packed = doc.get("packed")
+    needs_pickle = arch is not None or (packed is not None and packed.get("architecture") is not None)
+    if needs_pickle and not allow_pickle:
+        raise AmcError("this model file stores a pickled architecture (its model could not be rebuilt from a "
+                       "spec); loading it runs code from the file: pass allow_pickle=True for files you trust")
+    if doc.get("quantized"):
+        from amc.quantization import unpack_model
+
+        if packed is None:
+            raise AmcError("the model file is marked quantized but holds no packed weights")
+        base = None if packed.get("architecture") is not None else build_structure(doc["model_spec"], policy)
+        model = unpack_model(packed, model=base, device="cpu")
+    else:
+        state = doc.get("state_dict")
+        if state is None:
+            raise AmcError("the model file holds no weights (state_dict)")
+        if arch is not None:
+            model = pickle.loads(zlib.decompress(arch))
+            assign = True
+        else:
+            if not doc.get("model_spec"):
+                raise AmcError("the model file has neither a model spec nor an architecture")
+            model = build_structure(doc["model_spec"], policy)
+            assign = False
+        try:
+            model.load_state_dict(state, strict=True, assign=assign)
+        except RuntimeError as e:
+            raise AmcError(f"the stored weights do not fit the rebuilt model: {str(e).splitlines()[0][:300]}") from None
+    return model.to(device).eval()
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Everything in a model file except the weights: format, version, model_spec, policy (dict),
+    metrics, quantized, amc_version, created, plus ``file_bytes``."""
+    doc = _read(path)
+    meta = {k: v for k, v in doc.items() if k not in ("state_dict", "packed", "architecture")}
+    meta["file_bytes"] = Path(path).stat().st_size
+    return meta
+
+
+def load_with_metadata(path: str | os.PathLike, *, device: str | torch.device = "cpu",
+                       allow_pickle: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """``(model in eval mode, read_metadata(path))``; see :func:`load`."""
+    from amc.utils import resolve_device
+
+    doc = _read(path)
+    dev = resolve_device(device) if isinstance(device, str) else device
+    model = _materialize(doc, device=dev, allow_pickle=allow_pickle)
+    meta = {k: v for k, v in doc.items() if k not in ("state_dict", "packed", "architecture")}
+    meta["file_bytes"] = Path(path).stat().st_size
+    return model, meta
+
+
+def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", allow_pickle: bool = True) -> nn.Module:
+    """Load a model written by :func:`export` (eval mode, on ``device``); also ``amc.load``.
+
+    No search run directory, dataset or calibration is needed. ``allow_pickle=False`` refuses files
+    that carry a pickled architecture (written for models without a rebuildable spec).
+    """
+    return load_with_metadata(path, device=device, allow_pickle=allow_pickle)[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# other formats
+
+
+class _FrozenQuantLayer(nn.Module):
+    """A quantized layer frozen for graph export: its weight holds the dequantized integer codes and
+    its input is fake-quantized with the calibrated scale (no Python control flow on tensors)."""
+
+    def __init__(self, wrapper: nn.Module, *, explicit: bool = False) -> None:
+        super().__init__()
+        self.explicit = explicit  # round/clamp ops instead of aten's fake-quant (torch.export lacks it)
+        layer = copy.deepcopy(wrapper.module)
+        with torch.no_grad():
+            qw = wrapper.quantized_weight()
+            if qw is not None:
+                layer.weight.copy_(qw.dequantize(layer.weight.dtype))
+        self.layer = layer
+        self.a_bits = wrapper.a_bits
+        self.act_scale = wrapper.act_scale
+        self.act_signed = wrapper.act_signed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.a_bits is not None:
+            if self.explicit:
+                x = self._fake_quant(x)
+            else:
+                from amc.quantization import fake_quant_activation
+
+                x = fake_quant_activation(x, self.a_bits, self.act_scale, self.act_signed)
+        return self.layer(x)
+
+    def _fake_quant(self, x: torch.Tensor) -> torch.Tensor:
+        s, b = float(self.act_scale), int(self.a_bits)
+        if self.act_signed and b == 1:
+            return torch.where(x >= 0, torch.full_like(x, s), torch.full_like(x, -s))
+        lo, hi = (-(2 ** (b - 1) - 1), 2 ** (b - 1) - 1) if self.act_signed else (0, 2**b - 1)
+        inv = float(torch.tensor(1.0) / torch.tensor(s))  # float32 1/s, as aten's kernel
+        return torch.clamp(torch.round(x * inv), lo, hi) * s  # (N, ...) on the quantization grid
+
+
+def _frozen(model: nn.Module, *, explicit: bool = False) -> nn.Module:
+    """A plain copy for tracing: quantization wrappers become :class:`_FrozenQuantLayer`."""
+    from amc.quantization import quantized_layers
+
+    m = _plain_copy(model)
+    for name, w in quantized_layers(m).items():
+        parent, _, attr = name.rpartition(".")
+        setattr(m.get_submodule(parent) if parent else m, attr, _FrozenQuantLayer(w, explicit=explicit))
+    return m.eval()
+
+
+def export_torchscript(model: nn.Module, path: str | os.PathLike, example_input: torch.Tensor) -> Path:
+    """Trace ``model`` (eval mode, CPU) on ``example_input`` and save it as TorchScript; the traced
+    module is checked to reproduce the model's outputs. Quantized layers are traced with their
+    fake-quantization (float tensors holding the quantized values)."""
+    import warnings
+
+    m = _frozen(model)
+    x = example_input.detach().cpu()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
+        try:
+            traced = torch.jit.trace(m, x, check_trace=False)
+        except Exception as e:  # noqa: BLE001 - tracing fails in many ways; say which
+            raise AmcError(f"TorchScript tracing failed: {type(e).__name__}: {str(e)[:300]}") from None
+        if not torch.allclose(traced(x), m(x), rtol=1e-5, atol=1e-6):
+            raise AmcError("the traced TorchScript module does not reproduce the model's outputs")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    traced.save(str(path))
+    return path
+
+
+def onnx_available() -> bool:
+    """Whether the optional ``export`` extra (``onnx``, ``onnxscript``) is installed."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(n) is not None for n in ("onnx", "onnxscript"))
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.Tensor, *,
+                opset: int | None = None) -> Path:
+    """Export ``model`` (eval mode, CPU) to ONNX with a dynamic batch dimension.
+
+    Needs the optional extra: ``pip install "amc[export]"`` (onnx, onnxscript); raises
+    :class:`AmcError` saying so when it is missing.
+    """
+    if not onnx_available():
+        raise AmcError('ONNX export needs the optional packages onnx and onnxscript: pip install "amc[export]"')
+    m = _frozen(model, explicit=True)
+    x = example_input.detach().cpu()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {"input_names": ["input"], "output_names": ["logits"], "verbose": False,
+                              "dynamic_shapes": ({0: torch.export.Dim("batch")},)}
+    if opset is not None:
+        kwargs["opset_version"] = int(opset)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(m, (x,), str(path), **kwargs)
+    except Exception as e:  # noqa: BLE001
+        raise AmcError(f"ONNX export failed: {type(e).__name__}: {str(e)[:300]}") from None
+    return path

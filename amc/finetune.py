@@ -1,0 +1,662 @@
+"""From a learned policy to a fine-tuned compressed model.
+
+* :func:`prepare` gathers what rebuilding a policy's model needs, exactly as the search evaluated it:
+  the trained checkpoint, the dataset with the search's val holdout, a :class:`amc.pruning.Pruner`
+  seeded like the search's, the reconstruction images
+  (``splits.calibration_batches(1, calibration_size, calibration_seed)``) and the activation
+  calibration batches (``calibration_batches(2, 128, calibration_seed)``). When the policy comes from
+  a search run directory (``RUN_DIR/best_policy.json``), that run's ``config.yaml`` supplies the
+  dataset, the val holdout, the checkpoint and the evaluation batch size; explicit arguments win.
+  A policy that does not fit the checkpoint's model is mapped onto it by
+  :func:`amc.transfer.transfer_policy`. :meth:`PolicySetup.compress` then calls
+  :func:`amc.compress.apply_policy`, the one code path that builds compressed models.
+* :func:`finetune` trains a compressed model with :func:`amc.training.train` (SGD, cosine schedule,
+  progress bar, TensorBoard, checkpoints, resume) and Hinton knowledge distillation from the
+  uncompressed teacher (on by default). Quantized models train through their fake-quant wrappers
+  (quantization-aware training with the straight-through estimator); zeroed weights of a
+  fine-grained (unstructured) policy stay zero (masks).
+* :func:`finetune_policy` runs the whole thing, one-shot or iteratively (:func:`iterative_schedule`:
+  step ``k`` of ``K`` keeps ``1 - (1 - r) k / K`` of each group's channels, re-pruning the fine-tuned
+  model of step ``k - 1`` with a new ``Pruner``, so channels are chosen on the current weights),
+  reports top-1 before and after, and exports the result (:mod:`amc.export`).
+
+Run directory of :func:`finetune_policy`::
+
+    last.pt, final.pt, events...   amc.training.train's files (one-shot); step1/, step2/ ... (iterative)
+    model.amc                      the exported model (amc.load)
+    policy.json                    the policy applied (after transfer, if any)
+    finetune_summary.json          accuracies before/after, costs, timings
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import yaml
+
+from amc.compress import apply_policy, check_policy_matches
+from amc.cost import kept_channels
+from amc.errors import AmcError
+from amc.policy import GroupDecision, LayerDecision, Policy
+from amc.pruning import Pruner
+from amc.utils import atomic_write_json, resolve_device
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FinetuneConfig",
+    "PolicySetup",
+    "FinetuneResult",
+    "prepare",
+    "finetune",
+    "finetune_policy",
+    "iterative_schedule",
+    "model_costs",
+]
+
+_FULL_SPEC = frozenset({"num_classes", "in_channels", "image_size"})
+#: EnvConfig / SearchConfig defaults the search used when its config does not say otherwise
+_SEARCH_EVAL_BATCH = 512
+
+
+# --------------------------------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning hyper-parameters (checks itself).
+
+    Attributes:
+        epochs: epochs of fine-tuning *per step* (an iterative schedule of ``K`` steps trains
+            ``K x epochs`` in all).
+        lr: peak learning rate (cosine decay to 0); fine-tuning wants ~10x less than training.
+        batch_size, momentum, weight_decay, augment, steps_per_epoch, eval_batch_size, seed,
+        device, num_threads: as in :class:`amc.training.TrainConfig`.
+        kd: distil from the uncompressed model (Hinton et al. 2015); ``False``: labels only.
+        kd_temperature: ``T > 0``.
+        kd_alpha: weight of the distillation term in [0, 1] (labels get ``1 - alpha``).
+        iterative: number of prune + fine-tune steps ``K >= 1`` (1: one-shot).
+    """
+
+    epochs: int = 5
+    lr: float = 0.01
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    kd: bool = True
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.9
+    iterative: int = 1
+    augment: bool = True
+    steps_per_epoch: int | None = None
+    eval_batch_size: int = 1000
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        from amc.distillation import kd_loss
+
+        if isinstance(self.iterative, bool) or not isinstance(self.iterative, int) or self.iterative < 1:
+            raise AmcError(f"FinetuneConfig.iterative must be an int >= 1 (1 = one-shot), got {self.iterative!r}")
+        if self.kd:
+            kd_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long),
+                    temperature=self.kd_temperature, alpha=self.kd_alpha)  # AmcError on bad T / alpha
+        self.train_config()  # validates the rest
+
+    def train_config(self) -> Any:
+        """The :class:`amc.training.TrainConfig` of one fine-tuning step."""
+        from amc.training import TrainConfig
+
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
+                           nesterov=self.momentum > 0, weight_decay=self.weight_decay, augment=self.augment,
+                           steps_per_epoch=self.steps_per_epoch, eval_batch_size=self.eval_batch_size,
+                           seed=self.seed, device=self.device, num_threads=self.num_threads)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# setup: checkpoint + data + policy, as the search had them
+
+
+@dataclass
+class PolicySetup:
+    """What :func:`prepare` found; :meth:`compress` builds the policy's model from it."""
+
+    policy: Policy
+    base_model: nn.Module
+    model_spec: dict[str, Any] | None
+    splits: Any
+    pruner: Pruner
+    calibration: torch.Tensor | None
+    quant_calibration: list[torch.Tensor] | None
+    device: torch.device
+    data: dict[str, Any] = field(default_factory=dict)  # dataset, data_dir, val_size, seed
+    eval_batch_size: int = _SEARCH_EVAL_BATCH
+    eval_limit: int | None = None
+    transferred: bool = False
+    checkpoint: str | None = None
+    run_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def example_input(self) -> torch.Tensor:
+        return self.pruner.example_input
+
+    def compress(self, policy: Policy | None = None) -> nn.Module:
+        """The compressed model (via :func:`amc.compress.apply_policy`, as the search built it)."""
+        return apply_policy(self.base_model, policy or self.policy, pruner=self.pruner,
+                            calibration=self.calibration, quant_calibration=self.quant_calibration)
+
+    def evaluate(self, model: nn.Module, split: str = "val", *, limit: int | None = None) -> float | None:
+        """Top-1 (%) on ``split`` (``None`` when the split is empty or there is no dataset)."""
+        from amc.training import evaluate
+
+        if self.splits is None or len(self.splits.split(split)) == 0:
+            return None
+        x, y = self.splits.tensors(split, device=self.device, limit=limit)
+        if len(y) == 0:
+            return None
+        return evaluate(model.to(self.device), (x, y), batch_size=self.eval_batch_size)
+
+
+def _read_run_config(policy_path: Path | None) -> dict[str, Any]:
+    """Defaults from the run that wrote the policy: a search's ``config.yaml`` next to its
+    ``best_policy.json``, or the ``apply_summary.json``/``finetune_summary.json`` next to the
+    ``policy.json`` that ``amc apply``/``amc finetune`` write (``{}`` when there is none)."""
+    if policy_path is None:
+        return {}
+    folder = policy_path.parent
+    cfg = folder / "config.yaml"
+    if cfg.is_file():
+        try:
+            doc = yaml.safe_load(cfg.read_text())
+        except yaml.YAMLError as e:
+            log.warning("ignoring unreadable %s: %s", cfg, e)
+            doc = None
+        if isinstance(doc, dict) and "dataset" in doc:
+            log.info("using the search run's settings from %s", cfg)
+            return doc
+    for name in ("apply_summary.json", "finetune_summary.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            doc = json.loads(path.read_text())
+            data = doc.get("data") or {}
+            out = {"checkpoint": doc.get("checkpoint"), "dataset": data.get("dataset"), "data_dir": data.get("data_dir"),
+                   "val_size": data.get("val_size"), "data_seed": data.get("seed")}
+        except (ValueError, AttributeError) as e:
+            log.warning("ignoring unreadable %s: %s", path, e)
+            continue
+        if out["dataset"]:
+            log.info("using the checkpoint and data recorded in %s", path)
+            return {k: v for k, v in out.items() if v is not None}
+    return {}
+
+
+def _same_name(a: Any, b: Any) -> bool:
+    return isinstance(a, str) and isinstance(b, str) and a.lower() == b.lower()
+
+
+def _complete_spec(policy: Policy, base: nn.Module, spec: dict[str, Any] | None, run_cfg: Mapping[str, Any],
+                   splits: Any) -> dict[str, Any] | None:
+    """A complete spec of the model the policy was found on (a search records only its class name):
+    the policy's own, the search's checkpoint's, the search's model on this dataset, or the target's
+    when the names agree."""
+    from amc.models import ModelSpec
+    from amc.training import load_checkpoint
+
+    pm = policy.model
+    if isinstance(pm, Mapping) and _FULL_SPEC <= set(pm):
+        return dict(pm)
+    src = run_cfg.get("checkpoint")
+    if not src and run_cfg.get("run_dir"):
+        src = Path(run_cfg["run_dir"]) / "pretrain" / "final.pt"
+    if src and Path(src).is_file():
+        _, ck = load_checkpoint(src, device="cpu")
+        if ck.get("model_spec"):
+            return dict(ck["model_spec"])
+    if run_cfg.get("model") and splits is not None and str(run_cfg.get("dataset", "")).lower() == splits.name:
+        return ModelSpec.for_data(run_cfg["model"], splits, kwargs=run_cfg.get("model_kwargs") or {}).to_dict()
+    name = pm.get("name") if isinstance(pm, Mapping) else None
+    if spec is not None and (_same_name(name, spec.get("name")) or _same_name(name, type(base).__name__)):
+        return dict(spec)
+    return None
+
+
+def prepare(
+    policy: Policy | str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    model: str | None = None,
+    dataset: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    val_size: int | float | None = None,
+    data_seed: int | None = None,
+    transfer: bool | None = None,
+    budget: str | None = None,
+    device: str | torch.device = "cpu",
+    need_data: bool = True,
+) -> PolicySetup:
+    """Load everything :meth:`PolicySetup.compress` needs to rebuild ``policy``'s model exactly.
+
+    Args:
+        policy: a :class:`Policy` or the path of a policy JSON (a search's ``best_policy.json``: its
+            run's ``config.yaml`` then fills the defaults below).
+        checkpoint: the trained uncompressed model (``amc train`` checkpoint); default: the search's.
+        model: expected model name; an error if the checkpoint holds another.
+        dataset, data_dir, val_size, data_seed: the data and the val holdout (default: the search's,
+            else the dataset's default holdout with seed 0, as ``amc search`` does).
+        transfer: ``True``: always map the policy with :func:`amc.transfer.transfer_policy`;
+            ``None``: only when it does not match the checkpoint's model; ``False``: never (a
+            mismatch is an error).
+        budget: ``METRIC=RATIO`` for a transfer (default: the policy's own budget).
+        device: where the models and data go.
+        need_data: ``False`` allows no dataset when the policy needs no calibration images.
+    """
+    from amc.models import example_input as spec_example
+    from amc.models import resolve_spec
+    from amc.training import load_checkpoint
+
+    policy_path = None
+    if not isinstance(policy, Policy):
+        policy_path = Path(policy)
+        policy = Policy.load(policy_path)
+    policy = Policy.from_dict(policy.to_dict())  # a copy
+    run_cfg = _read_run_config(policy_path)
+    dev = resolve_device(device) if not isinstance(device, torch.device) else device
+
+    ckpt_path = checkpoint or run_cfg.get("checkpoint")
+    if ckpt_path is None and run_cfg.get("run_dir"):
+        cand = Path(run_cfg["run_dir"]) / "pretrain" / "final.pt"
+        if cand.is_file():
+            ckpt_path = cand
+    if ckpt_path is None and policy_path is not None and (policy_path.parent / "pretrain" / "final.pt").is_file():
+        ckpt_path = policy_path.parent / "pretrain" / "final.pt"
+    if ckpt_path is None:
+        raise AmcError("no checkpoint: pass --checkpoint (the trained, uncompressed model the policy is applied to)")
+    base, ckpt = load_checkpoint(ckpt_path, device=dev)
+    spec = ckpt.get("model_spec")
+    if model is not None and spec and not _same_name(model, spec.get("name")):
+        raise AmcError(f"checkpoint {str(ckpt_path)!r} holds a {spec.get('name')!r} model, not {model!r}; drop --model "
+                       "or pass a matching checkpoint")
+
+    info = ckpt.get("data") or {}
+    ds = dataset or run_cfg.get("dataset") or info.get("dataset")
+    splits = None
+    data: dict[str, Any] = {}
+    if ds:
+        from amc.data import get_dataset
+
+        same_run = str(run_cfg.get("dataset", "")).lower() == str(ds).lower()
+        same_ckpt = str(info.get("dataset", "")).lower() == str(ds).lower()
+        ddir = data_dir or (run_cfg.get("data_dir") if same_run else None) or (
+            info.get("data_dir") if same_ckpt and str(ds).lower() != "digits" else None)
+        vs = val_size if val_size is not None else (run_cfg.get("val_size") if same_run else None)
+        if isinstance(vs, float) and vs.is_integer() and vs >= 1:
+            vs = int(vs)
+        seed = data_seed if data_seed is not None else int(
+            (run_cfg.get("data_seed", run_cfg.get("seed", 0)) if same_run else 0) or 0)
+        image_size = tuple(spec["image_size"]) if spec and str(ds).lower() == "imagefolder" else None
+        splits = get_dataset(str(ds), data_dir=ddir, val_size=vs, seed=seed, image_size=image_size)
+        data = {"dataset": splits.name, "data_dir": ddir, "val_size": vs, "seed": seed}
+        if spec and (int(spec.get("num_classes", -1)) != splits.num_classes
+                     or int(spec.get("in_channels", -1)) != splits.in_channels):
+            raise AmcError(f"the checkpoint's model expects {spec.get('in_channels')}-channel images and "
+                           f"{spec.get('num_classes')} classes; {splits.name} has {splits.in_channels} and "
+                           f"{splits.num_classes}: pass the matching --dataset")
+    elif need_data:
+        raise AmcError("no dataset: pass --dataset (the search's run config and the checkpoint do not say)")
+    if spec is None and model is not None and splits is not None:
+        from amc.models import ModelSpec
+
+        spec = ModelSpec.for_data(model, splits).to_dict()
+    if spec is not None:
+        spec = resolve_spec(spec).to_dict()
+
+    opts = policy.pruning
+    seed = int(opts.get("calibration_seed", run_cfg.get("seed", 0)) or 0)
+    example = splits.tensors("val", device=dev, limit=1)[0] if splits is not None and len(splits.val) else None
+    if example is None:
+        if spec is None:
+            raise AmcError("cannot trace the model: give a dataset or a checkpoint with a model spec")
+        example = spec_example(spec).to(dev)
+    pruner = Pruner(base, example, seed=seed)
+
+    transferred = False
+    from amc.transfer import policy_matches, transfer_policy
+
+    matches = policy_matches(policy, pruner.graph)
+    if transfer or (transfer is None and not matches):
+        if not matches:
+            log.info("the policy (found on %s) does not match the checkpoint's model %s: transferring it",
+                     policy.model.get("name"), (spec or {}).get("name", type(base).__name__))
+        src_spec = _complete_spec(policy, base, spec, run_cfg, splits)
+        if src_spec is not None:
+            policy.model = src_spec
+        policy = transfer_policy(policy, base, example, target_spec=spec, budget=budget, graph=pruner.graph)
+        transferred = True
+    else:
+        check_policy_matches(policy, pruner)  # names the first difference
+        if spec is not None and not (_FULL_SPEC <= set(policy.model)):
+            policy.model = dict(spec)  # the search records only the class name
+
+    pruned = policy.granularity == "channel" and any(g.channels < g.total for g in policy.groups)
+    calibration = quant_cal = None
+    if pruned and opts.get("reconstruct"):
+        if splits is None:
+            raise AmcError("this policy uses least-squares reconstruction: pass --dataset for its calibration images")
+        n = int(opts.get("calibration_size", 256))
+        calibration = splits.calibration_batches(1, n, seed, device=dev)[0][0]
+    if any(ly.a_bits is not None and ly.a_bits < 32 for ly in policy.layers):
+        if splits is None:
+            raise AmcError("this policy quantizes activations: pass --dataset for its calibration images")
+        quant_cal = [x for x, _ in splits.calibration_batches(2, 128, seed, device=dev)]
+    env_kwargs = run_cfg.get("env_kwargs") or {}
+    return PolicySetup(
+        policy=policy, base_model=base, model_spec=spec, splits=splits, pruner=pruner, calibration=calibration,
+        quant_calibration=quant_cal, device=dev, data=data,
+        eval_batch_size=int(env_kwargs.get("eval_batch_size", run_cfg.get("eval_batch_size", _SEARCH_EVAL_BATCH))),
+        eval_limit=env_kwargs.get("eval_limit"), transferred=transferred, checkpoint=str(ckpt_path),
+        run_config=dict(run_cfg))
+
+
+# --------------------------------------------------------------------------------------------------
+# costs
+
+
+def model_costs(setup: PolicySetup, compressed: nn.Module) -> dict[str, Any]:
+    """Costs of ``compressed`` against the uncompressed model: the cost model's ratios of the policy
+    (``cost_model``) and a direct count on the built model (``direct``: MACs and parameters traced,
+    nonzero weights, weight storage bits with the real bit widths)."""
+    from amc.graph import count_macs_params
+    from amc.quantization import quantized_layers
+    from amc.transfer import policy_costs
+
+    x = setup.example_input[:1]
+    base_macs, base_params = count_macs_params(setup.base_model, x)
+    macs, params = count_macs_params(_unwrapped(compressed), x)
+    base_bits = _weight_bits(setup.base_model)
+    bits = _weight_bits(compressed)
+    out = {
+        "cost_model": policy_costs(setup.policy, setup.pruner.graph, setup.base_model),
+        "direct": {
+            "macs": macs, "params": params, "base_macs": base_macs, "base_params": base_params,
+            "nonzero_weights": _nonzero_weights(compressed), "weight_bits": bits, "base_weight_bits": base_bits,
+            "macs_ratio": macs / base_macs, "params_ratio": params / base_params, "size_ratio": bits / base_bits,
+        },
+        "quantized_layers": len(quantized_layers(compressed)),
+    }
+    return out
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """A copy with every quantization wrapper replaced by the layer it wraps (for tracing: a wrapper
+    runs its layer's functional form, which module hooks do not see)."""
+    from amc.quantization import quantized_layers
+
+    wrappers = quantized_layers(model)
+    if not wrappers:
+        return model
+    out = copy.deepcopy(model)
+    for name in wrappers:
+        parent, _, attr = name.rpartition(".")
+        holder = out.get_submodule(parent) if parent else out
+        setattr(holder, attr, getattr(holder, attr).module)
+    return out
+
+
+def _conv_linear_weights(model: nn.Module) -> list[tuple[torch.Tensor, int | None]]:
+    from amc.quantization import QuantWrapper
+
+    out = []
+    inside: set[int] = set()
+    for m in model.modules():
+        if isinstance(m, QuantWrapper):
+            out.append((m.module.weight, m.w_bits))
+            inside.add(id(m.module))
+        elif isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in inside:
+            out.append((m.weight, None))
+    return out
+
+
+def _weight_bits(model: nn.Module) -> int:
+    """Weight storage: nonzero conv/linear weights x their bits (32 for float): what a dense-or-sparse
+    store of the values needs, indices of sparse layers not counted."""
+    return int(sum(int((w != 0).sum()) * (b or 32) for w, b in _conv_linear_weights(model)))
+
+
+def _nonzero_weights(model: nn.Module) -> int:
+    return int(sum(int((w != 0).sum()) for w, _ in _conv_linear_weights(model)))
+
+
+# --------------------------------------------------------------------------------------------------
+# fine-tuning
+
+
+def _sparse_layers(policy: Policy | None) -> list[str]:
+    return [ly.name for ly in (policy.layers if policy is not None else []) if ly.sparsity]
+
+
+def _mask_zeros(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
+    """Keep the zeros of these layers' weights zero while training (torch.nn.utils.prune masks)."""
+    from torch.nn.utils import prune as tprune
+
+    from amc.quantization import QuantWrapper
+
+    masked = []
+    for name in names:
+        m = model.get_submodule(name)
+        if isinstance(m, QuantWrapper):
+            m = m.module
+        if not hasattr(m, "weight_mask"):
+            tprune.custom_from_mask(m, "weight", (m.weight.detach() != 0).to(m.weight.dtype))
+        masked.append(m)
+    return masked
+
+
+def _unmask(modules: Sequence[nn.Module]) -> None:
+    from torch.nn.utils import prune as tprune
+
+    for m in modules:
+        if hasattr(m, "weight_mask"):
+            tprune.remove(m, "weight")
+
+
+def finetune(
+    model: nn.Module,
+    splits: Any,
+    cfg: FinetuneConfig,
+    *,
+    run_dir: str | os.PathLike,
+    teacher: nn.Module | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    model_spec: Mapping[str, Any] | None = None,
+    sparse_layers: Sequence[str] = (),
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` in place with :func:`amc.training.train` (returns its result dict).
+
+    ``teacher`` is distilled from when ``cfg.kd`` (Hinton KD, ``cfg.kd_temperature``/``kd_alpha``).
+    ``sparse_layers`` (module names) keep their zero weights at zero. Quantized layers train with the
+    straight-through estimator. ``resume`` continues from ``run_dir/last.pt``.
+    """
+    from amc.training import train
+
+    if cfg.kd and teacher is None:
+        raise AmcError("knowledge distillation needs the uncompressed teacher model; pass teacher= or kd=False")
+    for p in model.parameters():  # a copy of a frozen teacher would not train
+        p.requires_grad_(True)
+    masked = _mask_zeros(model, sparse_layers)
+    try:
+        result = train(model, splits, cfg.train_config(), run_dir=run_dir, teacher=teacher if cfg.kd else None,
+                       kd_temperature=cfg.kd_temperature, kd_alpha=cfg.kd_alpha, resume=resume, progress=progress,
+                       model_spec=model_spec, extra_meta={"finetune": cfg.to_dict(), **dict(meta or {})})
+    finally:
+        _unmask(masked)
+    return result
+
+
+def iterative_schedule(policy: Policy, steps: int) -> list[list[int]]:
+    """Kept channels per group after each of ``steps`` prune steps: step ``k`` keeps
+    ``ceil((1 - (1 - r) k / K) * total)`` (``r`` the policy's keep ratio); the last step keeps exactly
+    the policy's channels."""
+    if steps < 1:
+        raise AmcError(f"iterative steps must be >= 1, got {steps}")
+    out = []
+    for k in range(1, steps + 1):
+        row = []
+        for g in policy.groups:
+            r = g.channels / g.total
+            row.append(g.channels if k == steps else kept_channels(1.0 - (1.0 - r) * k / steps, g.total))
+        out.append(row)
+    return out
+
+
+def _step_policy(policy: Policy, channels: Sequence[int], graph: Any, *, fraction: float, final: bool) -> Policy:
+    """The policy of one iterative step relative to the current (already partly pruned) model."""
+    current = {g.leader: g for g in graph.groups}
+    groups = []
+    for pg, ch in zip(policy.groups, channels):
+        g = current.get(pg.layers[0])
+        if g is None:
+            raise AmcError(f"iterative pruning: group {pg.layers[0]!r} is no longer prunable in the fine-tuned model")
+        ch = min(int(ch), g.channels)
+        groups.append(GroupDecision(layers=g.layers, keep_ratio=ch / g.channels, channels=ch, total=g.channels))
+    layers = [LayerDecision(name=ly.name, kind=ly.kind, w_bits=ly.w_bits if final else None,
+                            a_bits=ly.a_bits if final else None,
+                            sparsity=None if not ly.sparsity else float(ly.sparsity) * fraction)
+              for ly in policy.layers]
+    return Policy(model=policy.model, mode=policy.mode, granularity=policy.granularity, budget=dict(policy.budget),
+                  pruning=dict(policy.pruning), groups=groups if policy.granularity == "channel" else [],
+                  layers=layers)
+
+
+@dataclass
+class FinetuneResult:
+    """The fine-tuned model and the summary written to ``finetune_summary.json``."""
+
+    model: nn.Module
+    summary: dict[str, Any]
+
+
+def _top1(setup: PolicySetup, model: nn.Module) -> dict[str, float | None]:
+    return {"val_top1": setup.evaluate(model, "val"), "test_top1": setup.evaluate(model, "test")}
+
+
+def finetune_policy(
+    setup: PolicySetup,
+    cfg: FinetuneConfig,
+    *,
+    run_dir: str | os.PathLike,
+    resume: bool = False,
+    progress: bool = False,
+    export_name: str | None = "model.amc",
+    student: nn.Module | None = None,
+) -> FinetuneResult:
+    """Compress ``setup``'s model as its policy says, fine-tune it (one-shot or ``cfg.iterative``
+    steps), export it to ``run_dir/export_name`` and write ``run_dir/finetune_summary.json``.
+
+    ``student``: an already compressed model of ``setup.policy`` (e.g. ``amc.load`` of an exported
+    file) to fine-tune instead of compressing the checkpoint again (one-shot only).
+
+    ``resume`` continues an interrupted run: completed iterative steps are loaded from their
+    ``final.pt``, the interrupted one continues from its ``last.pt``.
+    """
+    from amc.training import load_checkpoint
+
+    if setup.splits is None:
+        raise AmcError("fine-tuning needs a dataset")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.device == "auto":  # train where the setup's models and data are
+        cfg = dataclasses.replace(cfg, device=str(setup.device))
+    t0 = time.perf_counter()
+    policy = setup.policy
+    setup.policy.save(run_dir / "policy.json")
+    teacher = setup.base_model if cfg.kd else None
+    base_acc = _top1(setup, setup.base_model)
+    if student is not None and cfg.iterative > 1:
+        raise AmcError("an already compressed model cannot be pruned iteratively; use iterative=1 (or start from "
+                       "the policy and the uncompressed checkpoint)")
+    one_shot = student.to(setup.device) if student is not None else setup.compress()
+    before = _top1(setup, one_shot)
+    log.info("uncompressed val top-1 %s; compressed before fine-tuning %s", base_acc["val_top1"], before["val_top1"])
+    sparse = _sparse_layers(policy)
+    meta = {"policy": policy.to_dict()}
+    steps: list[dict[str, Any]] = []
+    K = cfg.iterative
+    if K == 1:
+        student = one_shot
+        res = finetune(student, setup.splits, cfg, run_dir=run_dir, teacher=teacher, resume=resume, progress=progress,
+                       model_spec=setup.model_spec, sparse_layers=sparse, meta=meta)
+        steps.append({"step": 1, "before": before, "after": _top1(setup, student), "train_time_s": res.get("train_time_s")})
+    else:
+        del one_shot
+        schedule = iterative_schedule(policy, K) if policy.granularity == "channel" else [[]] * K
+        current = setup.base_model
+        for k in range(1, K + 1):
+            step_dir = run_dir / f"step{k}"
+            final = step_dir / "final.pt"
+            if resume and final.is_file():
+                current, _ = load_checkpoint(final, device=setup.device)
+                log.info("step %d/%d already done: loaded %s", k, K, final)
+                steps.append({"step": k, "resumed": True, "after": _top1(setup, current)})
+                continue
+            pruner = setup.pruner if current is setup.base_model else Pruner(current, setup.example_input,
+                                                                             seed=setup.pruner.seed)
+            sp = _step_policy(policy, schedule[k - 1], pruner.graph, fraction=k / K, final=k == K)
+            student = apply_policy(current, sp, pruner=pruner, calibration=setup.calibration,
+                                   quant_calibration=setup.quant_calibration)
+            acc0 = _top1(setup, student)
+            log.info("step %d/%d: channels %s, val top-1 after pruning %s", k, K, [g.channels for g in sp.groups],
+                     acc0["val_top1"])
+            res = finetune(student, setup.splits, cfg, run_dir=step_dir, teacher=teacher, resume=resume,
+                           progress=progress, model_spec=setup.model_spec,
+                           sparse_layers=[ly.name for ly in sp.layers if ly.sparsity],
+                           meta={**meta, "step": k, "steps": K})
+            steps.append({"step": k, "channels": [g.channels for g in sp.groups], "before": acc0,
+                          "after": _top1(setup, student), "train_time_s": res.get("train_time_s")})
+            current = student
+        student = current
+    student.eval()
+    after = _top1(setup, student)
+    costs = model_costs(setup, student)
+    summary: dict[str, Any] = {
+        "policy": str(run_dir / "policy.json"),
+        "checkpoint": setup.checkpoint,
+        "data": setup.data,
+        "transferred": setup.transferred,
+        "finetune": cfg.to_dict(),
+        "uncompressed": base_acc,
+        "before": before,
+        "after": after,
+        "steps": steps,
+        "costs": costs,
+        "time_s": time.perf_counter() - t0,
+    }
+    if export_name:
+        from amc.export import export
+
+        path = export(student, run_dir / export_name, policy=policy, model_spec=setup.model_spec,
+                      metrics={**after, **{k: v for k, v in costs["cost_model"].items()},
+                               "before_val_top1": before["val_top1"], "before_test_top1": before["test_top1"]})
+        summary["model_file"] = str(path)
+        summary["model_file_bytes"] = path.stat().st_size
+    atomic_write_json(run_dir / "finetune_summary.json", summary)
+    return FinetuneResult(student, summary)

@@ -1,0 +1,567 @@
+"""Map a learned policy onto another model and re-enforce its budget there.
+
+Two mappings (:func:`transfer_policy`, ``method="auto"`` picks the first that applies):
+
+* **by name** (``"name"``): the target has the same prunable groups (same leader layers) and
+  layers, by module name: the same architecture with other weights, or a *wider* sibling whose
+  channel counts differ. Keep ratios carry over as ratios (kept channels are recomputed from the
+  target's totals), bits and sparsity by layer name.
+* **by relative depth within a stage** (``"depth"``): a deeper (or shallower) sibling, e.g. a
+  ResNet-20 policy onto a ResNet-56. Groups and layers of both models are split into *stages* and,
+  inside a stage, into *roles*; a target unit at relative depth ``d`` in its stage (``i / (n - 1)``)
+  takes the source value linearly interpolated at ``d`` in the matching stage (AMC, He et al. 2018,
+  Sec. 4.1 observe that policies share a per-stage pattern across depths).
+
+  Stages (``stages="spatial"``, used when both models' geometry is known): convolutions are
+  grouped by their output's spatial size, ranked from the largest (``16x16 -> 8x8 -> 4x4`` for a
+  CIFAR ResNet on 16x16 inputs, whatever the absolute resolution), and fully connected layers form
+  a last stage. A group's stage is its leader's; its role is ``shared`` when several
+  non-depthwise layers produce its channels (a residual add couples them) and ``single`` otherwise;
+  a layer's role is its kind (conv / depthwise / linear). Without the source model's geometry
+  (a policy whose ``model`` is not a buildable spec and no ``source_model``), ``stages="prefix"``
+  groups by the first component of the module name (``layer2.0.conv1 -> layer2``).
+
+  Two models whose stage/role structure differs (another family, another number of stages) cannot
+  be mapped: :class:`AmcError` says which structure each has.
+
+**Budget** (``policy.budget``, or ``budget="macs=0.4"``): the mapped policy's cost is computed on the
+target with :class:`amc.cost.CostModel`; when it is over budget the policy is made cheaper until it
+holds: for ``size``/``bitops`` budgets with bit widths, HAQ's rule first (lower activation, then
+weight bits, last layer to first); then all keep ratios are scaled by one common multiplier
+``m`` found by bisection (``r' = max(m r, min(r, lbound))``: never below ``lbound`` unless the
+source already was). Ratios are never raised. The achieved cost is recorded in ``policy.achieved``
+and how the transfer went in ``policy.search["transfer"]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from amc.cost import CostModel, kept_channels
+from amc.errors import AmcError
+from amc.graph import LayerGraph
+from amc.policy import GroupDecision, LayerDecision, Policy, parse_target
+
+log = logging.getLogger(__name__)
+
+__all__ = ["transfer_policy", "uniform_policy", "policy_matches", "policy_costs", "stage_keys", "METHODS", "STAGINGS"]
+
+METHODS = ("auto", "name", "depth")
+STAGINGS = ("auto", "spatial", "prefix")
+FLOAT_BITS = 32
+_TOL = 1e-9
+
+
+# --------------------------------------------------------------------------------------------------
+# stages
+
+
+@dataclass
+class _Structure:
+    """One model's decision units with their (stage, role) keys, in execution order."""
+
+    group_names: list[str]  # leaders
+    group_keys: list[tuple]
+    layer_names: list[str]
+    layer_keys: list[tuple]
+
+    def describe(self, keys: Sequence[tuple]) -> str:
+        seen: dict[tuple, int] = {}
+        for k in keys:
+            seen[k] = seen.get(k, 0) + 1
+        return ", ".join(f"{_fmt_key(k)} x{n}" for k, n in seen.items())
+
+
+def _fmt_key(key: tuple) -> str:
+    return "/".join(str(p) for p in key)
+
+
+def stage_keys(graph: LayerGraph, *, stages: str = "spatial") -> tuple[list[tuple], list[tuple]]:
+    """``(group keys, layer keys)`` of a traced model: one ``(stage, role)`` tuple per prunable group
+    and per layer, in execution order (see the module docstring)."""
+    if stages == "prefix":
+        gk = [("stage", g.leader.split(".")[0], "group") for g in graph.groups]
+        lk = [("stage", ly.name.split(".")[0], ly.kind) for ly in graph.layers]
+        return gk, lk
+    if stages != "spatial":
+        raise AmcError(f"unknown staging {stages!r}; valid: spatial, prefix")
+    areas = sorted({ly.out_size[0] * ly.out_size[1] for ly in graph.layers if ly.kind != "linear"}, reverse=True)
+    rank = {a: i for i, a in enumerate(areas)}
+
+    def stage(name: str) -> tuple:
+        ly = graph.layer(name)
+        if ly.kind == "linear":
+            return ("fc",)
+        return ("conv", rank[ly.out_size[0] * ly.out_size[1]])
+
+    gk = []
+    for g in graph.groups:
+        producers = [n for n in g.out_layers if graph.layer(n).kind != "depthwise"]
+        gk.append((*stage(g.leader), "shared" if len(producers) > 1 else "single"))
+    lk = [(*stage(ly.name), "conv" if ly.kind == "grouped" else ly.kind) for ly in graph.layers]
+    return gk, lk
+
+
+def _structure(graph: LayerGraph, stages: str) -> _Structure:
+    gk, lk = stage_keys(graph, stages=stages)
+    return _Structure([g.leader for g in graph.groups], gk, [ly.name for ly in graph.layers], lk)
+
+
+def _n_stages(keys: Sequence[tuple]) -> int:
+    return len({k[:-1] for k in keys})
+
+
+def _check_same_structure(src: _Structure, tgt: _Structure, *, groups: bool, layers: bool) -> None:
+    for on, what, sk, tk in ((groups, "prunable groups", src.group_keys, tgt.group_keys),
+                             (layers, "layers", src.layer_keys, tgt.layer_keys)):
+        if not on:
+            continue
+        if _n_stages(sk) != _n_stages(tk):
+            raise AmcError(
+                f"cannot transfer the policy: its model has {_n_stages(sk)} stage(s) of {what} but the target has "
+                f"{_n_stages(tk)} (source: {src.describe(sk)}; target: {tgt.describe(tk)}); depth transfer needs a "
+                "sibling with the same stages (e.g. resnet20 -> resnet56), not another family")
+        if set(sk) != set(tk):
+            raise AmcError(
+                f"cannot transfer the policy: the stage structure of the {what} differs (source: {src.describe(sk)}; "
+                f"target: {tgt.describe(tk)}); the models are not siblings of one family")
+
+
+def _interp(values: Sequence[float | None], d: float, *, integer: bool = False) -> float | None:
+    """Value at relative depth ``d`` in [0, 1] of ``values`` (evenly spaced over [0, 1])."""
+    n = len(values)
+    if n == 1:
+        return values[0]
+    x = d * (n - 1)
+    lo = min(int(math.floor(x + 1e-12)), n - 1)
+    hi = min(lo + 1, n - 1)
+    w = x - lo
+    a, b = values[lo], values[hi]
+    if a is None or b is None or hi == lo:
+        return a if (w < 0.5 or hi == lo) else b
+    v = (1.0 - w) * float(a) + w * float(b)
+    return float(math.floor(v + 0.5)) if integer else v
+
+
+def _map_by_depth(src_keys: Sequence[tuple], src_vals: Sequence[Any], tgt_keys: Sequence[tuple], *,
+                  integer: bool = False) -> list[Any]:
+    by_key: dict[tuple, list[Any]] = {}
+    for k, v in zip(src_keys, src_vals):
+        by_key.setdefault(k, []).append(v)
+    counts: dict[tuple, int] = {}
+    for k in tgt_keys:
+        counts[k] = counts.get(k, 0) + 1
+    seen: dict[tuple, int] = {}
+    out = []
+    for k in tgt_keys:
+        i = seen.get(k, 0)
+        seen[k] = i + 1
+        n = counts[k]
+        d = i / (n - 1) if n > 1 else 0.5
+        v = _interp(by_key[k], d, integer=integer)
+        out.append(int(v) if integer and v is not None else v)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# matching
+
+
+def policy_matches(policy: Policy, graph: LayerGraph) -> bool:
+    """Whether ``policy`` was made for exactly this model: same group leaders and sizes, same layers."""
+    if policy.granularity == "channel" and policy.groups:
+        if len(policy.groups) != len(graph.groups):
+            return False
+        if any(p.layers[0] != g.leader or p.total != g.channels for p, g in zip(policy.groups, graph.groups)):
+            return False
+    names = {ly.name for ly in graph.layers}
+    return all(ly.name in names for ly in policy.layers)
+
+
+def _names_match(policy: Policy, graph: LayerGraph) -> bool:
+    """Same group leaders and the same layer names (channel counts may differ: a wider sibling)."""
+    src_leaders = [g.layers[0] for g in policy.groups]
+    if policy.granularity == "channel" and src_leaders != [g.leader for g in graph.groups]:
+        return False
+    return [ly.name for ly in policy.layers] == [ly.name for ly in graph.layers] or (
+        not _has_layer_decisions(policy) and all(ly.name in {x.name for x in graph.layers} for ly in policy.layers))
+
+
+def _has_layer_decisions(policy: Policy) -> bool:
+    return any(ly.w_bits is not None or ly.a_bits is not None or ly.sparsity is not None for ly in policy.layers)
+
+
+def _source_graph(policy: Policy, source_model: nn.Module | None,
+                  source_example: torch.Tensor | None) -> LayerGraph | None:
+    """The source model's graph, from ``source_model`` or by building ``policy.model``."""
+    if source_model is None:
+        spec = policy.model
+        if not isinstance(spec, Mapping) or not {"num_classes", "in_channels", "image_size"} <= set(spec):
+            return None
+        from amc.models import build_model, example_input
+
+        try:
+            with torch.random.fork_rng(devices=[]):
+                source_model = build_model(spec)
+            source_example = example_input(spec)
+        except (ValueError, TypeError) as e:
+            log.warning("cannot build the policy's model %s (%s): staging by module names", spec, e)
+            return None
+    if source_example is None:
+        raise AmcError("transfer_policy: source_model needs source_example (an input batch of its shape)")
+    graph = LayerGraph.build(source_model, source_example)
+    if not policy_matches(policy, graph):
+        raise AmcError(f"the policy does not match the model it says it was found on ({policy.model.get('name')}); "
+                       "pass the right source_model, or fix the policy's 'model' field")
+    return graph
+
+
+# --------------------------------------------------------------------------------------------------
+# cost
+
+
+class _Cost:
+    """Costs of (keep fractions, weight densities, bits) on the target, as ratios of the float model."""
+
+    def __init__(self, graph: LayerGraph, model: nn.Module | None, *, round_to: int, fine: bool) -> None:
+        self.cm = CostModel(graph, model, round_to=round_to)
+        self.fine = fine
+        n = len(graph.layers)
+        ones, full = np.ones(len(graph.groups)), np.ones(n)
+        self.base = {m: self.raw(m, ones, full, np.full(n, 32.0), np.full(n, 32.0))
+                     for m in ("macs", "params", "size", "bitops")}
+
+    def raw(self, metric: str, q: np.ndarray, dens: np.ndarray, wb: np.ndarray, ab: np.ndarray) -> float:
+        cm = self.cm
+        if metric == "macs":
+            return cm.macs(fractions=q)
+        if metric == "params":
+            if self.fine:
+                return float(cm.base_params - cm.base_weight_params + (dens * cm.layer_weight_params(fractions=q)).sum())
+            return cm.params(fractions=q)
+        if metric == "size":
+            return float((dens * cm.layer_weight_params(fractions=q) * wb).sum())
+        if metric == "bitops":
+            return float((cm.layer_macs(fractions=q) * wb * ab).sum())
+        raise AmcError(f"cannot enforce a {metric!r} budget here; valid: macs, params, size, bitops")
+
+    def ratio(self, metric: str, q: np.ndarray, dens: np.ndarray, wb: np.ndarray, ab: np.ndarray) -> float:
+        return self.raw(metric, q, dens, wb, ab) / self.base[metric]
+
+    def ratios(self, q: np.ndarray, dens: np.ndarray, wb: np.ndarray, ab: np.ndarray) -> dict[str, float]:
+        return {f"{m}_ratio": self.ratio(m, q, dens, wb, ab) for m in ("macs", "params", "size", "bitops")}
+
+
+def policy_costs(policy: Policy, graph: LayerGraph, model: nn.Module | None = None) -> dict[str, float]:
+    """``macs_ratio``, ``params_ratio``, ``size_ratio``, ``bitops_ratio`` of ``policy`` on the model of
+    ``graph`` (fractions of the float32 model; ``model`` adds its norm-layer parameters to params),
+    from the kept channels, the per-layer sparsity and bit widths. ``policy`` must match ``graph``."""
+    if not policy_matches(policy, graph):
+        raise AmcError("policy_costs: the policy does not match this model (transfer it first)")
+    channel = policy.granularity == "channel"
+    cost = _Cost(graph, model, round_to=1, fine=not channel)
+    q = np.array([g.channels / g.total for g in policy.groups]) if channel and policy.groups else np.ones(len(graph.groups))
+    by_name = {ly.name: ly for ly in policy.layers}
+
+    def per_layer(key: str, default: float) -> np.ndarray:
+        vals = [getattr(by_name[ly.name], key) if ly.name in by_name else None for ly in graph.layers]
+        return np.array([default if v is None else float(v) for v in vals])
+
+    dens = 1.0 - per_layer("sparsity", 0.0)
+    return cost.ratios(q, dens, per_layer("w_bits", FLOAT_BITS), per_layer("a_bits", FLOAT_BITS))
+
+
+# --------------------------------------------------------------------------------------------------
+# the transfer
+
+
+def transfer_policy(
+    policy: Policy,
+    target_model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    target_spec: Mapping[str, Any] | Any | None = None,
+    method: str = "auto",
+    stages: str = "auto",
+    budget: str | None = None,
+    source_model: nn.Module | None = None,
+    source_example: torch.Tensor | None = None,
+    graph: LayerGraph | None = None,
+) -> Policy:
+    """A policy for ``target_model`` mapped from ``policy`` (found on another model), with the budget
+    re-enforced on the target (see the module docstring).
+
+    Args:
+        policy: the source policy.
+        target_model: the model to compress (not modified).
+        example_input: an input batch for ``target_model`` (only its shape matters).
+        target_spec: the target's :class:`amc.models.ModelSpec` (or dict), recorded as ``model``.
+        method: ``auto`` (by name when the group leaders and layer names match, else by depth),
+            ``name`` or ``depth``.
+        stages: ``auto`` (spatial when the source geometry is known, else prefix), ``spatial`` or
+            ``prefix`` (how depth transfer splits models into stages).
+        budget: ``METRIC=RATIO`` overriding ``policy.budget`` (needed for a latency budget, which
+            cannot be re-enforced without the target's latency table).
+        source_model, source_example: the model the policy was found on and an input for it; by
+            default built from ``policy.model`` when it is a complete spec.
+        graph: the target's :class:`LayerGraph` when already built (e.g. ``Pruner.graph``).
+
+    Raises:
+        AmcError: the models cannot be mapped (another family, different stages, missing layers) or
+            the budget cannot be met on the target even at the lower bound.
+    """
+    if not isinstance(policy, Policy):
+        raise AmcError(f"transfer_policy needs an amc.policy.Policy, got {type(policy).__name__}")
+    if method not in METHODS:
+        raise AmcError(f"unknown transfer method {method!r}; valid: {', '.join(METHODS)}")
+    if stages not in STAGINGS:
+        raise AmcError(f"unknown staging {stages!r}; valid: {', '.join(STAGINGS)}")
+    tgraph = graph if graph is not None else LayerGraph.build(target_model, example_input)
+    channel = policy.granularity == "channel"
+    has_groups = channel and bool(policy.groups)
+    has_layer = _has_layer_decisions(policy)
+    src_fracs = [g.channels / g.total for g in policy.groups]
+    src_w = [ly.w_bits for ly in policy.layers]
+    src_a = [ly.a_bits for ly in policy.layers]
+    src_s = [ly.sparsity for ly in policy.layers]
+
+    used = method
+    if method == "auto":
+        used = "name" if _names_match(policy, tgraph) else "depth"
+    staging = None
+    if used == "name":
+        fracs, w, a, s = _map_by_name(policy, tgraph, has_groups, has_layer)
+    else:
+        src_graph = _source_graph(policy, source_model, source_example) if stages in ("auto", "spatial") else None
+        if stages == "spatial" and src_graph is None:
+            raise AmcError("spatial staging needs the source model's geometry: pass source_model/source_example "
+                           "or a policy whose 'model' is a complete spec (name, num_classes, in_channels, image_size)")
+        staging = "spatial" if src_graph is not None else "prefix"
+        if staging == "prefix":
+            log.warning("the policy's model %s is not a buildable spec: stages are taken from module-name prefixes",
+                        policy.model)
+            src = _Structure([g.layers[0] for g in policy.groups],
+                             [("stage", g.layers[0].split(".")[0], "group") for g in policy.groups],
+                             [ly.name for ly in policy.layers],
+                             [("stage", ly.name.split(".")[0], ly.kind) for ly in policy.layers])
+        else:
+            src = _structure(src_graph, "spatial")
+        tgt = _structure(tgraph, staging)
+        _check_same_structure(src, tgt, groups=has_groups, layers=has_layer)
+        fracs = _map_by_depth(src.group_keys, src_fracs, tgt.group_keys) if has_groups else [1.0] * len(tgraph.groups)
+        nl = len(tgraph.layers)
+        w = _map_by_depth(src.layer_keys, src_w, tgt.layer_keys, integer=True) if has_layer else [None] * nl
+        a = _map_by_depth(src.layer_keys, src_a, tgt.layer_keys, integer=True) if has_layer else [None] * nl
+        s = _map_by_depth(src.layer_keys, src_s, tgt.layer_keys) if has_layer else [None] * nl
+
+    # ---- budget
+    round_to = int(policy.pruning.get("round_to", 1) or 1)
+    lbound = float(policy.pruning.get("lbound", 0.2) or 0.2)
+    cost = _Cost(tgraph, target_model, round_to=round_to, fine=not channel)
+    totals = np.array([g.channels for g in tgraph.groups], dtype=np.int64)
+    r = np.clip(np.asarray(fracs, dtype=np.float64), 1e-9, 1.0)
+    dens = np.array([1.0 - (x or 0.0) for x in s])
+    wb = np.array([float(b) if b is not None else FLOAT_BITS for b in w])
+    ab = np.array([float(b) if b is not None else FLOAT_BITS for b in a])
+
+    def q_of(ratios: np.ndarray) -> np.ndarray:
+        return np.array([kept_channels(float(x), int(t), round_to) / t for x, t in zip(ratios, totals)])
+
+    metric, target = _budget(policy, budget)
+    before = cost.ratios(q_of(r), dens, wb, ab)
+    record: dict[str, Any] = {"source_model": dict(policy.model), "method": used, "stages": staging,
+                              "source_accuracy": dict(policy.accuracy), "cost_before": before}
+    if metric is not None:
+        r, dens, wb, ab, steps = _enforce(cost, metric, target, r, dens, wb, ab, q_of, lbound=lbound,
+                                          channel=channel)
+        record.update(steps)
+    q = q_of(r)
+    achieved = cost.ratios(q, dens, wb, ab)
+    if metric is not None and achieved[f"{metric}_ratio"] > target * (1 + 1e-6):
+        raise AmcError(f"internal: the transferred policy misses the budget {metric}={target}")
+
+    groups = []
+    if channel:
+        for g, frac in zip(tgraph.groups, q):
+            ch = int(round(frac * g.channels))
+            groups.append(GroupDecision(layers=g.layers, keep_ratio=ch / g.channels, channels=ch, total=g.channels))
+    layers = [LayerDecision(name=ly.name, kind=ly.kind,
+                            w_bits=None if wb[i] >= FLOAT_BITS else int(wb[i]),
+                            a_bits=None if ab[i] >= FLOAT_BITS else int(ab[i]),
+                            sparsity=None if s[i] is None else float(1.0 - dens[i]))
+              for i, ly in enumerate(tgraph.layers)]
+    model_doc = _model_doc(target_model, target_spec)
+    new_budget = dict(policy.budget)
+    if budget is not None:
+        new_budget = {"metric": metric, "ratio": target, "target": f"{metric}={target:g}"}
+    record["achieved"] = achieved
+    out = Policy(model=model_doc, mode=policy.mode, granularity=policy.granularity, budget=new_budget,
+                 pruning=dict(policy.pruning), groups=groups, layers=layers, achieved=achieved, accuracy={},
+                 search={**policy.search, "transfer": record})
+    log.info("transferred a %s policy onto %s by %s%s: %s", policy.model.get("name"), model_doc.get("name"), used,
+             f" ({staging} stages)" if staging else "",
+             ", ".join(f"{k} {v:.3f}" for k, v in achieved.items()))
+    return out
+
+
+def uniform_policy(model: nn.Module, example_input: torch.Tensor, budget: str, *,
+                   model_spec: Mapping[str, Any] | Any | None = None, lbound: float = 0.2, round_to: int = 1,
+                   importance: str = "l1", graph: LayerGraph | None = None) -> Policy:
+    """The uniform baseline: every group keeps the same ratio, the largest that meets ``budget``
+    (``macs=R`` or ``params=R``; bisection on the common ratio, never below ``lbound``).
+
+    It is the all-ones policy made to meet the budget by :func:`transfer_policy`'s common-multiplier
+    rule, so a uniform policy and a transferred one are held to exactly the same budget arithmetic.
+    """
+    metric, _ = parse_target(budget)
+    if metric not in ("macs", "params"):
+        raise AmcError(f"a uniform pruning policy meets macs= or params= budgets, not {metric}=")
+    graph = graph if graph is not None else LayerGraph.build(model, example_input)
+    groups = [GroupDecision(g.layers, 1.0, g.channels, g.channels) for g in graph.groups]
+    layers = [LayerDecision(ly.name, ly.kind) for ly in graph.layers]
+    full = Policy(model=_model_doc(model, model_spec), groups=groups, layers=layers,
+                  pruning={"importance": importance, "reconstruct": False, "round_to": round_to, "lbound": lbound},
+                  search={"agent": "uniform"})
+    out = transfer_policy(full, model, example_input, target_spec=model_spec, method="name", budget=budget,
+                          graph=graph)
+    out.search = {"agent": "uniform", "keep_ratio": out.search["transfer"].get("multiplier", 1.0),
+                  "achieved": out.achieved}
+    return out
+
+
+def _map_by_name(policy: Policy, graph: LayerGraph, has_groups: bool, has_layer: bool
+                 ) -> tuple[list[float], list[int | None], list[int | None], list[float | None]]:
+    fracs = [1.0] * len(graph.groups)
+    if has_groups:
+        by_leader = {g.layers[0]: g.channels / g.total for g in policy.groups}
+        missing = [g.leader for g in graph.groups if g.leader not in by_leader]
+        extra = sorted(set(by_leader) - {g.leader for g in graph.groups})
+        if missing or extra:
+            raise AmcError(f"cannot transfer the policy by name: the target's prunable groups led by {missing[:5]} "
+                           f"are not in the policy, and the policy's {extra[:5]} are not in the target; "
+                           "use method='depth' for a deeper/shallower sibling")
+        fracs = [by_leader[g.leader] for g in graph.groups]
+    by_name = {ly.name: ly for ly in policy.layers}
+    if has_layer:
+        missing = [ly.name for ly in graph.layers if ly.name not in by_name]
+        if missing:
+            raise AmcError(f"cannot transfer the policy by name: the target's layers {missing[:5]} are not in the "
+                           "policy; use method='depth' for a sibling model")
+    w = [by_name[ly.name].w_bits if ly.name in by_name else None for ly in graph.layers]
+    a = [by_name[ly.name].a_bits if ly.name in by_name else None for ly in graph.layers]
+    s = [by_name[ly.name].sparsity if ly.name in by_name else None for ly in graph.layers]
+    return fracs, w, a, s
+
+
+def _budget(policy: Policy, budget: str | None) -> tuple[str | None, float]:
+    if budget is not None:
+        metric, ratio = parse_target(budget)
+    elif policy.budget.get("metric") is not None and policy.budget.get("ratio") is not None:
+        metric, ratio = str(policy.budget["metric"]), float(policy.budget["ratio"])
+    else:
+        return None, 1.0
+    if metric == "latency":
+        raise AmcError("a latency budget cannot be re-enforced on another model without its latency table; pass a "
+                       "proxy budget instead (e.g. budget='macs=0.5', `amc apply --budget macs=0.5`)")
+    return metric, ratio
+
+
+def _enforce(cost: _Cost, metric: str, target: float, r: np.ndarray, dens: np.ndarray, wb: np.ndarray,
+             ab: np.ndarray, q_of: Any, *, lbound: float, channel: bool
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Make the mapped policy meet ``metric <= target`` (ratio of the float model); see the module doc."""
+    budget = target * (1 + _TOL)
+    steps: dict[str, Any] = {"budget": f"{metric}={target:g}", "bits_lowered": 0, "multiplier": 1.0}
+
+    def over(r_: np.ndarray, d_: np.ndarray, w_: np.ndarray, a_: np.ndarray) -> bool:
+        return cost.ratio(metric, q_of(r_), d_, w_, a_) > budget
+
+    if not over(r, dens, wb, ab):
+        return r, dens, wb, ab, steps
+    wb, ab = wb.copy(), ab.copy()
+    if metric in ("size", "bitops") and ((wb < FLOAT_BITS).any() or (ab < FLOAT_BITS).any()):
+        # HAQ (Wang et al. 2019, Sec. 3.3): lower activation then weight bits, last layer to first; the
+        # first and last layers keep their bits (HAQ's 8-bit convention) unless nothing else helps
+        quantized = [b for b in np.concatenate([wb, ab]) if b < FLOAT_BITS]
+        floor = float(min(2, min(quantized)))
+        n = len(wb)
+        everything = [i for i in range(n - 1, -1, -1) if wb[i] < FLOAT_BITS or ab[i] < FLOAT_BITS]
+        for order in ([i for i in everything if 0 < i < n - 1], everything):
+            steps["bits_lowered"] += _lower_bits(order, wb, ab, floor, lambda: over(r, dens, wb, ab))
+    if not over(r, dens, wb, ab):
+        return r, dens, wb, ab, steps
+    if channel:
+        base = r.copy()
+        floor_r = np.minimum(base, lbound)
+
+        def scaled(m: float) -> np.ndarray:
+            return np.maximum(base * m, floor_r)
+
+        if over(scaled(0.0), dens, wb, ab):
+            raise AmcError(f"the budget {metric}={target:g} cannot be met on the target model even with every "
+                           f"group at the lower bound ({lbound}); "
+                           f"it reaches {cost.ratio(metric, q_of(scaled(0.0)), dens, wb, ab):.3f}: "
+                           "raise the budget (--budget) or lower the policy's lbound")
+        lo, hi = 0.0, 1.0
+        for _ in range(50):
+            mid = 0.5 * (lo + hi)
+            if over(scaled(mid), dens, wb, ab):
+                hi = mid
+            else:
+                lo = mid
+        steps["multiplier"] = lo
+        return scaled(lo), dens, wb, ab, steps
+    base_d = dens.copy()
+    floor_d = np.minimum(base_d, lbound)
+
+    def thinned(m: float) -> np.ndarray:
+        return np.maximum(base_d * m, floor_d)
+
+    if over(r, thinned(0.0), wb, ab):
+        raise AmcError(f"the budget {metric}={target:g} cannot be met on the target model even with every layer at "
+                       f"the lower density bound ({lbound}); raise the budget")
+    lo, hi = 0.0, 1.0
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if over(r, thinned(mid), wb, ab):
+            hi = mid
+        else:
+            lo = mid
+    steps["multiplier"] = lo
+    return r, thinned(lo), wb, ab, steps
+
+
+def _lower_bits(order: Sequence[int], wb: np.ndarray, ab: np.ndarray, floor: float, over: Any) -> int:
+    """HAQ's walk, in place: while ``over()``, lower each layer's activation then weight bits by one,
+    layers in ``order``; returns how many bits were lowered."""
+    lowered, changed = 0, True
+    while over() and changed:
+        changed = False
+        for i in order:
+            for bits in (ab, wb):
+                if not over():
+                    return lowered
+                if FLOAT_BITS > bits[i] > floor:
+                    bits[i] -= 1
+                    lowered += 1
+                    changed = True
+    return lowered
+
+
+def _model_doc(model: nn.Module, spec: Any) -> dict[str, Any]:
+    if spec is None:
+        return {"name": type(model).__name__}
+    from amc.models import resolve_spec
+
+    try:
+        return resolve_spec(spec).to_dict()
+    except (ValueError, TypeError):
+        return dict(spec) if isinstance(spec, Mapping) else {"name": str(spec)}
