@@ -381,7 +381,7 @@ def transfer_policy(
                               "source_accuracy": dict(policy.accuracy), "cost_before": before}
     if metric is not None:
         r, dens, wb, ab, steps = _enforce(cost, metric, target, r, dens, wb, ab, q_of, lbound=lbound,
-                                          channel=channel)
+                                          channel=channel, prune=policy.mode != "quant")
         record.update(steps)
     q = q_of(r)
     achieved = cost.ratios(q, dens, wb, ab)
@@ -475,9 +475,10 @@ def _budget(policy: Policy, budget: str | None) -> tuple[str | None, float]:
 
 
 def _enforce(cost: _Cost, metric: str, target: float, r: np.ndarray, dens: np.ndarray, wb: np.ndarray,
-             ab: np.ndarray, q_of: Any, *, lbound: float, channel: bool
+             ab: np.ndarray, q_of: Any, *, lbound: float, channel: bool, prune: bool
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """Make the mapped policy meet ``metric <= target`` (ratio of the float model); see the module doc."""
+    """Make the mapped policy meet ``metric <= target`` (ratio of the float model); see the module doc.
+    ``prune=False`` (a quantization-only policy): only bits may change."""
     budget = target * (1 + _TOL)
     steps: dict[str, Any] = {"budget": f"{metric}={target:g}", "bits_lowered": 0, "multiplier": 1.0}
 
@@ -498,6 +499,9 @@ def _enforce(cost: _Cost, metric: str, target: float, r: np.ndarray, dens: np.nd
             steps["bits_lowered"] += _lower_bits(order, wb, ab, floor, lambda: over(r, dens, wb, ab))
     if not over(r, dens, wb, ab):
         return r, dens, wb, ab, steps
+    if not prune:
+        raise AmcError(f"the budget {metric}={target:g} cannot be met on the target model by lowering bits alone "
+                       "(this quantization policy does not prune); raise the budget (--budget)")
     if channel:
         base = r.copy()
         floor_r = np.minimum(base, lbound)

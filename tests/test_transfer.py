@@ -171,6 +171,19 @@ def test_bits_transfer_and_size_budget(r20, r32):
     assert out.search["transfer"]["multiplier"] == 1.0  # bits alone met the budget (HAQ's rule)
 
 
+def test_quantization_only_policy_is_never_pruned_by_the_budget(r20, r32):
+    _, g20 = r20
+    m32, _ = r32
+    n = len(g20.layers)
+    pol = _policy(g20, [1.0] * len(g20.groups), bits=[(4, 4)] * n, budget={"metric": "size", "ratio": 0.1})
+    pol.mode = "quant"
+    out = transfer_policy(pol, m32, example_input(R32))
+    assert all(gd.keep_ratio == 1.0 for gd in out.groups) and out.achieved["size_ratio"] <= 0.1
+    pol.budget = {"metric": "size", "ratio": 0.01}  # below 2 bits everywhere
+    with pytest.raises(AmcError, match="by lowering bits alone"):
+        transfer_policy(pol, m32, example_input(R32))
+
+
 def test_policy_without_a_buildable_spec_uses_name_prefixes(r20, r32):
     _, g20 = r20
     m32, _ = r32
