@@ -141,6 +141,14 @@ def test_apply_errors(tmp_path, lenet_ckpt, capsys):
     assert "field 'version' is 7" in capsys.readouterr().err
     _search(tmp_path / "s", lenet_ckpt, mode="prune", target="macs=0.5", seed=0)
     pol = str(tmp_path / "s" / "best_policy.json")
+    # (amc export builds the same model from the policy; no dataset needed without reconstruction)
+    assert main(["export", "--policy", pol, "--checkpoint", str(lenet_ckpt), "--out", str(tmp_path / "e.amc"),
+                 "--device", "cpu"]) == 0
+    assert "e.amc" in capsys.readouterr().out
+    setup = prepare(pol, device="cpu")
+    x = setup.splits.tensors("val")[0]
+    with torch.no_grad():
+        assert torch.equal(amc.load(tmp_path / "e.amc")(x), setup.compress()(x))
     assert main(["apply", "--policy", pol, "--model", "resnet20", "--out", str(tmp_path / "o")]) == 2
     assert "holds a 'lenet5' model, not 'resnet20'" in capsys.readouterr().err
     assert main(["apply", "--policy", pol, "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")]) == 2
