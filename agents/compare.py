@@ -7,7 +7,8 @@ multi-objective agents, ``pareto.json`` (:mod:`agents.optuna_agents`).
 
 :func:`compare_runs` writes into ``out_dir``::
 
-    compare.md      the table (markdown), one row per agent and budget, then one row per run
+    compare.md      the table (markdown), one row per agent and budget, then one row per run; with
+                    ``test=True`` also each best policy's top-1 on the test split (no search saw it)
     compare.json    the same numbers (``format: amc-compare``)
     curves.png      best-so-far val top-1 vs evaluations per agent: mean line, +-1 std band over seeds
     pareto.png      accuracy vs cost: each multi-objective run's trials and front, the single-objective
@@ -39,7 +40,8 @@ from amc.errors import AmcError
 from amc.policy import Policy
 from amc.utils import atomic_write_json, atomic_write_text
 
-__all__ = ["RunResult", "load_run", "find_runs", "compare_runs", "group_runs", "best_so_far", "markdown_table"]
+__all__ = ["RunResult", "load_run", "find_runs", "compare_runs", "group_runs", "best_so_far", "markdown_table",
+           "front_accuracy", "policy_accuracy"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ class RunResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     policy: Policy | None = None
     pareto: dict[str, Any] | None = None
+    test_accuracy: float | None = None  # filled by compare_runs(..., test=True)
 
     @property
     def multi_objective(self) -> bool:
@@ -77,7 +80,8 @@ class RunResult:
         return {"run_dir": str(self.run_dir), "agent": self.agent, "target": self.target, "seed": self.seed,
                 "evaluations": self.evaluations, "episodes": self.episodes, "best_accuracy": self.best_accuracy,
                 "best_reward": self.best_reward, "base_accuracy": self.base_accuracy, "achieved": dict(self.achieved),
-                "wall_time_s": self.wall_time_s, "multi_objective": self.multi_objective,
+                "wall_time_s": self.wall_time_s, "test_accuracy": self.test_accuracy,
+                "multi_objective": self.multi_objective,
                 "pareto_size": None if self.pareto is None else len(self.pareto.get("front") or [])}
 
 
@@ -171,6 +175,7 @@ def group_runs(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], list[RunResult]] = {}
     for r in runs:
         groups.setdefault(r.key, []).append(r)
+    budgets = sorted({r.target for r in runs if not r.multi_objective and r.target})
     out = []
     for (agent, target), rs in groups.items():
         ratio_keys = sorted({k for r in rs for k in r.achieved})
@@ -181,13 +186,30 @@ def group_runs(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
             "evaluations": _stats(r.evaluations for r in rs),
             "best_accuracy": _stats(r.best_accuracy for r in rs),
             "best_reward": _stats(r.best_reward for r in rs),
+            "test_accuracy": _stats(r.test_accuracy for r in rs),
             "wall_time_s": _stats(r.wall_time_s for r in rs),
             "achieved": {k: _stats(r.achieved.get(k) for r in rs) for k in ratio_keys},
             "base_accuracy": _stats(r.base_accuracy for r in rs)["mean"],
             "best_run": str(best.run_dir),
             "pareto_size": _stats(len(r.pareto.get("front") or []) for r in rs if r.pareto)["mean"],
+            "front_at": {t: _stats(front_accuracy(r, t) for r in rs) for t in budgets} if any(
+                r.multi_objective for r in rs) else {},
         })
     return out
+
+
+def front_accuracy(run: RunResult, target: str) -> float | None:
+    """Best val top-1 among a multi-objective run's trials whose cost meets ``target`` (``macs=0.5``):
+    its answer to the single-objective question at that budget."""
+    if run.pareto is None or "=" not in target:
+        return None
+    metric, ratio = target.split("=", 1)
+    key = metric + "_ratio" if metric != "latency" else "latency_ms"
+    if run.pareto.get("metric") != key:
+        return None
+    ok = [t["accuracy"] for t in run.pareto.get("trials") or [] if t.get(key) is not None
+          and t[key] <= float(ratio) + 1e-9]
+    return max(ok) if ok else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,28 +234,41 @@ def markdown_table(result: Mapping[str, Any]) -> str:
     groups, runs = result["groups"], result["runs"]
     ratios = _ratio_columns(groups)
     names = [k.removesuffix("_ratio") + (" ratio" if k.endswith("_ratio") else " (ms)") for k in ratios]
-    head = ["agent", "budget", "runs", "evaluations", "best val top-1 (%)", *names, "wall time (s)"]
+    has_test = any(g["test_accuracy"]["mean"] is not None for g in groups)
+    head = ["agent", "budget", "runs", "evaluations", "best val top-1 (%)", *(["its test top-1 (%)"] if has_test else []),
+            *names, "wall time (s)"]
     lines = ["# Search comparison", ""]
-    base = sorted({g["base_accuracy"] for g in groups if g["base_accuracy"] is not None})
+    base = sorted({round(g["base_accuracy"], 2) for g in groups if g["base_accuracy"] is not None})
     if base:
         lines += [f"Uncompressed val top-1: {', '.join(f'{b:.2f} %' for b in base)}. Accuracies are val top-1 of the "
                   "best episode (highest reward) without fine-tuning; mean ± std over the runs (seeds) of each "
-                  "agent and budget.", ""]
+                  "agent and budget."
+                  + (" The test top-1 is that best policy's on the test split, which no search saw (the val "
+                     "accuracy is also what picked it, so it is optimistic)." if has_test else "")
+                  + (" A multi-objective run's row gives the best trial of its front within each budget of the "
+                     "other rows." if any(g["multi_objective"] for g in groups) else ""), ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for g in groups:
         acc = _pm(g["best_accuracy"], ".2f")
         if g["multi_objective"]:
-            acc += f" (front: {g['pareto_size']:.0f} points)" if g.get("pareto_size") else " (multi-objective)"
+            at = "; ".join(f"{_pm(st, '.2f')} at {t.replace('=', ' <= ')}" for t, st in g["front_at"].items()
+                           if st.get("mean") is not None)
+            acc = f"front of {g['pareto_size']:.0f} points" + (f": {at}" if at else "") + f" (max {acc})"
+        # a multi-objective run's "best" is its most accurate (least compressed) trial: no ratios to compare
         cells = [g["agent"], g["target"], str(g["runs"]), _pm(g["evaluations"], ".0f"), acc,
-                 *[_pm(g["achieved"].get(k, {}), ".2f" if k == "latency_ms" else ".3f") for k in ratios],
+                 *([_pm(g["test_accuracy"], ".2f")] if has_test else []),
+                 *[("-" if g["multi_objective"] else _pm(g["achieved"].get(k, {}), ".2f" if k == "latency_ms" else ".3f"))
+                   for k in ratios],
                  _pm(g["wall_time_s"], ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
+    extra = ["test top-1 (%)"] if has_test else []
     lines += ["", "## Runs", "", "| run | agent | seed | budget | evaluations | best val top-1 (%) | "
-              + " | ".join(names) + (" | " if names else "") + "wall time (s) |",
-              "|" + "|".join(["---"] * (7 + len(names))) + "|"]
+              + " | ".join(extra + names) + (" | " if extra + names else "") + "wall time (s) |",
+              "|" + "|".join(["---"] * (7 + len(extra) + len(names))) + "|"]
     for r in runs:
         cells = [f"`{r['run_dir']}`", r["agent"], "-" if r["seed"] is None else str(r["seed"]), str(r["target"]),
                  str(r["evaluations"]), "-" if r["best_accuracy"] is None else f"{r['best_accuracy']:.2f}",
+                 *(["-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.2f}"] if has_test else []),
                  *["-" if r["achieved"].get(k) is None else f"{r['achieved'][k]:.3f}" for k in ratios],
                  "-" if r["wall_time_s"] is None else f"{r['wall_time_s']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -241,6 +276,60 @@ def markdown_table(result: Mapping[str, Any]) -> str:
     if figs:
         lines += ["", "## Figures", ""] + [f"![{name}]({Path(p).name})" for name, p in figs.items()]
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# held-out accuracy of the best policies
+
+
+def policy_accuracy(run: RunResult, *, split: str = "test", device: str = "cpu",
+                    cache: dict[Any, Any] | None = None) -> float | None:
+    """Top-1 (%) on ``split`` of ``run``'s best policy, rebuilt the way the env built it.
+
+    The run's ``config.yaml`` names the checkpoint (or the run's own ``pretrain/final.pt``), the data
+    and the val holdout; :func:`amc.compress.apply_policy` compresses the model with a ``Pruner``
+    seeded like the env's and, where the policy asks for them, the same reconstruction and
+    activation-calibration images (``splits.calibration_batches`` with the policy's seed). ``cache``
+    shares datasets and models between runs. None when the run has no best policy.
+    """
+    import torch
+    import yaml
+
+    from agents.search import SearchConfig
+    from amc.compress import apply_policy
+    from amc.data import get_dataset
+    from amc.pruning import Pruner
+    from amc.training import evaluate, load_checkpoint
+
+    if run.policy is None:
+        return None
+    cache = {} if cache is None else cache
+    cfg = SearchConfig.from_dict(yaml.safe_load((run.run_dir / "config.yaml").read_text()),
+                                 source=str(run.run_dir / "config.yaml"))
+    ckpt = Path(cfg.checkpoint).expanduser() if cfg.checkpoint else run.run_dir / "pretrain" / "final.pt"
+    data_seed = int(getattr(cfg, "data_seed", cfg.seed))
+    dkey = ("data", cfg.dataset, cfg.data_dir, cfg.val_size, data_seed)
+    if dkey not in cache:
+        cache[dkey] = get_dataset(cfg.dataset, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=data_seed)
+    splits = cache[dkey]
+    mkey = ("model", str(ckpt.resolve()))
+    if mkey not in cache:
+        cache[mkey] = load_checkpoint(ckpt, device=device)[0].eval()
+    model = cache[mkey]
+    pol = run.policy
+    seed = int(pol.pruning.get("calibration_seed", cfg.seed))
+    x, y = splits.tensors(split, device=device)
+    calibration = quant_calibration = None
+    if pol.pruning.get("reconstruct"):
+        n = int(pol.pruning.get("calibration_size", 256))
+        calibration = splits.calibration_batches(1, n, seed, device=device)[0][0]
+    if pol.has_bits:
+        quant_calibration = [b for b, _ in splits.calibration_batches(2, 128, seed, device=device)]
+    # built with autograd on (tracing the dependency graph needs it), evaluated without
+    compressed = apply_policy(model, pol, pruner=Pruner(model, x[:1], seed=seed), calibration=calibration,
+                              quant_calibration=quant_calibration, check=False)
+    with torch.inference_mode():
+        return float(evaluate(compressed, (x, y), device=device))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -289,7 +378,9 @@ def plot_curves(runs: Sequence[RunResult]) -> Any:
     ax.set_ylabel("best-so-far val top-1 (%)")
     ax.set_title("search progress (mean, ±1 std over seeds)", fontsize=10)
     ax.grid(alpha=0.3)
-    lo = np.nanmin([np.nanmin(best_so_far(r.rows)) for r in single]) if single else 0.0
+    # the interesting range: from where the curves are after the first 5 % of the evaluations
+    k = max(1, int(0.05 * x_max))
+    lo = np.nanmin([best_so_far(r.rows)[min(k, len(r.rows)) - 1] for r in single]) if single else 0.0
     hi = max(base + [np.nanmax(best_so_far(r.rows)) for r in single]) if single else 100.0
     if np.isfinite(lo) and np.isfinite(hi) and hi > lo:
         ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
@@ -420,8 +511,13 @@ def compare_runs(
     *,
     out_dir: str | os.PathLike,
     tensorboard: bool = True,
+    test: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Compare the runs in ``run_dirs`` (see :func:`find_runs`) and write the report into ``out_dir``.
+
+    :param test: also measure each best policy's top-1 on the test split (:func:`policy_accuracy`;
+        loads each run's data and model).
 
     Returns what ``compare.json`` holds: ``runs``, ``groups`` (mean/std per agent and budget),
     ``figures`` (name -> PNG path) and ``markdown`` (the path of ``compare.md``).
@@ -430,6 +526,11 @@ def compare_runs(
     if not dirs:
         raise AmcError("no search runs to compare: pass run directories that hold a summary.json")
     runs = [load_run(d) for d in dirs]
+    if test:
+        cache: dict[Any, Any] = {}
+        for r in runs:
+            if not r.multi_objective:
+                r.test_accuracy = policy_accuracy(r, split="test", device=device, cache=cache)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Any] = {}

@@ -42,6 +42,7 @@ its previous session left RUNNING (a kill) are closed first: COMPLETE if they we
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -103,6 +104,11 @@ STUDY_ATTR = "amc_search"
 _STUDY_KEYS = ("agent", "model", "model_kwargs", "dataset", "val_size", "data_seed", "mode", "target", "reward",
                "lbound", "round_to", "granularity", "importance", "reconstruct", "w_bits", "a_bits", "env_kwargs")
 _RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
+#: SQLAlchemy driver names and their modules, in order of preference, for URLs that name none
+_DRIVERS = {"postgresql": (("psycopg2", "psycopg2"), ("psycopg", "psycopg")),
+            "mysql": (("pymysql", "pymysql"), ("mysqldb", "MySQLdb"))}
+_DRIVER_HINT = {"postgresql": "pip install 'amc[postgres]' (psycopg2-binary) or 'psycopg[binary]'",
+                "mysql": "pip install pymysql"}
 _METRIC_KEYS = ("accuracy", "reward", "macs_ratio", "params_ratio", "size_ratio", "bitops_ratio", "latency_ms")
 
 
@@ -203,14 +209,20 @@ def make_storage(storage: str | None, run_dir: str | Path) -> tuple[optuna.stora
     if base not in _RDB_SCHEMES:
         raise AmcError(f"storage {redact_storage(text)!r}: unknown scheme {scheme!r}; give a journal file path, "
                        "postgresql://user@host/db, mysql+pymysql://user@host/db, sqlite:///file.db or grpc://host:port")
+    rest = text.split("://", 1)[1]
     if base == "postgres":  # SQLAlchemy 2 only knows "postgresql"
-        text = "postgresql" + text[len("postgres"):]
+        base, scheme = "postgresql", "postgresql" + scheme[len("postgres"):]
+    if "+" not in scheme and base in _DRIVERS:  # no driver named: the one installed (SQLAlchemy's default may not be)
+        driver = next((d for d, module in _DRIVERS[base] if importlib.util.find_spec(module)), None)
+        if driver is None:
+            raise AmcError(f"storage {redact_storage(text)!r} needs a {base} driver: {_DRIVER_HINT[base]}")
+        scheme = f"{base}+{driver}"
+    text = f"{scheme}://{rest}"
     try:
         return optuna.storages.RDBStorage(text), False
-    except ModuleNotFoundError as e:
-        hint = {"postgresql": "pip install 'amc[postgres]' (psycopg2-binary)",
-                "mysql": "pip install pymysql and use mysql+pymysql://"}.get(base, f"install the driver {e.name}")
-        raise AmcError(f"storage {redact_storage(text)!r} needs the database driver {e.name!r}: {hint}") from None
+    except ImportError as e:
+        raise AmcError(f"storage {redact_storage(text)!r}: the database driver is missing ({e}); "
+                       f"{_DRIVER_HINT.get(base, 'install the driver named in the URL')}") from None
     except Exception as e:  # sqlalchemy.exc.OperationalError etc.: the database cannot be reached
         raise AmcError(f"cannot open storage {redact_storage(text)!r}: {type(e).__name__}: "
                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
@@ -436,9 +448,9 @@ class OptunaAgent(Agent):
     def _evaluate(self, trial: Trial) -> None:
         """Sample the whole action vector, step the env with it, record and tell the trial."""
         assert self.study is not None
-        trial.set_user_attr(WORKER_ATTR, {"run_id": self.run_id, "seed": int(self.config.seed),
-                                          "host": socket.gethostname(), "pid": os.getpid()})
         try:
+            trial.set_user_attr(WORKER_ATTR, {"run_id": self.run_id, "seed": int(self.config.seed),
+                                              "host": socket.gethostname(), "pid": os.getpid()})
             actions = [self.spaces[k].suggest(trial, name) for k, name in zip(self.decision_kinds, self.param_names)]
             info = self._episode(actions, seed=int(self.config.seed) + trial.number)
             metrics = dict(info["metrics"])

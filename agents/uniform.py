@@ -24,10 +24,15 @@ rounding, bit widths; computed from the env's groups, no evaluation) and bisects
 probe is an ordinary env episode with the profile's actions: it is feasible when the env applied them
 unchanged (no keep ratio clipped by AMC's rule, no bit width lowered by HAQ's). ``s = 0`` (every
 decision at its most aggressive value) always is: the env refuses budgets it cannot reach. About
-``log2(#policies)`` evaluations in all (``summary["evaluations"]``, the ``probes`` with their
-accuracies in ``summary["probes"]``); ``episodes`` caps the bisection (plus, if no probe was feasible yet, one at ``s = 0``). The result, the tightest feasible
-policy, is recorded as the run's one episode (phase = the profile's name): not the most accurate probe,
-which would pick among ratios by their val accuracy.
+``log2(#policies)`` evaluations in all (``summary["evaluations"]``; ``summary["probes"]`` lists them
+with their accuracies); ``episodes`` caps the bisection (plus one probe at ``s = 0`` if none was
+feasible yet).
+
+**One episode.** The result, the tightest feasible policy, is recorded as the run's only episode
+(phase = the profile's name), so ``episodes.csv`` has one row however many probes were evaluated:
+this agent solves for its policy instead of searching, and recording every probe would make the
+recorder's best the most accurate probe, i.e. pick among ratios by their val accuracy. A resumed run
+redoes the bisection (deterministic, a few evaluations).
 """
 
 from __future__ import annotations

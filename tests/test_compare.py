@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agents import SearchConfig, run_search
-from agents.compare import best_so_far, compare_runs, find_runs, load_run
+from agents.compare import best_so_far, compare_runs, find_runs, front_accuracy, load_run, policy_accuracy
 from amc.cli import main
 from amc.errors import AmcError
 
@@ -34,7 +34,7 @@ def runs(tmp_path_factory) -> Path:
 
 def test_compare_writes_table_json_figures_and_tensorboard(runs, tmp_path):
     out = tmp_path / "cmp"
-    result = compare_runs([runs], out_dir=out)
+    result = compare_runs([runs], out_dir=out, test=True)
     for name in ("compare.md", "compare.json", "curves.png", "pareto.png", "policies.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -52,9 +52,14 @@ def test_compare_writes_table_json_figures_and_tensorboard(runs, tmp_path):
     uni = groups[("uniform", "macs=0.5")]
     assert uni["runs"] == 1 and 1 < uni["evaluations"]["mean"] < 12  # probes counted, one episode recorded
     assert groups[("nsga2", "macs=1.0")]["multi_objective"] and groups[("nsga2", "macs=1.0")]["pareto_size"] >= 1
+    assert all(r["test_accuracy"] is not None for r in doc["runs"] if r["agent"] != "nsga2")
+    assert tpe["test_accuracy"]["n"] == 2 and 0 < tpe["test_accuracy"]["mean"] <= 100
+    nsga2 = groups[("nsga2", "macs=1.0")]
+    assert set(nsga2["front_at"]) == {"macs=0.5"}
     md = (out / "compare.md").read_text()
+    assert "its test top-1 (%)" in md and "at macs <= 0.5" in md
     assert "| tpe | macs=0.5 | 2 | 12 ± 0 |" in md and f"{np.mean(accs):.2f} ± {np.std(accs, ddof=1):.2f}" in md
-    assert "(front:" in md and "![curves](curves.png)" in md
+    assert "front of" in md and "![curves](curves.png)" in md
     assert result["figures"]["pareto"] == str(out / "pareto.png")
 
 
@@ -82,3 +87,18 @@ def test_cli_compare(runs, tmp_path, capsys):
     assert "# Search comparison" in text and "| uniform | macs=0.5 |" in text and str(out / "compare.json") in text
     assert not (out / "pareto.png").exists() and (out / "policies.png").is_file() and not (out / "tb").exists()
     assert main(["compare", str(tmp_path / "empty")]) == 2
+
+
+def test_policy_is_rebuilt_exactly_as_the_search_measured_it(runs):
+    for name in ("tpe-s0", "uniform-s0"):
+        run = load_run(runs / name)
+        assert policy_accuracy(run, split="val") == pytest.approx(run.best_accuracy)
+        assert 50 < policy_accuracy(run, split="test") <= 100
+
+
+def test_front_accuracy_answers_the_budget_question(runs):
+    run = load_run(runs / "nsga2-s0")
+    trials = run.pareto["trials"]
+    best = max(t["accuracy"] for t in trials if t["macs_ratio"] <= 0.5)
+    assert front_accuracy(run, "macs=0.5") == best
+    assert front_accuracy(run, "params=0.5") is None and front_accuracy(load_run(runs / "tpe-s0"), "macs=0.5") is None

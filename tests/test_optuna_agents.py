@@ -192,3 +192,13 @@ def test_a_study_of_another_search_is_refused(tmp_path):
                         agent_kwargs={"storage": shared, "study_name": "s"}))
     config = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
     assert config["agent_kwargs"]["storage"] == shared
+
+
+def test_database_url_without_driver_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)
+    with pytest.raises(AmcError, match=r"needs a postgresql driver: pip install 'amc\[postgres\]'"):
+        make_storage("postgres://amc@db.example/amc", tmp_path)
+    with pytest.raises(AmcError, match="needs a mysql driver: pip install pymysql"):
+        make_storage("mysql://amc:pw@db.example/amc", tmp_path)

@@ -5,6 +5,7 @@ Examples::
     amc compare runs/ddpg runs/tpe runs/uniform              # -> runs/compare/
     amc compare bench_out/agents --out bench_out/compare     # every run dir under bench_out/agents
     amc compare runs/nsga2 runs/ddpg-s* --out runs/cmp       # Pareto front with the DDPG results marked
+    amc compare runs/ddpg-s* runs/tpe-s* --test              # + test top-1 of each best policy
 
 Writes ``compare.md`` and ``compare.json`` (mean ± std when several runs share agent and budget,
 e.g. three seeds), ``curves.png`` (best-so-far accuracy vs evaluations), ``pareto.png`` (with a
@@ -25,6 +26,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="search run directories (or a directory holding several)")
     p.add_argument("--out", metavar="DIR",
                    help="where the report goes (default: COMMON_PARENT/compare of the run directories)")
+    p.add_argument("--test", action="store_true",
+                   help="also measure each best policy's top-1 on the test split (loads the runs' data and models)")
+    p.add_argument("--device", default="cpu", help="device for --test (default cpu)")
     p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard events")
 
 
@@ -37,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from agents.compare import compare_runs
 
     out = Path(args.out) if args.out else _default_out(args.runs)
-    result = compare_runs(args.runs, out_dir=out, tensorboard=not args.no_tensorboard)
+    result = compare_runs(args.runs, out_dir=out, tensorboard=not args.no_tensorboard, test=args.test,
+                          device=args.device)
     print(Path(result["markdown"]).read_text(), end="")
     print(f"\nwritten: {result['markdown']}, {out / 'compare.json'}"
           + "".join(f", {p}" for p in result["figures"].values()))
