@@ -40,6 +40,7 @@ QUICKSTART: dict[str, Any] = {
     "agent": "ddpg",
     "episodes": 300,
     "warmup": 50,
+    "noise_decay": 0.99,
     "seed": 0,
     "device": "cpu",
     "run_dir": "runs/quickstart",
