@@ -1,49 +1,28 @@
 #!/usr/bin/env python
 """Search-speed benchmark: seconds per episode of a DDPG search, split into prune, reconstruct,
-evaluate, the rest of the environment (clipping, observations) and the agent (action selection,
-replay, gradient updates). Prints a table and writes JSON.
+quantize, evaluate, the rest of the environment (clipping, observations) and the agent (action
+selection, replay, gradient updates, recording). Prints a table and writes JSON.
 
     python scripts/bench_episode.py --dataset cifar10 --data-dir data/cifar10-jpeg --model resnet20 \
         --episodes 30 --warmup 10 --out bench_out/episode.json [--checkpoint CKPT] [--reconstruct]
 
 Timing depends on nothing but shapes, so without ``--checkpoint`` a freshly initialised model is used.
-Take timings with nothing else running.
+Take timings with nothing else running. The timing itself is :class:`amc.bench.TimedEnv` and
+:func:`amc.bench.episode_split`, which ``amc bench`` uses for every search too.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-
+from agents import read_episodes
 from agents.search import SearchConfig, run_search
+from amc.bench import TIMING_KEYS, TimedEnv, episode_split
 from amc.utils import atomic_write_json
-from envs import CompressionEnv
-
-
-class TimedEnv(CompressionEnv):
-    """CompressionEnv that records the wall time of each episode's steps and its timing split."""
-
-    episodes: list[dict[str, float]] = []
-
-    def reset(self, *, seed=None, options=None):
-        self._step_s = 0.0
-        return super().reset(seed=seed, options=options)
-
-    def step(self, action):
-        t = time.perf_counter()
-        out = super().step(action)
-        self._step_s += time.perf_counter() - t
-        if out[2]:
-            timing = dict(out[4]["timing"])
-            timing["env_total"] = self._step_s
-            TimedEnv.episodes.append(timing)
-        return out
 
 
 def main() -> int:
@@ -61,6 +40,7 @@ def main() -> int:
     ap.add_argument("--out", default="bench_out/episode.json")
     args = ap.parse_args()
 
+    records: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint
         if checkpoint is None:  # timing does not depend on the weights: an untrained model will do
@@ -78,31 +58,20 @@ def main() -> int:
                            episodes=args.episodes, warmup=args.warmup, seed=0, reconstruct=args.reconstruct,
                            run_dir=str(Path(tmp) / "run"), threads=args.threads,
                            val_size=args.val_size)
-        run_search(cfg, env_factory=TimedEnv)
-        with open(Path(tmp) / "run" / "episodes.csv") as f:
-            rows = list(csv.DictReader(f))
-    env_rows = TimedEnv.episodes
-    split: dict[str, dict[str, float]] = {}
-    for phase in ("warmup", "explore"):
-        idx = [i for i, r in enumerate(rows) if r["phase"] == phase and i > 0]  # episode 1 includes set-up
-        if not idx:
-            continue
-        total = np.mean([float(rows[i]["episode_time_s"]) for i in idx])
-        parts = {k: float(np.mean([env_rows[i].get(k, 0.0) for i in idx]))
-                 for k in ("prune", "reconstruct", "quantize", "evaluate", "env_total")}
-        env_other = parts.pop("env_total") - sum(parts.values())
-        split[phase] = {"episode_s": total, **parts, "env_other": env_other,
-                        "agent": max(0.0, total - sum(parts.values()) - env_other)}
-        split[phase]["non_eval_fraction"] = 1 - parts["evaluate"] / total
+        summary = run_search(cfg, env_factory=lambda *a, **k: TimedEnv(*a, records=records, **k))
+        rows = read_episodes(Path(tmp) / "run" / "episodes.csv")
+    split = episode_split(records, [str(r.get("phase") or "") for r in rows])
     result = {"model": args.model, "dataset": args.dataset, "target": args.target, "episodes": args.episodes,
               "warmup": args.warmup, "reconstruct": args.reconstruct, "threads": args.threads,
-              "decisions_per_episode": None, "split": split}
+              "decisions_per_episode": summary.get("decisions_per_episode"), "loadavg": list(os.getloadavg()),
+              "split": split}
     atomic_write_json(args.out, result)
-    print(f"{args.model} on {args.dataset}, {args.target}, reconstruct={args.reconstruct}, seconds per episode:")
-    keys = ("episode_s", "prune", "reconstruct", "quantize", "evaluate", "env_other", "agent", "non_eval_fraction")
-    print(f"{'phase':>8} " + " ".join(f"{k:>12}" for k in keys))
+    print(f"{args.model} on {args.dataset}, {args.target}, reconstruct={args.reconstruct}, seconds per episode "
+          f"(load average {result['loadavg'][0]:.1f}):")
+    keys = ("episode_s", *TIMING_KEYS, "env_other", "agent", "evaluate_fraction")
+    print(f"{'phase':>8} " + " ".join(f"{k:>17}" for k in keys))
     for phase, s in split.items():
-        print(f"{phase:>8} " + " ".join(f"{s[k]:>12.4f}" for k in keys))
+        print(f"{phase:>8} " + " ".join(f"{s[k]:>17.4f}" for k in keys))
     print(f"written {args.out}")
     return 0
 

@@ -1,0 +1,987 @@
+"""The reproducible benchmark suite behind ``amc bench``: AMC's CIFAR-10 experiment at a CPU's scale.
+
+One call of :func:`run_benchmark` measures, for one trained checkpoint and one budget (AMC: 50% MACs):
+
+(a) **compression**: the ``uniform`` baseline, AMC's ``ddpg`` and Optuna's ``tpe`` search the same env
+    (same model, val images, reward and budget), DDPG and TPE with the same number of evaluations
+    (env episodes) and the same number of random warm-up ones. ``uniform`` is one policy, the largest
+    uniform keep ratio that meets the budget; its bisection probes the env a few times, but the budget
+    alone picks the policy (accuracy never does). For every method's best policy: the val top-1 the
+    search measured (the reward's images, no fine-tuning), the test top-1 of the same model rebuilt with
+    :func:`amc.compress.apply_policy` (checked against the search's val top-1), the test top-1 after
+    the same short fine-tuning with knowledge distillation from the uncompressed model
+    (:func:`amc.finetune.finetune`), and the median CPU latency at batch 1 and 64 next to the MACs ratio.
+(b) **search speed**: seconds per evaluation and its split into prune / reconstruct / quantize /
+    evaluate / the rest of the env / the agent (action selection, learning, recording), from
+    :class:`TimedEnv`, which every search of (a) runs in.
+(c) **extras**: results of ``scripts/bench_int8.py`` and ``scripts/bench_transfer.py`` (JSON) when
+    they exist, copied into the report.
+
+Output directory (every stage is skipped when its result exists, so an interrupted run continues)::
+
+    bench_config.json      the resolved :class:`BenchConfig`, and the checkpoint's sha256
+    checkpoint.pt          a snapshot of the checkpoint (a training run may still be rewriting it)
+    base.json              the uncompressed model: val/test top-1, MACs, parameters
+    search-<agent>/        the search's run dir (amc search's files) + timing.json (TimedEnv records)
+    finetune-<agent>/      the rebuilt model's accuracy + the KD fine-tuning run (last.pt, final.pt,
+                           metrics.json, TensorBoard) + result.json
+    latency.json           all models timed together, in interleaved rounds
+    results.json           everything above in one document (``format: amc-bench``)
+    report.md              :func:`render_report` of results.json
+
+Timings are medians, but a shared machine still moves them: the load average is recorded at every
+stage (``os.getloadavg()``) so that readers can judge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from amc.errors import AmcError
+from amc.utils import atomic_write_json, atomic_write_text
+from envs import CompressionEnv
+
+__all__ = [
+    "BenchConfig",
+    "PRESETS",
+    "PUBLISHED",
+    "TIMING_KEYS",
+    "TimedEnv",
+    "episode_split",
+    "run_benchmark",
+    "render_report",
+    "load_extras",
+]
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FORMAT = "amc-bench"
+RESULTS_VERSION = 1
+
+#: the per-episode parts the env reports in ``info["timing"]`` (seconds)
+TIMING_KEYS = ("prune", "reconstruct", "quantize", "evaluate")
+
+#: preset name -> BenchConfig fields. ``quick``: ~10 minutes for ResNet-20 on 2 shared CPU cores (the
+#: KD fine-tuning, ~1 s per step there, dominates: 3 x 120 steps; 200 steps made it ~14.5 min at load 5-7);
+#: ``full``: AMC's CIFAR setting where a CPU allows it (5,000 val images, 100 warm-up episodes), hours.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"episodes": 30, "warmup": 10, "reward_val": 1000, "test_size": 2000, "ft_epochs": 1,
+              "ft_steps_per_epoch": 120, "latency_min_time_s": 1.0, "latency_rounds": 3},
+    "full": {"episodes": 300, "warmup": 100, "reward_val": None, "test_size": None, "ft_epochs": 5,
+             "ft_steps_per_epoch": None, "latency_min_time_s": 5.0, "latency_rounds": 3},
+}
+
+#: published results quoted in ``/work/shared/design/REFERENCE.md`` (top-1 %, CIFAR-10, 50% MACs)
+PUBLISHED: list[dict[str, Any]] = [
+    {"source": "AMC (He et al., ECCV 2018), quoted by Distiller's README", "model": "ResNet-56",
+     "base": 92.8, "pruned": None, "finetuned": 91.9},
+    {"source": "AMC (He et al., ECCV 2018), quoted by Distiller's README", "model": "Plain-20",
+     "base": 90.5, "pruned": None, "finetuned": 90.2},
+    {"source": "another AMC implementation (REFERENCE.md)", "model": "Plain-20",
+     "base": 91.22, "pruned": 80.01, "finetuned": 89.86},
+]
+
+#: config fields that may change between the sessions of one benchmark directory
+_SESSION_KEYS = frozenset({"agents", "threads", "latency_threads", "latency_batches", "latency_min_time_s",
+                           "latency_rounds", "extras"})
+
+
+# --------------------------------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class BenchConfig:
+    """One benchmark (checks itself; ``AmcError`` says what to pass instead).
+
+    Model and data:
+        checkpoint: the trained, uncompressed model (``amc train`` checkpoint).
+        dataset, data_dir: ``amc.data.get_dataset`` arguments (None: what the checkpoint records).
+        val_size, data_seed: the val holdout (None: the checkpoint's own, so that no val image was
+            trained on).
+        reward_val: val images the search's reward is measured on, the first ones of the (shuffled)
+            holdout (None: all; AMC: 5,000 on CIFAR).
+        test_size: test images evaluated, the first ones of the shuffled test split (None: all 10,000).
+    Search (``agents.search.SearchConfig``):
+        agents: names in ``agents.AGENTS``; episodes: evaluations of each searching agent; warmup:
+        random warm-up episodes of DDPG and random start-up trials of the Optuna samplers (the same
+        number, for a fair comparison); uniform_max_evaluations: cap on a bisecting baseline's probes;
+        target (``macs=0.5``), lbound, round_to, importance, reconstruct: the env; seed.
+    Fine-tuning (``amc.finetune.FinetuneConfig``; KD from the uncompressed model):
+        ft_epochs (0: none), ft_steps_per_epoch (None: whole epochs), ft_lr, ft_batch_size, kd,
+        kd_temperature, kd_alpha.
+    Timing:
+        threads: torch CPU threads of searches and fine-tuning; latency_threads: fixed threads of the
+        latency measurements; latency_batches: batch sizes timed; latency_min_time_s: seconds of timed
+        runs per model, batch and round; latency_rounds: interleaved rounds (the median over rounds).
+        device: where searches and fine-tuning run (latency is always measured on the CPU).
+    extras: JSON files of ``scripts/bench_int8.py`` / ``scripts/bench_transfer.py`` to include
+        (None: look in the usual places, see :func:`load_extras`).
+    """
+
+    checkpoint: str
+    dataset: str | None = None
+    data_dir: str | None = None
+    val_size: int | None = None
+    data_seed: int | None = None
+    reward_val: int | None = 1000
+    test_size: int | None = 2000
+    agents: tuple[str, ...] = ("uniform", "ddpg", "tpe")
+    episodes: int = 30
+    warmup: int = 10
+    uniform_max_evaluations: int = 64
+    target: str = "macs=0.5"
+    lbound: float = 0.2
+    round_to: int = 1
+    importance: str = "l1"
+    reconstruct: bool = False
+    seed: int = 0
+    ft_epochs: int = 1
+    ft_steps_per_epoch: int | None = 120
+    ft_lr: float = 0.01
+    ft_batch_size: int = 128
+    kd: bool = True
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.9
+    threads: int | None = 1
+    latency_threads: int = 1
+    latency_batches: tuple[int, ...] = (1, 64)
+    latency_min_time_s: float = 1.0
+    latency_rounds: int = 3
+    device: str = "cpu"
+    extras: dict[str, str] | None = None
+    preset: str | None = None
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> AmcError:
+            return AmcError(f"bench config: {msg}")
+
+        def int_or_none(name: str, lo: int) -> None:
+            v = getattr(self, name)
+            if v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v) or int(v) < lo:
+                raise bad(f"{name}={v!r} must be None or an integer >= {lo}")
+            setattr(self, name, int(v))
+
+        if not self.checkpoint or not str(self.checkpoint).strip():
+            raise bad("checkpoint is required: a trained model (amc train's final.pt)")
+        self.checkpoint = str(self.checkpoint)
+        for name in ("val_size", "data_seed", "reward_val", "test_size", "ft_steps_per_epoch", "threads"):
+            int_or_none(name, 0 if name in ("val_size", "data_seed") else 1)
+        for name, lo in (("episodes", 1), ("warmup", 0), ("uniform_max_evaluations", 1), ("round_to", 1),
+                         ("seed", 0), ("ft_epochs", 0), ("ft_batch_size", 1), ("latency_threads", 1),
+                         ("latency_rounds", 1)):
+            v = getattr(self, name)
+            if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v) or v < lo:
+                raise bad(f"{name}={v!r} must be an integer >= {lo}")
+            setattr(self, name, int(v))
+        if isinstance(self.agents, str):
+            self.agents = tuple(a for a in self.agents.replace(",", " ").split() if a)
+        self.agents = tuple(str(a).lower() for a in self.agents)
+        if not self.agents:
+            raise bad("agents is empty; e.g. uniform ddpg tpe")
+        if len(set(self.agents)) != len(self.agents):
+            raise bad(f"agents {list(self.agents)} names one agent twice")
+        from agents import AGENTS
+
+        for a in self.agents:
+            if a not in AGENTS:
+                raise bad(f"unknown agent {a!r}; valid: {', '.join(AGENTS.names())}")
+        from amc.policy import parse_target
+
+        parse_target(self.target)
+        if not 0.0 < float(self.lbound) <= 1.0:
+            raise bad(f"lbound={self.lbound!r} must be in (0, 1] (AMC: 0.2)")
+        self.lbound = float(self.lbound)
+        for name in ("ft_lr", "kd_temperature", "latency_min_time_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise bad(f"{name}={v!r} must be a number >= 0")
+            setattr(self, name, float(v))
+        if self.ft_lr <= 0 or self.kd_temperature <= 0:
+            raise bad("ft_lr and kd_temperature must be > 0")
+        if not 0.0 <= float(self.kd_alpha) <= 1.0:
+            raise bad(f"kd_alpha={self.kd_alpha!r} must be in [0, 1]")
+        self.kd_alpha = float(self.kd_alpha)
+        try:
+            self.latency_batches = tuple(int(b) for b in self.latency_batches)
+        except (TypeError, ValueError):
+            raise bad(f"latency_batches={self.latency_batches!r} must be batch sizes, e.g. 1 64") from None
+        if not self.latency_batches or min(self.latency_batches) < 1:
+            raise bad(f"latency_batches={self.latency_batches!r} must be batch sizes >= 1")
+        for name in ("reconstruct", "kd"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(f"{name} must be true or false")
+        if self.extras is not None:
+            if not isinstance(self.extras, Mapping):
+                raise bad("extras must map a name (int8, transfer) to a JSON file")
+            self.extras = {str(k): str(v) for k, v in self.extras.items()}
+        from amc.utils import resolve_device
+
+        try:
+            resolve_device(self.device)
+        except ValueError as e:
+            raise bad(str(e)) from None
+        if self.preset is not None and self.preset not in PRESETS:
+            raise bad(f"unknown preset {self.preset!r}; valid: {', '.join(PRESETS)}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> BenchConfig:
+        """The preset's settings (:data:`PRESETS`) with ``overrides`` applied (None is a value here:
+        e.g. ``test_size=None`` evaluates the whole test split)."""
+        if name not in PRESETS:
+            raise AmcError(f"unknown benchmark preset {name!r}; valid: {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], "preset": name, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["agents"], d["latency_batches"] = list(self.agents), list(self.latency_batches)
+        return d
+
+    def comparable(self) -> dict[str, Any]:
+        """What must match for the results of an earlier session to be reused."""
+        return {k: v for k, v in self.to_dict().items() if k not in _SESSION_KEYS}
+
+
+# --------------------------------------------------------------------------------------------------
+# timing the search's episodes
+
+
+class TimedEnv(CompressionEnv):
+    """A :class:`envs.CompressionEnv` that times its episodes (for the search-speed benchmark).
+
+    At the end of each episode it appends to ``records`` a dict of seconds: the env's own split
+    (``prune``, ``reconstruct``, ``quantize``, ``evaluate``), ``env_other`` (the rest of the env's
+    steps and resets: clipping, observations, costs), ``agent`` (everything outside the env since the
+    previous episode ended: action selection, learning, recording the episode) and ``episode_s``
+    (their sum). Use it as ``run_search(cfg, env_factory=lambda *a, **k: TimedEnv(*a, records=rec, **k))``.
+    """
+
+    def __init__(self, *args: Any, records: list[dict[str, float]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.records: list[dict[str, float]] = records if records is not None else []
+        self._mark: float | None = None  # when control last went back to the agent
+        self._env_s = 0.0
+        self._agent_s = 0.0
+
+    def _agent_until(self, now: float) -> None:
+        if self._mark is not None:
+            self._agent_s += now - self._mark
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        t = time.perf_counter()
+        self._agent_until(t)
+        out = super().reset(seed=seed, options=options)
+        self._mark = time.perf_counter()
+        self._env_s += self._mark - t
+        return out
+
+    def step(self, action: Any) -> Any:
+        t = time.perf_counter()
+        self._agent_until(t)
+        out = super().step(action)
+        self._mark = time.perf_counter()
+        self._env_s += self._mark - t
+        if out[2] or out[3]:
+            timing = (out[4] or {}).get("timing") or {}
+            rec = {k: float(timing.get(k, 0.0) or 0.0) for k in TIMING_KEYS}
+            rec["env_other"] = max(0.0, self._env_s - sum(rec.values()))
+            rec["agent"] = self._agent_s
+            rec["episode_s"] = self._env_s + self._agent_s
+            self.records.append(rec)
+            self._env_s = self._agent_s = 0.0
+        return out
+
+
+def episode_split(records: Sequence[Mapping[str, float]], phases: Sequence[str] | None = None, *,
+                  skip_first: bool = True) -> dict[str, dict[str, float]]:
+    """Mean seconds per episode and its split, over all episodes (``"all"``) and per phase.
+
+    ``records`` are :class:`TimedEnv` records; ``phases`` (one label per record, e.g. DDPG's
+    ``warmup``/``explore`` from ``episodes.csv``) adds one entry per label. The first episode is left
+    out when there are others (``skip_first``): it pays one-off costs (importance ranking, caches).
+    Each entry has ``episodes``, ``episode_s``, the :data:`TIMING_KEYS`, ``env_other``, ``agent`` and
+    ``evaluate_fraction`` (the share of the episode spent evaluating the reward).
+    """
+    idx = list(range(len(records)))
+    if skip_first and len(idx) > 1:
+        idx = idx[1:]
+    groups: dict[str, list[int]] = {"all": idx}
+    if phases is not None and len(phases) == len(records):
+        for i in idx:
+            if phases[i]:
+                groups.setdefault(str(phases[i]), []).append(i)
+    out: dict[str, dict[str, float]] = {}
+    for name, ids in groups.items():
+        if not ids:
+            continue
+        keys = ("episode_s", *TIMING_KEYS, "env_other", "agent")
+        mean = {k: float(np.mean([float(records[i].get(k, 0.0)) for i in ids])) for k in keys}
+        mean["evaluate_fraction"] = mean["evaluate"] / mean["episode_s"] if mean["episode_s"] > 0 else 0.0
+        out[name] = {"episodes": len(ids), **mean}
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        logger.warning("ignoring unreadable %s (%s); redoing that stage", path, e)
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+
+
+def _subset_splits(splits: Any, *, val: int | None, test: int | None) -> Any:
+    """A view of ``splits`` whose val/test splits are their first ``val``/``test`` images (the
+    splits are stored shuffled, so a prefix is a uniform sample); train is shared."""
+    def cut(ds: Any, n: int | None) -> Any:
+        return ds if n is None or n >= len(ds) else ds.subset(torch.arange(n))
+
+    return dataclasses.replace(splits, val=cut(splits.val, val), test=cut(splits.test, test), _cache={})
+
+
+class _Stage:
+    """Logs a stage, times it and records the load average around it."""
+
+    def __init__(self, name: str, times: dict[str, Any]) -> None:
+        self.name, self.times = name, times
+
+    def __enter__(self) -> _Stage:
+        self.t0 = time.perf_counter()
+        self.load0 = _loadavg()
+        logger.info("bench: %s (load average %s)", self.name, self.load0)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.times[self.name] = {"wall_s": round(time.perf_counter() - self.t0, 2), "loadavg_start": self.load0,
+                                 "loadavg_end": _loadavg()}
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+
+
+class _Bench:
+    """State shared by the stages of one :func:`run_benchmark` call."""
+
+    def __init__(self, cfg: BenchConfig, out: Path, *, progress: bool) -> None:
+        self.cfg, self.out, self.progress = cfg, out, progress
+        self.stages: dict[str, Any] = {}
+        self.executed: dict[str, bool] = {}  # stage -> computed now (False: reused from an earlier session)
+
+    # ------------------------------------------------------------- set-up
+    def prepare(self, *, overwrite: bool) -> None:
+        from amc.data import get_dataset
+        from amc.pruning import Pruner
+        from amc.training import load_checkpoint
+        from amc.utils import resolve_device
+
+        cfg, out = self.cfg, self.out
+        src = Path(cfg.checkpoint).expanduser()
+        if not src.is_file():
+            raise AmcError(f"checkpoint {str(src)!r} does not exist (train one with `amc train`)")
+        sha = _sha256(src)
+        cfg_path = out / "bench_config.json"
+        if overwrite:
+            self._clear()
+        old = _read_json(cfg_path)
+        if old is not None:
+            diff = sorted(k for k in set(old.get("config", {})) | set(cfg.comparable())
+                          if k not in _SESSION_KEYS and old["config"].get(k) != cfg.comparable().get(k))
+            if diff or old.get("checkpoint_sha256") != sha:
+                shown = ", ".join(f"{k}: {old['config'].get(k)!r} -> {cfg.comparable().get(k)!r}" for k in diff[:5])
+                if old.get("checkpoint_sha256") != sha:
+                    shown = (shown + ", " if shown else "") + "the checkpoint's contents changed"
+                raise AmcError(f"{str(out)!r} holds a benchmark with other settings ({shown}); pass --overwrite to "
+                               "start again there, or choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        snap = out / "checkpoint.pt"
+        if not snap.is_file() or _sha256(snap) != sha:
+            shutil.copyfile(src, snap)
+        atomic_write_json(cfg_path, {"config": cfg.to_dict(), "checkpoint_sha256": sha})
+        self.checkpoint_path = snap
+        self.checkpoint_sha256 = sha
+
+        self.device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.base, ckpt = load_checkpoint(snap, device=self.device)
+        self.base.eval()
+        self.ckpt_info = {k: ckpt.get(k) for k in ("model_spec", "metrics", "data")}
+        self.ckpt_info["train_state_epoch"] = (ckpt.get("train_state") or {}).get("epoch")
+        self.ckpt_info["config_epochs"] = (ckpt.get("config") or {}).get("epochs")
+        data = ckpt.get("data") or {}
+        self.dataset = (cfg.dataset or data.get("dataset") or "").lower()
+        if not self.dataset:
+            raise AmcError("the checkpoint does not record its dataset: pass --dataset")
+        same = str(data.get("dataset", "")).lower() == self.dataset
+        self.data_dir = cfg.data_dir or (data.get("data_dir") if same and self.dataset != "digits" else None)
+        self.val_size = cfg.val_size if cfg.val_size is not None else (data.get("val_size") if same else None)
+        self.data_seed = cfg.data_seed if cfg.data_seed is not None else int((data.get("seed") if same else 0) or 0)
+        self.splits = get_dataset(self.dataset, data_dir=self.data_dir, val_size=self.val_size, seed=self.data_seed)
+        source = Path(str(self.splits.info.get("data_dir") or ""))
+        self.image_files = (source / "train").is_dir() and (source / "test").is_dir()  # an ImageFolder tree
+        if self.val_size is None:
+            self.val_size = len(self.splits.val)
+        if len(self.splits.val) == 0:
+            raise AmcError("the val split is empty: the reward needs val images (pass --val-size)")
+        self.n_val = min(cfg.reward_val or len(self.splits.val), len(self.splits.val))
+        self.n_test = min(cfg.test_size or len(self.splits.test), len(self.splits.test))
+        self.val_data = self.splits.tensors("val", device=self.device, limit=self.n_val)
+        self.test_data = self.splits.tensors("test", device=self.device, limit=self.n_test)
+        self.example = self.val_data[0][:1]
+        self.input_shape = tuple(int(s) for s in self.example.shape[1:])
+        self.pruner = Pruner(self.base, self.example, seed=cfg.seed)
+        self.spec = self.ckpt_info.get("model_spec")
+
+    def _clear(self) -> None:
+        out = self.out
+        if not out.is_dir():
+            return
+        for p in out.iterdir():
+            if p.is_dir() and (p.name.startswith("search-") or p.name.startswith("finetune-")):
+                shutil.rmtree(p)
+            elif p.name in ("bench_config.json", "checkpoint.pt", "base.json", "latency.json", "results.json",
+                            "report.md"):
+                p.unlink()
+
+    def evaluate(self, model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> float:
+        from amc.training import evaluate
+
+        return float(evaluate(model.to(self.device), data, batch_size=1000))
+
+    # ------------------------------------------------------------- (a) base model
+    def base_stage(self) -> dict[str, Any]:
+        from amc.graph import count_macs_params
+
+        path = self.out / "base.json"
+        doc = _read_json(path)
+        self.executed["base"] = doc is None
+        if doc is None:
+            with _Stage("base", self.stages):
+                macs, params = count_macs_params(self.base, self.example)
+                doc = {"val_top1": self.evaluate(self.base, self.val_data),
+                       "test_top1": self.evaluate(self.base, self.test_data),
+                       "val_images": self.n_val, "test_images": self.n_test, "macs": int(macs), "params": int(params)}
+            atomic_write_json(path, doc)
+        return doc
+
+    # ------------------------------------------------------------- (a) searches
+    def search_config(self, agent: str, run_dir: Path) -> Any:
+        from agents import AGENTS, OptunaAgent, SearchConfig, UniformAgent
+
+        cfg = self.cfg
+        cls = AGENTS.get(agent)
+        episodes, agent_kwargs = cfg.episodes, {}
+        if issubclass(cls, UniformAgent):
+            episodes = cfg.uniform_max_evaluations
+        elif issubclass(cls, OptunaAgent):
+            agent_kwargs["n_startup_trials"] = cfg.warmup  # the same random start as DDPG's warm-up
+        env_kwargs = {"eval_limit": self.n_val} if self.n_val < len(self.splits.val) else {}
+        return SearchConfig(
+            checkpoint=str(self.checkpoint_path), dataset=self.dataset, data_dir=self.data_dir,
+            val_size=self.val_size, data_seed=self.data_seed, target=cfg.target, lbound=cfg.lbound,
+            round_to=cfg.round_to, importance=cfg.importance, reconstruct=cfg.reconstruct, agent=agent,
+            episodes=episodes, warmup=cfg.warmup, seed=cfg.seed, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs,
+            run_dir=str(run_dir), device=str(self.device), threads=cfg.threads)
+
+    def search_stage(self, agent: str) -> dict[str, Any]:
+        from agents import run_search
+        from agents._recorder import read_episodes
+
+        run_dir = self.out / f"search-{_safe(agent)}"
+        summary = _read_json(run_dir / "summary.json")
+        timing = _read_json(run_dir / "timing.json")
+        done = summary is not None and not summary.get("interrupted") and timing is not None
+        self.executed[f"search-{agent}"] = not done
+        if not done:
+            scfg = self.search_config(agent, run_dir)
+            has_ckpt = (run_dir / "checkpoint").is_dir()
+            scfg.resume = has_ckpt
+            scfg.overwrite = not has_ckpt and run_dir.exists()
+            records: list[dict[str, float]] = []
+
+            def factory(*args: Any, **kwargs: Any) -> TimedEnv:
+                return TimedEnv(*args, records=records, **kwargs)
+
+            with _Stage(f"search-{agent}", self.stages) as st:
+                t0 = time.perf_counter()
+                summary = run_search(scfg, progress=self.progress or None, env_factory=factory)
+                wall = time.perf_counter() - t0
+            if summary.get("interrupted"):
+                raise KeyboardInterrupt(f"search {agent} interrupted")
+            rows = read_episodes(run_dir / "episodes.csv")
+            phases = [str(r.get("phase") or "") for r in rows] if len(rows) == len(records) else None
+            timing = {"records": records, "phases": phases, "wall_s": wall, "resumed": scfg.resume,
+                      "setup_s": max(0.0, wall - sum(r["episode_s"] for r in records)),
+                      "loadavg": [self.stages[st.name]["loadavg_start"], self.stages[st.name]["loadavg_end"]]}
+            atomic_write_json(run_dir / "timing.json", timing)
+        return {"summary": summary, "timing": timing, "run_dir": str(run_dir)}
+
+    # ------------------------------------------------------------- (a) rebuild, test, fine-tune
+    def compressed(self, search: Mapping[str, Any]) -> tuple[nn.Module, Any]:
+        from amc.compress import apply_policy
+        from amc.policy import Policy
+
+        path = Path(search["run_dir"]) / "best_policy.json"
+        if not path.is_file():
+            raise AmcError(f"{path} is missing: the search recorded no policy")
+        policy = Policy.load(path)
+        calibration = None
+        if policy.pruning.get("reconstruct"):
+            n = int(policy.pruning.get("calibration_size", 256))
+            seed = int(policy.pruning.get("calibration_seed", self.cfg.seed) or 0)
+            calibration = self.splits.calibration_batches(1, n, seed, device=self.device)[0][0]
+        model = apply_policy(self.base, policy, pruner=self.pruner, calibration=calibration)
+        return model.eval(), policy
+
+    def finetune_stage(self, agent: str, search: Mapping[str, Any]) -> dict[str, Any]:
+        from amc.finetune import FinetuneConfig, finetune
+        from amc.graph import count_macs_params
+
+        cfg = self.cfg
+        run_dir = self.out / f"finetune-{_safe(agent)}"
+        path = run_dir / "result.json"
+        doc = _read_json(path)
+        if self.executed.get(f"search-{agent}"):  # a new search: an earlier fine-tuning is stale
+            shutil.rmtree(run_dir, ignore_errors=True)
+            doc = None
+        self.executed[f"finetune-{agent}"] = doc is None
+        if doc is not None:
+            return doc
+        with _Stage(f"finetune-{agent}", self.stages):
+            model, policy = self.compressed(search)
+            macs, params = count_macs_params(model, self.example)
+            base_macs, base_params = count_macs_params(self.base, self.example)
+            val = self.evaluate(model, self.val_data)
+            searched = search["summary"].get("best_accuracy")
+            if searched is not None and abs(val - float(searched)) > 0.02:
+                logger.warning("%s: the rebuilt model's val top-1 %.2f differs from the search's %.2f", agent, val,
+                               float(searched))
+            doc = {
+                "agent": agent, "policy": str(Path(search["run_dir"]) / "best_policy.json"),
+                "keep_ratios": [round(r, 4) for r in policy.keep_ratios],
+                "macs": int(macs), "params": int(params), "macs_ratio": macs / base_macs,
+                "params_ratio": params / base_params, "val_top1": val,
+                "test_top1": self.evaluate(model, self.test_data), "finetune": None,
+            }
+            if cfg.ft_epochs > 0:
+                fcfg = FinetuneConfig(epochs=cfg.ft_epochs, lr=cfg.ft_lr, batch_size=cfg.ft_batch_size, kd=cfg.kd,
+                                      kd_temperature=cfg.kd_temperature, kd_alpha=cfg.kd_alpha,
+                                      steps_per_epoch=cfg.ft_steps_per_epoch, seed=cfg.seed, device=str(self.device),
+                                      num_threads=cfg.threads)
+                view = _subset_splits(self.splits, val=self.n_val, test=self.n_test)
+                t0 = time.perf_counter()
+                res = finetune(model, view, fcfg, run_dir=run_dir, teacher=self.base if cfg.kd else None,
+                               resume=(run_dir / "last.pt").is_file(), progress=self.progress,
+                               model_spec=self.spec, meta={"policy": policy.to_dict(), "bench_agent": agent})
+                steps_per_epoch = cfg.ft_steps_per_epoch or math.ceil(len(self.splits.train) / cfg.ft_batch_size)
+                steps_per_epoch = min(steps_per_epoch, math.ceil(len(self.splits.train) / cfg.ft_batch_size))
+                steps = steps_per_epoch * cfg.ft_epochs
+                doc["finetune"] = {
+                    "val_top1": res.get("val_top1"), "test_top1": res.get("test_top1"), "steps": steps,
+                    "epochs_equivalent": steps * cfg.ft_batch_size / len(self.splits.train),
+                    "train_time_s": res.get("train_time_s"), "wall_s": time.perf_counter() - t0,
+                    "config": fcfg.to_dict(),
+                }
+                self.base.eval()
+        atomic_write_json(path, doc)
+        return doc
+
+    # ------------------------------------------------------------- (a) latency
+    def latency_stage(self, searches: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        from amc.latency import measure_latency
+
+        cfg = self.cfg
+        path = self.out / "latency.json"
+        want = {"threads": cfg.latency_threads, "batches": list(cfg.latency_batches), "models": ["uncompressed",
+                                                                                                 *searches]}
+        doc = _read_json(path)
+        if doc is not None and all(doc.get(k) == v for k, v in want.items()) and not any(self.executed.values()):
+            self.executed["latency"] = False
+            return doc
+        self.executed["latency"] = True
+        with _Stage("latency", self.stages):
+            models = {"uncompressed": self.base}
+            for agent, search in searches.items():
+                models[agent] = self.compressed(search)[0]
+            cpu = {name: m.to("cpu").eval() for name, m in models.items()}
+            rounds: dict[str, dict[int, list[dict[str, Any]]]] = {n: {b: [] for b in cfg.latency_batches}
+                                                                  for n in cpu}
+            for _ in range(cfg.latency_rounds):  # interleaved: load drift hits every model alike
+                for b in cfg.latency_batches:
+                    for name, m in cpu.items():
+                        r = measure_latency(m, self.input_shape, batch_size=b, threads=cfg.latency_threads,
+                                            warmup=3 if b > 1 else 10, repeats=5,
+                                            min_time_s=cfg.latency_min_time_s, device="cpu")
+                        rounds[name][b].append(r.to_dict())
+            results = {
+                name: {str(b): {"median_ms": statistics.median(r["median_ms"] for r in rs),
+                                "rounds_ms": [round(r["median_ms"], 4) for r in rs],
+                                "runs": sum(r["repeats"] for r in rs)}
+                       for b, rs in by_batch.items()}
+                for name, by_batch in rounds.items()
+            }
+            if self.device.type != "cpu":
+                self.base.to(self.device)
+            doc = {**want, "min_time_s": cfg.latency_min_time_s, "rounds": cfg.latency_rounds, "results": results}
+        doc["loadavg"] = [self.stages["latency"]["loadavg_start"], self.stages["latency"]["loadavg_end"]]
+        atomic_write_json(path, doc)
+        return doc
+
+
+def load_extras(out_dir: str | os.PathLike, paths: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The int8 and transfer benchmarks' JSON outputs, where present.
+
+    ``paths`` maps a name (``int8``, ``transfer``) to a file; without it these are tried in order:
+    ``OUT/<name>.json``, ``bench_out/<name>.json``, ``bench_<name>.json`` (the scripts' default).
+    Each entry is ``{"path": ..., "data": <the JSON>}``; unreadable files are skipped with a warning.
+    """
+    out = Path(out_dir)
+    candidates = {name: [out / f"{name}.json", Path("bench_out") / f"{name}.json", Path(f"bench_{name}.json")]
+                  for name in ("int8", "transfer")}
+    for name, p in (paths or {}).items():
+        candidates[name] = [Path(p)]
+    found: dict[str, Any] = {}
+    for name, files in candidates.items():
+        for f in files:
+            if f.is_file():
+                try:
+                    found[name] = {"path": str(f), "data": json.loads(f.read_text())}
+                except (OSError, json.JSONDecodeError) as e:
+                    logger.warning("skipping %s results %s: %s", name, f, e)
+                    continue
+                break
+    return found
+
+
+def run_benchmark(cfg: BenchConfig, *, out_dir: str | os.PathLike, overwrite: bool = False, progress: bool = False,
+                  command: str | None = None) -> dict[str, Any]:
+    """Run (or continue) the benchmark into ``out_dir``; returns the results (``results.json``) and
+    writes ``report.md``. Stages whose results exist in ``out_dir`` are reused (a mismatching config
+    is an error unless ``overwrite``, which discards the earlier results).
+
+    :param progress: progress bars for the searches and the fine-tuning (the CLI passes True).
+    :param command: the command line, recorded in the results and the report.
+    """
+    if not isinstance(cfg, BenchConfig):
+        raise TypeError(f"run_benchmark needs a BenchConfig, got {type(cfg).__name__}")
+    t0 = time.perf_counter()
+    load_start = _loadavg()
+    out = Path(out_dir)
+    bench = _Bench(cfg, out, progress=progress)
+    bench.prepare(overwrite=overwrite)
+    base = bench.base_stage()
+    searches = {agent: bench.search_stage(agent) for agent in cfg.agents}
+    methods = []
+    for agent, search in searches.items():
+        doc = bench.finetune_stage(agent, search)
+        s = search["summary"]
+        n_eval = int(s.get("evaluations") or len(search["timing"].get("records") or []) or s.get("episodes") or 0)
+        methods.append({**doc, "evaluations": n_eval, "episodes": s.get("episodes"),
+                        "single_policy": bool(s.get("profile")), "search_val_top1": s.get("best_accuracy"),
+                        "search_wall_s": s.get("wall_time_s"), "achieved": s.get("achieved", {})})
+    latency = bench.latency_stage(searches)
+    lat = latency["results"]
+    for m in methods:
+        m["latency_ms"] = {b: r["median_ms"] for b, r in lat.get(m["agent"], {}).items()}
+        m["speedup"] = {b: lat["uncompressed"][b]["median_ms"] / ms for b, ms in m["latency_ms"].items() if ms > 0}
+    speed = {}
+    for agent, search in searches.items():
+        tm = search["timing"]
+        records = tm.get("records") or []
+        speed[agent] = {"evaluations": len(records), "wall_s": tm.get("wall_s"), "setup_s": tm.get("setup_s"),
+                        "resumed": tm.get("resumed"), "loadavg": tm.get("loadavg"),
+                        "split": episode_split(records, tm.get("phases"))}
+    spec = bench.spec or {}
+    results: dict[str, Any] = {
+        "format": RESULTS_FORMAT,
+        "version": RESULTS_VERSION,
+        "command": command,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "config": cfg.to_dict(),
+        "environment": {
+            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": cfg.threads,
+            "latency_threads": cfg.latency_threads, "device": str(bench.device),
+            "loadavg_start": load_start, "loadavg_end": _loadavg(),
+        },
+        "model": {"name": spec.get("name"), "spec": spec, "checkpoint": cfg.checkpoint,
+                  "snapshot": str(bench.checkpoint_path), "sha256": bench.checkpoint_sha256,
+                  "checkpoint_metrics": bench.ckpt_info.get("metrics"),
+                  "trained_epochs": bench.ckpt_info.get("train_state_epoch"),
+                  "planned_epochs": bench.ckpt_info.get("config_epochs")},
+        "data": {"dataset": bench.dataset, "data_dir": bench.data_dir, "val_size": bench.val_size,
+                 "data_seed": bench.data_seed, "reward_val_images": bench.n_val, "test_images": bench.n_test,
+                 "test_split_images": len(bench.splits.test), "train_images": len(bench.splits.train),
+                 "source": bench.splits.info.get("data_dir"), "image_files": bench.image_files},
+        "out_dir": str(out),
+        "base": base,
+        "methods": methods,
+        "latency": latency,
+        "search_speed": speed,
+        "extras": load_extras(out, cfg.extras),
+        "published": PUBLISHED,
+        "stages": bench.stages,
+        "computed_now": bench.executed,
+        "wall_time_s": round(time.perf_counter() - t0, 1),
+    }
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "report.md", render_report(results))
+    logger.info("bench: done in %.0f s -> %s", results["wall_time_s"], out / "report.md")
+    return results
+
+
+# --------------------------------------------------------------------------------------------------
+# the report
+
+
+def _f(v: Any, fmt: str = ".2f", none: str = "-") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return none
+    return format(v, fmt)
+
+
+def _count(n: float) -> str:
+    """12345678 -> '12.3 M'."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.3g} {unit}"
+    return f"{n:g}"
+
+
+def _delta(a: Any, b: Any) -> str:
+    return "-" if a is None or b is None else f"{a - b:+.2f}"
+
+
+def compression_table(results: Mapping[str, Any]) -> list[str]:
+    """Section (a)'s markdown table (lines)."""
+    base = results["base"]
+    batches = [str(b) for b in results["latency"].get("batches", [])]
+    lat_base = results["latency"]["results"].get("uncompressed", {})
+    head = ["method", "evaluations", "MACs", "params", "val top-1", "test top-1", "test top-1 KD-FT",
+            "Δ test (FT)"]
+    for b in batches:
+        head += [f"ms b{b}", f"speed-up b{b}"]
+    head.append("1 / MACs")
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] * len(head)) + "|"]
+    row = ["uncompressed", "-", "1.000", "1.000", _f(base["val_top1"]), _f(base["test_top1"]), "-", "-"]
+    for b in batches:
+        row += [_f(lat_base.get(b, {}).get("median_ms"), ".2f"), "1.00x"]
+    row.append("1.00x")
+    lines.append("| " + " | ".join(row) + " |")
+    for m in results["methods"]:
+        ft = m.get("finetune") or {}
+        ev = f"1 policy ({m['evaluations']} probes)" if m.get("single_policy") else str(m["evaluations"])
+        row = [m["agent"], ev, _f(m["macs_ratio"], ".3f"), _f(m["params_ratio"], ".3f"), _f(m["val_top1"]),
+               _f(m["test_top1"]), _f(ft.get("test_top1")), _delta(ft.get("test_top1"), base["test_top1"])]
+        for b in batches:
+            sp = m.get("speedup", {}).get(b)
+            row += [_f(m.get("latency_ms", {}).get(b), ".2f"), "-" if sp is None else f"{sp:.2f}x"]
+        row.append(f"{1.0 / m['macs_ratio']:.2f}x" if m.get("macs_ratio") else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def speed_table(results: Mapping[str, Any]) -> list[str]:
+    """Section (b)'s markdown table (lines)."""
+    keys = ("episode_s", *TIMING_KEYS, "env_other", "agent")
+    head = ["agent (phase)", "episodes", "s / episode", "prune", "reconstruct", "quantize", "evaluate",
+            "env other", "agent + recording", "evaluate share"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] * len(head)) + "|"]
+    for agent, sp in results["search_speed"].items():
+        for phase, s in sp["split"].items():
+            label = agent if phase == "all" else f"{agent} ({phase})"
+            lines.append("| " + " | ".join([label, str(s["episodes"]), *(_f(s[k], ".3f") for k in keys),
+                                            f"{100 * s['evaluate_fraction']:.0f}%"]) + " |")
+    return lines
+
+
+def _extras_section(extras: Mapping[str, Any], out_hint: str) -> list[str]:
+    lines = ["## (c) Quantization and transfer", ""]
+    int8 = extras.get("int8")
+    if int8:
+        lines += [f"From `{int8['path']}` (`scripts/bench_int8.py`; untrained weights, latency only):", "",
+                  "| model | batch | fp32 ms | int8 ms | speed-up | backend | threads |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for run in (int8["data"].get("runs") or []):
+            for r in run.get("results") or []:
+                lines.append(f"| {run.get('model')} | {r.get('batch_size')} | {_f(r.get('fp32_ms'), '.3f')} | "
+                             f"{_f(r.get('int8_ms'), '.3f')} | {_f(r.get('speedup'), '.2f')}x | "
+                             f"{run.get('backend', '-')} | {run.get('threads', '-')} |")
+        if int8["data"].get("note"):
+            lines += ["", f"Note: {int8['data']['note']}"]
+    else:
+        lines.append(f"int8: not run here (`python scripts/bench_int8.py --out {out_hint}/int8.json`, then rerun "
+                     "the benchmark to include it).")
+    lines.append("")
+    tr = extras.get("transfer")
+    if tr:
+        data = tr["data"]
+        lines += [f"Transfer, from `{tr['path']}` (`scripts/bench_transfer.py`):", ""]
+        rows = data.get("results") if isinstance(data, dict) else None
+        if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
+            cols = [k for k in rows[0] if isinstance(rows[0][k], (int, float, str)) or rows[0][k] is None][:10]
+            lines += ["| " + " | ".join(cols) + " |", "|" + "|".join([" --- "] * len(cols)) + "|"]
+            for r in rows:
+                lines.append("| " + " | ".join(_f(r.get(c), ".3f") if isinstance(r.get(c), float) else str(r.get(c))
+                                               for c in cols) + " |")
+        else:
+            text = json.dumps(data, indent=1, default=str)
+            lines += ["```json", text[:3000] + ("\n..." if len(text) > 3000 else ""), "```"]
+    else:
+        lines.append("transfer: not run here (`scripts/bench_transfer.py`, when present, writing "
+                     f"`{out_hint}/transfer.json`).")
+    return lines
+
+
+def render_report(results: Mapping[str, Any]) -> str:
+    """``report.md``: the tables, the published numbers next to ours and what differs."""
+    cfg, env, data, model = results["config"], results["environment"], results["data"], results["model"]
+    base = results["base"]
+    name = model.get("name") or "model"
+    preset = cfg.get("preset") or "custom"
+    ft_rows = [m for m in results["methods"] if m.get("finetune")]
+    ft = ft_rows[0]["finetune"] if ft_rows else None
+    lines = [f"# amc benchmark: {name} on {data['dataset']} at {cfg['target']} ({preset})", ""]
+    if results.get("command"):
+        lines += ["```", results["command"], "```", ""]
+    trained = ""
+    if model.get("trained_epochs") is not None and model.get("planned_epochs"):
+        trained = f", trained {model['trained_epochs']} of {model['planned_epochs']} planned epochs"
+    lines += [
+        f"- created {results['created']}; wall time of this call {results['wall_time_s']:.0f} s "
+        f"(stages reused from an earlier call: {', '.join(k for k, v in results['computed_now'].items() if not v) or 'none'})",
+        f"- machine: {env['platform']}, {env['cpu_count']} CPUs, torch {env['torch']}, {env['device']}; "
+        f"torch threads {env['torch_threads']}, latency threads {env['latency_threads']}; load average "
+        f"(1/5/15 min) {env['loadavg_start']} at the start, {env['loadavg_end']} at the end",
+        f"- model: `{model['checkpoint']}` (sha256 {str(model['sha256'])[:12]}...{trained}), "
+        f"{_count(base['macs'])} MACs, {_count(base['params'])} parameters",
+        f"- data: {data['dataset']} (`{data.get('source') or data['data_dir']}`), train {data['train_images']}, val holdout "
+        f"{data['val_size']} (seed {data['data_seed']}); reward on the first {data['reward_val_images']} val "
+        f"images; test top-1 on {data['test_images']} test images",
+        "",
+        f"## (a) Compression at {cfg['target']}",
+        "",
+        "val top-1: the search's reward images, no fine-tuning. test top-1: the best policy rebuilt with "
+        "`apply_policy`, no fine-tuning. KD-FT: after fine-tuning with knowledge distillation from the "
+        "uncompressed model. Speed-up: uncompressed latency / compressed latency, beside the ideal 1 / MACs.",
+        "",
+        *compression_table(results),
+        "",
+    ]
+    n_search = [m["evaluations"] for m in results["methods"] if not m.get("single_policy")]
+    notes = []
+    if n_search:
+        notes.append(f"DDPG and the Optuna agents: {cfg['episodes']} evaluations each, the first {cfg['warmup']} "
+                     "random (DDPG warm-up / sampler start-up). uniform: one policy, the largest uniform keep ratio "
+                     "within the budget; its bisection probes the env (counted above) but only the budget picks it.")
+    if ft:
+        notes.append(f"Fine-tuning: {ft['steps']} steps of batch {cfg['ft_batch_size']} "
+                     f"({ft['epochs_equivalent']:.2f} epochs), SGD + Nesterov, lr {cfg['ft_lr']:g} cosine to 0, "
+                     + (f"KD T={cfg['kd_temperature']:g}, alpha={cfg['kd_alpha']:g}" if cfg["kd"] else "no KD")
+                     + f"; {_f(ft.get('train_time_s'), '.0f')} s of training per model.")
+    lat = results["latency"]
+    notes.append(f"Latency: median of {lat['rounds']} interleaved rounds, each the median of >= "
+                 f"{lat['min_time_s']:g} s of runs, {lat['threads']} thread(s), random input, eval mode, CPU.")
+    if any((m.get("finetune") or {}).get("test_top1", -1) >= base["test_top1"] for m in results["methods"]):
+        notes.append("A fine-tuned model matching or beating the uncompressed one usually means the uncompressed "
+                     "model is undertrained: the fine-tuning steps train the student further, the teacher is "
+                     "not trained for them.")
+    lines += [f"- {n}" for n in notes] + [""]
+
+    lines += ["### Next to the published numbers", "",
+              "| source | model | data | uncompressed | right after pruning | fine-tuned | change (fine-tuned) |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for p in results["published"]:
+        lines.append(f"| {p['source']} | {p['model']} | CIFAR-10 | {_f(p['base'], '.2f')} | {_f(p['pruned'], '.2f')} | "
+                     f"{_f(p['finetuned'], '.2f')} | {_delta(p['finetuned'], p['base'])} |")
+    for m in results["methods"]:
+        f_ = (m.get("finetune") or {}).get("test_top1")
+        lines.append(f"| this run: {m['agent']} | {name} | {data['dataset']} ({data['test_images']} test images) | "
+                     f"{_f(base['test_top1'])} | {_f(m['test_top1'])} | {_f(f_)} | {_delta(f_, base['test_top1'])} |")
+    lines += ["", "What differs from the published setting:", ""]
+    diffs = [
+        f"**Model**: {name} ({_count(base['params'])} parameters, {_count(base['macs'])} MACs), not "
+        "ResNet-56 (0.85 M, ~125 M) or Plain-20: a smaller network has less redundancy, so the same MACs ratio "
+        "costs it more accuracy.",
+        f"**Base accuracy**: our uncompressed model reaches {_f(base['test_top1'])} test top-1"
+        + (f" after {model['trained_epochs']} of {model['planned_epochs']} planned epochs (a partly trained model)"
+           if model.get("trained_epochs") and model.get("planned_epochs")
+           and model["trained_epochs"] < model["planned_epochs"] else "")
+        + "; compare the changes, not the absolute numbers.",
+        f"**Search budget**: {cfg['episodes']} evaluations with {cfg['warmup']} warm-up, not AMC's 800 episodes "
+        f"with 100 warm-up; reward on {data['reward_val_images']} val images (AMC: 5,000).",
+        "**Fine-tuning**: " + (f"{ft['steps']} steps ({ft['epochs_equivalent']:.2f} epochs) with KD"
+                               if ft else "none") + ", where the published numbers come from full fine-tuning runs.",
+        f"**Hardware**: a CPU with {env.get('cpu_count')} cores, load average {env['loadavg_start']} at the start "
+        "(above the core count: other jobs shared them, and every timing here is slower than on an idle "
+        "machine); latency is CPU latency (AMC timed a Pixel-1 phone for MobileNet, not CIFAR models).",
+        ("**Data**: CIFAR-10 decoded from image files (the JPEG export: compression artefacts), not the original "
+         "binary batches; " if data["dataset"] == "cifar10" and data.get("image_files") else
+         f"**Data**: {data['dataset']}, not CIFAR-10; " if data["dataset"] != "cifar10" else "**Data**: CIFAR-10; ")
+        + f"{data['train_images']} train images after the {data['val_size']}-image val holdout"
+        + (f"; test top-1 on a {data['test_images']}-image sample of the {data['test_split_images']}-image "
+           "test split" if data["test_images"] < data["test_split_images"] else "") + ".",
+        f"**Pruning**: channel pruning by L1 norm ({cfg['importance']}), lower bound {cfg['lbound']:g}, channels "
+        f"rounded to multiples of {cfg['round_to']}, " + ("with" if cfg["reconstruct"] else "without")
+        + " AMC's least-squares reconstruction; residual-coupled channels share one ratio (one decision per group).",
+    ]
+    lines += [f"- {d}" for d in diffs] + [""]
+
+    lines += ["## (b) Search speed", "",
+              "Seconds per evaluation (env episode), the first one left out; `agent + recording` is everything "
+              "outside the env (action selection, DDPG updates / sampler, writing the episode).", "",
+              *speed_table(results), ""]
+    setup = ", ".join(f"{a} {_f(s.get('setup_s'), '.1f')} s" for a, s in results["search_speed"].items())
+    lines += [f"Set-up per search (data, model, env, base evaluation): {setup}.", ""]
+    lines += _extras_section(results.get("extras") or {}, results.get("out_dir") or "OUT")
+    lines += ["", "## Stages", "", "| stage | wall s | load average start | load average end |",
+              "| --- | --- | --- | --- |"]
+    for st, v in results["stages"].items():
+        lines.append(f"| {st} | {v['wall_s']:.1f} | {v['loadavg_start']} | {v['loadavg_end']} |")
+    lines.append("")
+    return "\n".join(lines)

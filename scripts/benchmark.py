@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+"""The benchmark suite, as ``amc bench`` (see ``amc bench --help`` and :mod:`amc.bench`).
+
+    python scripts/benchmark.py --checkpoint runs/ref-resnet20-cifar10/final.pt --dataset cifar10 \
+        --data-dir data --quick --out bench_out/r20-quick
+"""
+
+from __future__ import annotations
+
+import sys
+
+from amc.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -1,0 +1,140 @@
+"""The benchmark suite (``amc bench``): a tiny end-to-end run on digits + the LeNet-5 reference
+checkpoint (uniform, DDPG and TPE, a few evaluations, a few fine-tuning steps), reuse of finished
+stages, config checks and the episode-time split."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from amc.bench import PRESETS, BenchConfig, episode_split, render_report, run_benchmark
+from amc.cli import main
+from amc.errors import AmcError
+
+ROOT = Path(__file__).resolve().parent.parent
+CKPT = ROOT / "reference" / "lenet5-digits.pt"
+TINY = ["--episodes", "3", "--warmup", "1", "--ft-steps", "3", "--reward-val", "all", "--test-size", "all",
+        "--latency-batches", "1", "8", "--latency-time", "0", "--latency-rounds", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """``amc bench`` on digits/LeNet-5 through the CLI (~15 s)."""
+    out = tmp_path_factory.mktemp("bench") / "out"
+    rc = main(["bench", "--checkpoint", str(CKPT), "--dataset", "digits", "--out", str(out), *TINY])
+    assert rc == 0
+    return out
+
+
+def _cfg(out: Path, **kw) -> BenchConfig:
+    return BenchConfig(checkpoint=str(CKPT), episodes=3, warmup=1, ft_steps_per_epoch=3, reward_val=None,
+                       test_size=None, latency_batches=(1, 8), latency_min_time_s=0.0, latency_rounds=1,
+                       preset="quick", **kw)
+
+
+def test_tiny_benchmark_results(tiny_run: Path):
+    res = json.loads((tiny_run / "results.json").read_text())
+    assert res["format"] == "amc-bench" and res["version"] == 1
+    assert res["data"] == {**res["data"], "dataset": "digits", "val_size": 300, "reward_val_images": 300,
+                           "test_images": 360, "train_images": 1137}
+    assert len(res["environment"]["loadavg_start"]) == 3 and len(res["environment"]["loadavg_end"]) == 3
+    base = res["base"]
+    assert base["test_top1"] == pytest.approx(98.61, abs=0.01)  # the reference checkpoint's (README)
+    methods = {m["agent"]: m for m in res["methods"]}
+    assert list(methods) == ["uniform", "ddpg", "tpe"]
+    assert methods["ddpg"]["evaluations"] == methods["tpe"]["evaluations"] == 3  # equal evaluations
+    assert methods["uniform"]["single_policy"] and methods["uniform"]["evaluations"] >= 2  # bisection probes
+    for m in methods.values():
+        assert m["macs_ratio"] <= 0.5 + 1e-3  # the budget is met by the model as built
+        assert m["val_top1"] == pytest.approx(m["search_val_top1"], abs=1e-6)  # apply_policy reproduces the search
+        assert 0.0 <= m["test_top1"] <= 100.0
+        ft = m["finetune"]
+        assert ft["steps"] == 3 and ft["config"]["kd"] is True and 0.0 <= ft["test_top1"] <= 100.0
+        assert set(m["latency_ms"]) == {"1", "8"} and all(v > 0 for v in m["latency_ms"].values())
+        assert m["speedup"]["1"] == pytest.approx(
+            res["latency"]["results"]["uncompressed"]["1"]["median_ms"] / m["latency_ms"]["1"])
+        assert (tiny_run / f"finetune-{m['agent']}" / "final.pt").is_file()
+    speed = res["search_speed"]
+    assert speed["ddpg"]["evaluations"] == 3 and speed["tpe"]["evaluations"] == 3
+    s = speed["ddpg"]["split"]["all"]
+    assert s["episodes"] == 2  # the first episode is left out
+    parts = s["prune"] + s["reconstruct"] + s["quantize"] + s["evaluate"] + s["env_other"] + s["agent"]
+    assert parts == pytest.approx(s["episode_s"], rel=1e-6) and s["evaluate"] > 0
+    assert speed["ddpg"]["split"]["explore"]["episodes"] == 2  # per phase (episodes.csv), the warm-up one left out
+    report = (tiny_run / "report.md").read_text()
+    for text in ("| method | evaluations |", "| uniform | 1 policy (", "ResNet-56", "92.80", "91.90", "90.20",
+                 "## (b) Search speed", "What differs", "load average"):
+        assert text in report
+    assert report == render_report(res)
+
+
+def test_rerun_reuses_finished_stages(tiny_run: Path):
+    cfg = _cfg(tiny_run, dataset="digits", agents=("uniform", "ddpg", "tpe"), latency_threads=1)
+    before = json.loads((tiny_run / "results.json").read_text())
+    int8 = {"runs": [{"model": "lenet5", "backend": "fx", "threads": 1,
+                      "results": [{"batch_size": 1, "fp32_ms": 0.5, "int8_ms": 0.25, "speedup": 2.0}]}], "note": "n"}
+    (tiny_run / "int8.json").write_text(json.dumps(int8))  # (c): picked up from OUT/int8.json
+    res = run_benchmark(cfg, out_dir=tiny_run)
+    assert res["extras"]["int8"]["data"] == int8
+    assert "| lenet5 | 1 | 0.500 | 0.250 | 2.00x | fx | 1 |" in (tiny_run / "report.md").read_text()
+    assert not any(v for k, v in res["computed_now"].items() if k != "latency")
+    assert [m["test_top1"] for m in res["methods"]] == [m["test_top1"] for m in before["methods"]]
+    assert [m["finetune"]["test_top1"] for m in res["methods"]] == [m["finetune"]["test_top1"]
+                                                                   for m in before["methods"]]
+    with pytest.raises(AmcError, match="other settings.*episodes"):
+        run_benchmark(BenchConfig(**{**cfg.to_dict(), "episodes": 4}), out_dir=tiny_run)
+
+
+def test_episode_split_numbers():
+    recs = [{"prune": 9.0, "reconstruct": 0.0, "quantize": 0.0, "evaluate": 9.0, "env_other": 0.0, "agent": 0.0,
+             "episode_s": 18.0},
+            {"prune": 1.0, "reconstruct": 0.0, "quantize": 0.0, "evaluate": 2.0, "env_other": 0.5, "agent": 0.5,
+             "episode_s": 4.0},
+            {"prune": 3.0, "reconstruct": 0.0, "quantize": 0.0, "evaluate": 4.0, "env_other": 0.5, "agent": 0.5,
+             "episode_s": 8.0}]
+    out = episode_split(recs, ["warmup", "warmup", "explore"])
+    assert out["all"]["episodes"] == 2 and out["all"]["episode_s"] == 6.0 and out["all"]["prune"] == 2.0
+    assert out["all"]["evaluate_fraction"] == pytest.approx(0.5)
+    assert out["warmup"]["episodes"] == 1 and out["warmup"]["episode_s"] == 4.0
+    assert out["explore"]["evaluate"] == 4.0
+    assert episode_split(recs[:1])["all"]["episodes"] == 1  # a single episode is kept
+    assert episode_split([]) == {}
+
+
+def test_config_checks_and_presets():
+    q = BenchConfig.from_preset("quick", checkpoint="x.pt")
+    assert (q.episodes, q.warmup, q.reward_val, q.ft_steps_per_epoch) == (30, 10, 1000, 120)
+    f = BenchConfig.from_preset("full", checkpoint="x.pt", test_size=123)
+    assert (f.episodes, f.warmup, f.reward_val, f.test_size) == (300, 100, None, 123)
+    assert set(PRESETS) == {"quick", "full"}
+    assert "threads" not in q.comparable() and "episodes" in q.comparable()
+    for bad, match in (({"agents": ("ddpg", "nope")}, "unknown agent"), ({"episodes": 0}, "episodes"),
+                       ({"target": "macs=2"}, "macs"), ({"kd_alpha": 1.5}, "kd_alpha"),
+                       ({"latency_batches": (0,)}, "latency_batches"), ({"agents": ("tpe", "tpe")}, "twice")):
+        with pytest.raises(AmcError, match=match):
+            BenchConfig(checkpoint="x.pt", **bad)
+    with pytest.raises(AmcError, match="preset"):
+        BenchConfig.from_preset("medium", checkpoint="x.pt")
+
+
+def test_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    assert main(["bench", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_launcher_script_help():
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--help"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "--quick" in r.stdout and "--checkpoint" in r.stdout
