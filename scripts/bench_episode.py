@@ -7,8 +7,8 @@ selection, replay, gradient updates, recording). Prints a table and writes JSON.
         --episodes 30 --warmup 10 --out bench_out/episode.json [--checkpoint CKPT] [--reconstruct]
 
 Timing depends on nothing but shapes, so without ``--checkpoint`` a freshly initialised model is used.
-Take timings with nothing else running. The timing itself is :class:`amc.bench.TimedEnv` and
-:func:`amc.bench.episode_split`, which ``amc bench`` uses for every search too.
+Take timings with nothing else running. The timing itself is :class:`agents.bench.TimedEnv` and
+:func:`agents.bench.episode_split`, which ``amc bench`` uses for every search too.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 from agents import read_episodes
+from agents.bench import TIMING_KEYS, TimedEnv, episode_split
 from agents.search import SearchConfig, run_search
-from amc.bench import TIMING_KEYS, TimedEnv, episode_split
 from amc.utils import atomic_write_json
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The benchmark suite, as ``amc bench`` (see ``amc bench --help`` and :mod:`amc.bench`).
+"""The benchmark suite, as ``amc bench`` (see ``amc bench --help`` and :mod:`agents.bench`).
 
     python scripts/benchmark.py --checkpoint runs/ref-resnet20-cifar10/final.pt --dataset cifar10 \
         --data-dir data --quick --out bench_out/r20-quick

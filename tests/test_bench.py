@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from amc.bench import PRESETS, BenchConfig, episode_split, render_report, run_benchmark
+from agents.bench import PRESETS, BenchConfig, episode_split, render_report, run_benchmark
 from amc.cli import main
 from amc.errors import AmcError
 

@@ -10,7 +10,7 @@ Examples::
 
 Uniform, DDPG and TPE search the budget (default ``macs=0.5``) with equal evaluations; every best
 policy is rebuilt, tested, fine-tuned with KD from the uncompressed model and timed at batch 1 and 64.
-Writes ``OUT/results.json`` and ``OUT/report.md`` (see :mod:`amc.bench`) and prints the main table.
+Writes ``OUT/results.json`` and ``OUT/report.md`` (see :mod:`agents.bench`) and prints the main table.
 Options after the preset override it.
 """
 
@@ -91,7 +91,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from amc.bench import BenchConfig, compression_table, run_benchmark, speed_table
+    from agents.bench import BenchConfig, compression_table, run_benchmark, speed_table
 
     extras = {k: v for k, v in (("int8", args.int8_json), ("transfer", args.transfer_json)) if v}
     overrides = {
