@@ -96,7 +96,7 @@ class LayerDecision:
     def __post_init__(self) -> None:
         for key in ("w_bits", "a_bits"):
             bits = getattr(self, key)
-            if bits is not None and not (isinstance(bits, int) and 1 <= bits <= 32):
+            if bits is not None and (isinstance(bits, bool) or not (isinstance(bits, int) and 1 <= bits <= 32)):
                 raise AmcError(f"policy layer {self.name!r}: {key}={bits!r} must be an integer in 1..32 or null")
         if self.sparsity is not None and not (0.0 <= float(self.sparsity) < 1.0):
             raise AmcError(f"policy layer {self.name!r}: sparsity {self.sparsity} must be in [0, 1)")
