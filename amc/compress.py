@@ -7,6 +7,7 @@ Order: channel pruning (+ optional LS reconstruction) -> unstructured sparsity -
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -14,6 +15,9 @@ import torch.nn as nn
 from amc.errors import AmcError
 from amc.policy import Policy
 from amc.pruning import Pruner, magnitude_prune
+
+if TYPE_CHECKING:
+    from amc.quantization import QuantCache
 
 __all__ = ["apply_policy", "check_policy_matches"]
 
@@ -39,7 +43,7 @@ def check_policy_matches(policy: Policy, pruner: Pruner) -> None:
 def apply_policy(model: nn.Module, policy: Policy, *, example_input: torch.Tensor | None = None,
                  pruner: Pruner | None = None, calibration: torch.Tensor | None = None,
                  quant_calibration: torch.Tensor | Sequence[torch.Tensor] | None = None,
-                 check: bool = True) -> nn.Module:
+                 quant_cache: QuantCache | None = None, check: bool = True) -> nn.Module:
     """A new model compressed as ``policy`` says; ``model`` is left untouched.
 
     Args:
@@ -48,7 +52,11 @@ def apply_policy(model: nn.Module, policy: Policy, *, example_input: torch.Tenso
         example_input: an input batch for tracing (needed unless ``pruner`` is given).
         pruner: a :class:`Pruner` of ``model`` to reuse (the search passes its own: no re-tracing).
         calibration: images for the least-squares reconstruction when the policy asks for it.
-        quant_calibration: images for activation-range calibration when the policy has activation bits.
+        quant_calibration: images for activation-range calibration when the policy has activation bits
+            (ranges come from the float, possibly pruned, model's statistics on them).
+        quant_cache: an :class:`amc.quantization.QuantCache` shared across calls (the search keeps one):
+            weight codes, activation statistics and scales seen before are reused. The model is the same
+            as without it, only built faster.
     """
     if pruner is None:
         if example_input is None:
@@ -75,9 +83,11 @@ def apply_policy(model: nn.Module, policy: Policy, *, example_input: torch.Tenso
         needs_cal = any(b is not None and b < 32 for b in a_bits.values())
         if needs_cal and quant_calibration is None:
             raise AmcError("this policy quantizes activations: pass quant_calibration images")
+        # a model made above (pruned, sparse) is ours: quantize it in place instead of copying it again
         out = quantize_model(out, {k: v for k, v in w_bits.items() if v is not None and v < 32},
                              {k: v for k, v in a_bits.items() if v is not None and v < 32},
-                             calibration=quant_calibration if needs_cal else None)
+                             calibration=quant_calibration if needs_cal else None, cache=quant_cache,
+                             inplace=out is not model)
     if out is model:
         import copy
 

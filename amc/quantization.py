@@ -26,12 +26,25 @@ Conventions (HAQ, Wang et al. CVPR 2019, arXiv 1811.08886, section 3):
   pytorch-quantization offers); ``auto`` picks KL below 5 bits and max above.
   An input that calibration sees ``>= 0`` everywhere (after a ReLU) is quantized unsigned
   (``[0, 2^b-1]``), otherwise signed (``[-(2^(b-1)-1), 2^(b-1)-1]``; 1 bit: ``{-a, +a}``).
+- Calibration observes the **float** model: during the calibration pass every layer runs with its
+  float weight and float input, so a layer's activation range depends on the float model and the
+  calibration images only, never on the bits chosen for the other layers. This is what HAQ's
+  ``calibrate`` does (its ``QModule`` in calibrate mode returns both the input and the weight
+  unquantized) and what PyTorch's post-training quantization does (observers on the float model),
+  and it is what makes a search cheap: the statistics are gathered once per distinct float model
+  and reused by every policy (:class:`QuantCache`), instead of one calibration pass per episode.
 
 Straight-through estimator: the gradient w.r.t. the float master weight passes straight through
 (``w + (q(w) - w).detach()``); inputs use :func:`torch.fake_quantize_per_tensor_affine`, whose
 gradient is 1 inside the clip range and 0 outside. The quantized weight is cached and recomputed
 only when the float weight changes (every optimizer step in QAT; never while evaluating), so that
 the search's ``quantize_model`` + evaluate loop pays for weight quantization once per call.
+
+Across calls, a :class:`QuantCache` passed to :func:`quantize_model` keeps the weight codes, the
+float-model activation statistics and the activation scales, keyed by a hash of the exact bytes
+they were computed from (weights, the whole float state and architecture, the calibration
+batches), so a hit returns what a fresh computation would: the search passes one and
+``amc apply`` (no cache) rebuilds the very same model.
 
 Storage (:func:`pack_model`, :func:`save_packed`, :func:`load_packed`): weight codes bit-packed
 into one byte stream, fp32 per-channel scales (and k-means centroids), everything else (biases,
@@ -43,6 +56,9 @@ Deep Compression reports; the file itself stores fixed-length codes.
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
+import itertools
 import json
 import logging
 import math
@@ -50,6 +66,7 @@ import numbers
 import os
 import pickle
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -68,6 +85,7 @@ __all__ = [
     "ACT_CALIBRATIONS",
     "WEIGHT_CLIPS",
     "WEIGHT_SCHEMES",
+    "QuantCache",
     "QuantConfig",
     "QuantWrapper",
     "QuantizedWeight",
@@ -480,6 +498,11 @@ class QuantWrapper(nn.Module):
         name: the layer's name, for messages.
     """
 
+    #: set by :func:`calibrate` for its pass: run the float layer (float weight, float input),
+    #: feeding the input to ``observer`` when there is one (a class default, so that wrappers
+    #: pickled by older versions load too)
+    _float_pass = False
+
     def __init__(
         self,
         module: nn.Module,
@@ -541,6 +564,11 @@ class QuantWrapper(nn.Module):
             self._cache, self._cache_deq, self._cache_key = qw, qw.dequantize(w.dtype), key
         return qw
 
+    def _install_quantized(self, qw: QuantizedWeight, deq: torch.Tensor) -> None:
+        """Use already computed codes of exactly this weight (a :class:`QuantCache` hit)."""
+        self._cache, self._cache_deq, self._cache_key = qw, deq, self._key(self.module.weight)
+        self._pinned = False
+
     def pin_quantized_weight(self, qw: QuantizedWeight) -> None:
         """Use ``qw`` as this layer's quantized weight (and its dequantized values as the float
         weight) until the weight changes: how :func:`load_packed` restores the exact stored codes
@@ -571,19 +599,23 @@ class QuantWrapper(nn.Module):
             raise AmcError(f"layer {self.name!r}: activation scale must be positive, got {scale}")
         self.act_scale, self.act_signed = float(scale), bool(signed)
 
+    def _layer_forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        m = self.module
+        if isinstance(m, nn.Conv2d):
+            return m._conv_forward(x, w, m.bias)  # what nn.Conv2d.forward computes
+        return F.linear(x, w, m.bias)  # what nn.Linear.forward computes
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.observer is not None:
-            self.observer.observe(x)
-        elif self.a_bits is not None:
+        if self._float_pass:  # calibration observes the float model
+            if self.observer is not None:
+                self.observer.observe(x)
+            return self._layer_forward(x, self.module.weight)
+        if self.a_bits is not None:
             if self.act_scale is None:
                 raise AmcError(f"layer {self.name!r} quantizes its input to {self.a_bits} bits but was never "
                                "calibrated; pass calibration= to quantize_model or call calibrate(model, batches)")
             x = fake_quant_activation(x, self.a_bits, self.act_scale, self.act_signed)
-        w = self.effective_weight()
-        m = self.module
-        if isinstance(m, nn.Conv2d):
-            return m._conv_forward(x, w, m.bias)
-        return F.linear(x, w, m.bias)
+        return self._layer_forward(x, self.effective_weight())
 
     # -- state ---------------------------------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:
@@ -659,52 +691,289 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def calibrate(qmodel: nn.Module, calibration: Any, *, max_batches: int | None = None) -> nn.Module:
+# --------------------------------------------------------------------------------------------------
+# exact fingerprints and the cross-call cache
+
+
+def _digest(t: torch.Tensor) -> bytes:
+    """A hash of a tensor's exact contents (bytes), dtype, shape and device."""
+    t = t.detach()
+    h = hashlib.sha1(usedforsecurity=False)  # not for security: a content key, fast (SHA-NI)
+    h.update(f"{t.dtype}|{tuple(t.shape)}|{t.device}".encode())
+    if t.numel():
+        h.update(memoryview(t.contiguous().reshape(-1).view(torch.uint8).cpu().numpy()))
+    return h.digest()
+
+
+class _Fingerprint:
+    """The float model a (possibly wrapped) model computes during calibration, as hashes: one per
+    parameter/buffer under its unwrapped name (``conv1.module.weight`` -> ``conv1.weight``), and
+    one of the whole (architecture: module names, types and ``extra_repr``; and every tensor)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        prefixes = [(f"{n}.module" if n else "module", n) for n, m in model.named_modules()
+                    if isinstance(m, QuantWrapper)]
+
+        def norm(name: str) -> str:
+            for pre, n in prefixes:
+                if name == pre or name.startswith(pre + "."):
+                    return (n + name[len(pre):]).lstrip(".")
+            return name
+
+        h = hashlib.sha1(usedforsecurity=False)
+        for name, m in model.named_modules():
+            if not isinstance(m, QuantWrapper):
+                h.update(f"{norm(name)}:{type(m).__module__}.{type(m).__qualname__}({m.extra_repr()})\n".encode())
+        self.tensors: dict[str, bytes] = {}
+        for name, t in itertools.chain(model.named_parameters(remove_duplicate=False),
+                                       model.named_buffers(remove_duplicate=False)):
+            if t is None:
+                continue
+            d = _digest(t)
+            self.tensors[norm(name)] = d
+            h.update(norm(name).encode() + b"=" + d)
+        self.model = h.digest()
+
+
+class QuantCache:
+    """Results of :func:`quantize_model` that later calls can reuse, exactly.
+
+    A search builds one compressed model per episode from the same float model (``--mode quant``)
+    or from pruned copies of it (``--mode joint``). Pass one ``QuantCache`` to every
+    :func:`quantize_model` (``apply_policy(..., quant_cache=)``) and each call only recomputes what
+    it has not seen:
+
+    - weight codes (:class:`QuantizedWeight` and its dequantized tensor) keyed by the hash of the
+      float weight's bytes (plus dtype, shape, device) and the bits, scheme, clip, per-channel and
+      k-means options; least recently used entries go beyond ``max_weight_bytes``;
+    - the float-model input statistics of each calibrated layer (:class:`ActObserver`), keyed by the
+      hash of the whole float model (architecture and every parameter/buffer) and of the calibration
+      batches read; at most ``max_models`` models are kept;
+    - the activation scale of each (layer, bits, rule) of those statistics.
+
+    Keys are content hashes, not object ids: a hit is what a fresh computation would return, so a
+    model quantized through the cache equals one quantized without it (``amc apply``). Returned
+    tensors are shared between the models built from the cache: do not modify them in place (QAT
+    does not: it updates the float master weight, which makes the wrapper re-quantize).
+    """
+
+    def __init__(self, *, max_weight_bytes: int = 128 << 20, max_models: int = 16) -> None:
+        if max_weight_bytes < 0 or max_models < 1:
+            raise AmcError("QuantCache needs max_weight_bytes >= 0 and max_models >= 1")
+        self.max_weight_bytes = int(max_weight_bytes)
+        self.max_models = int(max_models)
+        self._weights: OrderedDict[tuple, tuple[QuantizedWeight, torch.Tensor, int]] = OrderedDict()
+        self._weight_bytes = 0
+        self._stats: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+        self.hits = {"weights": 0, "stats": 0, "scales": 0}
+        self.misses = {"weights": 0, "stats": 0, "scales": 0}
+
+    def clear(self) -> None:
+        self._weights.clear()
+        self._stats.clear()
+        self._weight_bytes = 0
+
+    def info(self) -> dict[str, Any]:
+        """Hit/miss counts and sizes (for logs and benchmarks)."""
+        return {"hits": dict(self.hits), "misses": dict(self.misses), "weights": len(self._weights),
+                "weight_bytes": self._weight_bytes, "models": len(self._stats)}
+
+    # -- weights -------------------------------------------------------------------------------
+    def _weight(self, m: QuantWrapper, digest: bytes) -> None:
+        if m._pinned:  # codes loaded from a file (load_packed) stay this wrapper's own, uncached
+            m.quantized_weight()
+            return
+        cfg = m.config
+        key = (digest, m.w_bits, m.scheme, cfg.weight_clip, cfg.per_channel, cfg.kmeans_iters)
+        hit = self._weights.get(key)
+        if hit is not None:
+            self._weights.move_to_end(key)
+            self.hits["weights"] += 1
+            m._install_quantized(hit[0], hit[1])
+            return
+        self.misses["weights"] += 1
+        qw = m.quantized_weight()
+        deq = m._cache_deq
+        nbytes = sum(t.numel() * t.element_size() for t in (qw.codes, qw.scale, qw.centroids, deq) if t is not None)
+        if nbytes > self.max_weight_bytes:
+            return
+        self._weights[key] = (qw, deq, nbytes)
+        self._weight_bytes += nbytes
+        while self._weight_bytes > self.max_weight_bytes:
+            _, (_, _, n) = self._weights.popitem(last=False)
+            self._weight_bytes -= n
+
+    # -- activation statistics -----------------------------------------------------------------
+    def _stats_entry(self, key: tuple) -> dict[str, Any]:
+        entry = self._stats.get(key)
+        if entry is None:
+            entry = self._stats[key] = {"observers": {}, "scales": {}}
+            while len(self._stats) > self.max_models:
+                self._stats.popitem(last=False)
+        else:
+            self._stats.move_to_end(key)
+        return entry
+
+
+_ATOMIC = (type(None), bool, int, float, complex, str, bytes)
+_COPY_HOOKS = ("__deepcopy__", "__copy__", "__reduce__", "__reduce_ex__", "__getstate__", "__setstate__")
+
+
+@functools.lru_cache(maxsize=512)
+def _plain_copyable(cls: type) -> bool:
+    """Whether ``copy.deepcopy`` of a ``cls`` instance is nn.Module's default (new object, deep copy
+    of ``__getstate__()``, ``__setstate__``), so :func:`_copy_model` may do the same by hand."""
+    import copyreg
+
+    return (cls not in copyreg.dispatch_table
+            and all(getattr(cls, k, None) is getattr(nn.Module, k, None) for k in _COPY_HOOKS)
+            and not any("__slots__" in vars(c) for c in cls.__mro__))
+
+
+def _copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, about 10x faster on small models: each module is rebuilt the way
+    deepcopy rebuilds it (``__new__``, a deep copy of ``__getstate__()``, ``__setstate__``), but the
+    many empty hook dicts and the int/str/tuple attributes skip deepcopy's generic machinery.
+    Parameters, buffers and every other attribute go through ``copy.deepcopy`` with one shared
+    memo, so ties and shared submodules stay shared; a module class that customises copying is
+    deep-copied by ``copy.deepcopy`` itself."""
+    memo: dict[int, Any] = {}
+
+    def value(v: Any) -> Any:
+        t = type(v)
+        if t in _ATOMIC or (t is tuple and all(type(i) in _ATOMIC for i in v)):
+            return v
+        if t in (dict, OrderedDict, set, list) and not v:
+            return t()
+        return copy.deepcopy(v, memo)
+
+    def module(m: nn.Module) -> nn.Module:
+        got = memo.get(id(m))
+        if got is not None:
+            return got
+        cls = type(m)
+        if not _plain_copyable(cls):
+            return copy.deepcopy(m, memo)
+        new = cls.__new__(cls)
+        memo[id(m)] = new
+        state = {}
+        for k, v in m.__getstate__().items():
+            if k == "_modules":
+                state[k] = {n: None if c is None else module(c) for n, c in v.items()}
+            elif k in ("_parameters", "_buffers"):
+                state[k] = {n: None if t is None else copy.deepcopy(t, memo) for n, t in v.items()}
+            else:
+                state[k] = value(v)
+        new.__setstate__(state)
+        return new
+
+    return module(model)
+
+
+def _observer_options(m: QuantWrapper) -> tuple[int, bool, bool]:
+    """(bins, histogram, abs_mean) that calibrating ``m`` at its bits needs."""
+    return m.config.hist_bins, m.config.act_method(m.a_bits) in _HIST_METHODS, m.a_bits == 1
+
+
+def _covers(obs: ActObserver | None, bins: int, histogram: bool, abs_mean: bool) -> bool:
+    """Whether cached statistics serve a layer that needs these observer options."""
+    return (obs is not None and obs.bins == bins and (obs.histogram or not histogram)
+            and (obs.track_abs_mean or not abs_mean))
+
+
+def calibrate(qmodel: nn.Module, calibration: Any, *, max_batches: int | None = None,
+              cache: QuantCache | None = None) -> nn.Module:
     """Set every activation-quantizing wrapper's input scale from ``calibration`` batches.
 
-    One forward pass over at most ``max_batches`` batches (default: each wrapper's
-    ``config.calibration_batches``) records all layers' input statistics at once (weights are
-    quantized, inputs float during the pass). The model is run in eval mode and restored.
+    One forward pass of the **float** model (every wrapper runs its float weight on its float
+    input, as in HAQ's calibration and PyTorch's post-training quantization) over at most
+    ``max_batches`` batches (default: the wrappers' ``config.calibration_batches``) records all the
+    layers' input statistics at once. A layer's range thus depends on the float model and the
+    calibration images only, not on the other layers' bits. The model runs in eval mode, restored.
+
+    Args:
+        cache: a :class:`QuantCache`: statistics and scales already computed for this float model
+            and these batches are reused (no forward pass when every layer is known).
     """
     wrappers = {n: m for n, m in quantized_layers(qmodel).items() if m.a_bits is not None}
     if not wrappers:
         return qmodel
+    limit = max_batches or max(m.config.calibration_batches for m in wrappers.values())
+    return _calibrate(qmodel, wrappers, _first_batches(wrappers, calibration, limit), cache, None)
+
+
+def _first_batches(wrappers: Mapping[str, QuantWrapper], calibration: Any, limit: int) -> list[torch.Tensor]:
     if calibration is None:
         raise AmcError(f"layers {sorted(wrappers)[:5]}... quantize their input activations but no calibration "
                        "data was given; pass calibration=<a batch, or an iterable of batches>")
-    limit = max_batches or max(m.config.calibration_batches for m in wrappers.values())
-    for m in wrappers.values():
-        method = m.config.act_method(m.a_bits)
-        m.observer = ActObserver(bins=m.config.hist_bins, histogram=method in _HIST_METHODS,
-                                 abs_mean=m.a_bits == 1)
-    modes = {m: m.training for m in qmodel.modules()}
-    device = _model_device(qmodel)
-    seen = 0
-    try:
-        qmodel.eval()
-        with torch.no_grad():
-            for x in _batches(calibration):
-                if seen >= limit:
-                    break
-                qmodel(x.to(device))
-                seen += 1
-    finally:
-        for mod, tr in modes.items():
-            mod.training = tr
-        observers = {n: m.observer for n, m in wrappers.items()}
-        for m in wrappers.values():
-            m.observer = None
-    if seen == 0:
+    batches = list(itertools.islice(_batches(calibration), limit))
+    if not batches:
         raise AmcError("the calibration data yielded no batch; pass at least one input batch")
+    return batches
+
+
+def _calibrate(qmodel: nn.Module, wrappers: dict[str, QuantWrapper], batches: list[torch.Tensor],
+               cache: QuantCache | None, fp: _Fingerprint | None) -> nn.Module:
+    needs = {n: _observer_options(m) for n, m in wrappers.items()}
+    if cache is not None:
+        fp = fp or _Fingerprint(qmodel)
+        entry = cache._stats_entry((fp.model, tuple(_digest(x) for x in batches)))
+        observers: dict[str, ActObserver] = entry["observers"]
+        missing = [n for n in wrappers if not _covers(observers.get(n), *needs[n])]
+        if missing:
+            cache.misses["stats"] += 1
+        else:
+            cache.hits["stats"] += 1
+    else:
+        entry, observers, missing = None, {}, list(wrappers)
+    if missing:
+        observers.update(_observe_float(qmodel, {n: wrappers[n] for n in missing}, needs, batches))
     for n, m in wrappers.items():
-        obs = observers[n]
+        obs = observers.get(n)
         if obs is None or obs.count == 0:
             logger.warning("layer %r never ran during calibration; its input stays uncalibrated", n)
             continue
         method = m.config.act_method(m.a_bits)
-        scale, signed = _scale_from_observer(obs, m.a_bits, method, m.config)
+        if entry is None:
+            scale, signed = _scale_from_observer(obs, m.a_bits, method, m.config)
+        else:
+            skey = (n, m.a_bits, method, m.config.percentile if method == "percentile" else None)
+            got = entry["scales"].get(skey)
+            if got is None:
+                cache.misses["scales"] += 1
+                got = entry["scales"][skey] = _scale_from_observer(obs, m.a_bits, method, m.config)
+            else:
+                cache.hits["scales"] += 1
+            scale, signed = got
         m.set_activation_range(scale, signed)
     return qmodel
+
+
+def _observe_float(qmodel: nn.Module, observe: dict[str, QuantWrapper], needs: dict[str, tuple[int, bool, bool]],
+                   batches: list[torch.Tensor]) -> dict[str, ActObserver]:
+    """One no-grad eval pass of the float model over ``batches``, observing the inputs of ``observe``."""
+    everyone = list(quantized_layers(qmodel).values())
+    for n, m in observe.items():
+        bins, hist, abs_mean = needs[n]
+        m.observer = ActObserver(bins=bins, histogram=hist, abs_mean=abs_mean)
+    modes = {m: m.training for m in qmodel.modules()}
+    device = _model_device(qmodel)
+    try:
+        for m in everyone:
+            m._float_pass = True
+        qmodel.eval()
+        with torch.no_grad():
+            for x in batches:
+                qmodel(x.to(device))
+    finally:
+        for mod, tr in modes.items():
+            mod.training = tr
+        for m in everyone:
+            m._float_pass = False
+        out = {n: m.observer for n, m in observe.items()}
+        for m in observe.values():
+            m.observer = None
+    return out
 
 
 def quantize_model(
@@ -716,6 +985,7 @@ def quantize_model(
     calibration: Any = None,
     schemes: Mapping[str, str] | None = None,
     inplace: bool = False,
+    cache: QuantCache | None = None,
 ) -> nn.Module:
     """Replace the named ``Conv2d``/``Linear`` layers by :class:`QuantWrapper` and calibrate them.
 
@@ -726,9 +996,13 @@ def quantize_model(
             Layers in neither mapping stay float.
         config: quantization options (:class:`QuantConfig`).
         calibration: a batch tensor, or an iterable of batches / ``(x, y)`` pairs; required when
-            any ``a_bits`` is set (at most ``config.calibration_batches`` are read).
+            any ``a_bits`` is set (at most ``config.calibration_batches`` are read). Activation
+            ranges come from the float model's statistics (see :func:`calibrate`).
         schemes: per-layer weight-scheme overrides (e.g. first/last layer ``linear`` in a ternary net).
         inplace: modify ``model`` itself instead of a deep copy.
+        cache: a :class:`QuantCache` shared by calls (a search's episodes): weight codes, activation
+            statistics and scales computed before for the same bytes are reused, and the copy is made
+            by a faster equivalent of ``copy.deepcopy``. The result is the same as without it.
     Returns the quantized model, weights already quantized and cached for evaluation.
     """
     cfg = config or QuantConfig()
@@ -747,7 +1021,7 @@ def quantize_model(
     for n in sorted(set(w_bits) | set(a_bits)):
         checked[n] = (check_bits(w_bits.get(n), layer=n, kind="weight"),
                       check_bits(a_bits.get(n), layer=n, kind="activation"))
-    target = model if inplace else copy.deepcopy(model)
+    target = model if inplace else _copy_model(model) if cache is not None else copy.deepcopy(model)
     for n, (wb, ab) in checked.items():
         mod = target.get_submodule(n)
         inner = mod.module if isinstance(mod, QuantWrapper) else mod
@@ -757,11 +1031,18 @@ def quantize_model(
             continue
         wrapper = QuantWrapper(inner, wb, ab, config=cfg, scheme=schemes.get(n), name=n)
         _set_submodule(target, n, wrapper.train(inner.training))
+    fp = _Fingerprint(target) if cache is not None else None
     if any(ab is not None for _, ab in checked.values()):
-        calibrate(target, calibration, max_batches=cfg.calibration_batches)
+        wrappers = {n: m for n, m in quantized_layers(target).items() if m.a_bits is not None}
+        _calibrate(target, wrappers, _first_batches(wrappers, calibration, cfg.calibration_batches), cache, fp)
     with torch.no_grad():
-        for m in quantized_layers(target).values():
-            m.quantized_weight()  # quantize once now, not on the first evaluated batch
+        for n, m in quantized_layers(target).items():
+            if m.w_bits is None:
+                continue
+            if fp is None:
+                m.quantized_weight()  # quantize once now, not on the first evaluated batch
+            else:
+                cache._weight(m, fp.tensors[f"{n}.weight" if n else "weight"])
     return target
 
 

@@ -214,8 +214,13 @@ class CompressionEnv(gym.Env):
             self.calibration = _calibration_images(splits, cfg.calibration_size, cfg.seed, self.device)
             self.pruner.set_calibration(self.calibration)
         self.quant_calibration = None
+        self.quant_cache = None
         if cfg.mode in ("quant", "joint"):
+            from amc.quantization import QuantCache
+
             self.quant_calibration = [x for x, _ in splits.calibration_batches(2, 128, cfg.seed, device=self.device)]
+            # weight codes, float-model activation statistics and scales, reused across episodes (exact)
+            self.quant_cache = QuantCache()
 
         self.decisions = self._make_decisions()
         if not self.decisions:
@@ -480,7 +485,8 @@ class CompressionEnv(gym.Env):
         policy = self.policy()
         t0 = time.perf_counter()
         compressed = apply_policy(self.model, policy, pruner=self.pruner, calibration=self.calibration,
-                                  quant_calibration=self.quant_calibration, check=False)
+                                  quant_calibration=self.quant_calibration, quant_cache=self.quant_cache,
+                                  check=False)
         build = time.perf_counter() - t0
         t1 = time.perf_counter()
         acc = self.evaluate(compressed)

@@ -147,3 +147,24 @@ def test_bad_input(lenet, digits) -> None:
         EnvConfig(mode="distill")
     with pytest.raises(AmcError, match="unknown env option"):
         EnvConfig.from_dict({"target": "macs=0.5", "lr": 1})
+
+
+@pytest.mark.parametrize("mode,target", [("quant", "size=0.1"), ("joint", "bitops=0.02")])
+def test_apply_policy_reproduces_the_reward_quant(mode, target, lenet, digits) -> None:
+    """The search builds its models through a cache of weight codes and float-model activation
+    statistics; a fresh apply_policy (no cache, as `amc apply` does) must give the same model."""
+    env = CompressionEnv(lenet, digits, EnvConfig(mode=mode, target=target))
+    rng = np.random.default_rng(3)
+    infos = [run_episode(env, rng.random(env.n_decisions))[1] for _ in range(6)]
+    if mode == "quant":  # the float statistics were gathered once; codes and scales reused
+        assert env.quant_cache.info()["models"] == 1 and env.quant_cache.misses["stats"] == 1
+        assert env.quant_cache.hits["weights"] > 0 and env.quant_cache.hits["scales"] > 0
+    x_val, _ = digits.tensors("val")
+    cal = [x for x, _ in digits.calibration_batches(2, 128, seed=0)]
+    for info in infos[-3:]:
+        model = apply_policy(lenet, info["policy"], example_input=x_val[:1], quant_calibration=cal)
+        assert env.evaluate(model) == info["metrics"]["accuracy"]
+        cached = apply_policy(env.model, info["policy"], pruner=env.pruner, quant_calibration=env.quant_calibration,
+                              quant_cache=env.quant_cache)
+        with torch.no_grad():
+            assert torch.equal(cached(x_val), model(x_val))

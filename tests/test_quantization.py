@@ -12,9 +12,13 @@ import torch.nn as nn
 from amc._quant_pack import huffman_code_lengths, pack_bits, unpack_bits
 from amc.errors import AmcError
 from amc.quantization import (
+    QuantCache,
     QuantConfig,
     QuantWrapper,
+    _copy_model,
     activation_quantization_error,
+    activation_scale,
+    calibrate,
     check_bits,
     first_last_layers,
     huffman_size_bits,
@@ -218,8 +222,132 @@ def test_two_bit_kl_survives_spiky_histograms(trained, digits) -> None:
     q = quantize_model(trained, {n: 2 for n in LAYERS}, {"conv2": 2, "fc": 2}, calibration=xte[:256])
     with torch.no_grad():
         a = torch.relu(q.bn1(q.conv1(xte[:256])))
+    assert a.unique().numel() < 0.2 * a.numel()  # spiky indeed
+    scale, signed = activation_scale(a, 2, method="kl")
+    assert not signed and scale * 3 > 0.2 * float(a.max())
     assert q.conv2.act_scale * 3 > 0.2 * float(a.max())
     assert _acc(q, xte, yte) > 85
+
+
+def test_calibration_observes_the_float_model(trained, digits) -> None:
+    """Activation ranges come from the float model (HAQ's calibrate, PyTorch PTQ): a layer's range
+    does not depend on the bits of the layers before it."""
+    _, _, xte, _ = digits
+    a = {"conv2": 3, "fc": 4}
+    ranges = []
+    for w in ({"conv1": 2, "conv2": 2, "fc": 2}, {"conv1": 8}, {}):
+        q = quantize_model(trained, w, a, calibration=xte[:256])
+        ranges.append([(q.get_submodule(n).act_scale, q.get_submodule(n).act_signed) for n in a])
+    assert ranges[0] == ranges[1] == ranges[2]
+    with torch.no_grad():
+        x2 = torch.relu(trained.bn1(trained.conv1(xte[:256])))  # conv2's float input
+    assert ranges[0][0] == activation_scale(x2, 3)
+    # calibrate() on its own does the same, and restores the mode
+    q = quantize_model(trained, {"conv1": 2}, a, calibration=xte[:256]).train()
+    q.conv2.act_scale = None
+    calibrate(q, [xte[:256]])
+    assert q.training and (q.conv2.act_scale, q.conv2.act_signed) == ranges[0][0]
+
+
+BIT_CASES = [
+    ({"conv1": 8, "conv2": 3, "fc": 2}, {"conv2": 4, "fc": 6}),
+    ({"conv1": 8, "conv2": 2, "fc": 8}, {"conv2": 2, "fc": 8}),
+    ({"conv2": 4}, {"conv1": 8, "fc": 1}),
+    ({"conv1": 5, "fc": 3}, {}),
+]
+
+
+@pytest.mark.parametrize("scheme", ["linear", "kmeans"])
+def test_cache_builds_the_same_model(trained, digits, scheme) -> None:
+    _, _, xte, _ = digits
+    cfg = QuantConfig(weight_scheme=scheme, act_calibration="auto" if scheme == "linear" else "mse")
+    cal = [xte[:128], xte[128:256]]
+    cache = QuantCache()
+    for rnd in range(2):  # misses first, then hits
+        for w, a in BIT_CASES:
+            ref = quantize_model(trained, w, a, calibration=cal, config=cfg)
+            got = quantize_model(trained, w, a, calibration=cal, config=cfg, cache=cache)
+            with torch.no_grad():
+                assert torch.equal(got(xte), ref(xte)), (rnd, w, a)
+            for n, m in quantized_layers(ref).items():
+                g = got.get_submodule(n)
+                assert (g.w_bits, g.a_bits, g.act_scale, g.act_signed) == (m.w_bits, m.a_bits, m.act_scale, m.act_signed)
+                if m.w_bits is not None:
+                    assert torch.equal(g.quantized_weight().codes, m.quantized_weight().codes)
+            assert isinstance(trained.conv1, nn.Conv2d)  # input model untouched
+        if rnd == 0:
+            misses = dict(cache.misses)
+    assert cache.misses == misses  # the second round was all hits
+    assert cache.hits["weights"] >= 8 and cache.hits["stats"] >= 3 and cache.info()["models"] == 1
+
+
+def test_cache_sees_changed_weights_and_data(trained, digits) -> None:
+    _, _, xte, _ = digits
+    m = _copy_model(trained)
+    w, a = {"conv1": 8, "conv2": 3, "fc": 2}, {"conv2": 4, "fc": 4}
+    cache = QuantCache()
+    first = quantize_model(m, w, a, calibration=xte[:256], cache=cache)
+    with torch.no_grad():
+        m.conv1.weight.mul_(1.5)  # upstream of conv2: its input statistics change too
+    for cal in (xte[:256], xte[256:512]):
+        ref = quantize_model(m, w, a, calibration=cal)
+        got = quantize_model(m, w, a, calibration=cal, cache=cache)
+        with torch.no_grad():
+            assert torch.equal(got(xte), ref(xte))
+        assert got.conv2.act_scale == ref.conv2.act_scale
+    assert got.conv2.act_scale != first.conv2.act_scale
+    assert cache.hits["stats"] == 0 and cache.info()["models"] == 3
+
+
+def test_cache_keeps_loaded_codes(tmp_path, trained, digits) -> None:
+    _, _, xte, _ = digits
+    q = quantize_model(trained, {"conv1": 8, "conv2": 3, "fc": 2}, {"conv2": 4}, config=QuantConfig(weight_scheme="kmeans"),
+                       calibration=xte[:128])
+    save_packed(q, tmp_path / "q.amcq")
+    loaded = load_packed(tmp_path / "q.amcq")
+    cache = QuantCache()
+    for _ in range(2):  # re-quantize only the activations; the loaded codes stay, with and without a cache
+        ref = quantize_model(loaded, {}, {"fc": 6}, calibration=xte[:128])
+        got = quantize_model(loaded, {}, {"fc": 6}, calibration=xte[:128], cache=cache)
+        with torch.no_grad():
+            assert torch.equal(got(xte), ref(xte))
+        assert torch.equal(got.conv2.quantized_weight().codes, q.conv2.quantized_weight().codes)
+    assert cache.info()["weights"] == 0
+
+
+def test_cache_limits() -> None:
+    cache = QuantCache(max_weight_bytes=40_000, max_models=1)
+    m = TinyCNN().eval()
+    for bits in range(2, 9):
+        quantize_model(m, {"conv2": bits}, {"conv2": 8}, calibration=TinyCNN.example_inputs(8), cache=cache)
+        quantize_model(m, {}, {"fc": 8}, calibration=TinyCNN.example_inputs(4), cache=cache)
+    info = cache.info()
+    assert 0 < info["weight_bytes"] <= 40_000 and info["weights"] < 7 and info["models"] == 1
+    with pytest.raises(AmcError):
+        QuantCache(max_models=0)
+
+
+def test_copy_model_is_a_deep_copy() -> None:
+    m = TinyCNN()
+    m.head = m.fc  # a shared submodule
+    m.tied = nn.Linear(2 * 16 * 4 * 4, 10)
+    m.tied.weight = m.fc.weight  # a tied parameter
+    m.notes = {"k": [1, 2]}
+    calls = []
+    m.conv1.register_forward_hook(lambda mod, i, o: calls.append(1))
+    c = _copy_model(m)
+    assert c.head is c.fc and c.tied.weight is c.fc.weight and c.fc is not m.fc
+    assert c.notes == m.notes and c.notes["k"] is not m.notes["k"]
+    for (k1, v1), (k2, v2) in zip(m.state_dict().items(), c.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2) and v1.data_ptr() != v2.data_ptr()
+    x = TinyCNN.example_inputs(3)
+    with torch.no_grad():
+        assert torch.equal(c(x), m(x))
+        c.conv2.weight.zero_()
+        assert not torch.equal(c(x), m(x))
+    assert len(calls) == 4  # the hook was copied too
+    assert c.bn1.running_mean is not m.bn1.running_mean
+    assert isinstance(c.fc.weight, nn.Parameter) and c.fc.weight.requires_grad
 
 
 def test_signed_input_detected(trained, digits) -> None:
