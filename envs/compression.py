@@ -233,7 +233,8 @@ class CompressionEnv(gym.Env):
                                     for r in np.linspace(cfg.lbound, 1.0, 4 * g.channels + 1)])
                          for g in self.graph.groups]
         self._static = self._static_features()
-        self.base_cost = self._cost(self._initial_state())
+        # budgets are relative to the uncompressed float32 model (32-bit weights and activations everywhere)
+        self.base_cost = self._cost(self._initial_state(fixed_bits=False))
         self.target_cost = self.target_ratio * self.base_cost
         min_cost = self._cost(self._initial_state(), most_aggressive_from=0)
         if min_cost > self.target_cost * (1 + 1e-9):
@@ -282,11 +283,11 @@ class CompressionEnv(gym.Env):
             return set()
         return {0, len(self.graph.layers) - 1}
 
-    def _initial_state(self) -> _State:
+    def _initial_state(self, *, fixed_bits: bool = True) -> _State:
         nl = len(self.graph.layers)
         wb = np.full(nl, 32.0)
         ab = np.full(nl, 32.0)
-        for i in self._fixed_bit_layers():
+        for i in self._fixed_bit_layers() if fixed_bits else ():
             wb[i] = ab[i] = 8.0  # HAQ keeps the first and last layers at 8 bits
         return _State(np.ones(len(self.graph.groups)), np.ones(nl), wb, ab,
                       np.zeros(len(getattr(self, "decisions", [])), dtype=bool))

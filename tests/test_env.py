@@ -168,3 +168,14 @@ def test_apply_policy_reproduces_the_reward_quant(mode, target, lenet, digits) -
                               quant_cache=env.quant_cache)
         with torch.no_grad():
             assert torch.equal(cached(x_val), model(x_val))
+
+
+@pytest.mark.parametrize("mode,target", [("quant", "bitops=0.03"), ("quant", "size=0.15"), ("joint", "bitops=0.03")])
+def test_bit_budgets_are_relative_to_float32_and_tight(mode, target, lenet, digits) -> None:
+    env = CompressionEnv(lenet, digits, EnvConfig(mode=mode, target=target))
+    metric, ratio = env.config.metric, env.config.ratio
+    base = env.cost.base_bitops if metric == "bitops" else env.cost.base_size_bits
+    assert env.base_cost == pytest.approx(base)  # every layer at 32 bits, first/last included
+    _, info, _ = run_episode(env, np.ones(env.n_decisions))  # as many bits as allowed
+    achieved = info["metrics"][f"{metric}_ratio"]
+    assert 0.85 * ratio < achieved <= ratio + 1e-9
