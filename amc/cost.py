@@ -167,6 +167,28 @@ class CostModel:
         """sum_l MACs_l x w_bits_l x a_bits_l (float layers count 32 x 32)."""
         return float((self.layer_macs(keep, fractions=fractions) * self._bits(w_bits) * self._bits(a_bits)).sum())
 
+    def metric(self, name: str, *, fractions: np.ndarray, density: np.ndarray | None = None,
+               w_bits: np.ndarray | None = None, a_bits: np.ndarray | None = None) -> float:
+        """One budget metric (``macs``, ``params``, ``size``, ``bitops``) of a state given as arrays:
+        kept fraction per group, weight density per layer (unstructured sparsity; ``None`` = dense)
+        and per-layer bits (``None`` = 32). With a density, ``params`` counts the remaining weights
+        plus every non-weight parameter."""
+        if name == "macs":
+            return self.macs(fractions=fractions)
+        if name == "params":
+            if density is None:
+                return self.params(fractions=fractions)
+            return float(self.base_params - self.base_weight_params
+                         + (density * self.layer_weight_params(fractions=fractions)).sum())
+        dens = 1.0 if density is None else density
+        wb = self._bits(None) if w_bits is None else w_bits
+        if name == "size":
+            return float((dens * self.layer_weight_params(fractions=fractions) * wb).sum())
+        if name == "bitops":
+            ab = self._bits(None) if a_bits is None else a_bits
+            return float((self.layer_macs(fractions=fractions) * wb * ab).sum())
+        raise AmcError(f"unknown cost metric {name!r}; valid: macs, params, size, bitops")
+
     @property
     def base_size_bits(self) -> float:
         return self.base_weight_params * FLOAT_BITS

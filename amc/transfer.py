@@ -240,18 +240,7 @@ class _Cost:
                      for m in ("macs", "params", "size", "bitops")}
 
     def raw(self, metric: str, q: np.ndarray, dens: np.ndarray, wb: np.ndarray, ab: np.ndarray) -> float:
-        cm = self.cm
-        if metric == "macs":
-            return cm.macs(fractions=q)
-        if metric == "params":
-            if self.fine:
-                return float(cm.base_params - cm.base_weight_params + (dens * cm.layer_weight_params(fractions=q)).sum())
-            return cm.params(fractions=q)
-        if metric == "size":
-            return float((dens * cm.layer_weight_params(fractions=q) * wb).sum())
-        if metric == "bitops":
-            return float((cm.layer_macs(fractions=q) * wb * ab).sum())
-        raise AmcError(f"cannot enforce a {metric!r} budget here; valid: macs, params, size, bitops")
+        return self.cm.metric(metric, fractions=q, density=dens if self.fine else None, w_bits=wb, a_bits=ab)
 
     def ratio(self, metric: str, q: np.ndarray, dens: np.ndarray, wb: np.ndarray, ab: np.ndarray) -> float:
         return self.raw(metric, q, dens, wb, ab) / self.base[metric]

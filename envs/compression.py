@@ -328,22 +328,11 @@ class CompressionEnv(gym.Env):
                     wb[d.layer] = cfg.w_bits[0]
                 else:
                     ab[d.layer] = cfg.a_bits[0]
-        cm = self.cost
-        if metric == "macs":
-            return cm.macs(fractions=q)
-        if metric == "params":
-            if self.config.granularity == "fine":
-                return float(cm.base_params - cm.base_weight_params
-                             + (dens * cm.layer_weight_params(fractions=q)).sum())
-            return cm.params(fractions=q)
-        if metric == "size":
-            return float((dens * cm.layer_weight_params(fractions=q) * wb).sum())
-        if metric == "bitops":
-            return float((cm.layer_macs(fractions=q) * wb * ab).sum())
         if metric == "latency":
             assert self.latency_table is not None
-            return self.latency_table.predict(*cm.layer_channels(fractions=q))
-        raise AmcError(f"unknown metric {metric!r}")
+            return self.latency_table.predict(*self.cost.layer_channels(fractions=q))
+        return self.cost.metric(metric, fractions=q, density=dens if self.config.granularity == "fine" else None,
+                                w_bits=wb, a_bits=ab)
 
     def _clip(self, d: Decision, value: float) -> float:
         """AMC's rule: the largest value <= ``value`` that keeps the target reachable."""
