@@ -121,21 +121,10 @@ def _is_quantized(model: nn.Module) -> bool:
 
 
 def _skeleton(model: nn.Module) -> bytes:
-    """The architecture without its storage: a zlib-compressed pickle of a copy whose parameters and
-    persistent buffers live on the ``meta`` device."""
-    sk = copy.deepcopy(model)
-    for m in sk.modules():
-        if hasattr(m, "_cache"):  # QuantWrapper caches
-            m._cache = m._cache_deq = m._cache_key = None
-            m._pinned = False
-            m.observer = None
-        for k, p in list(m._parameters.items()):
-            if p is not None:
-                m._parameters[k] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
-        for k, b in list(m._buffers.items()):
-            if b is not None and k not in m._non_persistent_buffers_set:
-                m._buffers[k] = torch.empty_like(b, device="meta")
-    return zlib.compress(pickle.dumps(sk, protocol=pickle.HIGHEST_PROTOCOL), 9)
+    """The architecture without its storage (see :func:`amc.quantization.skeleton_bytes`)."""
+    from amc.quantization import skeleton_bytes
+
+    return skeleton_bytes(model)
 
 
 def _spec_dict(model_spec: Any, policy: Policy | None) -> dict[str, Any] | None:

@@ -79,7 +79,7 @@ import torch.nn.functional as F
 from amc._quant_calib import ActObserver, kl_threshold, mse_threshold, percentile_threshold
 from amc._quant_pack import huffman_bits, pack_bits, unpack_bits
 from amc.errors import AmcError
-from amc.utils import atomic_torch_save
+from amc.utils import atomic_torch_save, model_device
 
 __all__ = [
     "ACT_CALIBRATIONS",
@@ -683,14 +683,6 @@ def _batches(data: Any) -> Iterable[torch.Tensor]:
                            f"got an item of type {type(item).__name__}")
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
 # --------------------------------------------------------------------------------------------------
 # exact fingerprints and the cross-call cache
 
@@ -957,7 +949,7 @@ def _observe_float(qmodel: nn.Module, observe: dict[str, QuantWrapper], needs: d
         bins, hist, abs_mean = needs[n]
         m.observer = ActObserver(bins=bins, histogram=hist, abs_mean=abs_mean)
     modes = {m: m.training for m in qmodel.modules()}
-    device = _model_device(qmodel)
+    device = model_device(qmodel)
     try:
         for m in everyone:
             m._float_pass = True
@@ -1060,7 +1052,7 @@ def first_last_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[st
     try:
         model.eval()
         with torch.no_grad():
-            model(example_input.to(_model_device(model)))
+            model(example_input.to(model_device(model)))
     finally:
         for h in handles:
             h.remove()
@@ -1145,7 +1137,7 @@ def huffman_size_bits(qmodel: nn.Module) -> int:
     return int(total)
 
 
-def _skeleton_bytes(qmodel: nn.Module) -> bytes:
+def skeleton_bytes(qmodel: nn.Module) -> bytes:
     """The architecture: a pickled copy of the model whose persistent tensors are on the meta
     device (no storage), zlib-compressed (about 2 KB for a ResNet-20)."""
     sk = copy.deepcopy(qmodel)
@@ -1235,7 +1227,7 @@ def pack_model(
         "format": PACKED_FORMAT,
         "version": PACKED_VERSION,
         "layout": meta,
-        "architecture": _skeleton_bytes(qmodel) if include_architecture else None,
+        "architecture": skeleton_bytes(qmodel) if include_architecture else None,
         "codes": torch.from_numpy(codes),
         "qparams": torch.cat(qparams) if qparams else torch.zeros(0),
         "float": torch.cat(sections["float"]) if sections["float"] else torch.zeros(0, dtype=float_dtype),

@@ -49,7 +49,7 @@ from torch import nn
 from amc.distillation import kd_loss
 from amc.errors import AmcError
 from amc.models import ModelSpec, build_model, resolve_spec
-from amc.utils import atomic_torch_save, atomic_write_json, resolve_device, seed_everything
+from amc.utils import atomic_torch_save, atomic_write_json, model_device, resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -155,14 +155,6 @@ class TrainConfig:
 # evaluation
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -177,7 +169,7 @@ def evaluate(
     any iterable of ``(x, y)`` batches (e.g. ``splits.loader("val", batch_size=...)``). ``device``
     defaults to the model's. The model's train/eval mode is restored afterwards.
     """
-    dev = torch.device(device) if device is not None else _model_device(model)
+    dev = torch.device(device) if device is not None else model_device(model)
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         x_all, y_all = data
         batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = (

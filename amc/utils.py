@@ -50,6 +50,15 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's first parameter (or buffer); CPU for a model with neither."""
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
 def _atomic_replace(path: str | os.PathLike, write: Any, mode: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from amc.cli._args import count_or_fraction
+
 
 def add_common(p: argparse.ArgumentParser, *, policy_required: bool = True) -> None:
     """Options shared by apply, export and finetune: the policy, the checkpoint and the data."""
@@ -33,7 +35,7 @@ def add_common(p: argparse.ArgumentParser, *, policy_required: bool = True) -> N
     g.add_argument("--checkpoint", metavar="PT", help="the trained uncompressed model (default: the search's)")
     g.add_argument("--dataset", help="digits, fashion-mnist, cifar10, imagefolder (default: the search's)")
     g.add_argument("--data-dir", help="where the dataset's files are (default: the search's)")
-    g.add_argument("--val-size", type=_count_or_fraction, help="val holdout (default: the search's)")
+    g.add_argument("--val-size", type=count_or_fraction, help="val holdout (default: the search's)")
     g.add_argument("--data-seed", type=int, help="seed of the val holdout (default: the search's, else 0)")
     g.add_argument("--transfer", action="store_true",
                    help="map the policy onto the checkpoint's model (by name, or by depth for a deeper sibling); "
@@ -43,14 +45,6 @@ def add_common(p: argparse.ArgumentParser, *, policy_required: bool = True) -> N
     g = p.add_argument_group("run")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default auto)")
     g.add_argument("--threads", type=int, help="torch CPU threads")
-
-
-def _count_or_fraction(s: str) -> int | float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {s!r}") from None
-    return int(v) if v.is_integer() and v >= 1 else v
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:

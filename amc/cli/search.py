@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from amc.cli._args import count_or_fraction
 from amc.errors import AmcError
 
 _FLAGS = ("resume", "overwrite", "reconstruct", "final_reward_to_all")
@@ -67,7 +68,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint", help="trained `amc train` checkpoint; without it the model is trained briefly")
     g.add_argument("--dataset", help="digits, fashion-mnist, cifar10, imagefolder")
     g.add_argument("--data-dir", help="where the dataset's files are")
-    g.add_argument("--val-size", type=_count_or_fraction, help="held-out images for the reward (count or fraction)")
+    g.add_argument("--val-size", type=count_or_fraction, help="held-out images for the reward (count or fraction)")
     g.add_argument("--train-epochs", type=int, help="epochs of the brief pretraining without --checkpoint")
     g.add_argument("--data-seed", type=int, help="seed of the val holdout and the brief pretraining (default 0)")
     g = p.add_argument_group("what to search")

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from amc.cli._args import count_or_fraction
 from amc.errors import AmcError
 
 # option dest -> default (None: required or library default)
@@ -55,7 +56,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="extra model keyword argument (YAML value), repeatable, e.g. width_mult=0.5")
     g.add_argument("--dataset", help="digits, fashion-mnist, cifar10 or imagefolder")
     g.add_argument("--data-dir", help="where the dataset's files are")
-    g.add_argument("--val-size", type=_count_or_fraction, help="images held out from train for validation "
+    g.add_argument("--val-size", type=count_or_fraction, help="images held out from train for validation "
                    "(count or fraction; default per dataset, e.g. 5000 for cifar10)")
     g.add_argument("--image-size", type=_size, help="resize images to H or H,W (imagefolder)")
     g = p.add_argument_group("optimisation")
@@ -76,14 +77,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--run-dir", help="output folder (default runs/<model>-<dataset>)")
     g.add_argument("--resume", action="store_true", default=None, help="continue from <run-dir>/last.pt")
-
-
-def _count_or_fraction(s: str) -> int | float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {s!r}") from None
-    return int(v) if v.is_integer() and v >= 1 else v
 
 
 def _size(s: str) -> tuple[int, int]:

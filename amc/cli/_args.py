@@ -1,0 +1,14 @@
+"""Argument types shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def count_or_fraction(s: str) -> int | float:
+    """``--val-size``: an image count (``5000``) or a fraction of the train split (``0.1``)."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {s!r}") from None
+    return int(v) if v.is_integer() and v >= 1 else v
