@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
 from amc.errors import AmcError
 
 
-class Space:
+class Space(ABC):
     """A decision's choices, reached from a normalised action ``a`` in [0, 1]."""
 
     kind: str = ""
 
+    @abstractmethod
     def to_value(self, a: float) -> Any:
-        raise NotImplementedError
+        """The choice for action ``a`` (clipped to [0, 1])."""
 
+    @abstractmethod
     def to_action(self, value: Any) -> float:
-        raise NotImplementedError
+        """An action in [0, 1] that maps back to ``value``."""
 
     def suggest(self, trial: Any, name: str) -> float:
         """The normalised action for ``name`` sampled by an Optuna trial."""

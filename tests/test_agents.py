@@ -31,15 +31,6 @@ from amc.errors import AmcError
 from amc.policy import Policy
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the agent's nets are tiny; several torch threads only add contention on a 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cfg(run_dir: Path, **kw) -> SearchConfig:
     base = dict(model="lenet5", episodes=12, warmup=4, seed=0, checkpoint_every=4, run_dir=str(run_dir))
     base.update(kw)

@@ -15,26 +15,7 @@ from amc.cli import main
 from amc.data import DatasetSplits
 from amc.finetune import prepare
 from amc.models import ModelSpec, build_model
-from amc.training import TrainConfig, evaluate, save_checkpoint, train
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def lenet_ckpt(tmp_path_factory, digits: DatasetSplits) -> Path:
-    """LeNet-5 trained on digits (~90% val top-1, ~2 s)."""
-    torch.manual_seed(0)
-    spec = ModelSpec.for_data("lenet5", digits)
-    run = tmp_path_factory.mktemp("lenet")
-    train(build_model(spec), digits, TrainConfig(epochs=8, lr=0.05, batch_size=32, device="cpu", num_threads=1),
-          run_dir=run, model_spec=spec)
-    return run / "final.pt"
+from amc.training import evaluate, save_checkpoint
 
 
 def _search(run_dir: Path, ckpt: Path, **kw) -> dict:

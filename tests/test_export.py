@@ -29,14 +29,6 @@ SPEC = ModelSpec("lenet5", num_classes=10, in_channels=1, image_size=(8, 8))
 RSPEC = ModelSpec("resnet20", num_classes=10, in_channels=1, image_size=(8, 8))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _policy(spec: ModelSpec, model: nn.Module, keep: float = 0.5, *, w_bits: int | None = None,
             a_bits: int | None = None, sparsity: float | None = None) -> Policy:
     graph = LayerGraph.build(model, example_input(spec))

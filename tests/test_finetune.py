@@ -15,31 +15,11 @@ from amc.cost import kept_channels
 from amc.data import DatasetSplits
 from amc.errors import AmcError
 from amc.finetune import FinetuneConfig, finetune, finetune_policy, iterative_schedule, prepare
-from amc.models import ModelSpec, build_model
 from amc.policy import GroupDecision, LayerDecision, Policy
 from amc.quantization import quantized_layers
-from amc.training import TrainConfig, evaluate, load_checkpoint, train
+from amc.training import evaluate, load_checkpoint
 
 FAST = {"device": "cpu", "num_threads": 1, "batch_size": 128}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def lenet_ckpt(tmp_path_factory, digits: DatasetSplits) -> Path:
-    """LeNet-5 trained on digits (~90% val top-1, ~2 s)."""
-    torch.manual_seed(0)
-    spec = ModelSpec.for_data("lenet5", digits)
-    run = tmp_path_factory.mktemp("lenet")
-    train(build_model(spec), digits, TrainConfig(epochs=8, lr=0.05, batch_size=32, device="cpu", num_threads=1),
-          run_dir=run, model_spec=spec)
-    return run / "final.pt"
 
 
 def _policy(ckpt: Path, digits: DatasetSplits, keep: float, *, w_bits: int | None = None,

@@ -18,15 +18,6 @@ needs_int8 = pytest.mark.skipif(
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and one thread keeps a shared 2-core machine from
-    thrashing (OpenMP spin-waits under load cost far more than they save)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 class PrunedNet(nn.Module):
     """Odd channel counts, as left by channel pruning; conv-BN-ReLU, a residual add and a Linear."""
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 import yaml
 from optuna.trial import TrialState
 
@@ -31,14 +30,6 @@ from amc.policy import Policy
 
 REF = Path(__file__).resolve().parent.parent / "reference" / "lenet5-digits.pt"
 OPTUNA_AGENTS = sorted(n for n in AGENTS.names() if issubclass(AGENTS.get(n), OptunaAgent))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _cfg(run_dir: Path, **kw) -> SearchConfig:

@@ -34,15 +34,6 @@ from amc.quantization import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and one thread keeps a shared 2-core machine from
-    thrashing (OpenMP spin-waits under load cost far more than they save)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 class TinyCNN(nn.Module):
     """8x8 single-channel inputs (sklearn digits). ``fc`` is defined first but runs last."""
 

@@ -18,14 +18,6 @@ from amc.cli.search import config_from_args, summary_table
 from amc.errors import AmcError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _args(*argv: str):
     return build_parser().parse_args(["search", *argv])
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from torch import nn
 
 from amc.compress import apply_policy
@@ -18,14 +17,6 @@ from amc.transfer import policy_costs, stage_keys, transfer_policy, uniform_poli
 
 R20 = ModelSpec("resnet20", image_size=(16, 16))
 R32 = ModelSpec("resnet32", image_size=(16, 16))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

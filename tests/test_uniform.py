@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from agents import AGENTS, SearchConfig, SearchRecorder, read_episodes, run_search
 from agents.uniform import PROFILES, UniformAgent, profile_weights
@@ -17,14 +16,6 @@ from amc.training import load_checkpoint
 from envs import CompressionEnv, EnvConfig
 
 REF = Path(__file__).resolve().parent.parent / "reference" / "lenet5-digits.pt"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
