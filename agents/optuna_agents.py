@@ -67,7 +67,7 @@ from agents._recorder import read_episodes
 from amc.errors import AmcError
 from amc.policy import parse_target
 from amc.utils import atomic_write_json
-from search_spaces import Space
+from search_spaces import Space, UnitSpace
 
 __all__ = [
     "OptunaConfig",
@@ -305,7 +305,7 @@ class OptunaAgent(Agent):
             raise AmcError(f"env.decision_kinds has {len(kinds)} entries for {self.n_decisions} decisions")
         self.decision_kinds = kinds
         spaces = getattr(base, "spaces", None) or {}
-        self.spaces: dict[str, Space] = {k: spaces.get(k, Space()) for k in set(kinds)}
+        self.spaces: dict[str, Space] = {k: spaces.get(k, UnitSpace()) for k in set(kinds)}
         self.param_names = [f"d{i:03d}_{k}" for i, k in enumerate(kinds)]
         self.cost_key = self._cost_key(base, config)
         self.run_dir = Path(recorder.run_dir)

@@ -7,6 +7,6 @@ the same budget enforcement for all of them.
 
 from __future__ import annotations
 
-from search_spaces.spaces import BitSpace, KeepRatioSpace, Space, space_for
+from search_spaces.spaces import BitSpace, KeepRatioSpace, Space, UnitSpace, space_for
 
-__all__ = ["Space", "KeepRatioSpace", "BitSpace", "space_for"]
+__all__ = ["Space", "UnitSpace", "KeepRatioSpace", "BitSpace", "space_for"]

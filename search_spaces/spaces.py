@@ -29,6 +29,19 @@ class Space(ABC):
 
 
 @dataclass(frozen=True)
+class UnitSpace(Space):
+    """The normalised action itself, in [0, 1] (for environments that map actions themselves)."""
+
+    kind: str = "action"
+
+    def to_value(self, a: float) -> float:
+        return min(1.0, max(0.0, float(a)))
+
+    def to_action(self, value: float) -> float:
+        return self.to_value(value)
+
+
+@dataclass(frozen=True)
 class KeepRatioSpace(Space):
     """Preserve ratio in [lbound, ubound]: ``ratio = lbound + a * (ubound - lbound)``.
 
