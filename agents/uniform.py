@@ -46,7 +46,7 @@ import numpy as np
 from agents._base import AGENTS, Agent
 from amc._registry import Registry
 from amc.errors import AmcError
-from search_spaces import Space
+from search_spaces import Space, UnitSpace
 
 __all__ = ["UniformAgent", "PresetAgent", "PROFILES", "profile_weights"]
 
@@ -99,7 +99,7 @@ class UniformAgent(Agent):
         self.n_decisions = int(n)
         self.kinds = list(getattr(base, "decision_kinds", None) or ["prune"] * self.n_decisions)
         spaces = getattr(base, "spaces", None) or {}
-        self.spaces: dict[str, Space] = {k: spaces.get(k, Space()) for k in set(self.kinds)}
+        self.spaces: dict[str, Space] = {k: spaces.get(k, UnitSpace()) for k in set(self.kinds)}
         self.decisions = getattr(base, "decisions", None)
         self.weights = profile_weights(self.profile, self.n_decisions, self.kinds)
         self.evaluations = 0
