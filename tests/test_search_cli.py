@@ -208,3 +208,11 @@ def test_cli_search_end_to_end_with_ctrl_c_and_resume(tmp_path, capsys, monkeypa
     from amc.policy import Policy
 
     assert Policy.load(run_dir / "best_policy.json").model["name"] == "lenet5"
+
+
+def test_baseline_command_defaults_to_tpe_and_refuses_ddpg(tmp_path: Path) -> None:
+    from amc.cli import build_parser, main
+
+    args = build_parser().parse_args(["baseline", "--run-dir", str(tmp_path / "b")])
+    assert args.agent == "tpe"
+    assert main(["baseline", "--agent", "ddpg", "--run-dir", str(tmp_path / "c")]) == 2

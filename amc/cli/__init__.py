@@ -12,6 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("amc.cli.train", "train a model on a dataset (checkpoints, TensorBoard, --resume)"),
     "eval": ("amc.cli.eval", "print the top-1 accuracy of a checkpoint or exported model"),
     "search": ("amc.cli.search", "search a per-layer compression policy (DDPG or an Optuna baseline)"),
+    "baseline": ("amc.cli.baseline", "amc search with a baseline agent (tpe, cmaes, gp, random, nsga2, uniform, ...)"),
     "apply": ("amc.cli.apply", "apply a policy to a model and report costs and accuracy"),
     "finetune": ("amc.cli.finetune", "fine-tune a compressed model with knowledge distillation"),
     "export": ("amc.cli.export", "export a compressed model (amc file, TorchScript, ONNX)"),
