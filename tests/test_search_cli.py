@@ -216,3 +216,16 @@ def test_baseline_command_defaults_to_tpe_and_refuses_ddpg(tmp_path: Path) -> No
     args = build_parser().parse_args(["baseline", "--run-dir", str(tmp_path / "b")])
     assert args.agent == "tpe"
     assert main(["baseline", "--agent", "ddpg", "--run-dir", str(tmp_path / "c")]) == 2
+
+
+def test_resume_dir_reuses_the_saved_config(tmp_path: Path) -> None:
+    from amc.cli import build_parser
+    from amc.cli.search import config_from_args
+
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"model": "mlp", "dataset": "digits", "target": "macs=0.4",
+                                                          "agent": "random", "episodes": 7, "run_dir": str(run_dir)}))
+    cfg = config_from_args(build_parser().parse_args(["search", "--resume", str(run_dir), "--episodes", "9"]))
+    assert (cfg.model, cfg.target, cfg.agent, cfg.episodes, cfg.resume) == ("mlp", "macs=0.4", "random", 9, True)
+    assert cfg.run_dir == str(run_dir)

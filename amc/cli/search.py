@@ -17,22 +17,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from amc.cli._args import count_or_fraction
 from amc.errors import AmcError
-
-_FLAGS = ("resume", "overwrite", "reconstruct", "final_reward_to_all")
-
-
-def _count_or_fraction(text: str) -> int | float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (a count like 300 or a fraction like 0.1)") from None
-    return int(v) if v.is_integer() and v >= 1 else v
 
 
 def _pair(text: str) -> list[int]:
@@ -104,7 +95,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
     g.add_argument("--threads", type=int, help="torch CPU threads")
     g.add_argument("--run-dir", help="output directory (config, policy, TensorBoard, checkpoints, summary)")
-    g.add_argument("--resume", action="store_true", default=None, help="continue the search in --run-dir")
+    g.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                   help="continue the search in RUN_DIR (or --run-dir) with the config it saved")
     g.add_argument("--overwrite", action="store_true", default=None, help="discard what --run-dir holds")
     g.add_argument("--checkpoint-every", type=int, help="episodes between checkpoints (default 10)")
     g.add_argument("--no-progress", action="store_true", help="no live progress line")
@@ -115,6 +107,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from agents.search import SearchConfig, load_search_config
 
     names = set(SearchConfig.field_names())
+    if isinstance(args.resume, str):  # --resume RUN_DIR
+        if args.run_dir not in (None, args.resume):
+            raise AmcError(f"--resume {args.resume} and --run-dir {args.run_dir} name different runs; pass one of them")
+        args.run_dir, args.resume = args.resume, True
+    config = args.config
+    if args.resume and config is None and args.run_dir and (Path(args.run_dir) / "config.yaml").is_file():
+        config = Path(args.run_dir) / "config.yaml"  # the search's own config; options given still override
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
     if args.env_opt:
         overrides["env_kwargs"] = dict(args.env_opt)
@@ -124,7 +123,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if getattr(args, key, None) is not None:
             overrides.setdefault("agent_kwargs", {})[key] = getattr(args, key)
     try:
-        return load_search_config(args.config, overrides)
+        return load_search_config(config, overrides)
     except AmcError:
         raise
     except (TypeError, ValueError) as e:  # e.g. a YAML value of the wrong type
