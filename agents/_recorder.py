@@ -94,6 +94,26 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _after_existing_event_files(tb_dir: Path) -> None:
+    """Make a new event file sort after the existing ones.
+
+    TensorBoard reads a run's event files in name order, and a resumed session's ``purge_step`` only
+    drops the earlier session's later steps if its file comes after theirs. Names start with the
+    creation time in whole seconds, followed by a per-process counter that sorts as text ("10" <
+    "9"). A resume within the same second as the previous file could therefore sort first and purge
+    the whole history, so wait for the next second in that case (at most one second, only then).
+    """
+    stamps = []
+    for f in tb_dir.glob("events.out.tfevents.*"):
+        try:
+            stamps.append(int(f.name.split(".")[3]))
+        except (IndexError, ValueError):
+            continue
+    if stamps:
+        while int(time.time()) <= max(stamps):
+            time.sleep(0.05)
+
+
 def read_episodes(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of an ``episodes.csv`` (numbers parsed, empty cells ``None``); a torn last line is skipped."""
     path = Path(path)
@@ -319,6 +339,7 @@ class SearchRecorder:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
+            _after_existing_event_files(self.tb_dir)
             self._writer = SummaryWriter(log_dir=str(self.tb_dir), purge_step=self._purge_step, flush_secs=10)
             self._purge_step = None
         return self._writer
