@@ -229,8 +229,9 @@ class CompressionEnv(gym.Env):
         self.decision_kinds = [d.kind for d in self.decisions]
         self.spaces = {k: space_for(k, lbound=cfg.lbound, w_bits=cfg.w_bits, a_bits=cfg.a_bits)
                        for k in set(self.decision_kinds)}
-        self._allowed = [np.unique([kept_channels(r, g.channels, cfg.round_to)
-                                    for r in np.linspace(cfg.lbound, 1.0, 4 * g.channels + 1)])
+        # the kept-channel counts a keep ratio in [lbound, 1] can give: multiples of round_to, and all
+        self._allowed = [np.unique(np.append(np.arange(kept_channels(cfg.lbound, g.channels, cfg.round_to),
+                                                       g.channels + 1, cfg.round_to), g.channels))
                          for g in self.graph.groups]
         self._static = self._static_features()
         # budgets are relative to the uncompressed float32 model (32-bit weights and activations everywhere)
