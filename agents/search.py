@@ -71,7 +71,9 @@ class SearchConfig:
         round_to: channel multiple (1 or e.g. 8); granularity: ``channel`` | ``fine``;
         importance: channel criterion (``amc.pruning.IMPORTANCES``); reconstruct: AMC's
         least-squares reconstruction; w_bits, a_bits: (min, max) bit widths (quant/joint);
-        eval_batch_size: batch size of the reward's evaluation; env_kwargs: further EnvConfig fields.
+        eval_batch_size: batch size of the reward's evaluation; eval_precision: ``fp32``, or ``bf16`` /
+        ``fp16`` autocast for the reward (mode ``prune``; ~3x faster on AVX-512 BF16 / AMX CPUs; the
+        shipped policy is re-measured in fp32); env_kwargs: further EnvConfig fields.
     Search:
         agent: name in ``agents.AGENTS``; episodes: episodes in all; warmup: random warm-up episodes
         (AMC 100, HAQ 20); seed; final_reward_to_all: AMC's reward copying (DDPG);
@@ -101,6 +103,7 @@ class SearchConfig:
     w_bits: tuple[int, int] = (2, 8)
     a_bits: tuple[int, int] = (2, 8)
     eval_batch_size: int = 512
+    eval_precision: str = "fp32"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     agent: str = "ddpg"
     episodes: int = 400
@@ -404,7 +407,7 @@ def _env_config(cfg: SearchConfig, device: torch.device) -> Any:
         "mode": cfg.mode, "target": cfg.target, "reward": cfg.reward, "lbound": cfg.lbound, "round_to": cfg.round_to,
         "granularity": cfg.granularity, "importance": cfg.importance, "reconstruct": cfg.reconstruct,
         "w_bits": tuple(cfg.w_bits), "a_bits": tuple(cfg.a_bits), "device": str(device), "seed": cfg.seed,
-        "eval_batch_size": cfg.eval_batch_size,
+        "eval_batch_size": cfg.eval_batch_size, "eval_precision": cfg.eval_precision,
     }
     names = {f.name for f in fields(EnvConfig)}
     unknown = sorted(set(cfg.env_kwargs) - names)

@@ -83,7 +83,9 @@ class FinetuneConfig:
             ``K x epochs`` in all).
         lr: peak learning rate (cosine decay to 0); fine-tuning wants ~10x less than training.
         batch_size, momentum, weight_decay, augment, steps_per_epoch, eval_batch_size, seed,
-        device, num_threads: as in :class:`amc.training.TrainConfig`.
+        device, num_threads, precision, channels_last: as in :class:`amc.training.TrainConfig`
+        (``precision="bf16"`` roughly triples CPU fine-tuning speed on AVX-512 BF16 / AMX CPUs; QAT
+        is better left at ``fp32``, as bf16 rounds the fake-quantized weights off their grid).
         kd: distil from the uncompressed model (Hinton et al. 2015); ``False``: labels only.
         kd_temperature: ``T > 0``.
         kd_alpha: weight of the distillation term in [0, 1] (labels get ``1 - alpha``).
@@ -105,6 +107,8 @@ class FinetuneConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         from amc.distillation import kd_loss
@@ -123,7 +127,8 @@ class FinetuneConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
                            nesterov=self.momentum > 0, weight_decay=self.weight_decay, augment=self.augment,
                            steps_per_epoch=self.steps_per_epoch, eval_batch_size=self.eval_batch_size,
-                           seed=self.seed, device=self.device, num_threads=self.num_threads)
+                           seed=self.seed, device=self.device, num_threads=self.num_threads,
+                           precision=self.precision, channels_last=self.channels_last)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

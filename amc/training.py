@@ -66,6 +66,8 @@ __all__ = [
 CHECKPOINT_FORMAT = "amc-checkpoint"
 CHECKPOINT_VERSION = 1
 SCHEDULES = ("cosine", "constant")
+#: ``TrainConfig.precision`` values -> autocast dtype (None: no autocast)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -89,6 +91,11 @@ class TrainConfig:
         seed: seeds initialisation, shuffling and augmentation.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         num_threads: ``torch.set_num_threads`` for the run (``None``: leave as is).
+        precision: ``fp32``, or mixed precision through ``torch.autocast``: ``bf16`` (CPUs with AVX-512
+            BF16 / AMX and recent GPUs; about 3x faster training of ResNet-20 on such a CPU) or ``fp16``
+            (CUDA, with a gradient scaler). Weights and checkpoints stay float32.
+        channels_last: train in the NHWC memory format (oneDNN and cuDNN pick faster kernels for it);
+            the model is returned in the default format.
     """
 
     epochs: int = 10
@@ -107,6 +114,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         def bad(name: str, want: str) -> AmcError:
@@ -138,6 +147,8 @@ class TrainConfig:
             raise bad("num_threads", "None or an int >= 1")
         if not isinstance(self.device, str):
             self.device = str(self.device)
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"one of {', '.join(PRECISIONS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -452,10 +463,15 @@ def train(
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed)
     spec = resolve_spec(model_spec) if model_spec is not None else None
+    amp_dtype = PRECISIONS[cfg.precision]
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise AmcError(f"precision fp16 needs a CUDA device (this run is on {device}); use bf16 on the CPU")
+    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
-    model.to(device)
+    model.to(device, memory_format=memory_format)
     if teacher is not None:
-        teacher.to(device).eval()
+        teacher.to(device, memory_format=memory_format).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
 
@@ -483,6 +499,8 @@ def train(
                 _unwrap(model).load_state_dict(ckpt["state_dict"])
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
+                if scaler is not None and state.get("scaler"):
+                    scaler.load_state_dict(state["scaler"])
             except (KeyError, RuntimeError, ValueError) as e:
                 raise AmcError(f"cannot resume from {last_path}: it does not match this model/config ({e}); "
                                "use a new --run-dir or drop --resume") from None
@@ -530,17 +548,27 @@ def train(
             for step, (x, y) in enumerate(it):
                 if step >= steps_per_epoch:
                     break
-                out = net(x)
+                if cfg.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    out = net(x)
+                    if teacher is not None:
+                        with torch.no_grad():
+                            t_out = teacher(x)
+                out = out.float()
                 if teacher is not None:
-                    with torch.no_grad():
-                        t_out = teacher(x)
-                    loss = kd_loss(out, t_out, y, temperature=kd_temperature, alpha=kd_alpha,
+                    loss = kd_loss(out, t_out.float(), y, temperature=kd_temperature, alpha=kd_alpha,
                                    label_smoothing=cfg.label_smoothing)
                 else:
                     loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
                 scheduler.step()
                 loss_sum += loss.detach() * y.shape[0]
                 correct += (out.detach().argmax(1) == y).sum()
@@ -571,6 +599,7 @@ def train(
                 train_state = {
                     "epoch": epoch + 1, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": _rng_state(), "history": history, "train_time_s": train_time,
+                    "scaler": scaler.state_dict() if scaler is not None else None,
                 }
                 save_checkpoint(last_path, model=model, model_spec=spec, config=config_doc,
                                 metrics={"val_top1": rec["val_top1"]},
@@ -603,6 +632,8 @@ def train(
         _barrier(dist_ctx)
         return result
     finally:
+        if cfg.channels_last:
+            model.to(memory_format=torch.contiguous_format)
         if writer is not None:
             writer.close()
         if dist_ctx.created:

@@ -70,6 +70,7 @@ class EnvConfig:
     first_last_8bit: bool = True
     eval_limit: int | None = None
     eval_batch_size: int = 1000
+    eval_precision: str = "fp32"
     device: str = "cpu"
     seed: int = 0
     latency_table: str | None = None
@@ -99,6 +100,13 @@ class EnvConfig:
         for name, (lo, hi) in (("w_bits", self.w_bits), ("a_bits", self.a_bits)):
             if not (1 <= lo <= hi <= 8):
                 raise AmcError(f"{name} range ({lo}, {hi}) must satisfy 1 <= min <= max <= 8")
+        from amc.training import PRECISIONS
+
+        if self.eval_precision not in PRECISIONS:
+            raise AmcError(f"eval_precision {self.eval_precision!r} must be one of {', '.join(PRECISIONS)}")
+        if self.eval_precision != "fp32" and self.mode != "prune":
+            raise AmcError(f"eval_precision {self.eval_precision} works with mode 'prune' only: half-precision "
+                           "kernels would round the fake-quantized weights off their grid; use fp32")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise AmcError(f"eval_limit {self.eval_limit} must be >= 1 or None (whole val split)")
 
@@ -494,12 +502,16 @@ class CompressionEnv(gym.Env):
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module) -> float:
-        """Top-1 (%) on the env's val images."""
+        """Top-1 (%) on the env's val images (under autocast when ``eval_precision`` is not fp32)."""
+        from amc.training import PRECISIONS
+
         model = model.to(self.device).eval()
+        dtype = PRECISIONS[self.config.eval_precision]
         correct = 0
         bs = self.config.eval_batch_size
-        for i in range(0, len(self.val_x), bs):
-            correct += int((model(self.val_x[i:i + bs]).argmax(1) == self.val_y[i:i + bs]).sum())
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            for i in range(0, len(self.val_x), bs):
+                correct += int((model(self.val_x[i:i + bs]).argmax(1) == self.val_y[i:i + bs]).sum())
         return 100.0 * correct / max(1, len(self.val_x))
 
 

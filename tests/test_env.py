@@ -108,6 +108,22 @@ def test_apply_policy_reproduces_the_reward(lenet, digits) -> None:
     assert acc == info["metrics"]["accuracy"]
 
 
+def test_bf16_reward_tracks_the_fp32_reward(lenet, digits) -> None:
+    actions = np.random.default_rng(3).random(4)
+    fp32 = CompressionEnv(lenet, digits, EnvConfig(target="macs=0.6"))
+    bf16 = CompressionEnv(lenet, digits, EnvConfig(target="macs=0.6", eval_precision="bf16"))
+    _, i32, _ = run_episode(fp32, actions)
+    _, i16, _ = run_episode(bf16, actions)
+    p32, p16 = i32["policy"].to_dict(), i16["policy"].to_dict()
+    assert p32["layers"] == p16["layers"]  # precision changes the measurement only
+    assert abs(i16["metrics"]["accuracy"] - i32["metrics"]["accuracy"]) <= 2.0  # 300 val images: <= 6 flips
+    assert abs(bf16.base_accuracy - fp32.base_accuracy) <= 2.0
+    with pytest.raises(AmcError, match="mode 'prune' only"):
+        EnvConfig(mode="quant", target="size=0.1", eval_precision="bf16")
+    with pytest.raises(AmcError, match="must be one of"):
+        EnvConfig(eval_precision="int4")
+
+
 def test_gymnasium_and_sb3_checkers(lenet, digits) -> None:
     env = CompressionEnv(lenet, digits, EnvConfig(target="macs=0.5"))
     check_env(env, skip_render_check=True)

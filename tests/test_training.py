@@ -93,6 +93,32 @@ def test_distillation_training_runs(digits: DatasetSplits, tmp_path: Path) -> No
         train(student, digits, cfg, run_dir=tmp_path, teacher=teacher, kd_alpha=2.0)
 
 
+def test_bf16_channels_last_training_learns_and_returns_a_plain_model(
+    digits: DatasetSplits, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    spec = ModelSpec.for_data("lenet5", digits)
+    model = build_model(spec)
+    cfg = TrainConfig(epochs=3, precision="bf16", channels_last=True, **FAST)
+    res = train(model, digits, cfg, run_dir=tmp_path, model_spec=spec)
+    assert res["test_top1"] > 60.0  # chance is 10 %: autocast really trains
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.dtype == torch.float32 and conv.weight.is_contiguous()  # weights stay fp32, NCHW
+    loaded, ckpt = load_checkpoint(res["checkpoint"])
+    assert ckpt["config"]["precision"] == "bf16" and ckpt["config"]["channels_last"] is True
+    x = digits.tensors("test")[0]
+    model.eval()
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_precision_is_checked_against_the_device(digits: DatasetSplits, tmp_path: Path) -> None:
+    with pytest.raises(AmcError, match="precision must be one of"):
+        TrainConfig(precision="int8")
+    model, spec = _mlp(digits)
+    with pytest.raises(AmcError, match="fp16 needs a CUDA device"):
+        train(model, digits, TrainConfig(epochs=1, precision="fp16", **FAST), run_dir=tmp_path, model_spec=spec)
+
+
 def test_pruned_model_checkpoint_stores_the_module(digits: DatasetSplits, tmp_path: Path) -> None:
     model, spec = _mlp(digits)
     # "prune" fc1 from 32 to 20 outputs

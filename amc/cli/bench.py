@@ -74,8 +74,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ft-steps", type=_none_or_int, default=argparse.SUPPRESS,
                    help="fine-tuning steps per epoch (a count or 'all')")
     g.add_argument("--ft-lr", type=float, help="fine-tuning peak learning rate (default 0.01)")
+    g.add_argument("--ft-precision", choices=("fp32", "bf16", "fp16"),
+                   help="fine-tuning precision (default fp32; bf16 is ~3x faster on AVX-512 BF16/AMX CPUs)")
+    g.add_argument("--ft-channels-last", action="store_true", help="fine-tune in the NHWC memory format")
     g.add_argument("--no-kd", action="store_true", help="fine-tune on labels only")
     g.add_argument("--reconstruct", action="store_true", help="AMC's least-squares reconstruction in the env")
+    g.add_argument("--eval-precision", choices=("fp32", "bf16", "fp16"),
+                   help="precision of the searches' reward evaluation (default fp32; val/test top-1 stay fp32)")
     g.add_argument("--round-to", type=int, help="channel multiple (default 1)")
     g.add_argument("--seed", type=int, help="search and fine-tuning seed (default 0)")
     g.add_argument("--threads", type=int, help="torch CPU threads of searches and fine-tuning (default 1)")
@@ -97,12 +102,13 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         "checkpoint": args.checkpoint, "dataset": args.dataset, "data_dir": args.data_dir, "target": args.target,
         "episodes": args.episodes, "warmup": args.warmup, "val_size": args.val_size, "ft_epochs": args.ft_epochs,
-        "ft_lr": args.ft_lr, "round_to": args.round_to, "seed": args.seed, "threads": args.threads,
+        "ft_lr": args.ft_lr, "eval_precision": args.eval_precision, "round_to": args.round_to, "seed": args.seed, "threads": args.threads,
         "latency_threads": args.latency_threads, "latency_min_time_s": args.latency_time,
         "latency_rounds": args.latency_rounds, "device": args.device, "extras": extras or None,
         "agents": tuple(args.agents) if args.agents else None,
         "latency_batches": tuple(args.latency_batches) if args.latency_batches else None,
-        "kd": False if args.no_kd else None, "reconstruct": True if args.reconstruct else None,
+        "kd": False if args.no_kd else None, "ft_precision": args.ft_precision,
+        "ft_channels_last": True if args.ft_channels_last else None, "reconstruct": True if args.reconstruct else None,
     }
     values = {k: v for k, v in overrides.items() if v is not None}
     for opt, key in (("reward_val", "reward_val"), ("test_size", "test_size"), ("ft_steps", "ft_steps_per_epoch")):

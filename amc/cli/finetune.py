@@ -41,6 +41,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="prune + fine-tune in K steps (step k keeps 1-(1-r)k/K of each group; default 1: one-shot)")
     g.add_argument("--no-augment", action="store_true", help="no random crop/flip")
     g.add_argument("--steps-per-epoch", type=int, help="cap the steps per epoch (quick runs)")
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="fp32, or mixed precision: bf16 (CPUs with AVX-512 BF16/AMX, recent GPUs) or fp16 (CUDA) "
+                   "(default fp32)")
+    g.add_argument("--channels-last", action="store_true", help="train in the NHWC memory format (faster convs)")
     g.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (default 0)")
     g.add_argument("--run-dir", required=True, help="output folder")
     g.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
@@ -54,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.wd,
                          kd=not args.no_kd, kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha,
                          iterative=args.iterative, augment=not args.no_augment, steps_per_epoch=args.steps_per_epoch,
-                         seed=args.seed, device=args.device, num_threads=args.threads)
+                         seed=args.seed, device=args.device, num_threads=args.threads,
+                         precision=args.precision, channels_last=args.channels_last)
     student = None
     if args.model_file:
         from amc.export import load_with_metadata

@@ -37,6 +37,8 @@ _DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
     "threads": None,
+    "precision": "fp32",
+    "channels_last": False,
     "no_augment": False,
     "run_dir": None,
     "resume": False,
@@ -75,6 +77,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="seed (default 0)")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps (default auto)")
     g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                   help="fp32, or mixed precision: bf16 (CPUs with AVX-512 BF16/AMX, recent GPUs) or fp16 (CUDA) "
+                   "(default fp32)")
+    g.add_argument("--channels-last", action="store_true", default=None,
+                   help="train in the NHWC memory format (faster conv kernels on CPU and GPU)")
     g.add_argument("--run-dir", help="output folder (default runs/<model>-<dataset>)")
     g.add_argument("--resume", action="store_true", default=None, help="continue from <run-dir>/last.pt")
 
@@ -157,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         momentum=float(opts["momentum"]), nesterov=float(opts["momentum"]) > 0, weight_decay=float(opts["wd"]),
         label_smoothing=float(opts["label_smoothing"]), warmup_epochs=float(opts["warmup_epochs"]),
         augment=not opts["no_augment"], seed=int(opts["seed"]), device=str(opts["device"]),
-        num_threads=opts["threads"],
+        num_threads=opts["threads"], precision=str(opts["precision"]), channels_last=bool(opts["channels_last"]),
     )
     if cfg.num_threads is not None:
         import torch
