@@ -36,6 +36,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--val-size", type=float, default=None, help="val images used for the reward")
     ap.add_argument("--reconstruct", action="store_true")
+    ap.add_argument("--eval-precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                    help="precision of the reward's evaluation")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="bench_out/episode.json")
     args = ap.parse_args()
@@ -56,6 +58,7 @@ def main() -> int:
         cfg = SearchConfig(checkpoint=checkpoint,
                            dataset=args.dataset, data_dir=args.data_dir, target=args.target, agent="ddpg",
                            episodes=args.episodes, warmup=args.warmup, seed=0, reconstruct=args.reconstruct,
+                           eval_precision=args.eval_precision,
                            run_dir=str(Path(tmp) / "run"), threads=args.threads,
                            val_size=args.val_size)
         summary = run_search(cfg, env_factory=lambda *a, **k: TimedEnv(*a, records=records, **k))
@@ -63,10 +66,12 @@ def main() -> int:
     split = episode_split(records, [str(r.get("phase") or "") for r in rows])
     result = {"model": args.model, "dataset": args.dataset, "target": args.target, "episodes": args.episodes,
               "warmup": args.warmup, "reconstruct": args.reconstruct, "threads": args.threads,
+              "eval_precision": args.eval_precision,
               "decisions_per_episode": summary.get("decisions_per_episode"), "loadavg": list(os.getloadavg()),
               "split": split}
     atomic_write_json(args.out, result)
-    print(f"{args.model} on {args.dataset}, {args.target}, reconstruct={args.reconstruct}, seconds per episode "
+    print(f"{args.model} on {args.dataset}, {args.target}, reconstruct={args.reconstruct}, "
+          f"eval {args.eval_precision}, seconds per episode "
           f"(load average {result['loadavg'][0]:.1f}):")
     keys = ("episode_s", *TIMING_KEYS, "env_other", "agent", "evaluate_fraction")
     print(f"{'phase':>8} " + " ".join(f"{k:>17}" for k in keys))
