@@ -931,6 +931,9 @@ def render_report(results: Mapping[str, Any]) -> str:
         notes.append(f"DDPG and the Optuna agents: {cfg['episodes']} evaluations each, the first {cfg['warmup']} "
                      "random (DDPG warm-up / sampler start-up). uniform: one policy, the largest uniform keep ratio "
                      "within the budget; its bisection probes the env (counted above) but only the budget picks it.")
+    if cfg.get("eval_precision", "fp32") != "fp32":
+        notes.append(f"The searches measured their reward under {cfg['eval_precision']} autocast; every val/test "
+                     "top-1 in the tables is measured in fp32.")
     if ft:
         notes.append(f"Fine-tuning: {ft['steps']} steps of batch {cfg['ft_batch_size']} "
                      f"({ft['epochs_equivalent']:.2f} epochs), SGD + Nesterov, lr {cfg['ft_lr']:g} cosine to 0, "

@@ -3,13 +3,15 @@
 #
 #   scripts/train_reference.sh digits          # LeNet-5 on sklearn digits      (~15 s on 2 CPU cores)
 #   scripts/train_reference.sh fashion-mnist   # LeNet-5 on Fashion-MNIST       (~3 min)
-#   scripts/train_reference.sh cifar10         # ResNet-20 on CIFAR-10          (hours on a CPU)
+#   scripts/train_reference.sh cifar10         # ResNet-20 on CIFAR-10          (~80 min with bf16 + AMX, 2 threads)
 #   scripts/train_reference.sh all
 #
 # Environment: FMNIST_DIR (default /work/shared/datasets/fashion-mnist, or Debian's
 # /usr/share/datasets/fashion-mnist), CIFAR_TARBALL (default /work/shared/datasets/cifar10-jpeg.tar.gz),
 # DATA_DIR (default data/, gitignored), DEVICE (default auto), THREADS (default 1: deterministic and
-# gentle on shared machines). Runs go to runs/ref-* (gitignored); --resume continues a killed run.
+# gentle on shared machines; the CIFAR-10 reference used THREADS=2), PRECISION (CIFAR-10 only, default
+# bf16: ~3.5x faster on CPUs with AVX-512 BF16 / AMX; set fp32 elsewhere). Runs go to runs/ref-*
+# (gitignored); --resume continues a killed run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,7 @@ CIFAR_TARBALL=${CIFAR_TARBALL:-/work/shared/datasets/cifar10-jpeg.tar.gz}
 DATA_DIR=${DATA_DIR:-data}
 DEVICE=${DEVICE:-auto}
 THREADS=${THREADS:-1}
+PRECISION=${PRECISION:-bf16}
 COMMON=(--device "$DEVICE" --threads "$THREADS" --seed 0 --resume)
 
 digits() {
@@ -37,9 +40,11 @@ cifar10() {
     mkdir -p "$DATA_DIR"
     tar xzf "$CIFAR_TARBALL" -C "$DATA_DIR"
   fi
-  # He et al. 2016 recipe on a budget: SGD 0.1, Nesterov 0.9, wd 5e-4, batch 128, cosine, 35 epochs
-  amc train --model resnet20 --dataset cifar10 --data-dir "$DATA_DIR" --epochs 35 --lr 0.1 --wd 5e-4 \
-    --batch-size 128 "${COMMON[@]}" --run-dir runs/ref-resnet20-cifar10
+  # He et al. 2016 recipe with a cosine schedule: SGD 0.1, Nesterov 0.9, wd 5e-4, batch 128, 150 epochs,
+  # bf16 autocast in the NHWC memory format (weights stay fp32)
+  amc train --model resnet20 --dataset cifar10 --data-dir "$DATA_DIR" --epochs 150 --lr 0.1 --wd 5e-4 \
+    --batch-size 128 --precision "$PRECISION" --channels-last "${COMMON[@]}" --run-dir runs/ref-resnet20-cifar10-bf16
+  cp runs/ref-resnet20-cifar10-bf16/final.pt reference/resnet20-cifar10.pt
 }
 
 case "${1:-all}" in
