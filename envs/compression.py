@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -208,6 +209,7 @@ class CompressionEnv(gym.Env):
         if val_data is None:
             val_data = splits.tensors("val", device=self.device, limit=cfg.eval_limit)
         self.val_x, self.val_y = val_data
+        self._val_x_nhwc: torch.Tensor | None = None  # val_x in channels-last, made on first half-precision eval
         example = self.val_x[:1]
         self.pruner = Pruner(self.model, example, seed=cfg.seed)
         self.graph = self.pruner.graph
@@ -507,11 +509,19 @@ class CompressionEnv(gym.Env):
 
         model = model.to(self.device).eval()
         dtype = PRECISIONS[self.config.eval_precision]
+        x_all = self.val_x
+        if dtype is not None and x_all.dim() == 4:  # half-precision convs are fastest in NHWC (~2x more on CPU)
+            if model is self.model:
+                model = copy.deepcopy(model)  # leave the caller's model in its own memory format
+            model = model.to(memory_format=torch.channels_last)
+            if self._val_x_nhwc is None:
+                self._val_x_nhwc = x_all.contiguous(memory_format=torch.channels_last)
+            x_all = self._val_x_nhwc
         correct = 0
         bs = self.config.eval_batch_size
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             for i in range(0, len(self.val_x), bs):
-                correct += int((model(self.val_x[i:i + bs]).argmax(1) == self.val_y[i:i + bs]).sum())
+                correct += int((model(x_all[i:i + bs]).argmax(1) == self.val_y[i:i + bs]).sum())
         return 100.0 * correct / max(1, len(self.val_x))
 
 
