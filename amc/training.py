@@ -632,8 +632,10 @@ def train(
         _barrier(dist_ctx)
         return result
     finally:
-        if cfg.channels_last:
+        if cfg.channels_last:  # hand both models back in the default format
             model.to(memory_format=torch.contiguous_format)
+            if teacher is not None:
+                teacher.to(memory_format=torch.contiguous_format)
         if writer is not None:
             writer.close()
         if dist_ctx.created:

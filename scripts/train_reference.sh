@@ -4,6 +4,7 @@
 #   scripts/train_reference.sh digits          # LeNet-5 on sklearn digits      (~15 s on 2 CPU cores)
 #   scripts/train_reference.sh fashion-mnist   # LeNet-5 on Fashion-MNIST       (~3 min)
 #   scripts/train_reference.sh cifar10         # ResNet-20 on CIFAR-10          (~80 min with bf16 + AMX, 2 threads)
+#   scripts/train_reference.sh cifar10-resnet56  # ResNet-56 on CIFAR-10 (AMC's model; ~4 h with bf16 + AMX, 2 threads)
 #   scripts/train_reference.sh all
 #
 # Environment: FMNIST_DIR (default /work/shared/datasets/fashion-mnist, or Debian's
@@ -47,10 +48,26 @@ cifar10() {
   cp runs/ref-resnet20-cifar10-bf16/final.pt reference/resnet20-cifar10.pt
 }
 
+cifar10_resnet56() {
+  if [ ! -d "$DATA_DIR/cifar10-jpeg" ]; then
+    mkdir -p "$DATA_DIR"
+    tar xzf "$CIFAR_TARBALL" -C "$DATA_DIR"
+  fi
+  # a state committed by an earlier session (reference/in-progress/) continues here
+  if [ -f reference/in-progress/resnet56-cifar10-last.pt ] && [ ! -f runs/ref-resnet56-cifar10-bf16/last.pt ]; then
+    mkdir -p runs/ref-resnet56-cifar10-bf16
+    cp reference/in-progress/resnet56-cifar10-last.pt runs/ref-resnet56-cifar10-bf16/last.pt
+  fi
+  amc train --model resnet56 --dataset cifar10 --data-dir "$DATA_DIR" --epochs 150 --lr 0.1 --wd 5e-4 \
+    --batch-size 128 --precision "$PRECISION" --channels-last "${COMMON[@]}" --run-dir runs/ref-resnet56-cifar10-bf16
+  cp runs/ref-resnet56-cifar10-bf16/final.pt reference/resnet56-cifar10.pt
+}
+
 case "${1:-all}" in
   digits) digits ;;
   fashion-mnist) fashion_mnist ;;
   cifar10) cifar10 ;;
+  cifar10-resnet56) cifar10_resnet56 ;;
   all) digits; fashion_mnist; cifar10 ;;
-  *) echo "usage: $0 [digits|fashion-mnist|cifar10|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [digits|fashion-mnist|cifar10|cifar10-resnet56|all]" >&2; exit 2 ;;
 esac

@@ -88,6 +88,10 @@ def test_distillation_training_runs(digits: DatasetSplits, tmp_path: Path) -> No
     assert len(res["history"]) == 1
     assert res["history"][0]["train_loss"] > 0
     assert not any(p.requires_grad for p in teacher.parameters())
+    cl = TrainConfig(epochs=1, steps_per_epoch=2, channels_last=True, **FAST)
+    conv_teacher = build_model(ModelSpec.for_data("lenet5", digits))
+    train(build_model(ModelSpec.for_data("lenet5", digits)), digits, cl, run_dir=tmp_path / "cl", teacher=conv_teacher)
+    assert all(p.is_contiguous() for p in conv_teacher.parameters())  # the teacher comes back in NCHW too
     assert load_checkpoint(res["checkpoint"])[1]["config"]["distillation"] == {"temperature": 2.0, "alpha": 0.5}
     with pytest.raises(AmcError, match="alpha"):
         train(student, digits, cfg, run_dir=tmp_path, teacher=teacher, kd_alpha=2.0)
