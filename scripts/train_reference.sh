@@ -53,11 +53,6 @@ cifar10_resnet56() {
     mkdir -p "$DATA_DIR"
     tar xzf "$CIFAR_TARBALL" -C "$DATA_DIR"
   fi
-  # a state committed by an earlier session (reference/in-progress/) continues here
-  if [ -f reference/in-progress/resnet56-cifar10-last.pt ] && [ ! -f runs/ref-resnet56-cifar10-bf16/last.pt ]; then
-    mkdir -p runs/ref-resnet56-cifar10-bf16
-    cp reference/in-progress/resnet56-cifar10-last.pt runs/ref-resnet56-cifar10-bf16/last.pt
-  fi
   amc train --model resnet56 --dataset cifar10 --data-dir "$DATA_DIR" --epochs 150 --lr 0.1 --wd 5e-4 \
     --batch-size 128 --precision "$PRECISION" --channels-last "${COMMON[@]}" --run-dir runs/ref-resnet56-cifar10-bf16
   cp runs/ref-resnet56-cifar10-bf16/final.pt reference/resnet56-cifar10.pt
