@@ -36,33 +36,25 @@ fashion_mnist() {
   cp runs/ref-lenet5-fashion-mnist/final.pt reference/lenet5-fashion-mnist.pt
 }
 
-cifar10() {
+# cifar_reference MODEL: MODEL on CIFAR-10 -> reference/MODEL-cifar10.pt. He et al. 2016 recipe with a
+# cosine schedule: SGD 0.1, Nesterov 0.9, wd 5e-4, batch 128, 150 epochs, bf16 autocast in the NHWC
+# memory format (weights stay fp32).
+cifar_reference() {
+  local model=$1 run_dir="runs/ref-$1-cifar10-bf16"
   if [ ! -d "$DATA_DIR/cifar10-jpeg" ]; then
     mkdir -p "$DATA_DIR"
     tar xzf "$CIFAR_TARBALL" -C "$DATA_DIR"
   fi
-  # He et al. 2016 recipe with a cosine schedule: SGD 0.1, Nesterov 0.9, wd 5e-4, batch 128, 150 epochs,
-  # bf16 autocast in the NHWC memory format (weights stay fp32)
-  amc train --model resnet20 --dataset cifar10 --data-dir "$DATA_DIR" --epochs 150 --lr 0.1 --wd 5e-4 \
-    --batch-size 128 --precision "$PRECISION" --channels-last "${COMMON[@]}" --run-dir runs/ref-resnet20-cifar10-bf16
-  cp runs/ref-resnet20-cifar10-bf16/final.pt reference/resnet20-cifar10.pt
-}
-
-cifar10_resnet56() {
-  if [ ! -d "$DATA_DIR/cifar10-jpeg" ]; then
-    mkdir -p "$DATA_DIR"
-    tar xzf "$CIFAR_TARBALL" -C "$DATA_DIR"
-  fi
-  amc train --model resnet56 --dataset cifar10 --data-dir "$DATA_DIR" --epochs 150 --lr 0.1 --wd 5e-4 \
-    --batch-size 128 --precision "$PRECISION" --channels-last "${COMMON[@]}" --run-dir runs/ref-resnet56-cifar10-bf16
-  cp runs/ref-resnet56-cifar10-bf16/final.pt reference/resnet56-cifar10.pt
+  amc train --model "$model" --dataset cifar10 --data-dir "$DATA_DIR" --epochs 150 --lr 0.1 --wd 5e-4 \
+    --batch-size 128 --precision "$PRECISION" --channels-last "${COMMON[@]}" --run-dir "$run_dir"
+  cp "$run_dir/final.pt" "reference/$model-cifar10.pt"
 }
 
 case "${1:-all}" in
   digits) digits ;;
   fashion-mnist) fashion_mnist ;;
-  cifar10) cifar10 ;;
-  cifar10-resnet56) cifar10_resnet56 ;;
-  all) digits; fashion_mnist; cifar10 ;;
+  cifar10) cifar_reference resnet20 ;;
+  cifar10-resnet56) cifar_reference resnet56 ;;
+  all) digits; fashion_mnist; cifar_reference resnet20 ;;
   *) echo "usage: $0 [digits|fashion-mnist|cifar10|cifar10-resnet56|all]" >&2; exit 2 ;;
 esac
