@@ -19,6 +19,7 @@ from amc.cost import CostModel, kept_channels
 from amc.errors import AmcError
 from amc.policy import GroupDecision, LayerDecision, Policy, parse_target
 from amc.pruning import IMPORTANCES, Pruner
+from amc.training import PRECISIONS
 from amc.utils import resolve_device
 from envs.rewards import REWARDS
 from search_spaces import space_for
@@ -101,8 +102,6 @@ class EnvConfig:
         for name, (lo, hi) in (("w_bits", self.w_bits), ("a_bits", self.a_bits)):
             if not (1 <= lo <= hi <= 8):
                 raise AmcError(f"{name} range ({lo}, {hi}) must satisfy 1 <= min <= max <= 8")
-        from amc.training import PRECISIONS
-
         if self.eval_precision not in PRECISIONS:
             raise AmcError(f"eval_precision {self.eval_precision!r} must be one of {', '.join(PRECISIONS)}")
         if self.eval_precision != "fp32" and self.mode != "prune":
@@ -505,8 +504,6 @@ class CompressionEnv(gym.Env):
     @torch.inference_mode()
     def evaluate(self, model: nn.Module) -> float:
         """Top-1 (%) on the env's val images (under autocast when ``eval_precision`` is not fp32)."""
-        from amc.training import PRECISIONS
-
         model = model.to(self.device).eval()
         dtype = PRECISIONS[self.config.eval_precision]
         x_all = self.val_x
