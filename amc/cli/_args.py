@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+#: ``--precision`` choices; the same keys as ``amc.training.PRECISIONS`` (not imported: that loads torch)
+PRECISION_CHOICES = ("fp32", "bf16", "fp16")
+
 
 def count_or_fraction(s: str) -> int | float:
     """``--val-size``: an image count (``5000``) or a fraction of the train split (``0.1``)."""

@@ -21,6 +21,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from amc.cli._args import PRECISION_CHOICES
+
 
 def _none_or_int(text: str) -> int | None:
     if text.lower() in ("all", "none"):
@@ -74,12 +76,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ft-steps", type=_none_or_int, default=argparse.SUPPRESS,
                    help="fine-tuning steps per epoch (a count or 'all')")
     g.add_argument("--ft-lr", type=float, help="fine-tuning peak learning rate (default 0.01)")
-    g.add_argument("--ft-precision", choices=("fp32", "bf16", "fp16"),
+    g.add_argument("--ft-precision", choices=PRECISION_CHOICES,
                    help="fine-tuning precision (default fp32; bf16 + channels-last is ~2x faster on AVX-512 BF16/AMX CPUs)")
     g.add_argument("--ft-channels-last", action="store_true", help="fine-tune in the NHWC memory format")
     g.add_argument("--no-kd", action="store_true", help="fine-tune on labels only")
     g.add_argument("--reconstruct", action="store_true", help="AMC's least-squares reconstruction in the env")
-    g.add_argument("--eval-precision", choices=("fp32", "bf16", "fp16"),
+    g.add_argument("--eval-precision", choices=PRECISION_CHOICES,
                    help="precision of the searches' reward evaluation (default fp32; val/test top-1 stay fp32)")
     g.add_argument("--round-to", type=int, help="channel multiple (default 1)")
     g.add_argument("--seed", type=int, help="search and fine-tuning seed (default 0)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 
+from amc.cli._args import PRECISION_CHOICES
 from amc.cli.apply import _fmt_acc, _human_bytes, add_common, cost_table
 from amc.errors import AmcError
 
@@ -41,7 +42,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="prune + fine-tune in K steps (step k keeps 1-(1-r)k/K of each group; default 1: one-shot)")
     g.add_argument("--no-augment", action="store_true", help="no random crop/flip")
     g.add_argument("--steps-per-epoch", type=int, help="cap the steps per epoch (quick runs)")
-    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+    g.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
                    help="fp32, or mixed precision: bf16 (CPUs with AVX-512 BF16/AMX, recent GPUs) or fp16 (CUDA) "
                    "(default fp32)")
     g.add_argument("--channels-last", action="store_true", help="train in the NHWC memory format (faster convs)")

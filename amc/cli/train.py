@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from amc.cli._args import count_or_fraction
+from amc.cli._args import PRECISION_CHOICES, count_or_fraction
 from amc.errors import AmcError
 
 # option dest -> default (None: required or library default)
@@ -77,7 +77,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="seed (default 0)")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps (default auto)")
     g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+    g.add_argument("--precision", choices=PRECISION_CHOICES,
                    help="fp32, or mixed precision: bf16 (CPUs with AVX-512 BF16/AMX, recent GPUs) or fp16 (CUDA) "
                    "(default fp32)")
     g.add_argument("--channels-last", action="store_true", default=None,
