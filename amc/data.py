@@ -62,6 +62,7 @@ __all__ = [
     "get_dataset",
     "AugmentSpec",
     "augment_batch",
+    "cutout_batch",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
@@ -164,6 +165,7 @@ class BatchLoader:
         batch_size: int,
         shuffle: bool = False,
         augment: AugmentSpec | None = None,
+        cutout: int = 0,
         device: torch.device | str | None = None,
         drop_last: bool = False,
         seed: int | None = None,
@@ -172,6 +174,8 @@ class BatchLoader:
     ) -> None:
         if batch_size < 1:
             raise AmcError(f"batch_size must be >= 1, got {batch_size}")
+        if cutout < 0:
+            raise AmcError(f"cutout must be >= 0 pixels, got {cutout}")
         if not 0 <= rank < world_size:
             raise AmcError(f"rank {rank} must be in [0, world_size={world_size})")
         self.data = data
@@ -179,6 +183,7 @@ class BatchLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment if augment and (augment.pad or augment.flip) else None
+        self.cutout = int(cutout)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.drop_last = drop_last
         self.seed = seed
@@ -214,7 +219,29 @@ class BatchLoader:
             if self.augment is not None:
                 x = augment_batch(x, self.augment, generator=gen)
             y = self.data.labels[idx]
-            yield _normalize(x.to(self.device, non_blocking=True), self.mean, self.std), y.to(self.device)
+            x = _normalize(x.to(self.device, non_blocking=True), self.mean, self.std)
+            if self.cutout:
+                x = cutout_batch(x, self.cutout, generator=gen)
+            yield x, y.to(self.device)
+
+
+def cutout_batch(x: torch.Tensor, size: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero a ``size`` x ``size`` square of every image of a normalised batch ``(N, C, H, W)``, in place.
+
+    Cutout (DeVries & Taylor 2017, arXiv:1708.04552): the square's centre is uniform over the image and
+    the square is clipped at the borders, so some images lose less than ``size**2`` pixels. Zero is the
+    dataset mean after normalisation. The centres come from ``generator`` on the CPU.
+    """
+    n, _, h, w = x.shape
+    if n == 0 or size <= 0:
+        return x
+    cy = torch.randint(0, h, (n, 1), generator=generator)
+    cx = torch.randint(0, w, (n, 1), generator=generator)
+    lo = size // 2
+    rows = torch.arange(h) - cy + lo  # in [0, size) inside the square
+    cols = torch.arange(w) - cx + lo
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]  # (N, H, W)
+    return x.masked_fill_(inside[:, None].to(x.device), 0.0)
 
 
 def _normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -270,13 +297,17 @@ class DatasetSplits:
         batch_size: int,
         shuffle: bool = False,
         augment: bool = False,
+        cutout: int = 0,
         device: torch.device | str | None = None,
         drop_last: bool = False,
         seed: int | None = None,
         rank: int = 0,
         world_size: int = 1,
     ) -> BatchLoader:
-        """Iterable of normalised float ``(x, y)`` batches of ``split``; see :class:`BatchLoader`."""
+        """Iterable of normalised float ``(x, y)`` batches of ``split``; see :class:`BatchLoader`.
+
+        ``augment`` applies the dataset's crop/flip; ``cutout`` > 0 also masks a square of that side.
+        """
         return BatchLoader(
             self.split(split),
             mean=torch.tensor(self.mean),
@@ -284,6 +315,7 @@ class DatasetSplits:
             batch_size=batch_size,
             shuffle=shuffle,
             augment=self.augment if augment else None,
+            cutout=cutout,
             device=device,
             drop_last=drop_last,
             seed=seed,

@@ -11,7 +11,8 @@
 # /usr/share/datasets/fashion-mnist), CIFAR_TARBALL (default /work/shared/datasets/cifar10-jpeg.tar.gz),
 # DATA_DIR (default data/, gitignored), DEVICE (default auto), THREADS (default 1: deterministic and
 # gentle on shared machines; the CIFAR-10 reference used THREADS=2), PRECISION (CIFAR-10 only, default
-# bf16: ~3.5x faster on CPUs with AVX-512 BF16 / AMX; set fp32 elsewhere). Runs go to runs/ref-*
+# bf16: ~3.5x faster on CPUs with AVX-512 BF16 / AMX; set fp32 elsewhere), CUTOUT (CIFAR-10 only,
+# default 16 pixels; 0 for the plain crop + flip recipe). Runs go to runs/ref-*
 # (gitignored); --resume continues a killed run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,7 @@ DATA_DIR=${DATA_DIR:-data}
 DEVICE=${DEVICE:-auto}
 THREADS=${THREADS:-1}
 PRECISION=${PRECISION:-bf16}
+CUTOUT=${CUTOUT:-16}
 COMMON=(--device "$DEVICE" --threads "$THREADS" --seed 0 --resume)
 
 digits() {
@@ -37,16 +39,16 @@ fashion_mnist() {
 }
 
 # cifar_reference MODEL: MODEL on CIFAR-10 -> reference/MODEL-cifar10.pt. He et al. 2016 recipe with a
-# cosine schedule: SGD 0.1, Nesterov 0.9, wd 5e-4, batch 128, 150 epochs, bf16 autocast in the NHWC
-# memory format (weights stay fp32).
+# cosine schedule: SGD 0.1, Nesterov 0.9, wd 5e-4, batch 128, 150 epochs, crop + flip + Cutout 16
+# (DeVries & Taylor 2017), bf16 autocast in the NHWC memory format (weights stay fp32).
 cifar_reference() {
-  local model=$1 run_dir="runs/ref-$1-cifar10-bf16"
+  local model=$1 run_dir="runs/ref-$1-cifar10-$PRECISION-cutout$CUTOUT"
   if [ ! -d "$DATA_DIR/cifar10-jpeg" ]; then
     mkdir -p "$DATA_DIR"
     tar xzf "$CIFAR_TARBALL" -C "$DATA_DIR"
   fi
   amc train --model "$model" --dataset cifar10 --data-dir "$DATA_DIR" --epochs 150 --lr 0.1 --wd 5e-4 \
-    --batch-size 128 --precision "$PRECISION" --channels-last "${COMMON[@]}" --run-dir "$run_dir"
+    --batch-size 128 --cutout "$CUTOUT" --precision "$PRECISION" --channels-last "${COMMON[@]}" --run-dir "$run_dir"
   cp "$run_dir/final.pt" "reference/$model-cifar10.pt"
 }
 

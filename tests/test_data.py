@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import amc.data as D
-from amc.data import AugmentSpec, DatasetSplits, augment_batch, get_dataset
+from amc.data import AugmentSpec, DatasetSplits, augment_batch, cutout_batch, get_dataset
 from amc.errors import AmcError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"  # ../shared beside the checkout
@@ -88,6 +88,31 @@ def test_augment_batch_shapes_and_paths() -> None:
     oy, ox = torch.randint(0, 5, (8,)), torch.randint(0, 5, (8,))
     flip = torch.rand(8) < 0.5
     assert torch.equal(D._crop_flip_loop(padded, oy, ox, flip, 6, 5), D._crop_flip_gather(padded, oy, ox, flip, 6, 5))
+
+
+def test_cutout_masks_one_clipped_square_per_image() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = cutout_batch(torch.ones(2000, 3, 32, 32), 16, generator=g)
+    masked = x == 0
+    assert torch.equal(masked[:, 0], masked[:, 2])  # the same square in every channel
+    area = masked[:, 0].sum((1, 2))
+    assert int(area.max()) == 16 * 16 and int(area.min()) >= 8 * 8  # clipped at most to a corner quarter
+    for m in masked[:50, 0]:  # each mask is one axis-aligned rectangle
+        rows, cols = m.any(1).nonzero().flatten(), m.any(0).nonzero().flatten()
+        assert int(m.sum()) == len(rows) * len(cols) and len(rows) <= 16 and len(cols) <= 16
+    assert torch.equal(cutout_batch(torch.ones(4, 1, 8, 8), 0), torch.ones(4, 1, 8, 8))
+
+
+def test_loader_cutout_is_seeded(digits: DatasetSplits) -> None:
+    def first_batch(cutout: int) -> torch.Tensor:
+        return next(iter(digits.loader("train", batch_size=64, shuffle=True, augment=True, cutout=cutout, seed=3)))[0]
+
+    a, b, plain = first_batch(4), first_batch(4), first_batch(0)
+    assert torch.equal(a, b)  # same seed, same squares: resumable
+    changed = (a != plain).flatten(1).any(1)
+    assert changed.float().mean() > 0.9 and bool(((a == 0) | (a == plain)).all())
+    with pytest.raises(AmcError, match="cutout must be >= 0"):
+        digits.loader("train", batch_size=8, cutout=-1)
 
 
 def test_missing_data_errors(tmp_path: Path) -> None:

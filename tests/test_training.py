@@ -158,7 +158,7 @@ def test_checkpoint_errors(tmp_path: Path) -> None:
 def test_train_config_validates() -> None:
     assert TrainConfig.from_dict(TrainConfig(epochs=3).to_dict()) == TrainConfig(epochs=3)
     for bad in ({"epochs": 0}, {"lr": 0}, {"momentum": 0.0}, {"label_smoothing": 1.0}, {"schedule": "step"},
-                {"warmup_epochs": 20}, {"num_threads": 0}):
+                {"warmup_epochs": 20}, {"num_threads": 0}, {"cutout": -1}, {"cutout": True}):
         with pytest.raises(AmcError):
             TrainConfig(**bad)
     with pytest.raises(AmcError, match="unknown training options"):
@@ -172,9 +172,10 @@ def test_cli_train_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     cfg.write_text("model: mlp\nmodel_kwargs: {hidden: [16]}\nbatch_size: 64\nthreads: 1\n")
     run_dir = tmp_path / "run"
     rc = main(["train", "--config", str(cfg), "--dataset", "digits", "--epochs", "1", "--device", "cpu",
-               "--run-dir", str(run_dir)])
+               "--cutout", "2", "--run-dir", str(run_dir)])
     out = capsys.readouterr().out
     assert rc == 0 and "test top-1" in out and str(run_dir / "final.pt") in out
+    assert T.load_checkpoint(run_dir / "final.pt")[1]["config"]["cutout"] == 2
     assert main(["eval", "--checkpoint", str(run_dir / "final.pt"), "--split", "val", "--device", "cpu"]) == 0
     assert "on digits val (300 images)" in capsys.readouterr().out
     assert main(["eval", "--checkpoint", str(tmp_path / "nope.pt")]) == 2

@@ -40,6 +40,7 @@ _DEFAULTS: dict[str, Any] = {
     "precision": "fp32",
     "channels_last": False,
     "no_augment": False,
+    "cutout": 0,
     "run_dir": None,
     "resume": False,
     "teacher": None,
@@ -70,6 +71,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float, help="label smoothing (default 0)")
     g.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs (default 0)")
     g.add_argument("--no-augment", action="store_true", default=None, help="no random crop/flip")
+    g.add_argument("--cutout", type=int, metavar="PX", help="mask a random PX x PX square of each train image "
+                   "(Cutout; 16 for CIFAR-10; default 0: off)")
     g.add_argument("--teacher", metavar="CKPT", help="distil from this checkpoint (Hinton KD)")
     g.add_argument("--kd-temperature", type=float, help="KD temperature T (default 4)")
     g.add_argument("--kd-alpha", type=float, help="weight of the KD term in [0, 1] (default 0.9)")
@@ -163,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=int(opts["epochs"]), batch_size=int(opts["batch_size"]), lr=float(opts["lr"]),
         momentum=float(opts["momentum"]), nesterov=float(opts["momentum"]) > 0, weight_decay=float(opts["wd"]),
         label_smoothing=float(opts["label_smoothing"]), warmup_epochs=float(opts["warmup_epochs"]),
-        augment=not opts["no_augment"], seed=int(opts["seed"]), device=str(opts["device"]),
+        augment=not opts["no_augment"], cutout=int(opts["cutout"]), seed=int(opts["seed"]), device=str(opts["device"]),
         num_threads=opts["threads"], precision=str(opts["precision"]), channels_last=bool(opts["channels_last"]),
     )
     if cfg.num_threads is not None:
