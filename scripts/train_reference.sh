@@ -12,7 +12,7 @@
 # DATA_DIR (default data/, gitignored), DEVICE (default auto), THREADS (default 1: deterministic and
 # gentle on shared machines; the CIFAR-10 reference used THREADS=2), PRECISION (CIFAR-10 only, default
 # bf16: ~3.5x faster on CPUs with AVX-512 BF16 / AMX; set fp32 elsewhere), CUTOUT (CIFAR-10 only,
-# default 16 pixels; 0 for the plain crop + flip recipe). Runs go to runs/ref-*
+# default 16 pixels; 0 for the plain crop + flip recipe, copied to reference/MODEL-cifar10-nocutout.pt). Runs go to runs/ref-*
 # (gitignored); --resume continues a killed run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,7 +49,9 @@ cifar_reference() {
   fi
   amc train --model "$model" --dataset cifar10 --data-dir "$DATA_DIR" --epochs 150 --lr 0.1 --wd 5e-4 \
     --batch-size 128 --cutout "$CUTOUT" --precision "$PRECISION" --channels-last "${COMMON[@]}" --run-dir "$run_dir"
-  cp "$run_dir/final.pt" "reference/$model-cifar10.pt"
+  local suffix=""  # the default recipe (cutout 16) is the reference; others get a tagged file
+  case "$CUTOUT" in 16) ;; 0) suffix="-nocutout" ;; *) suffix="-cutout$CUTOUT" ;; esac
+  cp "$run_dir/final.pt" "reference/$model-cifar10$suffix.pt"
 }
 
 case "${1:-all}" in
