@@ -482,8 +482,7 @@ def train(
 
     loader = splits.loader(
         "train", batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment, cutout=cfg.cutout, device=device,
-        drop_last=False,
-        seed=cfg.seed, rank=dist_ctx.rank, world_size=dist_ctx.world_size,
+        drop_last=False, seed=cfg.seed, rank=dist_ctx.rank, world_size=dist_ctx.world_size,
     )
     steps_per_epoch = len(loader) if cfg.steps_per_epoch is None else min(len(loader), cfg.steps_per_epoch)
     if steps_per_epoch == 0:

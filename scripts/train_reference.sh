@@ -12,8 +12,8 @@
 # DATA_DIR (default data/, gitignored), DEVICE (default auto), THREADS (default 1: deterministic and
 # gentle on shared machines; the CIFAR-10 reference used THREADS=2), PRECISION (CIFAR-10 only, default
 # bf16: ~3.5x faster on CPUs with AVX-512 BF16 / AMX; set fp32 elsewhere), CUTOUT (CIFAR-10 only,
-# default 16 pixels; 0 for the plain crop + flip recipe, copied to reference/MODEL-cifar10-nocutout.pt). Runs go to runs/ref-*
-# (gitignored); --resume continues a killed run.
+# default 16 pixels; 0 for the plain crop + flip recipe, copied to reference/MODEL-cifar10-nocutout.pt).
+# Runs go to runs/ref-* (gitignored); --resume continues a killed run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
