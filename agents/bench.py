@@ -36,7 +36,6 @@ stage (``os.getloadavg()``) so that readers can judge.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -55,7 +54,7 @@ import torch
 import torch.nn as nn
 
 from amc.errors import AmcError
-from amc.utils import atomic_write_json, atomic_write_text
+from amc.utils import atomic_write_json, atomic_write_text, file_sha256
 from envs import CompressionEnv
 
 __all__ = [
@@ -361,14 +360,6 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
@@ -433,7 +424,7 @@ class _Bench:
         src = Path(cfg.checkpoint).expanduser()
         if not src.is_file():
             raise AmcError(f"checkpoint {str(src)!r} does not exist (train one with `amc train`)")
-        sha = _sha256(src)
+        sha = file_sha256(src)
         cfg_path = out / "bench_config.json"
         if overwrite:
             self._clear()
@@ -449,7 +440,7 @@ class _Bench:
                                "start again there, or choose another --out")
         out.mkdir(parents=True, exist_ok=True)
         snap = out / "checkpoint.pt"
-        if not snap.is_file() or _sha256(snap) != sha:
+        if not snap.is_file() or file_sha256(snap) != sha:
             shutil.copyfile(src, snap)
         atomic_write_json(cfg_path, {"config": cfg.to_dict(), "checkpoint_sha256": sha})
         self.checkpoint_path = snap

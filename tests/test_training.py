@@ -15,6 +15,7 @@ from amc.data import DatasetSplits
 from amc.errors import AmcError
 from amc.models import ModelSpec, build_model
 from amc.training import TrainConfig, evaluate, load_checkpoint, save_checkpoint, train
+from amc.utils import file_sha256
 
 FAST = {"batch_size": 32, "lr": 0.1, "device": "cpu", "num_threads": 1, "eval_batch_size": 500}
 
@@ -175,7 +176,15 @@ def test_cli_train_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
                "--cutout", "2", "--run-dir", str(run_dir)])
     out = capsys.readouterr().out
     assert rc == 0 and "test top-1" in out and str(run_dir / "final.pt") in out
-    assert T.load_checkpoint(run_dir / "final.pt")[1]["config"]["cutout"] == 2
+    teacher = T.load_checkpoint(run_dir / "final.pt")[1]
+    assert teacher["config"]["cutout"] == 2
+    # a distilled run records which teacher it learnt from (path, sha256, accuracy)
+    assert main(["train", "--config", str(cfg), "--dataset", "digits", "--epochs", "1", "--device", "cpu",
+                 "--teacher", str(run_dir / "final.pt"), "--run-dir", str(tmp_path / "kd")]) == 0
+    meta = T.load_checkpoint(tmp_path / "kd" / "final.pt")[1]["meta"]["teacher"]
+    assert meta["sha256"] == file_sha256(run_dir / "final.pt") and len(meta["sha256"]) == 64
+    assert meta["model"] == "mlp" and meta["test_top1"] == teacher["metrics"]["test_top1"]
+    capsys.readouterr()
     assert main(["eval", "--checkpoint", str(run_dir / "final.pt"), "--split", "val", "--device", "cpu"]) == 0
     assert "on digits val (300 images)" in capsys.readouterr().out
     assert main(["eval", "--checkpoint", str(tmp_path / "nope.pt")]) == 2

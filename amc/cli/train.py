@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     from amc.data import get_dataset
     from amc.models import ModelSpec, build_model
     from amc.training import TrainConfig, load_checkpoint, train
-    from amc.utils import seed_everything
+    from amc.utils import file_sha256, seed_everything
 
     opts = resolve_options(args)
     cfg = TrainConfig(
@@ -184,15 +184,19 @@ def run(args: argparse.Namespace) -> int:
         raise AmcError(str(e)) from None
     seed_everything(cfg.seed)  # the initial weights depend on --seed only
     model = build_model(spec)
-    teacher = None
+    teacher, meta = None, {"command": "amc train"}
     if opts["teacher"]:
-        teacher, _ = load_checkpoint(opts["teacher"])
+        teacher, t_ckpt = load_checkpoint(opts["teacher"])
+        # provenance: the path may be renamed later, the bytes' hash and accuracy identify the teacher
+        meta["teacher"] = {"path": str(opts["teacher"]), "sha256": file_sha256(opts["teacher"]),
+                           "model": (t_ckpt.get("model_spec") or {}).get("name"),
+                           "test_top1": (t_ckpt.get("metrics") or {}).get("test_top1")}
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{splits.summary()}; model {spec.name} -> {opts['run_dir']}", flush=True)
     result = train(
         model, splits, cfg, run_dir=opts["run_dir"], teacher=teacher, kd_temperature=float(opts["kd_temperature"]),
         kd_alpha=float(opts["kd_alpha"]), resume=bool(opts["resume"]), progress=True, model_spec=spec,
-        extra_meta={"command": "amc train"},
+        extra_meta=meta,
     )
     if not result:  # a torchrun rank other than 0
         return 0
