@@ -5,6 +5,7 @@
 #   scripts/train_reference.sh fashion-mnist   # LeNet-5 on Fashion-MNIST       (~3 min)
 #   scripts/train_reference.sh cifar10         # ResNet-20 on CIFAR-10          (~80 min with bf16 + AMX, 2 threads)
 #   scripts/train_reference.sh cifar10-resnet56  # ResNet-56 on CIFAR-10 (AMC's model; ~4 h with bf16 + AMX, 2 threads)
+#   scripts/train_reference.sh cifar10-kd      # ResNet-20 distilled from reference/resnet56-cifar10.pt (~2.5 h)
 #   scripts/train_reference.sh all
 #
 # Environment: FMNIST_DIR (default /work/shared/datasets/fashion-mnist, or Debian's
@@ -12,7 +13,8 @@
 # DATA_DIR (default data/, gitignored), DEVICE (default auto), THREADS (default 1: deterministic and
 # gentle on shared machines; the CIFAR-10 reference used THREADS=2), PRECISION (CIFAR-10 only, default
 # bf16: ~3.5x faster on CPUs with AVX-512 BF16 / AMX; set fp32 elsewhere), CUTOUT (CIFAR-10 only,
-# default 16 pixels; 0 for the plain crop + flip recipe, copied to reference/MODEL-cifar10-nocutout.pt).
+# default 16 pixels; 0 for the plain crop + flip recipe, copied to reference/MODEL-cifar10-nocutout.pt),
+# KD_TEACHER (cifar10-kd only, default reference/resnet56-cifar10.pt), KD_ALPHA (default 0.9), KD_T (default 4).
 # Runs go to runs/ref-* (gitignored); --resume continues a killed run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,20 +40,49 @@ fashion_mnist() {
   cp runs/ref-lenet5-fashion-mnist/final.pt reference/lenet5-fashion-mnist.pt
 }
 
+# The default recipe (Cutout 16) makes the reference file; other Cutout sizes get a tagged one.
+cutout_suffix() {
+  case "$CUTOUT" in 16) echo "" ;; 0) echo "-nocutout" ;; *) echo "-cutout$CUTOUT" ;; esac
+}
+
+extract_cifar() {
+  if [ ! -d "$DATA_DIR/cifar10-jpeg" ]; then
+    mkdir -p "$DATA_DIR"
+    tar xzf "$CIFAR_TARBALL" -C "$DATA_DIR"
+  fi
+}
+
 # cifar_reference MODEL: MODEL on CIFAR-10 -> reference/MODEL-cifar10.pt. He et al. 2016 recipe with a
 # cosine schedule: SGD 0.1, Nesterov 0.9, wd 5e-4, batch 128, 150 epochs, crop + flip + Cutout 16
 # (DeVries & Taylor 2017), bf16 autocast in the NHWC memory format (weights stay fp32).
 cifar_reference() {
   local model=$1 run_dir="runs/ref-$1-cifar10-$PRECISION-cutout$CUTOUT"
-  if [ ! -d "$DATA_DIR/cifar10-jpeg" ]; then
-    mkdir -p "$DATA_DIR"
-    tar xzf "$CIFAR_TARBALL" -C "$DATA_DIR"
-  fi
+  extract_cifar
   amc train --model "$model" --dataset cifar10 --data-dir "$DATA_DIR" --epochs 150 --lr 0.1 --wd 5e-4 \
     --batch-size 128 --cutout "$CUTOUT" --precision "$PRECISION" --channels-last "${COMMON[@]}" --run-dir "$run_dir"
-  local suffix=""  # the default recipe (cutout 16) is the reference; others get a tagged file
-  case "$CUTOUT" in 16) ;; 0) suffix="-nocutout" ;; *) suffix="-cutout$CUTOUT" ;; esac
-  cp "$run_dir/final.pt" "reference/$model-cifar10$suffix.pt"
+  cp "$run_dir/final.pt" "reference/$model-cifar10$(cutout_suffix).pt"
+}
+
+# cifar_distilled: ResNet-20 with the same recipe, distilled (Hinton KD) from a stronger CIFAR-10 teacher
+# -> reference/resnet20-cifar10-kd-TEACHER[-nocutout|-cutoutN][-aALPHA-tT].pt. The checkpoint records its teacher's sha256.
+cifar_distilled() {
+  local teacher=${KD_TEACHER:-reference/resnet56-cifar10.pt} alpha=${KD_ALPHA:-0.9} temp=${KD_T:-4}
+  local tag
+  tag=$(basename "$teacher" .pt)
+  tag=${tag%%-*}
+  if [ ! -f "$teacher" ]; then
+    echo "teacher $teacher not found: train it first (scripts/train_reference.sh cifar10-resnet56)" >&2
+    exit 1
+  fi
+  extract_cifar
+  local run_dir="runs/ref-resnet20-cifar10-$PRECISION-cutout$CUTOUT-kd-$tag-a$alpha-t$temp"
+  amc train --model resnet20 --dataset cifar10 --data-dir "$DATA_DIR" --epochs 150 --lr 0.1 --wd 5e-4 \
+    --batch-size 128 --cutout "$CUTOUT" --teacher "$teacher" --kd-alpha "$alpha" --kd-temperature "$temp" \
+    --precision "$PRECISION" --channels-last "${COMMON[@]}" --run-dir "$run_dir"
+  local suffix
+  suffix=$(cutout_suffix)
+  [ "$alpha" = 0.9 ] && [ "$temp" = 4 ] || suffix="$suffix-a$alpha-t$temp"
+  cp "$run_dir/final.pt" "reference/resnet20-cifar10-kd-$tag$suffix.pt"
 }
 
 case "${1:-all}" in
@@ -59,6 +90,7 @@ case "${1:-all}" in
   fashion-mnist) fashion_mnist ;;
   cifar10) cifar_reference resnet20 ;;
   cifar10-resnet56) cifar_reference resnet56 ;;
+  cifar10-kd) cifar_distilled ;;
   all) digits; fashion_mnist; cifar_reference resnet20 ;;
-  *) echo "usage: $0 [digits|fashion-mnist|cifar10|cifar10-resnet56|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [digits|fashion-mnist|cifar10|cifar10-resnet56|cifar10-kd|all]" >&2; exit 2 ;;
 esac
