@@ -6,6 +6,7 @@
 #   scripts/train_reference.sh cifar10         # ResNet-20 on CIFAR-10          (~80 min with bf16 + AMX, 2 threads)
 #   scripts/train_reference.sh cifar10-resnet56  # ResNet-56 on CIFAR-10 (AMC's model; ~4 h with bf16 + AMX, 2 threads)
 #   scripts/train_reference.sh cifar10-kd      # ResNet-20 distilled from reference/resnet56-cifar10.pt (~2.5 h)
+#   scripts/train_reference.sh cifar10-kd-ft   # the ResNet-20 reference fine-tuned 30 epochs with KD from ResNet-56 (~30 min)
 #   scripts/train_reference.sh all
 #
 # Environment: FMNIST_DIR (default /work/shared/datasets/fashion-mnist, or Debian's
@@ -14,7 +15,8 @@
 # gentle on shared machines; the CIFAR-10 reference used THREADS=2), PRECISION (CIFAR-10 only, default
 # bf16: ~3.5x faster on CPUs with AVX-512 BF16 / AMX; set fp32 elsewhere), CUTOUT (CIFAR-10 only,
 # default 16 pixels; 0 for the plain crop + flip recipe, copied to reference/MODEL-cifar10-nocutout.pt),
-# KD_TEACHER (cifar10-kd only, default reference/resnet56-cifar10.pt), KD_ALPHA (default 0.9), KD_T (default 4).
+# KD_TEACHER (cifar10-kd*, default reference/resnet56-cifar10.pt), KD_ALPHA (default 0.9), KD_T (default 4),
+# INIT (cifar10-kd-ft, default reference/resnet20-cifar10.pt), FT_EPOCHS (default 30), FT_LR (default 0.02).
 # Runs go to runs/ref-* (gitignored); --resume continues a killed run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,12 +87,35 @@ cifar_distilled() {
   cp "$run_dir/final.pt" "reference/resnet20-cifar10-kd-$tag$suffix.pt"
 }
 
+# cifar_kd_finetune: continue a finished ResNet-20 (INIT) for FT_EPOCHS more epochs, distilled from KD_TEACHER,
+# with a fresh cosine schedule from FT_LR -> reference/resnet20-cifar10-kdft-TEACHER[-nocutout|-cutoutN].pt.
+# The checkpoint records both its starting weights (meta.init) and its teacher (meta.teacher) by sha256.
+cifar_kd_finetune() {
+  local teacher=${KD_TEACHER:-reference/resnet56-cifar10.pt} init=${INIT:-reference/resnet20-cifar10.pt}
+  local epochs=${FT_EPOCHS:-30} lr=${FT_LR:-0.02} alpha=${KD_ALPHA:-0.9} temp=${KD_T:-4} tag
+  tag=$(basename "$teacher" .pt)
+  tag=${tag%%-*}
+  for f in "$teacher" "$init"; do
+    if [ ! -f "$f" ]; then
+      echo "$f not found: train it first (scripts/train_reference.sh cifar10 / cifar10-resnet56)" >&2
+      exit 1
+    fi
+  done
+  extract_cifar
+  local run_dir="runs/ref-resnet20-cifar10-$PRECISION-cutout$CUTOUT-kdft-$tag-e$epochs-lr$lr"
+  amc train --model resnet20 --dataset cifar10 --data-dir "$DATA_DIR" --init "$init" --epochs "$epochs" --lr "$lr" \
+    --wd 5e-4 --batch-size 128 --cutout "$CUTOUT" --teacher "$teacher" --kd-alpha "$alpha" --kd-temperature "$temp" \
+    --precision "$PRECISION" --channels-last "${COMMON[@]}" --run-dir "$run_dir"
+  cp "$run_dir/final.pt" "reference/resnet20-cifar10-kdft-$tag$(cutout_suffix).pt"
+}
+
 case "${1:-all}" in
   digits) digits ;;
   fashion-mnist) fashion_mnist ;;
   cifar10) cifar_reference resnet20 ;;
   cifar10-resnet56) cifar_reference resnet56 ;;
   cifar10-kd) cifar_distilled ;;
+  cifar10-kd-ft) cifar_kd_finetune ;;
   all) digits; fashion_mnist; cifar_reference resnet20 ;;
-  *) echo "usage: $0 [digits|fashion-mnist|cifar10|cifar10-resnet56|cifar10-kd|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [digits|fashion-mnist|cifar10|cifar10-resnet56|cifar10-kd|cifar10-kd-ft|all]" >&2; exit 2 ;;
 esac

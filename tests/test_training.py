@@ -184,7 +184,18 @@ def test_cli_train_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     meta = T.load_checkpoint(tmp_path / "kd" / "final.pt")[1]["meta"]["teacher"]
     assert meta["sha256"] == file_sha256(run_dir / "final.pt") and len(meta["sha256"]) == 64
     assert meta["model"] == "mlp" and meta["test_top1"] == teacher["metrics"]["test_top1"]
+    # --init starts from a finished run's weights (a near-zero lr leaves them where they were)
+    assert main(["train", "--config", str(cfg), "--dataset", "digits", "--epochs", "1", "--device", "cpu",
+                 "--init", str(run_dir / "final.pt"), "--lr", "1e-9", "--run-dir", str(tmp_path / "init")]) == 0
+    cont = T.load_checkpoint(tmp_path / "init" / "final.pt")[1]
+    for k, v in teacher["state_dict"].items():
+        if v.is_floating_point() and "running" not in k:
+            torch.testing.assert_close(cont["state_dict"][k], v, atol=1e-6, rtol=0)
+    assert cont["meta"]["init"]["sha256"] == file_sha256(run_dir / "final.pt")
     capsys.readouterr()
+    assert main(["train", "--config", str(cfg), "--model-arg", "hidden=[8]", "--dataset", "digits", "--epochs", "1",
+                 "--device", "cpu", "--init", str(run_dir / "final.pt"), "--run-dir", str(tmp_path / "bad")]) == 2
+    assert "do not fit the model being trained" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(run_dir / "final.pt"), "--split", "val", "--device", "cpu"]) == 0
     assert "on digits val (300 images)" in capsys.readouterr().out
     assert main(["eval", "--checkpoint", str(tmp_path / "nope.pt")]) == 2

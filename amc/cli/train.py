@@ -44,6 +44,7 @@ _DEFAULTS: dict[str, Any] = {
     "run_dir": None,
     "resume": False,
     "teacher": None,
+    "init": None,
     "kd_temperature": 4.0,
     "kd_alpha": 0.9,
 }
@@ -73,6 +74,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-augment", action="store_true", default=None, help="no random crop/flip")
     g.add_argument("--cutout", type=int, metavar="PX", help="mask a random PX x PX square of each train image "
                    "(Cutout; 16 for CIFAR-10; default 0: off)")
+    g.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (same model) instead of "
+                   "a random initialisation, e.g. to continue a finished run with a new schedule or a teacher")
     g.add_argument("--teacher", metavar="CKPT", help="distil from this checkpoint (Hinton KD)")
     g.add_argument("--kd-temperature", type=float, help="KD temperature T (default 4)")
     g.add_argument("--kd-alpha", type=float, help="weight of the KD term in [0, 1] (default 0.9)")
@@ -155,6 +158,24 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
+def _load_init(model: Any, path: str) -> dict[str, Any]:
+    """Copy ``path``'s weights into ``model`` (strictly); return their provenance for the checkpoint."""
+    from amc.training import load_checkpoint
+    from amc.utils import file_sha256
+
+    init, ckpt = load_checkpoint(path)
+    try:
+        model.load_state_dict(init.state_dict(), strict=True)
+    except RuntimeError as e:
+        first = " ".join(str(e).strip().splitlines()[:2])[:300]
+        raise AmcError(
+            f"--init {path}: its weights ({(ckpt.get('model_spec') or {}).get('name', 'a stored module')}) do not fit "
+            f"the model being trained: {first}. Pass the same --model and --model-arg as that run; a compressed "
+            "model is fine-tuned with `amc finetune --model-file`") from None
+    return {"path": str(path), "sha256": file_sha256(path), "model": (ckpt.get("model_spec") or {}).get("name"),
+            "test_top1": (ckpt.get("metrics") or {}).get("test_top1")}
+
+
 def run(args: argparse.Namespace) -> int:
     from amc.data import get_dataset
     from amc.models import ModelSpec, build_model
@@ -184,7 +205,10 @@ def run(args: argparse.Namespace) -> int:
         raise AmcError(str(e)) from None
     seed_everything(cfg.seed)  # the initial weights depend on --seed only
     model = build_model(spec)
-    teacher, meta = None, {"command": "amc train"}
+    meta: dict[str, Any] = {"command": "amc train"}
+    if opts["init"]:
+        meta["init"] = _load_init(model, opts["init"])
+    teacher = None
     if opts["teacher"]:
         teacher, t_ckpt = load_checkpoint(opts["teacher"])
         # provenance: the path may be renamed later, the bytes' hash and accuracy identify the teacher
