@@ -5,7 +5,7 @@
 #   scripts/train_reference.sh fashion-mnist   # LeNet-5 on Fashion-MNIST       (~3 min)
 #   scripts/train_reference.sh cifar10         # ResNet-20 on CIFAR-10          (~80 min with bf16 + AMX, 2 threads)
 #   scripts/train_reference.sh cifar10-resnet56  # ResNet-56 on CIFAR-10 (AMC's model; ~4 h with bf16 + AMX, 2 threads)
-#   scripts/train_reference.sh cifar10-kd      # ResNet-20 distilled from reference/resnet56-cifar10.pt (~2.5 h)
+#   scripts/train_reference.sh cifar10-kd      # ResNet-20 distilled from reference/resnet56-cifar10.pt (~2.1 h)
 #   scripts/train_reference.sh cifar10-kd-ft   # the ResNet-20 reference fine-tuned 30 epochs with KD from ResNet-56 (~30 min)
 #   scripts/train_reference.sh all
 #
