@@ -65,17 +65,32 @@ cifar_reference() {
   cp "$run_dir/final.pt" "reference/$model-cifar10$(cutout_suffix).pt"
 }
 
+# require FILE...: stop with the command that makes a missing reference checkpoint.
+require() {
+  local f
+  for f in "$@"; do
+    if [ ! -f "$f" ]; then
+      echo "$f not found: train it first (scripts/train_reference.sh cifar10 for ResNet-20, cifar10-resnet56" \
+        "for ResNet-56)" >&2
+      exit 1
+    fi
+  done
+}
+
+# teacher_tag reference/resnet56-cifar10.pt -> resnet56
+teacher_tag() {
+  local tag
+  tag=$(basename "$1" .pt)
+  echo "${tag%%-*}"
+}
+
 # cifar_distilled: ResNet-20 with the same recipe, distilled (Hinton KD) from a stronger CIFAR-10 teacher
 # -> reference/resnet20-cifar10-kd-TEACHER[-nocutout|-cutoutN][-aALPHA-tT].pt. The checkpoint records its teacher's sha256.
 cifar_distilled() {
   local teacher=${KD_TEACHER:-reference/resnet56-cifar10.pt} alpha=${KD_ALPHA:-0.9} temp=${KD_T:-4}
   local tag
-  tag=$(basename "$teacher" .pt)
-  tag=${tag%%-*}
-  if [ ! -f "$teacher" ]; then
-    echo "teacher $teacher not found: train it first (scripts/train_reference.sh cifar10-resnet56)" >&2
-    exit 1
-  fi
+  tag=$(teacher_tag "$teacher")
+  require "$teacher"
   extract_cifar
   local run_dir="runs/ref-resnet20-cifar10-$PRECISION-cutout$CUTOUT-kd-$tag-a$alpha-t$temp"
   amc train --model resnet20 --dataset cifar10 --data-dir "$DATA_DIR" --epochs 150 --lr 0.1 --wd 5e-4 \
@@ -93,14 +108,8 @@ cifar_distilled() {
 cifar_kd_finetune() {
   local teacher=${KD_TEACHER:-reference/resnet56-cifar10.pt} init=${INIT:-reference/resnet20-cifar10.pt}
   local epochs=${FT_EPOCHS:-30} lr=${FT_LR:-0.02} alpha=${KD_ALPHA:-0.9} temp=${KD_T:-4} tag
-  tag=$(basename "$teacher" .pt)
-  tag=${tag%%-*}
-  for f in "$teacher" "$init"; do
-    if [ ! -f "$f" ]; then
-      echo "$f not found: train it first (scripts/train_reference.sh cifar10 / cifar10-resnet56)" >&2
-      exit 1
-    fi
-  done
+  tag=$(teacher_tag "$teacher")
+  require "$teacher" "$init"
   extract_cifar
   local run_dir="runs/ref-resnet20-cifar10-$PRECISION-cutout$CUTOUT-kdft-$tag-e$epochs-lr$lr"
   amc train --model resnet20 --dataset cifar10 --data-dir "$DATA_DIR" --init "$init" --epochs "$epochs" --lr "$lr" \

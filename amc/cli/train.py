@@ -158,10 +158,18 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
+def _provenance(path: str, ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a checkpoint another run started from: the path may be renamed later, the bytes'
+    hash, model and accuracy stay."""
+    from amc.utils import file_sha256
+
+    return {"path": str(path), "sha256": file_sha256(path), "model": (ckpt.get("model_spec") or {}).get("name"),
+            "test_top1": (ckpt.get("metrics") or {}).get("test_top1")}
+
+
 def _load_init(model: Any, path: str) -> dict[str, Any]:
     """Copy ``path``'s weights into ``model`` (strictly); return their provenance for the checkpoint."""
     from amc.training import load_checkpoint
-    from amc.utils import file_sha256
 
     init, ckpt = load_checkpoint(path)
     try:
@@ -172,15 +180,14 @@ def _load_init(model: Any, path: str) -> dict[str, Any]:
             f"--init {path}: its weights ({(ckpt.get('model_spec') or {}).get('name', 'a stored module')}) do not fit "
             f"the model being trained: {first}. Pass the same --model and --model-arg as that run; a compressed "
             "model is fine-tuned with `amc finetune --model-file`") from None
-    return {"path": str(path), "sha256": file_sha256(path), "model": (ckpt.get("model_spec") or {}).get("name"),
-            "test_top1": (ckpt.get("metrics") or {}).get("test_top1")}
+    return _provenance(path, ckpt)
 
 
 def run(args: argparse.Namespace) -> int:
     from amc.data import get_dataset
     from amc.models import ModelSpec, build_model
     from amc.training import TrainConfig, load_checkpoint, train
-    from amc.utils import file_sha256, seed_everything
+    from amc.utils import seed_everything
 
     opts = resolve_options(args)
     cfg = TrainConfig(
@@ -211,10 +218,7 @@ def run(args: argparse.Namespace) -> int:
     teacher = None
     if opts["teacher"]:
         teacher, t_ckpt = load_checkpoint(opts["teacher"])
-        # provenance: the path may be renamed later, the bytes' hash and accuracy identify the teacher
-        meta["teacher"] = {"path": str(opts["teacher"]), "sha256": file_sha256(opts["teacher"]),
-                           "model": (t_ckpt.get("model_spec") or {}).get("name"),
-                           "test_top1": (t_ckpt.get("metrics") or {}).get("test_top1")}
+        meta["teacher"] = _provenance(opts["teacher"], t_ckpt)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{splits.summary()}; model {spec.name} -> {opts['run_dir']}", flush=True)
     result = train(
