@@ -3,10 +3,11 @@
 #
 #   scripts/train_reference.sh digits          # LeNet-5 on sklearn digits      (~15 s on 2 CPU cores)
 #   scripts/train_reference.sh fashion-mnist   # LeNet-5 on Fashion-MNIST       (~3 min)
-#   scripts/train_reference.sh cifar10         # ResNet-20 on CIFAR-10          (~80 min with bf16 + AMX, 2 threads)
+#   scripts/train_reference.sh cifar10         # ResNet-20 on CIFAR-10, Cutout   (~80 min with bf16 + AMX, 2 threads)
+#   scripts/train_reference.sh cifar10-plain20 # Plain-20 on CIFAR-10 (AMC's other model; ~80 min)
 #   scripts/train_reference.sh cifar10-resnet56  # ResNet-56 on CIFAR-10 (AMC's model; ~4 h with bf16 + AMX, 2 threads)
-#   scripts/train_reference.sh cifar10-kd      # ResNet-20 distilled from reference/resnet56-cifar10.pt (~2.1 h)
-#   scripts/train_reference.sh cifar10-kd-ft   # the ResNet-20 reference fine-tuned 30 epochs with KD from ResNet-56 (~30 min)
+#   scripts/train_reference.sh cifar10-kd      # the ResNet-20 reference: distilled from reference/resnet56-cifar10.pt (~2.2 h)
+#   scripts/train_reference.sh cifar10-kd-ft   # resnet20-cifar10.pt fine-tuned 30 epochs with KD from ResNet-56 (~30 min)
 #   scripts/train_reference.sh all
 #
 # Environment: FMNIST_DIR (default /work/shared/datasets/fashion-mnist, or Debian's
@@ -123,8 +124,9 @@ case "${1:-all}" in
   fashion-mnist) fashion_mnist ;;
   cifar10) cifar_reference resnet20 ;;
   cifar10-resnet56) cifar_reference resnet56 ;;
+  cifar10-plain20) cifar_reference plain20 ;;
   cifar10-kd) cifar_distilled ;;
   cifar10-kd-ft) cifar_kd_finetune ;;
   all) digits; fashion_mnist; cifar_reference resnet20 ;;
-  *) echo "usage: $0 [digits|fashion-mnist|cifar10|cifar10-resnet56|cifar10-kd|cifar10-kd-ft|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [digits|fashion-mnist|cifar10|cifar10-resnet56|cifar10-plain20|cifar10-kd|cifar10-kd-ft|all]" >&2; exit 2 ;;
 esac
