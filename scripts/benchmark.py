@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The benchmark suite, as ``amc bench`` (see ``amc bench --help`` and :mod:`agents.bench`).
 
-    python scripts/benchmark.py --checkpoint reference/resnet20-cifar10.pt --dataset cifar10 \
+    python scripts/benchmark.py --checkpoint reference/resnet20-cifar10-kd-resnet56.pt --dataset cifar10 \
         --data-dir data --quick --out bench_out/r20-quick
 """
 

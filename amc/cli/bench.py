@@ -2,9 +2,9 @@
 
 Examples::
 
-    amc bench --checkpoint reference/resnet20-cifar10.pt --dataset cifar10 --data-dir data \\
+    amc bench --checkpoint reference/resnet20-cifar10-kd-resnet56.pt --dataset cifar10 --data-dir data \\
         --quick --out bench_out/r20-quick          # ~10 min on 2 CPU cores
-    amc bench --checkpoint reference/resnet20-cifar10.pt --dataset cifar10 --data-dir data \\
+    amc bench --checkpoint reference/resnet20-cifar10-kd-resnet56.pt --dataset cifar10 --data-dir data \\
         --full --out bench_out/r20-full            # hours: 300 evaluations, 5,000 val images, 5 epochs KD
     amc bench ... --out bench_out/r20-quick        # again: finished stages are reused, the rest is run
 
