@@ -6,9 +6,17 @@ Two views of one model, built once by tracing it on an example input:
   hooks): shapes, kernel, stride, groups, MACs and params.
 * :class:`PrunableGroup` per set of output channels that must be removed together (residual adds,
   depthwise pairs, concatenations), from Torch-Pruning's ``DependencyGraph``. A group is one decision
-  of the search. The classifier's outputs and the network input are never pruned; groups that touch a
-  grouped (non-depthwise) convolution or an unwrapped parameter are left out (kept whole) because
-  removing channels there would break the grouping.
+  of the search. The classifier's outputs and the network input are never pruned.
+
+Grouped (non-depthwise) convolutions are pruned the way Torch-Pruning prunes them: the same positions
+leave every convolution group, so ``groups`` stays valid. A group whose channels feed or leave a
+convolution with ``G`` groups is counted in *slots*: slot ``p`` is position ``p`` in each of the ``G``
+convolution groups (``unit = G`` channels that leave together). Keep ratios, ``lbound`` and
+``round_to`` then apply to slots, so every kept count is a multiple of ``G``.
+
+Structures that cannot be pruned are kept whole instead of failing the model, with one log line that
+names the layers: a reshape that Torch-Pruning cannot map (ShuffleNet's channel shuffle
+``view -> transpose -> view``), an unwrapped ``nn.Parameter``, or a grouping no slot layout satisfies.
 
 MACs are multiply-accumulates per sample (batch 1): ``out * in/groups * kh * kw * H_out * W_out`` for a
 convolution and ``out * in`` for a linear layer, the unit AMC and most papers quote (PyTorch's
@@ -70,15 +78,22 @@ class GroupItem:
 
 @dataclass
 class PrunableGroup:
-    """A set of output channels pruned together (one search decision)."""
+    """A set of output channels pruned together (one search decision).
+
+    ``channels`` counts the decision's units: plain channels, or slots of ``unit`` channels each when
+    the group touches grouped convolutions (``unit`` = the number of convolution groups).
+    ``slot_of`` maps each of the Torch-Pruning root channels to its slot (``None`` when ``unit == 1``).
+    """
 
     index: int
     leader: str  # first layer (execution order) whose outputs are these channels
-    channels: int  # number of channels in the group
+    channels: int  # number of channels (slots when unit > 1) in the group
     out_layers: list[str]  # compressible layers whose output channels are the group's
     in_layers: list[str]  # compressible layers whose input channels follow the group
     items: list[GroupItem] = field(repr=False, default_factory=list)
     tp_group: object = field(repr=False, default=None)  # the Torch-Pruning group (for importance scores)
+    unit: int = 1  # channels per slot (the convolution group count), 1 without grouped convs
+    slot_of: np.ndarray | None = field(repr=False, default=None)  # root channel -> slot, shape (unit*channels,)
 
     @property
     def layers(self) -> list[str]:
@@ -195,9 +210,7 @@ class LayerGraph:
         if unknown:
             raise AmcError(f"ignored layer(s) {sorted(unknown)} not found in the model")
         ignored.add(layers[-1].name)  # the classifier's outputs are never pruned
-        # grouped (non-depthwise) convs: removing their input or output channels would break the grouping
-        grouped = {ly.name for ly in layers if ly.kind == "grouped"}
-        ignored.update(grouped)
+        grouped = {ly.name: modules[ly.name] for ly in layers if ly.kind == "grouped"}
 
         was_training = model.training
         grads = [p.requires_grad for p in model.parameters()]
@@ -206,8 +219,16 @@ class LayerGraph:
             for p in model.parameters():  # Torch-Pruning traces autograd: parameters must require grad
                 p.requires_grad_(True)
             with torch.enable_grad():
-                dg = tp.DependencyGraph().build_dependency(
-                    model, example_inputs=example_input, verbose=False)
+                dg = tp.DependencyGraph()
+                try:
+                    dg.build_dependency(model, example_inputs=example_input, verbose=False)
+                    opaque: set[nn.Module] = set()
+                except ArithmeticError:
+                    # a reshape Torch-Pruning cannot map (e.g. a channel shuffle): finish the index
+                    # mapping node by node and keep the channels that pass such a reshape whole
+                    if not getattr(dg, "module2node", None):
+                        raise
+                    opaque = _finish_index_mapping(dg)
         except Exception as e:
             raise AmcError(f"Torch-Pruning could not trace the model's channel dependencies: {e}") from e
         finally:
@@ -218,11 +239,21 @@ class LayerGraph:
         name_of = {m: n for n, m in model.named_modules()}
         order = {ly.name: ly.index for ly in layers}
         groups: list[PrunableGroup] = []
-        for tp_group in dg.get_all_groups(ignored_layers=[modules[n] for n in ignored if n in modules],
-                                          root_module_types=COMPRESSIBLE):
-            group = _convert_group(dg, tp_group, name_of, order, ignored, grouped)
-            if group is not None:
+        kept_whole: dict[str, set[str]] = {}
+        for root, tp_group in _tp_groups(dg, [modules[ly.name] for ly in layers]):
+            if isinstance(tp_group, Exception):
+                kept_whole.setdefault(f"Torch-Pruning cannot follow their channels: {tp_group!r}", set()).add(
+                    name_of[root])
+                continue
+            group = _convert_group(dg, tp_group, name_of, order, ignored, grouped, opaque)
+            if isinstance(group, PrunableGroup):
                 groups.append(group)
+            elif group is not None:  # (reason, layers)
+                kept_whole.setdefault(group[0], set()).update(group[1])
+        for reason, names in kept_whole.items():
+            names -= {n for g in groups for n in g.out_layers}
+            if names:
+                log.warning("kept whole (%s): %s", reason, ", ".join(sorted(names, key=order.get)))
         groups.sort(key=lambda g: order[g.leader])
         for i, g in enumerate(groups):
             g.index = i
@@ -230,10 +261,111 @@ class LayerGraph:
         return cls(layers, groups, tuple(example_input.shape), dg)
 
 
+def _tp_groups(dg: tp.DependencyGraph, roots: list[nn.Module]):
+    """Torch-Pruning's groups rooted at each layer's output channels, as ``DependencyGraph.get_all_groups``
+    walks them (a layer already pruned as part of an earlier group is not a root again), but a root
+    whose group Torch-Pruning fails to build yields ``(root, exception)`` instead of failing the model."""
+    visited: set[nn.Module] = set()
+    for m in roots:
+        if m in visited or m not in dg.module2node:
+            continue
+        pruner = dg.get_pruner_of_module(m)
+        if pruner is None or pruner.get_out_channels(m) is None:
+            continue
+        try:
+            group = dg.get_pruning_group(m, pruner.prune_out_channels, list(range(pruner.get_out_channels(m))))
+        except Exception as e:  # an index mapping Torch-Pruning gets wrong for this structure
+            yield m, e
+            continue
+        visited.update(dep.target.module for dep, _ in group if dg.is_out_channel_pruning_fn(dep.handler))
+        yield m, group
+
+
+def _finish_index_mapping(dg: tp.DependencyGraph) -> set[nn.Module]:
+    """Set Torch-Pruning's index mappings node by node (what ``build_dependency`` ends with), skipping
+    reshapes whose mapping fails. Returns those reshape ops: channels through them stay whole."""
+    from torch_pruning.dependency import index_mapping as im
+
+    update = {tp.ops.OPTYPE.CONCAT: im.update_concat_index_mapping, tp.ops.OPTYPE.SPLIT: im.update_split_index_mapping,
+              tp.ops.OPTYPE.RESHAPE: im.update_reshape_index_mapping, tp.ops.OPTYPE.UNBIND: im.update_unbind_index_mapping,
+              tp.ops.OPTYPE.EXPAND: im.update_expand_index_mapping, tp.ops.OPTYPE.SLICE: im.update_slice_index_mapping}
+    opaque: set[nn.Module] = set()
+    for module, node in dg.module2node.items():
+        fn = update.get(node.type)
+        if fn is None:
+            continue
+        try:
+            fn(dg, node)
+        except ArithmeticError:
+            if node.type != tp.ops.OPTYPE.RESHAPE:
+                raise
+            opaque.add(module)
+            # Torch-Pruning redoes the mapping for every group it builds: let it pass this node as an
+            # element-wise op (identity mapping); every group through it is then kept whole
+            node.type = tp.ops.OPTYPE.ELEMENTWISE
+    return opaque
+
+
+def _slots(items: dict[tuple[str, str], GroupItem], channels: int, grouped: dict[str, nn.Module]
+           ) -> tuple[np.ndarray, int] | None:
+    """Slot of every root channel so that removing whole slots keeps each grouped conv's groups equal.
+
+    For a convolution with ``G`` groups, the root channels at the same position ``p`` of its ``G``
+    convolution groups must leave together; joining those sets over every grouped conv of the group
+    gives the slots. ``None`` when no layout works: a slot then misses a convolution group, slots differ
+    in size, or some item holds an unequal share of each slot (the cost model would not be exact).
+    """
+    parent = np.arange(channels)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return int(i)
+
+    checks = []
+    for (name, dim), it in items.items():
+        m = grouped.get(name)
+        if m is None:
+            continue
+        size = (m.out_channels if dim == "out" else m.in_channels) // m.groups  # per convolution group
+        conv_group, pos = it.idxs // size, it.idxs % size
+        checks.append((it, conv_group, m.groups))
+        for p in np.unique(pos):
+            roots = it.root_idxs[pos == p]
+            if sorted(conv_group[pos == p].tolist()) != list(range(m.groups)):
+                return None  # position p is not removed from every convolution group
+            r0 = find(int(roots[0]))
+            for r in roots[1:]:
+                parent[find(int(r))] = r0
+    labels = np.array([find(i) for i in range(channels)])
+    _, slot_of = np.unique(labels, return_inverse=True)
+    n_slots = int(slot_of.max()) + 1
+    sizes = np.bincount(slot_of, minlength=n_slots)
+    if n_slots == channels:
+        return slot_of, 1
+    if (sizes != sizes[0]).any():
+        return None
+    for it in items.values():
+        share = np.bincount(slot_of[it.root_idxs], minlength=n_slots)
+        if (share != share[0]).any():
+            return None
+    for it, conv_group, g in checks:  # removing one slot must take one channel from each conv group
+        for s in range(n_slots):
+            sel = slot_of[it.root_idxs] == s
+            if len(np.unique(conv_group[sel])) != g or np.ptp(np.bincount(conv_group[sel], minlength=g)) != 0:
+                return None
+    return slot_of, int(sizes[0])
+
+
 def _convert_group(dg: tp.DependencyGraph, tp_group: object, name_of: dict[nn.Module, str],
-                   order: dict[str, int], ignored: set[str], grouped: set[str]) -> PrunableGroup | None:
+                   order: dict[str, int], ignored: set[str], grouped: dict[str, nn.Module],
+                   opaque: set[nn.Module]) -> PrunableGroup | tuple[str, list[str]] | None:
+    """The :class:`PrunableGroup` of a Torch-Pruning group; ``None`` when it is not a decision (its
+    root is ignored), or ``(reason, layers)`` when its channels must stay whole."""
     items: dict[tuple[str, str], GroupItem] = {}
     channels = None
+    blocked: str | None = None
     for item in tp_group.items:  # type: ignore[attr-defined]
         dep = item.dep
         module = dep.target.module
@@ -243,12 +375,16 @@ def _convert_group(dg: tp.DependencyGraph, tp_group: object, name_of: dict[nn.Mo
         if channels is None:
             channels = len(roots)
         if isinstance(module, nn.Parameter):
-            return None  # an unwrapped parameter: not handled, keep the group whole
+            blocked = blocked or "an unwrapped nn.Parameter follows these channels"
+            continue
+        if module in opaque:
+            blocked = blocked or "a reshape Torch-Pruning cannot map, e.g. a channel shuffle"
+            continue
         if not isinstance(module, nn.Module) or module not in name_of:
             continue  # a functional op (add, cat, reshape, output): nothing to slice
         name = name_of[module]
         dim = "out" if dg.is_out_channel_pruning_fn(handler) else "in"
-        if (isinstance(module, COMPRESSIBLE) and dim == "out" and name in ignored) or name in grouped:
+        if isinstance(module, COMPRESSIBLE) and dim == "out" and name in ignored:
             return None
         key = (name, dim)
         if key in items:  # merge (e.g. two paths into one module)
@@ -265,6 +401,20 @@ def _convert_group(dg: tp.DependencyGraph, tp_group: object, name_of: dict[nn.Mo
     in_layers = sorted({n for (n, d) in items if d == "in" and n in order}, key=order.get)
     if not out_layers:
         return None
+    if blocked:
+        return blocked, out_layers
+    unit, slot_of = 1, None
+    if any(n in grouped for (n, _) in items):
+        layout = _slots(items, int(channels), grouped)
+        if layout is None:
+            return "grouped convolutions whose groups no channel slot layout keeps equal", out_layers
+        slots, unit = layout
+        if unit > 1:
+            slot_of = slots
+            items = {k: GroupItem(it.module, it.dim, it.idxs, slots[it.root_idxs], it.handler)
+                     for k, it in items.items()}
+            channels = int(channels) // unit
     # a depthwise conv follows its input channels: its "out" item also prunes its inputs
     return PrunableGroup(index=-1, leader=out_layers[0], channels=int(channels), out_layers=out_layers,
-                         in_layers=in_layers, items=list(items.values()), tp_group=tp_group)
+                         in_layers=in_layers, items=list(items.values()), tp_group=tp_group, unit=unit,
+                         slot_of=slot_of)

@@ -13,6 +13,8 @@ weights: ``l1`` (default; group L1 norm, Li et al. 2017), ``l2``, ``fpgm`` (geom
 Reconstruction (AMC, He et al. 2018, Sec. 3; He et al. 2017 "Channel pruning"): after pruning, each
 layer whose input channels were removed gets new weights by least squares from its remaining inputs
 to the *original* model's outputs, sampled at a few random spatial positions of calibration images.
+A grouped convolution is solved one convolution group at a time (its inputs to its outputs); depthwise
+convolutions and convolutions with string padding or a non-zero padding mode are not reconstructed.
 Layers are fixed in execution order inside one forward pass of the pruned model (a forward pre-hook
 solves, then the layer runs with the new weights), so later layers see corrected inputs. The solve
 is ridge-regularised toward the current weights (Cholesky on the normal equations
@@ -113,6 +115,8 @@ class Pruner:
                     if scores is None:  # e.g. bn_scale on a group without batch norm
                         scores = tp.importance.GroupMagnitudeImportance(p=1)(g.tp_group)
                     s = scores.detach().cpu().double().numpy()
+                    if g.slot_of is not None:  # grouped convs: a slot's score is the sum over its channels
+                        s = np.bincount(g.slot_of, weights=s, minlength=g.channels)
                     ranks.append(np.argsort(-s, kind="stable"))
             self._rankings[key] = ranks
         return self._rankings[key]
@@ -206,7 +210,7 @@ class Pruner:
 
         for name in names:
             m = self._modules[name]
-            if isinstance(m, (nn.Conv2d, nn.Linear)) and self.graph.layer(name).kind in ("conv", "linear"):
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and self.graph.layer(name).kind in ("conv", "grouped", "linear"):
                 if isinstance(m, nn.Conv2d) and (isinstance(m.padding, str) or m.padding_mode != "zeros"):
                     continue
                 handles.append(m.register_forward_hook(make_hook(name)))
@@ -239,10 +243,21 @@ class Pruner:
                     if x.dim() != 2:
                         return
                     a = x
-                if a.shape[1] > max_inputs:  # a (c x c) solve would cost more than it helps
+                groups = getattr(module, "groups", 1)
+                if a.shape[1] // groups > max_inputs:  # a (c x c) solve would cost more than it helps
                     return
-                w0 = module.weight.detach().reshape(module.weight.shape[0], -1).t()  # (C_in*kh*kw, C_out)
-                module.weight.data.copy_(_ridge_lstsq(a, target, w0, ridge).t().reshape(module.weight.shape))
+                w = module.weight.detach()
+                if groups == 1:
+                    w0 = w.reshape(w.shape[0], -1).t()  # (C_in*kh*kw, C_out)
+                    module.weight.data.copy_(_ridge_lstsq(a, target, w0, ridge).t().reshape(w.shape))
+                    return
+                # grouped conv: a's columns are channel-major, so group j's inputs are one block
+                cin, cout = a.shape[1] // groups, w.shape[0] // groups
+                for j in range(groups):
+                    wj = w[j * cout:(j + 1) * cout]  # (C_out/G, C_in/G, kh, kw)
+                    sol = _ridge_lstsq(a[:, j * cin:(j + 1) * cin], target[:, j * cout:(j + 1) * cout],
+                                       wj.reshape(cout, -1).t(), ridge)
+                    module.weight.data[j * cout:(j + 1) * cout] = sol.t().reshape(wj.shape)
             return pre_hook
 
         for name in names:

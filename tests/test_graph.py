@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -82,14 +83,64 @@ def test_concatenation_groups() -> None:
     assert item.idxs.min() == 8  # block1's channels sit after the stem's 8 in the concatenation
 
 
-def test_grouped_conv_is_kept_whole_and_depthwise_follows() -> None:
+def test_grouped_conv_is_pruned_in_slots_and_depthwise_follows() -> None:
     model = TinyGrouped()
     g = LayerGraph.build(model, model.example_inputs())
     assert {ly.name: ly.kind for ly in g.layers} == {"c1": "conv", "g": "grouped", "dw": "depthwise", "pw": "conv",
                                                      "fc": "linear"}
-    pruned_out = {n for grp in g.groups for n in grp.out_layers}
-    assert "g" not in pruned_out and "fc" not in pruned_out
-    assert "pw" in pruned_out
+    by_leader = {grp.leader: grp for grp in g.groups}
+    assert "fc" not in {n for grp in g.groups for n in grp.out_layers}
+    # c1's 8 outputs feed g (2 groups of 4): slot p is input p of both groups, channels {p, p + 4}
+    c1 = by_leader["c1"]
+    assert (c1.unit, c1.channels, c1.in_layers) == (2, 4, ["g"])
+    assert c1.slot_of.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    # g's outputs, the depthwise conv and pw's inputs: again 2 slots of 4 (g's groups), dw follows
+    grp = by_leader["g"]
+    assert (grp.unit, grp.channels, grp.out_layers, grp.in_layers) == (2, 4, ["g", "dw"], ["pw"])
+    assert by_leader["pw"].unit == 1 and by_leader["pw"].slot_of is None
+
+
+class _TwoGroupings(torch.nn.Module):
+    """One tensor read by a conv with 2 groups and one with 3: slots join positions of both layouts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = torch.nn.Conv2d(3, 12, 1)
+        self.a = torch.nn.Conv2d(12, 6, 3, padding=1, groups=2)
+        self.b = torch.nn.Conv2d(12, 6, 3, padding=1, groups=3)
+        self.fc = torch.nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c(x)
+        return self.fc(torch.cat([self.a(y), self.b(y)], 1).mean((2, 3)))
+
+
+def test_two_groupings_of_one_tensor_share_slots_that_fit_both() -> None:
+    g = LayerGraph.build(_TwoGroupings(), torch.randn(1, 3, 8, 8))
+    c = next(grp for grp in g.groups if grp.leader == "c")
+    # positions p (mod 6 for groups=2) and p (mod 4 for groups=3) joined: removing a slot must take
+    # the same number of channels from every group of both convs -> slots of lcm-compatible size
+    sizes = np.bincount(c.slot_of)
+    assert (sizes == sizes[0]).all() and c.unit * c.channels == 12
+    for groups in (2, 3):
+        per = 12 // groups
+        for s in range(c.channels):
+            members = np.flatnonzero(c.slot_of == s)
+            assert np.ptp(np.bincount(members // per, minlength=groups)) == 0
+
+
+def test_channel_shuffle_is_kept_whole_and_named_once(caplog: pytest.LogCaptureFixture) -> None:
+    model = torchvision.models.shufflenet_v2_x0_5(num_classes=10)
+    with caplog.at_level("WARNING", logger="amc.graph"):
+        g = LayerGraph.build(model, torch.randn(1, 3, 32, 32))
+    lines = [r.getMessage() for r in caplog.records if "kept whole" in r.getMessage()]
+    named = [n for ln in lines for n in ln.rsplit("): ", 1)[-1].split(", ")]
+    whole = set(named)
+    assert lines and len(named) == len(whole)  # each layer named once
+    assert "stage2.1.branch2.5" in whole  # the branch output, shuffled into the next block
+    pruned = {n for grp in g.groups for n in grp.out_layers}
+    assert "stage2.1.branch2.0" in pruned and "conv5.0" in pruned  # a branch's inner channels, the last conv
+    assert not whole & pruned
 
 
 def test_shared_layer_is_a_clear_error() -> None:
