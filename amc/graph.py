@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch_pruning as tp
+from torch.overrides import TorchFunctionMode
 
 from amc.errors import AmcError
 
@@ -218,17 +219,16 @@ class LayerGraph:
         try:
             for p in model.parameters():  # Torch-Pruning traces autograd: parameters must require grad
                 p.requires_grad_(True)
+            shapes = _ShapeRecorder()
             with torch.enable_grad():
                 dg = tp.DependencyGraph()
                 try:
-                    dg.build_dependency(model, example_inputs=example_input, verbose=False)
-                    opaque: set[nn.Module] = set()
-                except ArithmeticError:
-                    # a reshape Torch-Pruning cannot map (e.g. a channel shuffle): finish the index
-                    # mapping node by node and keep the channels that pass such a reshape whole
+                    with shapes:
+                        dg.build_dependency(model, example_inputs=example_input, verbose=False)
+                except ArithmeticError:  # a reshape mapping that fails (a channel shuffle): handled below
                     if not getattr(dg, "module2node", None):
                         raise
-                    opaque = _finish_index_mapping(dg)
+                opaque = _isolate_reshapes(dg, shapes.shapes)
         except Exception as e:
             raise AmcError(f"Torch-Pruning could not trace the model's channel dependencies: {e}") from e
         finally:
@@ -250,10 +250,11 @@ class LayerGraph:
                 groups.append(group)
             elif group is not None:  # (reason, layers)
                 kept_whole.setdefault(group[0], set()).update(group[1])
-        for reason, names in kept_whole.items():
-            names -= {n for g in groups for n in g.out_layers}
-            if names:
-                log.warning("kept whole (%s): %s", reason, ", ".join(sorted(names, key=order.get)))
+        pruned = {n for g in groups for n in g.out_layers}
+        whole = [f"{reason}: {', '.join(sorted(names - pruned, key=order.get))}"
+                 for reason, names in kept_whole.items() if names - pruned]
+        if whole:
+            log.warning("kept whole (not pruned) -- %s", "; ".join(whole))
         groups.sort(key=lambda g: order[g.leader])
         for i, g in enumerate(groups):
             g.index = i
@@ -281,28 +282,62 @@ def _tp_groups(dg: tp.DependencyGraph, roots: list[nn.Module]):
         yield m, group
 
 
-def _finish_index_mapping(dg: tp.DependencyGraph) -> set[nn.Module]:
-    """Set Torch-Pruning's index mappings node by node (what ``build_dependency`` ends with), skipping
-    reshapes whose mapping fails. Returns those reshape ops: channels through them stay whole."""
+class _ShapeRecorder(TorchFunctionMode):
+    """Records (input shape, output shape) of every op by its output's ``grad_fn`` during tracing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: dict[object, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and out.grad_fn is not None and args and isinstance(args[0], torch.Tensor):
+            self.shapes[out.grad_fn] = (tuple(args[0].shape), tuple(out.shape))
+        return out
+
+
+def _channel_preserving(shapes: tuple[tuple[int, ...], tuple[int, ...]] | None) -> bool:
+    """A reshape whose channel mapping Torch-Pruning gets right: a flatten ``(N, C, *s) -> (N, C*prod(s))``,
+    an unflatten ``(N, C) -> (N, C, 1, ...)`` or one that keeps dims 0 and 1."""
+    if shapes is None:
+        return True  # not seen (e.g. a view inside an autograd function): leave it to Torch-Pruning
+    a, b = shapes
+    if len(a) < 2 or len(b) < 2 or a[0] != b[0]:
+        return False
+    if a[:2] == b[:2] and (len(a) == len(b) or all(d == 1 for d in (a[2:] if len(a) > len(b) else b[2:]))):
+        return True
+    return len(b) == 2 and b[1] == int(np.prod(a[1:]))
+
+
+def _isolate_reshapes(dg: tp.DependencyGraph, shapes: dict) -> set[nn.Module]:
+    """Reshapes that mix channels with other dims (ShuffleNet's ``view -> transpose -> view``) become
+    opaque: their index mappings are reset to identity and their type to element-wise (Torch-Pruning
+    redoes the mappings for every group it builds), and every group through them is kept whole.
+    The remaining mappings (concat, split, flatten ...) are then set node by node."""
     from torch_pruning.dependency import index_mapping as im
 
-    update = {tp.ops.OPTYPE.CONCAT: im.update_concat_index_mapping, tp.ops.OPTYPE.SPLIT: im.update_split_index_mapping,
-              tp.ops.OPTYPE.RESHAPE: im.update_reshape_index_mapping, tp.ops.OPTYPE.UNBIND: im.update_unbind_index_mapping,
-              tp.ops.OPTYPE.EXPAND: im.update_expand_index_mapping, tp.ops.OPTYPE.SLICE: im.update_slice_index_mapping}
+    ops = tp.ops.OPTYPE
     opaque: set[nn.Module] = set()
     for module, node in dg.module2node.items():
-        fn = update.get(node.type)
-        if fn is None:
-            continue
-        try:
-            fn(dg, node)
-        except ArithmeticError:
-            if node.type != tp.ops.OPTYPE.RESHAPE:
-                raise
+        if node.type == ops.RESHAPE and not _channel_preserving(shapes.get(node.grad_fn)):
             opaque.add(module)
-            # Torch-Pruning redoes the mapping for every group it builds: let it pass this node as an
-            # element-wise op (identity mapping); every group through it is then kept whole
-            node.type = tp.ops.OPTYPE.ELEMENTWISE
+            node.type = ops.ELEMENTWISE
+    for module, node in dg.module2node.items():
+        for dep in node.dependencies:
+            if module in opaque or dep.target.module in opaque:
+                dep.index_mapping = [tp.dependency.constants.INDEX_MAPPING_PLACEHOLDER] * 2
+    update = {ops.CONCAT: im.update_concat_index_mapping, ops.SPLIT: im.update_split_index_mapping,
+              ops.RESHAPE: im.update_reshape_index_mapping, ops.UNBIND: im.update_unbind_index_mapping,
+              ops.EXPAND: im.update_expand_index_mapping, ops.SLICE: im.update_slice_index_mapping}
+    for module, node in dg.module2node.items():
+        if node.type in update:
+            try:
+                update[node.type](dg, node)
+            except ArithmeticError:
+                if node.type != ops.RESHAPE:
+                    raise
+                opaque.add(module)
+                node.type = ops.ELEMENTWISE
     return opaque
 
 

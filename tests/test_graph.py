@@ -134,9 +134,10 @@ def test_channel_shuffle_is_kept_whole_and_named_once(caplog: pytest.LogCaptureF
     with caplog.at_level("WARNING", logger="amc.graph"):
         g = LayerGraph.build(model, torch.randn(1, 3, 32, 32))
     lines = [r.getMessage() for r in caplog.records if "kept whole" in r.getMessage()]
-    named = [n for ln in lines for n in ln.rsplit("): ", 1)[-1].split(", ")]
+    assert len(lines) == 1  # one line for the model
+    named = [n for part in lines[0].split(" -- ", 1)[1].split("; ") for n in part.rsplit(": ", 1)[1].split(", ")]
     whole = set(named)
-    assert lines and len(named) == len(whole)  # each layer named once
+    assert "shuffle" in lines[0] and len(named) == len(whole)  # each layer named once
     assert "stage2.1.branch2.5" in whole  # the branch output, shuffled into the next block
     pruned = {n for grp in g.groups for n in grp.out_layers}
     assert "stage2.1.branch2.0" in pruned and "conv5.0" in pruned  # a branch's inner channels, the last conv
