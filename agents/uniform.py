@@ -124,7 +124,8 @@ class UniformAgent(Agent):
             value = self.spaces[kind].to_value(a) if type(self.spaces[kind]) is not Space else a
             d = self.decisions[i] if self.decisions is not None else None
             if kind == "prune" and d is not None and graph is not None and getattr(d, "group", -1) >= 0:
-                out.append(kept_channels(float(value), graph.groups[d.group].channels, getattr(cfg, "round_to", 1)))
+                g = graph.groups[d.group]
+                out.append(kept_channels(float(value), g.channels, g.slot_round_to(getattr(cfg, "round_to", 1))))
             elif kind in ("w_bits", "a_bits"):
                 out.append(int(value))
             else:

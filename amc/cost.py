@@ -52,6 +52,8 @@ class CostModel:
         nl, ng = len(layers), len(groups)
         index = {ly.name: ly.index for ly in layers}
         self.totals = np.array([g.channels for g in groups], dtype=np.float64)
+        # rounding per group, in its units (slots of grouped convs): kept channels are multiples of round_to
+        self.steps = [g.slot_round_to(self.round_to) for g in groups]
         a_out = np.zeros((nl, ng))
         a_in = np.zeros((nl, ng))
         for g in groups:
@@ -80,16 +82,17 @@ class CostModel:
         self._other_per_group = np.zeros(ng)
         if model is not None:
             modules = dict(model.named_modules())
-            counted: set[str] = set()
+            # per (module, group): a norm layer after a concatenation follows several groups
+            counted: set[tuple[str, int]] = set()
             for g in groups:
                 for it in g.items:
                     m = modules.get(it.module)
-                    if m is None or isinstance(m, COMPRESSIBLE) or it.module in counted:
+                    if m is None or isinstance(m, COMPRESSIBLE) or (it.module, g.index) in counted:
                         continue
                     direct = [p for p in m.parameters(recurse=False) if p.dim() >= 1]
                     if not direct:
                         continue
-                    counted.add(it.module)
+                    counted.add((it.module, g.index))
                     n = direct[0].shape[0]
                     per_channel = sum(p.numel() / n for p in direct if p.shape[0] == n)
                     self._other_per_group[g.index] += per_channel * len(it.idxs)
@@ -109,7 +112,7 @@ class CostModel:
         keep = list(keep)
         if len(keep) != len(self.totals):
             raise AmcError(f"policy has {len(keep)} keep ratios but the model has {len(self.totals)} prunable groups")
-        return np.array([kept_channels(float(r), int(t), self.round_to) for r, t in zip(keep, self.totals)],
+        return np.array([kept_channels(float(r), int(t), s) for r, t, s in zip(keep, self.totals, self.steps)],
                         dtype=np.int64)
 
     def fractions(self, keep: Sequence[float] | None) -> np.ndarray:

@@ -26,6 +26,7 @@ convolution and ``out * in`` for a linear layer, the unit AMC and most papers qu
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,6 +100,12 @@ class PrunableGroup:
     @property
     def layers(self) -> list[str]:
         return list(dict.fromkeys(self.out_layers + self.in_layers))
+
+    def slot_round_to(self, round_to: int) -> int:
+        """``round_to`` in this group's units: kept channels (slots x ``unit``) are then multiples of
+        ``round_to`` (and of ``unit``), as coarse as needed and no coarser."""
+        r = max(1, int(round_to))
+        return r // math.gcd(r, self.unit)
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:

@@ -573,6 +573,8 @@ def _build_torchvision(
     if name not in available:
         raise AmcError(f"unknown torchvision model {name!r}; valid: {', '.join(sorted(available))}")
     kwargs.setdefault("weights", None)
+    if name.startswith("vit_") and image_size[0] == image_size[1]:
+        kwargs.setdefault("image_size", image_size[0])  # ViTs are built for one input size (224 by default)
     try:
         model = torchvision.models.get_model(name, num_classes=num_classes, **kwargs)
     except (TypeError, ValueError) as e:

@@ -132,7 +132,7 @@ class Pruner:
         out = []
         for g, r, rank in zip(groups, keep, ranks):
             try:
-                k = kept_channels(float(r), g.channels, round_to)
+                k = kept_channels(float(r), g.channels, g.slot_round_to(round_to))
             except AmcError:
                 raise AmcError(f"group {g.index} ({g.leader}): keep ratio {r} must be in (0, 1]") from None
             out.append(np.sort(rank[:k]))

@@ -362,7 +362,7 @@ def transfer_policy(
     ab = np.array([float(b) if b is not None else FLOAT_BITS for b in a])
 
     def q_of(ratios: np.ndarray) -> np.ndarray:
-        return np.array([kept_channels(float(x), int(t), round_to) / t for x, t in zip(ratios, totals)])
+        return np.array([kept_channels(float(x), int(t), s) / t for x, t, s in zip(ratios, totals, cost.cm.steps)])
 
     metric, target = _budget(policy, budget)
     before = cost.ratios(q_of(r), dens, wb, ab)

@@ -46,12 +46,14 @@ class ZooEntry:
     family: str
     size: int = 32
     kwargs: dict[str, Any] = field(default_factory=dict)
-    #: why the family cannot pass (transformers whose attention runs outside nn.Linear modules)
+    #: why the family is not supported (transformers whose attention runs outside nn.Linear modules)
     unsupported: str | None = None
+    #: run the check anyway (its outcome is shown next to the reason)
+    attempt: bool = True
 
 
-_ATTENTION = ("attention projections run as functional ops on module weights ({}), so amc's layer "
-              "graph and cost model do not see them and Torch-Pruning cannot slice heads here")
+_ATTENTION = ("attention runs as functional ops on module weights ({}): amc's layer graph and cost "
+              "model do not see those MACs and the heads are never pruned")
 
 #: one (smallest) member per torchvision classification family, at a small input it accepts
 FAMILIES: list[ZooEntry] = [
@@ -74,10 +76,12 @@ FAMILIES: list[ZooEntry] = [
     ZooEntry("googlenet", "googlenet", 64, {"aux_logits": False, "init_weights": True}),
     ZooEntry("inception_v3", "inception_v3", 75, {"aux_logits": False, "init_weights": True}),
     ZooEntry("convnext_tiny", "convnext"),
-    ZooEntry("vit_b_16", "vit", 32, {"image_size": 32},
-             unsupported=_ATTENTION.format("nn.MultiheadAttention's in_proj_weight, QK^T and AV")),
-    ZooEntry("swin_t", "swin", 32,
-             unsupported=_ATTENTION.format("ShiftedWindowAttention's qkv/proj weights, QK^T and AV")),
+    ZooEntry("vit_b_16", "vit", 32,
+             unsupported=_ATTENTION.format("nn.MultiheadAttention's in_proj_weight, QK^T, AV; FlopCounterMode "
+                                           "misses its eval fast path too, so the counts agree without them")),
+    ZooEntry("swin_t", "swin", 32, attempt=False,
+             unsupported=_ATTENTION.format("ShiftedWindowAttention's qkv/proj weights, QK^T, AV") + "; "
+             "Torch-Pruning 1.6.1's dependency tracing of swin_t does not finish in 5 minutes"),
 ]
 
 
@@ -115,7 +119,7 @@ def independent_count(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, int
 
 def lowest_macs_ratio(cost: CostModel, *, lbound: float = 0.2) -> float:
     """MACs ratio with every group at ``lbound`` (the most a search can prune)."""
-    q = np.array([kept_channels(lbound, int(t), cost.round_to) / t for t in cost.totals])
+    q = np.array([kept_channels(lbound, int(t), s) / t for t, s in zip(cost.totals, cost.steps)])
     return cost.macs(fractions=q) / cost.base_macs
 
 
@@ -150,12 +154,13 @@ def check_model(entry: ZooEntry, *, target: float = 0.5, lbound: float = 0.2, se
     """Run the zoo check on one model; never raises for a model that fails (the status says why)."""
     t0 = time.perf_counter()
     res = ZooResult(entry.name, entry.family, entry.size)
-    try:
-        res.status = _check(entry, res, target=target, lbound=lbound, seed=seed, rel_tol=rel_tol)
-    except Exception as e:  # a failing model is a result of the sweep, not an error of it
-        res.status = f"error: {type(e).__name__}: {e}".splitlines()[0][:200]
-    if not res.ok and entry.unsupported:
-        res.status = f"not supported: {entry.unsupported} ({res.status})"
+    if entry.attempt:
+        try:
+            res.status = _check(entry, res, target=target, lbound=lbound, seed=seed, rel_tol=rel_tol)
+        except Exception as e:  # a failing model is a result of the sweep, not an error of it
+            res.status = f"error: {type(e).__name__}: {e}".splitlines()[0][:200]
+    if entry.unsupported:
+        res.status = f"not supported: {entry.unsupported}" + (f" (check: {res.status})" if entry.attempt else "")
     res.seconds = time.perf_counter() - t0
     log.info("zoo %s: %s (%.1fs)", entry.name, res.status, res.seconds)
     return res

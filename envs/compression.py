@@ -239,8 +239,8 @@ class CompressionEnv(gym.Env):
         self.spaces = {k: space_for(k, lbound=cfg.lbound, w_bits=cfg.w_bits, a_bits=cfg.a_bits)
                        for k in set(self.decision_kinds)}
         # the kept-channel counts a keep ratio in [lbound, 1] can give: multiples of round_to, and all
-        self._allowed = [np.unique(np.append(np.arange(kept_channels(cfg.lbound, g.channels, cfg.round_to),
-                                                       g.channels + 1, cfg.round_to), g.channels))
+        self._allowed = [np.unique(np.append(np.arange(kept_channels(cfg.lbound, g.channels, g.slot_round_to(cfg.round_to)),
+                                                       g.channels + 1, g.slot_round_to(cfg.round_to)), g.channels))
                          for g in self.graph.groups]
         self._static = self._static_features()
         # budgets are relative to the uncompressed float32 model (32-bit weights and activations everywhere)
@@ -352,7 +352,7 @@ class CompressionEnv(gym.Env):
         if d.kind == "prune":
             g = self.graph.groups[d.group]
             allowed = self._allowed[d.group]
-            want = kept_channels(value, g.channels, self.config.round_to)
+            want = kept_channels(value, g.channels, g.slot_round_to(self.config.round_to))
             cands = allowed[allowed <= want]
             lo, hi = 0, len(cands) - 1  # largest feasible candidate (cost is monotone)
             best = cands[0]

@@ -70,3 +70,26 @@ def test_bits_costs() -> None:
         cm.size_bits(w_bits=[4])
     with pytest.raises(AmcError, match="prunable groups"):
         cm.macs([0.5])
+
+
+def test_grouped_conv_rounding_and_exact_costs() -> None:
+    """Slots of a grouped conv: round_to applies to real channels (multiples of round_to and of the
+    group count), lbound to slots, and the analytic costs equal an independent count exactly."""
+    from amc.zoo import independent_count
+    from tests._user_models import mixed_cnn
+
+    model = mixed_cnn(in_channels=1, width=32).eval()  # reduce/grouped: 64 channels in 4 conv groups
+    x = torch.randn(1, 1, 8, 8)
+    pruner = Pruner(model, x)
+    reduce = next(g for g in pruner.graph.groups if g.leader == "reduce.0")
+    assert (reduce.unit, reduce.channels) == (4, 16)
+    assert reduce.slot_round_to(8) == 2 and reduce.slot_round_to(3) == 3 and reduce.slot_round_to(1) == 1
+    for round_to in (1, 8):
+        cm = CostModel(pruner.graph, model, round_to=round_to)
+        keep = [0.3] * len(pruner.graph.groups)
+        pruned = pruner.prune(keep, round_to=round_to)
+        conv = dict(pruned.named_modules())["grouped.0"]
+        assert conv.in_channels % (4 * round_to // np.gcd(4, round_to)) == 0 and conv.groups == 4
+        assert conv.in_channels == 4 * cm.channels(keep)[reduce.index]
+        macs, params = independent_count(pruned, x)
+        assert cm.macs(keep) == pytest.approx(macs, rel=1e-12) and cm.params(keep) == pytest.approx(params, rel=1e-12)
