@@ -81,7 +81,7 @@ FAMILIES: list[ZooEntry] = [
                                            "misses its eval fast path too, so the counts agree without them")),
     ZooEntry("swin_t", "swin", 32, attempt=False,
              unsupported=_ATTENTION.format("ShiftedWindowAttention's qkv/proj weights, QK^T, AV") + "; "
-             "Torch-Pruning 1.6.1's dependency tracing of swin_t does not finish in 5 minutes"),
+             "amc's graph build (Torch-Pruning 1.6.1 tracing) of swin_t did not finish in 5 minutes"),
 ]
 
 
@@ -207,15 +207,20 @@ def _check(entry: ZooEntry, res: ZooResult, *, target: float, lbound: float, see
 
 
 def markdown_table(results: list[ZooResult]) -> str:
-    """The README table: model, input, decisions, lowest reachable MACs ratio, pruned ratio, status."""
+    """The README table: model, input, decisions, lowest reachable MACs ratio, pruned ratio, status; the
+    reasons of models that are not supported follow the table as notes."""
     rows = ["| model | input | layers | decisions | lowest MACs ratio (lbound 0.2) | random policy MACs ratio | status |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
+    notes = []
     for r in results:
         low = "-" if math.isnan(r.lowest_ratio) else f"{r.lowest_ratio:.3f}"
         got = "-" if math.isnan(r.macs_ratio) else f"{r.macs_ratio:.3f}"
-        rows.append(f"| `{r.name}` | {r.size}x{r.size} | {r.layers} | {r.decisions} | {low} | {got} | "
-                    f"{r.status.replace('|', '/')} |")
-    return "\n".join(rows)
+        status = r.status.replace("|", "/")
+        if status.startswith("not supported: "):
+            notes.append(f"* `{r.name}`: {status[len('not supported: '):]}")
+            status = "not supported (note below)"
+        rows.append(f"| `{r.name}` | {r.size}x{r.size} | {r.layers} | {r.decisions} | {low} | {got} | {status} |")
+    return "\n".join(rows + ([""] + notes if notes else []))
 
 
 def entry(name: str) -> ZooEntry:
