@@ -426,7 +426,7 @@ def _convert_group(dg: tp.DependencyGraph, tp_group: object, name_of: dict[nn.Mo
             continue  # a functional op (add, cat, reshape, output): nothing to slice
         name = name_of[module]
         dim = "out" if dg.is_out_channel_pruning_fn(handler) else "in"
-        if isinstance(module, COMPRESSIBLE) and dim == "out" and name in ignored:
+        if dim == "out" and name in ignored:  # a layer the user (or the classifier rule) keeps whole
             return None
         key = (name, dim)
         if key in items:  # merge (e.g. two paths into one module)

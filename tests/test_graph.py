@@ -162,3 +162,26 @@ def test_untraceable_input_says_the_shape() -> None:
     model = build_model("lenet5", num_classes=10, in_channels=1, image_size=(28, 28))
     with pytest.raises(AmcError, match=r"\(1, 3, 28, 28\)"):
         LayerGraph.build(model, torch.randn(1, 3, 28, 28))
+
+
+class _UnevenConcatIntoGroups(torch.nn.Module):
+    """8 + 4 concatenated channels read by a conv with 3 groups of 4: branch a fills groups 0 and 1 only,
+    so no slot of a's channels can leave every convolution group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.b = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.g = torch.nn.Conv2d(12, 6, 3, padding=1, groups=3)
+        self.fc = torch.nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.g(torch.cat([self.a(x), self.b(x)], 1)).mean((2, 3)))
+
+
+def test_grouping_no_slot_layout_fits_is_kept_whole(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="amc.graph"):
+        g = LayerGraph.build(_UnevenConcatIntoGroups(), torch.randn(1, 3, 8, 8))
+    pruned = {n for grp in g.groups for n in grp.out_layers}
+    assert "a" not in pruned and "b" not in pruned and "g" in pruned
+    assert "kept whole" in caplog.text and "a, b" in caplog.text
