@@ -119,3 +119,14 @@ def test_user_model_searches_at_half_the_macs_on_digits(tmp_path) -> None:
     assert summary["episodes"] == 4
     assert summary["achieved"]["macs_ratio"] <= 0.5 + 1e-6
     assert (tmp_path / "run" / "best_policy.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnext50_32x4d", "regnet_x_400mf", "shufflenet_v2_x0_5"])
+def test_real_search_meets_macs_030(name: str, tmp_path) -> None:
+    from agents.search import SearchConfig, run_search
+
+    cfg = SearchConfig(model=f"torchvision:{name}", dataset="digits", target="macs=0.3", episodes=3, warmup=2,
+                       train_epochs=1, run_dir=str(tmp_path / "run"), device="cpu", threads=1)
+    summary = run_search(cfg)
+    assert summary["achieved"]["macs_ratio"] <= 0.3 + 1e-6
