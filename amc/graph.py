@@ -311,7 +311,7 @@ def _channel_preserving(shapes: tuple[tuple[int, ...], tuple[int, ...]] | None) 
     a, b = shapes
     if len(a) < 2 or len(b) < 2 or a[0] != b[0]:
         return False
-    if a[:2] == b[:2] and (len(a) == len(b) or all(d == 1 for d in (a[2:] if len(a) > len(b) else b[2:]))):
+    if a[:2] == b[:2]:  # only the spatial / trailing dims change
         return True
     return len(b) == 2 and b[1] == int(np.prod(a[1:]))
 

@@ -185,3 +185,16 @@ def test_grouping_no_slot_layout_fits_is_kept_whole(caplog: pytest.LogCaptureFix
     pruned = {n for grp in g.groups for n in grp.out_layers}
     assert "a" not in pruned and "b" not in pruned and "g" in pruned
     assert "kept whole" in caplog.text and "a, b" in caplog.text
+
+
+@pytest.mark.parametrize(("shapes", "preserving"), [
+    (((1, 8, 4, 4), (1, 128)), True),  # flatten before a classifier
+    (((1, 8), (1, 8, 1, 1)), True),  # unflatten (an SE gate built from Linear layers)
+    (((1, 8, 4, 4), (1, 8, 16)), True),  # spatial dims only
+    (((1, 8, 4, 4), (1, 2, 4, 4, 4)), False),  # channel shuffle: split channels into (groups, per group)
+    (((1, 2, 4, 4, 4), (1, 8, 4, 4)), False),  # ... and merge them back after the transpose
+])
+def test_reshapes_that_mix_channels_are_recognised(shapes, preserving: bool) -> None:
+    from amc.graph import _channel_preserving
+
+    assert _channel_preserving(shapes) is preserving
