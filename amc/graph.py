@@ -11,8 +11,9 @@ Two views of one model, built once by tracing it on an example input:
 Grouped (non-depthwise) convolutions are pruned the way Torch-Pruning prunes them: the same positions
 leave every convolution group, so ``groups`` stays valid. A group whose channels feed or leave a
 convolution with ``G`` groups is counted in *slots*: slot ``p`` is position ``p`` in each of the ``G``
-convolution groups (``unit = G`` channels that leave together). Keep ratios, ``lbound`` and
-``round_to`` then apply to slots, so every kept count is a multiple of ``G``.
+convolution groups (``unit = G`` channels that leave together). Keep ratios and ``lbound`` apply to
+slots, so every kept count is a multiple of ``G``; ``round_to`` still rounds the real channel count
+(:meth:`PrunableGroup.slot_round_to`).
 
 Structures that cannot be pruned are kept whole instead of failing the model, with one log line that
 names the layers: a reshape that Torch-Pruning cannot map (ShuffleNet's channel shuffle
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -269,7 +271,7 @@ class LayerGraph:
         return cls(layers, groups, tuple(example_input.shape), dg)
 
 
-def _tp_groups(dg: tp.DependencyGraph, roots: list[nn.Module]):
+def _tp_groups(dg: tp.DependencyGraph, roots: list[nn.Module]) -> Iterator[tuple[nn.Module, object]]:
     """Torch-Pruning's groups rooted at each layer's output channels, as ``DependencyGraph.get_all_groups``
     walks them (a layer already pruned as part of an earlier group is not a root again), but a root
     whose group Torch-Pruning fails to build yields ``(root, exception)`` instead of failing the model."""
