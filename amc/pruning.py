@@ -109,15 +109,26 @@ class Pruner:
         if key not in self._rankings:
             scorer = IMPORTANCES.get(key)(self.seed)
             ranks = []
+            fallback: list[str] = []
             with torch.no_grad():
                 for g in self.graph.groups:
-                    scores = scorer(g.tp_group)
+                    try:
+                        scores = scorer(g.tp_group)
+                    except RuntimeError:
+                        if g.unit == 1:
+                            raise
+                        # Torch-Pruning's FPGM cannot score a grouped conv's inputs: use l1 for this group
+                        scores = None
+                        fallback.append(g.leader)
                     if scores is None:  # e.g. bn_scale on a group without batch norm
                         scores = tp.importance.GroupMagnitudeImportance(p=1)(g.tp_group)
                     s = scores.detach().cpu().double().numpy()
                     if g.slot_of is not None:  # grouped convs: a slot's score is the sum over its channels
                         s = np.bincount(g.slot_of, weights=s, minlength=g.channels)
                     ranks.append(np.argsort(-s, kind="stable"))
+            if fallback:
+                log.warning("importance %r fails on grouped-convolution groups; l1 ranks them: %s", key,
+                            ", ".join(fallback))
             self._rankings[key] = ranks
         return self._rankings[key]
 

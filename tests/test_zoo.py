@@ -130,3 +130,14 @@ def test_real_search_meets_macs_030(name: str, tmp_path) -> None:
                        train_epochs=1, run_dir=str(tmp_path / "run"), device="cpu", threads=1)
     summary = run_search(cfg)
     assert summary["achieved"]["macs_ratio"] <= 0.3 + 1e-6
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2", "fpgm", "bn_scale", "random"])
+def test_every_importance_ranks_slots(importance: str) -> None:
+    model, x = _user_model()
+    pruner = Pruner(model, x)
+    ranks = pruner.ranking(importance)
+    for g, r in zip(pruner.graph.groups, ranks):
+        assert sorted(r.tolist()) == list(range(g.channels))  # a permutation of the group's slots
+    pruned = pruner.prune([0.5] * len(ranks), importance=importance)
+    assert pruned(x).shape == (1, 10)
