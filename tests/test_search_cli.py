@@ -134,7 +134,7 @@ def test_run_search_pretrains_searches_and_resumes(tmp_path, toy_env, caplog):
     assert "training lenet5 on digits for 1 epoch" in caplog.text
     assert summary["episodes"] == 4 and not summary["interrupted"] and len(rows) == 4
     assert summary["model_source"]["source"] == "trained" and (run_dir / "pretrain" / "final.pt").is_file()
-    for name in ("config.yaml", "episodes.csv", "best_policy.json", "best_policy.png", "summary.json", "tb",
+    for name in ("config.yaml", "episodes.csv", "best_policy.json", "best_policy.png", "summary.json", "search",
                  "checkpoint"):
         assert (run_dir / name).exists(), name
 

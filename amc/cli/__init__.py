@@ -64,9 +64,29 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a read-only run dir, a full disk ...: say which file and what to do
+        if getattr(args, "verbose", False):
+            raise
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an ``OSError``: the file, the reason and the remedy."""
+    import errno
+
+    name = repr(str(e.filename)) if e.filename is not None else "a file"
+    reason = e.strerror or type(e).__name__
+    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return (f"cannot write {name}: {reason}; free some disk space and run the same command again "
+                "(an interrupted search or training continues with --resume)")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write {name}: {reason}; make its directory writable, or choose another --run-dir / "
+                "--out on a writable disk")
+    return f"{name}: {reason} ({type(e).__name__}); check the path and run the command again"
 
 
 if __name__ == "__main__":
