@@ -48,6 +48,7 @@ import logging
 import math
 import os
 import socket
+import time
 import uuid
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
@@ -218,14 +219,40 @@ def make_storage(storage: str | None, run_dir: str | Path) -> tuple[optuna.stora
             raise AmcError(f"storage {redact_storage(text)!r} needs a {base} driver: {_DRIVER_HINT[base]}")
         scheme = f"{base}+{driver}"
     text = f"{scheme}://{rest}"
+    for attempt in range(1, RDB_ATTEMPTS + 1):
+        try:
+            return optuna.storages.RDBStorage(text), False
+        except ImportError as e:
+            raise AmcError(f"storage {redact_storage(text)!r}: the database driver is missing ({e}); "
+                           f"{_DRIVER_HINT.get(base, 'install the driver named in the URL')}") from None
+        except Exception as e:  # sqlalchemy.exc.OperationalError etc.: the database cannot be reached
+            if _creation_race(e) and attempt < RDB_ATTEMPTS:
+                # workers started together on a fresh database race to create Optuna's tables; the loser
+                # finds them created on a second look (PostgreSQL: IntegrityError on pg_type_typname_nsp_index)
+                logger.info("storage %s: tables being created by another worker (%s); retrying",
+                            redact_storage(text), type(e).__name__)
+                time.sleep(0.2 * attempt + 0.3 * os.urandom(1)[0] / 255)  # not `random`: the search seeds it
+                continue
+            raise AmcError(f"cannot open storage {redact_storage(text)!r}: {type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    raise AssertionError("unreachable")
+
+
+#: tries at opening an RDB storage while another worker creates its tables
+RDB_ATTEMPTS = 8
+
+
+def _creation_race(e: BaseException) -> bool:
+    """Whether ``e`` is a worker losing the race to create Optuna's tables (they exist by now)."""
     try:
-        return optuna.storages.RDBStorage(text), False
-    except ImportError as e:
-        raise AmcError(f"storage {redact_storage(text)!r}: the database driver is missing ({e}); "
-                       f"{_DRIVER_HINT.get(base, 'install the driver named in the URL')}") from None
-    except Exception as e:  # sqlalchemy.exc.OperationalError etc.: the database cannot be reached
-        raise AmcError(f"cannot open storage {redact_storage(text)!r}: {type(e).__name__}: "
-                       f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        from sqlalchemy import exc
+    except ImportError:
+        return False
+    if isinstance(e, exc.IntegrityError):
+        return True
+    text = str(e).lower()
+    return isinstance(e, (exc.ProgrammingError, exc.OperationalError)) and (
+        "already exists" in text or "duplicate" in text)
 
 
 def default_study_name(config: Any) -> str:

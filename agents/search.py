@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 QUICKSTART: dict[str, Any] = {
     "model": "lenet5",
     "dataset": "digits",
-    "train_epochs": 30,
+    "train_epochs": 150,
     "mode": "prune",
     "target": "macs=0.5",
     "reward": "acc",
@@ -337,8 +337,9 @@ def _check_run_dir(cfg: SearchConfig) -> None:
         raise AmcError(f"--resume: run dir {str(run_dir)!r} {what}, so there is nothing to continue; check the path, "
                        "or drop --resume to start a new search there")
     if has_results and not cfg.resume:
+        make = " (or `make clean`, which removes the quickstart's run)" if run_dir == Path(QUICKSTART["run_dir"]) else ""
         raise AmcError(f"run dir {str(run_dir)!r} already holds this search's results; pass --resume to continue it, "
-                       "--overwrite to start it again, or choose a new --run-dir")
+                       f"--overwrite to start it again{make}, or choose a new --run-dir")
 
 
 def _load_checkpoint_model(cfg: SearchConfig, splits: Any, path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:

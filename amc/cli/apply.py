@@ -23,7 +23,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from amc._rundir import refuse_existing_files
 from amc.cli._args import count_or_fraction
+from amc.errors import AmcError
 
 
 def add_common(p: argparse.ArgumentParser, *, policy_required: bool = True) -> None:
@@ -51,6 +53,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add_common(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (model.amc, policy.json, "
                    "apply_summary.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace what an earlier amc apply wrote to --out")
+
+
+#: what ``amc apply`` writes into ``--out``
+APPLY_OUTPUTS = ("model.amc", "policy.json", "apply_summary.json")
 
 
 def setup_from_args(args: argparse.Namespace, *, need_data: bool = True) -> Any:
@@ -98,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
     from amc.finetune import model_costs
     from amc.utils import atomic_write_json
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise AmcError(f"--out {args.out!r} exists and is not a directory; amc apply writes a folder")
+    refuse_existing_files([Path(args.out) / n for n in APPLY_OUTPUTS], overwrite=args.overwrite,
+                          what="amc apply --out", hint="pass --overwrite to replace them, or choose another --out")
     setup = setup_from_args(args)
     policy = setup.policy
     compressed = setup.compress()

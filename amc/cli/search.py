@@ -2,7 +2,7 @@
 
 Examples::
 
-    amc search                                   # the quickstart: digits, lenet5, 50% MACs (~2 min)
+    amc search                                   # the quickstart: digits, lenet5, 50% MACs (about a minute)
     amc search --config configs/cifar10_resnet20.yaml --checkpoint runs/r20/final.pt
     amc search --model resnet20 --dataset cifar10 --data-dir data/cifar10 --target macs=0.5 \\
         --episodes 400 --warmup 100 --run-dir runs/r20-amc
