@@ -368,3 +368,58 @@ def test_one_duration_for_the_quickstart():
 def test_readme_documents_the_cpu_only_torch_install():
     readme = (ROOT / "README.md").read_text()
     assert "--index-url https://download.pytorch.org/whl/cpu" in readme
+
+
+# ------------------------------------------------------------------------------------- 3: RDB table creation race
+def test_rdb_storage_retries_the_table_creation_race(tmp_path, monkeypatch):
+    """Two workers on a fresh PostgreSQL race to create Optuna's tables; the loser retries and opens it."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError
+
+    from agents import optuna_agents
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(url, *a, **kw):
+        calls.append(url)
+        if len(calls) == 1:  # what psycopg2 raises when the other worker created the type first
+            raise IntegrityError("CREATE TABLE studies ...", {}, Exception(
+                'duplicate key value violates unique constraint "pg_type_typname_nsp_index"'))
+        return real(url, *a, **kw)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(optuna_agents.time, "sleep", lambda s: None)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage, own = optuna_agents.make_storage(url, tmp_path)
+    assert len(calls) == 2 and isinstance(storage, real) and not own
+    monkeypatch.setattr(optuna.storages, "RDBStorage", real)
+    optuna.create_study(storage=storage, study_name="s")  # the storage works
+
+    calls.clear()
+
+    def always(url, *a, **kw):
+        calls.append(url)
+        raise IntegrityError("INSERT ...", {}, Exception("duplicate key"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", always)
+    with pytest.raises(AmcError, match="cannot open storage .*IntegrityError"):
+        optuna_agents.make_storage(url, tmp_path)
+    assert len(calls) == optuna_agents.RDB_ATTEMPTS
+
+
+def test_a_connection_error_is_not_retried(tmp_path, monkeypatch):
+    import optuna
+    from sqlalchemy.exc import OperationalError
+
+    from agents import optuna_agents
+
+    calls = []
+
+    def down(url, *a, **kw):
+        calls.append(url)
+        raise OperationalError("connect", {}, Exception("could not connect to server"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", down)
+    with pytest.raises(AmcError, match="could not connect"):
+        optuna_agents.make_storage("sqlite:///x.db", tmp_path)
+    assert len(calls) == 1
