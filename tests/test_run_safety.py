@@ -423,3 +423,16 @@ def test_a_connection_error_is_not_retried(tmp_path, monkeypatch):
     with pytest.raises(AmcError, match="could not connect"):
         optuna_agents.make_storage("sqlite:///x.db", tmp_path)
     assert len(calls) == 1
+
+
+def test_train_resume_from_a_truncated_last_pt_is_one_error_line(tmp_path, capsys):
+    run_dir = tmp_path / "t"
+    argv = ["train", "--model", "mlp", "--dataset", "digits", "--epochs", "2", "--run-dir", str(run_dir)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    last = run_dir / "last.pt"
+    with open(last, "r+b") as f:
+        f.truncate(last.stat().st_size // 2)
+    assert main([*argv, "--resume"]) == 2
+    line = _one_error_line(capsys)
+    assert str(last) in line and "--overwrite" in line

@@ -62,16 +62,21 @@ def main(argv: list[str] | None = None) -> int:
         # AmcError: bad input; ValueError: registries (unknown names list the valid ones)
         if not isinstance(e, (AmcError, FileNotFoundError)) and getattr(args, "verbose", False):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a read-only run dir, a full disk ...: say which file and what to do
         if getattr(args, "verbose", False):
             raise
-        print(f"error: {os_error_message(e)}", file=sys.stderr)
+        print(f"error: {one_line(os_error_message(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line (a library's message may span several: the CLI promises one ``error:`` line)."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def os_error_message(e: OSError) -> str:

@@ -282,11 +282,18 @@ def _run(opts: dict[str, Any], splits: Any, spec: Any) -> int:
         meta["teacher"] = _provenance(opts["teacher"], t_ckpt)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{splits.summary()}; model {spec.name} -> {opts['run_dir']}", flush=True)
-    result = train(
-        model, splits, cfg, run_dir=opts["run_dir"], teacher=teacher, kd_temperature=float(opts["kd_temperature"]),
-        kd_alpha=float(opts["kd_alpha"]), resume=bool(opts["resume"]), progress=True, model_spec=spec,
-        extra_meta=meta,
-    )
+    try:
+        result = train(
+            model, splits, cfg, run_dir=opts["run_dir"], teacher=teacher, kd_temperature=float(opts["kd_temperature"]),
+            kd_alpha=float(opts["kd_alpha"]), resume=bool(opts["resume"]), progress=True, model_spec=spec,
+            extra_meta=meta,
+        )
+    except AmcError as e:
+        last = str(Path(opts["run_dir"]) / "last.pt")
+        if opts["resume"] and last in str(e) and "--overwrite" not in str(e):  # a corrupt or foreign last.pt
+            raise AmcError(f"{e}; pass --overwrite instead of --resume to start the run again, or choose another "
+                           "--run-dir") from None
+        raise
     if not result:  # a torchrun rank other than 0
         return 0
     val = "-" if result["val_top1"] is None else f"{result['val_top1']:.2f}%"
