@@ -332,6 +332,24 @@ class SearchRecorder:
             (self.run_dir / "best_policy.png").unlink(missing_ok=True)
         self._set_purge_step(self.episode + 1)
 
+    def rewrite_log(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Replace ``episodes.csv`` with ``rows`` (an agent restoring a damaged log) and continue after them.
+
+        ``best_reward`` is recomputed where a row lacks it; the best episode is found again as on resume.
+        """
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=EPISODE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        best = -math.inf
+        for r in _unique_rows(dict(r) for r in rows):
+            reward = _num(r.get("reward"))
+            best = max(best, reward) if reward is not None else best
+            if r.get("best_reward") is None and best > -math.inf:
+                r["best_reward"] = best
+            w.writerow({k: _fmt(r.get(k)) for k in EPISODE_COLUMNS})
+        atomic_write_text(self.csv_path, buf.getvalue())
+        self._load_from_files()
+
     def _set_purge_step(self, step: int) -> None:
         self._purge_step = step
         if self._writer is not None:

@@ -388,6 +388,8 @@ class OptunaAgent(Agent):
                                              load_if_exists=True, sampler=optuna.samplers.RandomSampler(0))
         self._check_study()
         self._close_stale_trials()
+        if resume:
+            self._restore_log()
         trials = self.study.get_trials(deepcopy=False)
         self.sampler_seed = _derived_seed(int(self.config.seed), len(trials))
         self.study.sampler = self.make_sampler(self.sampler_seed)
@@ -434,6 +436,27 @@ class OptunaAgent(Agent):
             else:
                 self.study.tell(t.number, state=TrialState.FAIL)
                 logger.info("trial %d was cut short by the last session: marked FAIL", t.number)
+
+    def _restore_log(self) -> None:
+        """Put this run's finished trials that ``episodes.csv`` lacks (truncated, deleted) back into it."""
+        assert self.study is not None
+        rows = {r["episode"]: r for r in read_episodes(self.recorder.csv_path)}
+        missing = []
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            attrs = t.user_attrs.get(ATTR) or {}
+            if _worker(t).get("run_id") != self.run_id or not attrs or t.number + 1 in rows:
+                continue
+            metrics = attrs.get("metrics") or {}
+            missing.append(t.number + 1)
+            rows[t.number + 1] = {
+                "episode": t.number + 1, "phase": self._phase(t.number), **{k: metrics.get(k) for k in _METRIC_KEYS},
+                "episode_time_s": None if t.duration is None else t.duration.total_seconds(),
+            }
+        if not missing:
+            return
+        logger.warning("%s lacked %d of this run's finished trials (episodes %s...): restored from the study",
+                       self.recorder.csv_path, len(missing), ", ".join(map(str, sorted(missing)[:5])))
+        self.recorder.rewrite_log([rows[k] for k in sorted(rows)])
 
     def _warn_shared_seed(self, trials: Sequence[FrozenTrial]) -> None:
         others = {_worker(t).get("run_id") for t in trials

@@ -245,6 +245,28 @@ def test_resume_restores_the_episode_log_from_the_checkpoint(tmp_path, damage):
     assert after[:4] == before
 
 
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_optuna_resume_restores_the_episode_log_from_the_study(tmp_path, damage):
+    import dataclasses
+
+    run_dir = tmp_path / "run"
+    cfg = SearchConfig(checkpoint=str(REF), dataset="digits", agent="random", episodes=5, device="cpu",
+                       run_dir=str(run_dir))
+    run_search(cfg)
+    csv = run_dir / "episodes.csv"
+    before = read_episodes(csv)
+    if damage == "delete":
+        csv.unlink()
+    else:
+        csv.write_text("".join(csv.read_text().splitlines(keepends=True)[:3]))
+    summary = run_search(dataclasses.replace(cfg, episodes=7, resume=True))
+    after = read_episodes(csv)
+    assert [r["episode"] for r in after] == [1, 2, 3, 4, 5, 6, 7]
+    keys = ("reward", "best_reward", "accuracy", "macs_ratio")
+    assert [[r[k] for k in keys] for r in after[:5]] == [[r[k] for k in keys] for r in before]
+    assert summary["best_reward"] == pytest.approx(max(r["reward"] for r in after), rel=1e-7)
+
+
 # ------------------------------------------------------------------------------------- 1: no silent overwrite
 def test_train_refuses_an_existing_run_without_resume_or_overwrite(tmp_path, capsys):
     run_dir = tmp_path / "t"
