@@ -458,3 +458,50 @@ def test_train_resume_from_a_truncated_last_pt_is_one_error_line(tmp_path, capsy
     assert main([*argv, "--resume"]) == 2
     line = _one_error_line(capsys)
     assert str(last) in line and "--overwrite" in line
+
+
+def _open_storage_worker(url: str, barrier, results) -> None:  # runs in a spawned process
+    import optuna
+
+    from agents.optuna_agents import make_storage
+
+    barrier.wait(timeout=60)
+    try:
+        storage, _ = make_storage(url, "/tmp")
+        optuna.create_study(storage=storage, study_name="race", load_if_exists=True)
+        results.put("ok")
+    except Exception as e:  # the test reports what went wrong
+        results.put(f"{type(e).__name__}: {e}")
+
+
+@pytest.mark.skipif(not os.environ.get("AMC_TEST_POSTGRES"), reason="set AMC_TEST_POSTGRES=postgresql://USER@HOST:PORT "
+                    "(a server where USER may create databases) to run it")
+def test_three_workers_on_a_fresh_postgres_database_all_start():
+    """The README's recipe on a real server: workers started together on a fresh database (issue 17, case 3)."""
+    import multiprocessing as mp
+    import uuid
+
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    server = os.environ["AMC_TEST_POSTGRES"].rstrip("/")
+    name = f"amc_race_{uuid.uuid4().hex[:8]}"
+    import importlib.util
+
+    driver = "psycopg2" if importlib.util.find_spec("psycopg2") else "psycopg"
+    admin = sqlalchemy.create_engine(f"postgresql+{driver}://{server.split('://', 1)[1]}/postgres",
+                                     isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    try:
+        ctx = mp.get_context("spawn")
+        barrier, results = ctx.Barrier(3), ctx.Queue()
+        procs = [ctx.Process(target=_open_storage_worker, args=(f"{server}/{name}", barrier, results))
+                 for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert sorted(results.get(timeout=5) for _ in procs) == ["ok", "ok", "ok"]
+    finally:
+        with admin.connect() as c:
+            c.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
