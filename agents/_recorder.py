@@ -48,7 +48,7 @@ _METRIC_KEYS = ("accuracy", "macs_ratio", "params_ratio", "size_ratio", "bitops_
 _TRAIN_KEYS = ("actor_loss", "critic_loss")
 _RATIO_KEYS = ("macs_ratio", "params_ratio", "size_ratio", "bitops_ratio")
 _TB_DIR = "search"
-_OLD_TB_DIR = "tb"  # before 0.1.1: a resumed old run keeps its events
+_OLD_TB_DIR = "tb"  # the earlier name: a resumed older run moves its events to _TB_DIR
 _OUTPUTS = ("episodes.csv", "best_policy.json", "best_policy.png", "summary.json")
 
 
