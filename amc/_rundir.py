@@ -128,9 +128,9 @@ def locked_run_dir(run_dir: str | os.PathLike, *, command: str = "amc") -> Itera
     try:
         yield lock
     except BaseException:
-        lock.release()
-        if not existed:
+        if not existed:  # still holding the lock: no other process can start in the dir while it goes
             remove_if_empty(run_dir)
+        lock.release()
         raise
     lock.release()
 
