@@ -248,6 +248,9 @@ def run(args: argparse.Namespace) -> int:
     if opts["epochs"] is None:
         opts["epochs"] = default_epochs(len(splits.train), int(opts["batch_size"]),
                                         int(os.environ.get("WORLD_SIZE", "1")))
+        if opts["epochs"] > DEFAULT_EPOCHS and int(os.environ.get("RANK", "0")) == 0:
+            print(f"{len(splits.train)} train images: {opts['epochs']} epochs (at least {MIN_STEPS} steps; "
+                  "--epochs sets another number)", flush=True)
     if int(os.environ.get("RANK", "0")) != 0:
         return _run(opts, splits, spec)
     from amc._rundir import locked_run_dir
