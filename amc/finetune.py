@@ -169,7 +169,8 @@ class PolicySetup:
                             calibration=self.calibration, quant_calibration=self.quant_calibration,
                             proxy_data=self.proxy_data)
 
-    def evaluate(self, model: nn.Module, split: str = "val", *, limit: int | None = None) -> float | None:
+    def evaluate(self, model: nn.Module, split: str = "val", *, limit: int | None = None,
+                 precision: str = "fp32") -> float | None:
         """Top-1 (%) on ``split`` (``None`` when the split is empty or there is no dataset)."""
         from amc.training import evaluate
 
@@ -178,7 +179,7 @@ class PolicySetup:
         x, y = self.splits.tensors(split, device=self.device, limit=limit)
         if len(y) == 0:
             return None
-        return evaluate(model.to(self.device), (x, y), batch_size=self.eval_batch_size)
+        return evaluate(model.to(self.device), (x, y), batch_size=self.eval_batch_size, precision=precision)
 
 
 def _read_run_config(policy_path: Path | None) -> dict[str, Any]:
