@@ -222,6 +222,9 @@ class SearchConfig:
             if not isinstance(getattr(self, name), bool) and not (name == "reconstruct" and self.reconstruct is None):
                 raise bad(f"{name} must be true or false, got {getattr(self, name)!r}")
         as_int("calibration_size", 1)
+        from amc.proxies import parse_proxy
+
+        self.proxy = parse_proxy(self.proxy).name
         if not (isinstance(self.budget_band, (int, float)) and 0.0 <= self.budget_band < 1.0):
             raise bad(f"budget_band={self.budget_band!r} must be in [0, 1) (0.02: episodes end within 2% under the target)")
         if self.resume and self.overwrite:
