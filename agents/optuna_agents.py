@@ -103,7 +103,8 @@ WORKER_ATTR = "worker"
 STUDY_ATTR = "amc_search"
 #: SearchConfig fields that define the search a study belongs to (machine-specific paths excluded)
 _STUDY_KEYS = ("agent", "model", "model_kwargs", "dataset", "val_size", "data_seed", "mode", "target", "reward",
-               "lbound", "round_to", "granularity", "importance", "reconstruct", "w_bits", "a_bits", "env_kwargs")
+               "lbound", "round_to", "granularity", "importance", "reconstruct", "proxy", "calibration_size", "budget_band",
+               "w_bits", "a_bits", "env_kwargs")
 _RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
 #: SQLAlchemy driver names and their modules, in order of preference, for URLs that name none
 _DRIVERS = {"postgresql": (("psycopg2", "psycopg2"), ("psycopg", "psycopg")),

@@ -70,8 +70,11 @@ class SearchConfig:
         mode: ``prune`` | ``quant`` | ``joint``; target: budget ``METRIC=RATIO`` (e.g. ``macs=0.5``);
         reward: name in ``envs.REWARDS``; lbound: smallest preserve ratio in (0, 1] (AMC 0.2);
         round_to: channel multiple (1 or e.g. 8); granularity: ``channel`` | ``fine``;
-        importance: channel criterion (``amc.pruning.IMPORTANCES``); reconstruct: AMC's
-        least-squares reconstruction; w_bits, a_bits: (min, max) bit widths (quant/joint);
+        importance: channel criterion (``amc.pruning.IMPORTANCES``); proxy: what is done to each
+        compressed model before it is scored (``amc.proxies``: auto, vanilla, bn, reconstruct,
+        reconstruct+bn, ft:K); reconstruct: older spelling of ``proxy="reconstruct"``;
+        calibration_size: train images of the proxy; budget_band: end every episode within
+        ``[target (1 - band), target]`` (0: AMC's one-sided clip); w_bits, a_bits: (min, max) bit widths (quant/joint);
         eval_batch_size: batch size of the reward's evaluation; eval_precision: ``fp32``, or ``bf16`` /
         ``fp16`` autocast for the reward (mode ``prune``; 2.8x faster ResNet-20 episodes on AVX-512 BF16 / AMX CPUs; the
         shipped policy is re-measured in fp32); env_kwargs: further EnvConfig fields.
@@ -100,7 +103,10 @@ class SearchConfig:
     round_to: int = 1
     granularity: str = "channel"
     importance: str = "l1"
-    reconstruct: bool = False
+    proxy: str = "auto"
+    reconstruct: bool | None = None
+    calibration_size: int = 256
+    budget_band: float = 0.0
     w_bits: tuple[int, int] = (2, 8)
     a_bits: tuple[int, int] = (2, 8)
     eval_batch_size: int = 512
@@ -215,8 +221,14 @@ class SearchConfig:
         if not (isinstance(self.noise_decay, (int, float)) and 0.0 < self.noise_decay <= 1.0):
             raise bad(f"noise_decay={self.noise_decay!r} must be in (0, 1] (AMC: 0.95)")
         for name in ("reconstruct", "final_reward_to_all", "resume", "overwrite"):
-            if not isinstance(getattr(self, name), bool):
+            if not isinstance(getattr(self, name), bool) and not (name == "reconstruct" and self.reconstruct is None):
                 raise bad(f"{name} must be true or false, got {getattr(self, name)!r}")
+        as_int("calibration_size", 1)
+        from amc.proxies import parse_proxy
+
+        self.proxy = parse_proxy(self.proxy).name
+        if not (isinstance(self.budget_band, (int, float)) and 0.0 <= self.budget_band < 1.0):
+            raise bad(f"budget_band={self.budget_band!r} must be in [0, 1) (0.02: episodes end within 2% under the target)")
         if self.resume and self.overwrite:
             raise bad("resume and overwrite exclude each other: --resume continues run_dir, --overwrite discards it")
         try:
@@ -415,6 +427,7 @@ def _env_config(cfg: SearchConfig, device: torch.device) -> Any:
     wanted = {
         "mode": cfg.mode, "target": cfg.target, "reward": cfg.reward, "lbound": cfg.lbound, "round_to": cfg.round_to,
         "granularity": cfg.granularity, "importance": cfg.importance, "reconstruct": cfg.reconstruct,
+        "proxy": cfg.proxy, "calibration_size": cfg.calibration_size, "budget_band": cfg.budget_band,
         "w_bits": tuple(cfg.w_bits), "a_bits": tuple(cfg.a_bits), "device": str(device), "seed": cfg.seed,
         "eval_batch_size": cfg.eval_batch_size, "eval_precision": cfg.eval_precision,
     }

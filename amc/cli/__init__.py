@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("amc.cli.export", "export a compressed model (amc file, TorchScript, ONNX)"),
     "compare": ("amc.cli.compare", "compare search runs: table and plots"),
     "bench": ("amc.cli.bench", "run the reproducible benchmark suite"),
+    "fidelity": ("amc.cli.fidelity", "does the search's score predict accuracy after fine-tuning? (rank correlations)"),
 }
 
 

@@ -117,9 +117,12 @@ def run(args: argparse.Namespace) -> int:
     recorded = None if setup.transferred else policy.accuracy.get("val_top1")
     if recorded is not None:
         measured = acc["val_top1"]
-        if setup.eval_limit:
-            measured = setup.evaluate(compressed, "val", limit=int(setup.eval_limit))
+        precision = str(policy.accuracy.get("eval_precision", "fp32"))
+        if setup.eval_limit or precision != "fp32":  # re-measured as the search measured it
+            limit = int(setup.eval_limit) if setup.eval_limit else None
+            measured = setup.evaluate(compressed, "val", limit=limit, precision=precision)
             acc["val_top1_search_subset"] = measured
+            acc["search_eval_precision"] = precision
         acc["search_val_top1"] = float(recorded)
         acc["matches_search"] = measured is not None and abs(measured - float(recorded)) <= 1e-6
     costs = model_costs(setup, compressed)
@@ -156,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
         verdict = ("reproduced exactly" if acc["matches_search"] else
                    f"differs (now {acc.get('val_top1_search_subset', acc['val_top1']):.4f}%: another checkpoint, "
                    "dataset or val holdout than the search's?)")
-        subset = " (on the search's val subset)" if "val_top1_search_subset" in acc else ""
+        subset = (f" (on the search's val images, in {acc.get('search_eval_precision', 'fp32')})"
+                  if "val_top1_search_subset" in acc else "")
         print(f"the search recorded val top-1 {acc['search_val_top1']:.4f}%: {verdict}{subset}")
     print(f"saved {model_file} ({_human_bytes(model_file.stat().st_size)}), {out / 'policy.json'}, "
           f"{out / 'apply_summary.json'}")

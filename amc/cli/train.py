@@ -300,6 +300,7 @@ def _run(opts: dict[str, Any], splits: Any, spec: Any) -> int:
     if not result:  # a torchrun rank other than 0
         return 0
     val = "-" if result["val_top1"] is None else f"{result['val_top1']:.2f}%"
-    print(f"val top-1 {val}  test top-1 {result['test_top1']:.2f}%  "
+    test = "-" if result["test_top1"] is None else f"{result['test_top1']:.2f}%"
+    print(f"val top-1 {val}  test top-1 {test}  "
           f"({result['train_time_s']:.0f}s, {result['epochs']} epochs)  checkpoint {result['checkpoint']}")
     return 0
