@@ -386,6 +386,8 @@ def analyse(cfg: FidelityConfig, rows: list[dict[str, Any]], scores: dict[str, A
             "seconds_per_policy": s["build_s"] + s["eval_s"], "precision": s["precision"],
             "calibration_size": s["calibration_size"], "top_pick": rows[int(np.argmax(sc))]["id"],
         }
+    params = np.array([r["achieved"].get("params_ratio", float("nan")) for r in rows], dtype=float)
+    out["params_ratio"] = {"all": rank_stats(params, truth), "near_budget": rank_stats(params[near], truth[near])}
     n_val = len(next(iter(correct.values()))[0]) if correct else 0
     for key in [k for k in scores if "#" not in k]:
         arr = correct.get(key)
@@ -445,6 +447,11 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {key} | {_f(al['spearman'])} | {_f(al['kendall'])} | {_f(al['pearson'])} | "
                      f"{_f(al['top3'], 'd')}/3 | {_f(nr['spearman'])} | {lo:.1f}-{hi:.1f} | "
                      f"{p['seconds_per_policy']:.2f} ({p['build_s']:.2f} + {p['eval_s']:.2f}) | {p['top_pick']} |")
+    pr = a.get("params_ratio")
+    if pr:
+        lines.append(f"| params ratio (no model: a reference) | {_f(pr['all']['spearman'])} | {_f(pr['all']['kendall'])} | "
+                     f"{_f(pr['all']['pearson'])} | {_f(pr['all']['top3'], 'd')}/3 | {_f(pr['near_budget']['spearman'])} "
+                     "| - | 0 | - |")
     if a["val_sizes"]:
         sizes = sorted({int(n) for c in a["val_sizes"].values() for n in c})
         lines += ["", "Spearman by number of val images (prefixes of the val split):", "",
