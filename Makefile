@@ -14,7 +14,12 @@ $(BIN)/amc: pyproject.toml
 install: $(BIN)/amc
 
 quickstart: install  ## a small search on the bundled digits data: policy, TensorBoard log, summary in runs/quickstart
-	$(BIN)/amc search --config configs/quickstart.yaml
+	@if [ -f runs/quickstart/config.yaml ]; then \
+		echo "runs/quickstart exists: continuing it (make clean removes it, to start over)"; \
+		$(BIN)/amc search --resume runs/quickstart; \
+	else \
+		$(BIN)/amc search --config configs/quickstart.yaml; \
+	fi
 
 test: install  ## lint + the default test suite (a few minutes on two cores)
 	$(BIN)/ruff check .

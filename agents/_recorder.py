@@ -7,8 +7,9 @@ A run directory holds::
     best_policy.json   the best policy so far (``amc.policy.Policy``), rewritten atomically on improvement
     best_policy.png    bar chart of its per-group keep ratios / per-layer bits (same moments)
     summary.json       the run's summary (``SearchRecorder.summary``)
-    tb/                TensorBoard events: ``search/*`` and ``train/*`` scalars, step = episode number,
-                       and the ``search/best_policy`` figure
+    search/            TensorBoard events (the run "search" next to the pretraining's "pretrain"):
+                       ``search/*`` and the agent's ``agent/*`` scalars (e.g. ``agent/actor_loss``), step =
+                       episode number, and the ``search/best_policy`` figure
 
 Resuming keeps one history: rows and TensorBoard steps continue after the last kept episode (the
 CSV is truncated to it, TensorBoard's ``purge_step`` hides later events of the interrupted session).
@@ -22,7 +23,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from amc.policy import Policy
-from amc.utils import atomic_write_json, atomic_write_text
+from amc.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = ["SearchRecorder", "BestRecord", "EPISODE_COLUMNS", "plot_policy", "read_episodes"]
 
@@ -47,7 +47,8 @@ EPISODE_COLUMNS: tuple[str, ...] = (
 _METRIC_KEYS = ("accuracy", "macs_ratio", "params_ratio", "size_ratio", "bitops_ratio", "latency_ms")
 _TRAIN_KEYS = ("actor_loss", "critic_loss")
 _RATIO_KEYS = ("macs_ratio", "params_ratio", "size_ratio", "bitops_ratio")
-_TB_DIR = "tb"
+_TB_DIR = "search"
+_OLD_TB_DIR = "tb"  # the earlier name: a resumed older run moves its events to _TB_DIR
 _OUTPUTS = ("episodes.csv", "best_policy.json", "best_policy.png", "summary.json")
 
 
@@ -137,6 +138,12 @@ def read_episodes(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
+def _unique_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per episode (the last one written wins), in episode order."""
+    by_episode = {r["episode"]: r for r in rows}
+    return [by_episode[k] for k in sorted(by_episode)]
+
+
 def plot_policy(policy: Policy, *, title: str | None = None) -> Any:
     """A matplotlib ``Figure``: per-group keep ratios (prune) and/or per-layer w/a bits (quant)."""
     from matplotlib.figure import Figure
@@ -176,18 +183,6 @@ def plot_policy(policy: Policy, *, title: str | None = None) -> Any:
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class SearchRecorder:
@@ -246,6 +241,9 @@ class SearchRecorder:
         if config is not None:
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
         if resume:
+            old_tb = self.run_dir / _OLD_TB_DIR
+            if old_tb.is_dir() and not self.tb_dir.exists():
+                old_tb.rename(self.tb_dir)
             self._load_from_files()
         else:
             self._clear_outputs()
@@ -296,8 +294,10 @@ class SearchRecorder:
 
     def state_dict(self) -> dict[str, Any]:
         """What an agent's checkpoint must hold to :meth:`restore` this recorder exactly."""
+        rows = [r for r in read_episodes(self.csv_path) if r["episode"] <= self.episode]
         return {"episode": self.episode, "wall_time_s": self.wall_time_s,
-                "best": None if self.best is None else self.best.to_dict()}
+                "best": None if self.best is None else self.best.to_dict(),
+                "rows": _unique_rows(rows)}
 
     def restore(self, state: Mapping[str, Any] | None) -> None:
         """Rewind to a checkpointed state: rows after it are dropped, the best policy is rewritten.
@@ -310,6 +310,14 @@ class SearchRecorder:
         self._t0 = self._t_last = time.monotonic()
         self.best = None if state.get("best") is None else BestRecord.from_dict(state["best"])
         rows = [r for r in read_episodes(self.csv_path) if r["episode"] <= self.episode]
+        saved = state.get("rows")
+        if saved is not None:  # the checkpoint's copy of the log is the truth up to its episode
+            if [r["episode"] for r in rows] != [r["episode"] for r in saved]:
+                logger.warning("%s does not match the checkpoint (%d rows for episodes 1..%d, %d expected): "
+                               "restored from the checkpoint", self.csv_path, len(rows), self.episode, len(saved))
+            rows = [dict(r) for r in saved]
+        else:
+            rows = _unique_rows(rows)
         self.last_row = rows[-1] if rows else None
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=EPISODE_COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -323,6 +331,24 @@ class SearchRecorder:
             self.best_policy_path.unlink(missing_ok=True)
             (self.run_dir / "best_policy.png").unlink(missing_ok=True)
         self._set_purge_step(self.episode + 1)
+
+    def rewrite_log(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Replace ``episodes.csv`` with ``rows`` (an agent restoring a damaged log) and continue after them.
+
+        ``best_reward`` is recomputed where a row lacks it; the best episode is found again as on resume.
+        """
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=EPISODE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        best = -math.inf
+        for r in _unique_rows(dict(r) for r in rows):
+            reward = _num(r.get("reward"))
+            best = max(best, reward) if reward is not None else best
+            if r.get("best_reward") is None and best > -math.inf:
+                r["best_reward"] = best
+            w.writerow({k: _fmt(r.get(k)) for k in EPISODE_COLUMNS})
+        atomic_write_text(self.csv_path, buf.getvalue())
+        self._load_from_files()
 
     def _set_purge_step(self, step: int) -> None:
         self._purge_step = step
@@ -345,7 +371,7 @@ class SearchRecorder:
         return self._writer
 
     def log_scalars(self, values: Mapping[str, float | None], *, step: int | None = None) -> None:
-        """Log extra TensorBoard scalars (full tags such as ``"train/actor_loss"``) at ``step``."""
+        """Log extra TensorBoard scalars (full tags such as ``"agent/actor_loss"``) at ``step``."""
         if self.writer is None:
             return
         step = self.episode if step is None else step
@@ -368,7 +394,7 @@ class SearchRecorder:
         :param info: must hold ``metrics`` (with ``reward``); ``policy`` and ``actions`` where given.
         :param noise_sigma: the episode's exploration sigma (action units), if the agent has one.
         :param phase: e.g. ``"warmup"`` / ``"explore"`` (free text).
-        :param extra: more scalars: ``actor_loss``/``critic_loss`` (logged as ``train/*``), other
+        :param extra: more scalars: ``actor_loss``/``critic_loss`` (logged as ``agent/*``), other
             bare keys as ``search/<key>``, keys with a ``/`` as given; CSV columns where they exist.
         """
         metrics = dict(info.get("metrics") or {})
@@ -397,7 +423,7 @@ class SearchRecorder:
         tags["search/noise_sigma"] = row["noise_sigma"]
         for key, val in (extra or {}).items():
             col = key.rsplit("/", 1)[-1]
-            tag = key if "/" in key else (f"train/{key}" if key in _TRAIN_KEYS else f"search/{key}")
+            tag = key if "/" in key else (f"agent/{key}" if key in _TRAIN_KEYS else f"search/{key}")
             row.setdefault(col, _num(val))
             tags[tag] = _num(val)
         self._append_row(row)
@@ -422,11 +448,16 @@ class SearchRecorder:
 
     def _append_row(self, row: Mapping[str, Any]) -> None:
         new = not self.csv_path.is_file() or self.csv_path.stat().st_size == 0
-        with self.csv_path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=EPISODE_COLUMNS, extrasaction="ignore", lineterminator="\n")
-            if new:
-                w.writeheader()
-            w.writerow({k: _fmt(row.get(k)) for k in EPISODE_COLUMNS})
+        try:
+            with self.csv_path.open("a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=EPISODE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+                if new:
+                    w.writeheader()
+                w.writerow({k: _fmt(row.get(k)) for k in EPISODE_COLUMNS})
+        except OSError as e:
+            if e.filename is None:  # a failed write (full disk) names no file
+                e.filename = str(self.csv_path)
+            raise
 
     def _write_best(self, *, log_figure: bool) -> None:
         best = self.best
@@ -441,7 +472,7 @@ class SearchRecorder:
                           f"{acc}{macs_s}")
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
-        _atomic_write_bytes(self.run_dir / "best_policy.png", buf.getvalue())
+        atomic_write_bytes(self.run_dir / "best_policy.png", buf.getvalue())
         if log_figure and self.writer is not None:
             self.writer.add_figure("search/best_policy", fig, global_step=best.episode, close=True)
 

@@ -35,6 +35,7 @@ stage (``os.getloadavg()``) so that readers can judge.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -75,7 +76,7 @@ RESULTS_FORMAT = "amc-bench"
 RESULTS_VERSION = 1
 
 #: the per-episode parts the env reports in ``info["timing"]`` (seconds)
-TIMING_KEYS = ("prune", "reconstruct", "quantize", "evaluate")
+TIMING_KEYS = ("prune", "reconstruct", "quantize", "proxy", "evaluate")
 
 #: preset name -> BenchConfig fields. ``quick``: ~10 minutes for ResNet-20 on 2 shared CPU cores (the
 #: KD fine-tuning, ~1 s per step there, dominates: 3 x 120 steps; 200 steps made it ~14.5 min at load 5-7);
@@ -122,9 +123,11 @@ class BenchConfig:
         agents: names in ``agents.AGENTS``; episodes: evaluations of each searching agent; warmup:
         random warm-up episodes of DDPG and random start-up trials of the Optuna samplers (the same
         number, for a fair comparison); uniform_max_evaluations: cap on a bisecting baseline's probes;
-        target (``macs=0.5``), lbound, round_to, importance, reconstruct, eval_precision (of the
-        reward; the reported val/test top-1 are always fp32): the env; seed.
+        target (``macs=0.5``), lbound, round_to, importance, reconstruct, proxy, calibration_size,
+        budget_band, eval_precision (of the reward; the reported val/test top-1 are always fp32): the
+        env; seed.
     Fine-tuning (``amc.finetune.FinetuneConfig``; KD from the uncompressed model):
+        ft_seeds: each best policy is fine-tuned once per seed (mean +- std reported);
         ft_epochs (0: none), ft_steps_per_epoch (None: whole epochs), ft_lr, ft_batch_size,
         ft_precision (``fp32`` / ``bf16`` / ``fp16``), ft_channels_last, kd, kd_temperature, kd_alpha.
     Timing:
@@ -152,8 +155,12 @@ class BenchConfig:
     round_to: int = 1
     importance: str = "l1"
     reconstruct: bool = False
+    proxy: str = "auto"
+    calibration_size: int = 256
+    budget_band: float = 0.0
     eval_precision: str = "fp32"
     seed: int = 0
+    ft_seeds: tuple[int, ...] = (0,)
     ft_epochs: int = 1
     ft_steps_per_epoch: int | None = 120
     ft_lr: float = 0.01
@@ -201,6 +208,16 @@ class BenchConfig:
         self.agents = tuple(str(a).lower() for a in self.agents)
         if not self.agents:
             raise bad("agents is empty; e.g. uniform ddpg tpe")
+        if isinstance(self.ft_seeds, (int, str)):
+            self.ft_seeds = tuple(int(v) for v in str(self.ft_seeds).replace(",", " ").split())
+        self.ft_seeds = tuple(int(v) for v in self.ft_seeds)
+        if not self.ft_seeds or len(set(self.ft_seeds)) != len(self.ft_seeds):
+            raise bad(f"ft_seeds={list(self.ft_seeds)} must list distinct seeds, e.g. 0 1 2")
+        from amc.proxies import parse_proxy
+
+        self.proxy = parse_proxy(self.proxy).name
+        if not 0.0 <= float(self.budget_band) < 1.0:
+            raise bad(f"budget_band={self.budget_band!r} must be in [0, 1)")
         if len(set(self.agents)) != len(self.agents):
             raise bad(f"agents {list(self.agents)} names one agent twice")
         from agents import AGENTS
@@ -263,6 +280,7 @@ class BenchConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["agents"], d["latency_batches"] = list(self.agents), list(self.latency_batches)
+        d["ft_seeds"] = list(self.ft_seeds)
         return d
 
     def comparable(self) -> dict[str, Any]:
@@ -525,7 +543,8 @@ class _Bench:
         return SearchConfig(
             checkpoint=str(self.checkpoint_path), dataset=self.dataset, data_dir=self.data_dir,
             val_size=self.val_size, data_seed=self.data_seed, target=cfg.target, lbound=cfg.lbound,
-            round_to=cfg.round_to, importance=cfg.importance, reconstruct=cfg.reconstruct,
+            round_to=cfg.round_to, importance=cfg.importance, reconstruct=cfg.reconstruct or None,
+            proxy=cfg.proxy, calibration_size=cfg.calibration_size, budget_band=cfg.budget_band,
             eval_precision=cfg.eval_precision, agent=agent,
             episodes=episodes, warmup=cfg.warmup, seed=cfg.seed, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs,
             run_dir=str(run_dir), device=str(self.device), threads=cfg.threads)
@@ -565,19 +584,20 @@ class _Bench:
 
     # ------------------------------------------------------------- (a) rebuild, test, fine-tune
     def compressed(self, search: Mapping[str, Any]) -> tuple[nn.Module, Any]:
-        from amc.compress import apply_policy
+        from amc.compress import apply_policy, inputs_for_policy
         from amc.policy import Policy
 
         path = Path(search["run_dir"]) / "best_policy.json"
         if not path.is_file():
             raise AmcError(f"{path} is missing: the search recorded no policy")
         policy = Policy.load(path)
-        calibration = None
-        if policy.pruning.get("reconstruct"):
-            n = int(policy.pruning.get("calibration_size", 256))
-            seed = int(policy.pruning.get("calibration_seed", self.cfg.seed) or 0)
-            calibration = self.splits.calibration_batches(1, n, seed, device=self.device)[0][0]
-        model = apply_policy(self.base, policy, pruner=self.pruner, calibration=calibration)
+        inputs = inputs_for_policy(policy, self.splits, device=self.device, teacher=self.base,
+                                   default_seed=self.cfg.seed)
+        from amc.pruning import Pruner
+
+        seed = int(policy.pruning.get("calibration_seed", self.cfg.seed) or 0)
+        pruner = self.pruner if seed == self.pruner.seed else Pruner(self.base, self.example, seed=seed)
+        model = apply_policy(self.base, policy, pruner=pruner, **inputs.kwargs())
         return model.eval(), policy
 
     def finetune_stage(self, agent: str, search: Mapping[str, Any]) -> dict[str, Any]:
@@ -617,17 +637,25 @@ class _Bench:
                                       num_threads=cfg.threads, precision=cfg.ft_precision,
                                       channels_last=cfg.ft_channels_last)
                 view = _subset_splits(self.splits, val=self.n_val, test=self.n_test)
-                t0 = time.perf_counter()
-                res = finetune(model, view, fcfg, run_dir=run_dir, teacher=self.base if cfg.kd else None,
-                               resume=(run_dir / "last.pt").is_file(), progress=self.progress,
-                               model_spec=self.spec, meta={"policy": policy.to_dict(), "bench_agent": agent})
+                runs = []
+                for i, seed in enumerate(cfg.ft_seeds):  # the first seed's run dir is the one-seed layout
+                    sdir = run_dir if i == 0 else run_dir / f"seed{seed}"
+                    t0 = time.perf_counter()
+                    student = model if i == len(cfg.ft_seeds) - 1 else copy.deepcopy(model)
+                    scfg = dataclasses.replace(fcfg, seed=seed)
+                    res = finetune(student, view, scfg, run_dir=sdir, teacher=self.base if cfg.kd else None,
+                                   resume=(sdir / "last.pt").is_file(), progress=self.progress,
+                                   model_spec=self.spec, meta={"policy": policy.to_dict(), "bench_agent": agent})
+                    runs.append({"seed": seed, "val_top1": res.get("val_top1"), "test_top1": res.get("test_top1"),
+                                 "train_time_s": res.get("train_time_s"), "wall_s": time.perf_counter() - t0})
                 steps_per_epoch = cfg.ft_steps_per_epoch or math.ceil(len(self.splits.train) / cfg.ft_batch_size)
                 steps_per_epoch = min(steps_per_epoch, math.ceil(len(self.splits.train) / cfg.ft_batch_size))
                 steps = steps_per_epoch * cfg.ft_epochs
                 doc["finetune"] = {
-                    "val_top1": res.get("val_top1"), "test_top1": res.get("test_top1"), "steps": steps,
+                    **_mean_std(runs, ("val_top1", "test_top1")), "steps": steps,
                     "epochs_equivalent": steps * cfg.ft_batch_size / len(self.splits.train),
-                    "train_time_s": res.get("train_time_s"), "wall_s": time.perf_counter() - t0,
+                    "train_time_s": sum(r["train_time_s"] or 0.0 for r in runs),
+                    "wall_s": sum(r["wall_s"] for r in runs), "seeds": list(cfg.ft_seeds), "runs": runs,
                     "config": fcfg.to_dict(),
                 }
                 self.base.eval()
@@ -674,6 +702,16 @@ class _Bench:
         doc["loadavg"] = [self.stages["latency"]["loadavg_start"], self.stages["latency"]["loadavg_end"]]
         atomic_write_json(path, doc)
         return doc
+
+
+def _mean_std(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, float | None]:
+    """``{key: mean, key_std: sample std (0 for one run)}`` over the runs that have ``key``."""
+    out: dict[str, float | None] = {}
+    for k in keys:
+        vals = [float(r[k]) for r in runs if r.get(k) is not None]
+        out[k] = statistics.fmean(vals) if vals else None
+        out[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
+    return out
 
 
 def load_extras(out_dir: str | os.PathLike, paths: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -819,8 +857,11 @@ def compression_table(results: Mapping[str, Any]) -> list[str]:
     for m in results["methods"]:
         ft = m.get("finetune") or {}
         ev = f"1 policy ({m['evaluations']} probes)" if m.get("single_policy") else str(m["evaluations"])
+        ft_test = _f(ft.get("test_top1"))
+        if len(ft.get("seeds") or []) > 1:
+            ft_test += f" ± {_f(ft.get('test_top1_std'))}"
         row = [m["agent"], ev, _f(m["macs_ratio"], ".3f"), _f(m["params_ratio"], ".3f"), _f(m["val_top1"]),
-               _f(m["test_top1"]), _f(ft.get("test_top1")), _delta(ft.get("test_top1"), base["test_top1"])]
+               _f(m["test_top1"]), ft_test, _delta(ft.get("test_top1"), base["test_top1"])]
         for b in batches:
             sp = m.get("speedup", {}).get(b)
             row += [_f(m.get("latency_ms", {}).get(b), ".2f"), "-" if sp is None else f"{sp:.2f}x"]
@@ -832,7 +873,7 @@ def compression_table(results: Mapping[str, Any]) -> list[str]:
 def speed_table(results: Mapping[str, Any]) -> list[str]:
     """Section (b)'s markdown table (lines)."""
     keys = ("episode_s", *TIMING_KEYS, "env_other", "agent")
-    head = ["agent (phase)", "episodes", "s / episode", "prune", "reconstruct", "quantize", "evaluate",
+    head = ["agent (phase)", "episodes", "s / episode", "prune", "reconstruct", "quantize", "proxy", "evaluate",
             "env other", "agent + recording", "evaluate share"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] * len(head)) + "|"]
     for agent, sp in results["search_speed"].items():
@@ -931,7 +972,9 @@ def render_report(results: Mapping[str, Any]) -> str:
                      f"{cfg.get('ft_precision', 'fp32')}" + (" channels-last" if cfg.get("ft_channels_last") else "")
                      + ", "
                      + (f"KD T={cfg['kd_temperature']:g}, alpha={cfg['kd_alpha']:g}" if cfg["kd"] else "no KD")
-                     + f"; {_f(ft.get('train_time_s'), '.0f')} s of training per model.")
+                     + f"; {_f(ft.get('train_time_s'), '.0f')} s of training per model"
+                     + (f" over {len(ft['seeds'])} fine-tuning seeds ({', '.join(map(str, ft['seeds']))}; mean ± "
+                        "sample std)." if len(ft.get("seeds") or []) > 1 else "."))
     lat = results["latency"]
     notes.append(f"Latency: median of {lat['rounds']} interleaved rounds, each the median of >= "
                  f"{lat['min_time_s']:g} s of runs, {lat['threads']} thread(s), random input, eval mode, CPU.")

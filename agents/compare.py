@@ -296,7 +296,7 @@ def policy_accuracy(run: RunResult, *, split: str = "test", device: str = "cpu",
     import yaml
 
     from agents.search import SearchConfig
-    from amc.compress import apply_policy
+    from amc.compress import apply_policy, inputs_for_policy
     from amc.data import get_dataset
     from amc.pruning import Pruner
     from amc.training import evaluate, load_checkpoint
@@ -319,15 +319,9 @@ def policy_accuracy(run: RunResult, *, split: str = "test", device: str = "cpu",
     pol = run.policy
     seed = int(pol.pruning.get("calibration_seed", cfg.seed))
     x, y = splits.tensors(split, device=device)
-    calibration = quant_calibration = None
-    if pol.pruning.get("reconstruct"):
-        n = int(pol.pruning.get("calibration_size", 256))
-        calibration = splits.calibration_batches(1, n, seed, device=device)[0][0]
-    if pol.has_bits:
-        quant_calibration = [b for b, _ in splits.calibration_batches(2, 128, seed, device=device)]
+    inputs = inputs_for_policy(pol, splits, device=device, teacher=model, default_seed=cfg.seed)
     # built with autograd on (tracing the dependency graph needs it), evaluated without
-    compressed = apply_policy(model, pol, pruner=Pruner(model, x[:1], seed=seed), calibration=calibration,
-                              quant_calibration=quant_calibration, check=False)
+    compressed = apply_policy(model, pol, pruner=Pruner(model, x[:1], seed=seed), check=False, **inputs.kwargs())
     with torch.inference_mode():
         return float(evaluate(compressed, (x, y), device=device))
 

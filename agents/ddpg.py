@@ -280,6 +280,23 @@ class _ResetTracker(gym.Wrapper):
         return self.env.reset(seed=seed, options=options)
 
 
+def _corrupt(path: Path, e: BaseException | None) -> AmcError:
+    why = "" if e is None else f" ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
+    return AmcError(f"search checkpoint file {str(path)!r} is corrupt or truncated{why}; the search cannot continue "
+                    "from it: pass --overwrite instead of --resume to start it again, or choose a new --run-dir")
+
+
+def _readable_zip(path: Path) -> bool:
+    """Whether ``path`` is a complete zip archive (SB3's ``model.zip``); a truncated one is not."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip() is None
+    except (OSError, zipfile.BadZipFile, EOFError, RuntimeError):
+        return False
+
+
 def _rng_state(gen: np.random.Generator) -> dict[str, Any]:
     return gen.bit_generator.state
 
@@ -412,16 +429,26 @@ class DDPGAgent(Agent):
         return self.ckpt_dir
 
     def _load_checkpoint(self, ckpt: Path) -> None:
-        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)  # our own file
-        if state.get("format") != _CKPT_FORMAT or state.get("agent") != self.name:
+        try:
+            state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)  # our own file
+        except Exception as e:  # truncated or overwritten: pickle, zip and EOF errors alike
+            raise _corrupt(ckpt / "state.pt", e) from None
+        if not isinstance(state, dict) or state.get("format") != _CKPT_FORMAT or state.get("agent") != self.name:
             raise AmcError(f"{ckpt} is not a ddpg search checkpoint; start a new run dir or drop --resume")
         venv = self._make_vec_env()
+        if not _readable_zip(ckpt / "model.zip"):
+            raise _corrupt(ckpt / "model.zip", None)
         try:
             model = DDPG.load(ckpt / "model.zip", env=venv, device=self.params.device)
         except ValueError as e:
             raise AmcError(f"the checkpoint in {ckpt} does not fit this env ({e}); was the model or mode "
                            "changed? Start a new run dir") from None
-        model.load_replay_buffer(ckpt / "replay_buffer.pkl")
+        except Exception as e:
+            raise _corrupt(ckpt / "model.zip", e) from None
+        try:
+            model.load_replay_buffer(ckpt / "replay_buffer.pkl")
+        except Exception as e:
+            raise _corrupt(ckpt / "replay_buffer.pkl", e) from None
         model.set_logger(Logger(folder=None, output_formats=[]))
         self.model = model
         self.noise = self._make_noise()

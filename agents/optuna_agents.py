@@ -48,6 +48,7 @@ import logging
 import math
 import os
 import socket
+import time
 import uuid
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
@@ -102,7 +103,8 @@ WORKER_ATTR = "worker"
 STUDY_ATTR = "amc_search"
 #: SearchConfig fields that define the search a study belongs to (machine-specific paths excluded)
 _STUDY_KEYS = ("agent", "model", "model_kwargs", "dataset", "val_size", "data_seed", "mode", "target", "reward",
-               "lbound", "round_to", "granularity", "importance", "reconstruct", "w_bits", "a_bits", "env_kwargs")
+               "lbound", "round_to", "granularity", "importance", "reconstruct", "proxy", "calibration_size", "budget_band",
+               "w_bits", "a_bits", "env_kwargs")
 _RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
 #: SQLAlchemy driver names and their modules, in order of preference, for URLs that name none
 _DRIVERS = {"postgresql": (("psycopg2", "psycopg2"), ("psycopg", "psycopg")),
@@ -218,14 +220,40 @@ def make_storage(storage: str | None, run_dir: str | Path) -> tuple[optuna.stora
             raise AmcError(f"storage {redact_storage(text)!r} needs a {base} driver: {_DRIVER_HINT[base]}")
         scheme = f"{base}+{driver}"
     text = f"{scheme}://{rest}"
+    for attempt in range(1, RDB_ATTEMPTS + 1):
+        try:
+            return optuna.storages.RDBStorage(text), False
+        except ImportError as e:
+            raise AmcError(f"storage {redact_storage(text)!r}: the database driver is missing ({e}); "
+                           f"{_DRIVER_HINT.get(base, 'install the driver named in the URL')}") from None
+        except Exception as e:  # sqlalchemy.exc.OperationalError etc.: the database cannot be reached
+            if _creation_race(e) and attempt < RDB_ATTEMPTS:
+                # workers started together on a fresh database race to create Optuna's tables; the loser
+                # finds them created on a second look (PostgreSQL: IntegrityError on pg_type_typname_nsp_index)
+                logger.info("storage %s: tables being created by another worker (%s); retrying",
+                            redact_storage(text), type(e).__name__)
+                time.sleep(0.2 * attempt + 0.3 * os.urandom(1)[0] / 255)  # not `random`: the search seeds it
+                continue
+            raise AmcError(f"cannot open storage {redact_storage(text)!r}: {type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    raise AssertionError("unreachable")
+
+
+#: tries at opening an RDB storage while another worker creates its tables
+RDB_ATTEMPTS = 8
+
+
+def _creation_race(e: BaseException) -> bool:
+    """Whether ``e`` is a worker losing the race to create Optuna's tables (they exist by now)."""
     try:
-        return optuna.storages.RDBStorage(text), False
-    except ImportError as e:
-        raise AmcError(f"storage {redact_storage(text)!r}: the database driver is missing ({e}); "
-                       f"{_DRIVER_HINT.get(base, 'install the driver named in the URL')}") from None
-    except Exception as e:  # sqlalchemy.exc.OperationalError etc.: the database cannot be reached
-        raise AmcError(f"cannot open storage {redact_storage(text)!r}: {type(e).__name__}: "
-                       f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        from sqlalchemy import exc
+    except ImportError:
+        return False
+    if isinstance(e, exc.IntegrityError):
+        return True
+    text = str(e).lower()
+    return isinstance(e, (exc.ProgrammingError, exc.OperationalError)) and (
+        "already exists" in text or "duplicate" in text)
 
 
 def default_study_name(config: Any) -> str:
@@ -361,6 +389,8 @@ class OptunaAgent(Agent):
                                              load_if_exists=True, sampler=optuna.samplers.RandomSampler(0))
         self._check_study()
         self._close_stale_trials()
+        if resume:
+            self._restore_log()
         trials = self.study.get_trials(deepcopy=False)
         self.sampler_seed = _derived_seed(int(self.config.seed), len(trials))
         self.study.sampler = self.make_sampler(self.sampler_seed)
@@ -407,6 +437,27 @@ class OptunaAgent(Agent):
             else:
                 self.study.tell(t.number, state=TrialState.FAIL)
                 logger.info("trial %d was cut short by the last session: marked FAIL", t.number)
+
+    def _restore_log(self) -> None:
+        """Put this run's finished trials that ``episodes.csv`` lacks (truncated, deleted) back into it."""
+        assert self.study is not None
+        rows = {r["episode"]: r for r in read_episodes(self.recorder.csv_path)}
+        missing = []
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            attrs = t.user_attrs.get(ATTR) or {}
+            if _worker(t).get("run_id") != self.run_id or not attrs or t.number + 1 in rows:
+                continue
+            metrics = attrs.get("metrics") or {}
+            missing.append(t.number + 1)
+            rows[t.number + 1] = {
+                "episode": t.number + 1, "phase": self._phase(t.number), **{k: metrics.get(k) for k in _METRIC_KEYS},
+                "episode_time_s": None if t.duration is None else t.duration.total_seconds(),
+            }
+        if not missing:
+            return
+        logger.warning("%s lacked %d of this run's finished trials (episodes %s...): restored from the study",
+                       self.recorder.csv_path, len(missing), ", ".join(map(str, sorted(missing)[:5])))
+        self.recorder.rewrite_log([rows[k] for k in sorted(rows)])
 
     def _warn_shared_seed(self, trials: Sequence[FrozenTrial]) -> None:
         others = {_worker(t).get("run_id") for t in trials

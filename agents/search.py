@@ -2,7 +2,7 @@
 
 A search run lives in its own directory (``run_dir``)::
 
-    config.yaml, episodes.csv, best_policy.json/.png, summary.json, tb/   (see agents._recorder)
+    config.yaml, episodes.csv, best_policy.json/.png, summary.json, search/ (TensorBoard; agents._recorder)
     checkpoint/       the agent's resumable state (every ``checkpoint_every`` episodes and on Ctrl-C)
     pretrain/         the brief pretraining (``final.pt``), when no ``checkpoint`` was given
 """
@@ -21,6 +21,7 @@ import yaml
 
 from agents._base import AGENTS, stop_on_signals
 from agents._recorder import SearchRecorder, read_episodes
+from amc._rundir import locked_run_dir
 from amc.errors import AmcError
 from amc.policy import GRANULARITIES, MODES, parse_target
 from amc.utils import resolve_device, seed_everything
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 QUICKSTART: dict[str, Any] = {
     "model": "lenet5",
     "dataset": "digits",
-    "train_epochs": 30,
+    "train_epochs": 150,
     "mode": "prune",
     "target": "macs=0.5",
     "reward": "acc",
@@ -69,8 +70,11 @@ class SearchConfig:
         mode: ``prune`` | ``quant`` | ``joint``; target: budget ``METRIC=RATIO`` (e.g. ``macs=0.5``);
         reward: name in ``envs.REWARDS``; lbound: smallest preserve ratio in (0, 1] (AMC 0.2);
         round_to: channel multiple (1 or e.g. 8); granularity: ``channel`` | ``fine``;
-        importance: channel criterion (``amc.pruning.IMPORTANCES``); reconstruct: AMC's
-        least-squares reconstruction; w_bits, a_bits: (min, max) bit widths (quant/joint);
+        importance: channel criterion (``amc.pruning.IMPORTANCES``); proxy: what is done to each
+        compressed model before it is scored (``amc.proxies``: auto, vanilla, bn, reconstruct,
+        reconstruct+bn, ft:K); reconstruct: older spelling of ``proxy="reconstruct"``;
+        calibration_size: train images of the proxy; budget_band: end every episode within
+        ``[target (1 - band), target]`` (0: AMC's one-sided clip); w_bits, a_bits: (min, max) bit widths (quant/joint);
         eval_batch_size: batch size of the reward's evaluation; eval_precision: ``fp32``, or ``bf16`` /
         ``fp16`` autocast for the reward (mode ``prune``; 2.8x faster ResNet-20 episodes on AVX-512 BF16 / AMX CPUs; the
         shipped policy is re-measured in fp32); env_kwargs: further EnvConfig fields.
@@ -99,7 +103,10 @@ class SearchConfig:
     round_to: int = 1
     granularity: str = "channel"
     importance: str = "l1"
-    reconstruct: bool = False
+    proxy: str = "auto"
+    reconstruct: bool | None = None
+    calibration_size: int = 256
+    budget_band: float = 0.0
     w_bits: tuple[int, int] = (2, 8)
     a_bits: tuple[int, int] = (2, 8)
     eval_batch_size: int = 512
@@ -172,8 +179,9 @@ class SearchConfig:
         if self.data_dir is not None:
             self.data_dir = str(self.data_dir)
         if self.val_size is not None and (isinstance(self.val_size, bool) or not isinstance(self.val_size, (int, float))
-                                          or self.val_size < 0):
-            raise bad(f"val_size={self.val_size!r} must be a count (>= 0) or a fraction in (0, 1)")
+                                          or not self.val_size > 0):
+            raise bad(f"val_size={self.val_size!r} must be a count (>= 1) or a fraction in (0, 1): the reward is "
+                      "measured on these held-out images (leave it out for the dataset's default)")
         if self.mode not in MODES:
             raise bad(f"mode={self.mode!r}; valid: {', '.join(MODES)}")
         parse_target(self.target)  # AmcError naming the problem
@@ -213,8 +221,14 @@ class SearchConfig:
         if not (isinstance(self.noise_decay, (int, float)) and 0.0 < self.noise_decay <= 1.0):
             raise bad(f"noise_decay={self.noise_decay!r} must be in (0, 1] (AMC: 0.95)")
         for name in ("reconstruct", "final_reward_to_all", "resume", "overwrite"):
-            if not isinstance(getattr(self, name), bool):
+            if not isinstance(getattr(self, name), bool) and not (name == "reconstruct" and self.reconstruct is None):
                 raise bad(f"{name} must be true or false, got {getattr(self, name)!r}")
+        as_int("calibration_size", 1)
+        from amc.proxies import parse_proxy
+
+        self.proxy = parse_proxy(self.proxy).name
+        if not (isinstance(self.budget_band, (int, float)) and 0.0 <= self.budget_band < 1.0):
+            raise bad(f"budget_band={self.budget_band!r} must be in [0, 1) (0.02: episodes end within 2% under the target)")
         if self.resume and self.overwrite:
             raise bad("resume and overwrite exclude each other: --resume continues run_dir, --overwrite discards it")
         try:
@@ -295,6 +309,8 @@ def load_search_config(path: str | Path | None = None, overrides: Mapping[str, A
     if path is None:
         qs = quickstart_path()
         base = _read_yaml(qs) if qs.is_file() else dict(QUICKSTART)
+        if (overrides or {}).get("checkpoint") is not None and (overrides or {}).get("model") is None:
+            base.pop("model", None)  # the checkpoint knows its model; the preset's lenet5 must not override it
         return SearchConfig.from_dict({**base, **{k: v for k, v in (overrides or {}).items() if v is not None}},
                                       source="quickstart config")
     return SearchConfig.from_yaml(path, overrides)
@@ -328,9 +344,14 @@ def _check_run_dir(cfg: SearchConfig) -> None:
     elif has_results and cfg.resume:
         raise AmcError(f"run dir {str(run_dir)!r} has results but no config.yaml; cannot check what it was; "
                        "choose a new --run-dir or pass --overwrite")
+    elif cfg.resume:
+        what = "does not exist" if not run_dir.exists() else "holds no search (no config.yaml, episodes or checkpoint)"
+        raise AmcError(f"--resume: run dir {str(run_dir)!r} {what}, so there is nothing to continue; check the path, "
+                       "or drop --resume to start a new search there")
     if has_results and not cfg.resume:
+        make = " (or `make clean`, which removes the quickstart's run)" if run_dir == Path(QUICKSTART["run_dir"]) else ""
         raise AmcError(f"run dir {str(run_dir)!r} already holds this search's results; pass --resume to continue it, "
-                       "--overwrite to start it again, or choose a new --run-dir")
+                       f"--overwrite to start it again{make}, or choose a new --run-dir")
 
 
 def _load_checkpoint_model(cfg: SearchConfig, splits: Any, path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -343,8 +364,8 @@ def _load_checkpoint_model(cfg: SearchConfig, splits: Any, path: Path) -> tuple[
     spec = ckpt.get("model_spec") or {}
     name = str(spec.get("name", "?"))
     if cfg.model is not None and cfg.model.lower() != name.lower():
-        raise AmcError(f"checkpoint {str(path)!r} holds a {name!r} model, but model {cfg.model!r} was asked for; "
-                       "drop --model or pass a matching checkpoint")
+        raise AmcError(f"checkpoint {str(path)!r} holds a {name!r} model, but model {cfg.model!r} was asked for "
+                       "(--model or the config's model:); drop it or pass a matching checkpoint")
     if spec:
         got = (int(spec.get("num_classes", -1)), int(spec.get("in_channels", -1)),
                tuple(int(s) for s in spec.get("image_size", (0, 0))))
@@ -406,6 +427,7 @@ def _env_config(cfg: SearchConfig, device: torch.device) -> Any:
     wanted = {
         "mode": cfg.mode, "target": cfg.target, "reward": cfg.reward, "lbound": cfg.lbound, "round_to": cfg.round_to,
         "granularity": cfg.granularity, "importance": cfg.importance, "reconstruct": cfg.reconstruct,
+        "proxy": cfg.proxy, "calibration_size": cfg.calibration_size, "budget_band": cfg.budget_band,
         "w_bits": tuple(cfg.w_bits), "a_bits": tuple(cfg.a_bits), "device": str(device), "seed": cfg.seed,
         "eval_batch_size": cfg.eval_batch_size, "eval_precision": cfg.eval_precision,
     }
@@ -462,6 +484,18 @@ def run_search(
     if not isinstance(cfg, SearchConfig):
         raise TypeError(f"run_search needs a SearchConfig, got {type(cfg).__name__}")
     _check_run_dir(cfg)
+    # one process per run dir (an OS lock, released on any exit); nothing is written before the checks pass
+    with locked_run_dir(cfg.run_dir, command="amc search"):
+        _check_run_dir(cfg)  # again: another process may have written it before this one took the lock
+        return _run_search_locked(cfg, progress=progress, env_factory=env_factory)
+
+
+def _run_search_locked(
+    cfg: SearchConfig,
+    *,
+    progress: bool | Callable[[dict[str, Any]], None] | None,
+    env_factory: Callable[..., Any] | None,
+) -> dict[str, Any]:
     agent_cls = AGENTS.get(cfg.agent)
     if cfg.warmup >= cfg.episodes and cfg.agent == "ddpg":
         logger.warning("warmup (%d) >= episodes (%d): every episode is a random one", cfg.warmup, cfg.episodes)
@@ -473,7 +507,6 @@ def run_search(
     except (TypeError, ValueError) as e:
         raise AmcError(f"search config: {e}") from None
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -483,13 +516,6 @@ def run_search(
         listeners.append(bar)
     elif callable(progress):
         listeners.append(progress)
-    recorder = SearchRecorder(run_dir, agent=cfg.agent, episodes=cfg.episodes, seed=cfg.seed, target=cfg.target,
-                              config=cfg.to_dict(), resume=cfg.resume, listeners=listeners)
-    if cfg.overwrite:
-        import shutil
-
-        for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
 
     from amc.data import get_dataset
 
@@ -501,7 +527,15 @@ def run_search(
 
         env_factory = CompressionEnv
     env = env_factory(model, splits, env_cfg, model_spec=model_info.get("spec"))
-    recorder.base_accuracy = float(env.base_accuracy)
+    # the env has checked the budget against the model: only now is config.yaml written
+    recorder = SearchRecorder(run_dir, agent=cfg.agent, episodes=cfg.episodes, seed=cfg.seed, target=cfg.target,
+                              base_accuracy=float(env.base_accuracy), config=cfg.to_dict(), resume=cfg.resume,
+                              listeners=listeners)
+    if cfg.overwrite:
+        import shutil
+
+        for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
     model_name = (model_info.get("spec") or {}).get("name", cfg.model)
     logger.info("search: %s on %s/%s, %s, %d decisions per episode, base val top-1 %.2f%%, %d episodes -> %s",
                 cfg.agent, model_name, cfg.dataset, cfg.target, env.n_decisions, env.base_accuracy, cfg.episodes,

@@ -1,25 +1,93 @@
 """Build the compressed model a policy describes: the one code path used by the search's reward,
 ``amc apply`` and ``amc finetune``, so that applying a policy reproduces what the search evaluated.
 
-Order: channel pruning (+ optional LS reconstruction) -> unstructured sparsity -> quantization.
+Order: channel pruning (+ optional LS reconstruction) -> unstructured sparsity -> quantization ->
+the evaluation proxy's repairs (:mod:`amc.proxies`: KD steps, norm statistics).
+
+:func:`draw_inputs` draws the train images all of these read (reconstruction, norm statistics,
+activation ranges, KD batches) from a fixed seed; :func:`inputs_for_policy` draws them the way a
+policy records, so every caller rebuilds the search's model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 
 from amc.errors import AmcError
 from amc.policy import Policy
+from amc.proxies import Proxy, ProxyData, apply_proxy, make_proxy_data, parse_proxy
 from amc.pruning import Pruner, magnitude_prune
 
 if TYPE_CHECKING:
     from amc.quantization import QuantCache
 
-__all__ = ["apply_policy", "check_policy_matches"]
+__all__ = ["apply_policy", "check_policy_matches", "PolicyInputs", "draw_inputs", "inputs_for_policy", "policy_proxy"]
+
+#: the calibration recipe of policies that do not record one (amc before the proxies)
+DEFAULT_CALIBRATION_SIZE = 256
+
+
+@dataclass
+class PolicyInputs:
+    """The train images a policy's model is built from (see :func:`apply_policy`'s arguments)."""
+
+    calibration: torch.Tensor | None = None
+    quant_calibration: list[torch.Tensor] | None = None
+    proxy_data: ProxyData | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"calibration": self.calibration, "quant_calibration": self.quant_calibration,
+                "proxy_data": self.proxy_data}
+
+
+def policy_proxy(policy: Policy) -> Proxy:
+    """The proxy a policy was scored with (policies from before the proxies: ``reconstruct`` or
+    ``vanilla``, after their ``reconstruct`` flag)."""
+    name = policy.pruning.get("proxy")
+    if name is None:
+        name = "reconstruct" if policy.pruning.get("reconstruct") else "vanilla"
+    return parse_proxy(str(name))
+
+
+def draw_inputs(splits: Any, *, proxy: Proxy, calibration_size: int, calibration_seed: int, quantizes: bool,
+                device: torch.device | str, teacher: nn.Module | None = None) -> PolicyInputs:
+    """Draw what the build needs from ``splits``' train split (never val), seeded by ``calibration_seed``:
+    ``calibration_size`` images for reconstruction and norm statistics, two batches of 128 for
+    activation ranges when ``quantizes``, and the KD batches of an ``ft:K`` proxy (``teacher``: the
+    uncompressed model)."""
+    out = PolicyInputs()
+    if proxy.needs_calibration:
+        out.proxy_data = make_proxy_data(splits, proxy, calibration_size=calibration_size, seed=calibration_seed,
+                                         device=device, teacher=teacher)
+        if proxy.reconstruct:
+            out.calibration = out.proxy_data.images
+    if quantizes:
+        out.quant_calibration = [x for x, _ in splits.calibration_batches(2, 128, calibration_seed, device=device)]
+    return out
+
+
+def inputs_for_policy(policy: Policy, splits: Any, *, device: torch.device | str, teacher: nn.Module | None,
+                      default_seed: int = 0) -> PolicyInputs:
+    """:func:`draw_inputs` as ``policy`` records them (``None`` data when the policy needs none)."""
+    proxy = policy_proxy(policy)
+    pruned = policy.granularity == "channel" and any(g.channels < g.total for g in policy.groups)
+    if not pruned and proxy.reconstruct and not proxy.bn and not proxy.ft_steps:
+        proxy = parse_proxy("vanilla")  # reconstruction of an unpruned model has nothing to do
+    quantizes = any(ly.a_bits is not None and ly.a_bits < 32 for ly in policy.layers)
+    if splits is None:
+        if proxy.needs_calibration or quantizes:
+            need = "activation ranges" if not proxy.needs_calibration else f"the {proxy.name} proxy"
+            raise AmcError(f"this policy needs train images for {need}: pass --dataset (and --data-dir)")
+        return PolicyInputs()
+    opts = policy.pruning
+    return draw_inputs(splits, proxy=proxy, calibration_size=int(opts.get("calibration_size", DEFAULT_CALIBRATION_SIZE)),
+                       calibration_seed=int(opts.get("calibration_seed", default_seed) or 0), quantizes=quantizes,
+                       device=device, teacher=teacher)
 
 
 def check_policy_matches(policy: Policy, pruner: Pruner) -> None:
@@ -43,7 +111,8 @@ def check_policy_matches(policy: Policy, pruner: Pruner) -> None:
 def apply_policy(model: nn.Module, policy: Policy, *, example_input: torch.Tensor | None = None,
                  pruner: Pruner | None = None, calibration: torch.Tensor | None = None,
                  quant_calibration: torch.Tensor | Sequence[torch.Tensor] | None = None,
-                 quant_cache: QuantCache | None = None, check: bool = True) -> nn.Module:
+                 quant_cache: QuantCache | None = None, proxy_data: ProxyData | None = None,
+                 check: bool = True) -> nn.Module:
     """A new model compressed as ``policy`` says; ``model`` is left untouched.
 
     Args:
@@ -57,6 +126,8 @@ def apply_policy(model: nn.Module, policy: Policy, *, example_input: torch.Tenso
         quant_cache: an :class:`amc.quantization.QuantCache` shared across calls (the search keeps one):
             weight codes, activation statistics and scales seen before are reused. The model is the same
             as without it, only built faster.
+        proxy_data: the inputs of the policy's evaluation proxy (:func:`draw_inputs`); the ``bn`` and
+            ``ft:K`` proxies run last, on the finished model.
     """
     if pruner is None:
         if example_input is None:
@@ -92,4 +163,7 @@ def apply_policy(model: nn.Module, policy: Policy, *, example_input: torch.Tenso
         import copy
 
         out = copy.deepcopy(model)
+    proxy = policy_proxy(policy)
+    if proxy.bn or proxy.ft_steps:
+        apply_proxy(out, proxy, proxy_data)
     return out

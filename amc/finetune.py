@@ -45,7 +45,7 @@ import torch
 import torch.nn as nn
 import yaml
 
-from amc.compress import apply_policy, check_policy_matches
+from amc.compress import apply_policy, check_policy_matches, inputs_for_policy
 from amc.cost import kept_channels
 from amc.errors import AmcError
 from amc.policy import GroupDecision, LayerDecision, Policy
@@ -83,7 +83,7 @@ class FinetuneConfig:
             ``K x epochs`` in all).
         lr: peak learning rate (cosine decay to 0); fine-tuning wants ~10x less than training.
         batch_size, momentum, weight_decay, augment, steps_per_epoch, eval_batch_size, seed,
-        device, num_threads, precision, channels_last: as in :class:`amc.training.TrainConfig`
+        device, num_threads, precision, channels_last, eval_test: as in :class:`amc.training.TrainConfig`
         (``precision="bf16"`` with channels_last makes a CPU training step ~2x faster on AVX-512 BF16 / AMX; QAT
         is better left at ``fp32``, as bf16 rounds the fake-quantized weights off their grid).
         kd: distil from the uncompressed model (Hinton et al. 2015); ``False``: labels only.
@@ -109,6 +109,7 @@ class FinetuneConfig:
     num_threads: int | None = None
     precision: str = "fp32"
     channels_last: bool = False
+    eval_test: bool = True
 
     def __post_init__(self) -> None:
         from amc.distillation import kd_loss
@@ -128,7 +129,7 @@ class FinetuneConfig:
                            nesterov=self.momentum > 0, weight_decay=self.weight_decay, augment=self.augment,
                            steps_per_epoch=self.steps_per_epoch, eval_batch_size=self.eval_batch_size,
                            seed=self.seed, device=self.device, num_threads=self.num_threads,
-                           precision=self.precision, channels_last=self.channels_last)
+                           precision=self.precision, channels_last=self.channels_last, eval_test=self.eval_test)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -150,6 +151,7 @@ class PolicySetup:
     calibration: torch.Tensor | None
     quant_calibration: list[torch.Tensor] | None
     device: torch.device
+    proxy_data: Any = None  # amc.proxies.ProxyData of the policy's evaluation proxy
     data: dict[str, Any] = field(default_factory=dict)  # dataset, data_dir, val_size, seed
     eval_batch_size: int = _SEARCH_EVAL_BATCH
     eval_limit: int | None = None
@@ -164,9 +166,11 @@ class PolicySetup:
     def compress(self, policy: Policy | None = None) -> nn.Module:
         """The compressed model (via :func:`amc.compress.apply_policy`, as the search built it)."""
         return apply_policy(self.base_model, policy or self.policy, pruner=self.pruner,
-                            calibration=self.calibration, quant_calibration=self.quant_calibration)
+                            calibration=self.calibration, quant_calibration=self.quant_calibration,
+                            proxy_data=self.proxy_data)
 
-    def evaluate(self, model: nn.Module, split: str = "val", *, limit: int | None = None) -> float | None:
+    def evaluate(self, model: nn.Module, split: str = "val", *, limit: int | None = None,
+                 precision: str = "fp32") -> float | None:
         """Top-1 (%) on ``split`` (``None`` when the split is empty or there is no dataset)."""
         from amc.training import evaluate
 
@@ -175,7 +179,7 @@ class PolicySetup:
         x, y = self.splits.tensors(split, device=self.device, limit=limit)
         if len(y) == 0:
             return None
-        return evaluate(model.to(self.device), (x, y), batch_size=self.eval_batch_size)
+        return evaluate(model.to(self.device), (x, y), batch_size=self.eval_batch_size, precision=precision)
 
 
 def _read_run_config(policy_path: Path | None) -> dict[str, Any]:
@@ -360,21 +364,11 @@ def prepare(
         if spec is not None and not (_FULL_SPEC <= set(policy.model)):
             policy.model = dict(spec)  # the search records only the class name
 
-    pruned = policy.granularity == "channel" and any(g.channels < g.total for g in policy.groups)
-    calibration = quant_cal = None
-    if pruned and opts.get("reconstruct"):
-        if splits is None:
-            raise AmcError("this policy uses least-squares reconstruction: pass --dataset for its calibration images")
-        n = int(opts.get("calibration_size", 256))
-        calibration = splits.calibration_batches(1, n, seed, device=dev)[0][0]
-    if any(ly.a_bits is not None and ly.a_bits < 32 for ly in policy.layers):
-        if splits is None:
-            raise AmcError("this policy quantizes activations: pass --dataset for its calibration images")
-        quant_cal = [x for x, _ in splits.calibration_batches(2, 128, seed, device=dev)]
+    inputs = inputs_for_policy(policy, splits, device=dev, teacher=base, default_seed=seed)
     env_kwargs = run_cfg.get("env_kwargs") or {}
     return PolicySetup(
-        policy=policy, base_model=base, model_spec=spec, splits=splits, pruner=pruner, calibration=calibration,
-        quant_calibration=quant_cal, device=dev, data=data,
+        policy=policy, base_model=base, model_spec=spec, splits=splits, pruner=pruner, calibration=inputs.calibration,
+        quant_calibration=inputs.quant_calibration, proxy_data=inputs.proxy_data, device=dev, data=data,
         eval_batch_size=int(env_kwargs.get("eval_batch_size", run_cfg.get("eval_batch_size", _SEARCH_EVAL_BATCH))),
         eval_limit=env_kwargs.get("eval_limit"), transferred=transferred, checkpoint=str(ckpt_path),
         run_config=dict(run_cfg))
@@ -627,7 +621,7 @@ def finetune_policy(
                                                                              seed=setup.pruner.seed)
             sp = _step_policy(policy, schedule[k - 1], pruner.graph, fraction=k / K, final=k == K)
             student = apply_policy(current, sp, pruner=pruner, calibration=setup.calibration,
-                                   quant_calibration=setup.quant_calibration)
+                                   quant_calibration=setup.quant_calibration, proxy_data=setup.proxy_data)
             acc0 = _top1(setup, student)
             log.info("step %d/%d: channels %s, val top-1 after pruning %s", k, K, [g.channels for g in sp.groups],
                      acc0["val_top1"])

@@ -225,4 +225,10 @@ class Policy:
         path = Path(path)
         if not path.is_file():
             raise AmcError(f"policy file {str(path)!r} does not exist (a search writes RUN_DIR/best_policy.json)")
-        return cls.from_json(path.read_text())
+        try:
+            return cls.from_json(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise AmcError(f"policy file {str(path)!r} is not a text (JSON) file; pass a search's "
+                           "RUN_DIR/best_policy.json") from None
+        except AmcError as e:
+            raise AmcError(f"policy file {str(path)!r}: {e}; pass a search's RUN_DIR/best_policy.json") from None

@@ -71,9 +71,11 @@ def _atomic_replace(path: str | os.PathLike, write: Any, mode: str) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write() names no file: name the target
+            e.filename = str(path)
         raise
     return path
 
@@ -87,6 +89,11 @@ def _umask() -> int:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` so that readers never see a half-written file."""
     return _atomic_replace(path, lambda f: f.write(text), "w")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically, with the permissions a plain ``open`` would give."""
+    return _atomic_replace(path, lambda f: f.write(data), "wb")
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

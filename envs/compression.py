@@ -14,10 +14,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from amc.compress import apply_policy
+from amc.compress import apply_policy, draw_inputs
 from amc.cost import CostModel, kept_channels
 from amc.errors import AmcError
 from amc.policy import GroupDecision, LayerDecision, Policy, parse_target
+from amc.proxies import parse_proxy, resolve_proxy
 from amc.pruning import IMPORTANCES, Pruner
 from amc.training import PRECISIONS
 from amc.utils import resolve_device
@@ -56,6 +57,15 @@ class EnvConfig:
 
     ``target`` is ``METRIC=RATIO`` of the uncompressed float32 model: ``macs``, ``params``, ``size``
     (weight storage bits), ``bitops`` (MACs x w_bits x a_bits) or ``latency`` (per-layer table).
+
+    ``proxy`` is what is done to a compressed model before it is scored (:mod:`amc.proxies`:
+    ``auto``, ``vanilla``, ``bn``, ``reconstruct``, ``reconstruct+bn``, ``ft:K``). ``reconstruct`` is
+    the older switch: with proxy ``auto``, ``True`` means ``reconstruct`` and ``False`` ``vanilla``. The proxy's ``calibration_size`` train images
+    are drawn with ``calibration_seed``, not the search's seed, so two searches score a policy alike.
+
+    ``budget_band`` > 0 makes the budget two-sided for prune decisions: actions are also clipped from
+    below so that every episode ends within ``[target (1 - band), target]`` (as far as channel steps
+    allow), instead of wasting accuracy far under the budget.
     """
 
     mode: str = "prune"
@@ -65,8 +75,11 @@ class EnvConfig:
     round_to: int = 1
     granularity: str = "channel"
     importance: str = "l1"
-    reconstruct: bool = False
+    proxy: str = "auto"
+    reconstruct: bool | None = None
     calibration_size: int = 256
+    calibration_seed: int = 0
+    budget_band: float = 0.0
     w_bits: tuple[int, int] = (2, 8)
     a_bits: tuple[int, int] = (2, 8)
     first_last_8bit: bool = True
@@ -109,6 +122,16 @@ class EnvConfig:
                            "kernels would round the fake-quantized weights off their grid; use fp32")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise AmcError(f"eval_limit {self.eval_limit} must be >= 1 or None (whole val split)")
+        proxy = parse_proxy(self.proxy)
+        if self.reconstruct is not None and proxy.name in ("auto", "vanilla"):  # the older switch
+            proxy = parse_proxy("reconstruct" if self.reconstruct else "vanilla")
+        self.proxy = proxy.name
+        self.reconstruct = proxy.reconstruct if proxy.name != "auto" else None
+        if self.calibration_size < 1:
+            raise AmcError(f"calibration_size {self.calibration_size} must be >= 1 (train images for the proxy)")
+        if not (0.0 <= self.budget_band < 1.0):
+            raise AmcError(f"budget_band {self.budget_band} must be in [0, 1): 0.02 ends every episode within 2% "
+                           "under the target")
 
     @property
     def metric(self) -> str:
@@ -210,7 +233,7 @@ class CompressionEnv(gym.Env):
         self.val_x, self.val_y = val_data
         self._val_x_nhwc: torch.Tensor | None = None  # val_x in channels-last, made on first half-precision eval
         example = self.val_x[:1]
-        self.pruner = Pruner(self.model, example, seed=cfg.seed)
+        self.pruner = Pruner(self.model, example, seed=cfg.calibration_seed)
         self.graph = self.pruner.graph
         self.cost = CostModel(self.graph, self.model, round_to=cfg.round_to)
         self.metric, self.target_ratio = cfg.metric, cfg.ratio
@@ -218,16 +241,25 @@ class CompressionEnv(gym.Env):
         self.latency_table = None
         if self.metric == "latency" or cfg.reward == "acc_latency":
             self.latency_table = self._latency_table()
-        self.calibration = None
-        if cfg.reconstruct:
-            self.calibration = _calibration_images(splits, cfg.calibration_size, cfg.seed, self.device)
+        prunes = cfg.mode in ("prune", "joint") and cfg.granularity == "channel"
+        # auto on a model without BatchNorm: reconstruction in prune mode (AMC), nothing when bits are chosen
+        self.proxy = resolve_proxy(cfg.proxy, self.model, prunes_channels=prunes and cfg.mode == "prune")
+        if self.proxy.reconstruct and not prunes:
+            raise AmcError(f"proxy {self.proxy.name} reconstructs pruned layers: it needs mode prune or joint "
+                           "with channel granularity; use --proxy bn or vanilla")
+        log.info("evaluation proxy: %s", self.proxy.name)
+        # train images (fixed seed, cached for the whole search) for the proxy and activation ranges
+        inputs = draw_inputs(splits, proxy=self.proxy, calibration_size=cfg.calibration_size,
+                             calibration_seed=cfg.calibration_seed, quantizes=cfg.mode in ("quant", "joint"),
+                             device=self.device, teacher=self.model)
+        self.calibration, self.quant_calibration, self.proxy_data = (
+            inputs.calibration, inputs.quant_calibration, inputs.proxy_data)
+        if self.calibration is not None:
             self.pruner.set_calibration(self.calibration)
-        self.quant_calibration = None
         self.quant_cache = None
         if cfg.mode in ("quant", "joint"):
             from amc.quantization import QuantCache
 
-            self.quant_calibration = [x for x, _ in splits.calibration_batches(2, 128, cfg.seed, device=self.device)]
             # weight codes, float-model activation statistics and scales, reused across episodes (exact)
             self.quant_cache = QuantCache()
 
@@ -345,24 +377,34 @@ class CompressionEnv(gym.Env):
                                 w_bits=wb, a_bits=ab)
 
     def _clip(self, d: Decision, value: float) -> float:
-        """AMC's rule: the largest value <= ``value`` that keeps the target reachable."""
+        """AMC's rule: the largest value <= ``value`` that keeps the target reachable; with a budget
+        band, then the smallest value >= that which keeps ``target (1 - band)`` reachable."""
         s = self._state
         t = self._t
         budget = self.target_cost * (1 + 1e-9)
+        self._raised = False
         if d.kind == "prune":
             g = self.graph.groups[d.group]
             allowed = self._allowed[d.group]
             want = kept_channels(value, g.channels, g.slot_round_to(self.config.round_to))
-            cands = allowed[allowed <= want]
-            lo, hi = 0, len(cands) - 1  # largest feasible candidate (cost is monotone)
-            best = cands[0]
-            while lo <= hi:
-                mid = (lo + hi) // 2
-                s.fractions[d.group] = cands[mid] / g.channels
-                if self._cost(s, most_aggressive_from=t + 1) <= budget:
-                    best, lo = cands[mid], mid + 1
-                else:
-                    hi = mid - 1
+
+            def fits(c: int) -> bool:  # the target stays reachable (cost is monotone in c)
+                s.fractions[d.group] = c / g.channels
+                return self._cost(s, most_aggressive_from=t + 1) <= budget
+
+            best = _last_true(allowed[allowed <= want], fits)
+            if self.config.budget_band > 0:
+                floor = self.target_cost * (1 - self.config.budget_band)
+                top = _last_true(allowed, fits)  # the most channels the budget allows
+
+                def reaches(c: int) -> bool:  # the band stays reachable if the undecided steps keep all
+                    s.fractions[d.group] = c / g.channels
+                    return self._cost(s) >= floor
+
+                if not reaches(best):
+                    up = allowed[(allowed > best) & (allowed <= top)]
+                    best = next((c for c in up if reaches(c)), top)  # smallest that reaches, else the most allowed
+                    self._raised = True
             s.fractions[d.group] = best / g.channels
             return best / g.channels
         if d.kind == "sparsity":
@@ -436,7 +478,10 @@ class CompressionEnv(gym.Env):
         d = self.decisions[self._t]
         space = self.spaces[d.kind]
         value = self._clip(d, space.to_value(a))
-        clipped = min(a, space.to_action(value)) if d.kind in ("prune", "sparsity") else a
+        if self._raised:  # lifted into the budget band
+            clipped = max(a, space.to_action(value))
+        else:
+            clipped = min(a, space.to_action(value)) if d.kind in ("prune", "sparsity") else a
         self._state.actions.append(clipped)
         self._t += 1
         if self._t < self.n_decisions:
@@ -462,9 +507,9 @@ class CompressionEnv(gym.Env):
                   for ly in self.graph.layers]
         return Policy(model=self.model_spec, mode=cfg.mode, granularity=cfg.granularity,
                       budget={"metric": self.metric, "ratio": self.target_ratio, "target": cfg.target},
-                      pruning={"importance": cfg.importance, "reconstruct": cfg.reconstruct, "round_to": cfg.round_to,
-                               "lbound": cfg.lbound, "calibration_size": cfg.calibration_size,
-                               "calibration_seed": cfg.seed},
+                      pruning={"importance": cfg.importance, "reconstruct": self.proxy.reconstruct,
+                               "proxy": self.proxy.name, "round_to": cfg.round_to, "lbound": cfg.lbound,
+                               "calibration_size": cfg.calibration_size, "calibration_seed": cfg.calibration_seed},
                       groups=groups if cfg.granularity == "channel" else [], layers=layers)
 
     def costs(self) -> dict[str, float]:
@@ -486,7 +531,7 @@ class CompressionEnv(gym.Env):
         t0 = time.perf_counter()
         compressed = apply_policy(self.model, policy, pruner=self.pruner, calibration=self.calibration,
                                   quant_calibration=self.quant_calibration, quant_cache=self.quant_cache,
-                                  check=False)
+                                  proxy_data=self.proxy_data, check=False)
         build = time.perf_counter() - t0
         t1 = time.perf_counter()
         acc = self.evaluate(compressed)
@@ -495,10 +540,12 @@ class CompressionEnv(gym.Env):
         reward = float(self.reward_fn(acc, costs))
         metrics = {"accuracy": acc, "reward": reward, **costs}
         policy.achieved = {k: v for k, v in costs.items() if k.endswith("_ratio") or k == "latency_ms"}
-        policy.accuracy = {"base_val_top1": self.base_accuracy, "val_top1": acc}
+        policy.accuracy = {"base_val_top1": self.base_accuracy, "val_top1": acc, "val_images": len(self.val_y),
+                           "eval_precision": self.config.eval_precision}
+        t_proxy = self.proxy_data.seconds if self.proxy_data is not None else 0.0
         timing = {"prune": self.pruner.timing.prune, "reconstruct": self.pruner.timing.reconstruct,
-                  "quantize": max(0.0, build - self.pruner.timing.prune - self.pruner.timing.reconstruct),
-                  "evaluate": t_eval}
+                  "quantize": max(0.0, build - self.pruner.timing.prune - self.pruner.timing.reconstruct - t_proxy),
+                  "proxy": t_proxy, "evaluate": t_eval}
         return policy, metrics, timing
 
     @torch.inference_mode()
@@ -522,7 +569,13 @@ class CompressionEnv(gym.Env):
         return 100.0 * correct / max(1, len(self.val_x))
 
 
-def _calibration_images(splits: Any, n: int, seed: int, device: torch.device) -> torch.Tensor:
-    """``n`` train images (normalised, unaugmented, fixed seed) for the LS reconstruction."""
-    batches = splits.calibration_batches(1, n, seed, device=device)
-    return batches[0][0]
+def _last_true(cands: np.ndarray, pred: Any) -> int:
+    """The last candidate (ascending) for which the monotone ``pred`` holds, else the first; bisection."""
+    lo, hi, best = 0, len(cands) - 1, cands[0]
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if pred(int(cands[mid])):
+            best, lo = cands[mid], mid + 1
+        else:
+            hi = mid - 1
+    return int(best)

@@ -36,6 +36,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--val-size", type=float, default=None, help="val images used for the reward")
     ap.add_argument("--reconstruct", action="store_true")
+    ap.add_argument("--proxy", default="auto", help="evaluation proxy (amc.proxies)")
+    ap.add_argument("--calibration-size", type=int, default=256, help="train images of the proxy")
+    ap.add_argument("--eval-limit", type=int, help="evaluate the reward on the first N val images only")
     ap.add_argument("--eval-precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                     help="precision of the reward's evaluation")
     ap.add_argument("--threads", type=int, default=2)
@@ -57,8 +60,10 @@ def main() -> int:
             save_checkpoint(checkpoint, model=build_model(spec), model_spec=spec, config={}, metrics={})
         cfg = SearchConfig(checkpoint=checkpoint,
                            dataset=args.dataset, data_dir=args.data_dir, target=args.target, agent="ddpg",
-                           episodes=args.episodes, warmup=args.warmup, seed=0, reconstruct=args.reconstruct,
+                           episodes=args.episodes, warmup=args.warmup, seed=0, reconstruct=args.reconstruct or None,
+                           proxy=args.proxy, calibration_size=args.calibration_size,
                            eval_precision=args.eval_precision,
+                           env_kwargs={"eval_limit": args.eval_limit} if args.eval_limit else {},
                            run_dir=str(Path(tmp) / "run"), threads=args.threads,
                            val_size=args.val_size)
         summary = run_search(cfg, env_factory=lambda *a, **k: TimedEnv(*a, records=records, **k))
@@ -66,11 +71,13 @@ def main() -> int:
     split = episode_split(records, [str(r.get("phase") or "") for r in rows])
     result = {"model": args.model, "dataset": args.dataset, "target": args.target, "episodes": args.episodes,
               "warmup": args.warmup, "reconstruct": args.reconstruct, "threads": args.threads,
+              "proxy": args.proxy, "calibration_size": args.calibration_size, "eval_limit": args.eval_limit,
               "eval_precision": args.eval_precision,
               "decisions_per_episode": summary.get("decisions_per_episode"), "loadavg": list(os.getloadavg()),
               "split": split}
     atomic_write_json(args.out, result)
-    print(f"{args.model} on {args.dataset}, {args.target}, reconstruct={args.reconstruct}, "
+    print(f"{args.model} on {args.dataset}, {args.target}, proxy {args.proxy} ({args.calibration_size} images), "
+          f"reward on {args.eval_limit or 'all'} val images, "
           f"eval {args.eval_precision}, seconds per episode "
           f"(load average {result['loadavg'][0]:.1f}):")
     keys = ("episode_s", *TIMING_KEYS, "env_other", "agent", "evaluate_fraction")

@@ -222,10 +222,10 @@ def test_ddpg_on_toy_env_writes_all_outputs(tmp_path):
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    ea = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0, "images": 0}).Reload()
+    ea = EventAccumulator(str(tmp_path / "search"), size_guidance={"scalars": 0, "images": 0}).Reload()
     tags = set(ea.Tags()["scalars"])
     assert {"search/reward", "search/best_reward", "search/accuracy", "search/macs_ratio", "search/params_ratio",
-            "search/noise_sigma", "train/actor_loss", "train/critic_loss"} <= tags
+            "search/noise_sigma", "agent/actor_loss", "agent/critic_loss"} <= tags
     assert [e.step for e in ea.Scalars("search/reward")] == list(range(1, 9))
     assert "search/best_policy" in ea.Tags()["images"]
 
@@ -260,7 +260,7 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    ea = EventAccumulator(str(tmp_path / "b" / "tb"), size_guidance={"scalars": 0}).Reload()
+    ea = EventAccumulator(str(tmp_path / "b" / "search"), size_guidance={"scalars": 0}).Reload()
     assert [e.step for e in ea.Scalars("search/reward")] == list(range(1, 15))
 
 
@@ -274,7 +274,7 @@ def test_crash_between_checkpoints_resumes_from_the_last_one(tmp_path):
     assert _history(tmp_path / "b") == _history(tmp_path / "a")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    ea = EventAccumulator(str(tmp_path / "b" / "tb"), size_guidance={"scalars": 0}).Reload()
+    ea = EventAccumulator(str(tmp_path / "b" / "search"), size_guidance={"scalars": 0}).Reload()
     assert [e.step for e in ea.Scalars("search/reward")] == list(range(1, 13))
 
 

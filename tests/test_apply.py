@@ -57,6 +57,32 @@ def test_apply_reproduces_the_search(tmp_path, lenet_ckpt, digits, kw, capsys):
     assert json.loads((out / "policy.json").read_text())["model"]["name"] == "lenet5"  # completed spec
 
 
+@pytest.fixture(scope="module")
+def r20_ckpt(tmp_path_factory, digits) -> Path:
+    """A ResNet-20 (BatchNorm) trained one epoch on digits."""
+    from amc.training import TrainConfig, train
+
+    torch.manual_seed(0)
+    spec = ModelSpec.for_data("resnet20", digits)
+    run = tmp_path_factory.mktemp("r20")
+    train(build_model(spec), digits, TrainConfig(epochs=1, lr=0.05, batch_size=64, device="cpu", num_threads=1,
+                                                 eval_test=False), run_dir=run, model_spec=spec)
+    return run / "final.pt"
+
+
+@pytest.mark.parametrize("kw", [{"proxy": "auto", "eval_precision": "bf16"}, {"proxy": "ft:3"}], ids=["bn-bf16", "ft"])
+def test_apply_reproduces_a_proxy_scored_search(tmp_path, r20_ckpt, kw, capsys):
+    best = _search(tmp_path / "search", r20_ckpt, target="macs=0.5", seed=1, **kw)
+    assert best["pruning"]["proxy"] == ("bn" if kw["proxy"] == "auto" else "ft:3")
+    assert best["accuracy"]["eval_precision"] == kw.get("eval_precision", "fp32")
+    out = tmp_path / "applied"
+    assert main(["apply", "--policy", str(tmp_path / "search" / "best_policy.json"), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert "reproduced exactly" in capsys.readouterr().out
+    acc = json.loads((out / "apply_summary.json").read_text())["accuracy"]
+    assert acc["matches_search"] is True
+
+
 def test_apply_without_the_run_directory_needs_the_same_data(tmp_path, lenet_ckpt):
     best = _search(tmp_path / "search", lenet_ckpt, mode="prune", target="macs=0.6", reconstruct=True, seed=4)
     lone = tmp_path / "elsewhere" / "policy.json"

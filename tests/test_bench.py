@@ -70,7 +70,7 @@ def test_tiny_benchmark_results(tiny_run: Path):
     assert speed["ddpg"]["evaluations"] == 3 and speed["tpe"]["evaluations"] == 3
     s = speed["ddpg"]["split"]["all"]
     assert s["episodes"] == 2  # the first episode is left out
-    parts = s["prune"] + s["reconstruct"] + s["quantize"] + s["evaluate"] + s["env_other"] + s["agent"]
+    parts = s["prune"] + s["reconstruct"] + s["quantize"] + s["proxy"] + s["evaluate"] + s["env_other"] + s["agent"]
     assert parts == pytest.approx(s["episode_s"], rel=1e-6) and s["evaluate"] > 0
     assert speed["ddpg"]["split"]["explore"]["episodes"] == 2  # per phase (episodes.csv), the warm-up one left out
     report = (tiny_run / "report.md").read_text()

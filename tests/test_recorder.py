@@ -117,6 +117,6 @@ def test_policy_chart_and_tensorboard(tmp_path):
     assert (tmp_path / "best_policy.png").stat().st_size > 1000
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    ea = EventAccumulator(str(tmp_path / "tb")).Reload()
+    ea = EventAccumulator(str(tmp_path / "search")).Reload()
     assert {"search/latency_ms", "search/size_ratio", "search/reward"} <= set(ea.Tags()["scalars"])
     assert "search/best_policy" in ea.Tags()["images"]

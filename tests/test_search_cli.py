@@ -42,6 +42,18 @@ def test_command_line_overrides_the_file(tmp_path):
     assert SearchConfig.from_dict(cfg.to_dict()) == cfg  # round trip through config.yaml
 
 
+def test_proxy_and_budget_band_options():
+    cfg = config_from_args(_args("--proxy", "ft:10", "--calibration-size", "128", "--budget-band", "0.02"))
+    assert (cfg.proxy, cfg.calibration_size, cfg.budget_band) == ("ft:10", 128, 0.02)
+    assert config_from_args(_args()).proxy == "auto"
+    with pytest.raises(AmcError, match="budget_band"):
+        config_from_args(_args("--budget-band", "2"))
+    with pytest.raises(AmcError, match="unknown proxy 'adabn'"):
+        config_from_args(_args("--proxy", "adabn"))
+    with pytest.raises(AmcError, match="calibration_size"):
+        config_from_args(_args("--calibration-size", "0"))
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"target": "macs=2"}, "must be in \\(0, 1\\]"),
     ({"target": "flops=0.5"}, "unknown budget metric"),
@@ -134,7 +146,7 @@ def test_run_search_pretrains_searches_and_resumes(tmp_path, toy_env, caplog):
     assert "training lenet5 on digits for 1 epoch" in caplog.text
     assert summary["episodes"] == 4 and not summary["interrupted"] and len(rows) == 4
     assert summary["model_source"]["source"] == "trained" and (run_dir / "pretrain" / "final.pt").is_file()
-    for name in ("config.yaml", "episodes.csv", "best_policy.json", "best_policy.png", "summary.json", "tb",
+    for name in ("config.yaml", "episodes.csv", "best_policy.json", "best_policy.png", "summary.json", "search",
                  "checkpoint"):
         assert (run_dir / name).exists(), name
 

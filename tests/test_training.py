@@ -84,11 +84,16 @@ def test_distillation_training_runs(digits: DatasetSplits, tmp_path: Path) -> No
     teacher, spec = _mlp(digits)
     student, _ = _mlp(digits)
     cfg = TrainConfig(epochs=1, steps_per_epoch=3, **FAST)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    teacher.train()
     res = train(student, digits, cfg, run_dir=tmp_path, teacher=teacher, kd_temperature=2.0, kd_alpha=0.5,
                 model_spec=spec)
     assert len(res["history"]) == 1
     assert res["history"][0]["train_loss"] > 0
-    assert not any(p.requires_grad for p in teacher.parameters())
+    # the teacher is not trained, and comes back as it was given: trainable (it may be pruned and
+    # fine-tuned later, as amc fidelity does with one base model) and in its own mode
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+    assert all(p.requires_grad for p in teacher.parameters()) and teacher.training
     cl = TrainConfig(epochs=1, steps_per_epoch=2, channels_last=True, **FAST)
     conv_teacher = build_model(ModelSpec.for_data("lenet5", digits))
     train(build_model(ModelSpec.for_data("lenet5", digits)), digits, cl, run_dir=tmp_path / "cl", teacher=conv_teacher)
@@ -96,6 +101,31 @@ def test_distillation_training_runs(digits: DatasetSplits, tmp_path: Path) -> No
     assert load_checkpoint(res["checkpoint"])[1]["config"]["distillation"] == {"temperature": 2.0, "alpha": 0.5}
     with pytest.raises(AmcError, match="alpha"):
         train(student, digits, cfg, run_dir=tmp_path, teacher=teacher, kd_alpha=2.0)
+
+
+def test_final_evaluation_reuses_the_last_epoch_and_test_is_optional(
+    digits: DatasetSplits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = T.evaluate
+
+    def counting(model, data, **kw):
+        calls.append(len(data[1]))
+        return real(model, data, **kw)
+
+    monkeypatch.setattr(T, "evaluate", counting)
+    model, spec = _mlp(digits)
+    res = train(model, digits, TrainConfig(epochs=2, steps_per_epoch=2, **FAST), run_dir=tmp_path / "a",
+                model_spec=spec)
+    n_val, n_test = len(digits.val), len(digits.test)
+    assert calls == [n_val, n_val, n_test]  # one val pass per epoch, none again at the end, then test
+    assert res["val_top1"] == res["history"][-1]["val_top1"]
+    calls.clear()
+    res = train(model, digits, TrainConfig(epochs=1, steps_per_epoch=2, eval_test=False, eval_precision="bf16",
+                                           **FAST), run_dir=tmp_path / "b", model_spec=spec)
+    assert calls == [n_val] and res["test_top1"] is None
+    with pytest.raises(AmcError, match="eval_precision"):
+        TrainConfig(eval_precision="int4")
 
 
 def test_bf16_channels_last_training_learns_and_returns_a_plain_model(

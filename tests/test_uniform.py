@@ -116,7 +116,7 @@ def test_uniform_through_run_search_writes_the_standard_outputs(tmp_path):
                                       episodes=50, device="cpu", run_dir=str(tmp_path)))
     for name in ("config.yaml", "summary.json", "best_policy.json", "best_policy.png", "episodes.csv"):
         assert (tmp_path / name).is_file()
-    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "search").glob("events.out.tfevents.*"))
     assert summary["agent"] == "uniform" and summary["converged"] and summary["episodes"] == 1
     assert summary["achieved"]["macs_ratio"] <= 0.5 + 1e-9 and summary["best_accuracy"] > 50
     # resuming redoes the (cheap, deterministic) bisection: same result, one history

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("amc.cli.export", "export a compressed model (amc file, TorchScript, ONNX)"),
     "compare": ("amc.cli.compare", "compare search runs: table and plots"),
     "bench": ("amc.cli.bench", "run the reproducible benchmark suite"),
+    "fidelity": ("amc.cli.fidelity", "does the search's score predict accuracy after fine-tuning? (rank correlations)"),
 }
 
 
@@ -62,11 +63,36 @@ def main(argv: list[str] | None = None) -> int:
         # AmcError: bad input; ValueError: registries (unknown names list the valid ones)
         if not isinstance(e, (AmcError, FileNotFoundError)) and getattr(args, "verbose", False):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only run dir, a full disk ...: say which file and what to do
+        if getattr(args, "verbose", False):
+            raise
+        print(f"error: {one_line(os_error_message(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line (a library's message may span several: the CLI promises one ``error:`` line)."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an ``OSError``: the file, the reason and the remedy."""
+    import errno
+
+    name = repr(str(e.filename)) if e.filename is not None else "a file"
+    reason = e.strerror or type(e).__name__
+    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return (f"cannot write {name}: {reason}; free some disk space and run the same command again "
+                "(an interrupted search or training continues with --resume)")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write {name}: {reason}; make its directory writable, or choose another --run-dir / "
+                "--out on a writable disk")
+    return f"{name}: {reason} ({type(e).__name__}); check the path and run the command again"
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from amc._rundir import refuse_existing_files
 from amc.cli._args import count_or_fraction
+from amc.errors import AmcError
 
 
 def add_common(p: argparse.ArgumentParser, *, policy_required: bool = True) -> None:
@@ -51,6 +53,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add_common(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (model.amc, policy.json, "
                    "apply_summary.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace what an earlier amc apply wrote to --out")
+
+
+#: what ``amc apply`` writes into ``--out``
+APPLY_OUTPUTS = ("model.amc", "policy.json", "apply_summary.json")
 
 
 def setup_from_args(args: argparse.Namespace, *, need_data: bool = True) -> Any:
@@ -98,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
     from amc.finetune import model_costs
     from amc.utils import atomic_write_json
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise AmcError(f"--out {args.out!r} exists and is not a directory; amc apply writes a folder")
+    refuse_existing_files([Path(args.out) / n for n in APPLY_OUTPUTS], overwrite=args.overwrite,
+                          what="amc apply --out", hint="pass --overwrite to replace them, or choose another --out")
     setup = setup_from_args(args)
     policy = setup.policy
     compressed = setup.compress()
@@ -106,9 +117,12 @@ def run(args: argparse.Namespace) -> int:
     recorded = None if setup.transferred else policy.accuracy.get("val_top1")
     if recorded is not None:
         measured = acc["val_top1"]
-        if setup.eval_limit:
-            measured = setup.evaluate(compressed, "val", limit=int(setup.eval_limit))
+        precision = str(policy.accuracy.get("eval_precision", "fp32"))
+        if setup.eval_limit or precision != "fp32":  # re-measured as the search measured it
+            limit = int(setup.eval_limit) if setup.eval_limit else None
+            measured = setup.evaluate(compressed, "val", limit=limit, precision=precision)
             acc["val_top1_search_subset"] = measured
+            acc["search_eval_precision"] = precision
         acc["search_val_top1"] = float(recorded)
         acc["matches_search"] = measured is not None and abs(measured - float(recorded)) <= 1e-6
     costs = model_costs(setup, compressed)
@@ -145,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
         verdict = ("reproduced exactly" if acc["matches_search"] else
                    f"differs (now {acc.get('val_top1_search_subset', acc['val_top1']):.4f}%: another checkpoint, "
                    "dataset or val holdout than the search's?)")
-        subset = " (on the search's val subset)" if "val_top1_search_subset" in acc else ""
+        subset = (f" (on the search's val images, in {acc.get('search_eval_precision', 'fp32')})"
+                  if "val_top1_search_subset" in acc else "")
         print(f"the search recorded val top-1 {acc['search_val_top1']:.4f}%: {verdict}{subset}")
     print(f"saved {model_file} ({_human_bytes(model_file.stat().st_size)}), {out / 'policy.json'}, "
           f"{out / 'apply_summary.json'}")

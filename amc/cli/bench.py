@@ -80,7 +80,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="fine-tuning precision (default fp32; bf16 + channels-last is ~2x faster on AVX-512 BF16/AMX CPUs)")
     g.add_argument("--ft-channels-last", action="store_true", help="fine-tune in the NHWC memory format")
     g.add_argument("--no-kd", action="store_true", help="fine-tune on labels only")
-    g.add_argument("--reconstruct", action="store_true", help="AMC's least-squares reconstruction in the env")
+    g.add_argument("--reconstruct", action="store_true", help="older switch for --proxy reconstruct")
+    g.add_argument("--proxy", help="evaluation proxy of the searches (default auto: bn for models with BatchNorm)")
+    g.add_argument("--calibration-size", type=int, help="train images of the proxy (default 256)")
+    g.add_argument("--budget-band", type=float, help="two-sided budget band of the searches, e.g. 0.02 (default 0)")
+    g.add_argument("--ft-seeds", type=int, nargs="+", help="fine-tune each best policy once per seed (default 0)")
     g.add_argument("--eval-precision", choices=PRECISION_CHOICES,
                    help="precision of the searches' reward evaluation (default fp32; val/test top-1 stay fp32)")
     g.add_argument("--round-to", type=int, help="channel multiple (default 1)")
@@ -111,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         "latency_batches": tuple(args.latency_batches) if args.latency_batches else None,
         "kd": False if args.no_kd else None, "ft_precision": args.ft_precision,
         "ft_channels_last": True if args.ft_channels_last else None, "reconstruct": True if args.reconstruct else None,
+        "proxy": args.proxy, "calibration_size": args.calibration_size, "budget_band": args.budget_band,
+        "ft_seeds": tuple(args.ft_seeds) if args.ft_seeds else None,
     }
     values = {k: v for k, v in overrides.items() if v is not None}
     for opt, key in (("reward_val", "reward_val"), ("test_size", "test_size"), ("ft_steps", "ft_steps_per_epoch")):

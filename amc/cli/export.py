@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from amc._rundir import refuse_existing_files
 from amc.cli.apply import _human_bytes, add_common
 from amc.errors import AmcError
 
@@ -30,6 +31,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--torchscript", metavar="FILE", help="also a traced TorchScript module")
     g.add_argument("--onnx", metavar="FILE", help="also an ONNX graph (needs pip install \"amc[export]\")")
     g.add_argument("--opset", type=int, help="ONNX opset (default: torch's)")
+    g.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         raise AmcError("nothing to write: pass --out FILE (and/or --torchscript FILE, --onnx FILE)")
     if bool(args.policy) == bool(args.model_file):
         raise AmcError("pass either --policy (with --checkpoint) or --model-file")
+    refuse_existing_files([args.out, args.torchscript, args.onnx], overwrite=args.overwrite, what="amc export")
     if args.onnx and not onnx_available():
         raise AmcError('ONNX export needs the optional packages onnx and onnxscript: pip install "amc[export]" '
                        "(or drop --onnx)")

@@ -20,6 +20,8 @@ training run (TensorBoard, ``last.pt``/``final.pt``; ``step*/`` when iterative),
 from __future__ import annotations
 
 import argparse
+import shutil
+from pathlib import Path
 
 from amc.cli._args import PRECISION_CHOICES
 from amc.cli.apply import _fmt_acc, _human_bytes, add_common, cost_table
@@ -49,6 +51,28 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (default 0)")
     g.add_argument("--run-dir", required=True, help="output folder")
     g.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start again in a --run-dir that holds a fine-tuning run (its outputs are deleted)")
+
+
+#: what a fine-tuning run leaves in its run dir (besides step*/ of an iterative one)
+_OUTPUTS = ("last.pt", "final.pt", "model.amc", "policy.json", "finetune_summary.json", "config.json")
+
+
+def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> list[Path]:
+    """The earlier outputs in ``run_dir``; ``AmcError`` when there are some and neither flag is given."""
+    if resume and overwrite:
+        raise AmcError("--resume and --overwrite exclude each other: --resume continues the run, --overwrite "
+                       "starts it again")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AmcError(f"--run-dir {str(run_dir)!r} exists and is not a directory; choose another --run-dir")
+    found = [run_dir / n for n in _OUTPUTS if (run_dir / n).is_file()]
+    found += sorted(p for p in run_dir.glob("step*") if p.is_dir())
+    if found and not (resume or overwrite):
+        raise AmcError(f"--run-dir {str(run_dir)!r} already holds a fine-tuning run "
+                       f"({', '.join(p.name for p in found[:4])}); pass --resume to continue it, --overwrite to "
+                       "start it again, or choose another --run-dir")
+    return found
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.policy) == bool(args.model_file):
         raise AmcError("pass either --policy (a policy to apply to --checkpoint) or --model-file (a compressed model)")
+    run_dir = Path(args.run_dir)
+    check_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
     cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.wd,
                          kd=not args.no_kd, kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha,
                          iterative=args.iterative, augment=not args.no_augment, steps_per_epoch=args.steps_per_epoch,
@@ -76,7 +102,18 @@ def run(args: argparse.Namespace) -> int:
     from amc.cli.apply import setup_from_args
 
     setup = setup_from_args(args)
-    res = finetune_policy(setup, cfg, run_dir=args.run_dir, resume=args.resume, progress=True, student=student)
+    from amc._rundir import locked_run_dir
+
+    with locked_run_dir(run_dir, command="amc finetune"):  # one process per run dir; the OS drops it on exit
+        for old in check_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite) if args.overwrite else ():
+            if old.is_dir():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+        if args.overwrite:
+            for f in run_dir.glob("events.out.tfevents.*"):
+                f.unlink()
+        res = finetune_policy(setup, cfg, run_dir=args.run_dir, resume=args.resume, progress=True, student=student)
     s = res.summary
     print(f"fine-tuned {cfg.epochs} epoch(s)" + (f" x {cfg.iterative} steps" if cfg.iterative > 1 else "")
           + (f" with KD (T={cfg.kd_temperature:g}, alpha={cfg.kd_alpha:g})" if cfg.kd else " without KD")

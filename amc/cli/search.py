@@ -2,7 +2,7 @@
 
 Examples::
 
-    amc search                                   # the quickstart: digits, lenet5, 50% MACs (~2 min)
+    amc search                                   # the quickstart: digits, lenet5, 50% MACs (about a minute)
     amc search --config configs/cifar10_resnet20.yaml --checkpoint runs/r20/final.pt
     amc search --model resnet20 --dataset cifar10 --data-dir data/cifar10 --target macs=0.5 \\
         --episodes 400 --warmup 100 --run-dir runs/r20-amc
@@ -70,8 +70,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--round-to", type=int, help="round kept channels to a multiple of this (e.g. 8)")
     g.add_argument("--granularity", choices=("channel", "fine"), help="structured channels or unstructured weights")
     g.add_argument("--importance", help="channel criterion: l1, l2, fpgm, bn_scale, random")
+    g.add_argument("--proxy", help="what is done to each compressed model before it is scored: auto (default: bn "
+                   "with BatchNorm, else reconstruct), vanilla, bn, reconstruct, reconstruct+bn, ft:K (K KD steps)")
+    g.add_argument("--calibration-size", type=int, help="train images of the proxy (norm statistics, reconstruction; "
+                   "default 256, fixed seed)")
+    g.add_argument("--budget-band", type=float, help="end every episode within [target x (1 - band), target], "
+                   "e.g. 0.02 (default 0: AMC's one-sided clip)")
     g.add_argument("--reconstruct", action=argparse.BooleanOptionalAction, default=None,
-                   help="AMC's least-squares reconstruction of the next layer")
+                   help="older switch: --reconstruct is --proxy reconstruct, --no-reconstruct --proxy vanilla")
     g.add_argument("--w-bits", type=_pair, metavar="MIN,MAX", help="weight bit range (quant/joint)")
     g.add_argument("--a-bits", type=_pair, metavar="MIN,MAX", help="activation bit range (quant/joint)")
     g.add_argument("--eval-batch-size", type=int, help="batch size of the reward's evaluation")

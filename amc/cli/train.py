@@ -12,6 +12,7 @@ overrides the file.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ _DEFAULTS: dict[str, Any] = {
     "data_dir": None,
     "val_size": None,
     "image_size": None,
-    "epochs": 10,
+    "epochs": None,  # None: DEFAULT_EPOCHS, or more on a tiny dataset (MIN_STEPS)
     "batch_size": 128,
     "lr": 0.1,
     "momentum": 0.9,
@@ -43,11 +44,17 @@ _DEFAULTS: dict[str, Any] = {
     "cutout": 0,
     "run_dir": None,
     "resume": False,
+    "overwrite": False,
     "teacher": None,
     "init": None,
     "kd_temperature": 4.0,
     "kd_alpha": 0.9,
 }
+#: epochs when --epochs is not given ...
+DEFAULT_EPOCHS = 10
+#: ... raised on a tiny dataset until the run makes this many optimisation steps (digits: 9 steps per
+#: epoch, so 10 epochs are 90 steps and LeNet-5 stops at ~65%; 1500 steps reach ~97% in seconds)
+MIN_STEPS = 1500
 _ALIASES = {"weight_decay": "wd", "num_threads": "threads", "model_args": "model_kwargs"}
 
 
@@ -64,7 +71,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    "(count or fraction; default per dataset, e.g. 5000 for cifar10)")
     g.add_argument("--image-size", type=_size, help="resize images to H or H,W (imagefolder)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help="epochs (default 10)")
+    g.add_argument("--epochs", type=int, help=f"epochs (default {DEFAULT_EPOCHS}, or as many as make {MIN_STEPS} "
+                   "steps on a small dataset such as digits)")
     g.add_argument("--batch-size", type=int, help="batch size (per process under torchrun; default 128)")
     g.add_argument("--lr", type=float, help="peak learning rate, cosine decay (default 0.1)")
     g.add_argument("--momentum", type=float, help="SGD Nesterov momentum (default 0.9)")
@@ -90,6 +98,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="train in the NHWC memory format (faster conv kernels on CPU and GPU)")
     g.add_argument("--run-dir", help="output folder (default runs/<model>-<dataset>)")
     g.add_argument("--resume", action="store_true", default=None, help="continue from <run-dir>/last.pt")
+    g.add_argument("--overwrite", action="store_true", default=None,
+                   help="start again in a run dir that holds a training run (its checkpoints and curves are deleted)")
 
 
 def _size(s: str) -> tuple[int, int]:
@@ -183,13 +193,80 @@ def _load_init(model: Any, path: str) -> dict[str, Any]:
     return _provenance(path, ckpt)
 
 
+def default_epochs(n_train: int, batch_size: int, world_size: int = 1) -> int:
+    """Epochs when ``--epochs`` is not given: ``DEFAULT_EPOCHS``, or enough for ``MIN_STEPS`` steps."""
+    steps = max(1, math.ceil(n_train / max(1, world_size) / max(1, batch_size)))
+    return max(DEFAULT_EPOCHS, math.ceil(MIN_STEPS / steps))
+
+
+#: what a training run leaves in its run dir (``amc.training.train``)
+_RUN_FILES = ("last.pt", "final.pt")
+
+
+def check_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start over a run dir that holds a training run, unless ``overwrite`` (which clears it)."""
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise AmcError("--resume and --overwrite exclude each other: --resume continues the run, --overwrite "
+                       "starts it again")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AmcError(f"run dir {str(run_dir)!r} exists and is not a directory; choose another --run-dir")
+    found = [n for n in _RUN_FILES if (run_dir / n).is_file()]
+    if not found or resume:
+        return
+    if not overwrite:
+        raise AmcError(f"run dir {str(run_dir)!r} already holds a training run ({', '.join(found)}); pass --resume "
+                       "to continue it, --overwrite to start it again, or choose another --run-dir")
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    for name in (*_RUN_FILES, "config.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    for f in run_dir.glob("events.out.tfevents.*"):  # the old curves would mix with the new ones
+        f.unlink()
+
+
 def run(args: argparse.Namespace) -> int:
     from amc.data import get_dataset
-    from amc.models import ModelSpec, build_model
+    from amc.models import ModelSpec
+
+    opts = resolve_options(args)
+    check_run_dir(opts["run_dir"], resume=bool(opts["resume"]), overwrite=bool(opts["overwrite"]))
+    if opts["threads"] is not None:
+        import torch
+
+        torch.set_num_threads(int(opts["threads"]))  # before the data is decoded
+    try:  # registries raise a plain ValueError listing the valid names: make it a one-line error
+        ModelSpec(opts["model"])
+        splits = get_dataset(opts["dataset"], data_dir=opts["data_dir"], val_size=opts["val_size"],
+                             seed=int(opts["seed"]), image_size=opts["image_size"])
+        spec = ModelSpec.for_data(opts["model"], splits, kwargs=opts["model_kwargs"])
+    except AmcError:
+        raise
+    except ValueError as e:
+        raise AmcError(str(e)) from None
+    if opts["epochs"] is None:
+        opts["epochs"] = default_epochs(len(splits.train), int(opts["batch_size"]),
+                                        int(os.environ.get("WORLD_SIZE", "1")))
+        if opts["epochs"] > DEFAULT_EPOCHS and int(os.environ.get("RANK", "0")) == 0:
+            print(f"{len(splits.train)} train images: {opts['epochs']} epochs (at least {MIN_STEPS} steps; "
+                  "--epochs sets another number)", flush=True)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _run(opts, splits, spec)
+    from amc._rundir import locked_run_dir
+
+    with locked_run_dir(opts["run_dir"], command="amc train"):  # one process per run dir; the OS drops it on exit
+        check_run_dir(opts["run_dir"], resume=bool(opts["resume"]), overwrite=bool(opts["overwrite"]))
+        if opts["overwrite"]:
+            _clear_run_dir(Path(opts["run_dir"]))
+        return _run(opts, splits, spec)
+
+
+def _run(opts: dict[str, Any], splits: Any, spec: Any) -> int:
+    from amc.models import build_model
     from amc.training import TrainConfig, load_checkpoint, train
     from amc.utils import seed_everything
 
-    opts = resolve_options(args)
     cfg = TrainConfig(
         epochs=int(opts["epochs"]), batch_size=int(opts["batch_size"]), lr=float(opts["lr"]),
         momentum=float(opts["momentum"]), nesterov=float(opts["momentum"]) > 0, weight_decay=float(opts["wd"]),
@@ -197,19 +274,6 @@ def run(args: argparse.Namespace) -> int:
         augment=not opts["no_augment"], cutout=int(opts["cutout"]), seed=int(opts["seed"]), device=str(opts["device"]),
         num_threads=opts["threads"], precision=str(opts["precision"]), channels_last=bool(opts["channels_last"]),
     )
-    if cfg.num_threads is not None:
-        import torch
-
-        torch.set_num_threads(cfg.num_threads)  # before the data is decoded
-    try:  # registries raise a plain ValueError listing the valid names: make it a one-line error
-        ModelSpec(opts["model"])
-        splits = get_dataset(opts["dataset"], data_dir=opts["data_dir"], val_size=opts["val_size"],
-                             seed=cfg.seed, image_size=opts["image_size"])
-        spec = ModelSpec.for_data(opts["model"], splits, kwargs=opts["model_kwargs"])
-    except AmcError:
-        raise
-    except ValueError as e:
-        raise AmcError(str(e)) from None
     seed_everything(cfg.seed)  # the initial weights depend on --seed only
     model = build_model(spec)
     meta: dict[str, Any] = {"command": "amc train"}
@@ -221,14 +285,22 @@ def run(args: argparse.Namespace) -> int:
         meta["teacher"] = _provenance(opts["teacher"], t_ckpt)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{splits.summary()}; model {spec.name} -> {opts['run_dir']}", flush=True)
-    result = train(
-        model, splits, cfg, run_dir=opts["run_dir"], teacher=teacher, kd_temperature=float(opts["kd_temperature"]),
-        kd_alpha=float(opts["kd_alpha"]), resume=bool(opts["resume"]), progress=True, model_spec=spec,
-        extra_meta=meta,
-    )
+    try:
+        result = train(
+            model, splits, cfg, run_dir=opts["run_dir"], teacher=teacher, kd_temperature=float(opts["kd_temperature"]),
+            kd_alpha=float(opts["kd_alpha"]), resume=bool(opts["resume"]), progress=True, model_spec=spec,
+            extra_meta=meta,
+        )
+    except AmcError as e:
+        last = str(Path(opts["run_dir"]) / "last.pt")
+        if opts["resume"] and last in str(e) and "--overwrite" not in str(e):  # a corrupt or foreign last.pt
+            raise AmcError(f"{e}; pass --overwrite instead of --resume to start the run again, or choose another "
+                           "--run-dir") from None
+        raise
     if not result:  # a torchrun rank other than 0
         return 0
     val = "-" if result["val_top1"] is None else f"{result['val_top1']:.2f}%"
-    print(f"val top-1 {val}  test top-1 {result['test_top1']:.2f}%  "
+    test = "-" if result["test_top1"] is None else f"{result['test_top1']:.2f}%"
+    print(f"val top-1 {val}  test top-1 {test}  "
           f"({result['train_time_s']:.0f}s, {result['epochs']} epochs)  checkpoint {result['checkpoint']}")
     return 0

@@ -1,0 +1,540 @@
+"""``amc fidelity``: does the score a search climbs predict the accuracy users get after fine-tuning?
+
+A search is only as good as its score. This study samples policies at one budget, scores each with
+every evaluation proxy (:mod:`amc.proxies`), fine-tunes each policy with one schedule and seed, and
+reports how well each proxy's score ranks the policies by their fine-tuned val accuracy:
+
+1. **Sample** ``policies`` policies at the budget: the uniform policy (largest equal keep ratio that
+   meets the budget), random env episodes (uniform random actions, the env's budget clip, an
+   optional budget band), and the best policies of given search run dirs.
+2. **Score** each with every proxy (fp32, and the extra ``eval_precisions``), on the val split,
+   timing the build (prune, reconstruction, proxy) and the evaluation. Per-image correctness is kept,
+   so the same run also tells how fidelity moves with the number of val images; the ``bn`` proxy is
+   also scored with each of ``calibration_sizes`` train images.
+3. **Fine-tune** each policy for ``epochs`` with KD from the uncompressed model, starting from the
+   plainly pruned weights (the same start for every proxy), resumable per policy and per epoch.
+4. **Report** Spearman, Kendall and Pearson per proxy against the fine-tuned val top-1, over all
+   policies and over those within 10 % of the budget, the top-3 overlap, and the seconds per policy:
+   ``fidelity.json``, ``fidelity.md`` and one scatter plot per proxy.
+
+Only channel pruning (mode ``prune``) is studied: the proxies exist to repair pruned models.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from amc.errors import AmcError
+from amc.policy import Policy
+from amc.proxies import parse_proxy
+from amc.training import PRECISIONS
+from amc.utils import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FidelityConfig", "run_fidelity", "rank_stats", "render_markdown"]
+
+DEFAULT_PROXIES = ("vanilla", "bn", "reconstruct", "reconstruct+bn", "ft:20")
+#: policies within this fraction under the budget count as "near the budget"
+NEAR = 0.10
+
+
+@dataclass
+class FidelityConfig:
+    """The study's settings (checks itself; stored in ``config.json`` and compared on resume).
+
+    Attributes:
+        checkpoint: the trained, uncompressed model (``amc train`` checkpoint).
+        dataset, data_dir, val_size, data_seed: the data and the val holdout (as ``amc search``).
+        target, lbound, round_to, importance: the budget and the pruning space of the sampled policies.
+        policies: how many to sample: the uniform one plus ``policies - 1`` random episodes.
+        runs: search run dirs whose ``best_policy.json`` joins the sample.
+        budget_band: budget band of the random episodes (``envs.EnvConfig.budget_band``).
+        proxies: proxy names to score with (``amc.proxies``).
+        calibration_size, calibration_seed: the proxies' train images.
+        eval_precisions: precisions to score in besides fp32 (``bf16``: the same proxies, faster).
+        calibration_sizes: extra calibration sizes the ``bn`` proxy is scored with.
+        val_sizes: val image counts at which fidelity is reported (prefixes of the val split).
+        epochs, ft_lr, ft_batch_size, kd_temperature, kd_alpha, ft_precision, ft_channels_last:
+            the one fine-tuning schedule of every policy (KD from the uncompressed model).
+        ft_test: also evaluate the test split after fine-tuning.
+        seed: seeds the sampled episodes and the fine-tuning.
+        device, threads: where it runs.
+    """
+
+    checkpoint: str
+    dataset: str = "digits"
+    data_dir: str | None = None
+    val_size: int | float | None = None
+    data_seed: int = 0
+    target: str = "macs=0.5"
+    lbound: float = 0.2
+    round_to: int = 1
+    importance: str = "l1"
+    policies: int = 16
+    runs: list[str] = field(default_factory=list)
+    budget_band: float = 0.0
+    proxies: list[str] = field(default_factory=lambda: list(DEFAULT_PROXIES))
+    calibration_size: int = 256
+    calibration_seed: int = 0
+    eval_precisions: list[str] = field(default_factory=list)
+    calibration_sizes: list[int] = field(default_factory=list)
+    val_sizes: list[int] = field(default_factory=list)
+    epochs: int = 1
+    ft_lr: float = 0.01
+    ft_batch_size: int = 128
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.9
+    ft_precision: str = "fp32"
+    ft_channels_last: bool = False
+    ft_test: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        from amc.policy import parse_target
+
+        metric, _ = parse_target(self.target)
+        if metric not in ("macs", "params"):
+            raise AmcError(f"amc fidelity samples channel-pruning policies: use a macs= or params= budget, not {metric}=")
+        if self.policies < 2:
+            raise AmcError(f"--policies {self.policies}: a rank correlation needs at least 2 policies (16+ to mean much)")
+        if self.epochs < 1:
+            raise AmcError(f"--epochs {self.epochs} must be >= 1")
+        self.proxies = [parse_proxy(p).name for p in self.proxies]
+        if "auto" in self.proxies or not self.proxies:
+            raise AmcError("--proxies lists concrete proxies (vanilla, bn, reconstruct, reconstruct+bn, ft:K), not auto")
+        for p in self.eval_precisions + [self.ft_precision]:
+            if p not in PRECISIONS:
+                raise AmcError(f"precision {p!r} is not one of {', '.join(PRECISIONS)}")
+        for n in [*self.calibration_sizes, *self.val_sizes, self.calibration_size]:
+            if int(n) < 1:
+                raise AmcError(f"image counts must be >= 1, got {n}")
+        if self.threads is not None and self.threads < 1:
+            raise AmcError(f"--threads {self.threads} must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# statistics
+
+
+def rank_stats(score: Sequence[float], truth: Sequence[float]) -> dict[str, float | int | None]:
+    """Spearman, Kendall (tau-b) and Pearson of ``score`` against ``truth``, the top-3 overlap (how
+    many of the 3 best by score are among the 3 best by truth) and ``n``. ``None`` where undefined
+    (fewer than 3 points, or a constant series)."""
+    from scipy.stats import kendalltau, pearsonr, spearmanr
+
+    s, t = np.asarray(score, dtype=float), np.asarray(truth, dtype=float)
+    out: dict[str, float | int | None] = {"n": int(len(s)), "spearman": None, "kendall": None, "pearson": None,
+                                          "top3": None}
+    if len(s) < 3 or np.ptp(s) == 0 or np.ptp(t) == 0:
+        return out
+    out["spearman"] = float(spearmanr(s, t).statistic)
+    out["kendall"] = float(kendalltau(s, t).statistic)
+    out["pearson"] = float(pearsonr(s, t).statistic)
+    k = min(3, len(s))
+    out["top3"] = int(len(set(np.argsort(-s, kind="stable")[:k]) & set(np.argsort(-t, kind="stable")[:k])))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the study
+
+
+class _Study:
+    def __init__(self, cfg: FidelityConfig, out: Path, *, progress: bool) -> None:
+        from amc.data import get_dataset
+        from amc.pruning import Pruner
+        from amc.training import load_checkpoint
+        from amc.utils import resolve_device
+
+        self.cfg, self.out, self.progress = cfg, out, progress
+        self.device = resolve_device(cfg.device)
+        if cfg.threads is not None and self.device.type == "cpu":
+            torch.set_num_threads(cfg.threads)
+        if not Path(cfg.checkpoint).is_file():
+            raise AmcError(f"checkpoint {cfg.checkpoint!r} does not exist (an `amc train` checkpoint)")
+        self.base, ckpt = load_checkpoint(cfg.checkpoint, device=self.device)
+        self.base.eval()
+        self.spec = ckpt.get("model_spec")
+        self.splits = get_dataset(cfg.dataset, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=cfg.data_seed)
+        if len(self.splits.val) == 0:
+            raise AmcError("the val split is empty: pass --val-size (the scores are val accuracies)")
+        self.val = self.splits.tensors("val", device=self.device)
+        self.pruner = Pruner(self.base, self.val[0][:1], seed=cfg.calibration_seed)
+        self._inputs: dict[tuple[str, int], Any] = {}
+
+    # ------------------------------------------------------------- 1. sample
+    def _env(self, band: float) -> Any:
+        from envs import CompressionEnv, EnvConfig
+
+        cfg = self.cfg
+        ecfg = EnvConfig(target=cfg.target, lbound=cfg.lbound, round_to=cfg.round_to, importance=cfg.importance,
+                         proxy="vanilla", budget_band=band, device=str(self.device), seed=cfg.seed,
+                         calibration_seed=cfg.calibration_seed)
+        x, y = self.val
+        return CompressionEnv(self.base, self.splits, ecfg, model_spec=self.spec, val_data=(x[:8], y[:8]))
+
+    @staticmethod
+    def _episode(env: Any, actions: Sequence[float]) -> tuple[Policy, list[float]]:
+        env.reset()
+        info: dict[str, Any] = {}
+        for a in actions:
+            _, _, done, _, info = env.step(np.array([a], dtype=np.float32))
+            if done:
+                break
+        return info["policy"], info["actions"]
+
+    def _uniform(self, env: Any) -> Policy:
+        """The largest equal action the env applies unclipped (bisection; feasibility is monotone)."""
+        n = env.n_decisions
+        lo, hi = 0.0, 1.0
+        best = self._episode(env, [0.0] * n)[0]
+        for _ in range(20):
+            mid = 0.5 * (lo + hi)
+            pol, acts = self._episode(env, [mid] * n)
+            if all(abs(a - mid) < 1e-6 for a in acts):
+                lo, best = mid, pol
+            else:
+                hi = mid
+        return best
+
+    def sample(self) -> list[dict[str, Any]]:
+        path = self.out / "policies.json"
+        if path.is_file():
+            return json.loads(path.read_text())["policies"]
+        cfg = self.cfg
+        env = self._env(0.0)
+        rows = [{"id": "p00", "source": "uniform", "policy": self._uniform(env).to_dict()}]
+        renv = self._env(cfg.budget_band) if cfg.budget_band > 0 else env
+        rng = np.random.default_rng(cfg.seed)
+        n_runs = len(cfg.runs)
+        for _ in range(1, max(1, cfg.policies - n_runs)):
+            pol, _ = self._episode(renv, rng.random(renv.n_decisions))
+            rows.append({"id": f"p{len(rows):02d}", "source": "random", "policy": pol.to_dict()})
+        from amc.compress import check_policy_matches
+
+        for run in cfg.runs:
+            p = Path(run) / "best_policy.json"
+            pol = Policy.load(p)
+            check_policy_matches(pol, self.pruner)
+            rows.append({"id": f"p{len(rows):02d}", "source": str(run), "policy": pol.to_dict()})
+        for r in rows:
+            r["achieved"] = dict(Policy.from_dict(r["policy"]).achieved)
+        atomic_write_json(path, {"policies": rows})
+        return rows
+
+    # ------------------------------------------------------------- 2. score
+    def _policy_for(self, doc: dict[str, Any], proxy: str, cal: int) -> Policy:
+        pol = Policy.from_dict(copy.deepcopy(doc))
+        p = parse_proxy(proxy)
+        pol.pruning.update({"proxy": p.name, "reconstruct": p.reconstruct, "calibration_size": int(cal),
+                            "calibration_seed": self.cfg.calibration_seed})
+        return pol
+
+    def _inputs_for(self, proxy: str, cal: int) -> Any:
+        from amc.compress import draw_inputs
+
+        key = (proxy, cal)
+        if key not in self._inputs:
+            self._inputs.clear()  # one set at a time: ft:K holds a few batches and the teacher's logits
+            self._inputs[key] = draw_inputs(self.splits, proxy=parse_proxy(proxy), calibration_size=cal,
+                                            calibration_seed=self.cfg.calibration_seed, quantizes=False,
+                                            device=self.device, teacher=self.base)
+        return self._inputs[key]
+
+    @torch.inference_mode()
+    def _correct(self, model: nn.Module, precision: str) -> np.ndarray:
+        x_all, y_all = self.val
+        dtype = PRECISIONS[precision]
+        if dtype is not None and x_all.dim() == 4:
+            model = model.to(memory_format=torch.channels_last)
+            x_all = x_all.contiguous(memory_format=torch.channels_last)
+        out = []
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            for i in range(0, len(y_all), 500):
+                out.append((model(x_all[i:i + 500]).argmax(1) == y_all[i:i + 500]).cpu())
+        return torch.cat(out).numpy()
+
+    def scorers(self) -> list[tuple[str, str, int, str]]:
+        """``(key, proxy, calibration images, precision)`` of every score to compute."""
+        cfg = self.cfg
+        out = [(p, p, cfg.calibration_size, "fp32") for p in cfg.proxies]
+        out += [(f"{p}@{prec}", p, cfg.calibration_size, prec) for prec in cfg.eval_precisions if prec != "fp32"
+                for p in cfg.proxies]
+        cal_proxy = "bn" if "bn" in cfg.proxies else None
+        if cal_proxy:
+            out += [(f"bn#cal{n}", "bn", int(n), "fp32") for n in cfg.calibration_sizes if int(n) != cfg.calibration_size]
+        return out
+
+    def score(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        from amc.compress import apply_policy
+
+        path = self.out / "scores.json"
+        doc = json.loads(path.read_text()) if path.is_file() else {}
+        cdir = self.out / "correct"
+        cdir.mkdir(exist_ok=True)
+        for key, proxy, cal, prec in self.scorers():
+            if key in doc and (cdir / f"{_safe(key)}.npy").is_file():
+                continue
+            correct, build_s, eval_s = [], [], []
+            for r in rows:
+                pol = self._policy_for(r["policy"], proxy, cal)
+                inputs = self._inputs_for(proxy, cal)
+                t0 = time.perf_counter()
+                model = apply_policy(self.base, pol, pruner=self.pruner, check=False, **inputs.kwargs())
+                t1 = time.perf_counter()
+                correct.append(self._correct(model.eval(), prec))
+                eval_s.append(time.perf_counter() - t1)
+                build_s.append(t1 - t0)
+            arr = np.stack(correct)
+            _atomic_save(cdir / f"{_safe(key)}.npy", arr)
+            doc[key] = {"proxy": proxy, "calibration_size": cal, "precision": prec,
+                        "scores": [float(100.0 * c.mean()) for c in arr],
+                        "build_s": float(np.median(build_s)), "eval_s": float(np.median(eval_s)),
+                        "val_images": int(arr.shape[1])}
+            atomic_write_json(path, doc)
+            log.info("scored %d policies with %s: %.2f-%.2f %% (build %.3f s, eval %.3f s per policy)", len(rows), key,
+                     min(doc[key]["scores"]), max(doc[key]["scores"]), doc[key]["build_s"], doc[key]["eval_s"])
+        return doc
+
+    # ------------------------------------------------------------- 3. fine-tune
+    def finetune(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from amc.compress import apply_policy
+        from amc.finetune import FinetuneConfig, finetune
+
+        cfg = self.cfg
+        fcfg = FinetuneConfig(epochs=cfg.epochs, lr=cfg.ft_lr, batch_size=cfg.ft_batch_size, kd=True,
+                              kd_temperature=cfg.kd_temperature, kd_alpha=cfg.kd_alpha, seed=cfg.seed,
+                              device=str(self.device), num_threads=cfg.threads, precision=cfg.ft_precision,
+                              channels_last=cfg.ft_channels_last, eval_test=cfg.ft_test)
+        results = []
+        for i, r in enumerate(rows):
+            run_dir = self.out / "finetune" / r["id"]
+            done = run_dir / "metrics.json"
+            if done.is_file():
+                m = json.loads(done.read_text())
+            else:
+                pol = self._policy_for(r["policy"], "vanilla", cfg.calibration_size)
+                student = apply_policy(self.base, pol, pruner=self.pruner, check=False)
+                t0 = time.perf_counter()
+                m = finetune(student, self.splits, fcfg, run_dir=run_dir, teacher=self.base,
+                             resume=(run_dir / "last.pt").is_file(), model_spec=None,
+                             meta={"policy": r["policy"], "study": "amc fidelity"})
+                log.info("fine-tuned %s (%d/%d): val top-1 %.2f %% (%.0f s)", r["id"], i + 1, len(rows),
+                         m["val_top1"], time.perf_counter() - t0)
+                (run_dir / "last.pt").unlink(missing_ok=True)  # final.pt holds the result
+            results.append({"id": r["id"], "val_top1": m["val_top1"], "test_top1": m.get("test_top1"),
+                            "train_time_s": m.get("train_time_s")})
+        return results
+
+
+def _safe(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+
+
+def _atomic_save(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+
+
+def _machine() -> dict[str, Any]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
+
+
+# --------------------------------------------------------------------------------------------------
+# analysis
+
+
+def analyse(cfg: FidelityConfig, rows: list[dict[str, Any]], scores: dict[str, Any], ft: list[dict[str, Any]],
+            correct: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The report's numbers from the raw results (pure: tests call it on made-up data)."""
+    from amc.policy import parse_target
+
+    metric, ratio = parse_target(cfg.target)
+    truth = np.array([f["val_top1"] for f in ft], dtype=float)
+    achieved = np.array([r["achieved"].get(f"{metric}_ratio", float("nan")) for r in rows], dtype=float)
+    near = achieved >= ratio * (1 - NEAR)
+    out: dict[str, Any] = {"proxies": {}, "val_sizes": {}, "calibration_sizes": {}}
+    for key, s in scores.items():
+        sc = np.array(s["scores"], dtype=float)
+        out["proxies"][key] = {
+            "all": rank_stats(sc, truth), "near_budget": rank_stats(sc[near], truth[near]),
+            "score_range": [float(sc.min()), float(sc.max())], "build_s": s["build_s"], "eval_s": s["eval_s"],
+            "seconds_per_policy": s["build_s"] + s["eval_s"], "precision": s["precision"],
+            "calibration_size": s["calibration_size"], "top_pick": rows[int(np.argmax(sc))]["id"],
+        }
+    params = np.array([r["achieved"].get("params_ratio", float("nan")) for r in rows], dtype=float)
+    out["params_ratio"] = {"all": rank_stats(params, truth), "near_budget": rank_stats(params[near], truth[near])}
+    n_val = len(next(iter(correct.values()))[0]) if correct else 0
+    for key in [k for k in scores if "#" not in k]:
+        arr = correct.get(key)
+        if arr is None:
+            continue
+        curve = {}
+        for n in sorted({int(v) for v in cfg.val_sizes if int(v) <= n_val} | {n_val}):
+            curve[str(n)] = rank_stats(100.0 * arr[:, :n].mean(1), truth)["spearman"]
+        out["val_sizes"][key] = curve
+    if "bn" in scores:
+        cal = {str(scores["bn"]["calibration_size"]): out["proxies"]["bn"]["all"]["spearman"]}
+        cal_s = {str(scores["bn"]["calibration_size"]): scores["bn"]["build_s"]}
+        for key, s in scores.items():
+            if key.startswith("bn#cal"):
+                cal[str(s["calibration_size"])] = out["proxies"][key]["all"]["spearman"]
+                cal_s[str(s["calibration_size"])] = s["build_s"]
+        out["calibration_sizes"] = {k: {"spearman": cal[k], "build_s": cal_s[k]} for k in sorted(cal, key=int)}
+    best = int(np.argmax(truth))
+    out["policies"] = [{"id": r["id"], "source": r["source"], "achieved": r["achieved"].get(f"{metric}_ratio"),
+                        "params_ratio": r["achieved"].get("params_ratio"), "ft_val_top1": f["val_top1"],
+                        "ft_test_top1": f.get("test_top1"),
+                        **{f"score_{k}": scores[k]["scores"][i] for k in scores if "#" not in k and "@" not in k}}
+                       for i, (r, f) in enumerate(zip(rows, ft))]
+    out["best_after_finetune"] = rows[best]["id"]
+    uni = [i for i, r in enumerate(rows) if r["source"] == "uniform"]
+    if uni:
+        out["uniform_rank_after_finetune"] = int((truth > truth[uni[0]]).sum()) + 1
+    out["near_budget_count"] = int(near.sum())
+    return out
+
+
+def _f(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """``fidelity.md``: the proxy table, the val-size and calibration-size curves, the policies."""
+    cfg, a = doc["config"], doc["analysis"]
+    lines = [
+        "# Fidelity of the evaluation proxies",
+        "",
+        f"`{cfg['checkpoint']}` on {cfg['dataset']}, budget `{cfg['target']}`, {len(a['policies'])} policies "
+        f"(uniform + random episodes{', band ' + str(cfg['budget_band']) if cfg['budget_band'] else ''}"
+        f"{' + search runs' if cfg['runs'] else ''}), each fine-tuned {cfg['epochs']} epoch(s) with KD "
+        f"(lr {cfg['ft_lr']}, batch {cfg['ft_batch_size']}, seed {cfg['seed']}, {cfg['ft_precision']}). Scores on "
+        f"{doc['val_images']} val images; {cfg['calibration_size']} calibration train images (seed "
+        f"{cfg['calibration_seed']}). Rank correlations against the fine-tuned val top-1; 'near' = the "
+        f"{a['near_budget_count']} policies within {int(NEAR * 100)} % under the budget. Load average "
+        f"{doc['loadavg_start']} at the start, {doc['loadavg_end']} at the end; threads: {doc['machine']['threads']}.",
+        "",
+        "| proxy | Spearman | Kendall | Pearson | top-3 overlap | Spearman near | scores (%) | s / policy (build + eval) | top pick |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, p in a["proxies"].items():
+        al, nr = p["all"], p["near_budget"]
+        lo, hi = p["score_range"]
+        lines.append(f"| {key} | {_f(al['spearman'])} | {_f(al['kendall'])} | {_f(al['pearson'])} | "
+                     f"{_f(al['top3'], 'd')}/3 | {_f(nr['spearman'])} | {lo:.1f}-{hi:.1f} | "
+                     f"{p['seconds_per_policy']:.2f} ({p['build_s']:.2f} + {p['eval_s']:.2f}) | {p['top_pick']} |")
+    pr = a.get("params_ratio")
+    if pr:
+        lines.append(f"| params ratio (no model: a reference) | {_f(pr['all']['spearman'])} | {_f(pr['all']['kendall'])} | "
+                     f"{_f(pr['all']['pearson'])} | {_f(pr['all']['top3'], 'd')}/3 | {_f(pr['near_budget']['spearman'])} "
+                     "| - | 0 | - |")
+    if a["val_sizes"]:
+        sizes = sorted({int(n) for c in a["val_sizes"].values() for n in c})
+        lines += ["", "Spearman by number of val images (prefixes of the val split):", "",
+                  "| proxy | " + " | ".join(str(n) for n in sizes) + " |", "|" + " --- |" * (len(sizes) + 1)]
+        for key, c in a["val_sizes"].items():
+            lines.append(f"| {key} | " + " | ".join(_f(c.get(str(n))) for n in sizes) + " |")
+    if len(a.get("calibration_sizes") or {}) > 1:
+        cs = a["calibration_sizes"]
+        lines += ["", "`bn` by number of calibration images:", "", "| calibration images | " + " | ".join(cs) + " |",
+                  "|" + " --- |" * (len(cs) + 1),
+                  "| Spearman | " + " | ".join(_f(v["spearman"]) for v in cs.values()) + " |",
+                  "| build s / policy | " + " | ".join(_f(v["build_s"], ".3f") for v in cs.values()) + " |"]
+    keys = [k for k in a["policies"][0] if k.startswith("score_")] if a["policies"] else []
+    lines += ["", "| policy | source | achieved | params | FT val | FT test | " + " | ".join(k[6:] for k in keys) + " |",
+              "|" + " --- |" * (6 + len(keys))]
+    for p in a["policies"]:
+        src = p["source"] if p["source"] in ("uniform", "random") else "run"
+        lines.append(f"| {p['id']} | {src} | {_f(p['achieved'], '.3f')} | {_f(p['params_ratio'], '.3f')} | "
+                     f"{_f(p['ft_val_top1'])} | {_f(p['ft_test_top1'])} | " + " | ".join(_f(p[k]) for k in keys) + " |")
+    lines += ["", f"Best after fine-tuning: {a['best_after_finetune']}; uniform ranks "
+              f"{a.get('uniform_rank_after_finetune', '-')} of {len(a['policies'])}.", ""]
+    return "\n".join(lines)
+
+
+def plot(doc: dict[str, Any], out: Path) -> list[str]:
+    """One scatter plot per proxy (fp32, default calibration): score vs fine-tuned val top-1."""
+    from matplotlib.figure import Figure
+
+    a = doc["analysis"]
+    truth = [p["ft_val_top1"] for p in a["policies"]]
+    files = []
+    for key, p in a["proxies"].items():
+        if "#" in key or "@" in key:
+            continue
+        scores = [q[f"score_{key}"] for q in a["policies"]]
+        fig = Figure(figsize=(4.5, 3.6), layout="constrained")
+        ax = fig.add_subplot()
+        colors = ["tab:red" if q["source"] == "uniform" else "tab:blue" for q in a["policies"]]
+        ax.scatter(scores, truth, c=colors, s=22)
+        ax.set_xlabel(f"score: val top-1 with proxy {key} (%)")
+        ax.set_ylabel("val top-1 after fine-tuning (%)")
+        ax.set_title(f"{key}: Spearman {_f(p['all']['spearman'])}, Kendall {_f(p['all']['kendall'])}", fontsize=10)
+        ax.grid(alpha=0.3)
+        path = out / f"scatter-{_safe(key)}.png"
+        fig.savefig(path, dpi=110)
+        os.chmod(path, 0o644)
+        files.append(path.name)
+    return files
+
+
+def run_fidelity(cfg: FidelityConfig, out_dir: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
+                 progress: bool = False) -> dict[str, Any]:
+    """Run (or resume) the study in ``out_dir`` and write its report; returns ``fidelity.json``'s content."""
+    out = Path(out_dir)
+    saved = out / "config.json"
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        elif not resume:
+            raise AmcError(f"{out} already holds a fidelity study: pass --resume to continue it or --overwrite to "
+                           "start again")
+        elif saved.is_file():
+            old = json.loads(saved.read_text())
+            ignore = {"threads", "device"}
+            diff = sorted(k for k in set(old) | set(cfg.to_dict())
+                          if k not in ignore and old.get(k) != cfg.to_dict().get(k))
+            if diff:
+                raise AmcError(f"{out} holds a study with other settings ({', '.join(diff)}); use another --out "
+                               "or --overwrite")
+    load0 = [round(v, 2) for v in os.getloadavg()]
+    study = _Study(cfg, out, progress=progress)  # validates checkpoint and data before writing anything
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(saved, cfg.to_dict())
+    rows = study.sample()
+    scores = study.score(rows)
+    ft = study.finetune(rows)
+    correct = {k: np.load(out / "correct" / f"{_safe(k)}.npy") for k in scores}
+    scores = {k: scores[k] for k, *_ in study.scorers() if k in scores}
+    doc = {"format": "amc-fidelity", "version": 1, "config": cfg.to_dict(), "val_images": int(len(study.val[1])),
+           "loadavg_start": load0, "loadavg_end": [round(v, 2) for v in os.getloadavg()], "machine": _machine(),
+           "finetune": ft, "scores": scores}
+    doc["analysis"] = analyse(cfg, rows, scores, ft, correct)
+    doc["figures"] = plot(doc, out)
+    atomic_write_json(out / "fidelity.json", doc)
+    atomic_write_text(out / "fidelity.md", render_markdown(doc))
+    return doc
