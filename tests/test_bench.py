@@ -19,7 +19,8 @@ from amc.errors import AmcError
 ROOT = Path(__file__).resolve().parent.parent
 CKPT = ROOT / "reference" / "lenet5-digits.pt"
 TINY = ["--episodes", "3", "--warmup", "1", "--ft-steps", "3", "--reward-val", "all", "--test-size", "all",
-        "--latency-batches", "1", "8", "--latency-time", "0", "--latency-rounds", "1"]
+        "--latency-batches", "1", "8", "--latency-time", "0", "--latency-rounds", "1", "--ft-seeds", "0", "1",
+        "--budget-band", "0.05"]
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +63,11 @@ def test_tiny_benchmark_results(tiny_run: Path):
         assert 0.0 <= m["test_top1"] <= 100.0
         ft = m["finetune"]
         assert ft["steps"] == 3 and ft["config"]["kd"] is True and 0.0 <= ft["test_top1"] <= 100.0
+        assert ft["seeds"] == [0, 1] and [r["seed"] for r in ft["runs"]] == [0, 1]  # one fine-tune per seed
+        runs = [r["test_top1"] for r in ft["runs"]]
+        assert ft["test_top1"] == pytest.approx(sum(runs) / 2) and ft["test_top1_std"] >= 0
+        if m["agent"] != "uniform":  # the band: searched policies end within 5 % under the budget
+            assert m["macs_ratio"] >= 0.5 * 0.95 - 1e-3
         assert set(m["latency_ms"]) == {"1", "8"} and all(v > 0 for v in m["latency_ms"].values())
         assert m["speedup"]["1"] == pytest.approx(
             res["latency"]["results"]["uncompressed"]["1"]["median_ms"] / m["latency_ms"]["1"])
@@ -81,7 +87,8 @@ def test_tiny_benchmark_results(tiny_run: Path):
 
 
 def test_rerun_reuses_finished_stages(tiny_run: Path):
-    cfg = _cfg(tiny_run, dataset="digits", agents=("uniform", "ddpg", "tpe"), latency_threads=1)
+    cfg = _cfg(tiny_run, dataset="digits", agents=("uniform", "ddpg", "tpe"), latency_threads=1, ft_seeds=(0, 1),
+               budget_band=0.05)
     before = json.loads((tiny_run / "results.json").read_text())
     int8 = {"runs": [{"model": "lenet5", "backend": "fx", "threads": 1,
                       "results": [{"batch_size": 1, "fp32_ms": 0.5, "int8_ms": 0.25, "speedup": 2.0}]}], "note": "n"}
