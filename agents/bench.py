@@ -704,6 +704,21 @@ class _Bench:
         return doc
 
 
+def evaluations_to_within(episodes_csv: str | os.PathLike, points: float = 0.5) -> int | None:
+    """How many evaluations a search needed before its best val top-1 came within ``points`` of its
+    final best (``None`` without an episode log)."""
+    from agents._recorder import read_episodes
+
+    path = Path(episodes_csv)
+    if not path.is_file():
+        return None
+    acc = [float(r["accuracy"]) for r in read_episodes(path) if r.get("accuracy") not in (None, "")]
+    if not acc:
+        return None
+    best = np.maximum.accumulate(np.asarray(acc))
+    return int(np.argmax(best >= best[-1] - points)) + 1
+
+
 def _mean_std(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, float | None]:
     """``{key: mean, key_std: sample std (0 for one run)}`` over the runs that have ``key``."""
     out: dict[str, float | None] = {}
@@ -776,7 +791,8 @@ def run_benchmark(cfg: BenchConfig, *, out_dir: str | os.PathLike, overwrite: bo
         records = tm.get("records") or []
         speed[agent] = {"evaluations": len(records), "wall_s": tm.get("wall_s"), "setup_s": tm.get("setup_s"),
                         "resumed": tm.get("resumed"), "loadavg": tm.get("loadavg"),
-                        "split": episode_split(records, tm.get("phases"))}
+                        "split": episode_split(records, tm.get("phases")),
+                        "evaluations_to_within_0.5": evaluations_to_within(Path(search["run_dir"]) / "episodes.csv")}
     spec = bench.spec or {}
     results: dict[str, Any] = {
         "format": RESULTS_FORMAT,
@@ -874,13 +890,14 @@ def speed_table(results: Mapping[str, Any]) -> list[str]:
     """Section (b)'s markdown table (lines)."""
     keys = ("episode_s", *TIMING_KEYS, "env_other", "agent")
     head = ["agent (phase)", "episodes", "s / episode", "prune", "reconstruct", "quantize", "proxy", "evaluate",
-            "env other", "agent + recording", "evaluate share"]
+            "env other", "agent + recording", "evaluate share", "evaluations to within 0.5 of its best"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] * len(head)) + "|"]
     for agent, sp in results["search_speed"].items():
         for phase, s in sp["split"].items():
             label = agent if phase == "all" else f"{agent} ({phase})"
+            within = sp.get("evaluations_to_within_0.5") if phase == "all" else None
             lines.append("| " + " | ".join([label, str(s["episodes"]), *(_f(s[k], ".3f") for k in keys),
-                                            f"{100 * s['evaluate_fraction']:.0f}%"]) + " |")
+                                            f"{100 * s['evaluate_fraction']:.0f}%", _f(within, "d")]) + " |")
     return lines
 
 

@@ -74,6 +74,7 @@ def test_tiny_benchmark_results(tiny_run: Path):
         assert (tiny_run / f"finetune-{m['agent']}" / "final.pt").is_file()
     speed = res["search_speed"]
     assert speed["ddpg"]["evaluations"] == 3 and speed["tpe"]["evaluations"] == 3
+    assert 1 <= speed["ddpg"]["evaluations_to_within_0.5"] <= 3
     s = speed["ddpg"]["split"]["all"]
     assert s["episodes"] == 2  # the first episode is left out
     parts = s["prune"] + s["reconstruct"] + s["quantize"] + s["proxy"] + s["evaluate"] + s["env_other"] + s["agent"]
@@ -102,6 +103,16 @@ def test_rerun_reuses_finished_stages(tiny_run: Path):
                                                                    for m in before["methods"]]
     with pytest.raises(AmcError, match="other settings.*episodes"):
         run_benchmark(BenchConfig(**{**cfg.to_dict(), "episodes": 4}), out_dir=tiny_run)
+
+
+def test_evaluations_to_within(tmp_path):
+    from agents.bench import evaluations_to_within
+
+    log = tmp_path / "episodes.csv"
+    log.write_text("episode,accuracy\n0,50\n1,70\n2,60\n3,70.6\n4,71\n")
+    assert evaluations_to_within(log) == 4  # best 71: 70.6 is the first within 0.5
+    assert evaluations_to_within(log, points=2.0) == 2
+    assert evaluations_to_within(tmp_path / "none.csv") is None
 
 
 def test_episode_split_numbers():
