@@ -21,8 +21,12 @@ so that the score ranks policies as fine-tuning will:
     batches (HAQ fine-tunes one short epoch per episode), then ``bn``'s re-estimation when the model
     has norm layers.
 ``auto``
-    ``bn`` for models with norm layers; otherwise ``reconstruct`` when only channels are pruned
-    (mode ``prune``), else ``vanilla``. Resolved once per search; policies record the resolved name.
+    ``reconstruct`` when only channels are pruned (mode ``prune``): on the CIFAR-10 ResNet-20
+    reference at ``macs=0.5`` it predicted the 1-epoch fine-tuned accuracy of 24 policies best
+    (Spearman 0.96, 0.88 within 10 % of the budget; ``bn`` 0.94 / 0.64, ``ft:20`` 0.93 / 0.77,
+    ``vanilla`` 0.07) at about the cost of ``bn`` (README, "Fidelity"). When bits are chosen too:
+    ``bn`` for models with norm layers, else ``vanilla``. Resolved once per search; policies record
+    the resolved name.
 
 The proxy is part of how a policy's model is built (:func:`amc.compress.apply_policy`), so ``amc
 apply`` reproduces the search's score exactly. Which proxy predicts fine-tuned accuracy best is an
@@ -98,14 +102,14 @@ def has_norm_layers(model: nn.Module) -> bool:
 
 
 def resolve_proxy(name: str, model: nn.Module, *, prunes_channels: bool = True) -> Proxy:
-    """The concrete proxy for ``name`` on ``model`` (``auto`` picks one; ``bn`` on a model without
-    norm statistics has nothing to do, which is allowed but logged by the caller)."""
+    """The concrete proxy for ``name`` on ``model``: ``auto`` is ``reconstruct`` when
+    ``prunes_channels`` (and nothing else is decided), else ``bn`` with norm layers, else ``vanilla``."""
     p = parse_proxy(name)
     if p.name != "auto":
         return p
-    if has_norm_layers(model):
-        return parse_proxy("bn")
-    return parse_proxy("reconstruct" if prunes_channels else "vanilla")
+    if prunes_channels:
+        return parse_proxy("reconstruct")
+    return parse_proxy("bn" if has_norm_layers(model) else "vanilla")
 
 
 @dataclass

@@ -282,9 +282,10 @@ class _Study:
         out = [(p, p, cfg.calibration_size, "fp32") for p in cfg.proxies]
         out += [(f"{p}@{prec}", p, cfg.calibration_size, prec) for prec in cfg.eval_precisions if prec != "fp32"
                 for p in cfg.proxies]
-        cal_proxy = "bn" if "bn" in cfg.proxies else None
-        if cal_proxy:
-            out += [(f"bn#cal{n}", "bn", int(n), "fp32") for n in cfg.calibration_sizes if int(n) != cfg.calibration_size]
+        for proxy in ("bn", "reconstruct"):
+            if proxy in cfg.proxies:
+                out += [(f"{proxy}#cal{n}", proxy, int(n), "fp32") for n in cfg.calibration_sizes
+                        if int(n) != cfg.calibration_size]
         return out
 
     def score(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -389,7 +390,7 @@ def analyse(cfg: FidelityConfig, rows: list[dict[str, Any]], scores: dict[str, A
     params = np.array([r["achieved"].get("params_ratio", float("nan")) for r in rows], dtype=float)
     out["params_ratio"] = {"all": rank_stats(params, truth), "near_budget": rank_stats(params[near], truth[near])}
     n_val = len(next(iter(correct.values()))[0]) if correct else 0
-    for key in [k for k in scores if "#" not in k]:
+    for key in scores:
         arr = correct.get(key)
         if arr is None:
             continue
@@ -397,14 +398,16 @@ def analyse(cfg: FidelityConfig, rows: list[dict[str, Any]], scores: dict[str, A
         for n in sorted({int(v) for v in cfg.val_sizes if int(v) <= n_val} | {n_val}):
             curve[str(n)] = rank_stats(100.0 * arr[:, :n].mean(1), truth)["spearman"]
         out["val_sizes"][key] = curve
-    if "bn" in scores:
-        cal = {str(scores["bn"]["calibration_size"]): out["proxies"]["bn"]["all"]["spearman"]}
-        cal_s = {str(scores["bn"]["calibration_size"]): scores["bn"]["build_s"]}
-        for key, s in scores.items():
-            if key.startswith("bn#cal"):
-                cal[str(s["calibration_size"])] = out["proxies"][key]["all"]["spearman"]
-                cal_s[str(s["calibration_size"])] = s["build_s"]
-        out["calibration_sizes"] = {k: {"spearman": cal[k], "build_s": cal_s[k]} for k in sorted(cal, key=int)}
+    for proxy in ("bn", "reconstruct"):
+        if proxy not in scores:
+            continue
+        rows_ = {scores[proxy]["calibration_size"]: proxy}
+        rows_.update({s["calibration_size"]: k for k, s in scores.items() if k.startswith(f"{proxy}#cal")})
+        if len(rows_) > 1:
+            out["calibration_sizes"][proxy] = {
+                str(n): {"spearman": out["proxies"][k]["all"]["spearman"],
+                         "spearman_near": out["proxies"][k]["near_budget"]["spearman"], "build_s": scores[k]["build_s"]}
+                for n, k in sorted(rows_.items())}
     best = int(np.argmax(truth))
     out["policies"] = [{"id": r["id"], "source": r["source"], "achieved": r["achieved"].get(f"{metric}_ratio"),
                         "params_ratio": r["achieved"].get("params_ratio"), "ft_val_top1": f["val_top1"],
@@ -458,11 +461,11 @@ def render_markdown(doc: dict[str, Any]) -> str:
                   "| proxy | " + " | ".join(str(n) for n in sizes) + " |", "|" + " --- |" * (len(sizes) + 1)]
         for key, c in a["val_sizes"].items():
             lines.append(f"| {key} | " + " | ".join(_f(c.get(str(n))) for n in sizes) + " |")
-    if len(a.get("calibration_sizes") or {}) > 1:
-        cs = a["calibration_sizes"]
-        lines += ["", "`bn` by number of calibration images:", "", "| calibration images | " + " | ".join(cs) + " |",
-                  "|" + " --- |" * (len(cs) + 1),
+    for proxy, cs in (a.get("calibration_sizes") or {}).items():
+        lines += ["", f"`{proxy}` by number of calibration images:", "",
+                  "| calibration images | " + " | ".join(cs) + " |", "|" + " --- |" * (len(cs) + 1),
                   "| Spearman | " + " | ".join(_f(v["spearman"]) for v in cs.values()) + " |",
+                  "| Spearman near | " + " | ".join(_f(v["spearman_near"]) for v in cs.values()) + " |",
                   "| build s / policy | " + " | ".join(_f(v["build_s"], ".3f") for v in cs.values()) + " |"]
     keys = [k for k in a["policies"][0] if k.startswith("score_")] if a["policies"] else []
     lines += ["", "| policy | source | achieved | params | FT val | FT test | " + " | ".join(k[6:] for k in keys) + " |",

@@ -242,7 +242,7 @@ class CompressionEnv(gym.Env):
         if self.metric == "latency" or cfg.reward == "acc_latency":
             self.latency_table = self._latency_table()
         prunes = cfg.mode in ("prune", "joint") and cfg.granularity == "channel"
-        # auto on a model without BatchNorm: reconstruction in prune mode (AMC), nothing when bits are chosen
+        # auto: reconstruction when only channels are chosen (amc fidelity's pick), else bn / vanilla
         self.proxy = resolve_proxy(cfg.proxy, self.model, prunes_channels=prunes and cfg.mode == "prune")
         if self.proxy.reconstruct and not prunes:
             raise AmcError(f"proxy {self.proxy.name} reconstructs pruned layers: it needs mode prune or joint "

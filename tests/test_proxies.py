@@ -61,9 +61,10 @@ def test_parse_proxy_names():
             parse_proxy(bad)
 
 
-def test_auto_picks_bn_for_norm_layers_else_reconstruct(resnet, lenet):
-    assert resolve_proxy("auto", resnet).name == "bn"
+def test_auto_picks_reconstruct_for_pruning_else_bn_or_vanilla(resnet, lenet):
+    assert resolve_proxy("auto", resnet).name == "reconstruct"
     assert resolve_proxy("auto", lenet).name == "reconstruct"
+    assert resolve_proxy("auto", resnet, prunes_channels=False).name == "bn"
     assert resolve_proxy("auto", lenet, prunes_channels=False).name == "vanilla"
     assert resolve_proxy("vanilla", resnet).name == "vanilla"
 
@@ -189,7 +190,7 @@ def test_budget_band(band, resnet, digits):
         EnvConfig(budget_band=1.5)
 
 
-def test_checkpointed_model_with_bn_searches_with_bn_by_default(resnet, digits, tmp_path):
+def test_checkpointed_model_searches_with_reconstruct_by_default(resnet, digits, tmp_path):
     from agents.search import SearchConfig, run_search
 
     spec = ModelSpec.for_data("resnet20", digits)
@@ -200,5 +201,5 @@ def test_checkpointed_model_with_bn_searches_with_bn_by_default(resnet, digits, 
     from amc.policy import Policy
 
     pol = Policy.load(tmp_path / "run" / "best_policy.json")
-    assert pol.pruning["proxy"] == "bn" and pol.achieved["macs_ratio"] >= 0.6 * 0.95 - 1e-9
+    assert pol.pruning["proxy"] == "reconstruct" and pol.achieved["macs_ratio"] >= 0.6 * 0.95 - 1e-9
     assert pol.accuracy["val_images"] == len(digits.val) and pol.accuracy["eval_precision"] == "fp32"
