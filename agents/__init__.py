@@ -1,5 +1,6 @@
 """Search drivers: AMC's DDPG (stable-baselines3) and, registered by their modules, the baselines
-(Optuna samplers in :mod:`agents.optuna_agents`, uniform and presets in :mod:`agents.uniform`).
+(Optuna samplers in :mod:`agents.optuna_agents`, uniform and presets in :mod:`agents.uniform`, the sensitivity table + knapsack in
+:mod:`agents.sensitivity`).
 
 Every agent is an :class:`Agent` picked by name from :data:`AGENTS` and writes its outputs through
 :class:`SearchRecorder`. ``run_search(SearchConfig(...))`` runs a whole search.
@@ -15,6 +16,7 @@ from agents.ddpg import DDPGAgent, DDPGConfig
 from agents.noise import TruncatedNormalNoise
 from agents.optuna_agents import OptunaAgent, OptunaConfig
 from agents.search import SearchConfig, load_search_config, run_search
+from agents.sensitivity import SensitivityAgent, solve_mckp
 from agents.uniform import PresetAgent, UniformAgent
 
 __all__ = [
@@ -29,11 +31,13 @@ __all__ = [
     "PresetAgent",
     "SearchConfig",
     "SearchRecorder",
+    "SensitivityAgent",
     "TruncatedNormalNoise",
     "UniformAgent",
     "load_search_config",
     "plot_policy",
     "read_episodes",
     "run_search",
+    "solve_mckp",
     "stop_on_signals",
 ]

@@ -6,7 +6,9 @@ import copy
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import gymnasium as gym
@@ -444,6 +446,36 @@ class CompressionEnv(gym.Env):
                     changed = True
             if not changed:
                 raise AmcError("internal: the budget could not be restored by lowering bits")
+
+    def cost_of(self, actions: Sequence[float]) -> float:
+        """Cost (budget unit) of the policy ``actions`` (one per decision) give when nothing is clipped;
+        no evaluation. Undecided first/last layers keep their fixed 8 bits as in an episode."""
+        if len(actions) != self.n_decisions:
+            raise AmcError(f"cost_of needs {self.n_decisions} actions, got {len(actions)}")
+        s = self._initial_state()
+        for d, a in zip(self.decisions, actions):
+            value = self.spaces[d.kind].to_value(float(a))
+            if d.kind == "prune":
+                g = self.graph.groups[d.group]
+                s.fractions[d.group] = kept_channels(value, g.channels, g.slot_round_to(self.config.round_to)) / g.channels
+            elif d.kind == "sparsity":
+                s.density[d.layer] = value
+            elif d.kind == "w_bits":
+                s.w_bits[d.layer] = value
+            else:
+                s.a_bits[d.layer] = value
+        return self._cost(s)
+
+    @contextmanager
+    def unbudgeted(self) -> Iterator[None]:
+        """Within the block episodes have no budget: neither AMC's clip nor HAQ's bit lowering nor the
+        budget band changes an action (for sensitivity probes); model, proxy and reward are the same."""
+        target, cfg = self.target_cost, self.config
+        self.target_cost, self.config = math.inf, replace(cfg, budget_band=0.0)
+        try:
+            yield
+        finally:
+            self.target_cost, self.config = target, cfg
 
     # ----------------------------------------------------------------- gym API
     def _obs(self) -> np.ndarray:

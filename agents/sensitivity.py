@@ -1,0 +1,371 @@
+"""The sensitivity-and-solver agent (``--agent sensitivity``): a per-decision table, then an exact knapsack.
+
+The family used by the maintained toolkits (AIMET's per-layer score table, ModelOpt's AutoQuantize,
+HAWQ-V3's integer program), on the very same env, proxy and reward as the other agents.
+
+**1. Sensitivity table.** One episode with every decision at its uncompressed value (action 1.0:
+keep ratio 1, the largest bit width) gives the base reward ``R0``. Then, for each decision ``i`` and
+each choice ``j`` of its grid, one episode with only decision ``i`` at choice ``j`` and every other
+decision at 1.0 gives ``R_ij``; the score is ``R_ij - R0`` (e.g. the accuracy drop / 100 for the
+``acc`` reward). The grid is ``grid`` keep-ratio actions evenly spaced over [0, 1] (keep ratios
+lbound..1) for prune / sparsity decisions and every bit width of the space for bit decisions.
+
+*Probing without the budget clip.* With the real budget, the env would clip the later decisions of a
+probe (AMC's rule keeps the target reachable; HAQ's lowers bits), so a probe would not be "one
+decision changed". Probes therefore run inside ``CompressionEnv.unbudgeted()``: the same env object
+(same model, proxy, calibration images, quantisation caches and reward), with the target cost
+lifted to infinity and no budget band for the probe episodes only.
+
+The table is written to ``run_dir/sensitivity.csv`` after every probe; a resumed run reads it and
+only evaluates the probes that are missing (none once it is complete). ``sensitivity.png`` is the
+heat map (decisions x choices, the chosen cell outlined).
+
+**2. Solver.** One choice per decision maximising the summed score under the budget: a
+multiple-choice knapsack solved exactly by :func:`solve_mckp` (``scipy.optimize.milp``, HiGHS, gap
+0). Each choice's cost is its *marginal* cost from the env's cost model: cost of the policy with only
+that decision changed minus the cost of the all-1.0 policy, in units of the uncompressed cost.
+
+*The non-additive budget.* MACs of a layer depend on its input and its output channel group
+(``q_in q_out``), and BitOps on bits times channels, so the marginal costs are an additive
+approximation that underestimates the real cost (``q_in q_out >= q_in + q_out - 1``). The agent
+repairs this on the exact cost model, without evaluations: it bisects the knapsack's capacity
+(``repair_steps`` MILPs) for the largest capacity whose solution meets the budget under
+``CompressionEnv.cost_of`` (the exact cost of the policy). That policy is then run as an ordinary
+episode with the real budget, so the env's clip guarantees the budget in any case; ``summary``
+says whether the env had to change anything (``clipped``, normally false).
+
+**Outputs.** Like :mod:`agents.uniform`, the solved policy is the run's only episode (phase
+``solver``): the probes are evaluations (``summary["evaluations"]``), not candidates, so they never
+become the run's best. ``episodes`` is not a cap: the table needs ``1 + sum(choices - 1)``
+evaluations (the choice at action 1.0 is the base episode itself) plus one for the policy.
+
+``agent_kwargs``: ``grid`` (keep-ratio points per prune decision, >= 2, default 5),
+``repair_steps`` (bisection steps of the capacity, default 30).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents._base import AGENTS, Agent
+from amc.errors import AmcError
+from amc.utils import atomic_write_bytes, atomic_write_text
+
+__all__ = ["SensitivityAgent", "solve_mckp", "TABLE_COLUMNS"]
+
+logger = logging.getLogger(__name__)
+
+TABLE_COLUMNS = ("decision", "kind", "layer", "choice", "action", "value", "cost", "accuracy", "reward", "score")
+_TABLE, _HEATMAP = "sensitivity.csv", "sensitivity.png"
+
+
+def solve_mckp(scores: Sequence[Sequence[float]], costs: Sequence[Sequence[float]], capacity: float
+               ) -> tuple[list[int], float]:
+    """Multiple-choice knapsack, solved exactly: one choice ``j`` per group ``i`` maximising
+    ``sum scores[i][j]`` subject to ``sum costs[i][j] <= capacity``. Returns (choices, total score).
+
+    ``scipy.optimize.milp`` (HiGHS branch and bound, relative gap 0) on binary ``x_ij`` with
+    ``sum_j x_ij = 1`` per group. Raises ``AmcError`` when no selection fits ``capacity``.
+    """
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    if len(scores) != len(costs) or not scores:
+        raise AmcError("solve_mckp needs one score list and one cost list per group (at least one group)")
+    sizes = [len(s) for s in scores]
+    if any(n < 1 for n in sizes) or sizes != [len(c) for c in costs]:
+        raise AmcError("solve_mckp: every group needs at least one choice, with as many costs as scores")
+    s = np.concatenate([np.asarray(x, dtype=np.float64) for x in scores])
+    c = np.concatenate([np.asarray(x, dtype=np.float64) for x in costs])
+    if not (np.all(np.isfinite(s)) and np.all(np.isfinite(c)) and math.isfinite(capacity)):
+        raise AmcError("solve_mckp: scores, costs and capacity must be finite")
+    lightest = sum(float(np.min(x)) for x in costs)
+    tol = 1e-9 * max(1.0, abs(capacity))
+    if lightest > capacity + tol:
+        raise AmcError(f"the budget cannot be met: even the cheapest choice of every decision costs {lightest:.6g} "
+                       f"> capacity {capacity:.6g}")
+    n = len(s)
+    one = np.zeros((len(sizes), n))
+    start = 0
+    for i, k in enumerate(sizes):
+        one[i, start:start + k] = 1.0
+        start += k
+    offsets = np.cumsum([0] + sizes[:-1])
+    limit = capacity + tol
+    for k in range(40):  # HiGHS accepts rows violated within its feasibility tolerance (~1e-7): tighten, re-solve
+        cons = [LinearConstraint(one, 1.0, 1.0), LinearConstraint(c[None, :], -np.inf, limit)]
+        res = milp(-s, constraints=cons, integrality=np.ones(n), bounds=Bounds(0.0, 1.0),
+                   options={"mip_rel_gap": 0.0})
+        if res.x is None or res.status != 0:
+            raise AmcError(f"the knapsack solver found no selection within capacity {capacity:.6g}: {res.message}")
+        choices = [int(np.argmax(res.x[o:o + k])) for o, k in zip(offsets, sizes)]
+        chosen = [int(o) + j for o, j in zip(offsets, choices)]
+        excess = float(c[chosen].sum()) - (capacity + tol)
+        if excess <= 0:
+            break
+        limit -= (excess + tol) * 2.0 ** k
+    else:
+        raise AmcError("internal: the knapsack solution kept exceeding its capacity (solver tolerance)")
+    return choices, float(s[chosen].sum())
+
+
+class SensitivityAgent(Agent):
+    """Sensitivity table + exact multiple-choice knapsack (see the module docstring)."""
+
+    name = "sensitivity"
+    _TOL = 1e-6
+
+    def __init__(self, env: Any, config: Any, recorder: Any) -> None:
+        super().__init__(env, config, recorder)
+        opts = dict(getattr(config, "agent_kwargs", None) or {})
+        unknown = sorted(set(opts) - {"grid", "repair_steps"})
+        if unknown:
+            raise AmcError(f"unknown sensitivity option(s) {', '.join(unknown)} in agent_kwargs; valid: grid, "
+                           "repair_steps")
+        self.grid = int(opts.get("grid", 5))
+        self.repair_steps = int(opts.get("repair_steps", 30))
+        if self.grid < 2:
+            raise AmcError(f"sensitivity grid={self.grid} must be >= 2 (keep-ratio points from lbound to 1)")
+        if self.repair_steps < 0:
+            raise AmcError(f"sensitivity repair_steps={self.repair_steps} must be >= 0")
+        base = env.unwrapped
+        for attr in ("cost_of", "unbudgeted", "decisions", "spaces", "base_cost", "target_cost"):
+            if not hasattr(base, attr):
+                raise AmcError(f"the sensitivity agent needs an amc CompressionEnv (the env has no {attr!r})")
+        self.base = base
+        self.decisions = list(base.decisions)
+        self.n_decisions = len(self.decisions)
+        self.evaluations = 0
+        self.probes_run = 0
+        self.table: dict[tuple[int, int], dict[str, Any]] = {}  # (decision, choice) -> row; decision -1: base
+        self.chosen: list[int] | None = None
+        self.solver: dict[str, Any] = {}
+        self.clipped: bool | None = None
+
+    # ----------------------------------------------------------------- the grid
+    def choices(self, i: int) -> list[tuple[float, Any]]:
+        """(action, value) of decision ``i``'s choices, most aggressive first, the last at action 1.0."""
+        d = self.decisions[i]
+        space = self.base.spaces[d.kind]
+        if d.kind in ("w_bits", "a_bits"):
+            return [(1.0 if b == space.b_max else space.to_action(b), b) for b in range(space.b_min, space.b_max + 1)]
+        return [(float(a), float(space.to_value(float(a)))) for a in np.linspace(0.0, 1.0, self.grid)]
+
+    def _actions(self, i: int, a: float) -> list[float]:
+        acts = [1.0] * self.n_decisions
+        if i >= 0:
+            acts[i] = a
+        return acts
+
+    @property
+    def table_path(self) -> Path:
+        return Path(self.recorder.run_dir) / _TABLE
+
+    # ----------------------------------------------------------------- episodes
+    def _episode(self, actions: Sequence[float]) -> dict[str, Any]:
+        env = self.env
+        env.reset(seed=int(getattr(self.config, "seed", 0)))
+        info: dict[str, Any] = {}
+        for a in actions:
+            _, _, terminated, truncated, info = env.step(np.array([a], dtype=np.float32))
+            if terminated or truncated:
+                break
+        if "metrics" not in info:
+            raise RuntimeError("the env did not finish its episode after n_decisions steps")
+        self.evaluations += 1
+        return info
+
+    def _load_table(self) -> None:
+        self.table = {}
+        if not self.table_path.is_file():
+            return
+        with self.table_path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        for r in rows:
+            i, j = int(r["decision"]), int(r["choice"])
+            kind = self.decisions[i].kind if 0 <= i < self.n_decisions else "base"
+            ok = i == -1 or (i < self.n_decisions and j < len(self.choices(i))
+                             and abs(float(r["action"]) - self.choices(i)[j][0]) < 1e-9)
+            if r["kind"] != kind or not ok:
+                raise AmcError(f"{self.table_path} was made for other decisions or another grid (row {r}); "
+                               "remove it or start the run with --overwrite")
+            self.table[(i, j)] = {k: r[k] for k in TABLE_COLUMNS}
+        logger.info("sensitivity: %d probe(s) read from %s", len(self.table), self.table_path)
+
+    def _write_table(self) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        for key in sorted(self.table):
+            w.writerow(self.table[key])
+        atomic_write_text(self.table_path, buf.getvalue())
+
+    def _probe(self, i: int, j: int, action: float, value: Any) -> None:
+        with self.base.unbudgeted():
+            info = self._episode(self._actions(i, action))
+        self.probes_run += 1
+        m = info["metrics"]
+        kind = "base" if i < 0 else self.decisions[i].kind
+        self.table[(i, j)] = {"decision": i, "kind": kind, "layer": "" if i < 0 else self.decisions[i].layer,
+                              "choice": j, "action": action, "value": value,
+                              "cost": self.base.cost_of(self._actions(i, action)) / self.base.base_cost,
+                              "accuracy": m.get("accuracy"), "reward": m["reward"], "score": None}
+        self._write_table()
+
+    def build_table(self) -> bool:
+        """Evaluate the missing probes; True when the table is complete."""
+        self._load_table()
+        if (-1, 0) not in self.table and not self.stop_requested:
+            self._probe(-1, 0, 1.0, "base")
+        for i in range(self.n_decisions):
+            for j, (a, v) in enumerate(self.choices(i)[:-1]):  # the last choice (action 1.0) is the base episode
+                if self.stop_requested:
+                    return False
+                if (i, j) not in self.table:
+                    self._probe(i, j, a, v)
+        return (-1, 0) in self.table
+
+    def matrices(self) -> tuple[list[list[float]], list[list[float]], float]:
+        """Per decision, per choice: score (reward - base reward) and marginal cost (fraction of the
+        uncompressed cost); and the all-1.0 policy's cost."""
+        base = self.table[(-1, 0)]
+        r0, c0 = float(base["reward"]), float(base["cost"])
+        scores, costs = [], []
+        for i in range(self.n_decisions):
+            n = len(self.choices(i))
+            scores.append([float(self.table[(i, j)]["reward"]) - r0 for j in range(n - 1)] + [0.0])
+            costs.append([float(self.table[(i, j)]["cost"]) - c0 for j in range(n - 1)] + [0.0])
+        return scores, costs, c0
+
+    # ----------------------------------------------------------------- solving
+    def solve(self) -> list[float]:
+        """The knapsack's choice, repaired on the exact cost model (module docstring); returns actions."""
+        scores, costs, c0 = self.matrices()
+        target = self.base.target_cost / self.base.base_cost
+        lo = sum(min(c) for c in costs)
+        hi = target - c0
+
+        def actions_of(ch: list[int]) -> list[float]:
+            return [self.choices(i)[j][0] for i, j in enumerate(ch)]
+
+        def exact(ch: list[int]) -> float:
+            return self.base.cost_of(actions_of(ch)) / self.base.base_cost
+
+        best: tuple[list[int], float, float] | None = None  # choices, score, capacity
+        ch, total = solve_mckp(scores, costs, hi)  # AmcError when even the additive problem is infeasible
+        steps = 0
+        if exact(ch) <= target + 1e-12:
+            best = (ch, total, hi)
+        else:
+            lo_cap, hi_cap = lo, hi
+            while steps < self.repair_steps:
+                steps += 1
+                mid = 0.5 * (lo_cap + hi_cap)
+                ch, total = solve_mckp(scores, costs, mid)
+                if exact(ch) <= target + 1e-12:
+                    if best is None or total > best[1]:
+                        best = (ch, total, mid)
+                    lo_cap = mid
+                else:
+                    hi_cap = mid
+        if best is None:  # every decision at its most aggressive choice always fits (the env checked)
+            ch = [0] * self.n_decisions
+            best = (ch, sum(s[0] for s in scores), lo)
+            logger.warning("sensitivity: no knapsack solution met the exact budget after %d repair steps; using the "
+                           "most aggressive choice everywhere", steps)
+        ch, total, cap = best
+        self.chosen = ch
+        self.solver = {"score": total, "capacity": cap + c0, "additive_capacity": target, "repair_steps": steps,
+                       "exact_cost_ratio": exact(ch), "target_ratio": target}
+        return actions_of(ch)
+
+    def _unclipped(self, actions: Sequence[float], info: dict[str, Any]) -> bool:
+        applied = list(info.get("actions") or [])
+        policy = info.get("policy")
+        for i, (d, a) in enumerate(zip(self.decisions, actions)):
+            if d.kind in ("prune", "sparsity"):
+                if i < len(applied) and applied[i] < a - self._TOL:
+                    return False
+            elif policy is not None:
+                layer = policy.layers[d.layer]
+                got = layer.w_bits if d.kind == "w_bits" else layer.a_bits
+                if got is not None and got != int(self.base.spaces[d.kind].to_value(a)):
+                    return False
+        return True
+
+    # ----------------------------------------------------------------- outputs
+    def heatmap(self) -> Any:
+        """The table as a matplotlib ``Figure``: decisions x choices, colour = score, chosen cells outlined."""
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Rectangle
+
+        scores, _, _ = self.matrices()
+        width = max(len(s) for s in scores)
+        mat = np.full((self.n_decisions, width), np.nan)
+        for i, s in enumerate(scores):
+            mat[i, :len(s)] = s
+        names = [ly.name for ly in self.base.graph.layers] if hasattr(self.base, "graph") else None
+        fig = Figure(figsize=(1.6 + 0.75 * width, 1.2 + 0.38 * self.n_decisions), layout="constrained")
+        ax = fig.add_subplot()
+        im = ax.imshow(mat, cmap="viridis", aspect="auto")
+        for i in range(self.n_decisions):
+            for j, (_, v) in enumerate(self.choices(i)):
+                label = f"{v}b" if isinstance(v, int) else f"{v:.2f}"
+                ax.text(j, i, label, ha="center", va="center", fontsize=7, color="white")
+            if self.chosen is not None:
+                ax.add_patch(Rectangle((self.chosen[i] - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
+        ax.set_yticks(range(self.n_decisions))
+        ax.set_yticklabels([f"{i} {d.kind} {names[d.layer] if names else d.layer}"
+                            for i, d in enumerate(self.decisions)], fontsize=7)
+        ax.set_xticks(range(width))
+        ax.set_xlabel("choice (most aggressive first; cell text: keep ratio or bits)")
+        ax.set_title("sensitivity: reward - base reward (red: chosen)", fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+        return fig
+
+    def _write_heatmap(self) -> None:
+        fig = self.heatmap()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        atomic_write_bytes(Path(self.recorder.run_dir) / _HEATMAP, buf.getvalue())
+        writer = self.recorder.writer
+        if writer is not None:
+            writer.add_figure("search/sensitivity", self.heatmap(), global_step=max(1, self.recorder.episode),
+                              close=True)
+
+    # ----------------------------------------------------------------- the loop
+    def run(self, episodes: int) -> None:
+        if self.recorder.episode:  # the policy is recomputed from the (cached) table
+            self.recorder.restore(None)
+        self.interrupted = False
+        if not self.build_table():
+            self.interrupted = True
+            logger.warning("sensitivity: stopped after %d probe(s); --resume continues the table", self.probes_run)
+            return
+        actions = self.solve()
+        info = self._episode(actions)
+        self.clipped = not self._unclipped(actions, info)
+        if self.clipped:
+            logger.warning("sensitivity: the env clipped the solver's policy to meet the budget")
+        self.recorder.record_episode(info, phase="solver")
+        for row in self.table.values():  # scores for the CSV, now that the base reward is known
+            row["score"] = float(row["reward"]) - float(self.table[(-1, 0)]["reward"])
+        self._write_table()
+        self._write_heatmap()
+        logger.info("sensitivity: %d evaluation(s) (%d probe(s) run, %d reused), accuracy %.2f%%", self.evaluations,
+                    self.probes_run, len(self.table) - self.probes_run, info["metrics"].get("accuracy") or math.nan)
+
+    def summary_extra(self) -> dict[str, Any]:
+        return {"evaluations": self.evaluations, "probes_run": self.probes_run, "table_rows": len(self.table),
+                "grid": self.grid, "choices": self.chosen, "clipped": self.clipped, "solver": self.solver,
+                "sensitivity_table": str(self.table_path)}
+
+
+AGENTS.register("sensitivity", SensitivityAgent)

@@ -1,0 +1,142 @@
+"""The sensitivity agent (table + exact knapsack) and DDPG's warm start, on LeNet-5 / digits."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents import AGENTS, SearchConfig, SearchRecorder, read_episodes
+from agents.sensitivity import solve_mckp
+from amc.errors import AmcError
+from amc.policy import Policy
+from amc.training import load_checkpoint
+from envs import CompressionEnv, EnvConfig
+
+REF = Path(__file__).resolve().parent.parent / "reference" / "lenet5-digits.pt"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_checkpoint(REF)[0]
+
+
+def _brute(scores, costs, cap):
+    best = None
+    for ch in itertools.product(*(range(len(s)) for s in scores)):
+        if sum(c[j] for c, j in zip(costs, ch)) <= cap + 1e-12:
+            tot = sum(s[j] for s, j in zip(scores, ch))
+            best = tot if best is None else max(best, tot)
+    return best
+
+
+def test_knapsack_hand_checked_optimum():
+    # three decisions; the greedy pick (best score per cost) is not optimal here
+    scores = [[-5.0, -1.0, 0.0], [-4.0, -3.0, 0.0], [-0.5, 0.0]]
+    costs = [[0.0, 2.0, 4.0], [0.0, 1.0, 3.0], [0.0, 2.0]]
+    ch, total = solve_mckp(scores, costs, 5.0)
+    # hand check: (1, 2, 0): cost 2 + 3 + 0 = 5, score -1.5; (2, 0, 0): -4.5; (0, 2, 1): -5; (1, 1, 1): -4
+    assert ch == [1, 2, 0] and total == pytest.approx(-1.5)
+    assert total == pytest.approx(_brute(scores, costs, 5.0))
+    assert solve_mckp(scores, costs, 100.0)[0] == [2, 2, 1]
+    assert solve_mckp(scores, costs, 0.0)[0] == [0, 0, 0]
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # against brute force on random small tables
+        sc = [list(rng.normal(size=rng.integers(1, 4))) for _ in range(4)]
+        co = [list(rng.uniform(0, 1, size=len(s))) for s in sc]
+        cap = float(rng.uniform(0.5, 3.0))
+        ref = _brute(sc, co, cap)
+        if ref is None:
+            with pytest.raises(AmcError):
+                solve_mckp(sc, co, cap)
+        else:
+            assert solve_mckp(sc, co, cap)[1] == pytest.approx(ref)
+
+
+def test_knapsack_infeasible_is_a_clear_error():
+    with pytest.raises(AmcError, match="cannot be met"):
+        solve_mckp([[0.0, 1.0], [0.0]], [[2.0, 3.0], [1.0]], 2.5)
+    with pytest.raises(AmcError):
+        solve_mckp([[0.0]], [[1.0, 2.0]], 5.0)
+
+
+def _agent(tmp_path, model, digits, *, mode="prune", target="macs=0.5", grid=3, resume=False):
+    env = CompressionEnv(model, digits, EnvConfig(mode=mode, target=target, w_bits=(4, 8), a_bits=(6, 8)))
+    cfg = SearchConfig(checkpoint=str(REF), agent="sensitivity", mode=mode, target=target, episodes=5,
+                       run_dir=str(tmp_path), agent_kwargs={"grid": grid}, resume=resume)
+    rec = SearchRecorder(tmp_path, agent="sensitivity", episodes=5, seed=0, base_accuracy=env.base_accuracy,
+                         target=target, config=cfg.to_dict(), tensorboard=False, plot=False, resume=resume)
+    return AGENTS.get("sensitivity")(env, cfg, rec), env, rec
+
+
+@pytest.mark.parametrize(("mode", "target", "metric"), [("prune", "macs=0.5", "macs_ratio"),
+                                                        ("joint", "bitops=0.04", "bitops_ratio")])
+def test_sensitivity_meets_the_budget_and_resumes(tmp_path, model, digits, mode, target, metric):
+    agent, env, rec = _agent(tmp_path, model, digits, mode=mode, target=target)
+    agent.run(5)
+    summary = rec.close(extra=agent.summary_extra())
+    ratio = float(target.split("=")[1])
+    n_probes = 1 + sum(len(agent.choices(i)) - 1 for i in range(env.n_decisions))
+    assert summary["probes_run"] == n_probes and summary["evaluations"] == n_probes + 1
+    pol = Policy.load(tmp_path / "best_policy.json")
+    assert pol.achieved[metric] <= ratio + 1e-9
+    assert summary["solver"]["exact_cost_ratio"] <= ratio + 1e-9 and summary["clipped"] is False
+    rows = read_episodes(tmp_path / "episodes.csv")
+    assert len(rows) == 1 and rows[0]["phase"] == "solver" and rows[0][metric] <= ratio + 1e-9
+    table = (tmp_path / "sensitivity.csv").read_text()
+    assert len(table.splitlines()) == n_probes + 1 and (tmp_path / "sensitivity.png").stat().st_size > 0
+    # every probe changed one decision only: its cost is that of the all-1.0 policy with that one choice
+    scores, costs, c0 = agent.matrices()
+    assert all(c[-1] == 0.0 and s[-1] == 0.0 for s, c in zip(scores, costs))
+    # the solver's choice is the knapsack's optimum at the capacity it settled on
+    chosen_score = sum(s[j] for s, j in zip(scores, agent.chosen))
+    assert chosen_score == pytest.approx(_brute_or_skip(scores, costs, summary["solver"]["capacity"] - c0))
+
+    # resume: the table is read back, nothing is probed again, the same policy comes out
+    agent2, _, rec2 = _agent(tmp_path, model, digits, mode=mode, target=target, resume=True)
+    agent2.run(5)
+    s2 = rec2.close(extra=agent2.summary_extra())
+    assert s2["probes_run"] == 0 and s2["evaluations"] == 1
+    assert agent2.chosen == agent.chosen and s2["best_reward"] == pytest.approx(summary["best_reward"])
+    assert len(read_episodes(tmp_path / "episodes.csv")) == 1
+    assert (tmp_path / "sensitivity.csv").read_text() == table
+
+
+def _brute_or_skip(scores, costs, cap):
+    if np.prod([len(s) for s in scores]) > 200_000:
+        return solve_mckp(scores, costs, cap)[1]
+    return _brute(scores, costs, cap)
+
+
+def test_sensitivity_partial_table_is_completed(tmp_path, model, digits):
+    agent, env, rec = _agent(tmp_path, model, digits)
+    agent.run(5)
+    rec.close(extra=agent.summary_extra())
+    lines = (tmp_path / "sensitivity.csv").read_text().splitlines()
+    (tmp_path / "sensitivity.csv").write_text("\n".join(lines[:-2]) + "\n")  # the last two probes are missing
+    agent2, _, rec2 = _agent(tmp_path, model, digits, resume=True)
+    agent2.run(5)
+    assert agent2.probes_run == 2 and agent2.chosen == agent.chosen
+
+
+def test_sensitivity_options_are_checked(tmp_path, model, digits):
+    env = CompressionEnv(model, digits, EnvConfig())
+    for kw in ({"grid": 1}, {"nope": 1}):
+        cfg = SearchConfig(checkpoint=str(REF), agent="sensitivity", run_dir=str(tmp_path), agent_kwargs=kw)
+        with pytest.raises(AmcError):
+            AGENTS.get("sensitivity")(env, cfg, None)
+
+
+def test_sensitivity_cli(tmp_path):
+    from amc.cli import main
+
+    run = tmp_path / "run"
+    rc = main(["search", "--checkpoint", str(REF), "--dataset", "digits", "--agent", "sensitivity", "--target",
+               "macs=0.6", "--agent-opt", "grid=3", "--run-dir", str(run), "--device", "cpu", "--no-progress"])
+    assert rc == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["agent"] == "sensitivity" and summary["achieved"]["macs_ratio"] <= 0.6 + 1e-9
+    assert (run / "sensitivity.csv").is_file() and (run / "sensitivity.png").is_file()
