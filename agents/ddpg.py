@@ -12,6 +12,9 @@ tau 0.01, gamma 1, batch 64             ``DDPG(tau=, gamma=, batch_size=)``
 replay of 100 episodes                  ``buffer_size = 100 * steps_per_episode``
 warm-up: uniform random actions         ``learning_starts = warmup * steps_per_episode`` (SB3 samples the
                                         action space uniformly before ``learning_starts``)
+(amc) warm start from a policy          :class:`WarmStartDDPG` (``_sample_action``): with ``--warm-start``
+                                        the first episodes replay that policy's actions and
+                                        ``warm_start_neighbours`` noisy copies; they fill the replay buffer
 truncated normal noise, sigma 0.5,      :class:`agents.noise.TruncatedNormalNoise` (``ActionNoise``),
 x0.95 per episode after warm-up         decayed in ``reset()`` at each episode end
 final reward given to every transition  :class:`EpisodeReplayBuffer` (replay-buffer class), switch
@@ -68,7 +71,7 @@ from agents.noise import TruncatedNormalNoise
 from amc.errors import AmcError
 from amc.utils import atomic_torch_save, seed_everything
 
-__all__ = ["DDPGAgent", "DDPGConfig", "AMCPolicy", "LRScaledAdam", "EpisodeReplayBuffer", "CHECKPOINT_DIR"]
+__all__ = ["DDPGAgent", "DDPGConfig", "WarmStartDDPG", "AMCPolicy", "LRScaledAdam", "EpisodeReplayBuffer", "CHECKPOINT_DIR"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +96,8 @@ class DDPGConfig:
     :param replay_episodes: replay capacity in episodes (x steps per episode).
     :param baseline_alpha: moving-average reward baseline rate in (0, 1]; None disables it.
     :param device: where the actor/critic live; 300-300 MLPs with batch 64 are fastest on CPU.
+    :param warm_start_neighbours, warm_start_sigma: with ``SearchConfig.warm_start``, the number of
+        noisy neighbours run after the given policy's episode, and their Gaussian noise (action units).
     :param train_threads: torch CPU threads for the gradient updates (None: as set); the env's
         evaluation keeps the process's setting (see ``agents.callbacks.TorchThreadsCallback``).
     """
@@ -107,6 +112,8 @@ class DDPGConfig:
     baseline_alpha: float | None = 0.5
     device: str = "cpu"
     train_threads: int | None = 1
+    warm_start_neighbours: int = 4
+    warm_start_sigma: float = 0.1
 
     def __post_init__(self) -> None:
         try:
@@ -130,6 +137,8 @@ class DDPGConfig:
             raise AmcError("ddpg batch_size and replay_episodes must be >= 1 (AMC: 64 and 100)")
         if self.baseline_alpha is not None and not 0.0 < float(self.baseline_alpha) <= 1.0:
             raise AmcError(f"ddpg baseline_alpha={self.baseline_alpha} must be in (0, 1] or null (AMC: 0.5)")
+        if int(self.warm_start_neighbours) < 0 or not float(self.warm_start_sigma) >= 0:
+            raise AmcError("ddpg warm_start_neighbours must be >= 0 and warm_start_sigma >= 0")
         if self.train_threads is not None and int(self.train_threads) < 1:
             raise AmcError(f"ddpg train_threads={self.train_threads} must be >= 1 or null")
 
@@ -265,6 +274,32 @@ class EpisodeReplayBuffer(ReplayBuffer):
         return data._replace(rewards=data.rewards - self.reward_baseline)
 
 
+class WarmStartDDPG(DDPG):
+    """SB3's DDPG whose first episodes replay given action vectors (``warm_actions``, one row per
+    episode) instead of sampling; their transitions enter the replay buffer like any other.
+
+    Only ``_sample_action`` (SB3's exploration hook) is overridden: episode ``e`` and step ``t`` come
+    from ``num_timesteps`` (every episode has ``steps_per_episode`` steps), so a resumed run knows
+    where it is. Neither the warm-up sampler nor the noise is drawn for these steps.
+    """
+
+    warm_actions: np.ndarray | None = None
+    steps_per_episode: int = 1
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "warm_actions"]
+
+    def _sample_action(self, learning_starts: int, action_noise: Any = None, n_envs: int = 1
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        warm = self.warm_actions
+        if warm is not None and n_envs == 1:
+            episode, t = divmod(int(self.num_timesteps), int(self.steps_per_episode))
+            if episode < len(warm):
+                action = np.full((1, *self.action_space.shape), warm[episode, t], dtype=np.float32)
+                return action, self.policy.scale_action(action)
+        return super()._sample_action(learning_starts, action_noise, n_envs)
+
+
 class _ResetTracker(gym.Wrapper):
     """Remembers the env's RNG state just before each reset, so that a resumed run can redo the reset
     SB3 made after the last checkpointed episode and land in the very same state."""
@@ -333,6 +368,33 @@ class DDPGAgent(Agent):
         self._callbacks: list[Any] = [self._episode_cb]
         if self.params.train_threads is not None:
             self._callbacks.append(TorchThreadsCallback(self.params.train_threads))
+        self.warm_actions = self._warm_start_actions()
+
+    def _warm_start_actions(self) -> np.ndarray:
+        """(episodes, steps) actions of the warm start: the given policy's, then its noisy neighbours."""
+        src = getattr(self.config, "warm_start", None)
+        if not src:
+            return np.zeros((0, self.steps_per_episode))
+        from amc.policy import Policy
+
+        path = Path(src)
+        path = path / "best_policy.json" if path.is_dir() else path
+        if not path.is_file():
+            raise AmcError(f"warm start {src!r}: no policy there (give a run dir with best_policy.json or a policy JSON)")
+        base = self.env.unwrapped
+        if not hasattr(base, "actions_for"):
+            raise AmcError("warm start needs an amc CompressionEnv (the env cannot map a policy to actions)")
+        first = np.asarray(base.actions_for(Policy.load(path)), dtype=np.float64)
+        rng = np.random.default_rng(int(self.config.seed))
+        noisy = [np.clip(first + rng.normal(0.0, self.params.warm_start_sigma, first.shape), 0.0, 1.0)
+                 for _ in range(int(self.params.warm_start_neighbours))]
+        logger.info("warm start from %s: its policy and %d neighbour(s) are the first episodes", path, len(noisy))
+        return np.stack([first, *noisy])
+
+    def _arm_warm_start(self) -> None:
+        assert self.model is not None
+        self.model.warm_actions = self.warm_actions if len(self.warm_actions) else None
+        self.model.steps_per_episode = self.steps_per_episode
 
     # ----------------------------------------------------------------- construction
     def _make_vec_env(self) -> DummyVecEnv:
@@ -359,7 +421,7 @@ class DDPGAgent(Agent):
         seed_everything(cfg.seed)  # network init does not depend on what ran before (e.g. pretraining)
         venv = self._make_vec_env()
         self.noise = self._make_noise()
-        self.model = DDPG(
+        self.model = WarmStartDDPG(
             AMCPolicy, venv,
             learning_rate=p.actor_lr,
             buffer_size=p.replay_episodes * n,
@@ -379,6 +441,7 @@ class DDPGAgent(Agent):
             verbose=0,
         )
         self.model.set_logger(Logger(folder=None, output_formats=[]))
+        self._arm_warm_start()
         self.model.action_space.seed(cfg.seed)  # warm-up actions
         venv.seed(cfg.seed)  # first reset(seed=...) of the env
 
@@ -439,7 +502,7 @@ class DDPGAgent(Agent):
         if not _readable_zip(ckpt / "model.zip"):
             raise _corrupt(ckpt / "model.zip", None)
         try:
-            model = DDPG.load(ckpt / "model.zip", env=venv, device=self.params.device)
+            model = WarmStartDDPG.load(ckpt / "model.zip", env=venv, device=self.params.device)
         except ValueError as e:
             raise AmcError(f"the checkpoint in {ckpt} does not fit this env ({e}); was the model or mode "
                            "changed? Start a new run dir") from None
@@ -451,6 +514,7 @@ class DDPGAgent(Agent):
             raise _corrupt(ckpt / "replay_buffer.pkl", e) from None
         model.set_logger(Logger(folder=None, output_formats=[]))
         self.model = model
+        self._arm_warm_start()
         self.noise = self._make_noise()
         self.noise.load_state_dict(state["noise"])
         model.action_noise = self.noise
@@ -494,7 +558,8 @@ class DDPGAgent(Agent):
         while self.recorder.episode < episodes and not self.stop_requested:
             index = self.recorder.episode  # 0-based index of the episode about to run
             sigma = self.noise.sigma
-            phase = "warmup" if index < self.config.warmup else "explore"
+            phase = ("warmstart" if index < len(self.warm_actions) else
+                     "warmup" if index < self.config.warmup else "explore")
             self.model.learn(total_timesteps=1, callback=self._callbacks, reset_num_timesteps=False,
                              log_interval=None)  # type: ignore[arg-type]
             infos = self._episode_cb.pop()
@@ -517,4 +582,5 @@ class DDPGAgent(Agent):
             "noise_sigma": None if self.noise is None else self.noise.sigma,
             "reward_baseline": None if buf is None else getattr(buf, "reward_baseline", None),
             "ddpg": self.params.to_dict(),
+            "warm_start_episodes": int(len(self.warm_actions)),
         }

@@ -82,7 +82,9 @@ class SearchConfig:
         agent: name in ``agents.AGENTS``; episodes: episodes in all; warmup: random warm-up episodes
         (AMC 100, HAQ 20); seed; final_reward_to_all: AMC's reward copying (DDPG);
         noise_sigma, noise_decay: exploration noise (AMC 0.5, x0.95 per episode);
-        agent_kwargs: agent-specific options (e.g. ``agents.ddpg.DDPGConfig`` fields).
+        agent_kwargs: agent-specific options (e.g. ``agents.ddpg.DDPGConfig`` fields);
+        warm_start: (ddpg) a run dir (its ``best_policy.json``) or a policy JSON whose episode and
+        noisy neighbours are the first episodes, so they fill the replay buffer before exploration.
     Run:
         run_dir; resume: continue the run in ``run_dir`` from its checkpoint; overwrite: discard what
         ``run_dir`` holds; checkpoint_every: episodes between checkpoints; device: ``auto``/``cpu``/
@@ -120,6 +122,7 @@ class SearchConfig:
     noise_sigma: float = 0.5
     noise_decay: float = 0.95
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
+    warm_start: str | None = None
     run_dir: str = "runs/search"
     resume: bool = False
     overwrite: bool = False
@@ -207,6 +210,13 @@ class SearchConfig:
             raise AmcError(str(e)) from None
         self.agent = str(self.agent).lower()
         as_int("episodes", 1)
+        if self.warm_start is not None:
+            if self.agent != "ddpg":
+                raise bad(f"warm_start is a ddpg option (agent is {self.agent!r})")
+            src = Path(str(self.warm_start))
+            if not (src / "best_policy.json").is_file() and not (src.is_file() and src.suffix == ".json"):
+                raise bad(f"warm_start={str(src)!r}: give a run dir holding best_policy.json or a policy .json file")
+            self.warm_start = str(src)
         as_int("warmup", 0)
         as_int("seed", 0)
         as_int("data_seed", 0)

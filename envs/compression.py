@@ -466,6 +466,29 @@ class CompressionEnv(gym.Env):
                 s.a_bits[d.layer] = value
         return self._cost(s)
 
+    def actions_for(self, policy: Policy) -> list[float]:
+        """The action vector whose episode gives ``policy`` (up to channel rounding) when nothing is
+        clipped: keep ratio -> ``(ratio - lbound) / (1 - lbound)``, bits -> the centre of their action
+        interval; what ``policy`` leaves uncompressed (float bits, no group) maps to 1.0."""
+        names = [ly.name for ly in self.graph.layers]
+        if [ly.name for ly in policy.layers] != names:
+            raise AmcError("the policy was made for another model (its layers differ from this model's)")
+        groups = {tuple(g.layers): g for g in policy.groups}
+        out: list[float] = []
+        for d in self.decisions:
+            space = self.spaces[d.kind]
+            if d.kind == "prune":
+                g = groups.get(tuple(self.graph.groups[d.group].layers))
+                out.append(1.0 if g is None else space.to_action(g.channels / g.total))
+            elif d.kind == "sparsity":
+                sp = policy.layers[d.layer].sparsity
+                out.append(1.0 if sp is None else space.to_action(1.0 - sp))
+            else:
+                ly = policy.layers[d.layer]
+                bits = ly.w_bits if d.kind == "w_bits" else ly.a_bits
+                out.append(1.0 if bits is None or bits >= space.b_max else space.to_action(max(bits, space.b_min)))
+        return out
+
     @contextmanager
     def unbudgeted(self) -> Iterator[None]:
         """Within the block episodes have no budget: neither AMC's clip nor HAQ's bit lowering nor the

@@ -140,3 +140,39 @@ def test_sensitivity_cli(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["agent"] == "sensitivity" and summary["achieved"]["macs_ratio"] <= 0.6 + 1e-9
     assert (run / "sensitivity.csv").is_file() and (run / "sensitivity.png").is_file()
+    from amc.cli import build_parser
+    from amc.cli.search import config_from_args
+
+    args = build_parser().parse_args(["search", "--checkpoint", str(REF), "--warm-start", str(run), "--run-dir",
+                                      str(tmp_path / "ddpg")])
+    assert config_from_args(args).warm_start == str(run)
+
+
+def test_ddpg_warm_start_runs_the_policy_first(tmp_path, model, digits):
+    sens_dir = tmp_path / "sens"
+    agent, env, rec = _agent(sens_dir, model, digits, grid=3)
+    agent.run(5)
+    rec.close(extra=agent.summary_extra())
+    pol = Policy.load(sens_dir / "best_policy.json")
+    first = env.actions_for(pol)
+    assert env.cost_of(first) == pytest.approx(env.cost_of(agent.solve()))  # the mapping gives the same policy
+
+    run = tmp_path / "ddpg"
+    cfg = SearchConfig(checkpoint=str(REF), agent="ddpg", target="macs=0.5", episodes=3, warmup=3, run_dir=str(run),
+                       warm_start=str(sens_dir), agent_kwargs={"warm_start_neighbours": 1, "hidden": [16]})
+    rec2 = SearchRecorder(run, agent="ddpg", episodes=3, seed=0, base_accuracy=env.base_accuracy, target="macs=0.5",
+                          config=cfg.to_dict(), tensorboard=False, plot=False)
+    ddpg = AGENTS.get("ddpg")(env, cfg, rec2)
+    ddpg.run(3)
+    rows = read_episodes(run / "episodes.csv")
+    assert [r["phase"] for r in rows] == ["warmstart", "warmstart", "warmup"]
+    assert rows[0]["accuracy"] == pytest.approx(pol.accuracy["val_top1"])
+    assert rows[0]["macs_ratio"] == pytest.approx(pol.achieved["macs_ratio"])
+    n = env.n_decisions
+    stored = (ddpg.model.replay_buffer.actions[:2 * n, 0, 0] + 1.0) / 2.0  # SB3 stores [-1, 1] actions
+    assert np.allclose(stored[:n], first, atol=1e-6)
+    assert not np.allclose(stored[n:], first, atol=1e-3)  # the neighbour is a different episode
+    with pytest.raises(AmcError, match="warm_start"):
+        SearchConfig(checkpoint=str(REF), agent="ddpg", warm_start=str(tmp_path / "nothing"), run_dir=str(run))
+    with pytest.raises(AmcError, match="ddpg"):
+        SearchConfig(checkpoint=str(REF), agent="uniform", warm_start=str(sens_dir), run_dir=str(run))

@@ -94,6 +94,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--noise-decay", type=float, help="sigma decay per episode after warm-up (AMC: 0.95)")
     g.add_argument("--final-reward-to-all", action=argparse.BooleanOptionalAction, default=None,
                    help="give every transition the episode's final reward (AMC; default on)")
+    g.add_argument("--warm-start", metavar="RUN_DIR_OR_JSON",
+                   help="ddpg: start from this policy (a run dir's best_policy.json, or a policy JSON): it and a few "
+                        "noisy neighbours are the first episodes, in the replay buffer before exploration")
     g.add_argument("--agent-opt", type=_key_value, action="append", metavar="KEY=VALUE",
                    help="agent option, repeatable (ddpg: actor_lr, critic_lr, tau, gamma, batch_size, hidden, ...)")
     g.add_argument("--storage", help="Optuna agents: study storage, a journal file or a database URL such as "
