@@ -12,12 +12,17 @@ under the budget is known in closed form (water-filling, :meth:`optimal_keep`) a
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from amc.policy import GroupDecision, LayerDecision, Policy
+from envs.compression import Decision
+from search_spaces import KeepRatioSpace
 
 CHANNELS = 16
 
@@ -44,6 +49,9 @@ class ToyCompressionEnv(gym.Env):
         self.base_accuracy = float(base_accuracy)
         self.n_decisions = len(self.costs)
         self.decision_kinds = ["prune"] * self.n_decisions
+        self.decisions = [Decision("prune", i, i) for i in range(self.n_decisions)]
+        self.spaces = {"prune": KeepRatioSpace(lbound=self.lbound)}
+        self.base_cost = float(self.costs.sum())
         self.observation_space = gym.spaces.Box(0.0, 1.0, (5,), np.float32)
         self.action_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
         self._t = 0
@@ -70,6 +78,23 @@ class ToyCompressionEnv(gym.Env):
 
     def optimal_actions(self) -> np.ndarray:
         return (self.optimal_keep() - self.lbound) / (1.0 - self.lbound)
+
+    # ----------------------------------------------------------------- cost model (CompressionEnv's helpers)
+    @property
+    def target_cost(self) -> float:
+        return self.target * self.base_cost
+
+    def cost_of(self, actions: Sequence[float]) -> float:
+        keep = self.lbound + np.clip(np.asarray(actions, dtype=np.float64), 0.0, 1.0) * (1.0 - self.lbound)
+        return float((self.costs * keep).sum())
+
+    @contextmanager
+    def unbudgeted(self) -> Iterator[None]:
+        target, self.target = self.target, math.inf
+        try:
+            yield
+        finally:
+            self.target = target
 
     # ----------------------------------------------------------------- gymnasium API
     def _obs(self) -> np.ndarray:
