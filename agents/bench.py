@@ -157,7 +157,7 @@ class BenchConfig:
     reconstruct: bool = False
     proxy: str = "auto"
     calibration_size: int = 256
-    budget_band: float = 0.0
+    budget_band: float = 0.02
     eval_precision: str = "fp32"
     seed: int = 0
     ft_seeds: tuple[int, ...] = (0,)

@@ -83,7 +83,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reconstruct", action="store_true", help="older switch for --proxy reconstruct")
     g.add_argument("--proxy", help="evaluation proxy of the searches (default auto: bn for models with BatchNorm)")
     g.add_argument("--calibration-size", type=int, help="train images of the proxy (default 256)")
-    g.add_argument("--budget-band", type=float, help="two-sided budget band of the searches, e.g. 0.02 (default 0)")
+    g.add_argument("--budget-band", type=float, help="two-sided budget band of the searches (default 0.02; 0: AMC's one-sided clip)")
     g.add_argument("--ft-seeds", type=int, nargs="+", help="fine-tune each best policy once per seed (default 0)")
     g.add_argument("--eval-precision", choices=PRECISION_CHOICES,
                    help="precision of the searches' reward evaluation (default fp32; val/test top-1 stay fp32)")

@@ -75,7 +75,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calibration-size", type=int, help="train images of the proxy (norm statistics, reconstruction; "
                    "default 256, fixed seed)")
     g.add_argument("--budget-band", type=float, help="end every episode within [target x (1 - band), target], "
-                   "e.g. 0.02 (default 0: AMC's one-sided clip)")
+                   "(default 0.02; 0: AMC's one-sided clip)")
     g.add_argument("--reconstruct", action=argparse.BooleanOptionalAction, default=None,
                    help="older switch: --reconstruct is --proxy reconstruct, --no-reconstruct --proxy vanilla")
     g.add_argument("--w-bits", type=_pair, metavar="MIN,MAX", help="weight bit range (quant/joint)")
