@@ -6,7 +6,7 @@ import logging
 import signal
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from agents._recorder import SearchRecorder
     from agents.search import SearchConfig
 
-__all__ = ["Agent", "AGENTS", "stop_on_signals"]
+__all__ = ["Agent", "AGENTS", "stop_on_signals", "play_episode"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,3 +94,19 @@ def stop_on_signals(agent: Agent, signals: tuple[int, ...] | None = None) -> Ite
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def play_episode(env: Any, actions: Sequence[float], *, seed: int | None = None) -> dict[str, Any]:
+    """Reset ``env`` and step it through ``actions`` (one per decision); the last step's ``info``
+    (``policy``, ``metrics``, ``actions``, ``timing``)."""
+    import numpy as np
+
+    env.reset(seed=seed)
+    info: dict[str, Any] = {}
+    for a in actions:
+        _, _, terminated, truncated, info = env.step(np.array([a], dtype=np.float32))
+        if terminated or truncated:
+            break
+    if "metrics" not in info:
+        raise RuntimeError("the env did not finish its episode after n_decisions steps")
+    return info

@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from agents._base import AGENTS, Agent
+from agents._base import AGENTS, Agent, play_episode
 from amc.errors import AmcError
 from amc.utils import atomic_write_bytes, atomic_write_text
 
@@ -170,15 +170,7 @@ class SensitivityAgent(Agent):
 
     # ----------------------------------------------------------------- episodes
     def _episode(self, actions: Sequence[float]) -> dict[str, Any]:
-        env = self.env
-        env.reset(seed=int(getattr(self.config, "seed", 0)))
-        info: dict[str, Any] = {}
-        for a in actions:
-            _, _, terminated, truncated, info = env.step(np.array([a], dtype=np.float32))
-            if terminated or truncated:
-                break
-        if "metrics" not in info:
-            raise RuntimeError("the env did not finish its episode after n_decisions steps")
+        info = play_episode(self.env, actions, seed=int(getattr(self.config, "seed", 0)))
         self.evaluations += 1
         return info
 

@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents._base import AGENTS, Agent
+from agents._base import AGENTS, Agent, play_episode
 from amc._registry import Registry
 from amc.errors import AmcError
 from search_spaces import Space, UnitSpace
@@ -147,15 +147,7 @@ class UniformAgent(Agent):
 
     # ----------------------------------------------------------------- probes
     def _episode(self, actions: Sequence[float]) -> dict[str, Any]:
-        env = self.env
-        env.reset(seed=int(getattr(self.config, "seed", 0)))
-        info: dict[str, Any] = {}
-        for a in actions:
-            _, _, terminated, truncated, info = env.step(np.array([a], dtype=np.float32))
-            if terminated or truncated:
-                break
-        if "metrics" not in info:
-            raise RuntimeError("the env did not finish its episode after n_decisions steps")
+        info = play_episode(self.env, actions, seed=int(getattr(self.config, "seed", 0)))
         self.evaluations += 1
         return info
 

@@ -197,12 +197,9 @@ class _Study:
 
     @staticmethod
     def _episode(env: Any, actions: Sequence[float]) -> tuple[Policy, list[float]]:
-        env.reset()
-        info: dict[str, Any] = {}
-        for a in actions:
-            _, _, done, _, info = env.step(np.array([a], dtype=np.float32))
-            if done:
-                break
+        from agents._base import play_episode
+
+        info = play_episode(env, actions)
         return info["policy"], info["actions"]
 
     def _uniform(self, env: Any) -> Policy:
