@@ -7,7 +7,7 @@ CMA-ES, random and the uniform baseline, several seeds each, every run through
 writes the table and the plots (``--compare-out``). A run that already finished is kept (rerun the
 script after an interruption to complete the rest; ``--fresh`` starts every run again).
 
-    python scripts/bench_agents.py --data-dir /work/shared/datasets/fashion-mnist --evals 150
+    python scripts/bench_agents.py --data-dir ../shared/datasets/fashion-mnist --evals 150
 
 One evaluation prunes the model and measures val top-1 on ``--eval-limit`` held-out images (2,000:
 about 0.2 s on one CPU thread), so ``--evals`` x runs x that is the budget.
@@ -29,7 +29,7 @@ AGENTS_DEFAULT = ("ddpg", "tpe", "cmaes", "random", "uniform")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default="/work/shared/datasets/fashion-mnist", help="Fashion-MNIST IDX files")
+    p.add_argument("--data-dir", required=True, help="folder of the Fashion-MNIST IDX .gz files (e.g. ../shared/datasets/fashion-mnist)")
     p.add_argument("--checkpoint", default=str(ROOT / "reference" / "lenet5-fashion-mnist.pt"),
                    help="trained LeNet-5 (amc train --model lenet5 --dataset fashion-mnist ...)")
     p.add_argument("--target", default="macs=0.5", help="budget (default macs=0.5)")

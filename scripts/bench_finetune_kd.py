@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=str(ROOT / "reference" / "lenet5-fashion-mnist.pt"),
                    help="trained LeNet-5 (amc train --model lenet5 --dataset fashion-mnist ...)")
-    p.add_argument("--data-dir", default="/work/shared/datasets/fashion-mnist", help="Fashion-MNIST IDX files")
+    p.add_argument("--data-dir", required=True, help="folder of the Fashion-MNIST IDX .gz files (e.g. ../shared/datasets/fashion-mnist)")
     p.add_argument("--budget", default="macs=0.5", help="uniform policy budget (default macs=0.5)")
     p.add_argument("--policy", help="a searched policy instead of the uniform one")
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (default 2)")
