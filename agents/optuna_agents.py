@@ -245,10 +245,8 @@ RDB_ATTEMPTS = 8
 
 def _creation_race(e: BaseException) -> bool:
     """Whether ``e`` is a worker losing the race to create Optuna's tables (they exist by now)."""
-    try:
-        from sqlalchemy import exc
-    except ImportError:
-        return False
+    from sqlalchemy import exc  # Optuna's own dependency
+
     if isinstance(e, exc.IntegrityError):
         return True
     text = str(e).lower()

@@ -252,18 +252,13 @@ class SearchConfig:
         self._check_registries()
 
     def _check_registries(self) -> None:
-        """Names owned by other packages; checked where those packages are importable."""
-        try:
-            from envs import REWARDS
-        except ImportError:
-            REWARDS = None
-        if REWARDS is not None and self.reward not in REWARDS:
+        """Names owned by the env's and the pruner's registries (imported here: they import torch)."""
+        from amc.pruning import IMPORTANCES
+        from envs import REWARDS
+
+        if self.reward not in REWARDS:
             raise AmcError(f"search config: unknown reward {self.reward!r}; valid: {', '.join(REWARDS.names())}")
-        try:
-            from amc.pruning import IMPORTANCES
-        except ImportError:
-            IMPORTANCES = None
-        if IMPORTANCES is not None and self.importance not in IMPORTANCES:
+        if self.importance not in IMPORTANCES:
             raise AmcError(f"search config: unknown importance {self.importance!r}; "
                            f"valid: {', '.join(IMPORTANCES.names())}")
 

@@ -44,10 +44,6 @@ def _study(run_dir: Path, cfg: SearchConfig) -> optuna.Study:
     return optuna.load_study(study_name=default_study_name(cfg), storage=storage)
 
 
-def test_all_optuna_agents_are_registered():
-    assert OPTUNA_AGENTS == ["cmaes", "gp", "motpe", "nsga2", "random", "tpe"]
-
-
 @pytest.mark.parametrize("name", OPTUNA_AGENTS)
 def test_every_optuna_agent_writes_the_standard_outputs(tmp_path, name):
     target = "macs=1.0" if AGENTS.get(name).multi_objective else "macs=0.5"

@@ -376,22 +376,6 @@ def test_default_lenet5_on_digits_passes_97_percent(tmp_path, capsys):
     assert ckpt["metrics"]["test_top1"] >= 97.0
 
 
-def test_one_duration_for_the_quickstart():
-    readme = (ROOT / "README.md").read_text()
-    yaml_head = (ROOT / "configs" / "quickstart.yaml").read_text().splitlines()[0]
-    from amc.cli import search as search_cli
-
-    phrase = "about a minute"
-    assert phrase in yaml_head and f"({phrase})" in search_cli.__doc__
-    quick = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
-    assert phrase in quick and "under a minute" not in quick and "2 min" not in quick
-
-
-def test_readme_documents_the_cpu_only_torch_install():
-    readme = (ROOT / "README.md").read_text()
-    assert "--index-url https://download.pytorch.org/whl/cpu" in readme
-
-
 # ------------------------------------------------------------------------------------- 3: RDB table creation race
 def test_rdb_storage_retries_the_table_creation_race(tmp_path, monkeypatch):
     """Two workers on a fresh PostgreSQL race to create Optuna's tables; the loser retries and opens it."""

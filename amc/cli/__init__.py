@@ -33,12 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:
-                continue  # subcommand not built yet
-            raise
+        mod = importlib.import_module(module)
         p = sub.add_parser(name, help=help_, description=help_)
         mod.add_parser(p)
         p.set_defaults(_run=mod.run)

@@ -74,11 +74,11 @@ def setup_from_args(args: argparse.Namespace, *, need_data: bool = True) -> Any:
                    need_data=need_data)
 
 
-def _fmt_acc(v: float | None) -> str:
+def fmt_acc(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}%"
 
 
-def _human_bytes(n: float) -> str:
+def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -94,8 +94,8 @@ def cost_table(costs: dict[str, Any]) -> list[str]:
             ("weight size", d["base_weight_bits"] / 8, d["weight_bits"] / 8, d["size_ratio"], cm["size_ratio"], "B")]
     lines = [f"{'':<12} {'uncompressed':>14} {'compressed':>14} {'ratio':>8} {'cost model':>11}"]
     for name, base, now, ratio, model_ratio, unit in rows:
-        b = _human_bytes(base) if unit else f"{int(base):,}"
-        c = _human_bytes(now) if unit else f"{int(now):,}"
+        b = human_bytes(base) if unit else f"{int(base):,}"
+        c = human_bytes(now) if unit else f"{int(now):,}"
         lines.append(f"{name:<12} {b:>14} {c:>14} {ratio:>8.4f} {model_ratio:>11.4f}")
     return lines
 
@@ -153,8 +153,8 @@ def run(args: argparse.Namespace) -> int:
           f"test {len(setup.splits.test)})")
     for line in cost_table(costs):
         print(line)
-    print(f"{'val top-1':<12} {_fmt_acc(base['val_top1']):>14} {_fmt_acc(acc['val_top1']):>14}")
-    print(f"{'test top-1':<12} {_fmt_acc(base['test_top1']):>14} {_fmt_acc(acc['test_top1']):>14}")
+    print(f"{'val top-1':<12} {fmt_acc(base['val_top1']):>14} {fmt_acc(acc['val_top1']):>14}")
+    print(f"{'test top-1':<12} {fmt_acc(base['test_top1']):>14} {fmt_acc(acc['test_top1']):>14}")
     if "matches_search" in acc:
         verdict = ("reproduced exactly" if acc["matches_search"] else
                    f"differs (now {acc.get('val_top1_search_subset', acc['val_top1']):.4f}%: another checkpoint, "
@@ -162,6 +162,6 @@ def run(args: argparse.Namespace) -> int:
         subset = (f" (on the search's val images, in {acc.get('search_eval_precision', 'fp32')})"
                   if "val_top1_search_subset" in acc else "")
         print(f"the search recorded val top-1 {acc['search_val_top1']:.4f}%: {verdict}{subset}")
-    print(f"saved {model_file} ({_human_bytes(model_file.stat().st_size)}), {out / 'policy.json'}, "
+    print(f"saved {model_file} ({human_bytes(model_file.stat().st_size)}), {out / 'policy.json'}, "
           f"{out / 'apply_summary.json'}")
     return 0

@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 from amc._rundir import refuse_existing_files
-from amc.cli.apply import _human_bytes, add_common
+from amc.cli.apply import add_common, human_bytes
 from amc.errors import AmcError
 
 
@@ -72,5 +72,5 @@ def run(args: argparse.Namespace) -> int:
         written.append(("onnx", export_onnx(model, args.onnx, example, opset=args.opset)))
     for kind, path in written:
         size = Path(path).stat().st_size
-        print(f"{kind:<12} {path}  {size:,} bytes ({_human_bytes(size)})")
+        print(f"{kind:<12} {path}  {size:,} bytes ({human_bytes(size)})")
     return 0

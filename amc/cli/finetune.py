@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 
 from amc.cli._args import PRECISION_CHOICES
-from amc.cli.apply import _fmt_acc, _human_bytes, add_common, cost_table
+from amc.cli.apply import add_common, cost_table, fmt_acc, human_bytes
 from amc.errors import AmcError
 
 
@@ -123,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'':<12} {'uncompressed':>14} {'before FT':>14} {'after FT':>14}")
     for split in ("val", "test"):
         key = f"{split}_top1"
-        print(f"{split + ' top-1':<12} {_fmt_acc(s['uncompressed'][key]):>14} {_fmt_acc(s['before'][key]):>14} "
-              f"{_fmt_acc(s['after'][key]):>14}")
+        print(f"{split + ' top-1':<12} {fmt_acc(s['uncompressed'][key]):>14} {fmt_acc(s['before'][key]):>14} "
+              f"{fmt_acc(s['after'][key]):>14}")
     if s.get("model_file"):
-        print(f"saved {s['model_file']} ({_human_bytes(s['model_file_bytes'])})")
+        print(f"saved {s['model_file']} ({human_bytes(s['model_file_bytes'])})")
     return 0
