@@ -1,7 +1,7 @@
 """Measured latency, and a per-layer latency table that predicts a policy's latency without timing it.
 
 Measurement protocol (:func:`measure_latency`): fixed thread count and batch size, warm-up runs, then
-the median of repeated timed runs (``torch.cuda.synchronize`` around each on CUDA). Medians resist the
+the median of repeated timed runs, by ``torch.utils.benchmark.Timer`` (which synchronises CUDA). Medians resist the
 noise of shared machines; still, compare timings only from one run on one machine.
 
 :class:`LatencyTable` times every compressible layer alone (convolution, or linear) at a grid of
@@ -16,8 +16,7 @@ measured latency of real pruned models.
 from __future__ import annotations
 
 import json
-import statistics
-import time
+import logging
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -63,9 +62,16 @@ def fixed_threads(threads: int | None):
         torch.set_num_threads(old)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _timer(model: nn.Module, x: torch.Tensor, threads: int):
+    """A ``torch.utils.benchmark.Timer`` of one forward pass (it synchronises CUDA around each block)."""
+    logger = logging.getLogger("torch.utils.cpp_extension")  # a CUDA_HOME notice on CPU-only machines
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils.benchmark import Timer
+    finally:
+        logger.setLevel(level)
+    return Timer("model(x)", globals={"model": model, "x": x}, num_threads=threads)
 
 
 @torch.inference_mode()
@@ -75,27 +81,24 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], *, batch_size:
     """Median latency of ``model`` on a random input ``(batch_size, *input_shape)``.
 
     ``input_shape`` is one sample's shape ``(C, H, W)``. The model is put in eval mode on ``device``.
-    ``min_time_s`` keeps repeating until that much time was spent timing (for sub-millisecond layers).
+    Timed with ``torch.utils.benchmark.Timer``: ``warmup`` runs, then blocks of runs for at least
+    ``repeats`` runs' worth of time and at least ``min_time_s`` (for sub-millisecond layers). A block
+    holds one run for whole models and many for tiny layers (the Timer sizes them above its clock's
+    resolution); the median, p10 and p90 are over the blocks' per-run times.
     """
     if batch_size < 1 or repeats < 1:
         raise AmcError(f"batch_size and repeats must be >= 1, got {batch_size}, {repeats}")
     dev = resolve_device(device)
     model = model.to(dev).eval()
     x = torch.randn(batch_size, *input_shape, device=dev)
-    with fixed_threads(threads) as n_threads:
-        for _ in range(warmup):
-            model(x)
-        _sync(dev)
-        times = []
-        start = time.perf_counter()
-        while len(times) < repeats or (time.perf_counter() - start) < min_time_s:
-            t0 = time.perf_counter()
-            model(x)
-            _sync(dev)
-            times.append((time.perf_counter() - t0) * 1000.0)
+    n_threads = int(threads) if threads else torch.get_num_threads()
+    timer = _timer(model, x, n_threads)
+    per_run = timer.timeit(max(warmup, 1)).mean  # also the warm-up
+    m = timer.blocked_autorange(min_run_time=max(min_time_s, repeats * per_run))
+    times = np.asarray(m.times) * 1000.0
     q = np.percentile(times, [10, 90])
-    return LatencyResult(statistics.median(times), float(q[0]), float(q[1]), statistics.fmean(times), batch_size,
-                         n_threads, len(times), str(dev))
+    return LatencyResult(float(np.median(times)), float(q[0]), float(q[1]), float(times.mean()), batch_size,
+                         n_threads, int(m.number_per_run * len(m.raw_times)), str(dev))
 
 
 def _standalone(layer: nn.Module, in_ch: int, out_ch: int) -> nn.Module:
