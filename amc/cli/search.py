@@ -20,9 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from amc.cli._args import PRECISION_CHOICES, count_or_fraction
+from amc.config import key_value
 from amc.errors import AmcError
 
 
@@ -32,22 +31,6 @@ def _pair(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give MIN,MAX bit widths, e.g. 2,8") from None
     return [lo, hi]
-
-
-def _key_value(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. actor_lr=1e-4")
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        parsed = value
-    if isinstance(parsed, str):  # YAML 1.1 reads 1e-4 as a string
-        try:
-            parsed = float(parsed)
-        except ValueError:
-            pass
-    return key.strip(), parsed
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -84,7 +67,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-precision", choices=PRECISION_CHOICES,
                    help="precision of the reward's evaluation (mode prune): bf16 is ~2.8x faster per episode on CPUs with "
                    "AVX-512 BF16/AMX; the shipped policy is re-measured in fp32 by amc apply (default fp32)")
-    g.add_argument("--env-opt", type=_key_value, action="append", metavar="KEY=VALUE",
+    g.add_argument("--env-opt", type=key_value, action="append", metavar="KEY=VALUE",
                    help="further environment option (repeatable)")
     g = p.add_argument_group("agent")
     g.add_argument("--agent", help="search agent (ddpg, or a registered baseline)")
@@ -97,7 +80,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warm-start", metavar="RUN_DIR_OR_JSON",
                    help="ddpg: start from this policy (a run dir's best_policy.json, or a policy JSON): it and a few "
                         "noisy neighbours are the first episodes, in the replay buffer before exploration")
-    g.add_argument("--agent-opt", type=_key_value, action="append", metavar="KEY=VALUE",
+    g.add_argument("--agent-opt", type=key_value, action="append", metavar="KEY=VALUE",
                    help="agent option, repeatable (ddpg: actor_lr, critic_lr, tau, gamma, batch_size, hidden, ...)")
     g.add_argument("--storage", help="Optuna agents: study storage, a journal file or a database URL such as "
                    "postgresql://user@host/db (default RUN_DIR/optuna.journal); workers sharing it share the study")

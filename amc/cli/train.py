@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from amc.cli._args import PRECISION_CHOICES, count_or_fraction
+from amc.config import load_yaml
 from amc.errors import AmcError
 
 # option dest -> default (None: required or library default)
@@ -134,17 +135,8 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults, then the YAML ``--config``, then the command line."""
     opts = dict(_DEFAULTS)
     if getattr(args, "config", None):
-        import yaml
-
         path = Path(args.config)
-        if not path.is_file():
-            raise AmcError(f"config file {path} not found")
-        try:
-            doc = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise AmcError(f"cannot parse {path}: {e}") from None
-        if not isinstance(doc, dict):
-            raise AmcError(f"{path}: expected a mapping of option: value")
+        doc = load_yaml(path)
         for key, value in doc.items():
             k = _ALIASES.get(str(key).replace("-", "_"), str(key).replace("-", "_"))
             if k not in opts:

@@ -1,0 +1,16 @@
+"""Typed configuration: pydantic models, and the command line generated from them (:mod:`amc.config.cli`)."""
+
+from amc.config.cli import (
+    ConfigField,
+    add_config_arguments,
+    config_fields,
+    dump_config,
+    key_value,
+    load_yaml,
+    resolve_config,
+    set_path,
+    validation_message,
+)
+
+__all__ = ["ConfigField", "add_config_arguments", "config_fields", "dump_config", "key_value", "load_yaml", "resolve_config",
+           "set_path", "validation_message"]

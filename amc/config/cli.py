@@ -1,0 +1,238 @@
+"""A command line generated from a pydantic configuration model, in the manner of ``HfArgumentParser``.
+
+Every leaf field of a (nested) model becomes an option named by its dotted path (``--env.lbound``);
+a field may also carry an everyday name (``Field(..., json_schema_extra={"flag": "--episodes"})``).
+``--help`` shows each option's description and default. A run's configuration is, in order: the
+model's defaults, a YAML file (``--config``), then the options given on the command line; pydantic
+validates the result once, and every problem is one :class:`amc.errors.AmcError` line that names the
+option, so the CLI prints one ``error:`` line and exits with 2.
+
+Why not jsonargparse or tyro (both tried): tyro prints pydantic's validation errors in a multi-line
+box on stderr, even with ``console_outputs=False``, and jsonargparse cannot give a nested key an
+everyday alias (``--episodes`` for ``agent.episodes``). Both rules are part of amc's CLI contract.
+What this module adds over argparse is small: it walks ``model_fields``, and pydantic does the types.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from amc.errors import AmcError
+
+__all__ = ["ConfigField", "config_fields", "add_config_arguments", "resolve_config", "dump_config", "load_yaml",
+           "set_path", "validation_message", "key_value"]
+
+
+class ConfigField(typing.NamedTuple):
+    """One leaf option of a configuration model."""
+
+    path: str  # dotted: "env.lbound"
+    annotation: Any
+    default: Any
+    description: str
+    flag: str | None  # the everyday name, e.g. "--episodes"
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def config_fields(model: type[BaseModel], prefix: str = "") -> Iterator[ConfigField]:
+    """The leaf fields of ``model`` and of its nested models, depth first, in declaration order."""
+    for name, info in model.model_fields.items():
+        if _is_model(info.annotation):
+            yield from config_fields(info.annotation, f"{prefix}{name}.")
+            continue
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, Mapping) else {}
+        default = info.get_default(call_default_factory=True)
+        yield ConfigField(f"{prefix}{name}", info.annotation, default, info.description or "", extra.get("flag"))
+
+
+def _strip_optional(annotation: Any) -> tuple[Any, bool]:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else annotation), True
+    return annotation, False
+
+
+def _scalar(text: str) -> Any:
+    """A command-line word as YAML reads it (``null``, ``[1, 2]``, ``{a: 1}``), else the text itself."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return text if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of an open mapping: the value is typed as YAML would (``1e-4`` too, a number)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. actor_lr=1e-4")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
+    if isinstance(parsed, str):  # YAML 1.1 reads 1e-4 as a string
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    return key.strip(), parsed
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value) or "(none)"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "(none)"
+    return "none" if value is None else str(value)
+
+
+def _negative(option: str) -> str:
+    head, _, leaf = option[2:].rpartition(".")
+    return f"--{head + '.' if head else ''}no-{leaf}"
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, model: type[BaseModel], *,
+                         sections: Mapping[str, str] | None = None) -> None:
+    """Add one option per leaf field of ``model`` to ``parser``, grouped by top-level section.
+
+    Options that are not given stay absent from the parsed namespace (``argparse.SUPPRESS``), so that
+    only what the user typed overrides the file. ``sections`` titles the groups (``{"env": "what to
+    search"}``); a section without a title is titled by its name.
+    """
+    groups: dict[str, Any] = {}
+    for f in config_fields(model):
+        section = f.path.split(".", 1)[0] if "." in f.path else ""
+        if section not in groups:
+            title = (sections or {}).get(section, section or "options")
+            groups[section] = parser.add_argument_group(title)
+        names = [f"--{f.path.replace('_', '-')}"]
+        if f.flag:
+            names.insert(0, f.flag)
+        kwargs: dict[str, Any] = {"dest": f.path, "default": argparse.SUPPRESS,
+                                  "help": f"{f.description} (default: {_show(f.default)})".lstrip()}
+        inner, _ = _strip_optional(f.annotation)
+        origin = typing.get_origin(inner)
+        kwargs["metavar"] = f.path.rsplit(".", 1)[-1].upper()
+        if inner is bool:  # --env.reconstruct / --env.no-reconstruct (and --reconstruct / --no-reconstruct)
+            negative = [_negative(n) for n in names]
+            groups[section].add_argument(*names, dest=f.path, default=argparse.SUPPRESS, action="store_const",
+                                         const=True, help=kwargs["help"])
+            groups[section].add_argument(*negative, dest=f.path, default=argparse.SUPPRESS, action="store_const",
+                                         const=False, help=argparse.SUPPRESS)
+            continue
+        if origin is Literal:
+            choices = typing.get_args(inner)
+            kwargs["choices"] = choices
+            kwargs["type"] = type(choices[0]) if len({type(c) for c in choices}) == 1 else _scalar
+            kwargs["metavar"] = "{" + ",".join(str(c) for c in choices) + "}"
+        elif origin in (dict, Mapping) or inner is dict:
+            kwargs.update(type=key_value, action="append", metavar="KEY=VALUE")
+        elif origin in (list, tuple) or inner in (list, tuple):
+            kwargs.update(nargs="+", type=_scalar)
+        else:
+            kwargs["type"] = _scalar
+        groups[section].add_argument(*names, **kwargs)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path`` (an ``AmcError`` naming the file otherwise)."""
+    p = Path(path)
+    if not p.is_file():
+        raise AmcError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise AmcError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise AmcError(f"config file {str(p)!r} must hold a mapping of options, not {type(data).__name__}")
+    return data
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    """``data["a"]["b"] = value`` for ``path="a.b"``, creating the intermediate mappings."""
+    *parents, leaf = path.split(".")
+    node = data
+    for key in parents:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[leaf] = value
+
+
+def _nest_flat_keys(model: type[BaseModel], data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Place top-level keys that name a leaf field (``episodes: 10``) in their section (``agent``).
+
+    Leaf names are unique across sections (one name per notion), so a flat file stays readable as
+    the nested one; a key that is neither a section nor a leaf is left for pydantic to refuse.
+    """
+    sections = {name for name, info in model.model_fields.items() if _is_model(info.annotation)}
+    leaves: dict[str, str] = {}
+    for f in config_fields(model):
+        leaves.setdefault(f.path.rsplit(".", 1)[-1], f.path)
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = leaves.get(key) if key not in sections and key not in model.model_fields else None
+        if path is None:
+            if key in out and isinstance(out[key], dict) and isinstance(value, dict):
+                out[key] = {**out[key], **value}
+            else:
+                out[key] = value
+        else:
+            set_path(out, path, value)
+    return out
+
+
+def validation_message(error: ValidationError, what: str) -> str:
+    """Pydantic's errors on one line: ``what: env.lbound=3: Input should be less than or equal to 1``."""
+    parts = []
+    for e in error.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown option {loc!r}")
+        elif e["type"] == "missing":
+            parts.append(f"{loc} is required")
+        else:
+            shown = e.get("input")
+            parts.append(f"{loc}={shown!r}: {e['msg']}" if loc else e["msg"])
+    return f"{what}: " + "; ".join(parts)
+
+
+def resolve_config(model: type[BaseModel], args: argparse.Namespace | Mapping[str, Any], *,
+                   config: str | Path | Mapping[str, Any] | None = None, what: str = "config") -> BaseModel:
+    """The validated ``model``: its defaults, then ``config`` (a YAML path or a mapping), then ``args``.
+
+    ``args`` holds dotted option paths (as :func:`add_config_arguments` parses them); other attributes
+    are ignored. ``KEY=VALUE`` lists become mappings.
+    """
+    data = load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
+    data = _nest_flat_keys(model, data, str(config))
+    given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+    paths = {f.path for f in config_fields(model)}
+    for path, value in given.items():
+        if path not in paths:
+            continue
+        if isinstance(value, list) and value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+            value = dict(value)  # KEY=VALUE options
+        set_path(data, path, value)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise AmcError(validation_message(e, what)) from None
+
+
+def dump_config(config: BaseModel) -> str:
+    """YAML that :func:`resolve_config` reads back to an equal configuration."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
