@@ -147,8 +147,7 @@ def _calibrate(qmodel: nn.Module, wrappers: dict[str, QuantWrapper], batches: li
         if stats is None:
             scale, signed = compute()
         else:
-            scale, signed = stats.scale((n, m.a_bits, method, cfg.percentile if method == "percentile" else None),
-                                        compute)
+            scale, signed = stats.scale((n, m.a_bits, method, cfg.percentile), compute)
         m.set_activation_range(scale, signed)
     return qmodel
 
