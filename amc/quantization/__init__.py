@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from amc.quantization.cache import QuantCache
 from amc.quantization.config import QuantConfig
-from amc.quantization.observers import ACT_CALIBRATIONS, ActObserver, CalibrationRule, get_calibration
+from amc.quantization.observers import ACT_CALIBRATIONS
 from amc.quantization.quantize import (
     activation_quantization_error,
     activation_scale,
@@ -36,7 +36,6 @@ from amc.quantization.quantize import (
     quantize_model,
 )
 from amc.quantization.schemes import (
-    FLOAT_BITS,
     WEIGHT_CLIPS,
     WEIGHT_SCHEMES,
     QuantizedWeight,
@@ -60,15 +59,12 @@ from amc.quantization.storage import (
     unpack_model,
     weight_storage_bits,
 )
-from amc.quantization.wrapper import QuantWrapper, quantizable_layers, quantized_layers
+from amc.quantization.wrapper import QuantWrapper, quantized_layers
 
 __all__ = [
     "ACT_CALIBRATIONS",
-    "FLOAT_BITS",
     "WEIGHT_CLIPS",
     "WEIGHT_SCHEMES",
-    "ActObserver",
-    "CalibrationRule",
     "QuantCache",
     "QuantConfig",
     "QuantWrapper",
@@ -80,13 +76,11 @@ __all__ = [
     "check_bits",
     "fake_quant_activation",
     "first_last_layers",
-    "get_calibration",
     "get_scheme",
     "huffman_size_bits",
     "load_packed",
     "pack_model",
     "pin_first_last",
-    "quantizable_layers",
     "quantization_error",
     "quantize_model",
     "quantize_weight",

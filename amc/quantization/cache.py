@@ -22,8 +22,6 @@ from amc.quantization.observers import ActObserver
 from amc.quantization.schemes import QuantizedWeight
 from amc.quantization.wrapper import QuantWrapper
 
-__all__ = ["CalibrationStats", "ModelFingerprint", "QuantCache", "digest"]
-
 
 def digest(t: torch.Tensor) -> bytes:
     """A hash of a tensor's exact contents (bytes), dtype, shape and device."""

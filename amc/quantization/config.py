@@ -11,8 +11,6 @@ from amc.errors import AmcError
 from amc.quantization.observers import ACT_CALIBRATIONS, get_calibration
 from amc.quantization.schemes import LOW_BITS, WEIGHT_CLIPS, check_choice, get_scheme
 
-__all__ = ["QuantConfig"]
-
 
 @dataclass
 class QuantConfig:

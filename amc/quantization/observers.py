@@ -21,18 +21,6 @@ import torch
 
 from amc.quantization.schemes import act_qrange, check_choice
 
-__all__ = [
-    "ACT_CALIBRATIONS",
-    "ActObserver",
-    "CalibrationRule",
-    "get_calibration",
-    "kl_threshold",
-    "mse_threshold",
-    "percentile_threshold",
-    "register_calibration",
-    "scale_from_observer",
-]
-
 
 class ActObserver:
     """Running statistics of one layer's input activation.

@@ -35,15 +35,6 @@ from amc.quantization.wrapper import (
 )
 from amc.utils import model_device
 
-__all__ = [
-    "activation_quantization_error",
-    "activation_scale",
-    "calibrate",
-    "first_last_layers",
-    "pin_first_last",
-    "quantize_model",
-]
-
 logger = logging.getLogger(__name__)
 
 

@@ -33,25 +33,6 @@ import torch
 
 from amc.errors import AmcError
 
-__all__ = [
-    "FLOAT_BITS",
-    "LOW_BITS",
-    "WEIGHT_CLIPS",
-    "WEIGHT_SCHEMES",
-    "QuantizedWeight",
-    "WeightScheme",
-    "check_bits",
-    "check_choice",
-    "fake_quant_activation",
-    "get_scheme",
-    "quantization_error",
-    "quantize_weight",
-    "quantize_weight_codes",
-    "register_scheme",
-    "scheme_names",
-    "weight_quantization_error",
-]
-
 FLOAT_BITS = 32
 LOW_BITS = 5  # "auto" rules switch to the error-minimising clip / KL below this many bits
 WEIGHT_CLIPS = ("auto", "max", "mse")

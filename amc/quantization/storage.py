@@ -35,18 +35,6 @@ from amc.errors import AmcError
 from amc.quantization.schemes import FLOAT_BITS, QuantizedWeight
 from amc.quantization.wrapper import QuantWrapper, quantizable_layers, quantized_layers
 
-__all__ = [
-    "PACKED_FORMAT",
-    "PACKED_VERSION",
-    "huffman_size_bits",
-    "load_packed",
-    "pack_model",
-    "save_packed",
-    "skeleton_bytes",
-    "unpack_model",
-    "weight_storage_bits",
-]
-
 PACKED_FORMAT = "amc-packed-model"  # the payload's tag (a whole file before there was one format)
 PACKED_VERSION = 1
 

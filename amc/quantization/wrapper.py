@@ -23,8 +23,6 @@ from amc.quantization.config import QuantConfig
 from amc.quantization.observers import ActObserver
 from amc.quantization.schemes import QuantizedWeight, check_bits, fake_quant_activation, get_scheme
 
-__all__ = ["QuantWrapper", "eval_mode", "observing_float", "quantizable_layers", "quantized_layers"]
-
 
 class QuantWrapper(nn.Module):
     """A ``Conv2d``/``Linear`` that quantizes its input activation and its weight on the fly.
