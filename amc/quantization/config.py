@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from amc.errors import AmcError
-from amc.quantization.observers import ACT_CALIBRATIONS, get_calibration
+from amc.quantization.observers import calibration_names, get_calibration
 from amc.quantization.schemes import LOW_BITS, WEIGHT_CLIPS, check_choice, get_scheme
 
 
@@ -45,7 +45,7 @@ class QuantConfig:
     def __post_init__(self) -> None:
         self.weight_scheme = get_scheme(self.weight_scheme).name
         self.weight_clip = check_choice("weight_clip", self.weight_clip, WEIGHT_CLIPS)
-        self.act_calibration = check_choice("act_calibration", self.act_calibration, ACT_CALIBRATIONS)
+        self.act_calibration = check_choice("act_calibration", self.act_calibration, calibration_names())
         if not (0.0 < float(self.percentile) <= 100.0):
             raise AmcError(f"percentile must be in (0, 100], e.g. 99.99; got {self.percentile!r}")
         self.percentile = float(self.percentile)

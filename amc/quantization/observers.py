@@ -255,6 +255,11 @@ def get_calibration(name: str) -> CalibrationRule:
     return _RULES[check_choice("activation calibration", name, tuple(_RULES))]
 
 
+def calibration_names() -> tuple[str, ...]:
+    """What ``QuantConfig(act_calibration=...)`` accepts: ``auto`` and every registered rule."""
+    return ("auto", *_RULES)
+
+
 for _rule in (
     CalibrationRule("max", False, lambda obs, qmax, pct: obs.abs_max),
     CalibrationRule("percentile", True, lambda obs, qmax, pct: percentile_threshold(obs.hist, obs.hist_max, pct)),
@@ -263,8 +268,8 @@ for _rule in (
 ):
     register_calibration(_rule)
 
-#: what ``QuantConfig(act_calibration=...)`` accepts: ``auto`` and the built-in rules
-ACT_CALIBRATIONS = ("auto", *_RULES)
+#: ``auto`` and the built-in rules (:func:`calibration_names` also lists rules registered later)
+ACT_CALIBRATIONS = calibration_names()
 
 
 def scale_from_observer(obs: ActObserver, bits: int, method: str, *, percentile: float = 99.99) -> tuple[float, bool]:

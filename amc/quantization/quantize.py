@@ -24,7 +24,7 @@ import torch.nn as nn
 from amc.errors import AmcError
 from amc.quantization.cache import ModelFingerprint, QuantCache
 from amc.quantization.config import QuantConfig
-from amc.quantization.observers import ACT_CALIBRATIONS, ActObserver, scale_from_observer
+from amc.quantization.observers import ActObserver, calibration_names, scale_from_observer
 from amc.quantization.schemes import check_bits, check_choice, fake_quant_activation, quantization_error
 from amc.quantization.wrapper import (
     QuantWrapper,
@@ -50,7 +50,7 @@ def activation_scale(
     b = check_bits(bits, kind="activation")
     if b is None:
         raise AmcError("activation_scale needs bits in 1..8")
-    method = check_choice("activation calibration", method, ACT_CALIBRATIONS)
+    method = check_choice("activation calibration", method, calibration_names())
     method = cfg.act_method(b) if method == "auto" else method
     obs = ActObserver(**cfg.observer_options(b, method))
     for t in [x] if isinstance(x, torch.Tensor) else x:
