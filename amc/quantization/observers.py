@@ -1,19 +1,25 @@
-"""Activation-range calibration for :mod:`amc.quantization`: a one-pass observer and the
-histogram threshold rules (percentile, KL divergence, mean squared error).
+"""Activation observers and the calibration rules that turn their statistics into a scale.
 
 The observer keeps, per layer, the running min/max, the running mean of ``|x|`` and a histogram of
 ``|x|`` whose range grows by doubling (adjacent bins are merged), so that every layer's statistics
 come out of a single forward pass over the calibration batches, without storing activations.
+
+Calibration rules are registered by name (:func:`get_calibration`): ``max``, ``percentile`` (99.99
+by default), ``kl`` (TensorRT's entropy calibration) and ``mse`` (least squared error, as NVIDIA's
+pytorch-quantization offers). ``QuantConfig(act_calibration="auto")`` picks KL below 5 bits and max
+above. An input seen ``>= 0`` everywhere (after a ReLU) is quantized unsigned, otherwise signed.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["ActObserver", "kl_threshold", "mse_threshold", "percentile_threshold"]
+from amc.quantization.schemes import act_qrange, check_choice
 
 
 class ActObserver:
@@ -78,6 +84,10 @@ class ActObserver:
 
     def bin_width(self) -> float:
         return self.hist_max / self.bins
+
+    def covers(self, *, bins: int, histogram: bool, abs_mean: bool) -> bool:
+        """Whether these statistics serve a layer that needs an observer made with these options."""
+        return self.bins == bins and (self.histogram or not histogram) and (self.track_abs_mean or not abs_mean)
 
 
 def _count_nonzero(x: torch.Tensor) -> int:
@@ -207,3 +217,72 @@ def mse_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candida
     err = err + (s2[B] - s2[cand]) - 2 * top * (s1[B] - s1[cand]) + top * top * (s0[B] - s0[cand])
     best = int(cand[int(torch.argmin(err))])
     return best * hist_max / B
+
+
+# --------------------------------------------------------------------------------------------------
+# calibration rules
+
+
+@dataclass(frozen=True)
+class CalibrationRule:
+    """A named rule giving the clip threshold (float units) of an observed activation.
+
+    Attributes:
+        name: what ``QuantConfig(act_calibration=...)`` calls it.
+        histogram: whether the rule reads ``obs.hist`` (observers then collect one).
+        threshold: ``(observer, qmax, percentile) -> threshold``; ``qmax`` is the largest integer
+            level (127 for int8, 15 for uint4); ``percentile`` is the config's, in (0, 100].
+    """
+
+    name: str
+    histogram: bool
+    threshold: Callable[[ActObserver, int, float], float]
+
+
+_RULES: dict[str, CalibrationRule] = {}
+
+
+def register_calibration(rule: CalibrationRule) -> CalibrationRule:
+    """Make ``rule`` selectable by its name."""
+    if rule.name in _RULES or rule.name == "auto":
+        raise ValueError(f"calibration rule {rule.name!r} is reserved or already registered")
+    _RULES[rule.name] = rule
+    return rule
+
+
+def get_calibration(name: str) -> CalibrationRule:
+    """The registered rule called ``name`` (``auto`` is resolved by ``QuantConfig.act_method``)."""
+    return _RULES[check_choice("activation calibration", name, tuple(_RULES))]
+
+
+def calibration_names() -> tuple[str, ...]:
+    """What ``QuantConfig(act_calibration=...)`` accepts: ``auto`` and every registered rule."""
+    return ("auto", *_RULES)
+
+
+for _rule in (
+    CalibrationRule("max", False, lambda obs, qmax, pct: obs.abs_max),
+    CalibrationRule("percentile", True, lambda obs, qmax, pct: percentile_threshold(obs.hist, obs.hist_max, pct)),
+    CalibrationRule("kl", True, lambda obs, qmax, pct: kl_threshold(obs.hist, obs.hist_max, qmax)),
+    CalibrationRule("mse", True, lambda obs, qmax, pct: mse_threshold(obs.hist, obs.hist_max, qmax)),
+):
+    register_calibration(_rule)
+
+#: ``auto`` and the built-in rules (:func:`calibration_names` also lists rules registered later)
+ACT_CALIBRATIONS = calibration_names()
+
+
+def scale_from_observer(obs: ActObserver, bits: int, method: str, *, percentile: float = 99.99) -> tuple[float, bool]:
+    """``(scale, signed)`` of ``bits``-bit activations from ``obs`` by the rule ``method``.
+
+    Signed 1 bit is ``{-a, +a}`` with ``a = E|x|`` (what minimises the squared error); a rule that
+    finds no positive threshold falls back to ``max|x|`` (or 1 for an all-zero input).
+    """
+    signed = not obs.non_negative
+    if signed and bits == 1:
+        return max(obs.abs_mean, 1e-12), True
+    _, qmax = act_qrange(bits, signed)
+    t = get_calibration(method).threshold(obs, qmax, percentile)
+    if not t > 0:
+        t = obs.abs_max if obs.abs_max > 0 else 1.0
+    return t / qmax, signed
