@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from agents._base import AGENTS, Agent, play_episode
+from amc.budget import bisect
 from amc.errors import AmcError
 from amc.utils import atomic_write_bytes, atomic_write_text
 
@@ -251,22 +252,20 @@ class SensitivityAgent(Agent):
             return self.base.cost_of(actions_of(ch)) / self.base.base_cost
 
         best: tuple[list[int], float, float] | None = None  # choices, score, capacity
-        ch, total = solve_mckp(scores, costs, hi)  # AmcError when even the additive problem is infeasible
+
+        def feasible(capacity: float) -> bool:  # the knapsack's choice at this capacity meets the exact budget
+            nonlocal best
+            ch, total = solve_mckp(scores, costs, capacity)  # AmcError when even the additive problem is infeasible
+            if exact(ch) > target + 1e-12:
+                return False
+            if best is None or total > best[1]:
+                best = (ch, total, capacity)
+            return True
+
         steps = 0
-        if exact(ch) <= target + 1e-12:
-            best = (ch, total, hi)
-        else:
-            lo_cap, hi_cap = lo, hi
-            while steps < self.repair_steps:
-                steps += 1
-                mid = 0.5 * (lo_cap + hi_cap)
-                ch, total = solve_mckp(scores, costs, mid)
-                if exact(ch) <= target + 1e-12:
-                    if best is None or total > best[1]:
-                        best = (ch, total, mid)
-                    lo_cap = mid
-                else:
-                    hi_cap = mid
+        if not feasible(hi):
+            bisect(feasible, lo, hi, steps=self.repair_steps)
+            steps = self.repair_steps
         if best is None:  # every decision at its most aggressive choice always fits (the env checked)
             ch = [0] * self.n_decisions
             best = (ch, sum(s[0] for s in scores), lo)

@@ -45,6 +45,7 @@ import numpy as np
 
 from agents._base import AGENTS, Agent, play_episode
 from amc._registry import Registry
+from amc.budget import bisect
 from amc.errors import AmcError
 from search_spaces import Space, UnitSpace
 
@@ -183,16 +184,12 @@ class UniformAgent(Agent):
             logger.info("%s: redoing the bisection from the start", self.name)
             self.recorder.restore(None)
         cands = self.candidates()
-        lo, hi = 0, len(cands) - 1  # cands[lo] feasible (scale 0: every decision most aggressive)
         self._best = None
         self.interrupted = False
-        while lo < hi and self.evaluations < episodes and not self.stop_requested:
-            mid = (lo + hi + 1) // 2
-            if self._probe(cands[mid]):
-                lo = mid
-            else:
-                hi = mid - 1
-        self.converged = lo == hi
+        # cands[0] is feasible (scale 0: every decision most aggressive); len(cands) a sentinel past the end
+        lo, hi = bisect(lambda i: self._probe(cands[i]), 0, len(cands),
+                        stop=lambda: self.evaluations >= episodes or self.stop_requested)
+        self.converged = hi - lo == 1
         if self._best is None and not self.stop_requested:  # always a result, even one past the cap
             if not self._probe(cands[lo]):
                 raise AmcError(f"{self.name}: even scale {cands[lo]:.4f} is clipped by the env; the budget cannot be "

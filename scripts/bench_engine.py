@@ -18,21 +18,19 @@ import time
 import numpy as np
 import torch
 
-from amc.cost import CostModel
 from amc.data import get_dataset
 from amc.latency import LatencyTable, measure_latency
 from amc.models import build_model, example_input
 from amc.pruning import Pruner
 from amc.training import load_checkpoint
+from amc.transfer import uniform_policy
 from amc.utils import atomic_write_json
 
 
-def uniform_keep(cm: CostModel, target: float) -> list[float]:
-    n, lo, hi = len(cm.graph.groups), 0.01, 1.0
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cm.macs([mid] * n) <= target * cm.base_macs else (lo, mid)
-    return [lo] * n
+def uniform_keep(pruner: Pruner, target: float) -> list[float]:
+    """The uniform baseline's keep ratios (:func:`amc.transfer.uniform_policy`) at ``macs=target``."""
+    policy = uniform_policy(pruner.model, pruner.example_input, f"macs={target}", graph=pruner.graph)
+    return [g.keep_ratio for g in policy.groups]
 
 
 def top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -62,7 +60,7 @@ def main() -> int:
     pruner = Pruner(model, x)
     trace_s = time.perf_counter() - t0
     cm = pruner.cost_model()
-    keep = uniform_keep(cm, args.target)
+    keep = uniform_keep(pruner, args.target)
     cal = torch.randn(args.calibration, 3, 32, 32)
     pruner.prune(keep)  # importance ranking is computed once, on the first call
     times = {"prune": [], "prune_reconstruct": [], "reconstruct": []}
@@ -86,7 +84,7 @@ def main() -> int:
         xt, yt = splits.tensors("test")
         p = Pruner(trained, xv[:1])
         cmt = p.cost_model()
-        k = uniform_keep(cmt, args.target)
+        k = uniform_keep(p, args.target)
         cal_imgs = splits.calibration_batches(1, args.calibration, seed=0)[0][0]
         plain = p.prune(k)
         rec = p.prune(k, reconstruct=True, calibration=cal_imgs)
