@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from agents._base import AGENTS, Agent, play_episode
+from agents._base import AGENTS, Agent, applied_unchanged, play_episode
 from amc.budget import bisect
 from amc.errors import AmcError
 from amc.utils import atomic_write_bytes, atomic_write_text
@@ -121,7 +121,6 @@ class SensitivityAgent(Agent):
     """Sensitivity table + exact multiple-choice knapsack (see the module docstring)."""
 
     name = "sensitivity"
-    _TOL = 1e-6
 
     def __init__(self, env: Any, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
@@ -277,20 +276,6 @@ class SensitivityAgent(Agent):
                        "exact_cost_ratio": exact(ch), "target_ratio": target}
         return actions_of(ch)
 
-    def _unclipped(self, actions: Sequence[float], info: dict[str, Any]) -> bool:
-        applied = list(info.get("actions") or [])
-        policy = info.get("policy")
-        for i, (d, a) in enumerate(zip(self.decisions, actions)):
-            if d.kind in ("prune", "sparsity"):
-                if i < len(applied) and applied[i] < a - self._TOL:
-                    return False
-            elif policy is not None:
-                layer = policy.layers[d.layer]
-                got = layer.w_bits if d.kind == "w_bits" else layer.a_bits
-                if got is not None and got != int(self.base.spaces[d.kind].to_value(a)):
-                    return False
-        return True
-
     # ----------------------------------------------------------------- outputs
     def heatmap(self) -> Any:
         """The table as a matplotlib ``Figure``: decisions x choices, colour = score, chosen cells outlined."""
@@ -342,7 +327,7 @@ class SensitivityAgent(Agent):
             return
         actions = self.solve()
         info = self._episode(actions)
-        self.clipped = not self._unclipped(actions, info)
+        self.clipped = not applied_unchanged(self.env, actions, info)
         if self.clipped:
             logger.warning("sensitivity: the env clipped the solver's policy to meet the budget")
         self.recorder.record_episode(info, phase="solver")

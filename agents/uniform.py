@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents._base import AGENTS, Agent, play_episode
+from agents._base import AGENTS, Agent, applied_unchanged, play_episode
 from amc._registry import Registry
 from amc.budget import bisect
 from amc.errors import AmcError
@@ -82,7 +82,6 @@ class UniformAgent(Agent):
 
     name = "uniform"
     profile: ClassVar[str] = "uniform"
-    _TOL = 1e-6
 
     def __init__(self, env: Any, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
@@ -152,24 +151,10 @@ class UniformAgent(Agent):
         self.evaluations += 1
         return info
 
-    def _unclipped(self, actions: Sequence[float], info: dict[str, Any]) -> bool:
-        applied = list(info.get("actions") or [])
-        policy = info.get("policy")
-        for i, (kind, a) in enumerate(zip(self.kinds, actions)):
-            if kind in ("prune", "sparsity"):
-                if i < len(applied) and applied[i] < a - self._TOL:
-                    return False
-            elif policy is not None and self.decisions is not None:  # HAQ lowers bits after the last step
-                layer = policy.layers[self.decisions[i].layer]
-                got = layer.w_bits if kind == "w_bits" else layer.a_bits
-                if got is not None and got != int(self.spaces[kind].to_value(a)):
-                    return False
-        return True
-
     def _probe(self, scale: float) -> bool:
         actions = self.actions_at(scale)
         info = self._episode(actions)
-        ok = self._unclipped(actions, info)
+        ok = applied_unchanged(self.env, actions, info)
         m = info["metrics"]
         self.probes.append({"scale": scale, "feasible": ok, "accuracy": m.get("accuracy"), "reward": m.get("reward")})
         if ok and (self._best is None or scale > self._best[0]):
