@@ -4,7 +4,9 @@
 ``lbound + a (1 - lbound)`` for every prunable group and/or the same bit width for every quantized
 layer (in ``joint`` mode one ``a`` sets both, so both shrink together). The agent looks for the
 largest ``a`` whose policy meets the budget *as it is*, i.e. that the env does not have to clip:
-for prune mode the largest uniform ratio ``r`` with ``cost(r, ..., r) <= target``.
+for prune mode the largest uniform ratio ``r`` with ``cost(r, ..., r) <= target``. This is the one
+uniform baseline: :func:`amc.transfer.uniform_policy` finds the same prune policy without data, on
+the cost model, over the same grid (the bisection and the grid are :mod:`amc.budget`'s).
 
 ``preset:<name>`` does the same with a hand-crafted profile ``w`` (one weight per decision): action
 ``a_i = min(1, s w_i)`` and the largest feasible scale ``s`` is searched.
@@ -45,7 +47,7 @@ import numpy as np
 
 from agents._base import AGENTS, Agent, applied_unchanged, play_episode
 from amc._registry import Registry
-from amc.budget import bisect
+from amc.budget import bisect, path_candidates
 from amc.errors import AmcError
 from search_spaces import Space, UnitSpace
 
@@ -135,15 +137,8 @@ class UniformAgent(Agent):
     def candidates(self) -> list[float]:
         """Scales of the distinct policies along the path, cheapest first (each the smallest scale
         that gives its policy)."""
-        s_max = 1.0 / float(self.weights.min())
-        scales: list[float] = []
-        last: tuple[Any, ...] | None = None
-        for s in np.linspace(0.0, s_max, self.grid + 1):
-            sig = self._signature(self.actions_at(float(s)))
-            if sig != last:
-                scales.append(float(s))
-                last = sig
-        return scales
+        return path_candidates(lambda s: self._signature(self.actions_at(s)), s_max=1.0 / float(self.weights.min()),
+                               grid=self.grid)
 
     # ----------------------------------------------------------------- probes
     def _episode(self, actions: Sequence[float]) -> dict[str, Any]:

@@ -21,18 +21,19 @@ serves the environment's running state (:mod:`envs.compression`), a policy mappe
   ``min(ratio, lbound)``; the largest ``m`` that meets the budget. It keeps a policy's shape (transfer)
   and, applied to all-ones, is the uniform baseline.
 * **Bisection** (:func:`bisect`, :func:`last_true`): the one monotone search all of these, the
-  baselines and the solver agent use.
+  baselines and the solver agent use; :func:`path_candidates` lists the distinct policies along a
+  scaled profile, which the uniform baseline bisects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import TypeVar
 
 import numpy as np
 
-__all__ = ["TOLERANCE", "FLOAT_BITS", "HAQ_MIN_BITS", "limit", "bisect", "last_true", "amc_clip", "bit_floors",
-           "lower_bits", "scale_to_budget"]
+__all__ = ["TOLERANCE", "FLOAT_BITS", "HAQ_MIN_BITS", "limit", "bisect", "last_true", "path_candidates", "amc_clip",
+           "bit_floors", "lower_bits", "scale_to_budget"]
 
 #: relative slack of every budget check: ``cost <= target * (1 + TOLERANCE)``
 TOLERANCE = 1e-9
@@ -76,6 +77,24 @@ def last_true(n: int, pred: Callable[[int], bool]) -> int:
     """The last index ``i`` in ``range(n)`` where the monotone ``pred`` (true, then false) holds, or
     ``-1`` when it holds nowhere; about ``log2(n)`` evaluations."""
     return bisect(pred, -1, n)[0]
+
+
+def path_candidates(signature: Callable[[float], Hashable], *, s_max: float = 1.0, grid: int = 4096) -> list[float]:
+    """The scales at which a monotone path of policies changes, cheapest first.
+
+    ``signature(s)`` is what the policy at scale ``s`` builds (kept channels, bit widths); it is
+    sampled at ``grid + 1`` evenly spaced scales in ``[0, s_max]`` and each distinct policy is listed
+    once, by the smallest sampled scale that gives it. Bisecting the list costs about
+    ``log2(#policies)`` evaluations, however fine the grid.
+    """
+    out: list[float] = []
+    last: Hashable = object()
+    for s in np.linspace(0.0, s_max, grid + 1):
+        sig = signature(float(s))
+        if sig != last:
+            out.append(float(s))
+            last = sig
+    return out
 
 
 def amc_clip(allowed: Sequence[int], want: int, *, lowest_cost: Callable[[int], float], target: float,

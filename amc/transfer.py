@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from amc.budget import FLOAT_BITS, bit_floors, limit, lower_bits, scale_to_budget
+from amc.budget import FLOAT_BITS, bisect, bit_floors, limit, lower_bits, path_candidates, scale_to_budget
 from amc.cost import CostModel, kept_channels
 from amc.errors import AmcError
 from amc.graph import LayerGraph
@@ -404,26 +404,43 @@ def transfer_policy(
 
 def uniform_policy(model: nn.Module, example_input: torch.Tensor, budget: str, *,
                    model_spec: Mapping[str, Any] | Any | None = None, lbound: float = 0.2, round_to: int = 1,
-                   importance: str = "l1", graph: LayerGraph | None = None) -> Policy:
-    """The uniform baseline: every group keeps the same ratio, the largest that meets ``budget``
-    (``macs=R`` or ``params=R``; bisection on the common ratio, never below ``lbound``).
+                   importance: str = "l1", graph: LayerGraph | None = None, grid: int = 4096) -> Policy:
+    """The uniform baseline without data: every group keeps the same ratio, the largest that meets
+    ``budget`` (``macs=R`` or ``params=R``), never below ``lbound``.
 
-    It is the all-ones policy made to meet the budget by :func:`transfer_policy`'s common-multiplier
-    rule, so a uniform policy and a transferred one are held to exactly the same budget arithmetic.
+    It is the ``uniform`` agent's policy (:mod:`agents.uniform`), found on the cost model instead of
+    through the env: the keep ratio ``lbound + s (1 - lbound)`` of the largest scale ``s`` on the
+    same ``grid`` whose policy meets the budget (:func:`amc.budget.path_candidates`, bisected). The
+    result goes through :func:`transfer_policy`, which re-checks the budget and records the achieved
+    cost, so a uniform policy and a transferred one are held to the same budget arithmetic.
     """
-    metric, _ = parse_target(budget)
+    metric, target = parse_target(budget)
     if metric not in ("macs", "params"):
         raise AmcError(f"a uniform pruning policy meets macs= or params= budgets, not {metric}=")
     graph = graph if graph is not None else LayerGraph.build(model, example_input)
-    groups = [GroupDecision(g.layers, 1.0, g.channels, g.channels) for g in graph.groups]
+    cost = _Cost(graph, model, round_to=round_to, fine=False)
+    n = len(graph.layers)
+    dense, floats = np.ones(n), np.full(n, float(FLOAT_BITS))
+
+    def channels(s: float) -> tuple[int, ...]:
+        return tuple(kept_channels(lbound + s * (1.0 - lbound), int(t), st) for t, st in zip(cost.cm.totals, cost.cm.steps))
+
+    def fits(s: float) -> bool:
+        q = np.array(channels(s)) / np.asarray(cost.cm.totals, dtype=np.float64)
+        return cost.ratio(metric, q, dense, floats, floats) <= limit(target)
+
+    cands = path_candidates(channels, grid=grid)
+    # cands[0] (every group at lbound) is taken as feasible; if it is not, transfer_policy says so
+    scale = cands[bisect(lambda i: fits(cands[i]), 0, len(cands))[0]]
+    kept = channels(scale)
+    groups = [GroupDecision(g.layers, k / g.channels, k, g.channels) for g, k in zip(graph.groups, kept)]
     layers = [LayerDecision(ly.name, ly.kind) for ly in graph.layers]
-    full = Policy(model=_model_doc(model, model_spec), groups=groups, layers=layers,
-                  pruning={"importance": importance, "reconstruct": False, "round_to": round_to, "lbound": lbound},
-                  search={"agent": "uniform"})
-    out = transfer_policy(full, model, example_input, target_spec=model_spec, method="name", budget=budget,
+    found = Policy(model=_model_doc(model, model_spec), groups=groups, layers=layers,
+                   pruning={"importance": importance, "reconstruct": False, "round_to": round_to, "lbound": lbound},
+                   search={"agent": "uniform"})
+    out = transfer_policy(found, model, example_input, target_spec=model_spec, method="name", budget=budget,
                           graph=graph)
-    out.search = {"agent": "uniform", "keep_ratio": out.search["transfer"].get("multiplier", 1.0),
-                  "achieved": out.achieved}
+    out.search = {"agent": "uniform", "keep_ratio": lbound + scale * (1.0 - lbound), "achieved": out.achieved}
     return out
 
 

@@ -27,10 +27,11 @@ from amc.transfer import uniform_policy
 from amc.utils import atomic_write_json
 
 
-def uniform_keep(pruner: Pruner, target: float) -> list[float]:
-    """The uniform baseline's keep ratios (:func:`amc.transfer.uniform_policy`) at ``macs=target``."""
+def uniform_keep(pruner: Pruner, target: float) -> tuple[list[float], float]:
+    """The uniform baseline (:func:`amc.transfer.uniform_policy`) at ``macs=target``: the groups' keep
+    ratios (kept / total channels) and the common ratio they were rounded up from."""
     policy = uniform_policy(pruner.model, pruner.example_input, f"macs={target}", graph=pruner.graph)
-    return [g.keep_ratio for g in policy.groups]
+    return [g.keep_ratio for g in policy.groups], float(policy.search["keep_ratio"])
 
 
 def top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -60,7 +61,7 @@ def main() -> int:
     pruner = Pruner(model, x)
     trace_s = time.perf_counter() - t0
     cm = pruner.cost_model()
-    keep = uniform_keep(pruner, args.target)
+    keep, _ = uniform_keep(pruner, args.target)
     cal = torch.randn(args.calibration, 3, 32, 32)
     pruner.prune(keep)  # importance ranking is computed once, on the first call
     times = {"prune": [], "prune_reconstruct": [], "reconstruct": []}
@@ -84,13 +85,13 @@ def main() -> int:
         xt, yt = splits.tensors("test")
         p = Pruner(trained, xv[:1])
         cmt = p.cost_model()
-        k = uniform_keep(p, args.target)
+        k, common = uniform_keep(p, args.target)
         cal_imgs = splits.calibration_batches(1, args.calibration, seed=0)[0][0]
         plain = p.prune(k)
         rec = p.prune(k, reconstruct=True, calibration=cal_imgs)
         result["accuracy"] = {
             "model": ckpt.get("model_spec", {}).get("name"), "dataset": args.dataset,
-            "macs_ratio": cmt.macs(k) / cmt.base_macs, "keep_ratio": k[0],
+            "macs_ratio": cmt.macs(k) / cmt.base_macs, "keep_ratio": common,
             "base_val": top1(trained, xv, yv), "base_test": top1(trained, xt, yt),
             "pruned_val": top1(plain, xv, yv), "pruned_test": top1(plain, xt, yt),
             "reconstructed_val": top1(rec, xv, yv), "reconstructed_test": top1(rec, xt, yt),
