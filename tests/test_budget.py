@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from agents._base import play_episode
 from amc.budget import amc_clip, bisect, bit_floors, last_true, limit, lower_bits, scale_to_budget
 from amc.compress import apply_policy
 from amc.cost import kept_channels
@@ -172,6 +171,14 @@ def model_and_spec(request, digits):
 def _env(model, spec, digits, **kw) -> CompressionEnv:
     return CompressionEnv(model, digits, EnvConfig(proxy="vanilla", eval_limit=32, calibration_size=16, **kw),
                           model_spec=spec.to_dict())
+
+
+def play_episode(env: CompressionEnv, actions, *, seed: int = 0) -> dict:
+    """The last step's ``info`` of one episode through the Gymnasium API."""
+    env.reset(seed=seed)
+    for a in actions:
+        *_, info = env.step(np.array([a], dtype=np.float32))
+    return info
 
 
 def _raw_policy(env: CompressionEnv, played: Policy, actions: np.ndarray) -> Policy:
