@@ -209,10 +209,11 @@ class CompressionEnv(gym.Env):
     ``lbound + a (1 - lbound)`` (channels rounded up to ``round_to``), a weight density (fine), or bits
     ``round(a (b_max - b_min + 1) + b_min - 0.5)`` (HAQ).
 
-    **Budget**: enforced, never merely rewarded. Before a prune/sparsity action is applied it is
-    clipped so the target stays reachable if every undecided step took its most aggressive value
-    (AMC's rule); bit widths are then lowered from the last layer backwards, activations first, until
-    the budget holds (HAQ's rule). Every finished episode meets the budget.
+    **Budget** (the rules of :mod:`amc.budget`): enforced, never merely rewarded. Before a
+    prune/sparsity action is applied it is clipped so the target stays reachable if every undecided
+    step took its most aggressive value (AMC's rule); bit widths are then lowered from the last layer
+    backwards, activations first, never below ``b_min``, until the budget holds (HAQ's rule). Every
+    finished episode meets the budget.
 
     **Reward** 0 until the last step; then ``REWARDS[reward](accuracy, costs)`` with ``accuracy`` the
     top-1 (%) on the held-out val split of the really compressed model, without fine-tuning.
