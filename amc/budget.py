@@ -7,7 +7,7 @@ budget band's lower clip), and each is told the cost of a candidate by a callbac
 serves the environment's running state (:mod:`envs.compression`), a policy mapped onto another model
 (:mod:`amc.transfer`) and the baselines (:mod:`agents.uniform`, :mod:`agents.sensitivity`).
 
-* **AMC's clip** (He et al. 2018, Sec. 3.2 / Alg. 1, "resource-constrained compression"):
+* **AMC's clip** (He et al. 2018, Algorithm 1, "resource-constrained compression"):
   :func:`amc_clip` keeps a decision's value only as large as still lets the episode meet the budget
   if every undecided decision then took its most aggressive value. With a *budget band* it also clips
   from below, so that the episode can still end above ``target (1 - band)`` if every undecided
@@ -18,8 +18,8 @@ serves the environment's running state (:mod:`envs.compression`), a policy mappe
   smallest the search space offers (``b_min``, HAQ's 2 bits when the space is not known), nor below a
   width the policy already chose (which proves its space went that low).
 * **The common multiplier** (:func:`scale_to_budget`): every ratio scaled by one ``m``, never below
-  ``min(ratio, lbound)``; the largest ``m`` that meets the budget. It keeps a policy's shape (transfer)
-  and, applied to all-ones, is the uniform baseline.
+  ``min(ratio, lbound)``; the largest ``m`` that meets the budget. It keeps the shape of a policy
+  mapped onto another model (transfer).
 * **Bisection** (:func:`bisect`, :func:`last_true`): the one monotone search all of these, the
   baselines and the solver agent use; :func:`path_candidates` lists the distinct policies along a
   scaled profile, which the uniform baseline bisects.
