@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from agents._recorder import SearchRecorder
     from agents.search import SearchConfig
 
-__all__ = ["Agent", "AGENTS", "stop_on_signals", "play_episode"]
+__all__ = ["Agent", "AGENTS", "stop_on_signals", "play_episode", "applied_unchanged"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,3 +110,24 @@ def play_episode(env: Any, actions: Sequence[float], *, seed: int | None = None)
     if "metrics" not in info:
         raise RuntimeError("the env did not finish its episode after n_decisions steps")
     return info
+
+
+def applied_unchanged(env: Any, actions: Sequence[float], info: dict[str, Any], *, tol: float = 1e-6) -> bool:
+    """Whether the env's budget rules (:mod:`amc.budget`) left ``actions`` as asked in the episode
+    that ended with ``info``: no keep ratio or density clipped by AMC's rule (``info["actions"]``
+    holds the applied ones) and no bit width lowered by HAQ's (the policy's bits against the actions')."""
+    base = env.unwrapped
+    kinds = list(getattr(base, "decision_kinds", None) or ["prune"] * len(actions))
+    decisions, spaces = getattr(base, "decisions", None), getattr(base, "spaces", None) or {}
+    applied = list(info.get("actions") or [])
+    policy = info.get("policy")
+    for i, (kind, a) in enumerate(zip(kinds, actions)):
+        if kind in ("prune", "sparsity"):
+            if i < len(applied) and applied[i] < a - tol:
+                return False
+        elif policy is not None and decisions is not None:  # HAQ lowers bits after the last step
+            layer = policy.layers[decisions[i].layer]
+            got = layer.w_bits if kind == "w_bits" else layer.a_bits
+            if got is not None and got != int(spaces[kind].to_value(a)):
+                return False
+    return True

@@ -55,7 +55,8 @@ from typing import Any
 
 import numpy as np
 
-from agents._base import AGENTS, Agent, play_episode
+from agents._base import AGENTS, Agent, applied_unchanged, play_episode
+from amc.budget import bisect
 from amc.errors import AmcError
 from amc.utils import atomic_write_bytes, atomic_write_text
 
@@ -120,7 +121,6 @@ class SensitivityAgent(Agent):
     """Sensitivity table + exact multiple-choice knapsack (see the module docstring)."""
 
     name = "sensitivity"
-    _TOL = 1e-6
 
     def __init__(self, env: Any, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
@@ -251,22 +251,20 @@ class SensitivityAgent(Agent):
             return self.base.cost_of(actions_of(ch)) / self.base.base_cost
 
         best: tuple[list[int], float, float] | None = None  # choices, score, capacity
-        ch, total = solve_mckp(scores, costs, hi)  # AmcError when even the additive problem is infeasible
+
+        def feasible(capacity: float) -> bool:  # the knapsack's choice at this capacity meets the exact budget
+            nonlocal best
+            ch, total = solve_mckp(scores, costs, capacity)  # AmcError when even the additive problem is infeasible
+            if exact(ch) > target + 1e-12:
+                return False
+            if best is None or total > best[1]:
+                best = (ch, total, capacity)
+            return True
+
         steps = 0
-        if exact(ch) <= target + 1e-12:
-            best = (ch, total, hi)
-        else:
-            lo_cap, hi_cap = lo, hi
-            while steps < self.repair_steps:
-                steps += 1
-                mid = 0.5 * (lo_cap + hi_cap)
-                ch, total = solve_mckp(scores, costs, mid)
-                if exact(ch) <= target + 1e-12:
-                    if best is None or total > best[1]:
-                        best = (ch, total, mid)
-                    lo_cap = mid
-                else:
-                    hi_cap = mid
+        if not feasible(hi):
+            bisect(feasible, lo, hi, steps=self.repair_steps)
+            steps = self.repair_steps
         if best is None:  # every decision at its most aggressive choice always fits (the env checked)
             ch = [0] * self.n_decisions
             best = (ch, sum(s[0] for s in scores), lo)
@@ -277,20 +275,6 @@ class SensitivityAgent(Agent):
         self.solver = {"score": total, "capacity": cap + c0, "additive_capacity": target, "repair_steps": steps,
                        "exact_cost_ratio": exact(ch), "target_ratio": target}
         return actions_of(ch)
-
-    def _unclipped(self, actions: Sequence[float], info: dict[str, Any]) -> bool:
-        applied = list(info.get("actions") or [])
-        policy = info.get("policy")
-        for i, (d, a) in enumerate(zip(self.decisions, actions)):
-            if d.kind in ("prune", "sparsity"):
-                if i < len(applied) and applied[i] < a - self._TOL:
-                    return False
-            elif policy is not None:
-                layer = policy.layers[d.layer]
-                got = layer.w_bits if d.kind == "w_bits" else layer.a_bits
-                if got is not None and got != int(self.base.spaces[d.kind].to_value(a)):
-                    return False
-        return True
 
     # ----------------------------------------------------------------- outputs
     def heatmap(self) -> Any:
@@ -343,7 +327,7 @@ class SensitivityAgent(Agent):
             return
         actions = self.solve()
         info = self._episode(actions)
-        self.clipped = not self._unclipped(actions, info)
+        self.clipped = not applied_unchanged(self.env, actions, info)
         if self.clipped:
             logger.warning("sensitivity: the env clipped the solver's policy to meet the budget")
         self.recorder.record_episode(info, phase="solver")

@@ -4,7 +4,9 @@
 ``lbound + a (1 - lbound)`` for every prunable group and/or the same bit width for every quantized
 layer (in ``joint`` mode one ``a`` sets both, so both shrink together). The agent looks for the
 largest ``a`` whose policy meets the budget *as it is*, i.e. that the env does not have to clip:
-for prune mode the largest uniform ratio ``r`` with ``cost(r, ..., r) <= target``.
+for prune mode the largest uniform ratio ``r`` with ``cost(r, ..., r) <= target``. This is the one
+uniform baseline: :func:`amc.transfer.uniform_policy` finds the same prune policy without data, on
+the cost model, over the same grid (the bisection and the grid are :mod:`amc.budget`'s).
 
 ``preset:<name>`` does the same with a hand-crafted profile ``w`` (one weight per decision): action
 ``a_i = min(1, s w_i)`` and the largest feasible scale ``s`` is searched.
@@ -43,8 +45,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents._base import AGENTS, Agent, play_episode
+from agents._base import AGENTS, Agent, applied_unchanged, play_episode
 from amc._registry import Registry
+from amc.budget import bisect, path_candidates
 from amc.errors import AmcError
 from search_spaces import Space, UnitSpace
 
@@ -81,7 +84,6 @@ class UniformAgent(Agent):
 
     name = "uniform"
     profile: ClassVar[str] = "uniform"
-    _TOL = 1e-6
 
     def __init__(self, env: Any, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
@@ -135,15 +137,8 @@ class UniformAgent(Agent):
     def candidates(self) -> list[float]:
         """Scales of the distinct policies along the path, cheapest first (each the smallest scale
         that gives its policy)."""
-        s_max = 1.0 / float(self.weights.min())
-        scales: list[float] = []
-        last: tuple[Any, ...] | None = None
-        for s in np.linspace(0.0, s_max, self.grid + 1):
-            sig = self._signature(self.actions_at(float(s)))
-            if sig != last:
-                scales.append(float(s))
-                last = sig
-        return scales
+        return path_candidates(lambda s: self._signature(self.actions_at(s)), s_max=1.0 / float(self.weights.min()),
+                               grid=self.grid)
 
     # ----------------------------------------------------------------- probes
     def _episode(self, actions: Sequence[float]) -> dict[str, Any]:
@@ -151,24 +146,10 @@ class UniformAgent(Agent):
         self.evaluations += 1
         return info
 
-    def _unclipped(self, actions: Sequence[float], info: dict[str, Any]) -> bool:
-        applied = list(info.get("actions") or [])
-        policy = info.get("policy")
-        for i, (kind, a) in enumerate(zip(self.kinds, actions)):
-            if kind in ("prune", "sparsity"):
-                if i < len(applied) and applied[i] < a - self._TOL:
-                    return False
-            elif policy is not None and self.decisions is not None:  # HAQ lowers bits after the last step
-                layer = policy.layers[self.decisions[i].layer]
-                got = layer.w_bits if kind == "w_bits" else layer.a_bits
-                if got is not None and got != int(self.spaces[kind].to_value(a)):
-                    return False
-        return True
-
     def _probe(self, scale: float) -> bool:
         actions = self.actions_at(scale)
         info = self._episode(actions)
-        ok = self._unclipped(actions, info)
+        ok = applied_unchanged(self.env, actions, info)
         m = info["metrics"]
         self.probes.append({"scale": scale, "feasible": ok, "accuracy": m.get("accuracy"), "reward": m.get("reward")})
         if ok and (self._best is None or scale > self._best[0]):
@@ -183,16 +164,12 @@ class UniformAgent(Agent):
             logger.info("%s: redoing the bisection from the start", self.name)
             self.recorder.restore(None)
         cands = self.candidates()
-        lo, hi = 0, len(cands) - 1  # cands[lo] feasible (scale 0: every decision most aggressive)
         self._best = None
         self.interrupted = False
-        while lo < hi and self.evaluations < episodes and not self.stop_requested:
-            mid = (lo + hi + 1) // 2
-            if self._probe(cands[mid]):
-                lo = mid
-            else:
-                hi = mid - 1
-        self.converged = lo == hi
+        # cands[0] is feasible (scale 0: every decision most aggressive); len(cands) a sentinel past the end
+        lo, hi = bisect(lambda i: self._probe(cands[i]), 0, len(cands),
+                        stop=lambda: self.evaluations >= episodes or self.stop_requested)
+        self.converged = hi - lo == 1
         if self._best is None and not self.stop_requested:  # always a result, even one past the cap
             if not self._probe(cands[lo]):
                 raise AmcError(f"{self.name}: even scale {cands[lo]:.4f} is clipped by the env; the budget cannot be "

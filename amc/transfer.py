@@ -26,10 +26,12 @@ Two mappings (:func:`transfer_policy`, ``method="auto"`` picks the first that ap
 
 **Budget** (``policy.budget``, or ``budget="macs=0.4"``): the mapped policy's cost is computed on the
 target with :class:`amc.cost.CostModel`; when it is over budget the policy is made cheaper until it
-holds: for ``size``/``bitops`` budgets with bit widths, HAQ's rule first (lower activation, then
-weight bits, last layer to first); then all keep ratios are scaled by one common multiplier
-``m`` found by bisection (``r' = max(m r, min(r, lbound))``: never below ``lbound`` unless the
-source already was). Ratios are never raised. The achieved cost is recorded in ``policy.achieved``
+holds, by the rules of :mod:`amc.budget` (the env's): for ``size``/``bitops`` budgets with bit widths,
+HAQ's rule first (lower activation, then weight bits, last layer to first, the first and last layers
+only when the others do not suffice; never below :func:`amc.budget.bit_floors`, i.e. 2 bits unless
+the policy already used fewer); then all keep ratios are scaled by one common multiplier ``m`` found
+by bisection (``r' = max(m r, min(r, lbound))``: never below ``lbound`` unless the source already
+was). Ratios are never raised. The achieved cost is recorded in ``policy.achieved``
 and how the transfer went in ``policy.search["transfer"]``.
 """
 
@@ -45,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from amc.budget import FLOAT_BITS, bisect, bit_floors, limit, lower_bits, path_candidates, scale_to_budget
 from amc.cost import CostModel, kept_channels
 from amc.errors import AmcError
 from amc.graph import LayerGraph
@@ -56,8 +59,6 @@ __all__ = ["transfer_policy", "uniform_policy", "policy_matches", "policy_costs"
 
 METHODS = ("auto", "name", "depth")
 STAGINGS = ("auto", "spatial", "prefix")
-FLOAT_BITS = 32
-_TOL = 1e-9
 
 
 # --------------------------------------------------------------------------------------------------
@@ -403,26 +404,43 @@ def transfer_policy(
 
 def uniform_policy(model: nn.Module, example_input: torch.Tensor, budget: str, *,
                    model_spec: Mapping[str, Any] | Any | None = None, lbound: float = 0.2, round_to: int = 1,
-                   importance: str = "l1", graph: LayerGraph | None = None) -> Policy:
-    """The uniform baseline: every group keeps the same ratio, the largest that meets ``budget``
-    (``macs=R`` or ``params=R``; bisection on the common ratio, never below ``lbound``).
+                   importance: str = "l1", graph: LayerGraph | None = None, grid: int = 4096) -> Policy:
+    """The uniform baseline without data: every group keeps the same ratio, the largest that meets
+    ``budget`` (``macs=R`` or ``params=R``), never below ``lbound``.
 
-    It is the all-ones policy made to meet the budget by :func:`transfer_policy`'s common-multiplier
-    rule, so a uniform policy and a transferred one are held to exactly the same budget arithmetic.
+    It is the ``uniform`` agent's policy (:mod:`agents.uniform`), found on the cost model instead of
+    through the env: the keep ratio ``lbound + s (1 - lbound)`` of the largest scale ``s`` on the
+    same ``grid`` whose policy meets the budget (:func:`amc.budget.path_candidates`, bisected). The
+    result goes through :func:`transfer_policy`, which re-checks the budget and records the achieved
+    cost, so a uniform policy and a transferred one are held to the same budget arithmetic.
     """
-    metric, _ = parse_target(budget)
+    metric, target = parse_target(budget)
     if metric not in ("macs", "params"):
         raise AmcError(f"a uniform pruning policy meets macs= or params= budgets, not {metric}=")
     graph = graph if graph is not None else LayerGraph.build(model, example_input)
-    groups = [GroupDecision(g.layers, 1.0, g.channels, g.channels) for g in graph.groups]
+    cost = _Cost(graph, model, round_to=round_to, fine=False)
+    n = len(graph.layers)
+    dense, floats = np.ones(n), np.full(n, float(FLOAT_BITS))
+
+    def channels(s: float) -> tuple[int, ...]:
+        return tuple(kept_channels(lbound + s * (1.0 - lbound), int(t), st) for t, st in zip(cost.cm.totals, cost.cm.steps))
+
+    def fits(s: float) -> bool:
+        q = np.array(channels(s)) / np.asarray(cost.cm.totals, dtype=np.float64)
+        return cost.ratio(metric, q, dense, floats, floats) <= limit(target)
+
+    cands = path_candidates(channels, grid=grid)
+    # cands[0] (every group at lbound) is taken as feasible; if it is not, transfer_policy says so
+    scale = cands[bisect(lambda i: fits(cands[i]), 0, len(cands))[0]]
+    kept = channels(scale)
+    groups = [GroupDecision(g.layers, k / g.channels, k, g.channels) for g, k in zip(graph.groups, kept)]
     layers = [LayerDecision(ly.name, ly.kind) for ly in graph.layers]
-    full = Policy(model=_model_doc(model, model_spec), groups=groups, layers=layers,
-                  pruning={"importance": importance, "reconstruct": False, "round_to": round_to, "lbound": lbound},
-                  search={"agent": "uniform"})
-    out = transfer_policy(full, model, example_input, target_spec=model_spec, method="name", budget=budget,
+    found = Policy(model=_model_doc(model, model_spec), groups=groups, layers=layers,
+                   pruning={"importance": importance, "reconstruct": False, "round_to": round_to, "lbound": lbound},
+                   search={"agent": "uniform"})
+    out = transfer_policy(found, model, example_input, target_spec=model_spec, method="name", budget=budget,
                           graph=graph)
-    out.search = {"agent": "uniform", "keep_ratio": out.search["transfer"].get("multiplier", 1.0),
-                  "achieved": out.achieved}
+    out.search = {"agent": "uniform", "keep_ratio": lbound + scale * (1.0 - lbound), "achieved": out.achieved}
     return out
 
 
@@ -466,87 +484,45 @@ def _budget(policy: Policy, budget: str | None) -> tuple[str | None, float]:
 def _enforce(cost: _Cost, metric: str, target: float, r: np.ndarray, dens: np.ndarray, wb: np.ndarray,
              ab: np.ndarray, q_of: Any, *, lbound: float, channel: bool, prune: bool
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """Make the mapped policy meet ``metric <= target`` (ratio of the float model); see the module doc.
-    ``prune=False`` (a quantization-only policy): only bits may change."""
-    budget = target * (1 + _TOL)
+    """Make the mapped policy meet ``metric <= target`` (ratio of the float model) with the rules of
+    :mod:`amc.budget`; see the module doc. ``prune=False`` (a quantization-only policy): only bits may
+    change."""
     steps: dict[str, Any] = {"budget": f"{metric}={target:g}", "bits_lowered": 0, "multiplier": 1.0}
 
     def over(r_: np.ndarray, d_: np.ndarray, w_: np.ndarray, a_: np.ndarray) -> bool:
-        return cost.ratio(metric, q_of(r_), d_, w_, a_) > budget
+        return cost.ratio(metric, q_of(r_), d_, w_, a_) > limit(target)
 
     if not over(r, dens, wb, ab):
         return r, dens, wb, ab, steps
     wb, ab = wb.copy(), ab.copy()
     if metric in ("size", "bitops") and ((wb < FLOAT_BITS).any() or (ab < FLOAT_BITS).any()):
-        # HAQ (Wang et al. 2019, Sec. 3.3): lower activation then weight bits, last layer to first; the
-        # first and last layers keep their bits (HAQ's 8-bit convention) unless nothing else helps
-        quantized = [b for b in np.concatenate([wb, ab]) if b < FLOAT_BITS]
-        floor = float(min(2, min(quantized)))
+        # HAQ: the first and last layers keep their bits (HAQ's 8-bit convention) unless nothing else helps
+        floors = bit_floors(wb, ab)
         n = len(wb)
         everything = [i for i in range(n - 1, -1, -1) if wb[i] < FLOAT_BITS or ab[i] < FLOAT_BITS]
         for order in ([i for i in everything if 0 < i < n - 1], everything):
-            steps["bits_lowered"] += _lower_bits(order, wb, ab, floor, lambda: over(r, dens, wb, ab))
+            steps["bits_lowered"] += lower_bits(order, wb, ab, floors=floors, over=lambda: over(r, dens, wb, ab))
     if not over(r, dens, wb, ab):
         return r, dens, wb, ab, steps
     if not prune:
         raise AmcError(f"the budget {metric}={target:g} cannot be met on the target model by lowering bits alone "
                        "(this quantization policy does not prune); raise the budget (--budget)")
     if channel:
-        base = r.copy()
-        floor_r = np.minimum(base, lbound)
-
-        def scaled(m: float) -> np.ndarray:
-            return np.maximum(base * m, floor_r)
-
-        if over(scaled(0.0), dens, wb, ab):
+        scaled = scale_to_budget(r, lbound=lbound, fits=lambda x: not over(x, dens, wb, ab))
+        if scaled is None:
+            lowest = np.minimum(r, lbound)
             raise AmcError(f"the budget {metric}={target:g} cannot be met on the target model even with every "
                            f"group at the lower bound ({lbound}); "
-                           f"it reaches {cost.ratio(metric, q_of(scaled(0.0)), dens, wb, ab):.3f}: "
+                           f"it reaches {cost.ratio(metric, q_of(lowest), dens, wb, ab):.3f}: "
                            "raise the budget (--budget) or lower the policy's lbound")
-        lo, hi = 0.0, 1.0
-        for _ in range(50):
-            mid = 0.5 * (lo + hi)
-            if over(scaled(mid), dens, wb, ab):
-                hi = mid
-            else:
-                lo = mid
-        steps["multiplier"] = lo
-        return scaled(lo), dens, wb, ab, steps
-    base_d = dens.copy()
-    floor_d = np.minimum(base_d, lbound)
-
-    def thinned(m: float) -> np.ndarray:
-        return np.maximum(base_d * m, floor_d)
-
-    if over(r, thinned(0.0), wb, ab):
+        steps["multiplier"], r = scaled
+        return r, dens, wb, ab, steps
+    thinned = scale_to_budget(dens, lbound=lbound, fits=lambda x: not over(r, x, wb, ab))
+    if thinned is None:
         raise AmcError(f"the budget {metric}={target:g} cannot be met on the target model even with every layer at "
                        f"the lower density bound ({lbound}); raise the budget")
-    lo, hi = 0.0, 1.0
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        if over(r, thinned(mid), wb, ab):
-            hi = mid
-        else:
-            lo = mid
-    steps["multiplier"] = lo
-    return r, thinned(lo), wb, ab, steps
-
-
-def _lower_bits(order: Sequence[int], wb: np.ndarray, ab: np.ndarray, floor: float, over: Any) -> int:
-    """HAQ's walk, in place: while ``over()``, lower each layer's activation then weight bits by one,
-    layers in ``order``; returns how many bits were lowered."""
-    lowered, changed = 0, True
-    while over() and changed:
-        changed = False
-        for i in order:
-            for bits in (ab, wb):
-                if not over():
-                    return lowered
-                if FLOAT_BITS > bits[i] > floor:
-                    bits[i] -= 1
-                    lowered += 1
-                    changed = True
-    return lowered
+    steps["multiplier"], dens = thinned
+    return r, dens, wb, ab, steps
 
 
 def _model_doc(model: nn.Module, spec: Any) -> dict[str, Any]:

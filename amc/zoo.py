@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from amc.budget import bisect, limit
 from amc.cost import CostModel, kept_channels
 from amc.errors import AmcError
 from amc.models import ModelSpec, build_model, example_input
@@ -132,21 +133,14 @@ def random_feasible_policy(cost: CostModel, target: float, *, lbound: float = 0.
     """
     n = len(cost.totals)
     u = rng.uniform(0.0, 1.0, n)
-    goal = max(target, lowest_macs_ratio(cost, lbound=lbound)) * cost.base_macs * (1 + 1e-9)
+    goal = limit(max(target, lowest_macs_ratio(cost, lbound=lbound)) * cost.base_macs)
 
     def keep(s: float) -> np.ndarray:
         return np.clip(lbound + (1.0 - lbound) * u * (1.0 - s), lbound, 1.0)
 
-    lo, hi = 0.0, 1.0
     if cost.macs(keep(0.0)) <= goal:
         return keep(0.0)
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if cost.macs(keep(mid)) <= goal:
-            hi = mid
-        else:
-            lo = mid
-    return keep(hi)
+    return keep(bisect(lambda s: cost.macs(keep(s)) > goal, 0.0, 1.0, steps=40)[1])  # the smallest s that fits
 
 
 def check_model(entry: ZooEntry, *, target: float = 0.5, lbound: float = 0.2, seed: int = 0,
@@ -190,7 +184,7 @@ def _check(entry: ZooEntry, res: ZooResult, *, target: float, lbound: float, see
     res.target_ratio = max(target, res.lowest_ratio)
     keep = random_feasible_policy(cost, target, lbound=lbound, rng=np.random.default_rng(seed))
     predicted_macs, predicted_params = cost.macs(keep), cost.params(keep)
-    if predicted_macs > res.target_ratio * cost.base_macs * (1 + 1e-9):
+    if predicted_macs > limit(res.target_ratio * cost.base_macs):
         return f"policy misses the budget: {predicted_macs / cost.base_macs:.4f} > {res.target_ratio:.4f}"
     pruned = pruner.prune(keep)
     with torch.no_grad():

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from amc.budget import amc_clip, bisect, bit_floors, limit, lower_bits
 from amc.compress import apply_policy, draw_inputs
 from amc.cost import CostModel, kept_channels
 from amc.errors import AmcError
@@ -208,10 +209,11 @@ class CompressionEnv(gym.Env):
     ``lbound + a (1 - lbound)`` (channels rounded up to ``round_to``), a weight density (fine), or bits
     ``round(a (b_max - b_min + 1) + b_min - 0.5)`` (HAQ).
 
-    **Budget**: enforced, never merely rewarded. Before a prune/sparsity action is applied it is
-    clipped so the target stays reachable if every undecided step took its most aggressive value
-    (AMC's rule); bit widths are then lowered from the last layer backwards, activations first, until
-    the budget holds (HAQ's rule). Every finished episode meets the budget.
+    **Budget** (the rules of :mod:`amc.budget`): enforced, never merely rewarded. Before a
+    prune/sparsity action is applied it is clipped so the target stays reachable if every undecided
+    step took its most aggressive value (AMC's rule); bit widths are then lowered from the last layer
+    backwards, activations first, never below ``b_min``, until the budget holds (HAQ's rule). Every
+    finished episode meets the budget.
 
     **Reward** 0 until the last step; then ``REWARDS[reward](accuracy, costs)`` with ``accuracy`` the
     top-1 (%) on the held-out val split of the really compressed model, without fine-tuning.
@@ -281,7 +283,7 @@ class CompressionEnv(gym.Env):
         self.base_cost = self._cost(self._initial_state(fixed_bits=False))
         self.target_cost = self.target_ratio * self.base_cost
         min_cost = self._cost(self._initial_state(), most_aggressive_from=0)
-        if min_cost > self.target_cost * (1 + 1e-9):
+        if min_cost > limit(self.target_cost):
             raise AmcError(
                 f"budget {cfg.target} is unreachable: even with every decision at its most aggressive value "
                 f"(lbound={cfg.lbound}, bits >= {cfg.w_bits[0]}/{cfg.a_bits[0]}) the model keeps "
@@ -379,73 +381,50 @@ class CompressionEnv(gym.Env):
                                 w_bits=wb, a_bits=ab)
 
     def _clip(self, d: Decision, value: float) -> float:
-        """AMC's rule: the largest value <= ``value`` that keeps the target reachable; with a budget
-        band, then the smallest value >= that which keeps ``target (1 - band)`` reachable."""
-        s = self._state
-        t = self._t
-        budget = self.target_cost * (1 + 1e-9)
+        """AMC's rule (:func:`amc.budget.amc_clip`): the largest value <= ``value`` that keeps the target
+        reachable; with a budget band, then the smallest value >= that which keeps ``target (1 - band)``
+        reachable."""
+        s, t = self._state, self._t
         self._raised = False
         if d.kind == "prune":
             g = self.graph.groups[d.group]
-            allowed = self._allowed[d.group]
-            want = kept_channels(value, g.channels, g.slot_round_to(self.config.round_to))
 
-            def fits(c: int) -> bool:  # the target stays reachable (cost is monotone in c)
+            def cost_with(c: int, rest_from: int | None) -> float:
                 s.fractions[d.group] = c / g.channels
-                return self._cost(s, most_aggressive_from=t + 1) <= budget
+                return self._cost(s, most_aggressive_from=rest_from)
 
-            best = _last_true(allowed[allowed <= want], fits)
-            if self.config.budget_band > 0:
-                floor = self.target_cost * (1 - self.config.budget_band)
-                top = _last_true(allowed, fits)  # the most channels the budget allows
-
-                def reaches(c: int) -> bool:  # the band stays reachable if the undecided steps keep all
-                    s.fractions[d.group] = c / g.channels
-                    return self._cost(s) >= floor
-
-                if not reaches(best):
-                    up = allowed[(allowed > best) & (allowed <= top)]
-                    best = next((c for c in up if reaches(c)), top)  # smallest that reaches, else the most allowed
-                    self._raised = True
+            best, self._raised = amc_clip(
+                self._allowed[d.group], kept_channels(value, g.channels, g.slot_round_to(self.config.round_to)),
+                lowest_cost=lambda c: cost_with(c, t + 1), highest_cost=lambda c: cost_with(c, None),
+                target=self.target_cost, band=self.config.budget_band)
             s.fractions[d.group] = best / g.channels
             return best / g.channels
         if d.kind == "sparsity":
-            lo, hi = self.config.lbound, value
-            s.density[d.layer] = hi
-            if self._cost(s, most_aggressive_from=t + 1) > budget:
-                for _ in range(40):
-                    mid = 0.5 * (lo + hi)
-                    s.density[d.layer] = mid
-                    if self._cost(s, most_aggressive_from=t + 1) <= budget:
-                        lo = mid
-                    else:
-                        hi = mid
-                s.density[d.layer] = lo
+
+            def fits(density: float) -> bool:
+                s.density[d.layer] = density
+                return self._cost(s, most_aggressive_from=t + 1) <= limit(self.target_cost)
+
+            if not fits(value):
+                s.density[d.layer] = bisect(fits, self.config.lbound, value, steps=40)[0]
             return float(s.density[d.layer])
         # bits are chosen freely; HAQ's rule restores the budget after the last step
         (s.w_bits if d.kind == "w_bits" else s.a_bits)[d.layer] = value
         return value
 
     def _enforce_bits(self) -> None:
-        """HAQ: while over budget, walk layers last -> first lowering activation, then weight bits."""
+        """HAQ (:func:`amc.budget.lower_bits`): while over budget, walk layers last -> first lowering
+        activation, then weight bits, never below the spaces' ``b_min``."""
         s, cfg = self._state, self.config
-        budget = self.target_cost * (1 + 1e-9)
         layers = sorted({d.layer for d in self.decisions if d.kind in ("w_bits", "a_bits")}, reverse=True)
-        while self._cost(s) > budget:
-            changed = False
-            for li in layers:
-                if self._cost(s) <= budget:
-                    break
-                if s.a_bits[li] > cfg.a_bits[0]:
-                    s.a_bits[li] -= 1
-                    changed = True
-                if self._cost(s) <= budget:
-                    break
-                if s.w_bits[li] > cfg.w_bits[0]:
-                    s.w_bits[li] -= 1
-                    changed = True
-            if not changed:
-                raise AmcError("internal: the budget could not be restored by lowering bits")
+
+        def over() -> bool:
+            return self._cost(s) > limit(self.target_cost)
+
+        lower_bits(layers, s.w_bits, s.a_bits, over=over,
+                   floors=bit_floors(s.w_bits[layers], s.a_bits[layers], lowest=(cfg.w_bits[0], cfg.a_bits[0])))
+        if over():
+            raise AmcError("internal: the budget could not be restored by lowering bits")
 
     def cost_of(self, actions: Sequence[float]) -> float:
         """Cost (budget unit) of the policy ``actions`` (one per decision) give when nothing is clipped;
@@ -623,14 +602,3 @@ class CompressionEnv(gym.Env):
                 correct += int((model(x_all[i:i + bs]).argmax(1) == self.val_y[i:i + bs]).sum())
         return 100.0 * correct / max(1, len(self.val_x))
 
-
-def _last_true(cands: np.ndarray, pred: Any) -> int:
-    """The last candidate (ascending) for which the monotone ``pred`` holds, else the first; bisection."""
-    lo, hi, best = 0, len(cands) - 1, cands[0]
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        if pred(int(cands[mid])):
-            best, lo = cands[mid], mid + 1
-        else:
-            hi = mid - 1
-    return int(best)

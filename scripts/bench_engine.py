@@ -18,21 +18,20 @@ import time
 import numpy as np
 import torch
 
-from amc.cost import CostModel
 from amc.data import get_dataset
 from amc.latency import LatencyTable, measure_latency
 from amc.models import build_model, example_input
 from amc.pruning import Pruner
 from amc.training import load_checkpoint
+from amc.transfer import uniform_policy
 from amc.utils import atomic_write_json
 
 
-def uniform_keep(cm: CostModel, target: float) -> list[float]:
-    n, lo, hi = len(cm.graph.groups), 0.01, 1.0
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cm.macs([mid] * n) <= target * cm.base_macs else (lo, mid)
-    return [lo] * n
+def uniform_keep(pruner: Pruner, target: float) -> tuple[list[float], float]:
+    """The uniform baseline (:func:`amc.transfer.uniform_policy`) at ``macs=target``: the groups' keep
+    ratios (kept / total channels) and the common ratio they were rounded up from."""
+    policy = uniform_policy(pruner.model, pruner.example_input, f"macs={target}", graph=pruner.graph)
+    return [g.keep_ratio for g in policy.groups], float(policy.search["keep_ratio"])
 
 
 def top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -62,7 +61,7 @@ def main() -> int:
     pruner = Pruner(model, x)
     trace_s = time.perf_counter() - t0
     cm = pruner.cost_model()
-    keep = uniform_keep(cm, args.target)
+    keep, _ = uniform_keep(pruner, args.target)
     cal = torch.randn(args.calibration, 3, 32, 32)
     pruner.prune(keep)  # importance ranking is computed once, on the first call
     times = {"prune": [], "prune_reconstruct": [], "reconstruct": []}
@@ -86,13 +85,13 @@ def main() -> int:
         xt, yt = splits.tensors("test")
         p = Pruner(trained, xv[:1])
         cmt = p.cost_model()
-        k = uniform_keep(cmt, args.target)
+        k, common = uniform_keep(p, args.target)
         cal_imgs = splits.calibration_batches(1, args.calibration, seed=0)[0][0]
         plain = p.prune(k)
         rec = p.prune(k, reconstruct=True, calibration=cal_imgs)
         result["accuracy"] = {
             "model": ckpt.get("model_spec", {}).get("name"), "dataset": args.dataset,
-            "macs_ratio": cmt.macs(k) / cmt.base_macs, "keep_ratio": k[0],
+            "macs_ratio": cmt.macs(k) / cmt.base_macs, "keep_ratio": common,
             "base_val": top1(trained, xv, yv), "base_test": top1(trained, xt, yt),
             "pruned_val": top1(plain, xv, yv), "pruned_test": top1(plain, xt, yt),
             "reconstructed_val": top1(rec, xv, yv), "reconstructed_test": top1(rec, xt, yt),

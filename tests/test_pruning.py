@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from amc.budget import bisect
 from amc.cost import CostModel
 from amc.errors import AmcError
 from amc.models import MODELS, ModelSpec, build_model, example_input
@@ -21,14 +22,8 @@ REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "lenet5-digits.p
 
 def uniform_keep_for(cm: CostModel, target: float) -> list[float]:
     """The largest uniform keep ratio whose MACs ratio is <= target (bisection)."""
-    lo, hi = 0.01, 1.0
     n = len(cm.graph.groups)
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        if cm.macs([mid] * n) / cm.base_macs <= target:
-            lo = mid
-        else:
-            hi = mid
+    lo, _ = bisect(lambda r: cm.macs([r] * n) / cm.base_macs <= target, 0.01, 1.0, steps=30)
     return [lo] * n
 
 

@@ -13,6 +13,7 @@ from agents.uniform import PROFILES, UniformAgent, profile_weights
 from amc.errors import AmcError
 from amc.policy import Policy
 from amc.training import load_checkpoint
+from amc.transfer import uniform_policy
 from envs import CompressionEnv, EnvConfig
 
 REF = Path(__file__).resolve().parent.parent / "reference" / "lenet5-digits.pt"
@@ -33,12 +34,9 @@ def _agent(tmp_path, model, digits, *, name="uniform", mode="prune", target="mac
 
 
 def _clipped(agent: UniformAgent, env: CompressionEnv, scale: float) -> bool:
-    """An independent check: step the env with the profile at ``scale``; was anything changed?"""
-    actions = agent.actions_at(scale)
-    env.reset()
-    for a in actions:
-        *_, info = env.step(np.array([a], dtype=np.float32))
-    return not agent._unclipped(actions, info)
+    """An independent check, on the cost model instead of the env's clip: does the profile at ``scale``,
+    taken as it is, cost more than the budget?"""
+    return env.cost_of(agent.actions_at(scale)) > env.target_cost * (1 + 1e-9)
 
 
 @pytest.mark.parametrize(("mode", "target", "metric"), [
@@ -78,6 +76,18 @@ def test_uniform_prune_ratio_is_the_largest_feasible(tmp_path, model, digits):
     for g in pol.groups:
         assert g.channels == int(np.ceil(keep * g.total - 1e-6))
     assert pol.achieved["macs_ratio"] > 0.4
+
+
+@pytest.mark.parametrize("target", ["macs=0.5", "params=0.3"])
+def test_the_agent_and_uniform_policy_are_one_baseline(tmp_path, model, digits, target):
+    """The agent (through the env) and amc.transfer.uniform_policy (on the cost model alone, no data)
+    find the same policy: the largest common keep ratio in [lbound, 1] that meets the budget."""
+    agent, env, rec = _agent(tmp_path, model, digits, target=target)
+    agent.run(50)
+    found = Policy.load(tmp_path / "best_policy.json")
+    direct = uniform_policy(model, env.val_x[:1], target)
+    assert [g.channels for g in found.groups] == [g.channels for g in direct.groups]
+    assert found.achieved[f"{target.split('=')[0]}_ratio"] == pytest.approx(direct.achieved[f"{target.split('=')[0]}_ratio"])
 
 
 def test_preset_deep_prunes_deeper_layers_more(tmp_path, model, digits):
