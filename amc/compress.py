@@ -151,12 +151,9 @@ def apply_policy(model: nn.Module, policy: Policy, *, splits: Any = None, device
     opts = policy.pruning
     out = model
     if policy.granularity == "channel" and any(g.channels < g.total for g in policy.groups):
-        reconstruct = policy_proxy(policy).reconstruct
-        if reconstruct and calibration is None and pruner._calibration is None:
-            raise AmcError("this policy was found with least-squares reconstruction: pass calibration images "
-                           "(amc apply takes them from the dataset's train split)")
+        # (a reconstructing policy without calibration images: the Pruner says to pass them)
         out = pruner.prune([g.channels / g.total for g in policy.groups], importance=str(opts.get("importance", "l1")),
-                           reconstruct=reconstruct, calibration=calibration, round_to=1)
+                           reconstruct=policy_proxy(policy).reconstruct, calibration=calibration, round_to=1)
     sparsity = {ly.name: ly.sparsity for ly in policy.layers if ly.sparsity}
     if sparsity:
         out = magnitude_prune(out, sparsity)

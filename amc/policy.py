@@ -304,8 +304,8 @@ class Policy:
             model=d["model"], mode=d.get("mode", "prune"), granularity=d.get("granularity", "channel"),
             budget=dict(d.get("budget") or {}), pruning=dict(d.get("pruning") or {}), groups=groups,
             layers=layers, achieved=dict(d.get("achieved") or {}), accuracy=dict(d.get("accuracy") or {}),
-            search=dict(d.get("search") or {}), checkpoint=copy.deepcopy(d.get("checkpoint") or {}),
-            data=copy.deepcopy(d.get("data") or {}), scoring=Scoring.from_dict(d.get("scoring") or {}),
+            search=dict(d.get("search") or {}), checkpoint=copy.deepcopy(_block(d, "checkpoint")),
+            data=copy.deepcopy(_block(d, "data")), scoring=Scoring.from_dict(_block(d, "scoring")),
         )
 
     def to_json(self) -> str:
@@ -335,6 +335,11 @@ class Policy:
                            "RUN_DIR/best_policy.json") from None
         except AmcError as e:
             raise AmcError(f"policy file {str(path)!r}: {e}; pass a search's RUN_DIR/best_policy.json") from None
+
+
+def _block(d: dict[str, Any], key: str) -> Any:
+    """A block of a version-2 document: ``{}`` when absent or null (checked by its reader)."""
+    return {} if d.get(key) is None else d[key]
 
 
 def _upgrade_v1(d: dict[str, Any]) -> dict[str, Any]:
