@@ -205,8 +205,9 @@ def _recorded_checkpoint(policy: Policy) -> tuple[Path, str]:
                        "this policy does not record one)")
     found = Path(path).expanduser()
     if not found.is_file():
-        raise AmcError(f"the policy's checkpoint {path!r} is not there any more: pass --checkpoint (the trained, "
-                       "uncompressed model the search compressed)")
+        where = "" if found.is_absolute() else " (relative to where the search ran)"
+        raise AmcError(f"the policy's checkpoint {path!r}{where} is not there any more: pass --checkpoint (the "
+                       "trained, uncompressed model the search compressed)")
     sha = file_sha256(found)
     recorded = policy.checkpoint.get("sha256")
     if recorded and sha != recorded:
