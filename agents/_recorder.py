@@ -195,6 +195,9 @@ class SearchRecorder:
     :param base_accuracy: val top-1 (%) of the uncompressed model (``env.base_accuracy``).
     :param target: budget string, e.g. ``"macs=0.5"``.
     :param config: resolved config, written to ``config.yaml`` (None: not written).
+    :param provenance: the policy blocks saying where the search's model and data came from
+        (``{"checkpoint": ..., "data": ...}``, :func:`amc.policy.checkpoint_record` and
+        :func:`amc.policy.data_record`), stamped on every recorded policy.
     :param resume: False: start a fresh history (this recorder's previous outputs are deleted);
         True: continue from the files (last CSV row, ``best_policy.json``). An agent whose checkpoint
         is older than the files calls :meth:`restore` with the recorder state it checkpointed.
@@ -216,6 +219,7 @@ class SearchRecorder:
         base_accuracy: float | None = None,
         target: str | None = None,
         config: Mapping[str, Any] | None = None,
+        provenance: Mapping[str, Mapping[str, Any]] | None = None,
         resume: bool = False,
         tensorboard: bool = True,
         plot: bool = True,
@@ -228,6 +232,7 @@ class SearchRecorder:
         self.seed = seed
         self.base_accuracy = base_accuracy
         self.target = target
+        self.provenance = {k: dict(v) for k, v in (provenance or {}).items()}
         self.tensorboard = tensorboard
         self.plot = plot
         self.listeners: list[Callable[[dict[str, Any]], None]] = list(listeners or [])
@@ -437,6 +442,10 @@ class SearchRecorder:
         pol = Policy.from_dict(policy.to_dict())  # a copy: the env's object stays untouched
         pol.search.update({"agent": self.agent, "episode": self.episode, "episodes": self.episodes,
                            "seed": self.seed, "reward": reward})
+        if "checkpoint" in self.provenance:
+            pol.checkpoint = dict(self.provenance["checkpoint"])
+        if "data" in self.provenance:
+            pol.data = dict(self.provenance["data"])
         if self.base_accuracy is not None:
             pol.accuracy.setdefault("base_val_top1", float(self.base_accuracy))
         if _num(metrics.get("accuracy")) is not None:

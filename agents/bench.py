@@ -584,20 +584,14 @@ class _Bench:
 
     # ------------------------------------------------------------- (a) rebuild, test, fine-tune
     def compressed(self, search: Mapping[str, Any]) -> tuple[nn.Module, Any]:
-        from amc.compress import apply_policy, inputs_for_policy
+        from amc.compress import apply_policy
         from amc.policy import Policy
 
         path = Path(search["run_dir"]) / "best_policy.json"
         if not path.is_file():
             raise AmcError(f"{path} is missing: the search recorded no policy")
         policy = Policy.load(path)
-        inputs = inputs_for_policy(policy, self.splits, device=self.device, teacher=self.base,
-                                   default_seed=self.cfg.seed)
-        from amc.pruning import Pruner
-
-        seed = int(policy.pruning.get("calibration_seed", self.cfg.seed) or 0)
-        pruner = self.pruner if seed == self.pruner.seed else Pruner(self.base, self.example, seed=seed)
-        model = apply_policy(self.base, policy, pruner=pruner, **inputs.kwargs())
+        model = apply_policy(self.base, policy, splits=self.splits, device=self.device, pruner=self.pruner)
         return model.eval(), policy
 
     def finetune_stage(self, agent: str, search: Mapping[str, Any]) -> dict[str, Any]:

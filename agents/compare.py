@@ -287,18 +287,16 @@ def policy_accuracy(run: RunResult, *, split: str = "test", device: str = "cpu",
     """Top-1 (%) on ``split`` of ``run``'s best policy, rebuilt the way the env built it.
 
     The run's ``config.yaml`` names the checkpoint (or the run's own ``pretrain/final.pt``), the data
-    and the val holdout; :func:`amc.compress.apply_policy` compresses the model with a ``Pruner``
-    seeded like the env's and, where the policy asks for them, the same reconstruction and
-    activation-calibration images (``splits.calibration_batches`` with the policy's seed). ``cache``
+    and the val holdout; :func:`amc.compress.apply_policy` compresses the model as the policy's
+    ``scoring`` records (the env's ``Pruner`` seed, reconstruction and calibration images). ``cache``
     shares datasets and models between runs. None when the run has no best policy.
     """
     import torch
     import yaml
 
     from agents.search import SearchConfig
-    from amc.compress import apply_policy, inputs_for_policy
+    from amc.compress import apply_policy
     from amc.data import get_dataset
-    from amc.pruning import Pruner
     from amc.training import evaluate, load_checkpoint
 
     if run.policy is None:
@@ -316,12 +314,9 @@ def policy_accuracy(run: RunResult, *, split: str = "test", device: str = "cpu",
     if mkey not in cache:
         cache[mkey] = load_checkpoint(ckpt, device=device)[0].eval()
     model = cache[mkey]
-    pol = run.policy
-    seed = int(pol.pruning.get("calibration_seed", cfg.seed))
     x, y = splits.tensors(split, device=device)
-    inputs = inputs_for_policy(pol, splits, device=device, teacher=model, default_seed=cfg.seed)
     # built with autograd on (tracing the dependency graph needs it), evaluated without
-    compressed = apply_policy(model, pol, pruner=Pruner(model, x[:1], seed=seed), check=False, **inputs.kwargs())
+    compressed = apply_policy(model, run.policy, splits=splits, device=device, example_input=x[:1], check=False)
     with torch.inference_mode():
         return float(evaluate(compressed, (x, y), device=device))
 

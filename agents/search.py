@@ -23,7 +23,7 @@ from agents._base import AGENTS, stop_on_signals
 from agents._recorder import SearchRecorder, read_episodes
 from amc._rundir import locked_run_dir
 from amc.errors import AmcError
-from amc.policy import GRANULARITIES, MODES, parse_target
+from amc.policy import GRANULARITIES, MODES, checkpoint_record, data_record, parse_target
 from amc.utils import resolve_device, seed_everything
 
 __all__ = ["SearchConfig", "run_search", "QUICKSTART", "load_search_config"]
@@ -541,9 +541,11 @@ def _run_search_locked(
         env_factory = CompressionEnv
     env = env_factory(model, splits, env_cfg, model_spec=model_info.get("spec"))
     # the env has checked the budget against the model: only now is config.yaml written
+    provenance = {"checkpoint": checkpoint_record(model_info["path"]),
+                  "data": data_record(splits, data_dir=cfg.data_dir, val_size=cfg.val_size)}
     recorder = SearchRecorder(run_dir, agent=cfg.agent, episodes=cfg.episodes, seed=cfg.seed, target=cfg.target,
-                              base_accuracy=float(env.base_accuracy), config=cfg.to_dict(), resume=cfg.resume,
-                              listeners=listeners)
+                              base_accuracy=float(env.base_accuracy), config=cfg.to_dict(), provenance=provenance,
+                              resume=cfg.resume, listeners=listeners)
     if cfg.overwrite:
         import shutil
 

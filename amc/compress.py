@@ -1,12 +1,15 @@
-"""Build the compressed model a policy describes: the one code path used by the search's reward,
-``amc apply`` and ``amc finetune``, so that applying a policy reproduces what the search evaluated.
+"""Build the compressed model a policy describes: :func:`apply_policy`, the one code path used by the
+search's reward (the env), ``amc apply``, ``amc finetune``, ``amc export``, ``amc compare`` and
+``amc bench``, so that applying a policy reproduces what the search evaluated.
 
 Order: channel pruning (+ optional LS reconstruction) -> unstructured sparsity -> quantization ->
 the evaluation proxy's repairs (:mod:`amc.proxies`: KD steps, norm statistics).
 
 :func:`draw_inputs` draws the train images all of these read (reconstruction, norm statistics,
-activation ranges, KD batches) from a fixed seed; :func:`inputs_for_policy` draws them the way a
-policy records, so every caller rebuilds the search's model.
+activation ranges, KD batches) from a fixed seed: the calibration recipe, written once.
+:func:`inputs_for_policy` draws them the way a policy's ``scoring`` records; ``apply_policy(model,
+policy, splits=...)`` does that itself, so a caller rebuilds the search's model from the policy and
+the data alone.
 """
 
 from __future__ import annotations
@@ -22,15 +25,12 @@ from amc.errors import AmcError
 from amc.policy import Policy
 from amc.proxies import Proxy, ProxyData, apply_proxy, make_proxy_data, parse_proxy
 from amc.pruning import Pruner, magnitude_prune
+from amc.utils import model_device
 
 if TYPE_CHECKING:
     from amc.quantization import QuantCache
 
 __all__ = ["apply_policy", "check_policy_matches", "PolicyInputs", "draw_inputs", "inputs_for_policy", "policy_proxy"]
-
-#: the calibration recipe of policies that do not record one (amc before the proxies)
-DEFAULT_CALIBRATION_SIZE = 256
-
 
 @dataclass
 class PolicyInputs:
@@ -46,12 +46,8 @@ class PolicyInputs:
 
 
 def policy_proxy(policy: Policy) -> Proxy:
-    """The proxy a policy was scored with (policies from before the proxies: ``reconstruct`` or
-    ``vanilla``, after their ``reconstruct`` flag)."""
-    name = policy.pruning.get("proxy")
-    if name is None:
-        name = "reconstruct" if policy.pruning.get("reconstruct") else "vanilla"
-    return parse_proxy(str(name))
+    """The proxy a policy was scored with (``policy.scoring.proxy``)."""
+    return parse_proxy(policy.scoring.proxy)
 
 
 def draw_inputs(splits: Any, *, proxy: Proxy, calibration_size: int, calibration_seed: int, quantizes: bool,
@@ -71,9 +67,9 @@ def draw_inputs(splits: Any, *, proxy: Proxy, calibration_size: int, calibration
     return out
 
 
-def inputs_for_policy(policy: Policy, splits: Any, *, device: torch.device | str, teacher: nn.Module | None,
-                      default_seed: int = 0) -> PolicyInputs:
-    """:func:`draw_inputs` as ``policy`` records them (``None`` data when the policy needs none)."""
+def inputs_for_policy(policy: Policy, splits: Any, *, device: torch.device | str,
+                      teacher: nn.Module | None) -> PolicyInputs:
+    """:func:`draw_inputs` as ``policy.scoring`` records them (``None`` data when the policy needs none)."""
     proxy = policy_proxy(policy)
     pruned = policy.granularity == "channel" and any(g.channels < g.total for g in policy.groups)
     if not pruned and proxy.reconstruct and not proxy.bn and not proxy.ft_steps:
@@ -84,10 +80,9 @@ def inputs_for_policy(policy: Policy, splits: Any, *, device: torch.device | str
             need = "activation ranges" if not proxy.needs_calibration else f"the {proxy.name} proxy"
             raise AmcError(f"this policy needs train images for {need}: pass --dataset (and --data-dir)")
         return PolicyInputs()
-    opts = policy.pruning
-    return draw_inputs(splits, proxy=proxy, calibration_size=int(opts.get("calibration_size", DEFAULT_CALIBRATION_SIZE)),
-                       calibration_seed=int(opts.get("calibration_seed", default_seed) or 0), quantizes=quantizes,
-                       device=device, teacher=teacher)
+    return draw_inputs(splits, proxy=proxy, calibration_size=policy.scoring.calibration_size,
+                       calibration_seed=policy.scoring.calibration_seed, quantizes=quantizes, device=device,
+                       teacher=teacher)
 
 
 def check_policy_matches(policy: Policy, pruner: Pruner) -> None:
@@ -108,8 +103,9 @@ def check_policy_matches(policy: Policy, pruner: Pruner) -> None:
         raise AmcError(f"policy names layer(s) {missing[:5]} that the model does not have")
 
 
-def apply_policy(model: nn.Module, policy: Policy, *, example_input: torch.Tensor | None = None,
-                 pruner: Pruner | None = None, calibration: torch.Tensor | None = None,
+def apply_policy(model: nn.Module, policy: Policy, *, splits: Any = None, device: torch.device | str | None = None,
+                 example_input: torch.Tensor | None = None, pruner: Pruner | None = None,
+                 calibration: torch.Tensor | None = None,
                  quant_calibration: torch.Tensor | Sequence[torch.Tensor] | None = None,
                  quant_cache: QuantCache | None = None, proxy_data: ProxyData | None = None,
                  check: bool = True) -> nn.Module:
@@ -118,8 +114,14 @@ def apply_policy(model: nn.Module, policy: Policy, *, example_input: torch.Tenso
     Args:
         model: the uncompressed, trained model the policy was found on (or one of the same architecture).
         policy: the policy.
-        example_input: an input batch for tracing (needed unless ``pruner`` is given).
-        pruner: a :class:`Pruner` of ``model`` to reuse (the search passes its own: no re-tracing).
+        splits: the dataset (:class:`amc.data.DatasetSplits`) the policy was scored on: the train
+            images the build needs are drawn from it as ``policy.scoring`` records
+            (:func:`inputs_for_policy`, ``model`` as the KD proxy's teacher), and its first val image
+            is the tracing input. Exclusive with ``calibration``, ``quant_calibration`` and ``proxy_data``.
+        device: where drawn images go (default: ``model``'s device).
+        example_input: an input batch for tracing (needed unless ``pruner`` or ``splits`` is given).
+        pruner: a :class:`Pruner` of ``model`` to reuse (the search passes its own: no re-tracing); one
+            seeded otherwise than ``policy.scoring.calibration_seed`` is re-seeded (same graph).
         calibration: images for the least-squares reconstruction when the policy asks for it.
         quant_calibration: images for activation-range calibration when the policy has activation bits
             (ranges come from the float, possibly pruned, model's statistics on them).
@@ -129,21 +131,29 @@ def apply_policy(model: nn.Module, policy: Policy, *, example_input: torch.Tenso
         proxy_data: the inputs of the policy's evaluation proxy (:func:`draw_inputs`); the ``bn`` and
             ``ft:K`` proxies run last, on the finished model.
     """
+    seed = policy.scoring.calibration_seed  # picks random channels and the sampled reconstruction positions
+    if splits is not None:
+        if calibration is not None or quant_calibration is not None or proxy_data is not None:
+            raise AmcError("apply_policy takes splits (images drawn as the policy records) or the images, not both")
+        device = device if device is not None else model_device(model)
+        inputs = inputs_for_policy(policy, splits, device=device, teacher=model)
+        calibration, quant_calibration, proxy_data = inputs.calibration, inputs.quant_calibration, inputs.proxy_data
+        if pruner is None and example_input is None:
+            example_input = splits.tensors("val" if len(splits.val) else "test", device=device, limit=1)[0]
     if pruner is None:
         if example_input is None:
-            raise AmcError("apply_policy needs example_input (an input batch) or a Pruner")
-        pruner = Pruner(model, example_input)
+            raise AmcError("apply_policy needs example_input (an input batch), splits or a Pruner")
+        pruner = Pruner(model, example_input, seed=seed)
+    elif pruner.seed != seed:
+        pruner = Pruner(pruner.model, pruner.example_input, graph=pruner.graph, seed=seed)
     if check:
         check_policy_matches(policy, pruner)
     opts = policy.pruning
     out = model
     if policy.granularity == "channel" and any(g.channels < g.total for g in policy.groups):
-        reconstruct = bool(opts.get("reconstruct", False))
-        if reconstruct and calibration is None and pruner._calibration is None:
-            raise AmcError("this policy was found with least-squares reconstruction: pass calibration images "
-                           "(amc apply takes them from the dataset's train split)")
+        # (a reconstructing policy without calibration images: the Pruner says to pass them)
         out = pruner.prune([g.channels / g.total for g in policy.groups], importance=str(opts.get("importance", "l1")),
-                           reconstruct=reconstruct, calibration=calibration, round_to=1)
+                           reconstruct=policy_proxy(policy).reconstruct, calibration=calibration, round_to=1)
     sparsity = {ly.name: ly.sparsity for ly in policy.layers if ly.sparsity}
     if sparsity:
         out = magnitude_prune(out, sparsity)

@@ -68,10 +68,10 @@ EXPORT_VERSION = 1
 
 
 def _structural_policy(policy: Policy) -> Policy:
-    """The part of ``policy`` that fixes the architecture: channel counts only (no reconstruction,
-    no sparsity, no bits: weights and codes come from the file)."""
+    """The part of ``policy`` that fixes the architecture: channel counts only (no proxy, so no
+    reconstruction; no sparsity, no bits: weights and codes come from the file)."""
     d = policy.to_dict()
-    d["pruning"] = {**d.get("pruning", {}), "reconstruct": False}
+    d["scoring"] = {**d["scoring"], "proxy": "vanilla"}
     for ly in d["layers"]:
         ly["w_bits"] = ly["a_bits"] = ly["sparsity"] = None
     return Policy.from_dict(d)

@@ -1,15 +1,12 @@
 """From a learned policy to a fine-tuned compressed model.
 
-* :func:`prepare` gathers what rebuilding a policy's model needs, exactly as the search evaluated it:
-  the trained checkpoint, the dataset with the search's val holdout, a :class:`amc.pruning.Pruner`
-  seeded like the search's, the reconstruction images
-  (``splits.calibration_batches(1, calibration_size, calibration_seed)``) and the activation
-  calibration batches (``calibration_batches(2, 128, calibration_seed)``). When the policy comes from
-  a search run directory (``RUN_DIR/best_policy.json``), that run's ``config.yaml`` supplies the
-  dataset, the val holdout, the checkpoint and the evaluation batch size; explicit arguments win.
-  A policy that does not fit the checkpoint's model is mapped onto it by
-  :func:`amc.transfer.transfer_policy`. :meth:`PolicySetup.compress` then calls
-  :func:`amc.compress.apply_policy`, the one code path that builds compressed models.
+* :func:`prepare` gathers what rebuilding a policy's model needs, exactly as the search evaluated it,
+  from what the policy records (:mod:`amc.policy`): the trained checkpoint (checked by sha256), the
+  dataset with the search's val holdout, a :class:`amc.pruning.Pruner` seeded like the search's and
+  the train images of :func:`amc.compress.inputs_for_policy`; explicit arguments win. A policy that
+  does not fit the checkpoint's model is mapped onto it by :func:`amc.transfer.transfer_policy`.
+  :meth:`PolicySetup.compress` then calls :func:`amc.compress.apply_policy`, the one code path that
+  builds compressed models.
 * :func:`finetune` trains a compressed model with :func:`amc.training.train` (SGD, cosine schedule,
   progress bar, TensorBoard, checkpoints, resume) and Hinton knowledge distillation from the
   uncompressed teacher (on by default). Quantized models train through their fake-quant wrappers
@@ -32,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -43,7 +39,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import yaml
 
 from amc.compress import apply_policy, check_policy_matches, inputs_for_policy
 from amc.cost import kept_channels
@@ -66,7 +61,7 @@ __all__ = [
 ]
 
 _FULL_SPEC = frozenset({"num_classes", "in_channels", "image_size"})
-#: EnvConfig / SearchConfig defaults the search used when its config does not say otherwise
+#: the evaluation batch size of searches whose policy does not record one (SearchConfig's default)
 _SEARCH_EVAL_BATCH = 512
 
 
@@ -152,12 +147,14 @@ class PolicySetup:
     quant_calibration: list[torch.Tensor] | None
     device: torch.device
     proxy_data: Any = None  # amc.proxies.ProxyData of the policy's evaluation proxy
-    data: dict[str, Any] = field(default_factory=dict)  # dataset, data_dir, val_size, seed
-    eval_batch_size: int = _SEARCH_EVAL_BATCH
+    data: dict[str, Any] = field(default_factory=dict)  # amc.policy.data_record of the data used
+    eval_batch_size: int = _SEARCH_EVAL_BATCH  # the search's evaluation: batch size, val images scored
     eval_limit: int | None = None
     transferred: bool = False
     checkpoint: str | None = None
-    run_config: dict[str, Any] = field(default_factory=dict)
+    checkpoint_sha256: str | None = None
+    #: what differs from the policy's record (checkpoint, dataset, val holdout); None: it records none
+    differences: list[str] | None = None
 
     @property
     def example_input(self) -> torch.Tensor:
@@ -182,69 +179,57 @@ class PolicySetup:
         return evaluate(model.to(self.device), (x, y), batch_size=self.eval_batch_size, precision=precision)
 
 
-def _read_run_config(policy_path: Path | None) -> dict[str, Any]:
-    """Defaults from the run that wrote the policy: a search's ``config.yaml`` next to its
-    ``best_policy.json``, or the ``apply_summary.json``/``finetune_summary.json`` next to the
-    ``policy.json`` that ``amc apply``/``amc finetune`` write (``{}`` when there is none)."""
-    if policy_path is None:
-        return {}
-    folder = policy_path.parent
-    cfg = folder / "config.yaml"
-    if cfg.is_file():
-        try:
-            doc = yaml.safe_load(cfg.read_text())
-        except yaml.YAMLError as e:
-            log.warning("ignoring unreadable %s: %s", cfg, e)
-            doc = None
-        if isinstance(doc, dict) and "dataset" in doc:
-            log.info("using the search run's settings from %s", cfg)
-            return doc
-    for name in ("apply_summary.json", "finetune_summary.json"):
-        path = folder / name
-        if not path.is_file():
-            continue
-        try:
-            doc = json.loads(path.read_text())
-            data = doc.get("data") or {}
-            out = {"checkpoint": doc.get("checkpoint"), "dataset": data.get("dataset"), "data_dir": data.get("data_dir"),
-                   "val_size": data.get("val_size"), "data_seed": data.get("seed")}
-        except (ValueError, AttributeError) as e:
-            log.warning("ignoring unreadable %s: %s", path, e)
-            continue
-        if out["dataset"]:
-            log.info("using the checkpoint and data recorded in %s", path)
-            return {k: v for k, v in out.items() if v is not None}
-    return {}
-
-
 def _same_name(a: Any, b: Any) -> bool:
     return isinstance(a, str) and isinstance(b, str) and a.lower() == b.lower()
 
 
-def _complete_spec(policy: Policy, base: nn.Module, spec: dict[str, Any] | None, run_cfg: Mapping[str, Any],
-                   splits: Any) -> dict[str, Any] | None:
-    """A complete spec of the model the policy was found on (a search records only its class name):
-    the policy's own, the search's checkpoint's, the search's model on this dataset, or the target's
-    when the names agree."""
-    from amc.models import ModelSpec
-    from amc.training import load_checkpoint
-
+def _source_spec(policy: Policy, base: nn.Module, spec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A complete spec of the model the policy was found on (for a transfer): the policy's own, or the
+    target's when the names agree (a policy of a checkpoint without a spec records only a class name)."""
     pm = policy.model
-    if isinstance(pm, Mapping) and _FULL_SPEC <= set(pm):
+    if _FULL_SPEC <= set(pm):
         return dict(pm)
-    src = run_cfg.get("checkpoint")
-    if not src and run_cfg.get("run_dir"):
-        src = Path(run_cfg["run_dir"]) / "pretrain" / "final.pt"
-    if src and Path(src).is_file():
-        _, ck = load_checkpoint(src, device="cpu")
-        if ck.get("model_spec"):
-            return dict(ck["model_spec"])
-    if run_cfg.get("model") and splits is not None and str(run_cfg.get("dataset", "")).lower() == splits.name:
-        return ModelSpec.for_data(run_cfg["model"], splits, kwargs=run_cfg.get("model_kwargs") or {}).to_dict()
-    name = pm.get("name") if isinstance(pm, Mapping) else None
-    if spec is not None and (_same_name(name, spec.get("name")) or _same_name(name, type(base).__name__)):
+    if spec is not None and (_same_name(pm.get("name"), spec.get("name")) or _same_name(pm.get("name"),
+                                                                                         type(base).__name__)):
         return dict(spec)
     return None
+
+
+def _recorded_checkpoint(policy: Policy) -> tuple[Path, str]:
+    """The checkpoint ``policy`` records and its sha256, when it is still there with the same bytes."""
+    from amc.utils import file_sha256
+
+    path = policy.checkpoint.get("path")
+    if not path:
+        raise AmcError("no checkpoint: pass --checkpoint (the trained, uncompressed model the policy is applied to; "
+                       "this policy does not record one)")
+    found = Path(path).expanduser()
+    if not found.is_file():
+        where = "" if found.is_absolute() else " (relative to where the search ran)"
+        raise AmcError(f"the policy's checkpoint {path!r}{where} is not there any more: pass --checkpoint (the "
+                       "trained, uncompressed model the search compressed)")
+    sha = file_sha256(found)
+    recorded = policy.checkpoint.get("sha256")
+    if recorded and sha != recorded:
+        raise AmcError(f"the policy's checkpoint {path!r} has changed since the search (sha256 {sha[:12]}..., the "
+                       f"policy records {recorded[:12]}...): pass --checkpoint (the model the search compressed)")
+    return found, sha
+
+
+def _differences(policy: Policy, sha: str, data: Mapping[str, Any]) -> list[str] | None:
+    """What the setup takes otherwise than the search did (``checkpoint``, ``dataset``, ``val holdout``);
+    ``None`` when the policy records neither its checkpoint nor its data (version 1)."""
+    rec_sha, rec = policy.checkpoint.get("sha256"), policy.data
+    if not rec_sha and not rec:
+        return None
+    out = []
+    if rec_sha and rec_sha != sha:
+        out.append("checkpoint")
+    if rec and str(rec.get("dataset", "")).lower() != str(data.get("dataset", "")).lower():
+        out.append("dataset")
+    elif rec and (rec.get("seed") != data.get("seed") or (rec.get("sizes") and rec["sizes"] != data.get("sizes"))):
+        out.append("val holdout")
+    return out
 
 
 def prepare(
@@ -263,13 +248,16 @@ def prepare(
 ) -> PolicySetup:
     """Load everything :meth:`PolicySetup.compress` needs to rebuild ``policy``'s model exactly.
 
+    Everything defaults to what the policy records (:mod:`amc.policy`: its checkpoint, data and
+    scoring); explicit arguments win.
+
     Args:
-        policy: a :class:`Policy` or the path of a policy JSON (a search's ``best_policy.json``: its
-            run's ``config.yaml`` then fills the defaults below).
-        checkpoint: the trained uncompressed model (``amc train`` checkpoint); default: the search's.
+        policy: a :class:`Policy` or the path of a policy JSON.
+        checkpoint: the trained uncompressed model (``amc train`` checkpoint); default: the policy's,
+            which must still be where it records with the same sha256.
         model: expected model name; an error if the checkpoint holds another.
-        dataset, data_dir, val_size, data_seed: the data and the val holdout (default: the search's,
-            else the dataset's default holdout with seed 0, as ``amc search`` does).
+        dataset, data_dir, val_size, data_seed: the data and the val holdout (default: the policy's;
+            for a policy that records none, the checkpoint's dataset with its default holdout, seed 0).
         transfer: ``True``: always map the policy with :func:`amc.transfer.transfer_policy`;
             ``None``: only when it does not match the checkpoint's model; ``False``: never (a
             mismatch is an error).
@@ -277,101 +265,91 @@ def prepare(
         device: where the models and data go.
         need_data: ``False`` allows no dataset when the policy needs no calibration images.
     """
+    from amc.data import get_dataset
+    from amc.models import ModelSpec, resolve_spec
     from amc.models import example_input as spec_example
-    from amc.models import resolve_spec
+    from amc.policy import data_record
     from amc.training import load_checkpoint
+    from amc.transfer import policy_matches, transfer_policy
+    from amc.utils import file_sha256
 
-    policy_path = None
-    if not isinstance(policy, Policy):
-        policy_path = Path(policy)
-        policy = Policy.load(policy_path)
-    policy = Policy.from_dict(policy.to_dict())  # a copy
-    run_cfg = _read_run_config(policy_path)
+    policy = Policy.load(policy) if not isinstance(policy, Policy) else Policy.from_dict(policy.to_dict())  # a copy
     dev = resolve_device(device) if not isinstance(device, torch.device) else device
-
-    ckpt_path = checkpoint or run_cfg.get("checkpoint")
-    if ckpt_path is None and run_cfg.get("run_dir"):
-        cand = Path(run_cfg["run_dir"]) / "pretrain" / "final.pt"
-        if cand.is_file():
-            ckpt_path = cand
-    if ckpt_path is None and policy_path is not None and (policy_path.parent / "pretrain" / "final.pt").is_file():
-        ckpt_path = policy_path.parent / "pretrain" / "final.pt"
-    if ckpt_path is None:
-        raise AmcError("no checkpoint: pass --checkpoint (the trained, uncompressed model the policy is applied to)")
+    if checkpoint is not None:
+        ckpt_path = Path(checkpoint).expanduser()
+        sha = file_sha256(ckpt_path) if ckpt_path.is_file() else ""  # (load_checkpoint names a missing file)
+    else:
+        ckpt_path, sha = _recorded_checkpoint(policy)
     base, ckpt = load_checkpoint(ckpt_path, device=dev)
     spec = ckpt.get("model_spec")
     if model is not None and spec and not _same_name(model, spec.get("name")):
         raise AmcError(f"checkpoint {str(ckpt_path)!r} holds a {spec.get('name')!r} model, not {model!r}; drop --model "
                        "or pass a matching checkpoint")
 
-    info = ckpt.get("data") or {}
-    ds = dataset or run_cfg.get("dataset") or info.get("dataset")
+    rec, info = policy.data, ckpt.get("data") or {}
+    ds = dataset or rec.get("dataset") or info.get("dataset")
     splits = None
     data: dict[str, Any] = {}
     if ds:
-        from amc.data import get_dataset
-
-        same_run = str(run_cfg.get("dataset", "")).lower() == str(ds).lower()
+        same_rec = str(rec.get("dataset", "")).lower() == str(ds).lower()
         same_ckpt = str(info.get("dataset", "")).lower() == str(ds).lower()
-        ddir = data_dir or (run_cfg.get("data_dir") if same_run else None) or (
+        ddir = data_dir or (rec.get("data_dir") if same_rec else None) or (
             info.get("data_dir") if same_ckpt and str(ds).lower() != "digits" else None)
-        vs = val_size if val_size is not None else (run_cfg.get("val_size") if same_run else None)
+        vs = val_size if val_size is not None else (rec.get("val_size") if same_rec else None)
         if isinstance(vs, float) and vs.is_integer() and vs >= 1:
             vs = int(vs)
-        seed = data_seed if data_seed is not None else int(
-            (run_cfg.get("data_seed", run_cfg.get("seed", 0)) if same_run else 0) or 0)
+        seed = data_seed if data_seed is not None else int((rec.get("seed") if same_rec else 0) or 0)
         image_size = tuple(spec["image_size"]) if spec and str(ds).lower() == "imagefolder" else None
         splits = get_dataset(str(ds), data_dir=ddir, val_size=vs, seed=seed, image_size=image_size)
-        data = {"dataset": splits.name, "data_dir": ddir, "val_size": vs, "seed": seed}
+        data = data_record(splits, data_dir=ddir, val_size=vs)
         if spec and (int(spec.get("num_classes", -1)) != splits.num_classes
                      or int(spec.get("in_channels", -1)) != splits.in_channels):
             raise AmcError(f"the checkpoint's model expects {spec.get('in_channels')}-channel images and "
                            f"{spec.get('num_classes')} classes; {splits.name} has {splits.in_channels} and "
                            f"{splits.num_classes}: pass the matching --dataset")
     elif need_data:
-        raise AmcError("no dataset: pass --dataset (the search's run config and the checkpoint do not say)")
+        raise AmcError("no dataset: pass --dataset (neither the policy nor the checkpoint records one)")
     if spec is None and model is not None and splits is not None:
-        from amc.models import ModelSpec
-
         spec = ModelSpec.for_data(model, splits).to_dict()
     if spec is not None:
         spec = resolve_spec(spec).to_dict()
 
-    opts = policy.pruning
-    seed = int(opts.get("calibration_seed", run_cfg.get("seed", 0)) or 0)
     example = splits.tensors("val", device=dev, limit=1)[0] if splits is not None and len(splits.val) else None
     if example is None:
         if spec is None:
             raise AmcError("cannot trace the model: give a dataset or a checkpoint with a model spec")
         example = spec_example(spec).to(dev)
-    pruner = Pruner(base, example, seed=seed)
+    pruner = Pruner(base, example, seed=policy.scoring.calibration_seed)
 
-    transferred = False
-    from amc.transfer import policy_matches, transfer_policy
-
+    differences = _differences(policy, sha, data)
     matches = policy_matches(policy, pruner.graph)
-    if transfer or (transfer is None and not matches):
+    transferred = bool(transfer or (transfer is None and not matches))
+    if transferred:
         if not matches:
             log.info("the policy (found on %s) does not match the checkpoint's model %s: transferring it",
                      policy.model.get("name"), (spec or {}).get("name", type(base).__name__))
-        src_spec = _complete_spec(policy, base, spec, run_cfg, splits)
+        src_spec = _source_spec(policy, base, spec)
         if src_spec is not None:
             policy.model = src_spec
         policy = transfer_policy(policy, base, example, target_spec=spec, budget=budget, graph=pruner.graph)
-        transferred = True
     else:
         check_policy_matches(policy, pruner)  # names the first difference
         if spec is not None and not (_FULL_SPEC <= set(policy.model)):
-            policy.model = dict(spec)  # the search records only the class name
+            policy.model = dict(spec)  # a checkpoint without a spec: the search recorded only the class name
+    # a transferred policy, or one that records no origin, is now this checkpoint's and data's: it records
+    # them, so that the policy.json apply and finetune write applies alone
+    if transferred or differences is None:
+        policy.checkpoint = {"path": str(ckpt_path), "sha256": sha}
+        policy.data = dict(data)
 
-    inputs = inputs_for_policy(policy, splits, device=dev, teacher=base, default_seed=seed)
-    env_kwargs = run_cfg.get("env_kwargs") or {}
+    inputs = inputs_for_policy(policy, splits, device=dev, teacher=base)
+    scored = policy.scoring.val_images
     return PolicySetup(
         policy=policy, base_model=base, model_spec=spec, splits=splits, pruner=pruner, calibration=inputs.calibration,
         quant_calibration=inputs.quant_calibration, proxy_data=inputs.proxy_data, device=dev, data=data,
-        eval_batch_size=int(env_kwargs.get("eval_batch_size", run_cfg.get("eval_batch_size", _SEARCH_EVAL_BATCH))),
-        eval_limit=env_kwargs.get("eval_limit"), transferred=transferred, checkpoint=str(ckpt_path),
-        run_config=dict(run_cfg))
+        eval_batch_size=policy.scoring.eval_batch_size or _SEARCH_EVAL_BATCH,
+        eval_limit=scored if splits is not None and scored is not None and scored < len(splits.val) else None,
+        transferred=transferred, checkpoint=str(ckpt_path), checkpoint_sha256=sha or None, differences=differences)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -542,7 +520,8 @@ def _step_policy(policy: Policy, channels: Sequence[int], graph: Any, *, fractio
                             sparsity=None if not ly.sparsity else float(ly.sparsity) * fraction)
               for ly in policy.layers]
     return Policy(model=policy.model, mode=policy.mode, granularity=policy.granularity, budget=dict(policy.budget),
-                  pruning=dict(policy.pruning), groups=groups if policy.granularity == "channel" else [],
+                  pruning=dict(policy.pruning), scoring=dataclasses.replace(policy.scoring),
+                  groups=groups if policy.granularity == "channel" else [],
                   layers=layers)
 
 

@@ -1,25 +1,35 @@
-"""The compression policy: amc's central artefact, a versioned JSON document.
+"""The compression policy: amc's central artefact, a versioned JSON document (docs/policy.md).
 
 A policy says, for one model, how many output channels each *prunable group* keeps (coupled layers
 share one decision, see :mod:`amc.graph`) and, per compressible layer (by module name), the weight and
-activation bit widths or the unstructured sparsity. It also records the model it was found on, the
-budget, what was achieved and how it was found, so that ``amc apply`` can rebuild the compressed
-model exactly and ``amc.transfer`` can map it onto a sibling model.
+activation bit widths or the unstructured sparsity. It also says where it came from (the model spec,
+the checkpoint and its sha256, the dataset and its val holdout) and how it was scored (the proxy,
+its calibration images, the evaluation precision), so that ``amc apply --policy P`` rebuilds and
+re-measures the compressed model exactly with nothing else given, and ``amc.transfer`` can map it
+onto a sibling model.
 
 Example (abridged)::
 
     {
-      "format": "amc-policy", "version": 1,
-      "model": {"name": "resnet20", "num_classes": 10, "in_channels": 3, "image_size": [32, 32]},
+      "format": "amc-policy", "version": 2,
+      "model": {"name": "resnet20", "num_classes": 10, "in_channels": 3, "image_size": [32, 32], "kwargs": {}},
+      "checkpoint": {"path": "runs/r20/final.pt", "sha256": "9f2c..."},
+      "data": {"dataset": "cifar10", "data_dir": "data/cifar10", "val_size": 5000, "seed": 0,
+               "sizes": {"train": 45000, "val": 5000, "test": 10000}},
       "mode": "prune", "granularity": "channel",
-      "budget": {"metric": "macs", "ratio": 0.5},
-      "pruning": {"importance": "l1", "reconstruct": false, "round_to": 1},
+      "budget": {"metric": "macs", "ratio": 0.5, "target": "macs=0.5"},
+      "pruning": {"importance": "l1", "round_to": 1, "lbound": 0.2},
+      "scoring": {"proxy": "reconstruct", "calibration_size": 256, "calibration_seed": 0,
+                  "eval_precision": "fp32", "eval_batch_size": 512, "val_images": 5000},
       "groups": [{"layers": ["conv1", "layer1.0.conv2", ...], "keep_ratio": 0.75, "channels": 12, "total": 16}, ...],
       "layers": [{"name": "conv1", "kind": "conv", "w_bits": null, "a_bits": null, "sparsity": null}, ...],
       "achieved": {"macs_ratio": 0.498, "params_ratio": 0.61},
       "accuracy": {"base_val_top1": 91.2, "val_top1": 84.0},
       "search": {"agent": "ddpg", "episode": 143, "episodes": 300, "seed": 0}
     }
+
+Version 1 (amc before the provenance) kept the proxy and calibration in ``pruning`` and the precision
+and val images in ``accuracy``; :meth:`Policy.from_dict` reads it into this layout.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +45,18 @@ from amc.errors import AmcError
 from amc.utils import atomic_write_json
 
 FORMAT = "amc-policy"
-VERSION = 1
+VERSION = 2
+#: the versions :meth:`Policy.from_dict` reads (older ones are upgraded on reading)
+READ_VERSIONS = (1, 2)
 MODES = ("prune", "quant", "joint")
 GRANULARITIES = ("channel", "fine")
 METRICS = ("macs", "params", "size", "bitops", "latency")
 
-__all__ = ["Policy", "GroupDecision", "LayerDecision", "parse_target", "FORMAT", "VERSION"]
+__all__ = ["Policy", "GroupDecision", "LayerDecision", "Scoring", "parse_target", "checkpoint_record", "data_record",
+           "FORMAT", "VERSION"]
+
+#: keys of a version-1 ``pruning`` block that version 2 keeps in ``scoring``
+_V1_SCORING_KEYS = ("proxy", "reconstruct", "calibration_size", "calibration_seed")
 
 
 def parse_target(target: str) -> tuple[str, float]:
@@ -61,6 +77,21 @@ def parse_target(target: str) -> tuple[str, float]:
     if not (0.0 < ratio <= 1.0) or math.isnan(ratio):
         raise AmcError(f"budget ratio {ratio} in {target!r} must be in (0, 1] (a fraction of the original)")
     return metric, ratio
+
+
+def checkpoint_record(path: str | Path) -> dict[str, str]:
+    """A policy's ``checkpoint`` block: the path as given and the file's sha256 (hex)."""
+    from amc.utils import file_sha256
+
+    return {"path": str(path), "sha256": file_sha256(Path(path).expanduser())}
+
+
+def data_record(splits: Any, *, data_dir: str | Path | None, val_size: int | float | None) -> dict[str, Any]:
+    """A policy's ``data`` block: the :func:`amc.data.get_dataset` arguments as given (``data_dir``,
+    ``val_size``) and the holdout seed and split sizes of ``splits`` (what identifies the val images)."""
+    return {"dataset": splits.name, "data_dir": None if data_dir is None else str(data_dir), "val_size": val_size,
+            "seed": int(splits.info.get("seed", 0)),
+            "sizes": {name: len(splits.split(name)) for name in ("train", "val", "test")}}
 
 
 @dataclass
@@ -103,6 +134,58 @@ class LayerDecision:
 
 
 @dataclass
+class Scoring:
+    """How the search built and scored a policy's model (:func:`amc.compress.draw_inputs`, the env's
+    evaluation), so that ``amc apply`` rebuilds and re-measures it exactly.
+
+    Attributes:
+        proxy: what was done to the compressed model before scoring (:mod:`amc.proxies`: ``vanilla``,
+            ``bn``, ``reconstruct``, ``reconstruct+bn``, ``ft:K``; ``auto`` is resolved before recording).
+        calibration_size: train images of the proxy (``splits.calibration_batches(1, calibration_size,
+            calibration_seed)``), >= 1; activation ranges use ``calibration_batches(2, 128, calibration_seed)``.
+        calibration_seed: seed of those draws, of ``random`` importance and of the sampled reconstruction
+            positions (the :class:`amc.pruning.Pruner`'s seed).
+        eval_precision: ``fp32``, or the ``bf16`` / ``fp16`` autocast the val top-1 was measured under.
+        eval_batch_size: batch size of that evaluation (``None``: not recorded).
+        val_images: how many val images (the split's first) were scored (``None``: not recorded).
+    """
+
+    proxy: str = "vanilla"
+    calibration_size: int = 256
+    calibration_seed: int = 0
+    eval_precision: str = "fp32"
+    eval_batch_size: int | None = None
+    val_images: int | None = None
+
+    def __post_init__(self) -> None:
+        from amc.proxies import parse_proxy
+        from amc.training import PRECISIONS
+
+        self.proxy = parse_proxy(self.proxy).name
+        if self.proxy == "auto":
+            raise AmcError("policy field 'scoring.proxy' is 'auto'; a policy records the proxy it was scored with")
+        for key, lo in (("calibration_size", 1), ("calibration_seed", 0), ("eval_batch_size", 1), ("val_images", 0)):
+            value = getattr(self, key)
+            if value is None and key in ("eval_batch_size", "val_images"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise AmcError(f"policy field 'scoring.{key}' is {value!r}; it must be an integer >= {lo}")
+        if self.eval_precision not in PRECISIONS:
+            raise AmcError(f"policy field 'scoring.eval_precision' is {self.eval_precision!r}; valid: "
+                           f"{', '.join(PRECISIONS)}")
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Scoring:
+        names = {f.name for f in fields(cls)}
+        if not isinstance(d, dict):
+            raise AmcError("policy field 'scoring' must be an object")
+        if set(d) - names:
+            raise AmcError(f"policy field 'scoring' has unknown key(s) {sorted(set(d) - names)}; valid: "
+                           f"{', '.join(sorted(names))}")
+        return cls(**d)
+
+
+@dataclass
 class Policy:
     """A compression policy for one model (see the module docstring for the JSON layout)."""
 
@@ -116,6 +199,9 @@ class Policy:
     achieved: dict[str, Any] = field(default_factory=dict)
     accuracy: dict[str, Any] = field(default_factory=dict)
     search: dict[str, Any] = field(default_factory=dict)
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    scoring: Scoring = field(default_factory=Scoring)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -126,6 +212,16 @@ class Policy:
             )
         if not isinstance(self.model, dict) or "name" not in self.model:
             raise AmcError("policy field 'model' must be a model spec with at least a 'name'")
+        old = [k for k in _V1_SCORING_KEYS if k in self.pruning]
+        if old:
+            raise AmcError(f"policy field 'pruning' holds {', '.join(old)}: since version 2 the proxy and its "
+                           "calibration are recorded in 'scoring' (amc.policy.Scoring)")
+        for key in ("checkpoint", "data"):
+            if not isinstance(getattr(self, key), dict):
+                raise AmcError(f"policy field {key!r} must be an object")
+        path, sha = self.checkpoint.get("path"), self.checkpoint.get("sha256")
+        if (path is not None and not isinstance(path, str)) or (sha is not None and not isinstance(sha, str)):
+            raise AmcError("policy field 'checkpoint' must be {\"path\": string, \"sha256\": hex string}")
 
     # ----------------------------------------------------------------- views
     @property
@@ -150,10 +246,13 @@ class Policy:
             "format": FORMAT,
             "version": VERSION,
             "model": copy.deepcopy(self.model),
+            "checkpoint": dict(self.checkpoint),
+            "data": copy.deepcopy(self.data),
             "mode": self.mode,
             "granularity": self.granularity,
             "budget": dict(self.budget),
             "pruning": dict(self.pruning),
+            "scoring": asdict(self.scoring),
             "groups": [
                 {"layers": list(g.layers), "keep_ratio": round(float(g.keep_ratio), 6), "channels": int(g.channels),
                  "total": int(g.total)}
@@ -176,8 +275,11 @@ class Policy:
             raise AmcError("policy must be a JSON object")
         if d.get("format") != FORMAT:
             raise AmcError(f"policy field 'format' is {d.get('format')!r}, expected {FORMAT!r} (is this an amc policy?)")
-        if d.get("version") != VERSION:
-            raise AmcError(f"policy field 'version' is {d.get('version')!r}; this amc reads version {VERSION}")
+        if d.get("version") not in READ_VERSIONS or isinstance(d.get("version"), bool):
+            raise AmcError(f"policy field 'version' is {d.get('version')!r}; this amc reads versions "
+                           f"{' and '.join(map(str, READ_VERSIONS))}")
+        if d["version"] == 1:
+            d = _upgrade_v1(d)
         for key, typ in (("model", dict), ("groups", list), ("layers", list)):
             if not isinstance(d.get(key), typ):
                 raise AmcError(f"policy field {key!r} is missing or not a {typ.__name__}")
@@ -202,7 +304,8 @@ class Policy:
             model=d["model"], mode=d.get("mode", "prune"), granularity=d.get("granularity", "channel"),
             budget=dict(d.get("budget") or {}), pruning=dict(d.get("pruning") or {}), groups=groups,
             layers=layers, achieved=dict(d.get("achieved") or {}), accuracy=dict(d.get("accuracy") or {}),
-            search=dict(d.get("search") or {}),
+            search=dict(d.get("search") or {}), checkpoint=copy.deepcopy(_block(d, "checkpoint")),
+            data=copy.deepcopy(_block(d, "data")), scoring=Scoring.from_dict(_block(d, "scoring")),
         )
 
     def to_json(self) -> str:
@@ -232,3 +335,23 @@ class Policy:
                            "RUN_DIR/best_policy.json") from None
         except AmcError as e:
             raise AmcError(f"policy file {str(path)!r}: {e}; pass a search's RUN_DIR/best_policy.json") from None
+
+
+def _block(d: dict[str, Any], key: str) -> Any:
+    """A block of a version-2 document: ``{}`` when absent or null (checked by its reader)."""
+    return {} if d.get(key) is None else d[key]
+
+
+def _upgrade_v1(d: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 document in the version-2 layout: ``pruning``'s proxy and calibration and
+    ``accuracy``'s precision and val images move to ``scoring``. A policy from before the proxies is
+    ``reconstruct`` or ``vanilla`` after its ``reconstruct`` flag, its calibration seed the search's."""
+    pruning = dict(d.get("pruning") or {})
+    accuracy = dict(d.get("accuracy") or {})
+    reconstruct = pruning.pop("reconstruct", False)
+    proxy = pruning.pop("proxy", None) or ("reconstruct" if reconstruct else "vanilla")
+    search_seed = (d.get("search") or {}).get("seed") if isinstance(d.get("search"), dict) else None
+    scoring = {"proxy": proxy, "calibration_size": pruning.pop("calibration_size", 256),
+               "calibration_seed": pruning.pop("calibration_seed", search_seed) or 0,
+               "eval_precision": accuracy.pop("eval_precision", "fp32"), "val_images": accuracy.pop("val_images", None)}
+    return {**d, "version": 2, "pruning": pruning, "accuracy": accuracy, "scoring": scoring}

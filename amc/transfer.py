@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -394,8 +394,8 @@ def transfer_policy(
         new_budget = {"metric": metric, "ratio": target, "target": f"{metric}={target:g}"}
     record["achieved"] = achieved
     out = Policy(model=model_doc, mode=policy.mode, granularity=policy.granularity, budget=new_budget,
-                 pruning=dict(policy.pruning), groups=groups, layers=layers, achieved=achieved, accuracy={},
-                 search={**policy.search, "transfer": record})
+                 pruning=dict(policy.pruning), scoring=replace(policy.scoring), groups=groups, layers=layers,
+                 achieved=achieved, accuracy={}, search={**policy.search, "transfer": record})
     log.info("transferred a %s policy onto %s by %s%s: %s", policy.model.get("name"), model_doc.get("name"), used,
              f" ({staging} stages)" if staging else "",
              ", ".join(f"{k} {v:.3f}" for k, v in achieved.items()))
@@ -436,7 +436,7 @@ def uniform_policy(model: nn.Module, example_input: torch.Tensor, budget: str, *
     groups = [GroupDecision(g.layers, k / g.channels, k, g.channels) for g, k in zip(graph.groups, kept)]
     layers = [LayerDecision(ly.name, ly.kind) for ly in graph.layers]
     found = Policy(model=_model_doc(model, model_spec), groups=groups, layers=layers,
-                   pruning={"importance": importance, "reconstruct": False, "round_to": round_to, "lbound": lbound},
+                   pruning={"importance": importance, "round_to": round_to, "lbound": lbound},
                    search={"agent": "uniform"})
     out = transfer_policy(found, model, example_input, target_spec=model_spec, method="name", budget=budget,
                           graph=graph)

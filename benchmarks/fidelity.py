@@ -244,9 +244,8 @@ class _Study:
     # ------------------------------------------------------------- 2. score
     def _policy_for(self, doc: dict[str, Any], proxy: str, cal: int) -> Policy:
         pol = Policy.from_dict(copy.deepcopy(doc))
-        p = parse_proxy(proxy)
-        pol.pruning.update({"proxy": p.name, "reconstruct": p.reconstruct, "calibration_size": int(cal),
-                            "calibration_seed": self.cfg.calibration_seed})
+        pol.scoring = dataclasses.replace(pol.scoring, proxy=parse_proxy(proxy).name, calibration_size=int(cal),
+                                          calibration_seed=self.cfg.calibration_seed)
         return pol
 
     def _inputs_for(self, proxy: str, cal: int) -> Any:

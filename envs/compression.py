@@ -20,7 +20,7 @@ from amc.budget import amc_clip, bisect, bit_floors, limit, lower_bits
 from amc.compress import apply_policy, draw_inputs
 from amc.cost import CostModel, kept_channels
 from amc.errors import AmcError
-from amc.policy import GroupDecision, LayerDecision, Policy, parse_target
+from amc.policy import GroupDecision, LayerDecision, Policy, Scoring, parse_target
 from amc.proxies import parse_proxy, resolve_proxy
 from amc.pruning import IMPORTANCES, Pruner
 from amc.training import PRECISIONS
@@ -258,6 +258,10 @@ class CompressionEnv(gym.Env):
                              device=self.device, teacher=self.model)
         self.calibration, self.quant_calibration, self.proxy_data = (
             inputs.calibration, inputs.quant_calibration, inputs.proxy_data)
+        # how every policy of this env is scored: recorded in each, so that amc apply re-measures it exactly
+        self.scoring = Scoring(proxy=self.proxy.name, calibration_size=cfg.calibration_size,
+                               calibration_seed=cfg.calibration_seed, eval_precision=cfg.eval_precision,
+                               eval_batch_size=cfg.eval_batch_size, val_images=len(self.val_y))
         if self.calibration is not None:
             self.pruner.set_calibration(self.calibration)
         self.quant_cache = None
@@ -541,10 +545,9 @@ class CompressionEnv(gym.Env):
                   for ly in self.graph.layers]
         return Policy(model=self.model_spec, mode=cfg.mode, granularity=cfg.granularity,
                       budget={"metric": self.metric, "ratio": self.target_ratio, "target": cfg.target},
-                      pruning={"importance": cfg.importance, "reconstruct": self.proxy.reconstruct,
-                               "proxy": self.proxy.name, "round_to": cfg.round_to, "lbound": cfg.lbound,
-                               "calibration_size": cfg.calibration_size, "calibration_seed": cfg.calibration_seed},
-                      groups=groups if cfg.granularity == "channel" else [], layers=layers)
+                      pruning={"importance": cfg.importance, "round_to": cfg.round_to, "lbound": cfg.lbound},
+                      scoring=replace(self.scoring), groups=groups if cfg.granularity == "channel" else [],
+                      layers=layers)
 
     def costs(self) -> dict[str, float]:
         s, cm = self._state, self.cost
@@ -574,8 +577,7 @@ class CompressionEnv(gym.Env):
         reward = float(self.reward_fn(acc, costs))
         metrics = {"accuracy": acc, "reward": reward, **costs}
         policy.achieved = {k: v for k, v in costs.items() if k.endswith("_ratio") or k == "latency_ms"}
-        policy.accuracy = {"base_val_top1": self.base_accuracy, "val_top1": acc, "val_images": len(self.val_y),
-                           "eval_precision": self.config.eval_precision}
+        policy.accuracy = {"base_val_top1": self.base_accuracy, "val_top1": acc}
         t_proxy = self.proxy_data.seconds if self.proxy_data is not None else 0.0
         timing = {"prune": self.pruner.timing.prune, "reconstruct": self.pruner.timing.reconstruct,
                   "quantize": max(0.0, build - self.pruner.timing.prune - self.pruner.timing.reconstruct - t_proxy),

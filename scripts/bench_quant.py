@@ -39,7 +39,9 @@ def _finetune(out: Path, name: str, args: argparse.Namespace) -> dict:
     done = run_dir / "finetune_summary.json"
     if done.exists():
         return json.loads(done.read_text())
-    setup = prepare(out / name / "best_policy.json", device="cpu")
+    # (given, not read from the policy: the policies of searches finished before version 2 record neither)
+    setup = prepare(out / name / "best_policy.json", checkpoint=args.checkpoint, dataset=args.dataset,
+                    data_dir=args.data_dir, device="cpu")
     cfg = FinetuneConfig(epochs=1, steps_per_epoch=args.ft_steps, lr=0.01, device="cpu", seed=0)
     return finetune_policy(setup, cfg, run_dir=run_dir).summary
 

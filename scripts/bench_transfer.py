@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from amc.data import get_dataset
     from amc.finetune import prepare
     from amc.models import example_input
+    from amc.policy import Scoring
     from amc.training import load_checkpoint
     from amc.transfer import uniform_policy
 
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         model, ck = load_checkpoint(ckpts[name])
         spec = ck["model_spec"]
         uni = uniform_policy(model, example_input(spec), args.target, model_spec=spec)
-        uni.pruning.update({"reconstruct": args.reconstruct, "calibration_seed": 0})
+        uni.scoring = Scoring(proxy="reconstruct" if args.reconstruct else "vanilla", calibration_seed=0)
         kw = {"checkpoint": ckpts[name], "dataset": "digits", "device": "cpu"}
         base = prepare(uni, **kw)
         label = "searched on resnet20" + (" -> transferred" if name == "resnet32" else "")

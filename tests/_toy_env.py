@@ -144,5 +144,5 @@ class ToyCompressionEnv(gym.Env):
         layers = [LayerDecision(name=f"layer{i}", kind="conv") for i in range(self.n_decisions)]
         return Policy(model={"name": "toy", "num_classes": 10, "in_channels": 1, "image_size": [8, 8]},
                       mode="prune", budget={"metric": "macs", "ratio": self.target},
-                      pruning={"importance": "l1", "reconstruct": False, "round_to": 1}, groups=groups,
+                      pruning={"importance": "l1", "round_to": 1}, groups=groups,
                       layers=layers, achieved={"macs_ratio": macs_ratio, "params_ratio": params_ratio})

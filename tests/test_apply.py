@@ -73,8 +73,8 @@ def r20_ckpt(tmp_path_factory, digits) -> Path:
 @pytest.mark.parametrize("kw", [{"proxy": "bn", "eval_precision": "bf16"}, {"proxy": "ft:3"}], ids=["bn-bf16", "ft"])
 def test_apply_reproduces_a_proxy_scored_search(tmp_path, r20_ckpt, kw, capsys):
     best = _search(tmp_path / "search", r20_ckpt, target="macs=0.5", seed=1, **kw)
-    assert best["pruning"]["proxy"] == kw["proxy"]
-    assert best["accuracy"]["eval_precision"] == kw.get("eval_precision", "fp32")
+    assert best["scoring"]["proxy"] == kw["proxy"]
+    assert best["scoring"]["eval_precision"] == kw.get("eval_precision", "fp32")
     out = tmp_path / "applied"
     assert main(["apply", "--policy", str(tmp_path / "search" / "best_policy.json"), "--out", str(out),
                  "--device", "cpu"]) == 0

@@ -33,7 +33,7 @@ def _policy(ckpt: Path, digits: DatasetSplits, keep: float, *, w_bits: int | Non
                             kept_channels(keep, gr.channels), gr.channels) for gr in g.groups]
     layers = [LayerDecision(ly.name, ly.kind, w_bits, a_bits) for ly in g.layers]
     return Policy(model=ck["model_spec"], mode="joint" if w_bits else "prune", groups=groups, layers=layers,
-                  pruning={"importance": "l1", "reconstruct": False, "lbound": 0.2, "calibration_seed": 0})
+                  pruning={"importance": "l1", "lbound": 0.2})
 
 
 def test_iterative_schedule_ends_at_the_policy():
@@ -154,7 +154,7 @@ def test_finetune_cli_from_an_applied_model_file(tmp_path, lenet_ckpt, digits, c
                  "--epochs", "1", "--run-dir", str(tmp_path / "ft2"), "--iterative", "2",
                  "--checkpoint", str(lenet_ckpt)]) == 2
     assert "cannot be pruned iteratively" in capsys.readouterr().err
-    # apply's policy.json: the checkpoint and data come from the apply_summary.json beside it
+    # the policy.json apply wrote records the checkpoint and data it was applied with: it applies alone
     assert main(["finetune", "--policy", str(tmp_path / "applied" / "policy.json"), "--epochs", "1",
                  "--no-kd", "--run-dir", str(tmp_path / "ft3"), "--device", "cpu"]) == 0
     again = json.loads((tmp_path / "ft3" / "finetune_summary.json").read_text())

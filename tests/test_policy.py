@@ -8,7 +8,7 @@ import json
 import pytest
 
 from amc.errors import AmcError
-from amc.policy import FORMAT, VERSION, GroupDecision, LayerDecision, Policy, parse_target
+from amc.policy import FORMAT, VERSION, GroupDecision, LayerDecision, Policy, Scoring, parse_target
 
 SPEC = {"name": "lenet5", "num_classes": 10, "in_channels": 1, "image_size": [8, 8], "kwargs": {}}
 
@@ -17,8 +17,12 @@ def _policy() -> Policy:
     return Policy(
         model=dict(SPEC), mode="joint", granularity="channel",
         budget={"metric": "bitops", "ratio": 0.1, "target": "bitops=0.1"},
-        pruning={"importance": "l1", "reconstruct": True, "round_to": 1, "lbound": 0.2, "calibration_size": 256,
-                 "calibration_seed": 3},
+        pruning={"importance": "l1", "round_to": 1, "lbound": 0.2},
+        scoring=Scoring(proxy="reconstruct", calibration_size=256, calibration_seed=3, eval_batch_size=512,
+                        val_images=300),
+        checkpoint={"path": "runs/lenet/final.pt", "sha256": "ab" * 32},
+        data={"dataset": "digits", "data_dir": None, "val_size": 300, "seed": 0,
+              "sizes": {"train": 1197, "val": 300, "test": 300}},
         groups=[GroupDecision(["conv1", "conv2"], 0.5, 3, 6), GroupDecision(["conv2", "fc1"], 0.75, 12, 16)],
         layers=[LayerDecision("conv1", "conv", 8, None), LayerDecision("conv2", "conv", 4, 6),
                 LayerDecision("fc1", "linear", 3, 5, None)],
@@ -33,7 +37,7 @@ def _doc() -> dict:
 def test_round_trip_dict_json_and_file(tmp_path):
     pol = _policy()
     doc = pol.to_dict()
-    assert doc["format"] == FORMAT == "amc-policy" and doc["version"] == VERSION == 1
+    assert doc["format"] == FORMAT == "amc-policy" and doc["version"] == VERSION == 2
     again = Policy.from_dict(json.loads(json.dumps(doc)))
     assert again == pol
     assert Policy.from_json(pol.to_json()) == pol
@@ -71,7 +75,7 @@ def _with(path: str, value, *, delete: bool = False) -> dict:
 @pytest.mark.parametrize(("doc", "message"), [
     (_with("format", "amc-checkpoint"), "field 'format' is 'amc-checkpoint', expected 'amc-policy'"),
     (_with("format", None, delete=True), "field 'format' is None"),
-    (_with("version", 2), "field 'version' is 2; this amc reads version 1"),
+    (_with("version", 3), "field 'version' is 3; this amc reads versions 1 and 2"),
     (_with("version", "1"), "field 'version'"),
     (_with("model", None, delete=True), "field 'model' is missing or not a dict"),
     (_with("groups", None, delete=True), "field 'groups' is missing or not a list"),

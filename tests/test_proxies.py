@@ -13,6 +13,7 @@ import torch.nn as nn
 from amc.compress import apply_policy, inputs_for_policy
 from amc.errors import AmcError
 from amc.models import ModelSpec, build_model
+from amc.policy import Policy
 from amc.proxies import (
     ProxyData,
     apply_proxy,
@@ -122,7 +123,7 @@ def test_apply_reproduces_the_score_of_each_proxy(proxy, resnet, digits):
     assert env.proxy_data is not None and env.proxy_data.images is images  # drawn once, reused
     for info in infos:
         pol = info["policy"]
-        assert pol.pruning["proxy"] == proxy and pol.pruning["calibration_size"] == 96
+        assert pol.scoring.proxy == proxy and pol.scoring.calibration_size == 96
         # as amc apply does it: inputs drawn afresh from the policy's record, a new Pruner
         inputs = inputs_for_policy(pol, digits, device="cpu", teacher=resnet)
         model = apply_policy(resnet, pol, example_input=digits.tensors("val")[0][:1], **inputs.kwargs())
@@ -169,10 +170,12 @@ def test_reconstruct_switch_still_works(lenet, digits):
 
 def test_policy_without_a_proxy_record_loads_as_before(lenet, digits):
     env = CompressionEnv(lenet, digits, EnvConfig(target="macs=0.5", proxy="vanilla"))
-    pol = _episode(env, [0.3] * env.n_decisions)["policy"]
-    del pol.pruning["proxy"]
-    pol.pruning["reconstruct"] = False
-    model = apply_policy(lenet, pol, pruner=env.pruner)  # a version-1 policy from before the proxies
+    doc = _episode(env, [0.3] * env.n_decisions)["policy"].to_dict()
+    del doc["scoring"]
+    doc.update(version=1, pruning={**doc["pruning"], "reconstruct": False})  # version 1, from before the proxies
+    pol = Policy.from_dict(doc)
+    assert pol.scoring.proxy == "vanilla"
+    model = apply_policy(lenet, pol, pruner=env.pruner)
     assert env.evaluate(model) == pytest.approx(_episode(env, [0.3] * env.n_decisions)["metrics"]["accuracy"])
 
 
@@ -198,8 +201,6 @@ def test_checkpointed_model_searches_with_reconstruct_by_default(resnet, digits,
     cfg = SearchConfig(checkpoint=str(ckpt), dataset="digits", agent="random", episodes=2, warmup=0,
                        target="macs=0.6", run_dir=str(tmp_path / "run"), device="cpu", budget_band=0.05)
     run_search(cfg)
-    from amc.policy import Policy
-
     pol = Policy.load(tmp_path / "run" / "best_policy.json")
-    assert pol.pruning["proxy"] == "reconstruct" and pol.achieved["macs_ratio"] >= 0.6 * 0.95 - 1e-9
-    assert pol.accuracy["val_images"] == len(digits.val) and pol.accuracy["eval_precision"] == "fp32"
+    assert pol.scoring.proxy == "reconstruct" and pol.achieved["macs_ratio"] >= 0.6 * 0.95 - 1e-9
+    assert pol.scoring.val_images == len(digits.val) and pol.scoring.eval_precision == "fp32"

@@ -10,8 +10,9 @@ Examples::
 
 The model is built by ``amc.compress.apply_policy``, the code path the search's reward used, with
 the search's channel choice, reconstruction images and activation calibration, so the val top-1
-is the one the search recorded. When the policy sits in a search run directory, that run's
-``config.yaml`` supplies the checkpoint, dataset and val holdout; options given here win.
+is the one the search recorded. The policy records the checkpoint (and its sha256), the dataset
+and val holdout and how it was scored, so ``--policy`` and ``--out`` are enough while the
+checkpoint is where the policy says; options given here win.
 
 Writes ``OUT/model.amc`` (load it with ``amc.load``), ``OUT/policy.json`` (the policy applied: after a
 transfer, the mapped one) and ``OUT/apply_summary.json``.
@@ -34,11 +35,12 @@ def add_common(p: argparse.ArgumentParser, *, policy_required: bool = True) -> N
     g.add_argument("--policy", required=policy_required, metavar="JSON",
                    help="the policy (a search's RUN_DIR/best_policy.json)")
     g.add_argument("--model", help="expected model name (optional: the checkpoint knows its model)")
-    g.add_argument("--checkpoint", metavar="PT", help="the trained uncompressed model (default: the search's)")
-    g.add_argument("--dataset", help="digits, fashion-mnist, cifar10, imagefolder (default: the search's)")
-    g.add_argument("--data-dir", help="where the dataset's files are (default: the search's)")
-    g.add_argument("--val-size", type=count_or_fraction, help="val holdout (default: the search's)")
-    g.add_argument("--data-seed", type=int, help="seed of the val holdout (default: the search's, else 0)")
+    g.add_argument("--checkpoint", metavar="PT", help="the trained uncompressed model (default: the policy's, "
+                   "if it is still there unchanged)")
+    g.add_argument("--dataset", help="digits, fashion-mnist, cifar10, imagefolder (default: the policy's)")
+    g.add_argument("--data-dir", help="where the dataset's files are (default: the policy's)")
+    g.add_argument("--val-size", type=count_or_fraction, help="val holdout (default: the policy's)")
+    g.add_argument("--data-seed", type=int, help="seed of the val holdout (default: the policy's, else 0)")
     g.add_argument("--transfer", action="store_true",
                    help="map the policy onto the checkpoint's model (by name, or by depth for a deeper sibling); "
                         "automatic when the policy does not match the model")
@@ -100,6 +102,22 @@ def cost_table(costs: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _verdict(acc: dict[str, Any], setup: Any) -> str:
+    """Whether the re-measured val top-1 is the search's, and if not, the cause the records show."""
+    if acc["matches_search"]:
+        return "reproduced exactly"
+    now = f"differs (now {acc.get('val_top1_search_subset', acc['val_top1']):.4f}%"
+    precision = setup.policy.scoring.eval_precision
+    if setup.differences:
+        return f"{now}: not the search's {' and '.join(setup.differences)})"
+    if precision != "fp32":  # the same model and images: only the half-precision rounding can differ
+        return (f"{now}: {precision} autocast rounds differently on other hardware or kernels; fp32 val top-1 "
+                f"{acc['val_top1']:.4f}%)")
+    if setup.differences is None:  # a version-1 policy records neither checkpoint nor data
+        return f"{now}: another checkpoint, dataset or val holdout than the search's?)"
+    return f"{now} with the checkpoint, data and precision the policy records)"
+
+
 def run(args: argparse.Namespace) -> int:
     from amc.export import export
     from amc.finetune import model_costs
@@ -117,10 +135,9 @@ def run(args: argparse.Namespace) -> int:
     recorded = None if setup.transferred else policy.accuracy.get("val_top1")
     if recorded is not None:
         measured = acc["val_top1"]
-        precision = str(policy.accuracy.get("eval_precision", "fp32"))
+        precision = policy.scoring.eval_precision
         if setup.eval_limit or precision != "fp32":  # re-measured as the search measured it
-            limit = int(setup.eval_limit) if setup.eval_limit else None
-            measured = setup.evaluate(compressed, "val", limit=limit, precision=precision)
+            measured = setup.evaluate(compressed, "val", limit=setup.eval_limit, precision=precision)
             acc["val_top1_search_subset"] = measured
             acc["search_eval_precision"] = precision
         acc["search_val_top1"] = float(recorded)
@@ -132,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
     model_file = export(compressed, out / "model.amc", policy=policy, model_spec=setup.model_spec,
                         metrics={**acc, **costs["cost_model"]})
     summary = {
-        "policy": str(args.policy), "checkpoint": setup.checkpoint, "data": setup.data,
+        "policy": str(args.policy), "checkpoint": setup.checkpoint, "checkpoint_sha256": setup.checkpoint_sha256,
+        "data": setup.data, "differences_from_search": setup.differences,
         "model_spec": setup.model_spec, "transferred": setup.transferred,
         "transfer": policy.search.get("transfer") if setup.transferred else None,
         "uncompressed": base, "accuracy": acc, "costs": costs,
@@ -156,12 +174,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'val top-1':<12} {fmt_acc(base['val_top1']):>14} {fmt_acc(acc['val_top1']):>14}")
     print(f"{'test top-1':<12} {fmt_acc(base['test_top1']):>14} {fmt_acc(acc['test_top1']):>14}")
     if "matches_search" in acc:
-        verdict = ("reproduced exactly" if acc["matches_search"] else
-                   f"differs (now {acc.get('val_top1_search_subset', acc['val_top1']):.4f}%: another checkpoint, "
-                   "dataset or val holdout than the search's?)")
         subset = (f" (on the search's val images, in {acc.get('search_eval_precision', 'fp32')})"
                   if "val_top1_search_subset" in acc else "")
-        print(f"the search recorded val top-1 {acc['search_val_top1']:.4f}%: {verdict}{subset}")
+        print(f"the search recorded val top-1 {acc['search_val_top1']:.4f}%: {_verdict(acc, setup)}{subset}")
     print(f"saved {model_file} ({human_bytes(model_file.stat().st_size)}), {out / 'policy.json'}, "
           f"{out / 'apply_summary.json'}")
     return 0
