@@ -540,11 +540,12 @@ def _run_search_locked(
 
         env_factory = CompressionEnv
     env = env_factory(model, splits, env_cfg, model_spec=model_info.get("spec"))
+    base_env = env.unwrapped  # the CompressionEnv inside any wrappers (e.g. benchmarks.harness.TimedEnv)
     # the env has checked the budget against the model: only now is config.yaml written
     provenance = {"checkpoint": checkpoint_record(model_info["path"]),
                   "data": data_record(splits, data_dir=cfg.data_dir, val_size=cfg.val_size)}
     recorder = SearchRecorder(run_dir, agent=cfg.agent, episodes=cfg.episodes, seed=cfg.seed, target=cfg.target,
-                              base_accuracy=float(env.base_accuracy), config=cfg.to_dict(), provenance=provenance,
+                              base_accuracy=float(base_env.base_accuracy), config=cfg.to_dict(), provenance=provenance,
                               resume=cfg.resume, listeners=listeners)
     if cfg.overwrite:
         import shutil
@@ -553,7 +554,7 @@ def _run_search_locked(
             shutil.rmtree(run_dir / name, ignore_errors=True)
     model_name = (model_info.get("spec") or {}).get("name", cfg.model)
     logger.info("search: %s on %s/%s, %s, %d decisions per episode, base val top-1 %.2f%%, %d episodes -> %s",
-                cfg.agent, model_name, cfg.dataset, cfg.target, env.n_decisions, env.base_accuracy, cfg.episodes,
+                cfg.agent, model_name, cfg.dataset, cfg.target, base_env.n_decisions, base_env.base_accuracy, cfg.episodes,
                 run_dir)
     agent = agent_cls(env, cfg, recorder)
     try:
@@ -566,7 +567,7 @@ def _run_search_locked(
         if bar is not None:
             bar.close()
     extra = {"model": cfg.model, "dataset": cfg.dataset, "mode": cfg.mode, "reward": cfg.reward,
-             "model_source": model_info, "decisions_per_episode": int(env.n_decisions), **agent.summary_extra()}
+             "model_source": model_info, "decisions_per_episode": int(base_env.n_decisions), **agent.summary_extra()}
     summary = recorder.close(interrupted=agent.interrupted, extra=extra)
     if agent.interrupted:
         logger.warning("search stopped after episode %d of %d; continue it with --resume (run dir %s)",

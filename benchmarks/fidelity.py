@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import time
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ from amc.policy import Policy
 from amc.proxies import parse_proxy
 from amc.training import PRECISIONS
 from amc.utils import atomic_write_json, atomic_write_text
+from benchmarks.harness import loadavg, machine_info
 
 log = logging.getLogger(__name__)
 
@@ -356,11 +356,6 @@ def _atomic_save(path: Path, arr: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _machine() -> dict[str, Any]:
-    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-            "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
-
-
 # --------------------------------------------------------------------------------------------------
 # analysis
 
@@ -520,7 +515,7 @@ def run_fidelity(cfg: FidelityConfig, out_dir: str | os.PathLike, *, resume: boo
             if diff:
                 raise AmcError(f"{out} holds a study with other settings ({', '.join(diff)}); use another --out "
                                "or --overwrite")
-    load0 = [round(v, 2) for v in os.getloadavg()]
+    load0 = loadavg()
     study = _Study(cfg, out, progress=progress)  # validates checkpoint and data before writing anything
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(saved, cfg.to_dict())
@@ -530,7 +525,7 @@ def run_fidelity(cfg: FidelityConfig, out_dir: str | os.PathLike, *, resume: boo
     correct = {k: np.load(out / "correct" / f"{_safe(k)}.npy") for k in scores}
     scores = {k: scores[k] for k, *_ in study.scorers() if k in scores}
     doc = {"format": "amc-fidelity", "version": 1, "config": cfg.to_dict(), "val_images": int(len(study.val[1])),
-           "loadavg_start": load0, "loadavg_end": [round(v, 2) for v in os.getloadavg()], "machine": _machine(),
+           "loadavg_start": load0, "loadavg_end": loadavg(), "machine": machine_info(),
            "finetune": ft, "scores": scores}
     doc["analysis"] = analyse(cfg, rows, scores, ft, correct)
     doc["figures"] = plot(doc, out)

@@ -3,7 +3,7 @@
 
 LeNet-5 on Fashion-MNIST (the reference checkpoint), 50 % MACs, AMC's ``acc`` reward: DDPG, TPE,
 CMA-ES, random and the uniform baseline, several seeds each, every run through
-``agents.search.run_search`` into ``OUT/<agent>-s<seed>``, then ``agents.compare.compare_runs``
+``agents.search.run_search`` into ``OUT/<agent>-s<seed>``, then ``benchmarks.compare.compare_runs``
 writes the table and the plots (``--compare-out``). A run that already finished is kept (rerun the
 script after an interruption to complete the rest; ``--fresh`` starts every run again).
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from agents import SearchConfig, run_search
-    from agents.compare import compare_runs
+    from benchmarks.compare import compare_runs
 
     out = Path(args.out)
     plan: list[tuple[str, int, dict]] = [(a, s, {}) for a in args.agents for s in args.seeds]

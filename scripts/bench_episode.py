@@ -7,8 +7,8 @@ selection, replay, gradient updates, recording). Prints a table and writes JSON.
         --episodes 30 --warmup 10 --out bench_out/episode.json [--checkpoint CKPT] [--reconstruct]
 
 Timing depends on nothing but shapes, so without ``--checkpoint`` a freshly initialised model is used.
-Take timings with nothing else running. The timing itself is :class:`agents.bench.TimedEnv` and
-:func:`agents.bench.episode_split`, which ``amc bench`` uses for every search too.
+Take timings with nothing else running. The timing itself is :class:`benchmarks.harness.TimedEnv` and
+:func:`benchmarks.harness.episode_split`, which ``amc bench`` uses for every search too.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import tempfile
 from pathlib import Path
 
 from agents import read_episodes
-from agents.bench import TIMING_KEYS, TimedEnv, episode_split
 from agents.search import SearchConfig, run_search
 from amc.utils import atomic_write_json
+from benchmarks.harness import TIMING_KEYS, TimedEnv, episode_split
+from envs import CompressionEnv
 
 
 def main() -> int:
@@ -66,7 +67,7 @@ def main() -> int:
                            env_kwargs={"eval_limit": args.eval_limit} if args.eval_limit else {},
                            run_dir=str(Path(tmp) / "run"), threads=args.threads,
                            val_size=args.val_size)
-        summary = run_search(cfg, env_factory=lambda *a, **k: TimedEnv(*a, records=records, **k))
+        summary = run_search(cfg, env_factory=lambda *a, **k: TimedEnv(CompressionEnv(*a, **k), records))
         rows = read_episodes(Path(tmp) / "run" / "episodes.csv")
     split = episode_split(records, [str(r.get("phase") or "") for r in rows])
     result = {"model": args.model, "dataset": args.dataset, "target": args.target, "episodes": args.episodes,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The benchmark suite, as ``amc bench`` (see ``amc bench --help`` and :mod:`agents.bench`).
+"""The benchmark suite, as ``amc bench`` (see ``amc bench --help`` and :mod:`benchmarks.suite`).
 
     python scripts/benchmark.py --checkpoint reference/resnet20-cifar10-kd-resnet56.pt --dataset cifar10 \
         --data-dir data --quick --out bench_out/r20-quick

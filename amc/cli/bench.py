@@ -10,7 +10,7 @@ Examples::
 
 Uniform, DDPG and TPE search the budget (default ``macs=0.5``) with equal evaluations; every best
 policy is rebuilt, tested, fine-tuned with KD from the uncompressed model and timed at batch 1 and 64.
-Writes ``OUT/results.json`` and ``OUT/report.md`` (see :mod:`agents.bench`) and prints the main table.
+Writes ``OUT/results.json`` and ``OUT/report.md`` (see :mod:`benchmarks.suite`) and prints the main table.
 Options after the preset override it.
 """
 
@@ -102,7 +102,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.bench import BenchConfig, compression_table, run_benchmark, speed_table
+    from benchmarks.suite import BenchConfig, compression_table, run_benchmark, speed_table
 
     extras = {k: v for k, v in (("int8", args.int8_json), ("transfer", args.transfer_json)) if v}
     overrides = {

@@ -38,7 +38,7 @@ def _default_out(runs: list[str]) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.compare import compare_runs
+    from benchmarks.compare import compare_runs
 
     out = Path(args.out) if args.out else _default_out(args.runs)
     result = compare_runs(args.runs, out_dir=out, tensorboard=not args.no_tensorboard, test=args.test,

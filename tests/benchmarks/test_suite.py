@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.bench import PRESETS, BenchConfig, episode_split, render_report, run_benchmark
 from amc.cli import main
 from amc.errors import AmcError
+from benchmarks.harness import episode_split
+from benchmarks.suite import PRESETS, BenchConfig, render_report, run_benchmark
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CKPT = ROOT / "reference" / "lenet5-digits.pt"
 TINY = ["--episodes", "3", "--warmup", "1", "--ft-steps", "3", "--reward-val", "all", "--test-size", "all",
         "--latency-batches", "1", "8", "--latency-time", "0", "--latency-rounds", "1", "--ft-seeds", "0", "1",
@@ -106,7 +107,7 @@ def test_rerun_reuses_finished_stages(tiny_run: Path):
 
 
 def test_evaluations_to_within(tmp_path):
-    from agents.bench import evaluations_to_within
+    from benchmarks.harness import evaluations_to_within
 
     log = tmp_path / "episodes.csv"
     log.write_text("episode,accuracy\n0,50\n1,70\n2,60\n3,70.6\n4,71\n")

@@ -1,4 +1,4 @@
-"""``amc compare`` and agents.compare: table (mean ± std over seeds), JSON, figures, TensorBoard."""
+"""``amc compare`` and benchmarks.compare: table (mean ± std over seeds), JSON, figures, TensorBoard."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from agents import SearchConfig, run_search
-from agents.compare import best_so_far, compare_runs, find_runs, front_accuracy, load_run, policy_accuracy
 from amc.cli import main
 from amc.errors import AmcError
+from benchmarks.compare import best_so_far, compare_runs, find_runs, front_accuracy, load_run, policy_accuracy
 
-REF = Path(__file__).resolve().parent.parent / "reference" / "lenet5-digits.pt"
+REF = Path(__file__).resolve().parents[2] / "reference" / "lenet5-digits.pt"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from amc.cli import main
 from amc.errors import AmcError
 from benchmarks.fidelity import FidelityConfig, rank_stats, run_fidelity
 
-LENET = str(Path(__file__).resolve().parents[1] / "reference" / "lenet5-digits.pt")
+LENET = str(Path(__file__).resolve().parents[2] / "reference" / "lenet5-digits.pt")
 
 
 def test_rank_stats():

@@ -45,26 +45,32 @@ import platform
 import shutil
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from amc.errors import AmcError
 from amc.utils import atomic_write_json, atomic_write_text, file_sha256
+from benchmarks.harness import (
+    TIMING_KEYS,
+    Stage,
+    TimedEnv,
+    episode_split,
+    evaluations_to_within,
+    loadavg,
+    mean_std,
+    read_result,
+)
 from envs import CompressionEnv
 
 __all__ = [
     "BenchConfig",
     "PRESETS",
     "PUBLISHED",
-    "TIMING_KEYS",
-    "TimedEnv",
-    "episode_split",
     "run_benchmark",
     "render_report",
     "load_extras",
@@ -74,9 +80,6 @@ logger = logging.getLogger(__name__)
 
 RESULTS_FORMAT = "amc-bench"
 RESULTS_VERSION = 1
-
-#: the per-episode parts the env reports in ``info["timing"]`` (seconds)
-TIMING_KEYS = ("prune", "reconstruct", "quantize", "proxy", "evaluate")
 
 #: preset name -> BenchConfig fields. ``quick``: ~10 minutes for ResNet-20 on 2 shared CPU cores (the
 #: KD fine-tuning, ~1 s per step there, dominates: 3 x 120 steps; 200 steps made it ~14.5 min at load 5-7);
@@ -289,104 +292,7 @@ class BenchConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# timing the search's episodes
-
-
-class TimedEnv(CompressionEnv):
-    """A :class:`envs.CompressionEnv` that times its episodes (for the search-speed benchmark).
-
-    At the end of each episode it appends to ``records`` a dict of seconds: the env's own split
-    (``prune``, ``reconstruct``, ``quantize``, ``evaluate``), ``env_other`` (the rest of the env's
-    steps and resets: clipping, observations, costs), ``agent`` (everything outside the env since the
-    previous episode ended: action selection, learning, recording the episode) and ``episode_s``
-    (their sum). Use it as ``run_search(cfg, env_factory=lambda *a, **k: TimedEnv(*a, records=rec, **k))``.
-    """
-
-    def __init__(self, *args: Any, records: list[dict[str, float]] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.records: list[dict[str, float]] = records if records is not None else []
-        self._mark: float | None = None  # when control last went back to the agent
-        self._env_s = 0.0
-        self._agent_s = 0.0
-
-    def _agent_until(self, now: float) -> None:
-        if self._mark is not None:
-            self._agent_s += now - self._mark
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
-        t = time.perf_counter()
-        self._agent_until(t)
-        out = super().reset(seed=seed, options=options)
-        self._mark = time.perf_counter()
-        self._env_s += self._mark - t
-        return out
-
-    def step(self, action: Any) -> Any:
-        t = time.perf_counter()
-        self._agent_until(t)
-        out = super().step(action)
-        self._mark = time.perf_counter()
-        self._env_s += self._mark - t
-        if out[2] or out[3]:
-            timing = (out[4] or {}).get("timing") or {}
-            rec = {k: float(timing.get(k, 0.0) or 0.0) for k in TIMING_KEYS}
-            rec["env_other"] = max(0.0, self._env_s - sum(rec.values()))
-            rec["agent"] = self._agent_s
-            rec["episode_s"] = self._env_s + self._agent_s
-            self.records.append(rec)
-            self._env_s = self._agent_s = 0.0
-        return out
-
-
-def episode_split(records: Sequence[Mapping[str, float]], phases: Sequence[str] | None = None, *,
-                  skip_first: bool = True) -> dict[str, dict[str, float]]:
-    """Mean seconds per episode and its split, over all episodes (``"all"``) and per phase.
-
-    ``records`` are :class:`TimedEnv` records; ``phases`` (one label per record, e.g. DDPG's
-    ``warmup``/``explore`` from ``episodes.csv``) adds one entry per label. The first episode is left
-    out when there are others (``skip_first``): it pays one-off costs (importance ranking, caches).
-    Each entry has ``episodes``, ``episode_s``, the :data:`TIMING_KEYS`, ``env_other``, ``agent`` and
-    ``evaluate_fraction`` (the share of the episode spent evaluating the reward).
-    """
-    idx = list(range(len(records)))
-    if skip_first and len(idx) > 1:
-        idx = idx[1:]
-    groups: dict[str, list[int]] = {"all": idx}
-    if phases is not None and len(phases) == len(records):
-        for i in idx:
-            if phases[i]:
-                groups.setdefault(str(phases[i]), []).append(i)
-    out: dict[str, dict[str, float]] = {}
-    for name, ids in groups.items():
-        if not ids:
-            continue
-        keys = ("episode_s", *TIMING_KEYS, "env_other", "agent")
-        mean = {k: float(np.mean([float(records[i].get(k, 0.0)) for i in ids])) for k in keys}
-        mean["evaluate_fraction"] = mean["evaluate"] / mean["episode_s"] if mean["episode_s"] > 0 else 0.0
-        out[name] = {"episodes": len(ids), **mean}
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        logger.warning("ignoring unreadable %s (%s); redoing that stage", path, e)
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def _safe(name: str) -> str:
@@ -400,23 +306,6 @@ def _subset_splits(splits: Any, *, val: int | None, test: int | None) -> Any:
         return ds if n is None or n >= len(ds) else ds.subset(torch.arange(n))
 
     return dataclasses.replace(splits, val=cut(splits.val, val), test=cut(splits.test, test), _cache={})
-
-
-class _Stage:
-    """Logs a stage, times it and records the load average around it."""
-
-    def __init__(self, name: str, times: dict[str, Any]) -> None:
-        self.name, self.times = name, times
-
-    def __enter__(self) -> _Stage:
-        self.t0 = time.perf_counter()
-        self.load0 = _loadavg()
-        logger.info("bench: %s (load average %s)", self.name, self.load0)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.times[self.name] = {"wall_s": round(time.perf_counter() - self.t0, 2), "loadavg_start": self.load0,
-                                 "loadavg_end": _loadavg()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -446,7 +335,7 @@ class _Bench:
         cfg_path = out / "bench_config.json"
         if overwrite:
             self._clear()
-        old = _read_json(cfg_path)
+        old = read_result(cfg_path)
         if old is not None:
             diff = sorted(k for k in set(old.get("config", {})) | set(cfg.comparable())
                           if k not in _SESSION_KEYS and old["config"].get(k) != cfg.comparable().get(k))
@@ -517,10 +406,10 @@ class _Bench:
         from amc.graph import count_macs_params
 
         path = self.out / "base.json"
-        doc = _read_json(path)
+        doc = read_result(path)
         self.executed["base"] = doc is None
         if doc is None:
-            with _Stage("base", self.stages):
+            with Stage("base", self.stages):
                 macs, params = count_macs_params(self.base, self.example)
                 doc = {"val_top1": self.evaluate(self.base, self.val_data),
                        "test_top1": self.evaluate(self.base, self.test_data),
@@ -554,8 +443,8 @@ class _Bench:
         from agents._recorder import read_episodes
 
         run_dir = self.out / f"search-{_safe(agent)}"
-        summary = _read_json(run_dir / "summary.json")
-        timing = _read_json(run_dir / "timing.json")
+        summary = read_result(run_dir / "summary.json")
+        timing = read_result(run_dir / "timing.json")
         done = summary is not None and not summary.get("interrupted") and timing is not None
         self.executed[f"search-{agent}"] = not done
         if not done:
@@ -566,9 +455,9 @@ class _Bench:
             records: list[dict[str, float]] = []
 
             def factory(*args: Any, **kwargs: Any) -> TimedEnv:
-                return TimedEnv(*args, records=records, **kwargs)
+                return TimedEnv(CompressionEnv(*args, **kwargs), records)
 
-            with _Stage(f"search-{agent}", self.stages) as st:
+            with Stage(f"search-{agent}", self.stages) as st:
                 t0 = time.perf_counter()
                 summary = run_search(scfg, progress=self.progress or None, env_factory=factory)
                 wall = time.perf_counter() - t0
@@ -601,14 +490,14 @@ class _Bench:
         cfg = self.cfg
         run_dir = self.out / f"finetune-{_safe(agent)}"
         path = run_dir / "result.json"
-        doc = _read_json(path)
+        doc = read_result(path)
         if self.executed.get(f"search-{agent}"):  # a new search: an earlier fine-tuning is stale
             shutil.rmtree(run_dir, ignore_errors=True)
             doc = None
         self.executed[f"finetune-{agent}"] = doc is None
         if doc is not None:
             return doc
-        with _Stage(f"finetune-{agent}", self.stages):
+        with Stage(f"finetune-{agent}", self.stages):
             model, policy = self.compressed(search)
             macs, params = count_macs_params(model, self.example)
             base_macs, base_params = count_macs_params(self.base, self.example)
@@ -646,7 +535,7 @@ class _Bench:
                 steps_per_epoch = min(steps_per_epoch, math.ceil(len(self.splits.train) / cfg.ft_batch_size))
                 steps = steps_per_epoch * cfg.ft_epochs
                 doc["finetune"] = {
-                    **_mean_std(runs, ("val_top1", "test_top1")), "steps": steps,
+                    **mean_std(runs, ("val_top1", "test_top1")), "steps": steps,
                     "epochs_equivalent": steps * cfg.ft_batch_size / len(self.splits.train),
                     "train_time_s": sum(r["train_time_s"] or 0.0 for r in runs),
                     "wall_s": sum(r["wall_s"] for r in runs), "seeds": list(cfg.ft_seeds), "runs": runs,
@@ -664,12 +553,12 @@ class _Bench:
         path = self.out / "latency.json"
         want = {"threads": cfg.latency_threads, "batches": list(cfg.latency_batches), "models": ["uncompressed",
                                                                                                  *searches]}
-        doc = _read_json(path)
+        doc = read_result(path)
         if doc is not None and all(doc.get(k) == v for k, v in want.items()) and not any(self.executed.values()):
             self.executed["latency"] = False
             return doc
         self.executed["latency"] = True
-        with _Stage("latency", self.stages):
+        with Stage("latency", self.stages):
             models = {"uncompressed": self.base}
             for agent, search in searches.items():
                 models[agent] = self.compressed(search)[0]
@@ -696,31 +585,6 @@ class _Bench:
         doc["loadavg"] = [self.stages["latency"]["loadavg_start"], self.stages["latency"]["loadavg_end"]]
         atomic_write_json(path, doc)
         return doc
-
-
-def evaluations_to_within(episodes_csv: str | os.PathLike, points: float = 0.5) -> int | None:
-    """How many evaluations a search needed before its best val top-1 came within ``points`` of its
-    final best (``None`` without an episode log)."""
-    from agents._recorder import read_episodes
-
-    path = Path(episodes_csv)
-    if not path.is_file():
-        return None
-    acc = [float(r["accuracy"]) for r in read_episodes(path) if r.get("accuracy") not in (None, "")]
-    if not acc:
-        return None
-    best = np.maximum.accumulate(np.asarray(acc))
-    return int(np.argmax(best >= best[-1] - points)) + 1
-
-
-def _mean_std(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, float | None]:
-    """``{key: mean, key_std: sample std (0 for one run)}`` over the runs that have ``key``."""
-    out: dict[str, float | None] = {}
-    for k in keys:
-        vals = [float(r[k]) for r in runs if r.get(k) is not None]
-        out[k] = statistics.fmean(vals) if vals else None
-        out[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
-    return out
 
 
 def load_extras(out_dir: str | os.PathLike, paths: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -760,7 +624,7 @@ def run_benchmark(cfg: BenchConfig, *, out_dir: str | os.PathLike, overwrite: bo
     if not isinstance(cfg, BenchConfig):
         raise TypeError(f"run_benchmark needs a BenchConfig, got {type(cfg).__name__}")
     t0 = time.perf_counter()
-    load_start = _loadavg()
+    load_start = loadavg()
     out = Path(out_dir)
     bench = _Bench(cfg, out, progress=progress)
     bench.prepare(overwrite=overwrite)
@@ -798,7 +662,7 @@ def run_benchmark(cfg: BenchConfig, *, out_dir: str | os.PathLike, overwrite: bo
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": cfg.threads,
             "latency_threads": cfg.latency_threads, "device": str(bench.device),
-            "loadavg_start": load_start, "loadavg_end": _loadavg(),
+            "loadavg_start": load_start, "loadavg_end": loadavg(),
         },
         "model": {"name": spec.get("name"), "spec": spec, "checkpoint": cfg.checkpoint,
                   "snapshot": str(bench.checkpoint_path), "sha256": bench.checkpoint_sha256,

@@ -1,0 +1,180 @@
+"""What every benchmark shares: timing a search's episodes, the machine and its load, mean ± std,
+and stages that are reused when their result exists (run-or-resume).
+
+* :class:`TimedEnv` wraps any Gymnasium env that reports ``info["timing"]`` (as
+  :class:`envs.CompressionEnv` does) and records, per episode, the env's own split, the rest of the
+  env's time and the agent's time in between.
+* :func:`machine_info` and :func:`loadavg` go into every benchmark's JSON: a timing taken on a busy
+  2-core machine means little without them.
+* :class:`Stage` times a stage and records the load average around it; :func:`read_result` reads a
+  stage's earlier result (or ``None``, so that it runs again).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+__all__ = ["TIMING_KEYS", "TimedEnv", "episode_split", "evaluations_to_within", "mean_std", "loadavg",
+           "machine_info", "read_result", "Stage"]
+
+logger = logging.getLogger(__name__)
+
+#: the per-episode parts the env reports in ``info["timing"]`` (seconds)
+TIMING_KEYS = ("prune", "reconstruct", "quantize", "proxy", "evaluate")
+
+
+class TimedEnv(gym.Wrapper):
+    """Times the episodes of the env it wraps (for the search-speed benchmarks).
+
+    At the end of each episode it appends to ``records`` a dict of seconds: the env's own split
+    (:data:`TIMING_KEYS`, from ``info["timing"]``), ``env_other`` (the rest of the env's steps and
+    resets: clipping, observations, costs), ``agent`` (everything outside the env since the previous
+    episode ended: action selection, learning, recording the episode) and ``episode_s`` (their sum).
+    With a search: ``run_search(cfg, env_factory=lambda *a, **k: TimedEnv(CompressionEnv(*a, **k), rec))``.
+    """
+
+    def __init__(self, env: gym.Env, records: list[dict[str, float]] | None = None) -> None:
+        super().__init__(env)
+        self.records: list[dict[str, float]] = records if records is not None else []
+        self._mark: float | None = None  # when control last went back to the agent
+        self._env_s = 0.0
+        self._agent_s = 0.0
+
+    def _agent_until(self, now: float) -> None:
+        if self._mark is not None:
+            self._agent_s += now - self._mark
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        t = time.perf_counter()
+        self._agent_until(t)
+        out = self.env.reset(seed=seed, options=options)
+        self._mark = time.perf_counter()
+        self._env_s += self._mark - t
+        return out
+
+    def step(self, action: Any) -> Any:
+        t = time.perf_counter()
+        self._agent_until(t)
+        out = self.env.step(action)
+        self._mark = time.perf_counter()
+        self._env_s += self._mark - t
+        if out[2] or out[3]:
+            timing = (out[4] or {}).get("timing") or {}
+            rec = {k: float(timing.get(k, 0.0) or 0.0) for k in TIMING_KEYS}
+            rec["env_other"] = max(0.0, self._env_s - sum(rec.values()))
+            rec["agent"] = self._agent_s
+            rec["episode_s"] = self._env_s + self._agent_s
+            self.records.append(rec)
+            self._env_s = self._agent_s = 0.0
+        return out
+
+
+def episode_split(records: Sequence[Mapping[str, float]], phases: Sequence[str] | None = None, *,
+                  skip_first: bool = True) -> dict[str, dict[str, float]]:
+    """Mean seconds per episode and its split, over all episodes (``"all"``) and per phase.
+
+    ``records`` are :class:`TimedEnv` records; ``phases`` (one label per record, e.g. DDPG's
+    ``warmup``/``explore`` from ``episodes.csv``) adds one entry per label. The first episode is left
+    out when there are others (``skip_first``): it pays one-off costs (importance ranking, caches).
+    Each entry has ``episodes``, ``episode_s``, the :data:`TIMING_KEYS`, ``env_other``, ``agent`` and
+    ``evaluate_fraction`` (the share of the episode spent evaluating the reward).
+    """
+    idx = list(range(len(records)))
+    if skip_first and len(idx) > 1:
+        idx = idx[1:]
+    groups: dict[str, list[int]] = {"all": idx}
+    if phases is not None and len(phases) == len(records):
+        for i in idx:
+            if phases[i]:
+                groups.setdefault(str(phases[i]), []).append(i)
+    out: dict[str, dict[str, float]] = {}
+    for name, ids in groups.items():
+        if not ids:
+            continue
+        keys = ("episode_s", *TIMING_KEYS, "env_other", "agent")
+        mean = {k: float(np.mean([float(records[i].get(k, 0.0)) for i in ids])) for k in keys}
+        mean["evaluate_fraction"] = mean["evaluate"] / mean["episode_s"] if mean["episode_s"] > 0 else 0.0
+        out[name] = {"episodes": len(ids), **mean}
+    return out
+
+
+def evaluations_to_within(episodes_csv: str | os.PathLike, points: float = 0.5) -> int | None:
+    """How many evaluations a search needed before its best val top-1 came within ``points`` of its
+    final best (``None`` without an episode log)."""
+    from agents._recorder import read_episodes
+
+    path = Path(episodes_csv)
+    if not path.is_file():
+        return None
+    acc = [float(r["accuracy"]) for r in read_episodes(path) if r.get("accuracy") not in (None, "")]
+    if not acc:
+        return None
+    best = np.maximum.accumulate(np.asarray(acc))
+    return int(np.argmax(best >= best[-1] - points)) + 1
+
+
+def mean_std(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, float | None]:
+    """``{key: mean, key_std: sample std (0 for one run)}`` over the runs that have ``key``."""
+    out: dict[str, float | None] = {}
+    for k in keys:
+        vals = [float(r[k]) for r in runs if r.get(k) is not None]
+        out[k] = statistics.fmean(vals) if vals else None
+        out[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
+    return out
+
+
+def loadavg() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages (``None`` where the OS has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """Python, torch, CPU count, torch threads, processor and the load average, for a result's header."""
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine(),
+            "loadavg": loadavg()}
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A stage's earlier result (a JSON mapping), or ``None`` when it is missing or unreadable (the
+    stage then runs again)."""
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        logger.warning("ignoring unreadable %s (%s); redoing that stage", path, e)
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+class Stage:
+    """Logs a stage, times it and records the load average around it into ``times[name]``."""
+
+    def __init__(self, name: str, times: dict[str, Any]) -> None:
+        self.name, self.times = name, times
+
+    def __enter__(self) -> Stage:
+        self.t0 = time.perf_counter()
+        self.load0 = loadavg()
+        logger.info("bench: %s (load average %s)", self.name, self.load0)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.times[self.name] = {"wall_s": round(time.perf_counter() - self.t0, 2), "loadavg_start": self.load0,
+                                 "loadavg_end": loadavg()}

@@ -1,0 +1,81 @@
+"""benchmarks.harness: the episode timer (a Gymnasium wrapper), mean ± std, stage results."""
+
+from __future__ import annotations
+
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from benchmarks.harness import (
+    TIMING_KEYS,
+    Stage,
+    TimedEnv,
+    episode_split,
+    machine_info,
+    mean_std,
+    read_result,
+)
+
+
+class _SleepyEnv(gym.Env):
+    """Three steps per episode; each step sleeps 10 ms and reports 4 ms of it as ``evaluate``."""
+
+    observation_space = gym.spaces.Box(0, 1, (1,))
+    action_space = gym.spaces.Box(0, 1, (1,))
+
+    def __init__(self) -> None:
+        self.t = 0
+        self.hidden = "reachable through .unwrapped"
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        time.sleep(0.01)
+        done = self.t == 3
+        info = {"timing": {"evaluate": 0.004 * 3}} if done else {}
+        return np.zeros(1, np.float32), 0.0, done, False, info
+
+
+def test_timed_env_splits_env_and_agent_time() -> None:
+    records: list[dict[str, float]] = []
+    env = TimedEnv(_SleepyEnv(), records)
+    assert env.unwrapped.hidden == "reachable through .unwrapped"
+    for _ in range(2):
+        env.reset()
+        done = False
+        while not done:
+            time.sleep(0.005)  # the "agent" thinks
+            done = env.step(env.action_space.sample())[2]
+    assert len(records) == 2
+    r = records[1]
+    assert set(r) == {*TIMING_KEYS, "env_other", "agent", "episode_s"}
+    assert r["evaluate"] == pytest.approx(0.012)
+    assert r["env_other"] >= 0.03 - 0.012 - 1e-3  # 3 sleeps of 10 ms, less the reported evaluate
+    assert r["agent"] >= 0.015 - 1e-3  # 3 agent pauses (the first episode's first one is not counted)
+    assert r["episode_s"] == pytest.approx(r["env_other"] + r["agent"] + r["evaluate"])
+    split = episode_split(records, ["warmup", "explore"])
+    assert split["all"]["episodes"] == 1 and "explore" in split and "warmup" not in split  # first one skipped
+
+
+def test_mean_std_and_machine_info() -> None:
+    out = mean_std([{"a": 1.0}, {"a": 3.0}, {"b": 5.0}], ("a", "b", "c"))
+    assert out == {"a": 2.0, "a_std": pytest.approx(2 ** 0.5), "b": 5.0, "b_std": 0.0, "c": None, "c_std": None}
+    info = machine_info()
+    assert info["cpus"] >= 1 and info["threads"] >= 1 and "torch" in info
+
+
+def test_stage_records_time_and_load_and_results_are_reread(tmp_path) -> None:
+    times: dict = {}
+    with Stage("search", times):
+        time.sleep(0.01)
+    assert times["search"]["wall_s"] >= 0.0 and "loadavg_start" in times["search"]
+    assert read_result(tmp_path / "missing.json") is None
+    (tmp_path / "bad.json").write_text("{not json")
+    assert read_result(tmp_path / "bad.json") is None  # unreadable: the stage runs again
+    (tmp_path / "ok.json").write_text('{"a": 1}')
+    assert read_result(tmp_path / "ok.json") == {"a": 1}
