@@ -59,6 +59,7 @@ __all__ = [
     "index_entries",
     "layer_bits",
     "sparse_bits",
+    "sparse_bits_array",
     "sparsify_package",
     "sparsify_state",
 ]
@@ -115,6 +116,22 @@ def sparse_bits(numel: float, density: float, value_bits: float) -> SparseChoice
             c = SparseChoice("relative", w, float(expected_index_entries(int(numel), nnz, w) * w + nnz * value_bits))
             best = min(best, c, key=lambda c: c.bits)
     return best
+
+
+def sparse_bits_array(numel: np.ndarray, density: np.ndarray, value_bits: np.ndarray) -> np.ndarray:
+    """:func:`sparse_bits` of many layers at once (the bits of each layer's smallest layout), for the
+    cost model: ``(L,)`` arrays in, ``(L,)`` bits out."""
+    numel = np.asarray(numel, dtype=np.float64)
+    p = np.clip(np.asarray(density, dtype=np.float64), 0.0, 1.0)
+    vb = np.asarray(value_bits, dtype=np.float64)
+    nnz = p * numel
+    dense = numel * vb
+    w = np.asarray(INDEX_BITS, dtype=np.float64)[:, None]  # (W, 1)
+    qm = (1.0 - p)[None, :] ** (2.0 ** w - 1.0)  # (W, L)
+    fillers = np.where(qm < 1.0, qm / np.where(qm < 1.0, 1.0 - qm, 1.0), 0.0)
+    relative = (nnz * (1.0 + fillers) * w).min(0) + nnz * vb  # (L,)
+    sparse = np.minimum(numel + nnz * vb, relative)
+    return np.where(p < 1.0, np.minimum(dense, sparse), dense)
 
 
 def _relative_symbols(positions: np.ndarray, index_bits: int) -> np.ndarray:
