@@ -162,6 +162,12 @@ def test_cli_deep_compression(ref, tmp_path, capsys) -> None:
     assert main(args) == 2  # the run dir holds a run: --resume or --overwrite
     assert "already holds" in capsys.readouterr().err
     assert main(args + ["--resume"]) == 0
+    stage2 = tmp_path / "run" / "stage2-quantized.amc"
+    assert main(["export", "--model-file", str(stage2), "--out", str(tmp_path / "h.amc"), "--huffman"]) == 0
+    assert (tmp_path / "h.amc").stat().st_size < stage2.stat().st_size
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(amc.load(tmp_path / "h.amc")(x), amc.load(stage2)(x))
     channel = tmp_path / "c.json"
     doc = pol.to_dict()
     doc["granularity"] = "channel"

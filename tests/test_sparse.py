@@ -146,6 +146,15 @@ def test_huffman_export_round_trip_and_smaller(lenet, digits, tmp_path) -> None:
     with torch.no_grad():
         ref = model.eval()(x)
         assert torch.equal(amc.load(plain)(x), ref) and torch.equal(amc.load(huff)(x), ref)
+    from amc.quantization import quantized_layers
+
+    want = {n: (w.quantized_weight().codes, w.quantized_weight().centroids) for n, w in quantized_layers(model).items()}
+    got = quantized_layers(amc.load(huff))
+    assert set(got) == set(want)
+    for n, (codes, cent) in want.items():  # the exact codes and codebook come back
+        qw = got[n].quantized_weight()
+        assert torch.equal(qw.codes, codes) and torch.equal(qw.centroids, cent)
+        assert torch.equal(got[n].module.weight, cent[codes.long()])
 
 
 def test_corrupt_relative_stream_is_an_error() -> None:
