@@ -7,10 +7,10 @@ The three-stage pipeline of the paper, on top of amc's pieces:
    with the mask held fixed (:func:`amc.finetune.finetune`: pruned weights stay exactly zero).
 2. **Trained quantization / weight sharing** (section 3): per layer, 1-D k-means with linear
    initialisation over the kept weights gives ``2^b - 1`` shared values; code ``2^b - 1`` is the
-   pruned weights' 0.0 (so the codes fit ``b`` bits). The shared values are then fine-tuned: the
-   weight is ``centroids[codes]`` (a :mod:`torch.nn.utils.parametrize` parametrization), so the
-   gradient of a centroid is the sum of the gradients of the weights that share it (the paper's
-   eq. 3), and each layer keeps its ``2^b`` values (0.0 included) throughout.
+   pruned weights' 0.0 (so the codes fit ``b`` bits). The shared values are then fine-tuned (and
+   nothing else): each layer is wrapped in a :class:`SharedWeight` whose weight is
+   ``centroids[codes]``, so the gradient of a centroid is the sum of the gradients of the weights
+   that share it (the paper's eq. 3), and each layer keeps its ``2^b`` values (0.0 included).
 3. **Huffman coding** (section 4) of the codes and of the relative sparse indices
    (:mod:`amc.sparse`), in the exported file.
 
@@ -246,18 +246,14 @@ def _float_params_bytes(model: nn.Module) -> int:
 def weight_bytes(path: str | os.PathLike) -> int:
     """Bytes of an exported model file that hold conv/linear weights (values, sparse indices,
     codebooks and scales): Deep Compression's accounting, without biases, norms and metadata."""
-    from amc.sparse import densify_state
-
     doc = torch.load(path, map_location="cpu", weights_only=True)
     packed = doc.get("packed")
-    if packed is not None:
+    if packed is not None:  # codes (dense or sparse layouts) + scales and codebooks
         return int(packed["codes"].numel() + FLOAT_BYTES * packed["qparams"].numel())
-    sparse = doc.get("sparse") or {}
+    sparse = doc.get("sparse")
     n = int(sparse["data"].numel()) if sparse else 0
-    moved = set((sparse or {}).get("layers", {}))
-    dense = densify_state(doc["state_dict"], None)
-    n += sum(FLOAT_BYTES * v.numel() for k, v in dense.items() if k.endswith("weight") and v.dim() >= 2
-             and k not in moved)
+    # the dense float conv/linear weights (the only >= 2-D "weight" tensors of the built-in models)
+    n += sum(FLOAT_BYTES * v.numel() for k, v in doc["state_dict"].items() if k.endswith("weight") and v.dim() >= 2)
     return n
 
 
