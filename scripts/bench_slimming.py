@@ -5,9 +5,10 @@ norm scales, prune both by ``bn_scale`` to the same budget, fine-tune both alike
 Per arm (``none``: lambda 0, ``slimming``: ``--lam``), in ``--out/<arm>/``:
 
 1. ``train/``: ``amc.training.train`` from scratch (per-epoch ``last.pt``: a killed run resumes);
-2. ``search/``: the ``uniform`` agent's policy at ``--target`` with ``importance=bn_scale`` (same keep
-   ratio per group; the channels dropped are those with the smallest ``|gamma|``; the agent bisects
-   on the budget only, so its policy does not depend on the scoring proxy: ``vanilla``);
+2. ``search/``: the pruning policy at ``--target`` (``macs=``), channels ranked by ``bn_scale``: with
+   ``--prune threshold`` (default) one global threshold on ``|gamma|`` as the paper prunes
+   (:func:`amc.slimming.threshold_policy`); with ``--prune uniform`` the ``uniform`` agent's same keep
+   ratio for every group (it bisects on the budget only, so the scoring proxy does not matter);
 3. ``ft/``: ``amc.finetune.finetune_policy`` (labels only, no KD, so that both arms are trained alike);
 
 and ``--out/slimming.json``: per arm the uncompressed test top-1, the pruned top-1 before and after
@@ -58,9 +59,23 @@ def _train(args: argparse.Namespace, lam: float, run_dir: Path) -> Path:
 
 
 def _prune_policy(args: argparse.Namespace, checkpoint: Path, run_dir: Path) -> Path:
+    best = run_dir / "best_policy.json"
+    if args.prune == "threshold":  # the paper's global threshold on |gamma|
+        from amc.models import example_input, resolve_spec
+        from amc.slimming import threshold_policy
+        from amc.training import load_checkpoint
+
+        if not best.is_file():
+            model, ckpt = load_checkpoint(checkpoint)
+            spec = resolve_spec(ckpt["model_spec"])
+            metric, _, ratio = args.target.partition("=")
+            if metric != "macs":
+                raise AmcError(f"--prune threshold needs a macs= target, got {args.target!r}")
+            threshold_policy(model, example_input(spec), macs_ratio=float(ratio),
+                             model_spec=spec.to_dict()).save(best)
+        return best
     from agents.search import SearchConfig, run_search
 
-    best = run_dir / "best_policy.json"
     summary = run_dir / "summary.json"
     if best.is_file() and summary.is_file() and not json.loads(summary.read_text()).get("interrupted"):
         return best
@@ -106,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lam", type=float, default=1e-5, help="slimming lambda of the second arm (paper: 1e-5 ResNet)")
     ap.add_argument("--target", default="macs=0.5")
+    ap.add_argument("--prune", choices=("threshold", "uniform"), default="threshold",
+                    help="threshold: one global |gamma| threshold (the paper); uniform: the uniform agent's keep "
+                    "ratio per group, channels ranked by bn_scale")
     ap.add_argument("--ft-epochs", type=int, default=40)
     ap.add_argument("--ft-lr", type=float, default=0.01)
     ap.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (quick runs)")

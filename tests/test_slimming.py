@@ -97,3 +97,34 @@ def test_cli_rejects_a_negative_lambda(tmp_path, capsys) -> None:
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "slimming" in err and len(err.splitlines()) == 1
+
+
+def test_threshold_policy_meets_the_budget_and_drops_small_scales() -> None:
+    from amc.compress import apply_policy
+    from amc.models import ModelSpec, build_model, example_input
+    from amc.pruning import Pruner
+    from amc.slimming import threshold_policy
+
+    spec = ModelSpec("resnet20", num_classes=10, in_channels=1, image_size=(8, 8))
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    with torch.no_grad():
+        for s in norm_scales(model):
+            s.copy_(torch.rand_like(s) + 0.5)
+        model.layer1[0].bn1.weight[:8] = 0.01  # a block's inner group: these channels go first
+    x = example_input(spec)
+    pol = threshold_policy(model, x, macs_ratio=0.5, model_spec=spec.to_dict())
+    cost = Pruner(model, x).cost_model()
+    keep = [g.channels / g.total for g in pol.groups]
+    assert cost.macs(keep) / cost.base_macs <= 0.5 + 1e-9
+    assert cost.macs(None) > cost.macs(keep) > 0.35 * cost.macs(None)  # the smallest threshold: tight
+    assert pol.pruning["importance"] == "bn_scale"
+    inner = next(g for g in pol.groups if g.layers[0] == "layer1.0.conv1")
+    assert inner.channels <= 8  # the 0.01 scales are the smallest of all: dropped before any other
+    pruned = apply_policy(model, pol, example_input=x)
+    assert pruned(x).shape == (1, 10)
+    with pytest.raises(AmcError, match="macs_ratio"):
+        threshold_policy(model, x, macs_ratio=0.0)
+    with pytest.raises(AmcError, match="norm layer"):
+        threshold_policy(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2)),
+                         torch.zeros(1, 1, 8, 8), macs_ratio=0.5)
