@@ -27,7 +27,7 @@ serves the environment's running state (:mod:`envs.compression`), a policy mappe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -147,11 +147,12 @@ def bit_floors(w_bits: Sequence[float], a_bits: Sequence[float], *,
 
 
 def lower_bits(order: Sequence[int], w_bits: np.ndarray, a_bits: np.ndarray, *, floors: tuple[int, int],
-               over: Callable[[], bool]) -> int:
+               over: Callable[[], bool], a_layers: Collection[int] | None = None) -> int:
     """HAQ's walk, in place: while ``over()``, for each layer in ``order`` (last to first) lower its
     activation then its weight width by one bit (never below ``floors = (w, a)``, never a float one),
     checking the budget before each; returns how many bits were lowered. It stops when the budget
-    holds or no width can be lowered any more (then ``over()`` is still true)."""
+    holds or no width can be lowered any more (then ``over()`` is still true). ``a_layers``, when
+    given, are the only layers whose activation width may be lowered (those the search decides)."""
     lowered, changed = 0, True
     while changed and over():
         changed = False
@@ -159,6 +160,8 @@ def lower_bits(order: Sequence[int], w_bits: np.ndarray, a_bits: np.ndarray, *, 
             for bits, floor in ((a_bits, floors[1]), (w_bits, floors[0])):
                 if not over():
                     return lowered
+                if bits is a_bits and a_layers is not None and i not in a_layers:
+                    continue
                 if FLOAT_BITS > bits[i] > floor:
                     bits[i] -= 1
                     lowered += 1

@@ -9,6 +9,12 @@ Units: MACs per sample; params count every ``nn.Parameter`` element (weights, bi
 weight storage counts conv/linear *weights* only (bias and norm parameters stay in float and are
 negligible), at 32 bits when a layer has no bit width. BitOps = sum_l MACs_l * w_bits_l * a_bits_l
 (HAQ / "BitOps" as in Yang et al.; 32 x 32 for float).
+
+With a per-layer weight density (fine granularity) the ``size`` metric is the honest storage of
+:mod:`amc.sparse`: per layer the smallest of dense codes, a bitmask or relative indices (their
+expected count for randomly placed nonzeros) plus the nonzero values, and for a quantized layer one
+fp32 scale per output channel (the per-channel linear scheme :func:`amc.compress.apply_policy`
+uses). A dense layer at 32 bits costs exactly what it does without a density.
 """
 
 from __future__ import annotations
@@ -186,7 +192,13 @@ class CostModel:
         dens = 1.0 if density is None else density
         wb = self._bits(None) if w_bits is None else w_bits
         if name == "size":
-            return float((dens * self.layer_weight_params(fractions=fractions) * wb).sum())
+            numel = self.layer_weight_params(fractions=fractions)
+            if density is None:
+                return float((numel * wb).sum())
+            from amc.sparse import sparse_bits_array
+
+            scales = np.where(np.asarray(wb) < FLOAT_BITS, self.layer_channels(fractions=fractions)[1] * FLOAT_BITS, 0.0)
+            return float((sparse_bits_array(numel, dens, wb) + scales).sum())
         if name == "bitops":
             ab = self._bits(None) if a_bits is None else a_bits
             return float((self.layer_macs(fractions=fractions) * wb * ab).sum())

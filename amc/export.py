@@ -9,7 +9,9 @@ The file (``torch.save`` of a plain dict, readable with ``torch.load(weights_onl
      "quantized": bool,
      "state_dict": {...},            # float models: every tensor of the (pruned) model
      "packed": {...},                # quantized models: amc.quantization.pack_model() (bit-packed
-                                     # integer codes + fp32 scales), so the file size is honest
+                                     # integer codes + fp32 scales), so the file size is honest;
+                                     # sparse layers in amc.sparse's layouts (version 2)
+     "sparse": {...} | None,         # float models: sparse conv/linear weights (amc.sparse; version 2)
      "architecture": bytes | None,   # only when spec + policy cannot rebuild the structure
      "amc_version": "...", "created": "..."}
 
@@ -24,6 +26,11 @@ you trust (``load(..., allow_pickle=False)`` refuses it).
 
 :func:`export` checks before writing that the file rebuilds a model with exactly the outputs of the
 given one on an example input, and falls back to the pickled architecture when it would not.
+
+Fine-grained sparse layers (zeros in a weight) are stored as :mod:`amc.sparse` says: nonzero values
+with relative indices or a bitmask, whichever is smallest per layer, optionally Huffman-coded
+(``export(..., huffman=True)``, Deep Compression's last stage). Such files have ``version`` 2; files
+without sparse layers stay version 1.
 """
 
 from __future__ import annotations
@@ -60,7 +67,9 @@ __all__ = [
 ]
 
 EXPORT_FORMAT = "amc-model"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
+#: the version written for files that use no version-2 feature (sparse storage)
+_DENSE_VERSION = 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -144,14 +153,20 @@ def _spec_dict(model_spec: Any, policy: Policy | None) -> dict[str, Any] | None:
     return None
 
 
-def _payload(model: nn.Module, quantized: bool, *, architecture: bool) -> dict[str, Any]:
+def _payload(model: nn.Module, quantized: bool, *, architecture: bool, huffman: bool = False) -> dict[str, Any]:
+    from amc.sparse import sparsify_package, sparsify_state
+
     if quantized:
         from amc.quantization import pack_model
 
-        return {"packed": pack_model(model, include_architecture=architecture), "state_dict": None,
-                "architecture": None}
+        package = pack_model(model, include_architecture=architecture)
+        sparse_package = sparsify_package(package, model, huffman=huffman)
+        return {"packed": sparse_package, "state_dict": None, "architecture": None, "sparse": None,
+                "version": EXPORT_VERSION if sparse_package is not package else _DENSE_VERSION}
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return {"packed": None, "state_dict": state, "architecture": _skeleton(model) if architecture else None}
+    state, sparse = sparsify_state(model, state)
+    return {"packed": None, "state_dict": state, "architecture": _skeleton(model) if architecture else None,
+            "sparse": sparse, "version": EXPORT_VERSION if sparse is not None else _DENSE_VERSION}
 
 
 def _outputs_equal(a: nn.Module, b: nn.Module, x: torch.Tensor) -> bool:
@@ -168,6 +183,7 @@ def export(
     model_spec: Mapping[str, Any] | Any | None = None,
     metrics: Mapping[str, Any] | None = None,
     verify: bool = True,
+    huffman: bool = False,
 ) -> Path:
     """Write ``model`` (float, pruned and/or quantized) to ``path`` as one file; return the path.
 
@@ -180,6 +196,8 @@ def export(
         metrics: plain numbers to store (accuracies in percent, cost ratios ...).
         verify: rebuild the model from what would be written and compare outputs on an example
             input; on a mismatch the architecture is pickled into the file instead.
+        huffman: Huffman-code the integer codes and sparse indices of quantized layers where that is
+            smaller (Deep Compression, section 4); decoding on load is slower.
     """
     from amc.models import example_input
 
@@ -202,7 +220,7 @@ def export(
     }
     pickle_arch = spec is None
     if not pickle_arch:
-        doc.update(_payload(m, quantized, architecture=False))
+        doc.update(_payload(m, quantized, architecture=False, huffman=huffman))
         try:
             rebuilt = _materialize(doc, device="cpu", allow_pickle=False)
             ok = not verify or _outputs_equal(m, rebuilt, example_input(spec, batch=2))
@@ -214,7 +232,7 @@ def export(
                         "architecture instead", reason[:300])
             pickle_arch = True
     if pickle_arch:
-        doc.update(_payload(m, quantized, architecture=True))
+        doc.update(_payload(m, quantized, architecture=True, huffman=huffman))
     path = Path(path)
     atomic_torch_save(doc, path)
     log.info("exported %s model to %s (%d bytes)", "quantized" if quantized else "float", path, path.stat().st_size)
@@ -265,11 +283,16 @@ def _materialize(doc: Mapping[str, Any], *, device: str | torch.device, allow_pi
         if packed is None:
             raise AmcError("the model file is marked quantized but holds no packed weights")
         base = None if packed.get("architecture") is not None else build_structure(doc["model_spec"], policy)
-        model = unpack_model(packed, model=base, device="cpu")
+        from amc.sparse import densify_package
+
+        model = unpack_model(densify_package(packed), model=base, device="cpu")
     else:
         state = doc.get("state_dict")
         if state is None:
             raise AmcError("the model file holds no weights (state_dict)")
+        from amc.sparse import densify_state
+
+        state = densify_state(state, doc.get("sparse"))
         if arch is not None:
             model = pickle.loads(zlib.decompress(arch))
             assign = True
@@ -285,11 +308,14 @@ def _materialize(doc: Mapping[str, Any], *, device: str | torch.device, allow_pi
     return model.to(device).eval()
 
 
+_WEIGHT_KEYS = ("state_dict", "packed", "architecture", "sparse")
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """Everything in a model file except the weights: format, version, model_spec, policy (dict),
     metrics, quantized, amc_version, created, plus ``file_bytes``."""
     doc = _read(path)
-    meta = {k: v for k, v in doc.items() if k not in ("state_dict", "packed", "architecture")}
+    meta = {k: v for k, v in doc.items() if k not in _WEIGHT_KEYS}
     meta["file_bytes"] = Path(path).stat().st_size
     return meta
 
@@ -302,7 +328,7 @@ def load_with_metadata(path: str | os.PathLike, *, device: str | torch.device = 
     doc = _read(path)
     dev = resolve_device(device) if isinstance(device, str) else device
     model = _materialize(doc, device=dev, allow_pickle=allow_pickle)
-    meta = {k: v for k, v in doc.items() if k not in ("state_dict", "packed", "architecture")}
+    meta = {k: v for k, v in doc.items() if k not in _WEIGHT_KEYS}
     meta["file_bytes"] = Path(path).stat().st_size
     return model, meta
 

@@ -38,6 +38,7 @@ MODE_METRICS = {
     ("prune", "fine"): ("params", "size"),
     ("quant", "channel"): ("size", "bitops"),
     ("joint", "channel"): ("bitops", "size", "macs", "params"),
+    ("joint", "fine"): ("size", "params"),  # Deep Compression: per-layer density and weight bits
 }
 
 #: observation features, in order (all in [0, 1])
@@ -100,8 +101,9 @@ class EnvConfig:
             raise AmcError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
         if self.granularity not in ("channel", "fine"):
             raise AmcError(f"unknown granularity {self.granularity!r}; valid: channel, fine")
-        if self.granularity == "fine" and self.mode != "prune":
-            raise AmcError("granularity 'fine' (unstructured sparsity) only works with --mode prune")
+        if self.granularity == "fine" and self.mode not in ("prune", "joint"):
+            raise AmcError("granularity 'fine' (unstructured sparsity) works with --mode prune (density per layer) "
+                           "or --mode joint (density and weight bits per layer)")
         metric, _ = parse_target(self.target)
         allowed = MODE_METRICS[(self.mode, self.granularity)]
         if metric not in allowed:
@@ -185,7 +187,9 @@ class CompressionEnv(gym.Env):
     (unstructured sparsity); ``quant`` mode, two steps per layer (weight bits, then bits of the layer's
     input activation; the first and last layers stay at 8 bits unless ``first_last_8bit=False``);
     ``joint`` mode, per layer in execution order: the keep ratio of the group it leads (if any), then
-    its weight and activation bits.
+    its weight and activation bits; ``joint`` with ``granularity="fine"`` (Deep Compression), per layer
+    a weight density then weight bits (activations stay float; the budget is ``size=``, counted as
+    :mod:`amc.sparse` stores sparse layers).
 
     **Observation** ``Box(0, 1, (18,), float32)``:
 
@@ -318,8 +322,9 @@ class CompressionEnv(gym.Env):
         index = {ly.name: ly.index for ly in layers}
         fixed = self._fixed_bit_layers()
         out: list[Decision] = []
-        if cfg.mode == "prune" and cfg.granularity == "fine":
-            return [Decision("sparsity", ly.index) for ly in layers]
+        if cfg.granularity == "fine":  # per layer a density, and in joint mode weight bits (activations stay float)
+            return [d for ly in layers for d in (Decision("sparsity", ly.index), Decision("w_bits", ly.index))
+                    if d.kind == "sparsity" or (cfg.mode == "joint" and ly.index not in fixed)]
         leader_of = {index[g.leader]: g.index for g in self.graph.groups}
         for ly in layers:
             if cfg.mode in ("prune", "joint") and ly.index in leader_of:
@@ -338,7 +343,9 @@ class CompressionEnv(gym.Env):
         wb = np.full(nl, 32.0)
         ab = np.full(nl, 32.0)
         for i in self._fixed_bit_layers() if fixed_bits else ():
-            wb[i] = ab[i] = 8.0  # HAQ keeps the first and last layers at 8 bits
+            wb[i] = 8.0  # HAQ keeps the first and last layers at 8 bits
+            if self.config.granularity == "channel":  # fine granularity leaves activations float
+                ab[i] = 8.0
         return _State(np.ones(len(self.graph.groups)), np.ones(nl), wb, ab,
                       np.zeros(len(getattr(self, "decisions", [])), dtype=bool))
 
@@ -421,11 +428,12 @@ class CompressionEnv(gym.Env):
         activation, then weight bits, never below the spaces' ``b_min``."""
         s, cfg = self._state, self.config
         layers = sorted({d.layer for d in self.decisions if d.kind in ("w_bits", "a_bits")}, reverse=True)
+        a_layers = {d.layer for d in self.decisions if d.kind == "a_bits"}
 
         def over() -> bool:
             return self._cost(s) > limit(self.target_cost)
 
-        lower_bits(layers, s.w_bits, s.a_bits, over=over,
+        lower_bits(layers, s.w_bits, s.a_bits, over=over, a_layers=a_layers,
                    floors=bit_floors(s.w_bits[layers], s.a_bits[layers], lowest=(cfg.w_bits[0], cfg.a_bits[0])))
         if over():
             raise AmcError("internal: the budget could not be restored by lowering bits")

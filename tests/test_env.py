@@ -44,6 +44,7 @@ CASES = [
     dict(mode="quant", target="bitops=0.02"),
     dict(mode="joint", target="bitops=0.01"),
     dict(mode="joint", target="size=0.05"),
+    dict(mode="joint", granularity="fine", target="size=0.05", lbound=0.05),
 ]
 
 

@@ -31,6 +31,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--torchscript", metavar="FILE", help="also a traced TorchScript module")
     g.add_argument("--onnx", metavar="FILE", help="also an ONNX graph (needs pip install \"amc[export]\")")
     g.add_argument("--opset", type=int, help="ONNX opset (default: torch's)")
+    g.add_argument("--huffman", action="store_true", help="Huffman-code the quantized layers' codes and sparse "
+                   "indices in --out where that is smaller (Deep Compression; slower to load)")
     g.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
 
 
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         metrics = {}
     written = []
     if args.out:
-        path = export(model, args.out, policy=policy, model_spec=spec, metrics=metrics)
+        path = export(model, args.out, policy=policy, model_spec=spec, metrics=metrics, huffman=args.huffman)
         written.append(("amc", path))
     if args.torchscript:
         written.append(("torchscript", export_torchscript(model, args.torchscript, example)))

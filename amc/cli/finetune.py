@@ -9,6 +9,9 @@ Examples::
     amc finetune --model-file runs/r20-applied/model.amc --checkpoint runs/r20/final.pt \\
         --dataset cifar10 --data-dir data/cifar10 --epochs 30 --run-dir runs/r20-ft
     amc finetune ... --resume           # continue after Ctrl-C or a kill
+    amc finetune --policy dc_policy.json --checkpoint runs/mlp/final.pt --dataset fashion-mnist \
+        --data-dir data/fashion-mnist --deep-compression --iterative 3 --epochs 10 --share-epochs 5 \
+        --run-dir runs/mlp-dc        # Deep Compression: prune+retrain x3, k-means + centroid FT, Huffman
 
 The compressed model is built as ``amc apply`` builds it (or loaded with ``--model-file``), trained
 with SGD + cosine decay, distilling from the uncompressed checkpoint unless ``--no-kd``; quantized
@@ -49,14 +52,26 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    "(default fp32)")
     g.add_argument("--channels-last", action="store_true", help="train in the NHWC memory format (faster convs)")
     g.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (default 0)")
+    g = p.add_argument_group("Deep Compression (Han et al. 2016)")
+    g.add_argument("--deep-compression", action="store_true",
+                   help="run the three-stage pipeline on a fine-granularity --policy (per-layer sparsity and w_bits): "
+                   "prune + retrain with masks (--iterative steps of --epochs at --lr), k-means weight sharing with "
+                   "centroid fine-tuning, Huffman coding; prints and saves the size/ratio/accuracy table")
+    g.add_argument("--share-epochs", type=int, default=3, help="epochs of centroid fine-tuning (default 3)")
+    g.add_argument("--share-lr", type=float, default=1e-3, help="peak learning rate of the centroids (default 1e-3)")
+    g.add_argument("--kmeans-iters", type=int, default=30, help="Lloyd iterations of the weight sharing (default 30)")
+    g.add_argument("--no-huffman", action="store_true", help="skip Huffman coding in the last stage")
     g.add_argument("--run-dir", required=True, help="output folder")
     g.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     g.add_argument("--overwrite", action="store_true",
                    help="start again in a --run-dir that holds a fine-tuning run (its outputs are deleted)")
 
 
-#: what a fine-tuning run leaves in its run dir (besides step*/ of an iterative one)
-_OUTPUTS = ("last.pt", "final.pt", "model.amc", "policy.json", "finetune_summary.json", "config.json")
+#: what a fine-tuning run leaves in its run dir (besides step*/ of an iterative one, or prune*/ and
+#: share/ of a Deep Compression one)
+_OUTPUTS = ("last.pt", "final.pt", "model.amc", "policy.json", "finetune_summary.json", "config.json",
+            "deep_compression.json")
+_RUN_FOLDERS = ("step*", "prune*", "share", "stage*.amc")
 
 
 def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> list[Path]:
@@ -67,7 +82,7 @@ def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> list[Path]
     if run_dir.exists() and not run_dir.is_dir():
         raise AmcError(f"--run-dir {str(run_dir)!r} exists and is not a directory; choose another --run-dir")
     found = [run_dir / n for n in _OUTPUTS if (run_dir / n).is_file()]
-    found += sorted(p for p in run_dir.glob("step*") if p.is_dir())
+    found += sorted(p for pattern in _RUN_FOLDERS for p in run_dir.glob(pattern))
     if found and not (resume or overwrite):
         raise AmcError(f"--run-dir {str(run_dir)!r} already holds a fine-tuning run "
                        f"({', '.join(p.name for p in found[:4])}); pass --resume to continue it, --overwrite to "
@@ -82,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise AmcError("pass either --policy (a policy to apply to --checkpoint) or --model-file (a compressed model)")
     run_dir = Path(args.run_dir)
     check_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
+    if args.deep_compression:
+        return _run_deep_compression(args, run_dir)
     cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.wd,
                          kd=not args.no_kd, kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha,
                          iterative=args.iterative, augment=not args.no_augment, steps_per_epoch=args.steps_per_epoch,
@@ -105,14 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from amc._rundir import locked_run_dir
 
     with locked_run_dir(run_dir, command="amc finetune"):  # one process per run dir; the OS drops it on exit
-        for old in check_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite) if args.overwrite else ():
-            if old.is_dir():
-                shutil.rmtree(old)
-            else:
-                old.unlink()
-        if args.overwrite:
-            for f in run_dir.glob("events.out.tfevents.*"):
-                f.unlink()
+        _clear(run_dir, args)
         res = finetune_policy(setup, cfg, run_dir=args.run_dir, resume=args.resume, progress=True, student=student)
     s = res.summary
     print(f"fine-tuned {cfg.epochs} epoch(s)" + (f" x {cfg.iterative} steps" if cfg.iterative > 1 else "")
@@ -127,4 +137,53 @@ def run(args: argparse.Namespace) -> int:
               f"{fmt_acc(s['after'][key]):>14}")
     if s.get("model_file"):
         print(f"saved {s['model_file']} ({human_bytes(s['model_file_bytes'])})")
+    return 0
+
+
+def _clear(run_dir: Path, args: argparse.Namespace) -> None:
+    """With --overwrite: delete what an earlier run left in ``run_dir``."""
+    for old in check_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite) if args.overwrite else ():
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+    if args.overwrite:
+        for f in run_dir.glob("events.out.tfevents.*"):
+            f.unlink()
+
+
+def deep_compression_table(summary: dict) -> list[str]:
+    """The paper's table: size after each stage, ratio against float32, test top-1."""
+    base = summary["float32_bytes"]
+    lines = [f"{'stage':<10} {'file':>10} {'x float32':>10} {'weights':>10} {'x float32 w':>12} {'test top-1':>11}",
+             f"{'float32':<10} {human_bytes(base):>10} {'1.0x':>10} {'':>10} {'':>12} {'':>11}"]
+    for r in summary["table"]:
+        lines.append(f"{r['stage']:<10} {human_bytes(r['file_bytes']):>10} {r['ratio']:>9.1f}x "
+                     f"{human_bytes(r['weight_bytes']):>10} {r['weight_ratio']:>11.1f}x {fmt_acc(r['test_top1']):>11}")
+    return lines
+
+
+def _run_deep_compression(args: argparse.Namespace, run_dir: Path) -> int:
+    from amc._rundir import locked_run_dir
+    from amc.cli.apply import setup_from_args
+    from amc.deep_compression import DeepCompressionConfig, deep_compress
+
+    if args.model_file:
+        raise AmcError("--deep-compression starts from --policy and the uncompressed --checkpoint, not --model-file")
+    cfg = DeepCompressionConfig(prune_steps=args.iterative, prune_epochs=args.epochs, prune_lr=args.lr,
+                                share_epochs=args.share_epochs, share_lr=args.share_lr, kmeans_iters=args.kmeans_iters,
+                                huffman=not args.no_huffman, kd=not args.no_kd, kd_temperature=args.kd_temperature,
+                                kd_alpha=args.kd_alpha, batch_size=args.batch_size, weight_decay=args.wd,
+                                augment=not args.no_augment, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+                                device=args.device, num_threads=args.threads)
+    setup = setup_from_args(args)
+    with locked_run_dir(run_dir, command="amc finetune"):
+        _clear(run_dir, args)
+        res = deep_compress(setup.base_model, setup.splits, setup.policy, cfg, run_dir=run_dir,
+                            model_spec=setup.model_spec, resume=args.resume, progress=True)
+    print(f"Deep Compression ({cfg.prune_steps} prune step(s) x {cfg.prune_epochs} epoch(s), "
+          f"{cfg.share_epochs} centroid epoch(s)) -> {run_dir}")
+    for line in deep_compression_table(res.summary):
+        print(line)
+    print(f"saved {res.summary['final_file']} and {run_dir / 'deep_compression.json'}")
     return 0

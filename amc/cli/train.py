@@ -50,6 +50,7 @@ _DEFAULTS: dict[str, Any] = {
     "init": None,
     "kd_temperature": 4.0,
     "kd_alpha": 0.9,
+    "slimming": 0.0,
 }
 #: epochs when --epochs is not given ...
 DEFAULT_EPOCHS = 10
@@ -88,6 +89,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--teacher", metavar="CKPT", help="distil from this checkpoint (Hinton KD)")
     g.add_argument("--kd-temperature", type=float, help="KD temperature T (default 4)")
     g.add_argument("--kd-alpha", type=float, help="weight of the KD term in [0, 1] (default 0.9)")
+    g.add_argument("--slimming", type=float, metavar="LAMBDA",
+                   help="network slimming (Liu et al. 2017): add LAMBDA * sum|gamma| over the norm layers' scales to "
+                   "the loss (1e-4 VGG, 1e-5 ResNet in the paper; default 0: off); logs their histogram to "
+                   "TensorBoard. Prune afterwards with --importance bn_scale")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, help="seed (default 0)")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps (default auto)")
@@ -265,6 +270,7 @@ def _run(opts: dict[str, Any], splits: Any, spec: Any) -> int:
         label_smoothing=float(opts["label_smoothing"]), warmup_epochs=float(opts["warmup_epochs"]),
         augment=not opts["no_augment"], cutout=int(opts["cutout"]), seed=int(opts["seed"]), device=str(opts["device"]),
         num_threads=opts["threads"], precision=str(opts["precision"]), channels_last=bool(opts["channels_last"]),
+        slimming=float(opts["slimming"]),
     )
     seed_everything(cfg.seed)  # the initial weights depend on --seed only
     model = build_model(spec)

@@ -1,0 +1,434 @@
+"""Deep Compression end to end (Han, Mao & Dally, ICLR 2016, arXiv 1510.00149).
+
+The three-stage pipeline of the paper, on top of amc's pieces:
+
+1. **Pruning** (section 2): magnitude pruning to each layer's density in ``prune_steps`` steps
+   (step ``k`` of ``K`` prunes ``(1 - density) k / K`` of the layer), each followed by retraining
+   with the mask held fixed (:func:`amc.finetune.finetune`: pruned weights stay exactly zero).
+2. **Trained quantization / weight sharing** (section 3): per layer, 1-D k-means with linear
+   initialisation over the kept weights gives ``2^b - 1`` shared values; code ``2^b - 1`` is the
+   pruned weights' 0.0 (so the codes fit ``b`` bits). The shared values are then fine-tuned (and
+   nothing else): each layer is wrapped in a :class:`SharedWeight` whose weight is
+   ``centroids[codes]``, so the gradient of a centroid is the sum of the gradients of the weights
+   that share it (the paper's eq. 3), and each layer keeps its ``2^b`` values (0.0 included).
+3. **Huffman coding** (section 4) of the codes and of the relative sparse indices
+   (:mod:`amc.sparse`), in the exported file.
+
+After each stage the model is exported (:func:`amc.export.export`: sparse layers in
+:mod:`amc.sparse`'s smallest layout) and measured: the file's size, the compression ratio against
+the float32 parameters (the paper's "original size": 4 bytes per parameter), the part of the file
+that holds conv/linear weights (values, indices, codebooks: what the paper counts), and test top-1.
+
+Run directory (every stage resumable; ``resume=True`` skips finished training)::
+
+    prune1/ ... pruneK/     amc.training.train runs (retraining with masks)
+    share/                  the centroid fine-tuning run
+    stage0-original.amc ... stage3-huffman.amc   the exported model after each stage
+    deep_compression.json   the table (rewritten after each stage) and the config
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from amc.errors import AmcError
+from amc.policy import Policy
+from amc.utils import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DeepCompressionConfig",
+    "DeepCompressionResult",
+    "SharedWeight",
+    "STAGES",
+    "deep_compress",
+    "kmeans_1d",
+    "layer_table",
+    "make_policy",
+    "policy_targets",
+    "weight_bytes",
+    "share_weights",
+    "shared_to_quantized",
+]
+
+STAGES = ("original", "pruned", "quantized", "huffman")
+FLOAT_BYTES = 4
+
+
+@dataclass
+class DeepCompressionConfig:
+    """Settings of :func:`deep_compress` (checks itself).
+
+    Attributes:
+        prune_steps: prune + retrain steps ``K >= 1`` (the paper prunes iteratively).
+        prune_epochs: retraining epochs per pruning step (>= 0; 0 prunes without retraining).
+        prune_lr: peak learning rate of retraining (cosine decay; ~1/10 of training's, as the paper).
+        share_epochs: epochs of centroid fine-tuning (>= 0).
+        share_lr: peak learning rate of the centroids (their gradients are sums over many weights).
+        kmeans_iters: Lloyd iterations of the weight sharing (>= 1).
+        huffman: Huffman-code the codes and indices in the last stage.
+        kd: distil from the uncompressed model while retraining (Hinton et al. 2015).
+        kd_temperature, kd_alpha, batch_size, weight_decay, augment, steps_per_epoch, seed, device,
+        num_threads: as in :class:`amc.finetune.FinetuneConfig` (weight decay is not applied to
+        the centroids).
+    """
+
+    prune_steps: int = 3
+    prune_epochs: int = 5
+    prune_lr: float = 0.01
+    share_epochs: int = 3
+    share_lr: float = 1e-3
+    kmeans_iters: int = 30
+    huffman: bool = True
+    kd: bool = True
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.9
+    batch_size: int = 128
+    weight_decay: float = 1e-4
+    augment: bool = True
+    steps_per_epoch: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, lo in (("prune_steps", 1), ("prune_epochs", 0), ("share_epochs", 0), ("kmeans_iters", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise AmcError(f"DeepCompressionConfig.{name} must be an int >= {lo}, got {v!r}")
+        for name in ("prune_lr", "share_lr"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
+                raise AmcError(f"DeepCompressionConfig.{name} must be > 0, got {v!r}")
+        self._finetune_config(epochs=1, lr=self.prune_lr)  # validates the rest
+
+    def _finetune_config(self, *, epochs: int, lr: float, weight_decay: float | None = None) -> Any:
+        from amc.finetune import FinetuneConfig
+
+        return FinetuneConfig(epochs=max(1, epochs), lr=lr, batch_size=self.batch_size,
+                              weight_decay=self.weight_decay if weight_decay is None else weight_decay,
+                              kd=self.kd, kd_temperature=self.kd_temperature, kd_alpha=self.kd_alpha,
+                              augment=self.augment, steps_per_epoch=self.steps_per_epoch, seed=self.seed,
+                              device=self.device, num_threads=self.num_threads)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# weight sharing
+
+
+def kmeans_1d(values: torch.Tensor, k: int, *, iters: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means of a 1-D tensor with ``k`` centroids initialised linearly over
+    ``[min, max]`` (Deep Compression's best initialisation, section 3.2): ``(codes int64 (n,),
+    centroids (k,) sorted)``. Empty clusters keep their initial value."""
+    if k < 1:
+        raise AmcError(f"k-means needs k >= 1 centroids, got {k}")
+    v = values.detach().reshape(-1).float()
+    if v.numel() == 0:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(k)
+    cent = torch.linspace(float(v.min()), float(v.max()), k)
+    for _ in range(iters):
+        codes = torch.bucketize(v, (cent[1:] + cent[:-1]) / 2)  # nearest centroid (sorted, 1-D)
+        counts = torch.bincount(codes, minlength=k)
+        sums = torch.zeros(k).index_add_(0, codes, v)
+        new = torch.where(counts > 0, sums / counts.clamp(min=1), cent)
+        if torch.equal(new, cent):
+            break
+        cent = new
+    return torch.bucketize(v, (cent[1:] + cent[:-1]) / 2), cent
+
+
+class SharedWeight(nn.Module):
+    """A conv/linear layer whose weight is ``table[codes]`` with ``table = [centroids..., 0.0]``:
+    ``2^b - 1`` trainable shared values and the pruned weights' fixed zero (code ``2^b - 1``).
+
+    The wrapped layer's own weight is not used; the gradient of a centroid is the sum of the
+    gradients of the weights coded to it (indexing's backward adds them up: the paper's eq. 3).
+    """
+
+    def __init__(self, module: nn.Module, codes: torch.Tensor, centroids: torch.Tensor) -> None:
+        super().__init__()
+        if not isinstance(module, (nn.Conv2d, nn.Linear)):
+            raise AmcError(f"weight sharing wraps nn.Conv2d / nn.Linear, got {type(module).__name__}")
+        self.module = module
+        self.register_buffer("codes", codes.to(torch.long))
+        self.centroids = nn.Parameter(centroids.detach().float().clone())
+
+    def shared_weight(self) -> torch.Tensor:
+        table = torch.cat([self.centroids, self.centroids.new_zeros(1)])  # (2^b,)
+        return table[self.codes]  # the layer's weight shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m, w = self.module, self.shared_weight()
+        if isinstance(m, nn.Conv2d):
+            return m._conv_forward(x, w, m.bias)
+        return F.linear(x, w, m.bias)
+
+
+def share_weights(model: nn.Module, bits: Mapping[str, int], *, iters: int = 30) -> nn.Module:
+    """Replace each named conv/linear layer of ``model`` (in place) by a :class:`SharedWeight`:
+    k-means over the layer's nonzero weights with ``2^bits - 1`` centroids; zeros get code
+    ``2^bits - 1``. Returns ``model``."""
+    for name, b in bits.items():
+        layer = _layer(model, name)
+        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 8:
+            raise AmcError(f"layer {name!r}: weight-sharing bits must be an int in 1..8, got {b!r}")
+        w = layer.weight.detach()
+        k = (1 << b) - 1
+        codes = torch.full(w.shape, k, dtype=torch.long, device=w.device)
+        keep = w != 0
+        cent = torch.zeros(k)
+        if bool(keep.any()):
+            c, cent = kmeans_1d(w[keep].cpu(), k, iters=iters)
+            codes[keep] = c.to(w.device)
+        _set(model, name, SharedWeight(layer, codes, cent.to(w.device)))
+    return model
+
+
+def shared_to_quantized(model: nn.Module) -> nn.Module:
+    """Replace every :class:`SharedWeight` by a k-means :class:`amc.quantization.QuantWrapper` pinned
+    to the same codes and codebook (in place), so that :func:`amc.export.export` packs it; the
+    outputs are unchanged."""
+    from amc.quantization import QuantConfig, QuantizedWeight, QuantWrapper
+
+    for name, m in list(model.named_modules()):
+        if not isinstance(m, SharedWeight):
+            continue
+        table = torch.cat([m.centroids.detach(), m.centroids.new_zeros(1)]).float().cpu()
+        bits = max(1, (len(table) - 1).bit_length())
+        layer = m.module
+        with torch.no_grad():
+            layer.weight.copy_(m.shared_weight())
+        qw = QuantizedWeight(m.codes.detach().to(torch.uint8).cpu(), None, bits, "kmeans", table)
+        wrapper = QuantWrapper(layer, w_bits=bits, config=QuantConfig(weight_scheme="kmeans"), name=name)
+        wrapper.pin_quantized_weight(qw)
+        _set(model, name, wrapper)
+    return model
+
+
+def _set(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, new)
+
+
+def _layer(model: nn.Module, name: str) -> nn.Module:
+    try:
+        m = model.get_submodule(name)
+    except AttributeError:
+        raise AmcError(f"layer {name!r} not found in the model") from None
+    if not isinstance(m, (nn.Conv2d, nn.Linear)):
+        raise AmcError(f"layer {name!r} is a {type(m).__name__}, not a Conv2d/Linear")
+    return m
+
+
+# --------------------------------------------------------------------------------------------------
+# measuring a stage
+
+
+def _float_params_bytes(model: nn.Module) -> int:
+    return FLOAT_BYTES * sum(p.numel() for p in model.parameters())
+
+
+def weight_bytes(path: str | os.PathLike) -> int:
+    """Bytes of an exported model file that hold conv/linear weights (values, sparse indices,
+    codebooks and scales): Deep Compression's accounting, without biases, norms and metadata."""
+    doc = torch.load(path, map_location="cpu", weights_only=True)
+    packed = doc.get("packed")
+    if packed is not None:  # codes (dense or sparse layouts) + scales and codebooks
+        return int(packed["codes"].numel() + FLOAT_BYTES * packed["qparams"].numel())
+    sparse = doc.get("sparse")
+    n = int(sparse["data"].numel()) if sparse else 0
+    # the dense float conv/linear weights (the only >= 2-D "weight" tensors of the built-in models)
+    n += sum(FLOAT_BYTES * v.numel() for k, v in doc["state_dict"].items() if k.endswith("weight") and v.dim() >= 2)
+    return n
+
+
+@dataclass
+class DeepCompressionResult:
+    """The compressed model (k-means layers as pinned :class:`amc.quantization.QuantWrapper`) and the
+    table written to ``deep_compression.json``."""
+
+    model: nn.Module
+    table: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def policy_targets(policy: Policy) -> tuple[dict[str, float], dict[str, int]]:
+    """Per-layer density (``1 - sparsity``) and weight bits of a fine-granularity policy."""
+    if policy.granularity != "fine":
+        raise AmcError("Deep Compression needs a fine-granularity policy (per-layer sparsity and w_bits); "
+                       f"this one has granularity {policy.granularity!r}")
+    density = {ly.name: 1.0 - float(ly.sparsity or 0.0) for ly in policy.layers}
+    bits = {ly.name: int(ly.w_bits) for ly in policy.layers if ly.w_bits is not None and ly.w_bits < 32}
+    if not bits:
+        raise AmcError("the policy gives no layer weight bits (w_bits): Deep Compression shares weights by k-means "
+                       "with 2^w_bits values per layer")
+    return density, bits
+
+
+def _test_top1(model: nn.Module, splits: Any, device: torch.device, batch: int) -> float | None:
+    from amc.training import evaluate
+
+    if len(splits.split("test")) == 0:
+        return None
+    return evaluate(model.to(device), splits.tensors("test", device=device), batch_size=batch)
+
+
+def deep_compress(
+    model: nn.Module,
+    splits: Any,
+    policy: Policy,
+    cfg: DeepCompressionConfig,
+    *,
+    run_dir: str | os.PathLike,
+    model_spec: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> DeepCompressionResult:
+    """Run the three stages on a copy of the trained ``model`` with ``policy``'s per-layer densities
+    and bits; export after each stage into ``run_dir`` and write the table (see the module docstring).
+
+    ``resume``: finished retraining runs are loaded instead of retrained (an interrupted one
+    continues from its ``last.pt``).
+    """
+    import copy
+
+    from amc.export import export
+    from amc.finetune import finetune
+    from amc.pruning import magnitude_prune
+    from amc.utils import resolve_device
+
+    density, bits = policy_targets(policy)
+    for name in list(density) + list(bits):
+        _layer(model, name)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    if cfg.num_threads is not None and device.type == "cpu":
+        torch.set_num_threads(cfg.num_threads)
+    teacher = copy.deepcopy(model).to(device).eval() if cfg.kd else None
+    base_bytes = _float_params_bytes(model)
+    eval_batch = 1000
+    table: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {"config": cfg.to_dict(), "policy": policy.to_dict(), "float32_bytes": base_bytes,
+                               "table": table}
+
+    def record(stage: str, m: nn.Module, *, huffman: bool = False, top1: float | None = None) -> None:
+        m.eval()
+        path = export(m, run_dir / f"stage{len(table)}-{stage}.amc", policy=policy, model_spec=model_spec,
+                      huffman=huffman)
+        size = path.stat().st_size
+        wbytes = weight_bytes(path)
+        acc = _test_top1(m, splits, device, eval_batch) if top1 is None else top1
+        table.append({"stage": stage, "file_bytes": size, "ratio": base_bytes / size, "weight_bytes": wbytes,
+                      "weight_ratio": _float_weight_bytes(m) / wbytes, "test_top1": acc, "file": str(path)})
+        log.info("stage %s: %d bytes (%.1fx), weights %d bytes, test top-1 %s", stage, size, base_bytes / size,
+                 wbytes, acc)
+        atomic_write_json(run_dir / "deep_compression.json", summary)
+
+    current = copy.deepcopy(model).to(device)
+    record("original", current)
+    sparse_layers = [n for n, d in density.items() if d < 1.0]
+    for k in range(1, cfg.prune_steps + 1):
+        target = {n: (1.0 - d) * k / cfg.prune_steps for n, d in density.items() if d < 1.0}
+        current = magnitude_prune(current, target)
+        if cfg.prune_epochs:
+            finetune(current, splits, cfg._finetune_config(epochs=cfg.prune_epochs, lr=cfg.prune_lr),
+                     run_dir=run_dir / f"prune{k}", teacher=teacher, resume=resume, progress=progress,
+                     sparse_layers=sparse_layers, meta={"deep_compression": {"stage": "prune", "step": k}})
+    record("pruned", current)
+
+    share_weights(current, bits, iters=cfg.kmeans_iters)
+    if cfg.share_epochs:
+        for p in current.parameters():  # only the shared values train; the rest is fixed as the paper does
+            p.requires_grad_(False)
+        for m in current.modules():
+            if isinstance(m, SharedWeight):
+                m.centroids.requires_grad_(True)
+        _train_centroids(current, splits, cfg, run_dir=run_dir / "share", teacher=teacher, resume=resume,
+                         progress=progress)
+    current = shared_to_quantized(current)
+    record("quantized", current)
+    q_top1 = table[-1]["test_top1"]
+    record("huffman", current, huffman=cfg.huffman, top1=q_top1)
+    from amc.export import load
+
+    reloaded = load(table[-1]["file"], device=device)
+    table[-1]["test_top1"] = _test_top1(reloaded, splits, device, eval_batch)  # measured on the file's model
+    summary["final_file"] = table[-1]["file"]
+    atomic_write_json(run_dir / "deep_compression.json", summary)
+    return DeepCompressionResult(current, table, summary)
+
+
+def _float_weight_bytes(model: nn.Module) -> int:
+    """float32 bytes of the conv/linear weights (of a model possibly wrapped by quantization)."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            n += m.weight.numel()
+    return FLOAT_BYTES * n
+
+
+def _train_centroids(model: nn.Module, splits: Any, cfg: DeepCompressionConfig, *, run_dir: Path,
+                     teacher: nn.Module | None, resume: bool, progress: bool) -> None:
+    from amc.training import train
+
+    fcfg = cfg._finetune_config(epochs=cfg.share_epochs, lr=cfg.share_lr, weight_decay=0.0)
+    train(model, splits, fcfg.train_config(), run_dir=run_dir, teacher=teacher, kd_temperature=cfg.kd_temperature,
+          kd_alpha=cfg.kd_alpha, resume=resume, progress=progress,
+          extra_meta={"deep_compression": {"stage": "share"}})
+
+
+def layer_table(model: nn.Module) -> list[dict[str, Any]]:
+    """Per quantized layer: weights, nonzero fraction, bits and distinct values (for reports/tests)."""
+    from amc.quantization import quantized_layers
+
+    rows = []
+    for name, w in quantized_layers(model).items():
+        qw = w.quantized_weight()
+        deq = qw.dequantize()
+        rows.append({"layer": name, "weights": int(deq.numel()), "density": float((deq != 0).float().mean()),
+                     "bits": qw.bits, "values": int(torch.unique(deq).numel())})
+    return rows
+
+
+
+def make_policy(model: nn.Module, example_input: torch.Tensor, *, density: Mapping[str, float] | float,
+                bits: Mapping[str, int] | int, model_spec: Mapping[str, Any] | None = None) -> Policy:
+    """A fine-granularity policy giving every conv/linear layer of ``model`` a density (kept fraction
+    in (0, 1]) and weight bits (1..8): one number for all layers, or a mapping by layer name in which
+    a missing layer keeps every weight (density) or stays float (bits)."""
+    from amc.graph import LayerGraph
+    from amc.policy import LayerDecision
+
+    layers = LayerGraph.build(model, example_input).layers
+    names = {ly.name for ly in layers}
+    for what, m in (("density", density), ("bits", bits)):
+        unknown = sorted(set(m) - names) if isinstance(m, Mapping) else []
+        if unknown:
+            raise AmcError(f"{what} names layer(s) {unknown} that the model does not have; its layers: "
+                           f"{', '.join(sorted(names))}")
+    out = []
+    for ly in layers:
+        d = density.get(ly.name, 1.0) if isinstance(density, Mapping) else density
+        b = bits.get(ly.name) if isinstance(bits, Mapping) else bits
+        if not (0.0 < float(d) <= 1.0):
+            raise AmcError(f"layer {ly.name!r}: density {d} must be in (0, 1]")
+        out.append(LayerDecision(ly.name, ly.kind, None if b is None else int(b), None,
+                                 None if float(d) >= 1.0 else 1.0 - float(d)))
+    spec = dict(model_spec) if model_spec is not None else {"name": type(model).__name__}
+    return Policy(model=spec, mode="joint", granularity="fine", groups=[], layers=out)

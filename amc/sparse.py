@@ -1,0 +1,393 @@
+"""Honest storage of fine-grained (unstructured) sparse layers, as Deep Compression stores them.
+
+Deep Compression (Han et al., ICLR 2016, section 2 and figure 2) stores a pruned layer as its
+nonzero values plus *relative* indices: the number of zeros skipped before each value, in a fixed
+number of bits ``w``; a gap longer than ``2^w - 1`` is bridged by filler entries. Here a filler is
+the index symbol ``2^w - 1`` ("skip ``2^w - 1`` positions, no value"), so fillers cost index bits
+only; every other symbol ``d`` in ``[0, 2^w - 2]`` means "skip ``d`` zeros, then a value".
+
+Per layer the smallest of three layouts is stored:
+
+========== ============================================== ======================================
+layout     index                                          values
+========== ============================================== ======================================
+dense      none                                           every weight
+bitmask    one bit per weight (1 = nonzero)               the nonzero weights
+relative   ``entries x w`` bits, ``w`` in 1..16 chosen    the nonzero weights
+           per layer (``entries`` = nonzeros + fillers)
+========== ============================================== ======================================
+
+Values are the layer's integer codes (``value_bits`` each; the codebook or scales are stored by
+:func:`amc.quantization.pack_model` next to them) or float32 for unquantized layers. With
+``huffman=True`` the codes and the relative indices are Huffman-coded per layer (Deep Compression,
+section 4; the code-length tables are stored too) whenever that is smaller.
+
+:func:`sparse_bits` is the closed-form *expected* size of a layer with randomly placed nonzeros, which
+the cost model (:meth:`amc.cost.CostModel.metric`, ``size`` with a density) and the search's ``size=``
+budget use; :func:`layer_bits` is the exact size of given weights.
+
+How :mod:`amc.export` uses it: :func:`sparsify_package` rewrites a :func:`amc.quantization.pack_model`
+package (its dense bit-packed codes become the smaller layout) and :func:`densify_package` undoes it
+before :func:`amc.quantization.unpack_model`; :func:`sparsify_state` / :func:`densify_state` do the same
+for the float weights of a ``state_dict``. Both round trips are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from amc._huffman import code_lengths, huffman_decode, huffman_encode
+from amc.errors import AmcError
+
+__all__ = [
+    "INDEX_BITS",
+    "LAYOUTS",
+    "SparseChoice",
+    "choose_layout",
+    "decode_mask",
+    "densify_package",
+    "densify_state",
+    "expected_index_entries",
+    "index_entries",
+    "layer_bits",
+    "sparse_bits",
+    "sparse_bits_array",
+    "sparsify_package",
+    "sparsify_state",
+]
+
+LAYOUTS = ("dense", "bitmask", "relative")
+#: relative index widths tried per layer
+INDEX_BITS = tuple(range(1, 17))
+FLOAT_BITS = 32
+
+
+@dataclass(frozen=True)
+class SparseChoice:
+    """The layout picked for one layer and its size in bits (index + values, tables included)."""
+
+    layout: str
+    index_bits: int  # relative layout only (0 otherwise)
+    bits: float
+
+
+# --------------------------------------------------------------------------------------------------
+# sizes
+
+
+def _gaps(positions: np.ndarray) -> np.ndarray:
+    """Zeros skipped before each nonzero, given its sorted flat positions."""
+    return np.diff(np.asarray(positions, dtype=np.int64), prepend=-1) - 1
+
+
+def index_entries(positions: np.ndarray, index_bits: int) -> int:
+    """Relative-index entries (nonzeros + fillers) of nonzeros at sorted flat ``positions``."""
+    m = (1 << index_bits) - 1
+    return int(len(positions) + (_gaps(positions) // m).sum())
+
+
+def expected_index_entries(numel: int, nnz: float, index_bits: int) -> float:
+    """Expected entries when ``nnz`` of ``numel`` positions are nonzero at random: each gap is
+    geometric with ``p = nnz / numel``, and ``E[floor(G / m)] = q^m / (1 - q^m)``, ``q = 1 - p``."""
+    if nnz <= 0:
+        return 0.0
+    p = min(1.0, nnz / numel)
+    m = (1 << index_bits) - 1
+    qm = (1.0 - p) ** m
+    return float(nnz * (1.0 + qm / (1.0 - qm)))
+
+
+def sparse_bits(numel: float, density: float, value_bits: float) -> SparseChoice:
+    """Expected storage of a layer of ``numel`` weights of which ``density`` are nonzero (randomly
+    placed), each nonzero stored in ``value_bits``: the smallest layout."""
+    nnz = density * numel
+    best = SparseChoice("dense", 0, float(numel * value_bits))
+    if density < 1.0:
+        best = min(best, SparseChoice("bitmask", 0, float(numel + nnz * value_bits)), key=lambda c: c.bits)
+        for w in INDEX_BITS:
+            c = SparseChoice("relative", w, float(expected_index_entries(int(numel), nnz, w) * w + nnz * value_bits))
+            best = min(best, c, key=lambda c: c.bits)
+    return best
+
+
+def sparse_bits_array(numel: np.ndarray, density: np.ndarray, value_bits: np.ndarray) -> np.ndarray:
+    """:func:`sparse_bits` of many layers at once (the bits of each layer's smallest layout), for the
+    cost model: ``(L,)`` arrays in, ``(L,)`` bits out."""
+    numel = np.asarray(numel, dtype=np.float64)
+    p = np.clip(np.asarray(density, dtype=np.float64), 0.0, 1.0)
+    vb = np.asarray(value_bits, dtype=np.float64)
+    nnz = p * numel
+    dense = numel * vb
+    w = np.asarray(INDEX_BITS, dtype=np.float64)[:, None]  # (W, 1)
+    qm = (1.0 - p)[None, :] ** (2.0 ** w - 1.0)  # (W, L)
+    fillers = np.where(qm < 1.0, qm / np.where(qm < 1.0, 1.0 - qm, 1.0), 0.0)
+    relative = (nnz * (1.0 + fillers) * w).min(0) + nnz * vb  # (L,)
+    sparse = np.minimum(numel + nnz * vb, relative)
+    return np.where(p < 1.0, np.minimum(dense, sparse), dense)
+
+
+def _relative_symbols(positions: np.ndarray, index_bits: int) -> np.ndarray:
+    """The relative-index stream: per gap ``g``, ``g // m`` fillers ``m`` then ``g % m`` (``m = 2^w - 1``)."""
+    m = (1 << index_bits) - 1
+    gaps = _gaps(positions)
+    fill = gaps // m
+    out = np.full(len(gaps) + int(fill.sum()), m, dtype=np.int64)
+    ends = np.cumsum(fill + 1) - 1  # each gap's value entry comes after its fillers
+    out[ends] = gaps % m
+    return out
+
+
+def _positions(symbols: np.ndarray, index_bits: int) -> np.ndarray:
+    m = (1 << index_bits) - 1
+    s = np.asarray(symbols, dtype=np.int64)
+    cursor = np.cumsum(np.where(s == m, m, s + 1)) - 1
+    return cursor[s != m]
+
+
+def _stream_bits(symbols: np.ndarray, width: int, huffman: bool) -> tuple[int, bool]:
+    """(bits, Huffman-coded?) of the cheaper coding of a symbol stream (tables included)."""
+    fixed = len(symbols) * width
+    if not huffman or len(symbols) == 0:
+        return fixed, False
+    lengths = _huffman_lengths(symbols, 1 << width)
+    coded = int(lengths[symbols].sum()) + 8 * len(lengths)
+    return (coded, True) if coded < fixed else (fixed, False)
+
+
+def _huffman_lengths(symbols: np.ndarray, alphabet: int) -> np.ndarray:
+    return code_lengths(np.bincount(np.asarray(symbols, dtype=np.int64), minlength=alphabet))
+
+
+def choose_layout(mask: np.ndarray, value_bits: int, *, values: np.ndarray | None = None,
+                  huffman: bool = False) -> SparseChoice:
+    """The smallest exact layout of a layer whose nonzeros are ``mask`` (flat bool). ``values``: the
+    integer codes of the nonzeros (``value_bits`` each), needed only with ``huffman``."""
+    mask = np.asarray(mask, dtype=bool).reshape(-1)
+    numel, nnz = mask.size, int(mask.sum())
+    if huffman and values is None:
+        raise ValueError("choose_layout(huffman=True) needs the values")
+    vbits = _stream_bits(values, value_bits, True)[0] if huffman else nnz * value_bits
+    best = SparseChoice("dense", 0, numel * value_bits)  # a dense layer is never Huffman-coded here
+    if nnz < numel:
+        best = min(best, SparseChoice("bitmask", 0, numel + vbits), key=lambda c: c.bits)
+        pos = np.flatnonzero(mask)
+        for w in INDEX_BITS:
+            if huffman:
+                ibits = _stream_bits(_relative_symbols(pos, w), w, True)[0]
+            else:
+                ibits = index_entries(pos, w) * w
+            best = min(best, SparseChoice("relative", w, ibits + vbits), key=lambda c: c.bits)
+    return best
+
+
+def layer_bits(weight: torch.Tensor, value_bits: int = FLOAT_BITS) -> SparseChoice:
+    """Exact storage of ``weight`` (fixed-length values of ``value_bits``) in its smallest layout."""
+    return choose_layout((weight.detach() != 0).cpu().numpy(), value_bits)
+
+
+# --------------------------------------------------------------------------------------------------
+# bit streams
+
+
+def _pack(values: np.ndarray, width: int) -> np.ndarray:
+    """Fixed-width big-endian bit packing of non-negative integers below ``2**width`` (width 1..32)."""
+    v = np.asarray(values, dtype=np.uint64).reshape(-1)
+    shifts = np.arange(width - 1, -1, -1, dtype=np.uint64)
+    bits = ((v[:, None] >> shifts[None, :]) & np.uint64(1)).astype(np.uint8)  # (n, width)
+    return np.packbits(bits.reshape(-1))
+
+
+def _unpack(data: np.ndarray, width: int, n: int) -> np.ndarray:
+    bits = np.unpackbits(np.asarray(data, dtype=np.uint8))[: n * width].reshape(n, width).astype(np.int64)
+    return bits @ (1 << np.arange(width - 1, -1, -1, dtype=np.int64))
+
+
+def _write_stream(symbols: np.ndarray, width: int, huffman: bool, chunks: list[np.ndarray]) -> dict[str, Any]:
+    """Append a symbol stream to ``chunks``; its entry in the layout."""
+    if huffman and _stream_bits(symbols, width, True)[1]:
+        lengths, data, _ = huffman_encode(symbols, 1 << width)
+        chunks += [lengths, data]
+        return {"n": len(symbols), "width": width, "huffman": [len(lengths), len(data)]}
+    data = _pack(symbols, width) if len(symbols) else np.zeros(0, np.uint8)
+    chunks.append(data)
+    return {"n": len(symbols), "width": width, "bytes": len(data)}
+
+
+def _read_stream(entry: Mapping[str, Any], blob: np.ndarray, off: int) -> tuple[np.ndarray, int]:
+    n, width = int(entry["n"]), int(entry["width"])
+    if "huffman" in entry:
+        nl, nd = entry["huffman"]
+        lengths, data = blob[off: off + nl], blob[off + nl: off + nl + nd]
+        return huffman_decode(lengths, data, n), off + nl + nd
+    nb = int(entry["bytes"])
+    return _unpack(blob[off: off + nb], width, n), off + nb
+
+
+def _encode(mask: np.ndarray, values: np.ndarray | None, value_bits: int, huffman: bool,
+            raw_values: bytes | None = None) -> tuple[dict[str, Any], np.ndarray] | None:
+    """One layer: ``(entry, bytes)``, or None when the dense layout is the smallest; ``values`` are the
+    nonzeros' codes, or ``raw_values`` their bytes."""
+    choice = choose_layout(mask, value_bits, values=values if huffman else None, huffman=huffman)
+    if choice.layout == "dense":
+        return None
+    chunks: list[np.ndarray] = []
+    entry: dict[str, Any] = {"layout": choice.layout, "numel": int(mask.size), "nnz": int(mask.sum())}
+    if choice.layout == "bitmask":
+        chunks.append(np.packbits(mask.astype(np.uint8)))
+    elif choice.layout == "relative":
+        entry["index"] = _write_stream(_relative_symbols(np.flatnonzero(mask), choice.index_bits),
+                                       choice.index_bits, huffman, chunks)
+    if raw_values is not None:
+        chunks.append(np.frombuffer(raw_values, dtype=np.uint8))
+    else:
+        entry["values"] = _write_stream(values, value_bits, huffman, chunks)
+    data = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
+    return entry, data
+
+
+def decode_mask(entry: Mapping[str, Any], blob: np.ndarray, off: int = 0) -> tuple[np.ndarray, int]:
+    """The nonzero mask (flat bool) of an encoded layer at ``blob[off:]``; returns it and the offset of
+    the values that follow."""
+    numel = int(entry["numel"])
+    if entry["layout"] == "dense":
+        return np.ones(numel, dtype=bool), off
+    if entry["layout"] == "bitmask":
+        nb = (numel + 7) // 8
+        return np.unpackbits(blob[off: off + nb])[:numel].astype(bool), off + nb
+    if entry["layout"] != "relative":
+        raise AmcError(f"unknown sparse layout {entry['layout']!r}; valid: {', '.join(LAYOUTS)}")
+    symbols, off = _read_stream(entry["index"], blob, off)
+    mask = np.zeros(numel, dtype=bool)
+    pos = _positions(symbols, int(entry["index"]["width"]))
+    if len(pos) != int(entry["nnz"]) or (len(pos) and pos[-1] >= numel):
+        raise AmcError("corrupt sparse index stream")
+    mask[pos] = True
+    return mask, off
+
+
+# --------------------------------------------------------------------------------------------------
+# packages (quantized models) and state dicts (float models)
+
+
+def _zero_code(codes: np.ndarray, deq: np.ndarray) -> int | None:
+    """The single code that means 0.0 in this layer, or None when zeros are absent or ambiguous."""
+    zc = np.unique(codes[deq == 0])
+    return int(zc[0]) if len(zc) == 1 else None
+
+
+def sparsify_package(package: dict[str, Any], model: nn.Module, *, huffman: bool = False) -> dict[str, Any]:
+    """A copy of the :func:`amc.quantization.pack_model` package of ``model`` in which each quantized
+    layer whose zeros make a smaller layout (or, with ``huffman``, a Huffman coding) is stored so;
+    the package is returned unchanged when no layer gains."""
+    from amc.quantization import quantized_layers
+
+    layout = json.loads(zlib.decompress(package["layout"]).decode())
+    codes_all = package["codes"].numpy()
+    wrappers = quantized_layers(model)
+    chunks: list[np.ndarray] = []
+    off, changed = 0, False
+    for name, e in layout["layers"].items():
+        o, nb = e["codes"]
+        data = codes_all[o: o + nb]
+        qw = wrappers[name].quantized_weight()
+        codes = qw.codes.reshape(-1).cpu().numpy().astype(np.int64)
+        z = _zero_code(codes, qw.dequantize().reshape(-1).cpu().numpy())
+        mask = codes != z if z is not None else np.ones(codes.size, dtype=bool)
+        encoded = _encode(mask, codes[mask], int(e["bits"]), huffman)
+        if encoded is None and huffman:  # dense, but its codes alone may Huffman-code smaller
+            chunks_d: list[np.ndarray] = []
+            stream = _write_stream(codes, int(e["bits"]), True, chunks_d)
+            encoded = ({"layout": "dense", "numel": int(codes.size), "nnz": int(codes.size), "values": stream},
+                       np.concatenate(chunks_d))
+        if encoded is not None and encoded[1].size < data.size:
+            encoded[0]["zero_code"] = z
+            e["sparse"], data, changed = encoded[0], encoded[1], True
+        e["codes"] = [off, int(data.size)]
+        chunks.append(data)
+        off += int(data.size)
+    if not changed:
+        return package
+    out = dict(package)
+    out["layout"] = zlib.compress(json.dumps(layout, separators=(",", ":")).encode(), 9)
+    out["codes"] = torch.from_numpy(np.concatenate(chunks)) if chunks else package["codes"]
+    return out
+
+
+def densify_package(package: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Undo :func:`sparsify_package`: the same package with every layer's codes dense and bit-packed."""
+    layout = json.loads(zlib.decompress(package["layout"]).decode())
+    if not any("sparse" in e for e in layout["layers"].values()):
+        return package
+    codes_all = package["codes"].numpy()
+    chunks: list[np.ndarray] = []
+    off = 0
+    for e in layout["layers"].values():
+        o, nb = e["codes"]
+        data = codes_all[o: o + nb]
+        sp = e.pop("sparse", None)
+        if sp is not None:
+            mask, vo = decode_mask(sp, data)
+            values, _ = _read_stream(sp["values"], data, vo)
+            codes = np.full(int(sp["numel"]), -1 if sp["zero_code"] is None else int(sp["zero_code"]), np.int64)
+            codes[mask] = values
+            if (codes < 0).any():
+                raise AmcError("corrupt sparse layer: zeros without a zero code")
+            data = _pack(codes, int(e["bits"]))
+        e["codes"] = [off, int(data.size)]
+        chunks.append(data)
+        off += int(data.size)
+    out = dict(package)
+    out["layout"] = zlib.compress(json.dumps(layout, separators=(",", ":")).encode(), 9)
+    out["codes"] = torch.from_numpy(np.concatenate(chunks))
+    return out
+
+
+def sparsify_state(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """Move the float conv/linear weights of ``state`` that a sparse layout stores smaller out of it:
+    ``(remaining state, {"layers": {key: entry}, "data": uint8 tensor})`` (``None``: nothing moved)."""
+    rest = dict(state)
+    layers: dict[str, Any] = {}
+    chunks: list[np.ndarray] = []
+    off = 0
+    for name, m in model.named_modules():
+        key = f"{name}.weight" if name else "weight"
+        if not isinstance(m, (nn.Conv2d, nn.Linear)) or key not in rest or rest[key].dtype != torch.float32:
+            continue
+        w = rest[key].detach().cpu().contiguous().reshape(-1)
+        mask = (w != 0).numpy()
+        encoded = _encode(mask, None, FLOAT_BITS, False, raw_values=w[torch.from_numpy(mask)].numpy().tobytes())
+        if encoded is None:
+            continue
+        entry, data = encoded
+        entry.update(shape=list(rest.pop(key).shape), offset=off)
+        layers[key] = entry
+        chunks.append(data)
+        off += int(data.size)
+    if not layers:
+        return state, None
+    return rest, {"layers": layers, "data": torch.from_numpy(np.concatenate(chunks))}
+
+
+def densify_state(state: Mapping[str, torch.Tensor], sparse: Mapping[str, Any] | None) -> dict[str, torch.Tensor]:
+    """Undo :func:`sparsify_state`: ``state`` with the sparse weights put back (exact)."""
+    out = dict(state)
+    if not sparse:
+        return out
+    blob = sparse["data"].numpy()
+    for key, e in sparse["layers"].items():
+        mask, vo = decode_mask(e, blob, int(e["offset"]))
+        n = int(mask.sum())
+        vals = np.frombuffer(blob[vo: vo + 4 * n].tobytes(), dtype=np.float32)
+        w = np.zeros(int(e["numel"]), dtype=np.float32)
+        w[mask] = vals
+        out[key] = torch.from_numpy(w).reshape(e["shape"])
+    return out
+
