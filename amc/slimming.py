@@ -96,7 +96,7 @@ def threshold_policy(model: nn.Module, example_input: torch.Tensor, *, macs_rati
     spec = dict(model_spec) if model_spec is not None else {"name": type(model).__name__}
     return Policy(model=spec, mode="prune", granularity="channel",
                   budget={"metric": "macs", "ratio": macs_ratio, "target": f"macs={macs_ratio}"},
-                  pruning={"importance": "bn_scale", "reconstruct": False, "proxy": "vanilla", "round_to": 1,
+                  pruning={"importance": "bn_scale", "round_to": 1,
                            "threshold": best},
                   groups=[GroupDecision(layers=g.layers, keep_ratio=k / g.channels, channels=k, total=g.channels)
                           for g, k in zip(groups, channels)],
