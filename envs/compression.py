@@ -250,8 +250,9 @@ class CompressionEnv(gym.Env):
         if self.metric == "latency" or cfg.reward == "acc_latency":
             self.latency_table = self._latency_table()
         prunes = cfg.mode in ("prune", "joint") and cfg.granularity == "channel"
-        # auto: reconstruction when only channels are chosen (amc fidelity's pick), else bn / vanilla
-        self.proxy = resolve_proxy(cfg.proxy, self.model, prunes_channels=prunes and cfg.mode == "prune")
+        # auto: reconstruction whenever channels are chosen (amc fidelity's pick; with bits too, then bn
+        # when the model has norm layers), else bn / vanilla
+        self.proxy = resolve_proxy(cfg.proxy, self.model, prunes_channels=prunes, quantizes=cfg.mode == "joint")
         if self.proxy.reconstruct and not prunes:
             raise AmcError(f"proxy {self.proxy.name} reconstructs pruned layers: it needs mode prune or joint "
                            "with channel granularity; use --proxy bn or vanilla")
@@ -376,15 +377,21 @@ class CompressionEnv(gym.Env):
         if most_aggressive_from is not None:
             q, dens, wb, ab = q.copy(), dens.copy(), wb.copy(), ab.copy()
             cfg = self.config
-            for d in self.decisions[most_aggressive_from:]:
+            # in joint mode HAQ's walk (_enforce_bits) may still lower every chosen width to the floor,
+            # so the channel/density clip counts the decided widths there too: a policy that keeps
+            # every channel and meets the budget by bits alone (quant-only's space) stays reachable
+            later = self.decisions[most_aggressive_from:]
+            bit_decisions = self.decisions if cfg.mode == "joint" else later
+            for d in bit_decisions:
+                if d.kind == "w_bits":
+                    wb[d.layer] = cfg.w_bits[0]
+                elif d.kind == "a_bits":
+                    ab[d.layer] = cfg.a_bits[0]
+            for d in later:
                 if d.kind == "prune":
                     q[d.group] = self._allowed[d.group][0] / self.graph.groups[d.group].channels
                 elif d.kind == "sparsity":
                     dens[d.layer] = cfg.lbound
-                elif d.kind == "w_bits":
-                    wb[d.layer] = cfg.w_bits[0]
-                else:
-                    ab[d.layer] = cfg.a_bits[0]
         if metric == "latency":
             assert self.latency_table is not None
             return self.latency_table.predict(*self.cost.layer_channels(fractions=q))
@@ -556,6 +563,23 @@ class CompressionEnv(gym.Env):
                       pruning={"importance": cfg.importance, "round_to": cfg.round_to, "lbound": cfg.lbound},
                       scoring=replace(self.scoring), groups=groups if cfg.granularity == "channel" else [],
                       layers=layers)
+
+    def uniform_bits_ratio(self, bits: int, *, metric: str | None = None) -> float:
+        """The budget ratio (``metric``, default the env's) of uniform ``bits``-bit weights and
+        activations with every channel kept: HAQ's first and last layers at 8 bits when
+        ``first_last_8bit``, activations float at fine granularity. The budget of "uniform
+        W{bits}A{bits}", the reference point of the quantization benchmarks."""
+        metric = metric or self.metric
+        if metric in ("macs", "params", "latency"):
+            raise AmcError(f"uniform_bits_ratio: the {metric} budget does not depend on bit widths; use size or bitops")
+        s = self._initial_state(fixed_bits=False)
+        last = len(self.graph.layers) - 1
+        for ly in self.graph.layers:
+            b = 8 if self.config.first_last_8bit and ly.index in (0, last) else int(bits)
+            s.w_bits[ly.index] = b
+            if self.config.granularity == "channel":
+                s.a_bits[ly.index] = b
+        return self._cost(s, metric=metric) / self._cost(self._initial_state(fixed_bits=False), metric=metric)
 
     def costs(self) -> dict[str, float]:
         s, cm = self._state, self.cost

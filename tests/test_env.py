@@ -90,6 +90,20 @@ def test_prune_mode_decisions_and_info(lenet, digits) -> None:
     assert policy.achieved["macs_ratio"] <= 0.5 + 1e-9
 
 
+@pytest.mark.parametrize("target", ["bitops", "size"])
+def test_joint_space_contains_the_quant_only_space(target, lenet, digits) -> None:
+    # at the cost of uniform 4-bit, keeping every channel is affordable by bits alone (down to 2 bits):
+    # the channel clip must leave it open even when the earlier layers asked for 8 bits
+    quant = CompressionEnv(lenet, digits, EnvConfig(mode="quant", target=f"{target}=1.0", proxy="vanilla"))
+    ratio = quant.uniform_bits_ratio(4)
+    env = CompressionEnv(lenet, digits, EnvConfig(mode="joint", target=f"{target}={ratio:.6f}", proxy="vanilla"))
+    _, info, _ = run_episode(env, np.ones(env.n_decisions))
+    policy = info["policy"]
+    assert all(g.keep_ratio == 1.0 for g in policy.groups), [g.keep_ratio for g in policy.groups]
+    assert info["metrics"][f"{target}_ratio"] <= ratio + 1e-9
+    assert min(ly.w_bits for ly in policy.layers if ly.w_bits) < 8  # HAQ's walk met the budget
+
+
 def test_same_seed_same_episode(lenet, digits) -> None:
     env = CompressionEnv(lenet, digits, EnvConfig(mode="joint", target="bitops=0.02"))
     actions = np.random.default_rng(1).random(env.n_decisions)
@@ -171,12 +185,11 @@ def test_apply_policy_reproduces_the_reward_quant(mode, target, lenet, digits) -
         assert env.quant_cache.info()["models"] == 1 and env.quant_cache.misses["stats"] == 1
         assert env.quant_cache.hits["weights"] > 0 and env.quant_cache.hits["scales"] > 0
     x_val, _ = digits.tensors("val")
-    cal = [x for x, _ in digits.calibration_batches(2, 128, seed=0)]
     for info in infos[-3:]:
-        model = apply_policy(lenet, info["policy"], example_input=x_val[:1], quant_calibration=cal)
+        model = apply_policy(lenet, info["policy"], splits=digits)
         assert env.evaluate(model) == info["metrics"]["accuracy"]
         cached = apply_policy(env.model, info["policy"], pruner=env.pruner, quant_calibration=env.quant_calibration,
-                              quant_cache=env.quant_cache)
+                              calibration=env.calibration, quant_cache=env.quant_cache, proxy_data=env.proxy_data)
         with torch.no_grad():
             assert torch.equal(cached(x_val), model(x_val))
 

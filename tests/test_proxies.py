@@ -62,12 +62,16 @@ def test_parse_proxy_names():
             parse_proxy(bad)
 
 
-def test_auto_picks_reconstruct_for_pruning_else_bn_or_vanilla(resnet, lenet):
+def test_auto_picks_reconstruct_when_channels_are_chosen_else_bn_or_vanilla(resnet, lenet):
     assert resolve_proxy("auto", resnet).name == "reconstruct"
     assert resolve_proxy("auto", lenet).name == "reconstruct"
     assert resolve_proxy("auto", resnet, prunes_channels=False).name == "bn"
     assert resolve_proxy("auto", lenet, prunes_channels=False).name == "vanilla"
     assert resolve_proxy("vanilla", resnet).name == "vanilla"
+    # channels and bits together: reconstruction, then the norm statistics the quantizers shifted
+    assert resolve_proxy("auto", resnet, quantizes=True).name == "reconstruct+bn"
+    assert resolve_proxy("auto", lenet, quantizes=True).name == "reconstruct"
+    assert resolve_proxy("auto", resnet, prunes_channels=False, quantizes=True).name == "bn"
 
 
 def test_recalibrate_norm_sets_the_calibration_statistics_and_nothing_else(resnet, digits):
