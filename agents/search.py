@@ -21,9 +21,9 @@ import yaml
 
 from agents._base import AGENTS, stop_on_signals
 from agents._recorder import SearchRecorder, read_episodes
-from amc._rundir import locked_run_dir
 from amc.errors import AmcError
 from amc.policy import GRANULARITIES, MODES, checkpoint_record, data_record, parse_target
+from amc.rundir import locked_run_dir
 from amc.utils import resolve_device, seed_everything
 
 __all__ = ["SearchConfig", "run_search", "QUICKSTART", "load_search_config"]

@@ -24,10 +24,10 @@ so that the score ranks policies as fine-tuning will:
     ``reconstruct`` when only channels are pruned (mode ``prune``): on the CIFAR-10 ResNet-20
     reference at ``macs=0.5`` it predicted the 1-epoch fine-tuned accuracy of 24 policies best
     (Spearman 0.96, 0.88 within 10 % of the budget; ``bn`` 0.94 / 0.64, ``ft:20`` 0.93 / 0.77,
-    ``vanilla`` 0.07) at about the cost of ``bn`` (README, "Fidelity"). Channels and bits together
+    ``vanilla`` 0.07) at about the cost of ``bn`` (docs/results.md, "Fidelity of the score"). Channels and bits together
     (mode ``joint``): ``reconstruct``, then ``bn``'s re-estimation when the model has norm layers; on
     LeNet-5 / Fashion-MNIST at ``bitops=0.03`` the joint search with reconstruction reached the
-    quant-only search (README, "Joint search"). Bits only: ``bn`` for models with norm layers, else
+    quant-only search (docs/results.md, "Mixed precision, joint search and int8"). Bits only: ``bn`` for models with norm layers, else
     ``vanilla``. Resolved once per search; policies record the resolved name.
 
 The proxy is part of how a policy's model is built (:func:`amc.compress.apply_policy`), so ``amc

@@ -612,6 +612,37 @@ def load_extras(out_dir: str | os.PathLike, paths: Mapping[str, str] | None = No
     return found
 
 
+def collect_finetunes(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The fine-tuning results a benchmark folder holds so far, finished seeds only: per agent its
+    search's best policy (MACs, params, search score) and one ``{seed, val_top1, test_top1,
+    epochs}`` per finished fine-tune. For a benchmark whose fine-tunes span sessions
+    (``docs/results.md`` reads the JSON this gives)."""
+    out = Path(out_dir)
+    cfg_path = out / "bench_config.json"
+    if not cfg_path.is_file():
+        raise AmcError(f"{out} holds no bench_config.json: not an amc bench folder")
+    cfg = json.loads(cfg_path.read_text())["config"]
+    methods = []
+    # every finished search (sessions may have run the agents in separate processes)
+    for summary in sorted(out.glob("search-*/summary.json"), key=lambda p: (p.parent.name != "search-uniform", p)):
+        s = json.loads(summary.read_text())
+        agent = summary.parent.name.removeprefix("search-")
+        runs = []
+        for i, seed in enumerate(cfg["ft_seeds"]):
+            run_dir = out / f"finetune-{_safe(agent)}"
+            metrics = (run_dir if i == 0 else run_dir / f"seed{seed}") / "metrics.json"
+            if metrics.is_file():
+                m = json.loads(metrics.read_text())
+                if m.get("test_top1") is not None:
+                    runs.append({"seed": seed, "val_top1": m.get("val_top1"), "test_top1": m["test_top1"],
+                                 "epochs": m.get("epochs")})
+        methods.append({"agent": agent, "macs_ratio": s["achieved"]["macs_ratio"],
+                        "params_ratio": s["achieved"]["params_ratio"], "search_val_top1": s["best_accuracy"],
+                        "evaluations": s.get("evaluations", s.get("episodes")), "runs": runs})
+    keys = ("checkpoint", "dataset", "target", "proxy", "budget_band", "ft_epochs", "ft_seeds", "ft_lr", "kd")
+    return {"format": "amc-bench-finetunes", "config": {k: cfg.get(k) for k in keys}, "methods": methods}
+
+
 def run_benchmark(cfg: BenchConfig, *, out_dir: str | os.PathLike, overwrite: bool = False, progress: bool = False,
                   command: str | None = None) -> dict[str, Any]:
     """Run (or continue) the benchmark into ``out_dir``; returns the results (``results.json``) and

@@ -18,9 +18,9 @@ from _toy_env import ToyCompressionEnv
 from agents import SearchConfig, read_episodes
 from agents import search as search_mod
 from agents.search import run_search
-from amc._rundir import LOCK_NAME, RunDirLock, refuse_existing_files
 from amc.cli import main
 from amc.errors import AmcError
+from amc.rundir import LOCK_NAME, RunDirLock, refuse_existing_files
 
 ROOT = Path(__file__).resolve().parent.parent
 REF = ROOT / "reference" / "lenet5-digits.pt"
@@ -89,7 +89,7 @@ def test_two_searches_on_one_run_dir_at_once(tmp_path):
 
 def test_the_lock_dies_with_its_process_even_on_kill_9(tmp_path):
     run_dir = tmp_path / "run"
-    code = ("import sys, time; from amc._rundir import RunDirLock; RunDirLock(sys.argv[1], command='amc test').acquire(); "
+    code = ("import sys, time; from amc.rundir import RunDirLock; RunDirLock(sys.argv[1], command='amc test').acquire(); "
             "print('locked', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, text=True,
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -24,9 +24,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from amc._rundir import refuse_existing_files
 from amc.cli._args import count_or_fraction
 from amc.errors import AmcError
+from amc.rundir import refuse_existing_files
 
 
 def add_common(p: argparse.ArgumentParser, *, policy_required: bool = True) -> None:

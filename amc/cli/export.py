@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from amc._rundir import refuse_existing_files
 from amc.cli.apply import add_common, human_bytes
 from amc.errors import AmcError
+from amc.rundir import refuse_existing_files
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from amc.cli.apply import setup_from_args
 
     setup = setup_from_args(args)
-    from amc._rundir import locked_run_dir
+    from amc.rundir import locked_run_dir
 
     with locked_run_dir(run_dir, command="amc finetune"):  # one process per run dir; the OS drops it on exit
         _clear(run_dir, args)
@@ -164,9 +164,9 @@ def deep_compression_table(summary: dict) -> list[str]:
 
 
 def _run_deep_compression(args: argparse.Namespace, run_dir: Path) -> int:
-    from amc._rundir import locked_run_dir
     from amc.cli.apply import setup_from_args
     from amc.deep_compression import DeepCompressionConfig, deep_compress
+    from amc.rundir import locked_run_dir
 
     if args.model_file:
         raise AmcError("--deep-compression starts from --policy and the uncompressed --checkpoint, not --model-file")

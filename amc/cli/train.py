@@ -250,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
                   "--epochs sets another number)", flush=True)
     if int(os.environ.get("RANK", "0")) != 0:
         return _run(opts, splits, spec)
-    from amc._rundir import locked_run_dir
+    from amc.rundir import locked_run_dir
 
     with locked_run_dir(opts["run_dir"], command="amc train"):  # one process per run dir; the OS drops it on exit
         check_run_dir(opts["run_dir"], resume=bool(opts["resume"]), overwrite=bool(opts["overwrite"]))
