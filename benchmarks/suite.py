@@ -135,7 +135,8 @@ class BenchConfig:
         ft_precision (``fp32`` / ``bf16`` / ``fp16``), ft_channels_last, kd, kd_temperature, kd_alpha.
     Timing:
         threads: torch CPU threads of searches and fine-tuning; latency_threads: fixed threads of the
-        latency measurements; latency_batches: batch sizes timed; latency_min_time_s: seconds of timed
+        latency measurements; latency_batches: batch sizes timed (empty: no latency stage, for a session
+        on a busy machine); latency_min_time_s: seconds of timed
         runs per model, batch and round; latency_rounds: interleaved rounds (the median over rounds).
         device: where searches and fine-tuning run (latency is always measured on the CPU).
     extras: JSON files of ``scripts/bench_int8.py`` / ``scripts/bench_transfer.py`` to include
@@ -254,7 +255,7 @@ class BenchConfig:
             self.latency_batches = tuple(int(b) for b in self.latency_batches)
         except (TypeError, ValueError):
             raise bad(f"latency_batches={self.latency_batches!r} must be batch sizes, e.g. 1 64") from None
-        if not self.latency_batches or min(self.latency_batches) < 1:
+        if self.latency_batches and min(self.latency_batches) < 1:  # empty: no latency stage
             raise bad(f"latency_batches={self.latency_batches!r} must be batch sizes >= 1")
         for name in ("reconstruct", "kd"):
             if not isinstance(getattr(self, name), bool):
@@ -553,6 +554,9 @@ class _Bench:
         path = self.out / "latency.json"
         want = {"threads": cfg.latency_threads, "batches": list(cfg.latency_batches), "models": ["uncompressed",
                                                                                                  *searches]}
+        if not cfg.latency_batches:  # not measured in this session (a loaded machine): nothing to report
+            self.executed["latency"] = False
+            return {**want, "results": {}}
         doc = read_result(path)
         if doc is not None and all(doc.get(k) == v for k, v in want.items()) and not any(self.executed.values()):
             self.executed["latency"] = False

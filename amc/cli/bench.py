@@ -92,6 +92,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, help="torch CPU threads of searches and fine-tuning (default 1)")
     g.add_argument("--latency-threads", type=int, help="threads of the latency measurements (default 1)")
     g.add_argument("--latency-batches", type=int, nargs="+", help="batch sizes timed (default 1 64)")
+    g.add_argument("--no-latency", action="store_true",
+                   help="skip the latency stage (a session on a busy machine; a later run measures it)")
     g.add_argument("--latency-time", type=float, help="seconds of timed runs per model, batch and round "
                    "(quick 1, full 5)")
     g.add_argument("--latency-rounds", type=int, help="interleaved latency rounds (default 3)")
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         "latency_threads": args.latency_threads, "latency_min_time_s": args.latency_time,
         "latency_rounds": args.latency_rounds, "device": args.device, "extras": extras or None,
         "agents": tuple(args.agents) if args.agents else None,
-        "latency_batches": tuple(args.latency_batches) if args.latency_batches else None,
+        "latency_batches": () if args.no_latency else tuple(args.latency_batches) if args.latency_batches else None,
         "kd": False if args.no_kd else None, "ft_precision": args.ft_precision,
         "ft_channels_last": True if args.ft_channels_last else None, "reconstruct": True if args.reconstruct else None,
         "proxy": args.proxy, "calibration_size": args.calibration_size, "budget_band": args.budget_band,
