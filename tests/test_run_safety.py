@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from _toy_env import ToyCompressionEnv
 
 from agents import SearchConfig, read_episodes
 from agents import search as search_mod
@@ -21,8 +20,10 @@ from agents.search import run_search
 from amc.cli import main
 from amc.errors import AmcError
 from amc.rundir import LOCK_NAME, RunDirLock, refuse_existing_files
+from tests._paths import ROOT
+from tests._toy_env import ToyCompressionEnv
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = ROOT
 REF = ROOT / "reference" / "lenet5-digits.pt"
 
 

@@ -13,8 +13,9 @@ from agents import SearchConfig, run_search
 from amc.cli import main
 from amc.errors import AmcError
 from benchmarks.compare import best_so_far, compare_runs, find_runs, front_accuracy, load_run, policy_accuracy
+from tests._paths import LENET_DIGITS
 
-REF = Path(__file__).resolve().parents[2] / "reference" / "lenet5-digits.pt"
+REF = LENET_DIGITS
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from amc.cli import main
 from amc.errors import AmcError
 from benchmarks.fidelity import FidelityConfig, rank_stats, run_fidelity
+from tests._paths import LENET_DIGITS
 
-LENET = str(Path(__file__).resolve().parents[2] / "reference" / "lenet5-digits.pt")
+LENET = str(LENET_DIGITS)
 
 
 def test_rank_stats():

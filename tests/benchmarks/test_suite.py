@@ -16,8 +16,9 @@ from amc.cli import main
 from amc.errors import AmcError
 from benchmarks.harness import episode_split
 from benchmarks.suite import PRESETS, BenchConfig, render_report, run_benchmark
+from tests._paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = ROOT
 CKPT = ROOT / "reference" / "lenet5-digits.pt"
 TINY = ["--episodes", "3", "--warmup", "1", "--ft-steps", "3", "--reward-val", "all", "--test-size", "all",
         "--latency-batches", "1", "8", "--latency-time", "0", "--latency-rounds", "1", "--ft-seeds", "0", "1",

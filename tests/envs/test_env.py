@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -16,12 +14,13 @@ from amc.compress import apply_policy
 from amc.errors import AmcError
 from amc.training import load_checkpoint
 from envs import ENV_ID, OBS_FEATURES, REWARDS, CompressionEnv, EnvConfig
+from tests._paths import LENET_DIGITS
 
 
 @pytest.fixture(scope="module")
 def lenet() -> nn.Module:
     """The committed LeNet-5 trained on digits (98.3% val top-1)."""
-    return load_checkpoint(Path(__file__).resolve().parents[1] / "reference" / "lenet5-digits.pt")[0].eval()
+    return load_checkpoint(LENET_DIGITS)[0].eval()
 
 
 def run_episode(env: CompressionEnv, actions, seed: int = 0):

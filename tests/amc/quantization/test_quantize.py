@@ -18,7 +18,7 @@ from amc.quantization import (
     quantize_model,
     quantized_layers,
 )
-from tests.quantization._models import LAYERS, TinyCNN, accuracy
+from tests.amc.quantization._models import LAYERS, TinyCNN, accuracy
 
 
 @pytest.mark.parametrize("bad", [0, 9, 16, -1, 3.5, "4", True])

@@ -24,7 +24,7 @@ from amc.quantization import (
     unpack_model,
     weight_storage_bits,
 )
-from tests.quantization._models import LAYERS, MLP, TinyCNN
+from tests.amc.quantization._models import LAYERS, MLP, TinyCNN
 
 
 @pytest.mark.parametrize("bits", range(1, 9))

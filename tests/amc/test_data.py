@@ -13,8 +13,9 @@ import torch
 import amc.data as D
 from amc.data import AugmentSpec, DatasetSplits, augment_batch, cutout_batch, get_dataset
 from amc.errors import AmcError
+from tests._paths import SHARED_DATASETS
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"  # ../shared beside the checkout
+SHARED = SHARED_DATASETS  # ../shared beside the checkout
 
 
 def _rows(images: torch.Tensor, labels: torch.Tensor) -> list[bytes]:

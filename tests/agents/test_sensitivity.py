@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from _toy_env import ToyCompressionEnv
 
 from agents import AGENTS, SearchConfig, SearchRecorder, read_episodes
 from agents.sensitivity import solve_mckp
@@ -16,8 +14,10 @@ from amc.errors import AmcError
 from amc.policy import Policy
 from amc.training import load_checkpoint
 from envs import CompressionEnv, EnvConfig
+from tests._paths import LENET_DIGITS
+from tests._toy_env import ToyCompressionEnv
 
-REF = Path(__file__).resolve().parent.parent / "reference" / "lenet5-digits.pt"
+REF = LENET_DIGITS
 
 
 @pytest.fixture(scope="module")

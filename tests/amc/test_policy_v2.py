@@ -20,8 +20,9 @@ from amc.policy import VERSION, GroupDecision, LayerDecision, Policy, Scoring
 from amc.training import load_checkpoint, save_checkpoint
 from amc.utils import file_sha256
 from envs import CompressionEnv, EnvConfig
+from tests._paths import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = FIXTURES
 SPEC = {"name": "lenet5", "num_classes": 10, "in_channels": 1, "image_size": [8, 8], "kwargs": {}}
 
 

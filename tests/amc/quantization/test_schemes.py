@@ -17,7 +17,7 @@ from amc.quantization.schemes import (
     scheme_names,
     weight_quantization_error,
 )
-from tests.quantization._models import TinyCNN
+from tests.amc.quantization._models import TinyCNN
 
 W = torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(7))  # (C, ...) a conv weight
 

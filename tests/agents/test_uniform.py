@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,9 @@ from amc.policy import Policy
 from amc.training import load_checkpoint
 from amc.transfer import uniform_policy
 from envs import CompressionEnv, EnvConfig
+from tests._paths import LENET_DIGITS
 
-REF = Path(__file__).resolve().parent.parent / "reference" / "lenet5-digits.pt"
+REF = LENET_DIGITS
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tests.quantization._models import TinyCNN
+from tests.amc.quantization._models import TinyCNN
 
 
 @pytest.fixture(scope="session")

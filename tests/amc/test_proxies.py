@@ -3,8 +3,6 @@ the search's score, the budget band."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -24,6 +22,7 @@ from amc.proxies import (
 )
 from amc.training import TrainConfig, load_checkpoint, save_checkpoint, train
 from envs import CompressionEnv, EnvConfig
+from tests._paths import LENET_DIGITS
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +38,7 @@ def resnet(digits, tmp_path_factory) -> nn.Module:
 
 @pytest.fixture(scope="module")
 def lenet() -> nn.Module:
-    return load_checkpoint(Path(__file__).resolve().parents[1] / "reference" / "lenet5-digits.pt")[0].eval()
+    return load_checkpoint(LENET_DIGITS)[0].eval()
 
 
 def _episode(env: CompressionEnv, actions) -> dict:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -29,8 +27,9 @@ from amc.sparse import (
 )
 from amc.training import load_checkpoint
 from envs import CompressionEnv, EnvConfig
+from tests._paths import LENET_DIGITS
 
-REF = Path(__file__).resolve().parents[1] / "reference" / "lenet5-digits.pt"
+REF = LENET_DIGITS
 
 
 def test_relative_index_round_trip_with_fillers() -> None:

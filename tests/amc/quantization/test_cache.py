@@ -18,7 +18,7 @@ from amc.quantization import (
     save_packed,
 )
 from amc.quantization.cache import ModelFingerprint, digest
-from tests.quantization._models import TinyCNN
+from tests.amc.quantization._models import TinyCNN
 
 BIT_CASES = [
     ({"conv1": 8, "conv2": 3, "fc": 2}, {"conv2": 4, "fc": 6}),

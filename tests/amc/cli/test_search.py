@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from _toy_env import ToyCompressionEnv
 
 from agents import SearchConfig, read_episodes
 from agents import search as search_mod
@@ -16,6 +15,7 @@ from agents.search import QUICKSTART, load_search_config, quickstart_path, run_s
 from amc.cli import build_parser, main
 from amc.cli.search import config_from_args, summary_table
 from amc.errors import AmcError
+from tests._toy_env import ToyCompressionEnv
 
 
 def _args(*argv: str):

@@ -12,7 +12,7 @@ from amc.errors import AmcError
 from amc.quantization import QuantWrapper, quantize_model
 from amc.quantization.schemes import LinearScheme, QuantizedWeight
 from amc.quantization.wrapper import eval_mode, quantizable_layers, quantized_layers
-from tests.quantization._models import LAYERS, TinyCNN
+from tests.amc.quantization._models import LAYERS, TinyCNN
 
 
 def test_wrapper_needs_calibration_and_a_layer() -> None:

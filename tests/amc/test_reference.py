@@ -15,8 +15,9 @@ import torch
 
 from amc.training import load_checkpoint
 from amc.utils import file_sha256
+from tests._paths import REFERENCE
 
-REFERENCE = Path(__file__).resolve().parents[1] / "reference"
+REFERENCE = REFERENCE
 CHECKPOINTS = sorted(REFERENCE.glob("*.pt"))
 ROW = re.compile(r"^\|\s*`(?P<file>[\w.-]+\.pt)`.*`(?P<sha>[0-9a-f]{64})`\s*\|\s*$")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -16,8 +14,9 @@ from amc.models import MODELS, ModelSpec, build_model, example_input
 from amc.pruning import IMPORTANCES, Pruner, magnitude_prune, prune
 from amc.training import load_checkpoint
 from amc.zoo import independent_count
+from tests._paths import LENET_DIGITS
 
-REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "lenet5-digits.pt"
+REFERENCE = LENET_DIGITS
 
 
 def uniform_keep_for(cm: CostModel, target: float) -> list[float]:

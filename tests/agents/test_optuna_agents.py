@@ -27,8 +27,9 @@ from amc.cli import build_parser
 from amc.cli.search import config_from_args
 from amc.errors import AmcError
 from amc.policy import Policy
+from tests._paths import LENET_DIGITS
 
-REF = Path(__file__).resolve().parent.parent / "reference" / "lenet5-digits.pt"
+REF = LENET_DIGITS
 OPTUNA_AGENTS = sorted(n for n in AGENTS.names() if issubclass(AGENTS.get(n), OptunaAgent))
 
 

@@ -4,7 +4,6 @@ and its CLI, bad input."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -28,8 +27,9 @@ from amc.finetune import FinetuneConfig, finetune
 from amc.models import example_input, resolve_spec
 from amc.pruning import magnitude_prune
 from amc.training import TrainConfig, load_checkpoint, train
+from tests._paths import LENET_DIGITS
 
-REF = Path(__file__).resolve().parents[1] / "reference" / "lenet5-digits.pt"
+REF = LENET_DIGITS
 DENSITY = {"conv1": 0.7, "conv2": 0.3, "fc1": 0.1, "fc2": 0.2, "fc3": 0.3}
 BITS = {"conv1": 4, "conv2": 4, "fc1": 3, "fc2": 3, "fc3": 4}
 

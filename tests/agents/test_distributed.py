@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
 from agents import read_episodes
 from agents.optuna_agents import make_storage
+from tests._paths import LENET_DIGITS
 
-REF = Path(__file__).resolve().parent.parent / "reference" / "lenet5-digits.pt"
+REF = LENET_DIGITS
 N = 30
 STUDY = "shared-digits"
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from _toy_env import ToyCompressionEnv
 from scipy import stats
 from stable_baselines3.common.utils import update_learning_rate
 
@@ -29,6 +28,7 @@ from agents.ddpg import DDPGConfig, EpisodeReplayBuffer, LRScaledAdam
 from agents.noise import TruncatedNormalNoise, truncated_normal
 from amc.errors import AmcError
 from amc.policy import Policy
+from tests._toy_env import ToyCompressionEnv
 
 
 def _cfg(run_dir: Path, **kw) -> SearchConfig:
