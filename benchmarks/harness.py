@@ -8,17 +8,24 @@ and stages that are reused when their result exists (run-or-resume).
   2-core machine means little without them.
 * :class:`Stage` times a stage and records the load average around it; :func:`read_result` reads a
   stage's earlier result (or ``None``, so that it runs again).
+* :class:`Experiment` is what every script under ``scripts/`` is: its own arguments and a body that
+  returns its results; the harness adds ``--out`` and ``--threads``, pins the threads, turns an
+  :class:`amc.errors.AmcError` into one ``error:`` line (exit 2), and writes the results as JSON
+  with the command, the machine, the load average before and after, and the wall time.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +34,7 @@ import numpy as np
 import torch
 
 __all__ = ["TIMING_KEYS", "TimedEnv", "episode_split", "evaluations_to_within", "mean_std", "loadavg",
-           "machine_info", "read_result", "Stage"]
+           "machine_info", "read_result", "Stage", "Experiment", "search_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,3 +185,77 @@ class Stage:
     def __exit__(self, *exc: Any) -> None:
         self.times[self.name] = {"wall_s": round(time.perf_counter() - self.t0, 2), "loadavg_start": self.load0,
                                  "loadavg_end": loadavg()}
+
+
+def search_once(run_dir: str | os.PathLike, **config: Any) -> dict[str, Any]:
+    """A search's summary: read when ``run_dir`` holds a finished search, else the search is run
+    (resuming an interrupted one) with ``agents.search.SearchConfig(**config)``."""
+    from agents.search import SearchConfig, run_search
+
+    run_dir = Path(run_dir)
+    done = read_result(run_dir / "summary.json")
+    if done is not None and not done.get("interrupted"):
+        return done
+    return run_search(SearchConfig(**config, run_dir=str(run_dir), resume=run_dir.exists()))
+
+
+@dataclass
+class Experiment:
+    """A benchmark script as a short configuration of the harness.
+
+    Attributes:
+        doc: the script's docstring (its first line is the ``--help`` summary, the rest its epilog).
+        arguments: adds the script's own options to the parser.
+        body: ``body(args) -> results``; ``args.out`` is the output folder (``result`` set) or the
+            JSON file, as a ``Path``, and ``torch`` runs at ``args.threads`` threads.
+        out: default ``--out``.
+        result: the JSON file's name inside the ``--out`` folder (``None``: ``--out`` is the file).
+        threads: default ``--threads`` (1: on a shared 2-core machine more threads run slower).
+    """
+
+    doc: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    body: Callable[[argparse.Namespace], Mapping[str, Any]]
+    out: str
+    result: str | None = None
+    threads: int = 1
+
+    def parser(self) -> argparse.ArgumentParser:
+        head, _, rest = self.doc.strip().partition("\n")
+        p = argparse.ArgumentParser(description=head, epilog=rest or None,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        self.arguments(p)
+        what = "output folder" if self.result else "the results' JSON file"
+        p.add_argument("--out", type=Path, default=Path(self.out), help=f"{what} (default {self.out})")
+        p.add_argument("--threads", type=int, default=self.threads,
+                       help=f"torch CPU threads (default {self.threads})")
+        return p
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """Parse, run, write ``{command, created, machine, loadavg_end, wall_s, **results}``; the exit code."""
+        from amc.errors import AmcError
+        from amc.utils import atomic_write_json
+
+        args = self.parser().parse_args(argv)
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        if args.threads < 1:
+            print(f"error: --threads {args.threads}: give a count >= 1", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
+        path = args.out / self.result if self.result else args.out
+        header = {"command": " ".join(["python", *sys.argv[:1], *(sys.argv[1:] if argv is None else argv)]),
+                  "created": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine_info()}
+        t0 = time.perf_counter()
+        try:
+            (args.out if self.result else args.out.parent).mkdir(parents=True, exist_ok=True)
+            results = self.body(args)
+        except AmcError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted; finished stages are kept and reused by the same command", file=sys.stderr)
+            return 130
+        doc = {**header, "loadavg_end": loadavg(), "wall_s": round(time.perf_counter() - t0, 2), **results}
+        atomic_write_json(path, doc)
+        print(f"wrote {path} (load average {header['machine']['loadavg']} -> {doc['loadavg_end']})")
+        return 0

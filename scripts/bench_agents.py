@@ -15,20 +15,18 @@ about 0.2 s on one CPU thread), so ``--evals`` x runs x that is the budget.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.harness import Experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTS_DEFAULT = ("ddpg", "tpe", "cmaes", "random", "uniform")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(p) -> None:
     p.add_argument("--data-dir", required=True, help="folder of the Fashion-MNIST IDX .gz files (e.g. ../shared/datasets/fashion-mnist)")
     p.add_argument("--checkpoint", default=str(ROOT / "reference" / "lenet5-fashion-mnist.pt"),
                    help="trained LeNet-5 (amc train --model lenet5 --dataset fashion-mnist ...)")
@@ -40,11 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-limit", type=int, default=2000, help="val images per evaluation (of the 5,000 held out)")
     p.add_argument("--nsga2", action="store_true", help="also one NSGA-II run without a budget (macs=1.0), "
                    "population evals/5, for the Pareto plot")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
-    p.add_argument("--out", default="bench_out/agents", help="run directories go here")
     p.add_argument("--compare-out", default="bench_out/compare", help="the comparison goes here")
     p.add_argument("--fresh", action="store_true", help="discard finished runs and start every run again")
-    return p.parse_args(argv)
 
 
 def _finished(run_dir: Path, evals: int) -> bool:
@@ -59,13 +54,11 @@ def _finished(run_dir: Path, evals: int) -> bool:
     return int((s.get("study") or {}).get("n_complete", s.get("episodes")) or 0) >= evals
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def body(args) -> dict:
     from agents import SearchConfig, run_search
     from benchmarks.compare import compare_runs
 
-    out = Path(args.out)
+    out = args.out
     plan: list[tuple[str, int, dict]] = [(a, s, {}) for a in args.agents for s in args.seeds]
     if args.nsga2:
         plan.append(("nsga2", args.seeds[0], {"target": "macs=1.0",
@@ -91,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(Path(result["markdown"]).read_text(), end="")
     print(f"\nbenchmark: {time.monotonic() - t_all:.0f} s; report in {args.compare_out}")
-    return 0
+    return {"config": vars(args), "runs": [str(d) for d in run_dirs], "compare": result}
 
+
+EXPERIMENT = Experiment(__doc__, arguments, body, out="bench_out/agents", result="bench_agents.json")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(EXPERIMENT.main())

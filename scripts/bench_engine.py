@@ -10,8 +10,6 @@ Timings: take them with nothing else running (a background training halves them)
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 
@@ -24,7 +22,7 @@ from amc.models import build_model, example_input
 from amc.pruning import Pruner
 from amc.training import load_checkpoint
 from amc.transfer import uniform_policy
-from amc.utils import atomic_write_json
+from benchmarks.harness import Experiment
 
 
 def uniform_keep(pruner: Pruner, target: float) -> tuple[list[float], float]:
@@ -40,17 +38,15 @@ def top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
                      * 100.0 / len(x))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(ap) -> None:
     ap.add_argument("--checkpoint", help="trained checkpoint for the accuracy part (amc train)")
     ap.add_argument("--dataset", default="digits")
     ap.add_argument("--data-dir")
     ap.add_argument("--target", type=float, default=0.5, help="MACs ratio")
     ap.add_argument("--calibration", type=int, default=256, help="calibration images for reconstruction")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="bench_out/engine.json")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+
+
+def body(args) -> dict:
     result: dict = {"threads": args.threads, "target_macs": args.target}
 
     # (1) prune + reconstruct time on ResNet-20 at 32x32
@@ -115,7 +111,6 @@ def main() -> int:
                         "error_pct": 100 * (predicted - measured) / measured})
     result["latency"] = lat
 
-    atomic_write_json(args.out, result)
     r = result["resnet20"]
     print(f"ResNet-20 32x32 at {r['macs_ratio']:.3f} MACs: trace {r['trace_s']:.2f}s, prune {r['prune_s'] * 1000:.0f} ms, "
           f"prune+reconstruct ({args.calibration} images) {r['prune_reconstruct_s'] * 1000:.0f} ms")
@@ -128,9 +123,10 @@ def main() -> int:
     for row in lat:
         print(f"{row['batch']:>5} {row['policy']:>18} {row['macs_ratio']:>6.3f} {row['predicted_ms']:>13.3f} "
               f"{row['measured_ms']:>12.3f} {row['error_pct']:>6.1f}%")
-    print(json.dumps({"written": args.out}))
-    return 0
+    return result
 
+
+EXPERIMENT = Experiment(__doc__, arguments, body, out="bench_out/engine.json", threads=2)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(EXPERIMENT.main())

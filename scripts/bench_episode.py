@@ -13,21 +13,17 @@ Take timings with nothing else running. The timing itself is :class:`benchmarks.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 from agents import read_episodes
 from agents.search import SearchConfig, run_search
-from amc.utils import atomic_write_json
-from benchmarks.harness import TIMING_KEYS, TimedEnv, episode_split
+from benchmarks.harness import TIMING_KEYS, Experiment, TimedEnv, episode_split
 from envs import CompressionEnv
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(ap) -> None:
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--checkpoint")
     ap.add_argument("--dataset", default="cifar10")
@@ -42,10 +38,9 @@ def main() -> int:
     ap.add_argument("--eval-limit", type=int, help="evaluate the reward on the first N val images only")
     ap.add_argument("--eval-precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                     help="precision of the reward's evaluation")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="bench_out/episode.json")
-    args = ap.parse_args()
 
+
+def body(args) -> dict:
     records: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint
@@ -74,20 +69,17 @@ def main() -> int:
               "warmup": args.warmup, "reconstruct": args.reconstruct, "threads": args.threads,
               "proxy": args.proxy, "calibration_size": args.calibration_size, "eval_limit": args.eval_limit,
               "eval_precision": args.eval_precision,
-              "decisions_per_episode": summary.get("decisions_per_episode"), "loadavg": list(os.getloadavg()),
-              "split": split}
-    atomic_write_json(args.out, result)
+              "decisions_per_episode": summary.get("decisions_per_episode"), "split": split}
     print(f"{args.model} on {args.dataset}, {args.target}, proxy {args.proxy} ({args.calibration_size} images), "
-          f"reward on {args.eval_limit or 'all'} val images, "
-          f"eval {args.eval_precision}, seconds per episode "
-          f"(load average {result['loadavg'][0]:.1f}):")
+          f"reward on {args.eval_limit or 'all'} val images, eval {args.eval_precision}, seconds per episode:")
     keys = ("episode_s", *TIMING_KEYS, "env_other", "agent", "evaluate_fraction")
     print(f"{'phase':>8} " + " ".join(f"{k:>17}" for k in keys))
     for phase, s in split.items():
         print(f"{phase:>8} " + " ".join(f"{s[k]:>17.4f}" for k in keys))
-    print(f"written {args.out}")
-    return 0
+    return result
 
+
+EXPERIMENT = Experiment(__doc__, arguments, body, out="bench_out/episode.json", threads=2)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(EXPERIMENT.main())

@@ -13,20 +13,17 @@ code as ``amc finetune``) into ``OUT/{kd,nokd}-s<seed>``; the table is printed a
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from benchmarks.harness import Experiment
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(p) -> None:
     p.add_argument("--checkpoint", default=str(ROOT / "reference" / "lenet5-fashion-mnist.pt"),
                    help="trained LeNet-5 (amc train --model lenet5 --dataset fashion-mnist ...)")
     p.add_argument("--data-dir", required=True, help="folder of the Fashion-MNIST IDX .gz files (e.g. ../shared/datasets/fashion-mnist)")
@@ -35,23 +32,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (default 2)")
     p.add_argument("--lr", type=float, default=0.01, help="peak learning rate (default 0.01)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="fine-tuning seeds (default 0 1)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared 2-core machine more threads run slower)")
-    p.add_argument("--out", default="bench_out/finetune_kd", help="output folder")
-    return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import torch
-
+def body(args) -> dict:
     from amc.finetune import FinetuneConfig, finetune_policy, prepare
     from amc.training import load_checkpoint
     from amc.transfer import uniform_policy
 
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out
     if args.policy:
         policy = args.policy
     else:
@@ -88,7 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         sel = [r for r in rows if r["kd"] == kd]
         summary["kd" if kd else "no_kd"] = {k: statistics.mean(r[k] for r in sel)
                                             for k in ("after_val", "after_test", "time_s")}
-    (out / "bench_finetune_kd.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\nLeNet-5 / Fashion-MNIST, {summary['policy']} (MACs ratio {costs.get('macs_ratio', float('nan')):.3f}),"
           f" {args.epochs} epoch(s), lr {args.lr}, seeds {args.seeds}")
     print(f"{'':<10} {'test top-1':>10} {'val top-1':>10} {'time/run':>9}")
@@ -97,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     for key, label in (("no_kd", "FT no KD"), ("kd", "FT + KD")):
         m = summary[key]
         print(f"{label:<10} {m['after_test']:>10.2f} {m['after_val']:>10.2f} {m['time_s']:>8.0f}s")
-    print(f"-> {out / 'bench_finetune_kd.json'}")
-    return 0
+    return summary
 
+
+EXPERIMENT = Experiment(__doc__, arguments, body, out="bench_out/finetune_kd", result="bench_finetune_kd.json")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(EXPERIMENT.main())

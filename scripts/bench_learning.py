@@ -11,15 +11,12 @@ Accuracy is top-1 on the search's held-out val split, without fine-tuning (AMC's
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import statistics
 import sys
 from pathlib import Path
 
-from agents.search import SearchConfig, run_search
-from amc.utils import atomic_write_json
+from benchmarks.harness import Experiment, search_once
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -33,14 +30,7 @@ def _ms(values: list[float]) -> str:
     return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def _done(run_dir: Path) -> bool:
-    """A finished run (an interrupted one is resumed instead)."""
-    path = run_dir / "summary.json"
-    return path.exists() and not json.loads(path.read_text()).get("interrupted", False)
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(ap) -> None:
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--data-dir")
@@ -53,19 +43,18 @@ def main() -> int:
     ap.add_argument("--noise-decay", type=float, default=0.95)
     ap.add_argument("--noise-sigma", type=float, default=0.5)
     ap.add_argument("--no-final-reward-to-all", action="store_true")
-    ap.add_argument("--out", default="bench_out/learning")
-    args = ap.parse_args()
-    out = Path(args.out)
+
+
+def body(args) -> dict:
+    out = args.out
     common = dict(checkpoint=args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, target=args.target,
                   env_kwargs={"eval_limit": args.eval_limit} if args.eval_limit else {})
     runs = []
     for seed in args.seeds:
         run_dir = out / f"ddpg-s{seed}"
-        if not _done(run_dir):
-            run_search(SearchConfig(**common, agent="ddpg", episodes=args.episodes, warmup=args.warmup, seed=seed,
-                                    noise_decay=args.noise_decay, noise_sigma=args.noise_sigma,
-                                    final_reward_to_all=not args.no_final_reward_to_all, run_dir=str(run_dir),
-                                    resume=run_dir.exists()))
+        search_once(run_dir, **common, agent="ddpg", episodes=args.episodes, warmup=args.warmup, seed=seed,
+                    noise_decay=args.noise_decay, noise_sigma=args.noise_sigma,
+                    final_reward_to_all=not args.no_final_reward_to_all)
         rows = _rows(run_dir)
         warm = [float(r["accuracy"]) for r in rows if r["phase"] == "warmup"]
         learn = [float(r["accuracy"]) for r in rows if r["phase"] != "warmup"]
@@ -73,15 +62,10 @@ def main() -> int:
         runs.append({"seed": seed, "best_warmup": max(warm), "best_after_warmup": max(learn) if learn else None,
                      "mean_last_20": statistics.fmean(last) if last else None,
                      "mean_warmup": statistics.fmean(warm)})
-    uniform_dir = out / "uniform"
-    if not _done(uniform_dir):
-        run_search(SearchConfig(**common, agent="uniform", episodes=30, warmup=0, seed=0, run_dir=str(uniform_dir),
-                                resume=uniform_dir.exists()))
-    uniform = json.loads((uniform_dir / "summary.json").read_text())["best_accuracy"]
+    uniform = search_once(out / "uniform", **common, agent="uniform", episodes=30, warmup=0, seed=0)["best_accuracy"]
     result = {"config": vars(args), "runs": runs, "uniform": uniform,
               "ddpg_beats_warmup": sum(r["best_after_warmup"] > r["best_warmup"] for r in runs),
               "ddpg_beats_uniform": sum(r["best_after_warmup"] > uniform for r in runs)}
-    atomic_write_json(out / "learning.json", result)
     print(f"{args.dataset}, {args.target}, {args.episodes} episodes ({args.warmup} warm-up), "
           f"noise sigma {args.noise_sigma} x{args.noise_decay}/episode, seeds {args.seeds}")
     print("| | val top-1 (%) |\n| --- | --- |")
@@ -91,8 +75,10 @@ def main() -> int:
     print(f"| uniform (bisected to the budget) | {uniform:.2f} |")
     print(f"DDPG beat its warm-up in {result['ddpg_beats_warmup']}/{len(runs)} seeds, "
           f"uniform in {result['ddpg_beats_uniform']}/{len(runs)}")
-    return 0
+    return result
 
+
+EXPERIMENT = Experiment(__doc__, arguments, body, out="bench_out/learning", result="learning.json")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(EXPERIMENT.main())

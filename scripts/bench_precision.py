@@ -11,21 +11,15 @@ amx``); elsewhere autocast emulates it and is slower. Run it on an idle machine:
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from amc.models import ModelSpec, build_model  # noqa: E402
-from amc.utils import atomic_write_json  # noqa: E402
+from amc.models import ModelSpec, build_model
+from benchmarks.harness import Experiment
 
 VARIANTS = {  # name -> (channels_last, autocast dtype)
     "fp32": (False, None),
@@ -92,28 +86,24 @@ def measure(model_name: str, image: int, train_batch: int, eval_batch: int, repe
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(ap) -> None:
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--train-batch", type=int, default=128)
     ap.add_argument("--eval-batch", type=int, default=512, help="the search's eval_batch_size default")
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="bench_out/precision.json")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    load0 = os.getloadavg()
+
+
+def body(args) -> dict:
     results = measure(args.model, args.image_size, args.train_batch, args.eval_batch, args.repeats)
     doc = {"model": args.model, "train_batch": args.train_batch, "eval_batch": args.eval_batch,
-           "threads": args.threads, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-           "loadavg_start": list(load0), "loadavg_end": list(os.getloadavg()), "results": results}
-    atomic_write_json(args.out, doc)
+           "threads": args.threads, "results": results}
     print(f"{'':>20}  speed-up vs fp32: " + ", ".join(
         f"{k} train x{v['train_speedup']:.2f} / eval x{v['eval_speedup']:.2f}" for k, v in results.items() if k != "fp32"))
-    print(f"load average {load0[0]:.2f} -> {os.getloadavg()[0]:.2f}; written {args.out}")
-    return 0
+    return doc
 
+
+EXPERIMENT = Experiment(__doc__, arguments, body, out="bench_out/precision.json", threads=2)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(EXPERIMENT.main())

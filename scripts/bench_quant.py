@@ -21,17 +21,8 @@ import json
 import sys
 from pathlib import Path
 
-from agents.search import SearchConfig, run_search
 from amc.finetune import FinetuneConfig, finetune_policy, prepare
-from amc.utils import atomic_write_json
-
-
-def _search(out: Path, name: str, common: dict, **kw) -> dict:
-    run_dir = out / name
-    summary = run_dir / "summary.json"
-    if summary.exists() and not json.loads(summary.read_text()).get("interrupted"):
-        return json.loads(summary.read_text())
-    return run_search(SearchConfig(**common, **kw, run_dir=str(run_dir), resume=run_dir.exists()))
+from benchmarks.harness import Experiment, search_once
 
 
 def _finetune(out: Path, name: str, args: argparse.Namespace) -> dict:
@@ -52,8 +43,7 @@ def _acc(ft: dict, when: str, split: str) -> float | None:
     return None if not entry else entry.get(f"{split}_top1")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(ap) -> None:
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--data-dir")
@@ -64,11 +54,12 @@ def main() -> int:
     ap.add_argument("--bitops", default="bitops=0.03", help="reachable by all three (quant-only keeps the first/last layers at W8A8)")
     ap.add_argument("--ft-steps", type=int, default=200, help="fine-tuning steps (batch 128)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="bench_out/quant")
-    args = ap.parse_args()
-    out = Path(args.out)
+
+
+def body(args) -> dict:
+    out = args.out
     common = dict(checkpoint=args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
-                  env_kwargs={"eval_limit": args.eval_limit}, threads=1, noise_decay=0.99)
+                  env_kwargs={"eval_limit": args.eval_limit}, threads=args.threads, noise_decay=0.99)
     ddpg = dict(agent="ddpg", episodes=args.episodes, warmup=args.warmup)
     runs = {
         "a-ddpg": dict(mode="quant", target=args.size, **ddpg),
@@ -79,7 +70,7 @@ def main() -> int:
     }
     result: dict = {"config": vars(args), "runs": {}}
     for name, kw in runs.items():
-        s = _search(out, name, common, **kw)
+        s = search_once(out / name, **common, **kw)
         policy = json.loads((out / name / "best_policy.json").read_text())
         ft = _finetune(out, name, args) if name.startswith("a-") else None
         result["runs"][name] = {
@@ -91,7 +82,6 @@ def main() -> int:
                 "test_before": _acc(ft, "before", "test"), "test_after": _acc(ft, "after", "test"),
                 "val_before": _acc(ft, "before", "val"), "val_after": _acc(ft, "after", "val")},
         }
-    atomic_write_json(out / "quant.json", result)
     r = result["runs"]
     print(f"(a) {args.size}: mixed precision vs uniform bits ({args.dataset}, base val "
           f"{r['a-ddpg']['base_val']:.2f})")
@@ -109,9 +99,10 @@ def main() -> int:
         x = r[name]
         print(f"| {name[2:]} | {x['achieved']['bitops_ratio']:.4f} | {x['achieved']['macs_ratio']:.3f} | "
               f"{x['achieved']['size_ratio']:.3f} | {x['best_val']:.2f} |")
-    print(f"written {out / 'quant.json'}")
-    return 0
+    return result
 
+
+EXPERIMENT = Experiment(__doc__, arguments, body, out="bench_out/quant", result="quant.json")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(EXPERIMENT.main())

@@ -16,9 +16,6 @@ the first ``--warmup`` episodes (cold caches) are reported separately.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
 import sys
 import time
@@ -27,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.harness import Experiment
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 TARGETS = {"quant": "size=0.125", "joint": "bitops=0.02"}
 
@@ -80,23 +77,20 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(ap) -> None:
     ap.add_argument("--cases", nargs="+", default=["lenet5", "resnet20"], choices=["lenet5", "resnet20"])
     ap.add_argument("--modes", nargs="+", default=["quant"], choices=list(TARGETS))
     ap.add_argument("--episodes", type=int, default=20, help="timed episodes per case (after the warm-up)")
     ap.add_argument("--warmup", type=int, default=2, help="first episodes, reported apart (caches fill)")
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data-dir", default=str(ROOT / "data"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None, help="also write the results as JSON here")
-    args = ap.parse_args(argv)
 
+
+def body(args) -> dict:
     from envs import CompressionEnv, EnvConfig
 
-    torch.set_num_threads(args.threads)
     results = []
-    print(f"torch {torch.__version__}, {args.threads} thread(s), load average {os.getloadavg()[0]:.2f}")
+    print(f"torch {torch.__version__}, {args.threads} thread(s)")
     print("seconds per episode: mean over the episodes, then the median (robust to load spikes); overhead ="
           " share of the episode that is not the evaluation forward passes")
     header = (f"{'case':<9} {'mode':<6} {'phase':<6} {'n':>4} | {'s/episode':>9} {'prune':>7} {'quantize':>8} "
@@ -122,13 +116,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"{s['median_wall']:>8.4f} {s['median_quantize']:>8.4f} {s['median_evaluate']:>8.4f} "
                           f"{100 * s['median_overhead']:>7.1f}%")
             sys.stdout.flush()
-    print(f"load average at the end {os.getloadavg()[0]:.2f}")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"threads": args.threads, "torch": torch.__version__,
-                                              "results": results}, indent=2))
-    return 0
+    return {"threads": args.threads, "results": results}
 
+
+EXPERIMENT = Experiment(__doc__, arguments, body, out="bench_out/quant_episode.json")
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(EXPERIMENT.main())

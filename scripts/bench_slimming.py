@@ -35,6 +35,7 @@ from pathlib import Path
 
 from amc.errors import AmcError
 from amc.utils import atomic_write_json
+from benchmarks.harness import Experiment
 
 
 def _train(args: argparse.Namespace, lam: float, run_dir: Path) -> Path:
@@ -110,8 +111,7 @@ def _scales(checkpoint: Path) -> dict[str, float]:
             "scale_below_1e-2": float((s < 1e-2).float().mean()) if s.numel() else None}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(ap) -> None:
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--dataset", default="cifar10")
     ap.add_argument("--data-dir")
@@ -129,30 +129,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (quick runs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="bench_out/slimming")
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    result: dict = {"args": vars(args), "arms": {}}
-    try:
-        if args.lam <= 0:
-            raise AmcError(f"--lam must be > 0 (the slimming arm's lambda), got {args.lam}")
-        for arm, lam in (("none", 0.0), ("slimming", args.lam)):
-            ckpt = _train(args, lam, out / arm / "train")
-            policy = _prune_policy(args, ckpt, out / arm / "search")
-            ft = _finetune(args, policy, ckpt, out / arm / "ft")
-            result["arms"][arm] = {"lambda": lam, **_scales(ckpt), "pruned_test_top1": ft["before"]["test_top1"],
-                                   "finetuned_test_top1": ft["after"]["test_top1"],
-                                   "macs_ratio": ft["costs"]["cost_model"].get("macs_ratio")}
-            atomic_write_json(out / "slimming.json", result)
-            print(f"{arm:<9} lambda {lam:g}: test top-1 {result['arms'][arm]['test_top1']}, pruned "
-                  f"{result['arms'][arm]['pruned_test_top1']}, fine-tuned {result['arms'][arm]['finetuned_test_top1']}, "
-                  f"mean |gamma| {result['arms'][arm]['scale_mean']}", flush=True)
-    except AmcError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
 
+
+def body(args) -> dict:
+    out = args.out
+    result: dict = {"args": vars(args), "arms": {}}
+    if args.lam <= 0:
+        raise AmcError(f"--lam must be > 0 (the slimming arm's lambda), got {args.lam}")
+    for arm, lam in (("none", 0.0), ("slimming", args.lam)):
+        ckpt = _train(args, lam, out / arm / "train")
+        policy = _prune_policy(args, ckpt, out / arm / "search")
+        ft = _finetune(args, policy, ckpt, out / arm / "ft")
+        result["arms"][arm] = {"lambda": lam, **_scales(ckpt), "pruned_test_top1": ft["before"]["test_top1"],
+                               "finetuned_test_top1": ft["after"]["test_top1"],
+                               "macs_ratio": ft["costs"]["cost_model"].get("macs_ratio")}
+        atomic_write_json(out / "slimming.json", result)  # an arm's result survives a stop in the next one
+        print(f"{arm:<9} lambda {lam:g}: test top-1 {result['arms'][arm]['test_top1']}, pruned "
+              f"{result['arms'][arm]['pruned_test_top1']}, fine-tuned {result['arms'][arm]['finetuned_test_top1']}, "
+              f"mean |gamma| {result['arms'][arm]['scale_mean']}", flush=True)
+    return result
+
+
+EXPERIMENT = Experiment(__doc__, arguments, body, out="bench_out/slimming", result="slimming.json")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(EXPERIMENT.main())

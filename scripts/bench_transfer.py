@@ -19,18 +19,15 @@ each at the same budget. Everything goes to ``OUT/``; the table is printed and w
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from benchmarks.harness import Experiment, search_once
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def arguments(p) -> None:
     p.add_argument("--r20", help="trained ResNet-20 checkpoint on digits (default: train one into OUT)")
     p.add_argument("--r32", help="trained ResNet-32 checkpoint on digits (default: train one into OUT)")
     p.add_argument("--train-epochs", type=int, default=15, help="epochs when training the ResNets (default 15)")
@@ -39,9 +36,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=50, help="random warm-up episodes (default 50)")
     p.add_argument("--reconstruct", action="store_true", help="AMC's least-squares reconstruction (all policies)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="search seeds (default 0 1 2)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--out", default="bench_out/transfer", help="output folder")
-    return p.parse_args(argv)
 
 
 def _trained(name: str, given: str | None, out: Path, epochs: int, splits) -> str:
@@ -78,12 +72,7 @@ def _measure(setup, label: str) -> dict:
     return row
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import torch
-
-    from agents.search import SearchConfig, run_search
+def body(args) -> dict:
     from amc.data import get_dataset
     from amc.finetune import prepare
     from amc.models import example_input
@@ -91,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from amc.training import load_checkpoint
     from amc.transfer import uniform_policy
 
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out
     splits = get_dataset("digits", seed=0)
     ckpts = {"resnet20": _trained("resnet20", args.r20, out, args.train_epochs, splits),
              "resnet32": _trained("resnet32", args.r32, out, args.train_epochs, splits)}
@@ -102,10 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         t0 = time.perf_counter()
         search_dir = out / f"search-r20-s{seed}"
-        cfg = SearchConfig(checkpoint=ckpts["resnet20"], dataset="digits", target=args.target, agent="ddpg",
-                           episodes=args.episodes, warmup=args.warmup, seed=seed, reconstruct=args.reconstruct,
-                           run_dir=str(search_dir), overwrite=True, device="cpu", threads=args.threads)
-        run_search(cfg)
+        search_once(search_dir, checkpoint=ckpts["resnet20"], dataset="digits", target=args.target, agent="ddpg",
+                    episodes=args.episodes, warmup=args.warmup, seed=seed, reconstruct=args.reconstruct,
+                    device="cpu", threads=args.threads)
         searches[seed] = search_dir / "best_policy.json"
         print(f"seed {seed}: searched ResNet-20 for {args.episodes} episodes in {time.perf_counter() - t0:.0f}s",
               flush=True)
@@ -133,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"dataset": "digits 1x8x8 (train 1137 / val 300 / test 360)", "target": args.target,
                "episodes": args.episodes, "warmup": args.warmup, "seeds": args.seeds,
                "reconstruct": args.reconstruct, "checkpoints": ckpts, "models": rows}
-    (out / "bench_transfer.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     print(f"\naccuracy before fine-tuning at {args.target}, reconstruction {'on' if args.reconstruct else 'off'} "
           "(digits; val 300 / test 360 images)")
@@ -145,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
                                                    **r["searched_mean"]}]:
             print(f"{name:<9} {row['policy']:<46} {row['macs_ratio']:>6.3f} {row['val_top1']:>10.2f} "
                   f"{row['test_top1']:>11.2f}")
-    print(f"-> {out / 'bench_transfer.json'}")
-    return 0
+    return summary
 
+
+EXPERIMENT = Experiment(__doc__, arguments, body, out="bench_out/transfer", result="bench_transfer.json")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(EXPERIMENT.main())

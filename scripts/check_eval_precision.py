@@ -9,19 +9,14 @@ accuracy differences (the policies are identical: precision changes the measurem
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
-import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from amc.data import get_dataset  # noqa: E402
-from amc.training import load_checkpoint  # noqa: E402
-from amc.utils import atomic_write_json  # noqa: E402
-from envs import CompressionEnv, EnvConfig  # noqa: E402
+from amc.data import get_dataset
+from amc.training import load_checkpoint
+from benchmarks.harness import Experiment
+from envs import CompressionEnv, EnvConfig
 
 
 def episode_accuracy(env: CompressionEnv, actions: np.ndarray) -> float:
@@ -33,8 +28,7 @@ def episode_accuracy(env: CompressionEnv, actions: np.ndarray) -> float:
     raise RuntimeError("the episode did not end")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(ap) -> None:
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--dataset", default=None, help="default: the checkpoint's")
     ap.add_argument("--data-dir", default=None)
@@ -43,12 +37,10 @@ def main() -> int:
     ap.add_argument("--episodes", type=int, default=8)
     ap.add_argument("--action-low", type=float, default=0.0,
                     help="random actions are drawn from [LOW, 1]; e.g. 0.8 for mild pruning that keeps accuracy high")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="bench_out/eval_precision.json")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
 
+
+def body(args) -> dict:
     model, ckpt = load_checkpoint(args.checkpoint)
     dataset = args.dataset or ckpt.get("data", {}).get("dataset")
     splits = get_dataset(dataset, data_dir=args.data_dir)
@@ -65,11 +57,12 @@ def main() -> int:
     doc = {"checkpoint": args.checkpoint, "dataset": dataset, "target": args.target, "action_low": args.action_low, "val_images": len(ref.val_x),
            "base": {"fp32": ref.base_accuracy, args.precision: half.base_accuracy}, "episodes": rows,
            "max_abs_diff": worst}
-    atomic_write_json(args.out, doc)
     print(f"base fp32 {ref.base_accuracy:.2f} vs {args.precision} {half.base_accuracy:.2f}; "
-          f"largest episode difference {worst:.2f} points on {len(ref.val_x)} val images; written {args.out}")
-    return 0
+          f"largest episode difference {worst:.2f} points on {len(ref.val_x)} val images")
+    return doc
 
+
+EXPERIMENT = Experiment(__doc__, arguments, body, out="bench_out/eval_precision.json", threads=2)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(EXPERIMENT.main())

@@ -79,3 +79,35 @@ def test_stage_records_time_and_load_and_results_are_reread(tmp_path) -> None:
     assert read_result(tmp_path / "bad.json") is None  # unreadable: the stage runs again
     (tmp_path / "ok.json").write_text('{"a": 1}')
     assert read_result(tmp_path / "ok.json") == {"a": 1}
+
+
+def _experiment(body):
+    from benchmarks.harness import Experiment
+
+    return Experiment(doc="A test experiment.\n\nMore words.", arguments=lambda p: p.add_argument("--n", type=int,
+                      default=2), body=body, out="unused", result="r.json", threads=1)
+
+
+def test_experiment_writes_results_with_machine_and_load(tmp_path, capsys) -> None:
+    import json
+
+    rc = _experiment(lambda a: {"n": a.n, "out": str(a.out)}).main(["--n", "3", "--out", str(tmp_path / "o")])
+    assert rc == 0
+    doc = json.loads((tmp_path / "o" / "r.json").read_text())
+    assert doc["n"] == 3 and doc["out"] == str(tmp_path / "o")
+    assert doc["machine"]["threads"] == 1 and "loadavg" in doc["machine"] and "loadavg_end" in doc
+    assert doc["wall_s"] >= 0 and "--n 3" in doc["command"]
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_experiment_turns_amc_errors_into_one_line(tmp_path, capsys) -> None:
+    from amc.errors import AmcError
+
+    def fails(args):
+        raise AmcError("pass --checkpoint, a trained model")
+
+    assert _experiment(fails).main(["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: pass --checkpoint, a trained model"]
+    assert not (tmp_path / "r.json").exists()
+    assert _experiment(lambda a: {}).main(["--threads", "0", "--out", str(tmp_path)]) == 2
