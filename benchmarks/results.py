@@ -152,14 +152,15 @@ def _quant(doc: Any, args: Sequence[str]) -> list[str]:
         for name, r in d["runs"].items():
             if name.startswith(f"{part}-"):
                 runs.setdefault(name[2:], []).append({**r, **{f"ft_{k}": v for k, v in (r["finetune"] or {}).items()}})
+    tuned = any(r["finetune"] for rs in runs.values() for r in rs)  # part a always; part b with --ft-b
     rows = []
     for name, rs in runs.items():
         ratios = [f"{statistics.fmean(r['achieved'][k] for r in rs):.3f}"
                   for k in ("bitops_ratio", "macs_ratio", "size_ratio")]
-        cells = [_pm(rs, "best_val")] + ([_pm(rs, "ft_test_before"), _pm(rs, "ft_test_after")] if part == "a" else [])
+        cells = [_pm(rs, "best_val")] + ([_pm(rs, "ft_test_before"), _pm(rs, "ft_test_after")] if tuned else [])
         rows.append([name, str(len(rs)), str(rs[0]["evaluations"]), *ratios, *cells])
     head = ["method", "seeds", "evaluations", "BitOps", "MACs", "size", "best val top-1"]
-    return _table(head + (["test top-1", "test top-1 after the fine-tune"] if part == "a" else []), rows)
+    return _table(head + (["test top-1", "test top-1 after the fine-tune"] if tuned else []), rows)
 
 
 def _load(spec: str, docs: Path) -> tuple[Renderer, Any, list[str]]:
