@@ -887,7 +887,8 @@ def render_report(results: Mapping[str, Any]) -> str:
                         "sample std)." if len(ft.get("seeds") or []) > 1 else "."))
     lat = results["latency"]
     notes.append(f"Latency: median of {lat['rounds']} interleaved rounds, each the median of >= "
-                 f"{lat['min_time_s']:g} s of runs, {lat['threads']} thread(s), random input, eval mode, CPU.")
+                 f"{lat['min_time_s']:g} s of runs, {lat['threads']} thread(s), random input, eval mode, CPU."
+                 if lat["results"] else "Latency: not measured in this run (--no-latency).")
     if any((m.get("finetune") or {}).get("test_top1", -1) >= base["test_top1"] for m in results["methods"]):
         notes.append("A fine-tuned model matching or beating the uncompressed one usually means the uncompressed "
                      "model is undertrained: the fine-tuning steps train the student further, the teacher is "

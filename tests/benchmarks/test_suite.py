@@ -105,6 +105,12 @@ def test_rerun_reuses_finished_stages(tiny_run: Path):
                                                                    for m in before["methods"]]
     with pytest.raises(AmcError, match="other settings.*episodes"):
         run_benchmark(BenchConfig(**{**cfg.to_dict(), "episodes": 4}), out_dir=tiny_run)
+    # one agent in a session of its own, on a busy machine: no latency stage, the earlier latency kept
+    lat = (tiny_run / "latency.json").read_text()
+    res = run_benchmark(BenchConfig(**{**cfg.to_dict(), "agents": ("ddpg",), "latency_batches": ()}), out_dir=tiny_run)
+    assert [m["agent"] for m in res["methods"]] == ["ddpg"] and res["methods"][0]["latency_ms"] == {}
+    assert res["latency"]["results"] == {} and (tiny_run / "latency.json").read_text() == lat
+    assert "| ddpg |" in (tiny_run / "report.md").read_text()
 
 
 def test_evaluations_to_within(tmp_path):
