@@ -77,7 +77,7 @@ def test_bad_config_values_say_what_to_do(change, message):
 def test_unknown_yaml_key_lists_the_valid_ones(tmp_path):
     preset = tmp_path / "p.yaml"
     preset.write_text("model: lenet5\nepisodez: 3\n")
-    with pytest.raises(AmcError, match="unknown key\\(s\\) episodez; valid: model"):
+    with pytest.raises(AmcError, match="unknown option 'episodez' \\(did you mean 'episodes'\\?\\)"):
         load_search_config(preset)
 
 
@@ -226,7 +226,7 @@ def test_baseline_command_defaults_to_tpe_and_refuses_ddpg(tmp_path: Path) -> No
     from amc.cli import build_parser, main
 
     args = build_parser().parse_args(["baseline", "--run-dir", str(tmp_path / "b")])
-    assert args.agent == "tpe"
+    assert getattr(args, "agent.name") == "tpe"
     assert main(["baseline", "--agent", "ddpg", "--run-dir", str(tmp_path / "c")]) == 2
 
 

@@ -234,6 +234,20 @@ def nest_flat_keys(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str,
     return out
 
 
+def _suggest(model: type[BaseModel], loc: list[str]) -> str:
+    """`` (did you mean 'agent.episodes'?)`` for an unknown key, else the keys valid where it stands."""
+    known = [name for f in config_fields(model) for name in (f.path, flat_name(f.path))]
+    near = difflib.get_close_matches(".".join(loc), known, n=1)
+    if near:
+        return f" (did you mean {near[0]!r}?)"
+    for key in loc[:-1]:
+        info = model.model_fields.get(key)
+        if info is None or not _is_model(info.annotation):
+            return ""
+        model = info.annotation
+    return f"; valid: {', '.join(model.model_fields)}"
+
+
 def validation_message(error: ValidationError, what: str, model: type[BaseModel] | None = None) -> str:
     """Pydantic's errors on one line: ``what: env.lbound=3: Input should be less than or equal to 1``.
 
@@ -246,9 +260,7 @@ def validation_message(error: ValidationError, what: str, model: type[BaseModel]
         if e["type"] == "literal_error":  # "Input should be 'a', 'b' or 'c'" -> "valid: a, b, c"
             msg = "valid: " + str((e.get("ctx") or {}).get("expected", "")).replace("' or '", "', '").replace("'", "")
         if e["type"] == "extra_forbidden":
-            known = [name for f in config_fields(model) for name in (f.path, flat_name(f.path))] if model else []
-            near = difflib.get_close_matches(loc, known, n=1)
-            parts.append(f"unknown option {loc!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+            parts.append(f"unknown option {loc!r}" + (_suggest(model, [str(p) for p in e["loc"]]) if model else ""))
         elif e["type"] == "missing":
             parts.append(f"{loc} is required")
         else:
