@@ -46,7 +46,7 @@ class DataConfig(_Section):
     dataset: str = Field("digits", description="digits, fashion-mnist, cifar10, imagefolder",
                          json_schema_extra=_flag("--dataset"))
     data_dir: PathStr | None = Field(None, description="where the dataset's files are", json_schema_extra=_flag("--data-dir"))
-    val_size: Annotated[int, Field(ge=1)] | Annotated[float, Field(gt=0, lt=1)] | None = Field(
+    val_size: int | float | None = Field(
         None, description="held-out train images the reward is measured on: a count or a fraction in (0, 1) "
                           "(none: the dataset's default)")
     data_seed: int = Field(0, ge=0, description="seed of the val holdout and of the brief pretraining (kept apart "
@@ -60,6 +60,14 @@ class DataConfig(_Section):
         if v.lower() not in DATASETS:
             raise ValueError(f"unknown dataset {v!r}; valid: {', '.join(DATASETS.names())}")
         return v.lower()
+
+    @field_validator("val_size")
+    @classmethod
+    def _positive(cls, v: int | float | None) -> int | float | None:
+        if v is not None and not v > 0:
+            raise ValueError("must be a count (>= 1) or a fraction in (0, 1): the reward is measured on these "
+                             "held-out images (leave it out for the dataset's default)")
+        return v
 
 
 class ModelConfig(_Section):
