@@ -143,7 +143,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]
         section = f.path.split(".", 1)[0] if "." in f.path else ""
         if section not in groups:
             title = (sections or {}).get(section, section or "options")
-            groups[section] = parser.add_argument_group(title)
+            info = model.model_fields.get(section)
+            groups[section] = parser.add_argument_group(title, description=info.description if info else None)
         group = groups[section]
         dotted = f"--{f.path.replace('_', '-')}"
         shown = f.flag or dotted

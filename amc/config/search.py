@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["QUICKSTART", "quickstart", "quickstart_path", "DataConfig", "ModelConfig", "EnvOptions", "AgentOptions", "RunConfig", "SearchOptions"]
@@ -224,11 +225,11 @@ class RunConfig(_Section):
 class SearchOptions(_Section):
     """A compression search: data, model, environment, agent and run."""
 
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    env: EnvOptions = Field(default_factory=EnvOptions)
-    agent: AgentOptions = Field(default_factory=AgentOptions)
-    run: RunConfig = Field(default_factory=RunConfig)
+    data: DataConfig = Field(default_factory=DataConfig, description="the dataset and the val holdout the reward is measured on")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the model to compress (a checkpoint, or trained briefly first)")
+    env: EnvOptions = Field(default_factory=EnvOptions, description="what is searched, under which budget, and how a policy is scored")
+    agent: AgentOptions = Field(default_factory=AgentOptions, description="the search agent and its exploration")
+    run: RunConfig = Field(default_factory=RunConfig, description="the run directory, seeds, device and checkpoints")
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchOptions:
@@ -249,32 +250,15 @@ class SearchOptions(_Section):
         return self
 
 
-#: the quickstart preset (``configs/quickstart.yaml`` holds the same; used when that file is absent)
-QUICKSTART: dict[str, Any] = {
-    "model": "lenet5",
-    "dataset": "digits",
-    "train_epochs": 150,
-    "mode": "prune",
-    "target": "macs=0.5",
-    "reward": "acc",
-    "agent": "ddpg",
-    "episodes": 300,
-    "warmup": 50,
-    "noise_decay": 0.99,
-    "seed": 0,
-    "device": "cpu",
-    "run_dir": "runs/quickstart",
-}
-
-
 def quickstart_path() -> Path:
-    """``configs/quickstart.yaml`` of the source tree (may be absent in a wheel install)."""
-    return Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+    """The quickstart preset, ``amc/config/quickstart.yaml`` (``configs/quickstart.yaml`` links to it)."""
+    return Path(__file__).resolve().with_name("quickstart.yaml")
 
 
 def quickstart() -> dict[str, Any]:
-    """The quickstart preset (flat keys): ``configs/quickstart.yaml``, or :data:`QUICKSTART` without that file."""
-    from amc.config.cli import load_yaml
+    """The quickstart preset's keys (a fresh copy)."""
+    return copy.deepcopy(QUICKSTART)
 
-    qs = quickstart_path()
-    return load_yaml(qs) if qs.is_file() else copy.deepcopy(QUICKSTART)
+
+#: the quickstart preset (flat keys), the base of ``amc search`` without ``--config``
+QUICKSTART: dict[str, Any] = yaml.safe_load(quickstart_path().read_text())
