@@ -294,4 +294,11 @@ def resolve_config(model: type[BaseModel], args: argparse.Namespace | Mapping[st
 
 def dump_config(config: BaseModel) -> str:
     """YAML that :func:`resolve_config` reads back to an equal configuration."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
+    return yaml.dump(config.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Sections as blocks, lists on one line (``w_bits: [2, 8]``)."""
+
+
+_Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
