@@ -261,10 +261,13 @@ def test_print_config_reads_back_unchanged(tmp_path, capsys):
               "--val-size", "0.1"))
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
-                         ids=lambda p: p.name)
+SHIPPED = sorted((Path(search_mod.__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     """The shipped presets (flat keys) are read into their sections."""
+    assert len(SHIPPED) >= 3
     flat = yaml.safe_load(path.read_text())
     cfg = config_from_args(_args("--config", str(path)))
     assert {k: getattr(cfg, k) for k in flat} == {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
