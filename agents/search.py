@@ -62,7 +62,7 @@ class _SearchConfigBase:
     """Methods of :class:`SearchConfig` (whose fields are made from :class:`SearchOptions`)."""
 
     def __post_init__(self) -> None:
-        opts = self.validate_options({f.name: getattr(self, f.name) for f in fields(self)})  # type: ignore[arg-type]
+        opts = self.validate_options({f.name: getattr(self, f.name) for f in fields(self)})
         for name, path in FLAT_PATHS.items():
             setattr(self, name, _get(opts, path))
 
@@ -81,7 +81,7 @@ class _SearchConfigBase:
 
     # ----------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)  # type: ignore[call-overload]
+        d = asdict(self)
         d["w_bits"], d["a_bits"] = list(d["w_bits"]), list(d["a_bits"])
         return d
 
@@ -126,6 +126,7 @@ def load_search_config(path: str | Path | None = None, overrides: Mapping[str, A
     for key, value in over.items():
         set_path(data, FLAT_PATHS.get(key, key), value)
     return SearchConfig.from_dict(data, source="quickstart config" if path is None else str(path))
+
 
 # --------------------------------------------------------------------------------------------------
 # run
