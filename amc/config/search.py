@@ -48,8 +48,8 @@ class DataConfig(_Section):
                          json_schema_extra=_flag("--dataset"))
     data_dir: PathStr | None = Field(None, description="where the dataset's files are", json_schema_extra=_flag("--data-dir"))
     val_size: int | float | None = Field(
-        None, description="held-out train images the reward is measured on: a count or a fraction in (0, 1) "
-                          "(none: the dataset's default)")
+        None, description="held-out train images the reward is measured on: a count or a fraction in (0, 1); "
+                          "none: the dataset's default")
     data_seed: int = Field(0, ge=0, description="seed of the val holdout and of the brief pretraining (kept apart "
                                                 "from --seed, so that searches with other seeds see the same model)")
 
