@@ -48,7 +48,8 @@ def add_parser(p: argparse.ArgumentParser, *, agent: str | None = None) -> None:
     """The options of ``amc search`` (``agent``: another default agent, as ``amc baseline`` has)."""
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = (f"{p.description or ''}\n\nThe defaults shown are the quickstart preset's "
-                     "(configs/quickstart.yaml);\nwith --config the file's values replace them.").lstrip()
+                     "(configs/quickstart.yaml);\nwith --config the file's values replace them. "
+                     "The older one-level names (--round-to for --env.round-to) still work.").lstrip()
     p.epilog = __doc__.split("Examples::", 1)[1].split("Every option", 1)[0].rstrip() if __doc__ else None
     p.add_argument("--config", metavar="YAML", help="preset to start from, flat or nested keys (default: "
                    "configs/quickstart.yaml)")
