@@ -9,317 +9,123 @@ A search run lives in its own directory (``run_dir``)::
 
 from __future__ import annotations
 
+import copy
 import logging
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
+from pydantic import ValidationError
 
 from agents._base import AGENTS, stop_on_signals
 from agents._recorder import SearchRecorder, read_episodes
+from amc.config import config_fields, flat_name, load_yaml, nest_flat_keys, set_path, validation_message
+from amc.config.search import QUICKSTART, SearchOptions, quickstart, quickstart_path
 from amc.errors import AmcError
-from amc.policy import GRANULARITIES, MODES, checkpoint_record, data_record, parse_target
+from amc.policy import checkpoint_record, data_record
 from amc.rundir import locked_run_dir
 from amc.utils import resolve_device, seed_everything
 
-__all__ = ["SearchConfig", "run_search", "QUICKSTART", "load_search_config"]
+__all__ = ["SearchConfig", "run_search", "QUICKSTART", "load_search_config", "quickstart", "quickstart_path"]
 
 logger = logging.getLogger(__name__)
-
-#: the quickstart preset (``configs/quickstart.yaml`` holds the same; used when that file is absent)
-QUICKSTART: dict[str, Any] = {
-    "model": "lenet5",
-    "dataset": "digits",
-    "train_epochs": 150,
-    "mode": "prune",
-    "target": "macs=0.5",
-    "reward": "acc",
-    "agent": "ddpg",
-    "episodes": 300,
-    "warmup": 50,
-    "noise_decay": 0.99,
-    "seed": 0,
-    "device": "cpu",
-    "run_dir": "runs/quickstart",
-}
 
 #: keys that may differ between the sessions of one run (everything else must match to --resume)
 _SESSION_KEYS = frozenset({"episodes", "resume", "overwrite", "device", "threads", "run_dir", "checkpoint_every"})
 PRETRAIN_DIR = "pretrain"
 
 
-@dataclass
-class SearchConfig:
-    """A compression search; checks itself on construction (``AmcError`` saying what to pass instead).
+def _flat_fields() -> list[tuple[str, Any, Any]]:
+    """SearchOptions' leaves as dataclass fields: their flat names, types and defaults."""
+    out = []
+    for f in config_fields(SearchOptions):
+        default = f.default
+        spec = field(default_factory=lambda d=default: copy.deepcopy(d)) if isinstance(default, (dict, list)) \
+            else field(default=default)
+        out.append((flat_name(f.path), f.annotation, spec))
+    return out
 
-    Model and data:
-        model: architecture name (``amc.models.MODELS``, ``torchvision:<name>``, ``pkg.mod:factory``);
-            may be omitted with ``checkpoint`` (the checkpoint knows its model).
-        model_kwargs: extra factory arguments (e.g. ``{"width_mult": 0.5}``).
-        checkpoint: a trained ``amc train`` checkpoint; without it the model is trained for
-            ``train_epochs`` epochs first (``run_dir/pretrain/final.pt``, reused on resume).
-        dataset, data_dir, val_size: ``amc.data.get_dataset`` arguments; the reward's accuracy is
-            measured on the val split (a count, or a fraction in (0, 1); None: the dataset default).
-        data_seed: seed of the val holdout and of the brief pretraining; separate from ``seed`` so
-            that searches with different seeds compress the same model on the same val images.
-    Environment (``envs.EnvConfig``):
-        mode: ``prune`` | ``quant`` | ``joint``; target: budget ``METRIC=RATIO`` (e.g. ``macs=0.5``);
-        reward: name in ``envs.REWARDS``; lbound: smallest preserve ratio in (0, 1] (AMC 0.2);
-        round_to: channel multiple (1 or e.g. 8); granularity: ``channel`` | ``fine``;
-        importance: channel criterion (``amc.pruning.IMPORTANCES``); proxy: what is done to each
-        compressed model before it is scored (``amc.proxies``: auto, vanilla, bn, reconstruct,
-        reconstruct+bn, ft:K); reconstruct: older spelling of ``proxy="reconstruct"``;
-        calibration_size: train images of the proxy; budget_band: end every episode within
-        ``[target (1 - band), target]`` (default 0.02: DDPG found a policy 2.6 points better by the
-        score on the ResNet-20 reference than with AMC's one-sided clip, 0); w_bits, a_bits: (min, max) bit widths (quant/joint);
-        eval_batch_size: batch size of the reward's evaluation; eval_precision: ``fp32``, or ``bf16`` /
-        ``fp16`` autocast for the reward (mode ``prune``; 2.8x faster ResNet-20 episodes on AVX-512 BF16 / AMX CPUs; the
-        shipped policy is re-measured in fp32); env_kwargs: further EnvConfig fields.
-    Search:
-        agent: name in ``agents.AGENTS``; episodes: episodes in all; warmup: random warm-up episodes
-        (AMC 100, HAQ 20); seed; final_reward_to_all: AMC's reward copying (DDPG);
-        noise_sigma, noise_decay: exploration noise (AMC 0.5, x0.95 per episode);
-        agent_kwargs: agent-specific options (e.g. ``agents.ddpg.DDPGConfig`` fields);
-        warm_start: (ddpg) a run dir (its ``best_policy.json``) or a policy JSON whose episode and
-        noisy neighbours are the first episodes, so they fill the replay buffer before exploration.
-    Run:
-        run_dir; resume: continue the run in ``run_dir`` from its checkpoint; overwrite: discard what
-        ``run_dir`` holds; checkpoint_every: episodes between checkpoints; device: ``auto``/``cpu``/
-        ``cuda``...; threads: torch CPU threads (None: torch's default); train_epochs.
-    """
 
-    model: str | None = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    checkpoint: str | None = None
-    dataset: str = "digits"
-    data_dir: str | None = None
-    val_size: int | float | None = None
-    data_seed: int = 0
-    mode: str = "prune"
-    target: str = "macs=0.5"
-    reward: str = "acc"
-    lbound: float = 0.2
-    round_to: int = 1
-    granularity: str = "channel"
-    importance: str = "l1"
-    proxy: str = "auto"
-    reconstruct: bool | None = None
-    calibration_size: int = 256
-    budget_band: float = 0.02
-    w_bits: tuple[int, int] = (2, 8)
-    a_bits: tuple[int, int] = (2, 8)
-    eval_batch_size: int = 512
-    eval_precision: str = "fp32"
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    agent: str = "ddpg"
-    episodes: int = 400
-    warmup: int = 100
-    seed: int = 0
-    final_reward_to_all: bool = True
-    noise_sigma: float = 0.5
-    noise_decay: float = 0.95
-    agent_kwargs: dict[str, Any] = field(default_factory=dict)
-    warm_start: str | None = None
-    run_dir: str = "runs/search"
-    resume: bool = False
-    overwrite: bool = False
-    checkpoint_every: int = 10
-    device: str = "auto"
-    threads: int | None = None
-    train_epochs: int = 10
+#: flat name -> dotted path in SearchOptions ("episodes" -> "agent.episodes")
+FLAT_PATHS: dict[str, str] = {flat_name(f.path): f.path for f in config_fields(SearchOptions)}
+
+
+def _get(data: Mapping[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        data = data[key]
+    return data
+
+
+class _SearchConfigBase:
+    """Methods of :class:`SearchConfig` (whose fields are made from :class:`SearchOptions`)."""
 
     def __post_init__(self) -> None:
-        def bad(msg: str) -> AmcError:
-            return AmcError(f"search config: {msg}")
+        opts = self.validate_options({f.name: getattr(self, f.name) for f in fields(self)})
+        for name, path in FLAT_PATHS.items():
+            setattr(self, name, _get(opts, path))
 
-        def as_int(name: str, lo: int) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v) or int(v) < lo:
-                raise bad(f"{name}={v!r} must be an integer >= {lo}")
-            setattr(self, name, int(v))
-
-        def as_float(name: str) -> None:
-            v = getattr(self, name)
-            if isinstance(v, str):  # YAML 1.1 reads 1e-4 as a string
-                try:
-                    v = float(v)
-                except ValueError:
-                    raise bad(f"{name}={v!r} must be a number") from None
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-                raise bad(f"{name}={v!r} must be a number")
-            setattr(self, name, float(v))
-
-        for name in ("lbound", "noise_sigma", "noise_decay"):
-            as_float(name)
-        if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
-            raise bad(f"model={self.model!r} must be a model name such as lenet5 or resnet20")
-        if self.model is None and self.checkpoint is None:
-            raise bad("give a model (e.g. --model lenet5) or a trained --checkpoint")
-        if self.model is not None and ":" not in self.model:
-            from amc.models import MODELS
-
-            if self.model.lower() not in MODELS:
-                raise bad(f"unknown model {self.model!r}; valid: {', '.join(MODELS.names())} "
-                          "(or torchvision:<name>, package.module:factory)")
-        for name in ("model_kwargs", "env_kwargs", "agent_kwargs"):
-            v = getattr(self, name)
-            if v is None:
-                setattr(self, name, {})
-            elif not isinstance(v, Mapping):
-                raise bad(f"{name} must be a mapping of options, got {type(v).__name__}")
-            else:
-                setattr(self, name, dict(v))
-        if self.checkpoint is not None:
-            self.checkpoint = str(self.checkpoint)
-        from amc.data import DATASETS
-
-        if str(self.dataset).lower() not in DATASETS:
-            raise bad(f"unknown dataset {self.dataset!r}; valid: {', '.join(DATASETS.names())}")
-        self.dataset = str(self.dataset).lower()
-        if self.data_dir is not None:
-            self.data_dir = str(self.data_dir)
-        if self.val_size is not None and (isinstance(self.val_size, bool) or not isinstance(self.val_size, (int, float))
-                                          or not self.val_size > 0):
-            raise bad(f"val_size={self.val_size!r} must be a count (>= 1) or a fraction in (0, 1): the reward is "
-                      "measured on these held-out images (leave it out for the dataset's default)")
-        if self.mode not in MODES:
-            raise bad(f"mode={self.mode!r}; valid: {', '.join(MODES)}")
-        parse_target(self.target)  # AmcError naming the problem
-        if not (isinstance(self.lbound, (int, float)) and 0.0 < float(self.lbound) <= 1.0):
-            raise bad(f"lbound={self.lbound!r} must be in (0, 1] (AMC uses 0.2)")
-        self.lbound = float(self.lbound)
-        as_int("round_to", 1)
-        if self.granularity not in GRANULARITIES:
-            raise bad(f"granularity={self.granularity!r}; valid: {', '.join(GRANULARITIES)}")
-        for name in ("w_bits", "a_bits"):
-            v = getattr(self, name)
-            try:
-                lo, hi = (int(b) for b in v)
-            except (TypeError, ValueError):
-                raise bad(f"{name}={v!r} must be a pair [min, max] of bit widths, e.g. [2, 8]") from None
-            if not 1 <= lo <= hi <= 32:
-                raise bad(f"{name}={v!r} must satisfy 1 <= min <= max <= 32")
-            setattr(self, name, (lo, hi))
-        as_int("eval_batch_size", 1)
+    @staticmethod
+    def validate_options(data: Mapping[str, Any], *, source: str = "search config") -> dict[str, Any]:
+        """``data`` (flat or nested) checked by :class:`SearchOptions`, as a nested mapping of values."""
         try:
-            AGENTS.get(self.agent)
-        except ValueError as e:
-            raise AmcError(str(e)) from None
-        self.agent = str(self.agent).lower()
-        as_int("episodes", 1)
-        if self.warm_start is not None:
-            if self.agent != "ddpg":
-                raise bad(f"warm_start is a ddpg option (agent is {self.agent!r})")
-            src = Path(str(self.warm_start))
-            if not (src / "best_policy.json").is_file() and not (src.is_file() and src.suffix == ".json"):
-                raise bad(f"warm_start={str(src)!r}: give a run dir holding best_policy.json or a policy .json file")
-            self.warm_start = str(src)
-        as_int("warmup", 0)
-        as_int("seed", 0)
-        as_int("data_seed", 0)
-        as_int("checkpoint_every", 1)
-        as_int("train_epochs", 0)
-        if self.checkpoint is None and self.train_epochs < 1:
-            raise bad("train_epochs must be >= 1 without a checkpoint (the model is trained briefly first)")
-        if self.threads is not None:
-            as_int("threads", 1)
-        if not (isinstance(self.noise_sigma, (int, float)) and self.noise_sigma >= 0 and math.isfinite(self.noise_sigma)):
-            raise bad(f"noise_sigma={self.noise_sigma!r} must be >= 0 (AMC: 0.5, in units of the [0, 1] action)")
-        if not (isinstance(self.noise_decay, (int, float)) and 0.0 < self.noise_decay <= 1.0):
-            raise bad(f"noise_decay={self.noise_decay!r} must be in (0, 1] (AMC: 0.95)")
-        for name in ("reconstruct", "final_reward_to_all", "resume", "overwrite"):
-            if not isinstance(getattr(self, name), bool) and not (name == "reconstruct" and self.reconstruct is None):
-                raise bad(f"{name} must be true or false, got {getattr(self, name)!r}")
-        as_int("calibration_size", 1)
-        from amc.proxies import parse_proxy
+            opts = SearchOptions.model_validate(nest_flat_keys(SearchOptions, data))
+        except ValidationError as e:
+            raise AmcError(validation_message(e, source, SearchOptions)) from None
+        return {name: dict(getattr(opts, name)) for name in SearchOptions.model_fields}
 
-        self.proxy = parse_proxy(self.proxy).name
-        if not (isinstance(self.budget_band, (int, float)) and 0.0 <= self.budget_band < 1.0):
-            raise bad(f"budget_band={self.budget_band!r} must be in [0, 1) (0.02: episodes end within 2% under the target)")
-        if self.resume and self.overwrite:
-            raise bad("resume and overwrite exclude each other: --resume continues run_dir, --overwrite discards it")
-        try:
-            resolve_device(self.device)
-        except ValueError as e:
-            raise bad(str(e)) from None
-        if not str(self.run_dir).strip():
-            raise bad("run_dir must be a directory path")
-        self.run_dir = str(self.run_dir)
-        self._check_registries()
-
-    def _check_registries(self) -> None:
-        """Names owned by the env's and the pruner's registries (imported here: they import torch)."""
-        from amc.pruning import IMPORTANCES
-        from envs import REWARDS
-
-        if self.reward not in REWARDS:
-            raise AmcError(f"search config: unknown reward {self.reward!r}; valid: {', '.join(REWARDS.names())}")
-        if self.importance not in IMPORTANCES:
-            raise AmcError(f"search config: unknown importance {self.importance!r}; "
-                           f"valid: {', '.join(IMPORTANCES.names())}")
+    def options(self) -> SearchOptions:
+        """The nested, typed form of this config."""
+        return SearchOptions.model_validate(nest_flat_keys(SearchOptions, self.to_dict()))
 
     # ----------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["w_bits"], d["a_bits"] = list(self.w_bits), list(self.a_bits)
+        d["w_bits"], d["a_bits"] = list(d["w_bits"]), list(d["a_bits"])
         return d
 
     @classmethod
     def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+        return list(FLAT_PATHS)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], *, source: str = "config") -> SearchConfig:
-        unknown = sorted(set(d) - set(cls.field_names()))
-        if unknown:
-            raise AmcError(f"{source}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(cls.field_names())}")
-        return cls(**dict(d))
+    def from_dict(cls, d: Mapping[str, Any], *, source: str = "search config") -> Any:
+        """From a flat (``episodes: 10``) or nested (``agent: {episodes: 10}``) mapping."""
+        opts = cls.validate_options(d, source=source)
+        return cls(**{name: _get(opts, path) for name, path in FLAT_PATHS.items()})
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> SearchConfig:
-        """Load a YAML preset; ``overrides`` (e.g. command-line options; None values ignored) win."""
-        return cls.from_dict({**_read_yaml(path), **{k: v for k, v in (overrides or {}).items() if v is not None}},
-                             source=str(path))
+    def from_options(cls, opts: SearchOptions) -> Any:
+        return cls.from_dict(opts.model_dump())
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Any:
+        """Load a YAML preset; ``overrides`` (flat names, e.g. command-line options; None values ignored) win."""
+        return load_search_config(path, overrides)
 
     def comparable(self) -> dict[str, Any]:
         """The part of the config that defines a run (what must match to resume it)."""
         return {k: v for k, v in self.to_dict().items() if k not in _SESSION_KEYS}
 
 
-def _read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise AmcError(f"config file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise AmcError(f"config file {str(path)!r} is not valid YAML: {e}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise AmcError(f"config file {str(path)!r} must hold a mapping of options, not {type(data).__name__}")
-    return data
+#: A compression search, flat: one attribute per leaf of :class:`amc.config.search.SearchOptions`
+#: (``cfg.episodes`` is ``agent.episodes``, ``cfg.model`` is ``model.name``, ``cfg.agent`` is
+#: ``agent.name``), with its defaults, descriptions and checks; an invalid value raises ``AmcError``.
+SearchConfig = make_dataclass("SearchConfig", _flat_fields(), bases=(_SearchConfigBase,),
+                              namespace={"__module__": __name__,
+                                         "__doc__": "A compression search: the flat fields of SearchOptions."})
 
 
-def quickstart_path() -> Path:
-    """``configs/quickstart.yaml`` of the source tree (may be absent in a wheel install)."""
-    return Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
-
-
-def load_search_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> SearchConfig:
-    """A config from ``path`` (default: the quickstart preset) with ``overrides`` applied."""
-    if path is None:
-        qs = quickstart_path()
-        base = _read_yaml(qs) if qs.is_file() else dict(QUICKSTART)
-        if (overrides or {}).get("checkpoint") is not None and (overrides or {}).get("model") is None:
-            base.pop("model", None)  # the checkpoint knows its model; the preset's lenet5 must not override it
-        return SearchConfig.from_dict({**base, **{k: v for k, v in (overrides or {}).items() if v is not None}},
-                                      source="quickstart config")
-    return SearchConfig.from_yaml(path, overrides)
+def load_search_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Any:
+    """A config from ``path`` (default: the quickstart preset) with ``overrides`` (flat names) applied."""
+    over = {k: v for k, v in (overrides or {}).items() if v is not None}
+    data = nest_flat_keys(SearchOptions, quickstart() if path is None else load_yaml(path))
+    if path is None and over.get("checkpoint") is not None and over.get("model") is None:
+        data.get("model", {}).pop("name", None)  # the checkpoint knows its model; the preset's must not override it
+    for key, value in over.items():
+        set_path(data, FLAT_PATHS.get(key, key), value)
+    return SearchConfig.from_dict(data, source="quickstart config" if path is None else str(path))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -337,7 +143,7 @@ def _check_run_dir(cfg: SearchConfig) -> None:
         return
     if cfg_file.is_file():
         try:
-            old = SearchConfig.from_dict(_read_yaml(cfg_file), source=str(cfg_file)).comparable()
+            old = SearchConfig.from_dict(load_yaml(cfg_file), source=str(cfg_file)).comparable()
         except AmcError as e:
             raise AmcError(f"run dir {str(run_dir)!r} holds an unreadable config.yaml ({e}); choose a new --run-dir "
                            "or pass --overwrite") from None

@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from amc.budget import amc_clip, bisect, bit_floors, limit, lower_bits
 from amc.compress import apply_policy, draw_inputs
+from amc.config.search import EnvOptions
 from amc.cost import CostModel, kept_channels
 from amc.errors import AmcError
 from amc.policy import GroupDecision, LayerDecision, Policy, Scoring, parse_target
@@ -55,6 +56,11 @@ OBS_FEATURES = (
 )
 
 
+def _shared(name: str) -> Any:
+    """The default of an option ``amc search`` shares with the env (:class:`amc.config.search.EnvOptions`)."""
+    return EnvOptions.model_fields[name].default
+
+
 @dataclass
 class EnvConfig:
     """Everything the environment needs besides the model and the data.
@@ -72,24 +78,25 @@ class EnvConfig:
     allow), instead of wasting accuracy far under the budget.
     """
 
-    mode: str = "prune"
-    target: str = "macs=0.5"
-    reward: str = "acc"
-    lbound: float = 0.2
-    round_to: int = 1
-    granularity: str = "channel"
-    importance: str = "l1"
-    proxy: str = "auto"
-    reconstruct: bool | None = None
-    calibration_size: int = 256
+    # the options amc search shares take their defaults from amc.config.search.EnvOptions (the one owner)
+    mode: str = _shared("mode")
+    target: str = _shared("target")
+    reward: str = _shared("reward")
+    lbound: float = _shared("lbound")
+    round_to: int = _shared("round_to")
+    granularity: str = _shared("granularity")
+    importance: str = _shared("importance")
+    proxy: str = _shared("proxy")
+    reconstruct: bool | None = _shared("reconstruct")
+    calibration_size: int = _shared("calibration_size")
     calibration_seed: int = 0
-    budget_band: float = 0.0
-    w_bits: tuple[int, int] = (2, 8)
-    a_bits: tuple[int, int] = (2, 8)
+    budget_band: float = 0.0  # the library's default: AMC's one-sided clip (amc search's is EnvOptions.budget_band)
+    w_bits: tuple[int, int] = _shared("w_bits")
+    a_bits: tuple[int, int] = _shared("a_bits")
     first_last_8bit: bool = True
     eval_limit: int | None = None
     eval_batch_size: int = 1000
-    eval_precision: str = "fp32"
+    eval_precision: str = _shared("eval_precision")
     device: str = "cpu"
     seed: int = 0
     latency_table: str | None = None

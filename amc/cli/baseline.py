@@ -15,12 +15,11 @@ DEFAULT_AGENT = "tpe"
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    search.add_parser(p)
-    p.set_defaults(agent=DEFAULT_AGENT)
+    search.add_parser(p, agent=DEFAULT_AGENT)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.agent == "ddpg":
+    if getattr(args, "agent.name", None) == "ddpg":
         from amc.errors import AmcError
 
         raise AmcError("amc baseline runs the baselines; use `amc search --agent ddpg` for the RL agent")

@@ -8,9 +8,12 @@ Examples::
         --episodes 400 --warmup 100 --run-dir runs/r20-amc
     amc search --config configs/cifar10_resnet20.yaml --resume   # continue after Ctrl-C or a kill
 
-Without ``--config`` the quickstart preset (``configs/quickstart.yaml``) is the base; options on the
-command line override the file's keys (named alike: ``--run-dir`` -> ``run_dir``). Ctrl-C (or SIGTERM)
-finishes the current episode, saves a checkpoint and stops; ``--resume`` continues from it.
+Every option of :class:`amc.config.search.SearchOptions` is an option here: the everyday ones by a
+short name (``--episodes``), the rest by their dotted path (``--env.round-to``; the old one-level
+names such as ``--round-to`` still work). Without ``--config`` the quickstart preset
+(``configs/quickstart.yaml``) is the base; options on the command line override the file's keys.
+``--print-config`` prints the resolved configuration as YAML that ``--config`` reads back. Ctrl-C
+(or SIGTERM) finishes the current episode, saves a checkpoint and stops; ``--resume`` continues it.
 """
 
 from __future__ import annotations
@@ -20,109 +23,74 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from amc.cli._args import PRECISION_CHOICES, count_or_fraction
-from amc.config import key_value
+from amc.config import add_config_arguments, config_fields, dump_config, nest_flat_keys, resolve_config
+from amc.config.search import SearchOptions, quickstart
 from amc.errors import AmcError
 
-
-def _pair(text: str) -> list[int]:
-    try:
-        lo, hi = (int(t) for t in text.replace(":", ",").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give MIN,MAX bit widths, e.g. 2,8") from None
-    return [lo, hi]
+SECTIONS = {"data": "data", "model": "model", "env": "what to search (env)", "agent": "agent", "run": "run"}
 
 
-def add_parser(p: argparse.ArgumentParser) -> None:
+def _shown_defaults(agent: str | None) -> dict[str, Any]:
+    """The defaults a user gets without ``--config``: the quickstart preset's values over the model's."""
+    preset = nest_flat_keys(SearchOptions, quickstart())
+    shown = {}
+    for f in config_fields(SearchOptions):
+        section, _, leaf = f.path.partition(".")
+        node = preset.get(section)
+        if isinstance(node, dict) and leaf in node:
+            shown[f.path] = node[leaf]
+    if agent is not None:
+        shown["agent.name"] = agent
+    return shown
+
+
+def add_parser(p: argparse.ArgumentParser, *, agent: str | None = None) -> None:
+    """The options of ``amc search`` (``agent``: another default agent, as ``amc baseline`` has)."""
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.epilog = __doc__.split("Examples::", 1)[1].split("Without", 1)[0].rstrip() if __doc__ else None
-    p.add_argument("--config", metavar="YAML", help="preset to start from (default: configs/quickstart.yaml)")
-    g = p.add_argument_group("model and data")
-    g.add_argument("--model", help="architecture (lenet5, resnet20, ...; may be omitted with --checkpoint)")
-    g.add_argument("--checkpoint", help="trained `amc train` checkpoint; without it the model is trained briefly")
-    g.add_argument("--dataset", help="digits, fashion-mnist, cifar10, imagefolder")
-    g.add_argument("--data-dir", help="where the dataset's files are")
-    g.add_argument("--val-size", type=count_or_fraction, help="held-out images for the reward (count or fraction)")
-    g.add_argument("--train-epochs", type=int, help="epochs of the brief pretraining without --checkpoint")
-    g.add_argument("--data-seed", type=int, help="seed of the val holdout and the brief pretraining (default 0)")
-    g = p.add_argument_group("what to search")
-    g.add_argument("--mode", choices=("prune", "quant", "joint"), help="channel pruning, mixed precision, or both")
-    g.add_argument("--target", help="hard budget METRIC=RATIO: macs, params, size, bitops, latency (e.g. macs=0.5)")
-    g.add_argument("--reward", help="reward name (acc, acc_flops, acc_size, acc_latency)")
-    g.add_argument("--lbound", type=float, help="smallest preserve ratio per layer (AMC: 0.2)")
-    g.add_argument("--round-to", type=int, help="round kept channels to a multiple of this (e.g. 8)")
-    g.add_argument("--granularity", choices=("channel", "fine"), help="structured channels or unstructured weights")
-    g.add_argument("--importance", help="channel criterion: l1, l2, fpgm, bn_scale, random")
-    g.add_argument("--proxy", help="what is done to each compressed model before it is scored: auto (default: bn "
-                   "with BatchNorm, else reconstruct), vanilla, bn, reconstruct, reconstruct+bn, ft:K (K KD steps)")
-    g.add_argument("--calibration-size", type=int, help="train images of the proxy (norm statistics, reconstruction; "
-                   "default 256, fixed seed)")
-    g.add_argument("--budget-band", type=float, help="end every episode within [target x (1 - band), target], "
-                   "(default 0.02; 0: AMC's one-sided clip)")
-    g.add_argument("--reconstruct", action=argparse.BooleanOptionalAction, default=None,
-                   help="older switch: --reconstruct is --proxy reconstruct, --no-reconstruct --proxy vanilla")
-    g.add_argument("--w-bits", type=_pair, metavar="MIN,MAX", help="weight bit range (quant/joint)")
-    g.add_argument("--a-bits", type=_pair, metavar="MIN,MAX", help="activation bit range (quant/joint)")
-    g.add_argument("--eval-batch-size", type=int, help="batch size of the reward's evaluation")
-    g.add_argument("--eval-precision", choices=PRECISION_CHOICES,
-                   help="precision of the reward's evaluation (mode prune): bf16 is ~2.8x faster per episode on CPUs with "
-                   "AVX-512 BF16/AMX; the shipped policy is re-measured in fp32 by amc apply (default fp32)")
-    g.add_argument("--env-opt", type=key_value, action="append", metavar="KEY=VALUE",
-                   help="further environment option (repeatable)")
-    g = p.add_argument_group("agent")
-    g.add_argument("--agent", help="search agent (ddpg, or a registered baseline)")
-    g.add_argument("--episodes", type=int, help="episodes in all (a resumed run continues up to this)")
-    g.add_argument("--warmup", type=int, help="random warm-up episodes (AMC: 100, HAQ: 20)")
-    g.add_argument("--noise-sigma", type=float, help="initial exploration sigma in action units (AMC: 0.5)")
-    g.add_argument("--noise-decay", type=float, help="sigma decay per episode after warm-up (AMC: 0.95)")
-    g.add_argument("--final-reward-to-all", action=argparse.BooleanOptionalAction, default=None,
-                   help="give every transition the episode's final reward (AMC; default on)")
-    g.add_argument("--warm-start", metavar="RUN_DIR_OR_JSON",
-                   help="ddpg: start from this policy (a run dir's best_policy.json, or a policy JSON): it and a few "
-                        "noisy neighbours are the first episodes, in the replay buffer before exploration")
-    g.add_argument("--agent-opt", type=key_value, action="append", metavar="KEY=VALUE",
-                   help="agent option, repeatable (ddpg: actor_lr, critic_lr, tau, gamma, batch_size, hidden, ...)")
+    p.description = (f"{p.description or ''}\n\nThe defaults shown are the quickstart preset's "
+                     "(configs/quickstart.yaml);\nwith --config the file's values replace them. "
+                     "The older one-level names (--round-to for --env.round-to) still work.").lstrip()
+    p.epilog = __doc__.split("Examples::", 1)[1].split("Every option", 1)[0].rstrip() if __doc__ else None
+    p.add_argument("--config", metavar="YAML", help="preset to start from, flat or nested keys (default: "
+                   "configs/quickstart.yaml)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and exit")
+    add_config_arguments(p, SearchOptions, sections=SECTIONS, defaults=_shown_defaults(agent))
+    g = next(g for g in p._action_groups if g.title == "run")
+    g.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                   help=SearchOptions.model_fields["run"].annotation.model_fields["resume"].description)
+    g.add_argument("--no-progress", action="store_true", help="no live progress line")
+    g = next(g for g in p._action_groups if g.title == "agent")
     g.add_argument("--storage", help="Optuna agents: study storage, a journal file or a database URL such as "
                    "postgresql://user@host/db (default RUN_DIR/optuna.journal); workers sharing it share the study")
     g.add_argument("--study-name", help="Optuna agents: the study's name (every worker of one search passes the same)")
-    g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, help="seed of everything (default 0)")
-    g.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
-    g.add_argument("--threads", type=int, help="torch CPU threads")
-    g.add_argument("--run-dir", help="output directory (config, policy, TensorBoard, checkpoints, summary)")
-    g.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
-                   help="continue the search in RUN_DIR (or --run-dir) with the config it saved")
-    g.add_argument("--overwrite", action="store_true", default=None, help="discard what --run-dir holds")
-    g.add_argument("--checkpoint-every", type=int, help="episodes between checkpoints (default 10)")
-    g.add_argument("--no-progress", action="store_true", help="no live progress line")
+    if agent is not None:
+        p.set_defaults(**{"agent.name": agent})
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The :class:`agents.search.SearchConfig` the options describe (file first, options override)."""
-    from agents.search import SearchConfig, load_search_config
+    from agents.search import SearchConfig
 
-    names = set(SearchConfig.field_names())
+    given = {k: v for k, v in vars(args).items() if "." in k}  # the generated options: dotted paths
+    run_dir = given.get("run.run_dir")
     if isinstance(args.resume, str):  # --resume RUN_DIR
-        if args.run_dir not in (None, args.resume):
-            raise AmcError(f"--resume {args.resume} and --run-dir {args.run_dir} name different runs; pass one of them")
-        args.run_dir, args.resume = args.resume, True
-    config = args.config
-    if args.resume and config is None and args.run_dir and (Path(args.run_dir) / "config.yaml").is_file():
-        config = Path(args.run_dir) / "config.yaml"  # the search's own config; options given still override
-    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    if args.env_opt:
-        overrides["env_kwargs"] = dict(args.env_opt)
-    if args.agent_opt:
-        overrides["agent_kwargs"] = dict(args.agent_opt)
+        if run_dir not in (None, args.resume):
+            raise AmcError(f"--resume {args.resume} and --run-dir {run_dir} name different runs; pass one of them")
+        given["run.run_dir"] = run_dir = args.resume
+    if args.resume:
+        given["run.resume"] = True
+    config: Any = args.config
+    if args.resume and config is None and run_dir and (Path(run_dir) / "config.yaml").is_file():
+        config = Path(run_dir) / "config.yaml"  # the search's own config; options given still override
+    if config is None:
+        config = nest_flat_keys(SearchOptions, quickstart())
+        if "model.checkpoint" in given and "model.name" not in given:
+            config.get("model", {}).pop("name", None)  # the checkpoint knows its model; the preset's must not override
     for key in ("storage", "study_name"):  # Optuna agents' options (agents.optuna_agents.OptunaConfig)
         if getattr(args, key, None) is not None:
-            overrides.setdefault("agent_kwargs", {})[key] = getattr(args, key)
-    try:
-        return load_search_config(config, overrides)
-    except AmcError:
-        raise
-    except (TypeError, ValueError) as e:  # e.g. a YAML value of the wrong type
-        raise AmcError(f"search config: {e}") from None
+            given["agent.agent_kwargs"] = [*given.get("agent.agent_kwargs", []), (key, getattr(args, key))]
+    opts = resolve_config(SearchOptions, given, config=config, what="search config")
+    return SearchConfig.from_options(opts)
 
 
 def _fmt(v: Any, spec: str = ".4f") -> str:
@@ -155,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
     from agents.search import run_search
 
     cfg = config_from_args(args)
+    if args.print_config:
+        print(dump_config(cfg.options()), end="")
+        return 0
     summary = run_search(cfg, progress=not args.no_progress)
     head = "search interrupted" if summary.get("interrupted") else "search finished"
     print(f"{head}: {cfg.run_dir}")

@@ -5,12 +5,14 @@ from amc.config.cli import (
     add_config_arguments,
     config_fields,
     dump_config,
+    flat_name,
     key_value,
     load_yaml,
+    nest_flat_keys,
     resolve_config,
     set_path,
     validation_message,
 )
 
-__all__ = ["ConfigField", "add_config_arguments", "config_fields", "dump_config", "key_value", "load_yaml", "resolve_config",
-           "set_path", "validation_message"]
+__all__ = ["ConfigField", "add_config_arguments", "config_fields", "dump_config", "flat_name", "key_value", "load_yaml",
+           "nest_flat_keys", "resolve_config", "set_path", "validation_message"]

@@ -16,6 +16,7 @@ What this module adds over argparse is small: it walks ``model_fields``, and pyd
 from __future__ import annotations
 
 import argparse
+import difflib
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from amc.errors import AmcError
 
 __all__ = ["ConfigField", "config_fields", "add_config_arguments", "resolve_config", "dump_config", "load_yaml",
-           "set_path", "validation_message", "key_value"]
+           "set_path", "validation_message", "key_value", "flat_name", "nest_flat_keys"]
 
 
 class ConfigField(typing.NamedTuple):
@@ -39,6 +40,7 @@ class ConfigField(typing.NamedTuple):
     default: Any
     description: str
     flag: str | None  # the everyday name, e.g. "--episodes"
+    cli: bool = True  # False: the command adds this option itself (``json_schema_extra={"cli": False}``)
 
 
 def _is_model(annotation: Any) -> bool:
@@ -53,7 +55,18 @@ def config_fields(model: type[BaseModel], prefix: str = "") -> Iterator[ConfigFi
             continue
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, Mapping) else {}
         default = info.get_default(call_default_factory=True)
-        yield ConfigField(f"{prefix}{name}", info.annotation, default, info.description or "", extra.get("flag"))
+        yield ConfigField(f"{prefix}{name}", info.annotation, default, info.description or "", extra.get("flag"),
+                          bool(extra.get("cli", True)))
+
+
+def flat_name(path: str) -> str:
+    """The one-level name of a leaf (``agent.episodes`` -> ``episodes``; a section's ``name`` -> the section).
+
+    Leaf names are unique across sections (one name per notion), so the flat names are the keys of a
+    flat config file and the old one-level options (``--round-to``).
+    """
+    section, _, leaf = path.rpartition(".")
+    return section.rsplit(".", 1)[-1] if leaf == "name" and section else leaf
 
 
 def _strip_optional(annotation: Any) -> tuple[Any, bool]:
@@ -103,35 +116,58 @@ def _negative(option: str) -> str:
     return f"--{head + '.' if head else ''}no-{leaf}"
 
 
+class _Items(argparse.Action):
+    """A list option: ``--w-bits 3 6`` or ``--w-bits 3,6``, each item typed as YAML reads it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, [_scalar(p.strip()) for v in values for p in str(v).split(",") if p.strip()])
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, model: type[BaseModel], *,
-                         sections: Mapping[str, str] | None = None) -> None:
+                         sections: Mapping[str, str] | None = None, defaults: Mapping[str, Any] | None = None,
+                         flat_aliases: bool = True) -> None:
     """Add one option per leaf field of ``model`` to ``parser``, grouped by top-level section.
 
     Options that are not given stay absent from the parsed namespace (``argparse.SUPPRESS``), so that
     only what the user typed overrides the file. ``sections`` titles the groups (``{"env": "what to
-    search"}``); a section without a title is titled by its name.
+    search"}``); a section without a title is titled by its name. A field with an everyday ``flag`` is
+    shown under that name only (its dotted name is still accepted); ``flat_aliases`` also accepts,
+    unshown, each field's flat name (``--round-to`` for ``--env.round-to``). ``defaults`` (dotted path
+    -> value) replaces the model's defaults in the help text (e.g. a preset's values).
     """
     groups: dict[str, Any] = {}
-    for f in config_fields(model):
+    fields = [f for f in config_fields(model) if f.cli]
+    taken = {f.flag for f in fields if f.flag} | {f"--{f.path.replace('_', '-')}" for f in fields}
+    for f in fields:
         section = f.path.split(".", 1)[0] if "." in f.path else ""
         if section not in groups:
             title = (sections or {}).get(section, section or "options")
-            groups[section] = parser.add_argument_group(title)
-        names = [f"--{f.path.replace('_', '-')}"]
-        if f.flag:
-            names.insert(0, f.flag)
+            info = model.model_fields.get(section)
+            groups[section] = parser.add_argument_group(title, description=info.description if info else None)
+        group = groups[section]
+        dotted = f"--{f.path.replace('_', '-')}"
+        shown = f.flag or dotted
+        hidden = [dotted] if f.flag else []
+        flat = f"--{flat_name(f.path).replace('_', '-')}"
+        if flat_aliases and flat not in taken:
+            hidden.append(flat)
+            taken.add(flat)
+        default = (defaults or {}).get(f.path, f.default)
         kwargs: dict[str, Any] = {"dest": f.path, "default": argparse.SUPPRESS,
-                                  "help": f"{f.description} (default: {_show(f.default)})".lstrip()}
+                                  "help": f"{f.description} (default: {_show(default)})".lstrip()}
         inner, _ = _strip_optional(f.annotation)
         origin = typing.get_origin(inner)
-        kwargs["metavar"] = f.path.rsplit(".", 1)[-1].upper()
         if inner is bool:  # --env.reconstruct / --env.no-reconstruct (and --reconstruct / --no-reconstruct)
-            negative = [_negative(n) for n in names]
-            groups[section].add_argument(*names, dest=f.path, default=argparse.SUPPRESS, action="store_const",
-                                         const=True, help=kwargs["help"])
-            groups[section].add_argument(*negative, dest=f.path, default=argparse.SUPPRESS, action="store_const",
-                                         const=False, help=argparse.SUPPRESS)
+            shown_help = kwargs["help"][:-1] + f"; {_negative(shown)}: false)"
+            for names, help_ in (([shown], shown_help), (hidden, argparse.SUPPRESS)):
+                if names:
+                    group.add_argument(*names, dest=f.path, default=argparse.SUPPRESS, action="store_const",
+                                       const=True, help=help_)
+            group.add_argument(*[_negative(n) for n in [shown, *hidden]], dest=f.path, default=argparse.SUPPRESS,
+                               action="store_const", const=False, help=argparse.SUPPRESS)
             continue
+        kwargs["metavar"] = flat_name(f.path).upper()
         if origin is Literal:
             choices = typing.get_args(inner)
             kwargs["choices"] = choices
@@ -140,10 +176,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]
         elif origin in (dict, Mapping) or inner is dict:
             kwargs.update(type=key_value, action="append", metavar="KEY=VALUE")
         elif origin in (list, tuple) or inner in (list, tuple):
-            kwargs.update(nargs="+", type=_scalar)
+            kwargs.update(nargs="+", action=_Items)
         else:
             kwargs["type"] = _scalar
-        groups[section].add_argument(*names, **kwargs)
+        group.add_argument(shown, **kwargs)
+        if hidden:
+            group.add_argument(*hidden, **{**kwargs, "help": argparse.SUPPRESS})
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -172,19 +210,21 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _nest_flat_keys(model: type[BaseModel], data: dict[str, Any], source: str) -> dict[str, Any]:
+def nest_flat_keys(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str, Any]:
     """Place top-level keys that name a leaf field (``episodes: 10``) in their section (``agent``).
 
-    Leaf names are unique across sections (one name per notion), so a flat file stays readable as
-    the nested one; a key that is neither a section nor a leaf is left for pydantic to refuse.
+    Flat names are unique (:func:`flat_name`), so a flat file stays readable as the nested one; a
+    section given a value that is not a mapping (``model: lenet5``) sets the section's ``name``. A key
+    that is neither a section nor a leaf is left for pydantic to refuse.
     """
     sections = {name for name, info in model.model_fields.items() if _is_model(info.annotation)}
-    leaves: dict[str, str] = {}
-    for f in config_fields(model):
-        leaves.setdefault(f.path.rsplit(".", 1)[-1], f.path)
+    leaves = {flat_name(f.path): f.path for f in config_fields(model) if "." in f.path}
     out: dict[str, Any] = {}
     for key, value in data.items():
-        path = leaves.get(key) if key not in sections and key not in model.model_fields else None
+        if key in sections:
+            path = leaves.get(key) if not isinstance(value, dict) and leaves.get(key) == f"{key}.name" else None
+        else:
+            path = leaves.get(key) if key not in model.model_fields else None
         if path is None:
             if key in out and isinstance(out[key], dict) and isinstance(value, dict):
                 out[key] = {**out[key], **value}
@@ -195,18 +235,37 @@ def _nest_flat_keys(model: type[BaseModel], data: dict[str, Any], source: str) -
     return out
 
 
-def validation_message(error: ValidationError, what: str) -> str:
-    """Pydantic's errors on one line: ``what: env.lbound=3: Input should be less than or equal to 1``."""
+def _suggest(model: type[BaseModel], loc: list[str]) -> str:
+    """`` (did you mean 'agent.episodes'?)`` for an unknown key, else the keys valid where it stands."""
+    known = [name for f in config_fields(model) for name in (f.path, flat_name(f.path))]
+    near = difflib.get_close_matches(".".join(loc), known, n=1)
+    if near:
+        return f" (did you mean {near[0]!r}?)"
+    for key in loc[:-1]:
+        info = model.model_fields.get(key)
+        if info is None or not _is_model(info.annotation):
+            return ""
+        model = info.annotation
+    return f"; valid: {', '.join(model.model_fields)}"
+
+
+def validation_message(error: ValidationError, what: str, model: type[BaseModel] | None = None) -> str:
+    """Pydantic's errors on one line: ``what: env.lbound=3: Input should be less than or equal to 1``.
+
+    With ``model``, an unknown key names the option it most resembles (``did you mean 'agent.episodes'?``).
+    """
     parts = []
     for e in error.errors():
         loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "literal_error":  # "Input should be 'a', 'b' or 'c'" -> "valid: a, b, c"
+            msg = "valid: " + str((e.get("ctx") or {}).get("expected", "")).replace("' or '", "', '").replace("'", "")
         if e["type"] == "extra_forbidden":
-            parts.append(f"unknown option {loc!r}")
+            parts.append(f"unknown option {loc!r}" + (_suggest(model, [str(p) for p in e["loc"]]) if model else ""))
         elif e["type"] == "missing":
             parts.append(f"{loc} is required")
         else:
-            shown = e.get("input")
-            parts.append(f"{loc}={shown!r}: {e['msg']}" if loc else e["msg"])
+            parts.append(f"{loc}={e.get('input')!r}: {msg}" if loc else msg)
     return f"{what}: " + "; ".join(parts)
 
 
@@ -218,7 +277,7 @@ def resolve_config(model: type[BaseModel], args: argparse.Namespace | Mapping[st
     are ignored. ``KEY=VALUE`` lists become mappings.
     """
     data = load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
-    data = _nest_flat_keys(model, data, str(config))
+    data = nest_flat_keys(model, data)
     given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
     paths = {f.path for f in config_fields(model)}
     for path, value in given.items():
@@ -230,9 +289,16 @@ def resolve_config(model: type[BaseModel], args: argparse.Namespace | Mapping[st
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise AmcError(validation_message(e, what)) from None
+        raise AmcError(validation_message(e, what, model)) from None
 
 
 def dump_config(config: BaseModel) -> str:
     """YAML that :func:`resolve_config` reads back to an equal configuration."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return yaml.dump(config.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Sections as blocks, lists on one line (``w_bits: [2, 8]``)."""
+
+
+_Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))

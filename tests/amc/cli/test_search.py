@@ -77,7 +77,7 @@ def test_bad_config_values_say_what_to_do(change, message):
 def test_unknown_yaml_key_lists_the_valid_ones(tmp_path):
     preset = tmp_path / "p.yaml"
     preset.write_text("model: lenet5\nepisodez: 3\n")
-    with pytest.raises(AmcError, match="unknown key\\(s\\) episodez; valid: model"):
+    with pytest.raises(AmcError, match="unknown option 'episodez' \\(did you mean 'episodes'\\?\\)"):
         load_search_config(preset)
 
 
@@ -226,7 +226,7 @@ def test_baseline_command_defaults_to_tpe_and_refuses_ddpg(tmp_path: Path) -> No
     from amc.cli import build_parser, main
 
     args = build_parser().parse_args(["baseline", "--run-dir", str(tmp_path / "b")])
-    assert args.agent == "tpe"
+    assert getattr(args, "agent.name") == "tpe"
     assert main(["baseline", "--agent", "ddpg", "--run-dir", str(tmp_path / "c")]) == 2
 
 
@@ -241,3 +241,71 @@ def test_resume_dir_reuses_the_saved_config(tmp_path: Path) -> None:
     cfg = config_from_args(build_parser().parse_args(["search", "--resume", str(run_dir), "--episodes", "9"]))
     assert (cfg.model, cfg.target, cfg.agent, cfg.episodes, cfg.resume) == ("mlp", "macs=0.4", "random", 9, True)
     assert cfg.run_dir == str(run_dir)
+
+
+# ------------------------------------------------------------------------------------- SearchOptions
+def test_print_config_reads_back_unchanged(tmp_path, capsys):
+    assert main(["search", "--print-config", "--episodes", "7", "--env.round-to", "8", "--w-bits", "3,6",
+                 "--agent-opt", "actor_lr=1e-4", "--val-size", "0.1"]) == 0
+    text = capsys.readouterr().out
+    nested = yaml.safe_load(text)
+    assert set(nested) == {"data", "model", "env", "agent", "run"}
+    assert (nested["agent"]["episodes"], nested["env"]["round_to"], nested["env"]["w_bits"]) == (7, 8, [3, 6])
+    assert nested["agent"]["agent_kwargs"] == {"actor_lr": 1e-4} and nested["data"]["val_size"] == 0.1
+    f = tmp_path / "printed.yaml"
+    f.write_text(text)
+    assert main(["search", "--config", str(f), "--print-config"]) == 0
+    assert capsys.readouterr().out == text
+    assert config_from_args(_args("--config", str(f))) == config_from_args(
+        _args("--episodes", "7", "--round-to", "8", "--w-bits", "3", "6", "--agent-opt", "actor_lr=1e-4",
+              "--val-size", "0.1"))
+
+
+SHIPPED = sorted((Path(search_mod.__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    """The shipped presets (flat keys) are read into their sections."""
+    assert len(SHIPPED) >= 3
+    flat = yaml.safe_load(path.read_text())
+    cfg = config_from_args(_args("--config", str(path)))
+    assert {k: getattr(cfg, k) for k in flat} == {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
+    assert load_search_config(path) == cfg
+
+
+def test_search_options_own_the_defaults():
+    from typing import get_args
+
+    from amc.cli._args import PRECISION_CHOICES
+    from amc.config.search import EnvOptions, SearchOptions
+    from amc.policy import GRANULARITIES, MODES
+    from envs import EnvConfig
+
+    env = EnvOptions.model_fields
+    assert get_args(env["mode"].annotation) == MODES and get_args(env["granularity"].annotation) == GRANULARITIES
+    assert get_args(env["eval_precision"].annotation) == PRECISION_CHOICES
+    cfg = SearchConfig(model="lenet5")
+    opts = cfg.options()
+    assert isinstance(opts, SearchOptions) and opts.agent.episodes == cfg.episodes == 400 and opts.model.name == "lenet5"
+    assert (cfg.lbound, cfg.budget_band, cfg.eval_batch_size, cfg.device, cfg.run_dir) == (0.2, 0.02, 512, "auto",
+                                                                                            "runs/search")
+    assert EnvConfig().lbound == env["lbound"].default and EnvConfig().budget_band == 0.0  # the env's own default
+    assert SearchConfig.from_dict(opts.model_dump()) == cfg  # nested mappings are read too
+
+
+@pytest.mark.parametrize(("text", "argv", "message"), [
+    ("mode: shrink\n", [], "env.mode='shrink': valid: prune, quant, joint"),
+    ("env:\n  granularity: coarse\n", [], "env.granularity='coarse': valid: channel, fine"),
+    ("", ["--episodes", "many"], "agent.episodes='many': Input should be a valid integer"),
+    ("", ["--env.lbound", "1.5"], "env.lbound='1.5': Input should be less than or equal to 1"),
+    ("agent:\n  episodez: 3\n", [], "unknown option 'agent.episodez' (did you mean 'agent.episodes'?)"),
+    ("env:\n  zzz: 1\n", [], "unknown option 'env.zzz'; valid: mode, target"),
+    ("agnt:\n  episodes: 3\n", [], "unknown option 'agnt' (did you mean 'agent'?)"),
+])
+def test_cli_bad_config_is_one_error_line(tmp_path, capsys, text, argv, message):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: lenet5\n" + text)
+    assert main(["search", "--config", str(f), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: search config: ") and err.count("\n") == 1 and message in err, err

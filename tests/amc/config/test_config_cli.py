@@ -104,7 +104,8 @@ def test_help_shows_everyday_names_and_defaults(capsys) -> None:
     with pytest.raises(SystemExit):
         _parse(["--help"])
     out = capsys.readouterr().out
-    assert "--episodes EPISODES, --agent.episodes EPISODES" in out
+    assert "--episodes EPISODES " in out and "--agent.episodes" not in out  # an everyday name is shown once
+    assert "--env.reconstruct" in out and "--env.no-reconstruct: false" in " ".join(out.split())
     assert "smallest keep ratio (default: 0.2)" in out and "what to search:" in out
     assert "(default: 2 8)" in out
 
@@ -112,3 +113,20 @@ def test_help_shows_everyday_names_and_defaults(capsys) -> None:
 def test_a_missing_config_file_is_an_error(tmp_path) -> None:
     with pytest.raises(AmcError, match="does not exist"):
         resolve_config(Search, _parse([]), config=tmp_path / "nope.yaml")
+
+
+def test_dotted_and_flat_names_stay_accepted_unshown() -> None:
+    """A flagged field also takes its dotted name, and every field its flat (one-level) name."""
+    cfg = resolve_config(Search, _parse(["--agent.episodes", "5", "--lbound", "0.5", "--w-bits", "3,6",
+                                         "--no-reconstruct"]))
+    assert (cfg.agent.episodes, cfg.env.lbound, cfg.env.w_bits, cfg.env.reconstruct) == (5, 0.5, (3, 6), False)
+
+
+def test_unknown_keys_suggest_the_option_or_list_the_valid_ones(tmp_path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("agent:\n  episodez: 3\n")
+    with pytest.raises(AmcError, match="unknown option 'agent.episodez' \\(did you mean 'agent.episodes'\\?\\)"):
+        resolve_config(Search, _parse([]), config=f)
+    f.write_text("env:\n  zzz: 3\n")
+    with pytest.raises(AmcError, match="unknown option 'env.zzz'; valid: target, lbound, w_bits"):
+        resolve_config(Search, _parse([]), config=f)

@@ -1,0 +1,264 @@
+"""``SearchOptions``: everything ``amc search`` takes, one typed model composed of five sections.
+
+Each field's description is its ``--help`` text and its default is the one default of that option
+(``agents.search.SearchConfig``, the flat view the search code uses, and ``envs.EnvConfig`` take
+theirs from here). Names are unique across sections, so a flat file (``episodes: 400``) is read into
+its sections (``agent.episodes``), and a section given a name (``model: lenet5``) sets its ``name``.
+Registry names (models, datasets, agents, rewards, importances) are checked against the registries,
+which users extend, so they are strings rather than ``Literal`` choices.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["QUICKSTART", "quickstart", "quickstart_path", "DataConfig", "ModelConfig", "EnvOptions", "AgentOptions", "RunConfig", "SearchOptions"]
+
+
+def _path(v: Any) -> Any:
+    return os.fspath(v) if isinstance(v, os.PathLike) else v
+
+
+def _options(v: Any) -> Any:
+    return {} if v is None else v  # an empty YAML key (``env_kwargs:``) is no options
+
+
+PathStr = Annotated[str, BeforeValidator(_path)]
+Options = Annotated[dict[str, Any], BeforeValidator(_options)]
+BitRange = tuple[int, int]
+
+
+def _flag(name: str) -> dict[str, Any]:
+    return {"flag": name}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    dataset: str = Field("digits", description="digits, fashion-mnist, cifar10, imagefolder",
+                         json_schema_extra=_flag("--dataset"))
+    data_dir: PathStr | None = Field(None, description="where the dataset's files are", json_schema_extra=_flag("--data-dir"))
+    val_size: int | float | None = Field(
+        None, description="held-out train images the reward is measured on: a count or a fraction in (0, 1); "
+                          "none: the dataset's default")
+    data_seed: int = Field(0, ge=0, description="seed of the val holdout and of the brief pretraining (kept apart "
+                                                "from --seed, so that searches with other seeds see the same model)")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        from amc.data import DATASETS
+
+        if v.lower() not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; valid: {', '.join(DATASETS.names())}")
+        return v.lower()
+
+    @field_validator("val_size")
+    @classmethod
+    def _positive(cls, v: int | float | None) -> int | float | None:
+        if v is not None and not v > 0:
+            raise ValueError("must be a count (>= 1) or a fraction in (0, 1): the reward is measured on these "
+                             "held-out images (leave it out for the dataset's default)")
+        return v
+
+
+class ModelConfig(_Section):
+    name: str | None = Field(None, description="architecture (lenet5, resnet20, ..., torchvision:<name>, "
+                                               "package.module:factory); may be omitted with --checkpoint",
+                             json_schema_extra=_flag("--model"))
+    model_kwargs: Options = Field(default_factory=dict, description="extra arguments of the model factory "
+                                                                    "(e.g. width_mult=0.5)")
+    checkpoint: PathStr | None = Field(None, description="trained `amc train` checkpoint; without it the model is "
+                                                         "trained briefly first", json_schema_extra=_flag("--checkpoint"))
+    train_epochs: int = Field(10, ge=0, description="epochs of the brief pretraining without --checkpoint "
+                                                    "(run_dir/pretrain, reused on resume)")
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must be a model name such as lenet5 or resnet20")
+        if v is not None and ":" not in v:
+            from amc.models import MODELS
+
+            if v.lower() not in MODELS:
+                raise ValueError(f"unknown model {v!r}; valid: {', '.join(MODELS.names())} "
+                                 "(or torchvision:<name>, package.module:factory)")
+        return v
+
+
+class EnvOptions(_Section):
+    """What is searched and how a policy is scored (``envs.EnvConfig``, which adds the env-only options)."""
+
+    mode: Literal["prune", "quant", "joint"] = Field(
+        "prune", description="channel pruning, mixed precision, or both", json_schema_extra=_flag("--mode"))
+    target: str = Field("macs=0.5", description="hard budget METRIC=RATIO of the float32 model: macs, params, size, "
+                                                "bitops, latency", json_schema_extra=_flag("--target"))
+    reward: str = Field("acc", description="reward name (acc, acc_flops, acc_size, acc_latency)")
+    lbound: float = Field(0.2, gt=0, le=1, description="smallest preserve ratio per layer (AMC: 0.2)")
+    round_to: int = Field(1, ge=1, description="round kept channels to a multiple of this (e.g. 8)")
+    granularity: Literal["channel", "fine"] = Field("channel", description="structured channels or unstructured "
+                                                                           "weights")
+    importance: str = Field("l1", description="channel criterion: l1, l2, fpgm, bn_scale, random")
+    proxy: str = Field("auto", description="what is done to each compressed model before it is scored: auto (bn "
+                                           "with BatchNorm, else reconstruct), vanilla, bn, reconstruct, "
+                                           "reconstruct+bn, ft:K (K KD steps)", json_schema_extra=_flag("--proxy"))
+    reconstruct: bool | None = Field(None, description="older switch: true is proxy reconstruct, false proxy vanilla")
+    calibration_size: int = Field(256, ge=1, description="train images of the proxy (norm statistics, "
+                                                         "reconstruction; fixed seed)")
+    budget_band: float = Field(0.02, ge=0, lt=1, description="end every episode within [target x (1 - band), "
+                                                             "target] (0: AMC's one-sided clip)")
+    w_bits: BitRange = Field((2, 8), description="weight bit range MIN MAX (quant/joint)")
+    a_bits: BitRange = Field((2, 8), description="activation bit range MIN MAX (quant/joint)")
+    eval_batch_size: int = Field(512, ge=1, description="batch size of the reward's evaluation")
+    eval_precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="precision of the reward's evaluation (mode prune): bf16 is ~2.8x faster per episode on "
+                            "CPUs with AVX-512 BF16/AMX; amc apply re-measures the policy in fp32")
+    env_kwargs: Options = Field(default_factory=dict, description="further envs.EnvConfig option (repeatable)",
+                                json_schema_extra=_flag("--env-opt"))
+
+    @field_validator("target")
+    @classmethod
+    def _parse_target(cls, v: str) -> str:
+        from amc.policy import parse_target
+
+        parse_target(v)
+        return v
+
+    @field_validator("proxy")
+    @classmethod
+    def _parse_proxy(cls, v: str) -> str:
+        from amc.proxies import parse_proxy
+
+        return parse_proxy(v).name
+
+    @field_validator("reward")
+    @classmethod
+    def _known_reward(cls, v: str) -> str:
+        from envs import REWARDS
+
+        if v not in REWARDS:
+            raise ValueError(f"unknown reward {v!r}; valid: {', '.join(REWARDS.names())}")
+        return v
+
+    @field_validator("importance")
+    @classmethod
+    def _known_importance(cls, v: str) -> str:
+        from amc.pruning import IMPORTANCES
+
+        if v not in IMPORTANCES:
+            raise ValueError(f"unknown importance {v!r}; valid: {', '.join(IMPORTANCES.names())}")
+        return v
+
+    @field_validator("w_bits", "a_bits")
+    @classmethod
+    def _bit_range(cls, v: BitRange) -> BitRange:
+        if not 1 <= v[0] <= v[1] <= 32:
+            raise ValueError("must satisfy 1 <= min <= max <= 32, e.g. 2 8")
+        return v
+
+
+class AgentOptions(_Section):
+    name: str = Field("ddpg", description="search agent: ddpg, or a baseline (tpe, cmaes, gp, random, nsga2, motpe, "
+                                          "uniform, sensitivity, preset:deep, ...)", json_schema_extra=_flag("--agent"))
+    episodes: int = Field(400, ge=1, description="episodes in all (a resumed run continues up to this)",
+                          json_schema_extra=_flag("--episodes"))
+    warmup: int = Field(100, ge=0, description="random warm-up episodes (AMC: 100, HAQ: 20)",
+                        json_schema_extra=_flag("--warmup"))
+    final_reward_to_all: bool = Field(True, description="give every transition the episode's final reward (AMC)")
+    noise_sigma: float = Field(0.5, ge=0, description="initial exploration sigma in action units (AMC: 0.5)")
+    noise_decay: float = Field(0.95, gt=0, le=1, description="sigma decay per episode after warm-up (AMC: 0.95)")
+    warm_start: PathStr | None = Field(None, description="ddpg: start from this policy (a run dir's best_policy.json, "
+                                                         "or a policy JSON): it and a few noisy neighbours are the "
+                                                         "first episodes")
+    agent_kwargs: Options = Field(default_factory=dict, description="agent option, repeatable (ddpg: actor_lr, "
+                                                                    "critic_lr, tau, gamma, batch_size, hidden, ...)",
+                                  json_schema_extra=_flag("--agent-opt"))
+
+    @field_validator("name")
+    @classmethod
+    def _known_agent(cls, v: str) -> str:
+        from agents._base import AGENTS
+
+        AGENTS.get(v)  # ValueError listing the valid ones
+        return v.lower()
+
+    @field_validator("noise_sigma")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number >= 0 (AMC: 0.5)")
+        return v
+
+
+class RunConfig(_Section):
+    seed: int = Field(0, ge=0, description="seed of the search", json_schema_extra=_flag("--seed"))
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps", json_schema_extra=_flag("--device"))
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (none: torch's default)",
+                                json_schema_extra=_flag("--threads"))
+    run_dir: PathStr = Field("runs/search", min_length=1, description="output directory (config, policy, TensorBoard, "
+                                                                      "checkpoints, summary)",
+                             json_schema_extra=_flag("--run-dir"))
+    resume: bool = Field(False, description="continue the search in RUN_DIR (or --run-dir) with the config it saved",
+                         json_schema_extra={"flag": "--resume", "cli": False})
+    overwrite: bool = Field(False, description="discard what --run-dir holds", json_schema_extra=_flag("--overwrite"))
+    checkpoint_every: int = Field(10, ge=1, description="episodes between checkpoints")
+
+    @field_validator("device")
+    @classmethod
+    def _usable_device(cls, v: str) -> str:
+        from amc.utils import resolve_device
+
+        resolve_device(v)  # ValueError naming the valid devices
+        return v
+
+
+class SearchOptions(_Section):
+    """A compression search: data, model, environment, agent and run."""
+
+    data: DataConfig = Field(default_factory=DataConfig, description="the dataset and the val holdout the reward is measured on")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the model to compress (a checkpoint, or trained briefly first)")
+    env: EnvOptions = Field(default_factory=EnvOptions, description="what is searched, under which budget, and how a policy is scored")
+    agent: AgentOptions = Field(default_factory=AgentOptions, description="the search agent and its exploration")
+    run: RunConfig = Field(default_factory=RunConfig, description="the run directory, seeds, device and checkpoints")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchOptions:
+        if self.model.name is None and self.model.checkpoint is None:
+            raise ValueError("give a model (e.g. --model lenet5) or a trained --checkpoint")
+        if self.model.checkpoint is None and self.model.train_epochs < 1:
+            raise ValueError("train_epochs must be >= 1 without a checkpoint (the model is trained briefly first)")
+        if self.agent.warm_start is not None:
+            if self.agent.name != "ddpg":
+                raise ValueError(f"warm_start is a ddpg option (agent is {self.agent.name!r})")
+            src = Path(self.agent.warm_start)
+            if not (src / "best_policy.json").is_file() and not (src.is_file() and src.suffix == ".json"):
+                raise ValueError(f"warm_start={str(src)!r}: give a run dir holding best_policy.json or a policy "
+                                 ".json file")
+        if self.run.resume and self.run.overwrite:
+            raise ValueError("resume and overwrite exclude each other: --resume continues run_dir, --overwrite "
+                             "discards it")
+        return self
+
+
+def quickstart_path() -> Path:
+    """The quickstart preset, ``amc/config/quickstart.yaml`` (``configs/quickstart.yaml`` links to it)."""
+    return Path(__file__).resolve().with_name("quickstart.yaml")
+
+
+def quickstart() -> dict[str, Any]:
+    """The quickstart preset's keys (a fresh copy)."""
+    return copy.deepcopy(QUICKSTART)
+
+
+#: the quickstart preset (flat keys), the base of ``amc search`` without ``--config``
+QUICKSTART: dict[str, Any] = yaml.safe_load(quickstart_path().read_text())
