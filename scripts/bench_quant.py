@@ -16,7 +16,7 @@ fp32, as ``CompressionEnv.uniform_bits_ratio`` computes it for the checkpoint's 
         --out bench_out/quant
     # issue 19, point 4: ResNet-20 / CIFAR-10 at the BitOps of uniform W4A4, with the search's proxy
     python scripts/bench_quant.py --checkpoint reference/resnet20-cifar10-kd-resnet56.pt --dataset cifar10 \
-        --data-dir data --bitops bitops=W4A4 --arms b --proxy auto --eval-precision bf16 --eval-limit 1000 \
+        --data-dir data --bitops bitops=W4A4 --arms b --proxy auto --eval-limit 1000 \
         --episodes 300 --warmup 100 --ft-b --ft-steps 352 --out bench_out/quant-r20
 
 Accuracy before fine-tuning is the search's val top-1 (the first ``--eval-limit`` images of the
