@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from amc.config.train import ShareOptions
 from amc.errors import AmcError
 from amc.policy import Policy
 from amc.utils import atomic_write_json
@@ -64,6 +65,7 @@ __all__ = [
 ]
 
 STAGES = ("original", "pruned", "quantized", "huffman")
+_SHARE = ShareOptions.model_fields  # the defaults of the weight-sharing stage (amc finetune --share-*)
 FLOAT_BYTES = 4
 
 
@@ -88,10 +90,10 @@ class DeepCompressionConfig:
     prune_steps: int = 3
     prune_epochs: int = 5
     prune_lr: float = 0.01
-    share_epochs: int = 3
-    share_lr: float = 1e-3
-    kmeans_iters: int = 30
-    huffman: bool = True
+    share_epochs: int = _SHARE["share_epochs"].default
+    share_lr: float = _SHARE["share_lr"].default
+    kmeans_iters: int = _SHARE["kmeans_iters"].default
+    huffman: bool = _SHARE["huffman"].default
     kd: bool = True
     kd_temperature: float = 4.0
     kd_alpha: float = 0.9

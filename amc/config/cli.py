@@ -148,7 +148,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]
         group = groups[section]
         dotted = f"--{f.path.replace('_', '-')}"
         shown = f.flag or dotted
-        hidden = [dotted] if f.flag else []
+        hidden = [dotted] if f.flag and f.flag != dotted else []
         flat = f"--{flat_name(f.path).replace('_', '-')}"
         if flat_aliases and flat not in taken:
             hidden.append(flat)
@@ -265,7 +265,8 @@ def validation_message(error: ValidationError, what: str, model: type[BaseModel]
         elif e["type"] == "missing":
             parts.append(f"{loc} is required")
         else:
-            parts.append(f"{loc}={e.get('input')!r}: {msg}" if loc else msg)
+            shown = "" if isinstance(e.get("input"), Mapping) else f"={e.get('input')!r}"  # a section: not its dict
+            parts.append(f"{loc}{shown}: {msg}" if loc else msg)
     return f"{what}: " + "; ".join(parts)
 
 
