@@ -61,7 +61,8 @@ class BenchData(_Section):
     data_dir: PathStr | None = Field(None, description="where the dataset is (none: the checkpoint's)",
                                      json_schema_extra={"flag": "--data-dir"})
     val_size: Count | None = Field(None, ge=0, description="val holdout size (none: the checkpoint's holdout, so "
-                                                           "that no val image was trained on)")
+                                                           "that no val image was trained on)",
+                                  json_schema_extra={"flag": "--val-size"})
     data_seed: Count | None = Field(None, ge=0, description="seed of the val holdout (none: the checkpoint's)")
     reward_val: AllOrCount = Field(1000, description="val images of the searches' reward, the first of the shuffled "
                                                      "holdout (a count or all; AMC: 5,000 on CIFAR)",
@@ -98,12 +99,13 @@ class BenchSearch(_Section):
 class BenchEnv(_Checks):
     target: str = _ENV["target"]
     lbound: float = _ENV["lbound"]
-    round_to: int = _ENV["round_to"]
+    round_to: int = _like(_ENV["round_to"], flag="--round-to")
     importance: str = _ENV["importance"]
-    reconstruct: bool = _like(_ENV["reconstruct"], default=False, description="older switch for --proxy reconstruct")
+    reconstruct: bool = _like(_ENV["reconstruct"], default=False, flag="--reconstruct",
+                              description="older switch for --proxy reconstruct")
     proxy: str = _ENV["proxy"]
-    calibration_size: int = _ENV["calibration_size"]
-    budget_band: float = _ENV["budget_band"]
+    calibration_size: int = _like(_ENV["calibration_size"], flag="--calibration-size")
+    budget_band: float = _like(_ENV["budget_band"], flag="--budget-band")
     eval_precision: Precision = _like(_ENV["eval_precision"], flag="--eval-precision",
                                       description="precision of the searches' reward (val/test top-1 stay fp32)")
 
