@@ -26,10 +26,10 @@ from typing import Any
 
 from amc.config import (
     add_config_arguments,
-    config_fields,
     dump_config,
     load_yaml,
     nest_flat_keys,
+    preset_defaults,
     resolve_config,
 )
 from amc.config.bench import PRESETS, BenchOptions
@@ -59,13 +59,6 @@ def _preset(name: str, file: dict[str, Any] | None = None) -> dict[str, Any]:
     return data
 
 
-def _shown_defaults() -> dict[str, Any]:
-    """The defaults a user gets without --full: the quick preset's over the model's."""
-    preset = _preset("quick")
-    return {f.path: preset[f.path.split(".")[0]][f.path.split(".")[1]] for f in config_fields(BenchOptions)
-            if f.path.split(".")[1] in preset.get(f.path.split(".")[0], {})}
-
-
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = (f"{p.description or ''}\n\nThe defaults shown are the --quick preset's; --full or --config "
@@ -80,7 +73,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                             "2,000 test images (default)")
     scale.add_argument("--full", dest="preset", action="store_const", const="full",
                        help="300 evaluations (100 warm-up), all val images, 5 epochs of fine-tuning, whole test split")
-    add_config_arguments(p, BenchOptions, sections=SECTIONS, defaults=_shown_defaults())
+    add_config_arguments(p, BenchOptions, sections=SECTIONS, defaults=preset_defaults(BenchOptions, PRESETS["quick"]))
     g = next(g for g in p._action_groups if g.title == "latency")
     g.add_argument("--no-latency", action="store_true",
                    help="skip the latency stage (a session on a busy machine; a later run measures it)")

@@ -66,9 +66,6 @@ _RUN_FOLDERS = ("step*", "prune*", "share", "stage*.amc")
 
 def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> list[Path]:
     """The earlier outputs in ``run_dir``; ``AmcError`` when there are some and neither flag is given."""
-    if resume and overwrite:
-        raise AmcError("--resume and --overwrite exclude each other: --resume continues the run, --overwrite "
-                       "starts it again")
     if run_dir.exists() and not run_dir.is_dir():
         raise AmcError(f"--run-dir {str(run_dir)!r} exists and is not a directory; choose another --run-dir")
     found = [run_dir / n for n in _OUTPUTS if (run_dir / n).is_file()]

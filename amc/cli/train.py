@@ -95,9 +95,6 @@ _RUN_FILES = ("last.pt", "final.pt")
 def check_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse to start over a run dir that holds a training run, unless ``overwrite`` (which clears it)."""
     run_dir = Path(run_dir)
-    if resume and overwrite:
-        raise AmcError("--resume and --overwrite exclude each other: --resume continues the run, --overwrite "
-                       "starts it again")
     if run_dir.exists() and not run_dir.is_dir():
         raise AmcError(f"run dir {str(run_dir)!r} exists and is not a directory; choose another --run-dir")
     found = [n for n in _RUN_FILES if (run_dir / n).is_file()]

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from amc.errors import AmcError
 
 __all__ = ["ConfigField", "config_fields", "add_config_arguments", "resolve_config", "dump_config", "load_yaml",
-           "set_path", "validation_message", "key_value", "flat_name", "nest_flat_keys"]
+           "set_path", "validation_message", "key_value", "flat_name", "nest_flat_keys", "preset_defaults"]
 
 
 class ConfigField(typing.NamedTuple):
@@ -232,6 +232,20 @@ def nest_flat_keys(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str,
                 out[key] = value
         else:
             set_path(out, path, value)
+    return out
+
+
+def preset_defaults(model: type[BaseModel], preset: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted path -> value of the leaves a (flat or nested) preset sets: the help's defaults without ``--config``."""
+    out, nested = {}, nest_flat_keys(model, preset)
+    for f in config_fields(model):
+        node: Any = nested
+        for key in f.path.split("."):
+            if not isinstance(node, Mapping) or key not in node:
+                break
+            node = node[key]
+        else:
+            out[f.path] = node
     return out
 
 

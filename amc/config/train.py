@@ -13,17 +13,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
-from amc.config.search import Options, PathStr
+from amc.config.search import Options, PathStr, _flag, _Section
 
 __all__ = ["TrainOptions", "KDOptions", "FinetuneTrainOptions", "FinetuneOptions", "TrainCommandOptions", "ShareOptions",
            "FinetuneCommandOptions"]
@@ -50,14 +42,6 @@ def _size(v: Any) -> Any:
 
 Count = Annotated[int, BeforeValidator(_no_bool)]
 Number = Annotated[float, BeforeValidator(_no_bool)]
-
-
-def _flag(name: str) -> dict[str, Any]:
-    return {"flag": name}
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class TrainOptions(_Section):

@@ -81,6 +81,7 @@ def test_finetune_print_config_round_trips(tmp_path, capsys):
     (["train", "--dataset", "digits"], "--model is required"),
     (["train", "--model", "mlp", "--dataset", "digits", "--kd-alpha", "2"], "alpha"),
     (["train", "--model", "mlp", "--dataset", "digits", "--momentum", "0", "--train.nesterov"], "nesterov needs"),
+    (["train", "--model", "mlp", "--dataset", "digits", "--resume", "--overwrite"], "exclude each other"),
     (["finetune", "--run-dir", "r"], "--epochs is required"),
     (["finetune", "--epochs", "1"], "--run-dir is required"),
     (["finetune", "--epochs", "1", "--run-dir", "r", "--iterative", "0"], "iterative='0'"),
