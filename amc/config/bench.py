@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
-from pydantic.fields import FieldInfo
 
 from amc.config.search import AgentOptions, EnvOptions, PathStr, RunConfig, _Checks, _Section
-from amc.config.train import Count, FinetuneTrainOptions, KDOptions, Precision
+from amc.config.train import Count, FinetuneTrainOptions, KDOptions, Precision, like
 
 __all__ = ["PRESETS", "BenchOptions"]
 
@@ -30,14 +29,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _ENV, _AGENT, _RUN, _FT = (m.model_fields for m in (EnvOptions, AgentOptions, RunConfig, FinetuneTrainOptions))
-
-
-def _like(info: FieldInfo, **changes: Any) -> Any:
-    """``info`` (a field of another section) with ``changes`` (default, description, flag=...)."""
-    if "flag" in changes:
-        flag = changes.pop("flag")
-        changes["json_schema_extra"] = {"flag": flag} if flag else {}
-    return FieldInfo.merge_field_infos(info, **changes)
 
 
 def _all(v: Any) -> Any:
@@ -74,11 +65,11 @@ class BenchData(_Section):
 class BenchSearch(_Section):
     agents: Annotated[tuple[str, ...], BeforeValidator(_names)] = Field(
         ("uniform", "ddpg", "tpe"), description="agents to compare", json_schema_extra={"flag": "--agents"})
-    episodes: int = _like(_AGENT["episodes"], default=30, description="evaluations of each searching agent")
-    warmup: int = _like(_AGENT["warmup"], default=10, description="random warm-up evaluations (DDPG's warm-up "
+    episodes: int = like(_AGENT["episodes"], default=30, description="evaluations of each searching agent")
+    warmup: int = like(_AGENT["warmup"], default=10, description="random warm-up evaluations (DDPG's warm-up "
                                                                   "and the Optuna samplers' start-up trials)")
     uniform_max_evaluations: Count = Field(64, ge=1, description="cap on a bisecting baseline's probes")
-    seed: int = _like(_RUN["seed"], description="seed of the searches and the fine-tuning")
+    seed: int = like(_RUN["seed"], description="seed of the searches and the fine-tuning")
 
     @field_validator("agents")
     @classmethod
@@ -99,14 +90,14 @@ class BenchSearch(_Section):
 class BenchEnv(_Checks):
     target: str = _ENV["target"]
     lbound: float = _ENV["lbound"]
-    round_to: int = _like(_ENV["round_to"], flag="--round-to")
+    round_to: int = like(_ENV["round_to"], flag="--round-to")
     importance: str = _ENV["importance"]
-    reconstruct: bool = _like(_ENV["reconstruct"], default=False, flag="--reconstruct",
+    reconstruct: bool = like(_ENV["reconstruct"], default=False, flag="--reconstruct",
                               description="older switch for --proxy reconstruct")
     proxy: str = _ENV["proxy"]
-    calibration_size: int = _like(_ENV["calibration_size"], flag="--calibration-size")
-    budget_band: float = _like(_ENV["budget_band"], flag="--budget-band")
-    eval_precision: Precision = _like(_ENV["eval_precision"], flag="--eval-precision",
+    calibration_size: int = like(_ENV["calibration_size"], flag="--calibration-size")
+    budget_band: float = like(_ENV["budget_band"], flag="--budget-band")
+    eval_precision: Precision = like(_ENV["eval_precision"], flag="--eval-precision",
                                       description="precision of the searches' reward (val/test top-1 stay fp32)")
 
 
@@ -117,12 +108,12 @@ class BenchFinetune(KDOptions):
                              json_schema_extra={"flag": "--ft-epochs"})
     ft_steps_per_epoch: AllOrCount = Field(120, description="fine-tuning steps per epoch (a count or all)",
                                            json_schema_extra={"flag": "--ft-steps"})
-    ft_lr: float = _like(_FT["lr"], flag="--ft-lr")
-    ft_batch_size: int = _like(_FT["batch_size"], flag=None)
-    ft_precision: Precision = _like(_FT["precision"], flag="--ft-precision",
+    ft_lr: float = like(_FT["lr"], flag="--ft-lr")
+    ft_batch_size: int = like(_FT["batch_size"], flag=None)
+    ft_precision: Precision = like(_FT["precision"], flag="--ft-precision",
                                     description="fine-tuning precision (bf16 + channels-last is ~2x faster on "
                                                 "AVX-512 BF16/AMX CPUs)")
-    ft_channels_last: bool = _like(_FT["channels_last"], flag="--ft-channels-last")
+    ft_channels_last: bool = like(_FT["channels_last"], flag="--ft-channels-last")
 
     @field_validator("ft_seeds")
     @classmethod
@@ -144,9 +135,9 @@ class BenchLatency(_Section):
 
 
 class BenchRun(_Checks):
-    threads: int | None = _like(_RUN["threads"], default=1, description="torch CPU threads of searches and "
+    threads: int | None = like(_RUN["threads"], default=1, description="torch CPU threads of searches and "
                                                                         "fine-tuning")
-    device: str = _like(_RUN["device"], default="cpu", description="device of searches and fine-tuning (latency is "
+    device: str = like(_RUN["device"], default="cpu", description="device of searches and fine-tuning (latency is "
                                                                    "always measured on the CPU)")
     extras: dict[str, str] | None = Field(None, description="name (int8, transfer) -> JSON file of scripts/bench_*.py "
                                                             "to include (none: the usual places)")

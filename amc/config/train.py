@@ -14,13 +14,22 @@ import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from amc.config.search import Options, PathStr, _flag, _Section
 
 __all__ = ["TrainOptions", "KDOptions", "FinetuneTrainOptions", "FinetuneOptions", "TrainCommandOptions", "ShareOptions",
-           "FinetuneCommandOptions"]
+           "FinetuneCommandOptions", "DeepCompressionOptions", "like"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
+
+
+def like(info: FieldInfo, **changes: Any) -> Any:
+    """``info`` (another section's field) with ``changes`` (default, description, flag=... or None)."""
+    if "flag" in changes:
+        flag = changes.pop("flag")
+        changes["json_schema_extra"] = {"flag": flag} if flag else {}
+    return FieldInfo.merge_field_infos(info, **changes)
 
 
 def _no_bool(v: Any) -> Any:
@@ -222,22 +231,58 @@ class TrainCommandOptions(_Section):
 # amc finetune
 
 
-class ShareOptions(_Section):
-    """Deep Compression (Han et al. 2016): prune + retrain, k-means weight sharing, Huffman coding."""
+class PruneOptions(_Section):
+    """Deep Compression's first stage: magnitude pruning in K steps, each retrained with the masks held fixed."""
 
+    prune_steps: Count = Field(3, ge=1, description="prune + retrain steps K (the paper prunes iteratively)")
+    prune_epochs: Count = Field(5, ge=0, description="retraining epochs per step (0: prune without retraining)")
+    prune_lr: Number = Field(0.01, gt=0, allow_inf_nan=False, description="peak learning rate of retraining (cosine; "
+                                                                          "~1/10 of training's, as the paper)")
+
+
+class ShareOptions(_Section):
+    """Deep Compression's last stages: k-means weight sharing with centroid fine-tuning, Huffman coding."""
+
+    share_epochs: Count = Field(3, ge=0, description="epochs of centroid fine-tuning",
+                                json_schema_extra=_flag("--share-epochs"))
+    share_lr: Number = Field(1e-3, gt=0, allow_inf_nan=False, description="peak learning rate of the centroids (their "
+                             "gradients are sums over many weights)", json_schema_extra=_flag("--share-lr"))
+    kmeans_iters: Count = Field(30, ge=1, description="Lloyd iterations of the weight sharing",
+                                json_schema_extra=_flag("--kmeans-iters"))
+    huffman: bool = Field(True, description="Huffman-code the codes and indices in the last stage",
+                          json_schema_extra=_flag("--huffman"))
+
+
+_T = TrainOptions.model_fields
+
+
+class DeepCompressionTrain(_Section):
+    """The retraining of both stages, as :class:`TrainOptions` (weight decay 1e-4, not applied to the centroids)."""
+
+    batch_size: int = _T["batch_size"]
+    weight_decay: float = like(_T["weight_decay"], default=1e-4)
+    augment: bool = _T["augment"]
+    steps_per_epoch: int | None = _T["steps_per_epoch"]
+    seed: int = _T["seed"]
+    device: str = _T["device"]
+    num_threads: int | None = _T["num_threads"]
+
+
+class DeepCompressionOptions(_Section):
+    """Deep Compression (Han et al. 2016): ``amc.deep_compression.DeepCompressionConfig`` is its flat view."""
+
+    prune: PruneOptions = Field(default_factory=PruneOptions)
+    share: ShareOptions = Field(default_factory=ShareOptions)
+    distill: KDOptions = Field(default_factory=KDOptions, description="distillation while retraining")
+    train: DeepCompressionTrain = Field(default_factory=DeepCompressionTrain)
+
+
+class DeepCompressionSwitch(ShareOptions):
     deep_compression: bool = Field(False, description="run the three-stage pipeline on a fine-granularity --policy "
                                                       "(per-layer sparsity and w_bits): prune + retrain with masks "
                                                       "(--iterative steps of --epochs at --lr), k-means weight sharing "
                                                       "with centroid fine-tuning, Huffman coding",
                                    json_schema_extra=_flag("--deep-compression"))
-    share_epochs: Count = Field(3, ge=0, description="epochs of centroid fine-tuning",
-                                json_schema_extra=_flag("--share-epochs"))
-    share_lr: Number = Field(1e-3, gt=0, allow_inf_nan=False, description="peak learning rate of the centroids",
-                             json_schema_extra=_flag("--share-lr"))
-    kmeans_iters: Count = Field(30, ge=1, description="Lloyd iterations of the weight sharing",
-                                json_schema_extra=_flag("--kmeans-iters"))
-    huffman: bool = Field(True, description="Huffman-code the codes and indices in the last stage",
-                          json_schema_extra=_flag("--huffman"))
 
 
 class FinetuneRun(_Section):
@@ -250,7 +295,7 @@ class FinetuneRun(_Section):
 class FinetuneCommandOptions(FinetuneOptions):
     """``amc finetune``: :class:`FinetuneOptions`, Deep Compression's stages and the run directory."""
 
-    share: ShareOptions = Field(default_factory=ShareOptions, description="the three stages of Han et al. 2016 "
+    share: DeepCompressionSwitch = Field(default_factory=DeepCompressionSwitch, description="the three stages of Han et al. 2016 "
                                 "(with --deep-compression)")
     run: FinetuneRun = Field(default_factory=FinetuneRun, description="the output folder (training run, model.amc, "
                              "policy.json, finetune_summary.json)")
