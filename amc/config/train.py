@@ -292,9 +292,17 @@ class FinetuneRun(_Section):
                                                "are deleted)", json_schema_extra=_flag("--overwrite"))
 
 
+class _CommandFinetuneTrain(FinetuneTrainOptions):
+    epochs: Count = Field(5, ge=0, description="epochs of fine-tuning per step (per pruning step with "
+                                               "--deep-compression, where 0 prunes without retraining)",
+                          json_schema_extra=_flag("--epochs"))
+
+
 class FinetuneCommandOptions(FinetuneOptions):
     """``amc finetune``: :class:`FinetuneOptions`, Deep Compression's stages and the run directory."""
 
+    train: _CommandFinetuneTrain = Field(default_factory=_CommandFinetuneTrain, description="SGD with a cosine "
+                                         "schedule, as amc train's, at fine-tuning's defaults")
     share: DeepCompressionSwitch = Field(default_factory=DeepCompressionSwitch, description="the three stages of Han et al. 2016 "
                                 "(with --deep-compression)")
     run: FinetuneRun = Field(default_factory=FinetuneRun, description="the output folder (training run, model.amc, "
@@ -304,6 +312,8 @@ class FinetuneCommandOptions(FinetuneOptions):
     def _consistent(self) -> FinetuneCommandOptions:
         if "epochs" not in self.train.model_fields_set:
             raise ValueError("--epochs is required (epochs per step with --iterative)")
+        if self.train.epochs < 1 and not self.share.deep_compression:
+            raise ValueError("--epochs must be >= 1 (0 only with --deep-compression: pruning without retraining)")
         if not self.run.run_dir:
             raise ValueError("--run-dir is required")
         if self.run.resume and self.run.overwrite:

@@ -74,6 +74,8 @@ def test_finetune_print_config_round_trips(tmp_path, capsys):
         2, 0.05, False, 3, "bf16", 1e-4)
     assert (opts.share.share_lr, opts.share.huffman, opts.run.run_dir) == (0.01, False, "r")
     assert dataclasses.replace(cfg, device="cpu").device == "cpu"
+    opts = ft_cli.resolve_options(_args("finetune", "--epochs", "0", "--deep-compression", "--run-dir", "r"))
+    assert opts.train.epochs == 0 and opts.share.deep_compression  # Deep Compression prunes without retraining
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -84,6 +86,7 @@ def test_finetune_print_config_round_trips(tmp_path, capsys):
     (["train", "--model", "mlp", "--dataset", "digits", "--resume", "--overwrite"], "exclude each other"),
     (["finetune", "--run-dir", "r"], "--epochs is required"),
     (["finetune", "--epochs", "1"], "--run-dir is required"),
+    (["finetune", "--epochs", "0", "--run-dir", "r"], "0 only with --deep-compression"),
     (["finetune", "--epochs", "1", "--run-dir", "r", "--iterative", "0"], "iterative='0'"),
     (["finetune", "--epochs", "1", "--run-dir", "r", "--kd-temperature", "0"], "temperature must be > 0"),
     (["finetune", "--epochs", "1", "--run-dir", "r", "--resume", "--overwrite"], "exclude each other"),
