@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from amc.config import add_config_arguments, dump_config, load_yaml, resolve_config
+from amc.config import add_config_arguments, dump_config, load_yaml, nest_flat_keys, resolve_config
 from amc.config.train import TrainCommandOptions
 from amc.errors import AmcError
 
@@ -50,6 +50,9 @@ def resolve_options(args: argparse.Namespace) -> Any:
                 key, value = "augment", not value
             data[key] = value
     given = {k: v for k, v in vars(args).items() if "." in k}  # the generated options: dotted paths
+    data = nest_flat_keys(TrainCommandOptions, data)
+    if "data.model_kwargs" in given:  # --model-arg adds to the file's model_kwargs
+        given["data.model_kwargs"] = {**(data.get("data", {}).get("model_kwargs") or {}), **dict(given["data.model_kwargs"])}
     opts = resolve_config(TrainCommandOptions, given, config=data, what=str(args.config or "train config"))
     if not opts.run.run_dir:
         safe = str(opts.data.model).replace(":", "_").replace("/", "_")

@@ -58,6 +58,10 @@ def test_train_print_config_round_trips(tmp_path, capsys):
     (tmp_path / "old.yaml").write_text("model: mlp\ndataset: digits\nwd: 0.01\nthreads: 2\nno_augment: true\n")
     opts = train_cli.resolve_options(_args("train", "--config", str(tmp_path / "old.yaml"), "--weight-decay", "0.02"))
     assert (opts.train.weight_decay, opts.train.num_threads, opts.train.augment) == (0.02, 2, False)
+    # --model-arg adds to the file's model_kwargs, as before
+    (tmp_path / "kw.yaml").write_text("model: mlp\ndataset: digits\nmodel_kwargs: {hidden: [16], act: relu}\n")
+    opts = train_cli.resolve_options(_args("train", "--config", str(tmp_path / "kw.yaml"), "--model-arg", "hidden=[8]"))
+    assert opts.data.model_kwargs == {"hidden": [8], "act": "relu"}
 
 
 def test_finetune_print_config_round_trips(tmp_path, capsys):
