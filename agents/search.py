@@ -9,19 +9,18 @@ A search run lives in its own directory (``run_dir``)::
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, field, fields, make_dataclass
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 
 from agents._base import AGENTS, stop_on_signals
 from agents._recorder import SearchRecorder, read_episodes
-from amc.config import config_fields, flat_name, load_yaml, nest_flat_keys, set_path, validation_message
+from amc.config import config_fields, flat_name, load_yaml, nest_flat_keys, set_path
+from amc.config.flat import FlatConfig, flat_config
 from amc.config.search import QUICKSTART, SearchOptions, quickstart, quickstart_path
 from amc.errors import AmcError
 from amc.policy import checkpoint_record, data_record
@@ -37,67 +36,17 @@ _SESSION_KEYS = frozenset({"episodes", "resume", "overwrite", "device", "threads
 PRETRAIN_DIR = "pretrain"
 
 
-def _flat_fields() -> list[tuple[str, Any, Any]]:
-    """SearchOptions' leaves as dataclass fields: their flat names, types and defaults."""
-    out = []
-    for f in config_fields(SearchOptions):
-        default = f.default
-        spec = field(default_factory=lambda d=default: copy.deepcopy(d)) if isinstance(default, (dict, list)) \
-            else field(default=default)
-        out.append((flat_name(f.path), f.annotation, spec))
-    return out
-
-
 #: flat name -> dotted path in SearchOptions ("episodes" -> "agent.episodes")
 FLAT_PATHS: dict[str, str] = {flat_name(f.path): f.path for f in config_fields(SearchOptions)}
 
 
-def _get(data: Mapping[str, Any], path: str) -> Any:
-    for key in path.split("."):
-        data = data[key]
-    return data
-
-
-class _SearchConfigBase:
+class _SearchConfigBase(FlatConfig):
     """Methods of :class:`SearchConfig` (whose fields are made from :class:`SearchOptions`)."""
-
-    def __post_init__(self) -> None:
-        opts = self.validate_options({f.name: getattr(self, f.name) for f in fields(self)})
-        for name, path in FLAT_PATHS.items():
-            setattr(self, name, _get(opts, path))
-
-    @staticmethod
-    def validate_options(data: Mapping[str, Any], *, source: str = "search config") -> dict[str, Any]:
-        """``data`` (flat or nested) checked by :class:`SearchOptions`, as a nested mapping of values."""
-        try:
-            opts = SearchOptions.model_validate(nest_flat_keys(SearchOptions, data))
-        except ValidationError as e:
-            raise AmcError(validation_message(e, source, SearchOptions)) from None
-        return {name: dict(getattr(opts, name)) for name in SearchOptions.model_fields}
-
-    def options(self) -> SearchOptions:
-        """The nested, typed form of this config."""
-        return SearchOptions.model_validate(nest_flat_keys(SearchOptions, self.to_dict()))
-
-    # ----------------------------------------------------------------- (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["w_bits"], d["a_bits"] = list(d["w_bits"]), list(d["a_bits"])
-        return d
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return list(FLAT_PATHS)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, source: str = "search config") -> Any:
         """From a flat (``episodes: 10``) or nested (``agent: {episodes: 10}``) mapping."""
-        opts = cls.validate_options(d, source=source)
-        return cls(**{name: _get(opts, path) for name, path in FLAT_PATHS.items()})
-
-    @classmethod
-    def from_options(cls, opts: SearchOptions) -> Any:
-        return cls.from_dict(opts.model_dump())
+        return cls.from_options(cls.validate(d, source=source))
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Any:
@@ -112,9 +61,8 @@ class _SearchConfigBase:
 #: A compression search, flat: one attribute per leaf of :class:`amc.config.search.SearchOptions`
 #: (``cfg.episodes`` is ``agent.episodes``, ``cfg.model`` is ``model.name``, ``cfg.agent`` is
 #: ``agent.name``), with its defaults, descriptions and checks; an invalid value raises ``AmcError``.
-SearchConfig = make_dataclass("SearchConfig", _flat_fields(), bases=(_SearchConfigBase,),
-                              namespace={"__module__": __name__,
-                                         "__doc__": "A compression search: the flat fields of SearchOptions."})
+SearchConfig = flat_config("SearchConfig", SearchOptions, module=__name__, base=_SearchConfigBase,
+                           what="search config", doc="A compression search: the flat fields of SearchOptions.")
 
 
 def load_search_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Any:

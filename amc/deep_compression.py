@@ -29,9 +29,7 @@ Run directory (every stage resumable; ``resume=True`` skips finished training)::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,6 +40,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from amc.config.flat import FlatConfig, flat_config
+from amc.config.train import DeepCompressionOptions
 from amc.errors import AmcError
 from amc.policy import Policy
 from amc.utils import atomic_write_json
@@ -67,53 +67,7 @@ STAGES = ("original", "pruned", "quantized", "huffman")
 FLOAT_BYTES = 4
 
 
-@dataclass
-class DeepCompressionConfig:
-    """Settings of :func:`deep_compress` (checks itself).
-
-    Attributes:
-        prune_steps: prune + retrain steps ``K >= 1`` (the paper prunes iteratively).
-        prune_epochs: retraining epochs per pruning step (>= 0; 0 prunes without retraining).
-        prune_lr: peak learning rate of retraining (cosine decay; ~1/10 of training's, as the paper).
-        share_epochs: epochs of centroid fine-tuning (>= 0).
-        share_lr: peak learning rate of the centroids (their gradients are sums over many weights).
-        kmeans_iters: Lloyd iterations of the weight sharing (>= 1).
-        huffman: Huffman-code the codes and indices in the last stage.
-        kd: distil from the uncompressed model while retraining (Hinton et al. 2015).
-        kd_temperature, kd_alpha, batch_size, weight_decay, augment, steps_per_epoch, seed, device,
-        num_threads: as in :class:`amc.finetune.FinetuneConfig` (weight decay is not applied to
-        the centroids).
-    """
-
-    prune_steps: int = 3
-    prune_epochs: int = 5
-    prune_lr: float = 0.01
-    share_epochs: int = 3
-    share_lr: float = 1e-3
-    kmeans_iters: int = 30
-    huffman: bool = True
-    kd: bool = True
-    kd_temperature: float = 4.0
-    kd_alpha: float = 0.9
-    batch_size: int = 128
-    weight_decay: float = 1e-4
-    augment: bool = True
-    steps_per_epoch: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int | None = None
-
-    def __post_init__(self) -> None:
-        for name, lo in (("prune_steps", 1), ("prune_epochs", 0), ("share_epochs", 0), ("kmeans_iters", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise AmcError(f"DeepCompressionConfig.{name} must be an int >= {lo}, got {v!r}")
-        for name in ("prune_lr", "share_lr"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
-                raise AmcError(f"DeepCompressionConfig.{name} must be > 0, got {v!r}")
-        self._finetune_config(epochs=1, lr=self.prune_lr)  # validates the rest
-
+class _DeepCompressionBase(FlatConfig):
     def _finetune_config(self, *, epochs: int, lr: float, weight_decay: float | None = None) -> Any:
         from amc.finetune import FinetuneConfig
 
@@ -123,8 +77,13 @@ class DeepCompressionConfig:
                               augment=self.augment, steps_per_epoch=self.steps_per_epoch, seed=self.seed,
                               device=self.device, num_threads=self.num_threads)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+
+#: Settings of :func:`deep_compress`, flat: the leaves of :class:`amc.config.train.DeepCompressionOptions`
+#: (prune_steps, prune_epochs, prune_lr; share_epochs, share_lr, kmeans_iters, huffman; kd, kd_temperature,
+#: kd_alpha; batch_size, weight_decay, augment, steps_per_epoch, seed, device, num_threads), which owns
+#: their defaults, descriptions and checks.
+DeepCompressionConfig = flat_config("DeepCompressionConfig", DeepCompressionOptions, module=__name__,
+                                    base=_DeepCompressionBase, doc="Settings of deep_compress.")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ import torch
 import torch.nn as nn
 
 from amc.compress import apply_policy, check_policy_matches, inputs_for_policy
+from amc.config.flat import FlatConfig, flat_config
+from amc.config.train import FinetuneOptions
 from amc.cost import kept_channels
 from amc.errors import AmcError
 from amc.policy import GroupDecision, LayerDecision, Policy
@@ -69,65 +71,22 @@ _SEARCH_EVAL_BATCH = 512
 # config
 
 
-@dataclass
-class FinetuneConfig:
-    """Fine-tuning hyper-parameters (checks itself).
-
-    Attributes:
-        epochs: epochs of fine-tuning *per step* (an iterative schedule of ``K`` steps trains
-            ``K x epochs`` in all).
-        lr: peak learning rate (cosine decay to 0); fine-tuning wants ~10x less than training.
-        batch_size, momentum, weight_decay, augment, steps_per_epoch, eval_batch_size, seed,
-        device, num_threads, precision, channels_last, eval_test: as in :class:`amc.training.TrainConfig`
-        (``precision="bf16"`` with channels_last makes a CPU training step ~2x faster on AVX-512 BF16 / AMX; QAT
-        is better left at ``fp32``, as bf16 rounds the fake-quantized weights off their grid).
-        kd: distil from the uncompressed model (Hinton et al. 2015); ``False``: labels only.
-        kd_temperature: ``T > 0``.
-        kd_alpha: weight of the distillation term in [0, 1] (labels get ``1 - alpha``).
-        iterative: number of prune + fine-tune steps ``K >= 1`` (1: one-shot).
-    """
-
-    epochs: int = 5
-    lr: float = 0.01
-    batch_size: int = 128
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    kd: bool = True
-    kd_temperature: float = 4.0
-    kd_alpha: float = 0.9
-    iterative: int = 1
-    augment: bool = True
-    steps_per_epoch: int | None = None
-    eval_batch_size: int = 1000
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int | None = None
-    precision: str = "fp32"
-    channels_last: bool = False
-    eval_test: bool = True
-
-    def __post_init__(self) -> None:
-        from amc.distillation import kd_loss
-
-        if isinstance(self.iterative, bool) or not isinstance(self.iterative, int) or self.iterative < 1:
-            raise AmcError(f"FinetuneConfig.iterative must be an int >= 1 (1 = one-shot), got {self.iterative!r}")
-        if self.kd:
-            kd_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long),
-                    temperature=self.kd_temperature, alpha=self.kd_alpha)  # AmcError on bad T / alpha
-        self.train_config()  # validates the rest
-
+class _FinetuneConfigBase(FlatConfig):
     def train_config(self) -> Any:
         """The :class:`amc.training.TrainConfig` of one fine-tuning step."""
         from amc.training import TrainConfig
 
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
-                           nesterov=self.momentum > 0, weight_decay=self.weight_decay, augment=self.augment,
-                           steps_per_epoch=self.steps_per_epoch, eval_batch_size=self.eval_batch_size,
-                           seed=self.seed, device=self.device, num_threads=self.num_threads,
-                           precision=self.precision, channels_last=self.channels_last, eval_test=self.eval_test)
+        return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.field_names()})
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+
+#: Fine-tuning hyper-parameters, flat: one attribute per leaf of :class:`amc.config.train.FinetuneOptions`
+#: (``train`` as in ``amc.training.TrainConfig`` but 5 epochs at lr 0.01 and Nesterov iff momentum > 0;
+#: ``kd``, ``kd_temperature``, ``kd_alpha``: distillation from the uncompressed model, its options unused
+#: without it; ``iterative``: prune + fine-tune steps, 1 = one-shot). ``precision="bf16"`` with
+#: channels_last makes a CPU step ~2x faster on AVX-512 BF16 / AMX; QAT is better left at ``fp32``, as
+#: bf16 rounds the fake-quantized weights off their grid. A bad value raises ``AmcError``.
+FinetuneConfig = flat_config("FinetuneConfig", FinetuneOptions, module=__name__, base=_FinetuneConfigBase,
+                             doc="Fine-tuning hyper-parameters: the leaves of amc.config.train.FinetuneOptions.")
 
 
 # --------------------------------------------------------------------------------------------------

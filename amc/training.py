@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from amc.config.flat import FlatConfig, flat_config
+from amc.config.train import TrainOptions
 from amc.distillation import kd_loss
 from amc.errors import AmcError
 from amc.models import ModelSpec, build_model, resolve_spec
@@ -66,122 +68,26 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "amc-checkpoint"
 CHECKPOINT_VERSION = 1
-SCHEDULES = ("cosine", "constant")
 #: ``TrainConfig.precision`` values -> autocast dtype (None: no autocast)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of :func:`train` (checks itself; stored in every checkpoint).
-
-    Attributes:
-        epochs: passes over the train split (>= 1).
-        batch_size: samples per step (per rank under torchrun).
-        lr: peak learning rate of SGD.
-        momentum: SGD momentum in [0, 1).
-        nesterov: Nesterov momentum (needs momentum > 0).
-        weight_decay: L2 penalty on all parameters.
-        label_smoothing: cross-entropy label smoothing in [0, 1).
-        warmup_epochs: linear warm-up length in epochs (fractions allowed), then the schedule.
-        schedule: ``cosine`` (per-iteration cosine decay to ``lr_min``) or ``constant``.
-        lr_min: final learning rate of the cosine schedule.
-        augment: random crop + flip on train batches (as the dataset defines them).
-        cutout: side in pixels of a random square masked out of every train image (Cutout, DeVries &
-            Taylor 2017; 16 is their CIFAR-10 setting), 0 for none. A regulariser for long from-scratch runs.
-        steps_per_epoch: cap on steps per epoch (``None``: the whole train split), for short fine-tunes.
-        eval_batch_size: batch size of evaluation.
-        seed: seeds initialisation, shuffling and augmentation.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        num_threads: ``torch.set_num_threads`` for the run (``None``: leave as is).
-        precision: ``fp32``, or mixed precision through ``torch.autocast``: ``bf16`` (CPUs with AVX-512
-            BF16 / AMX and recent GPUs; a 2.2x faster ResNet-20 training step on such a CPU with channels_last) or ``fp16``
-            (CUDA, with a gradient scaler). Weights and checkpoints stay float32.
-        channels_last: train in the NHWC memory format (oneDNN and cuDNN pick faster kernels for it);
-            the model is returned in the default format.
-        eval_precision: precision of the per-epoch and final evaluations (``fp32`` by default: bf16
-            moves top-1 by up to a few tenths).
-        eval_test: evaluate the test split at the end (``False`` leaves ``test_top1`` None, for
-            studies that only compare val accuracy).
-        slimming: ``lambda >= 0`` of network slimming (Liu et al. 2017, :mod:`amc.slimming`): the loss
-            gains ``lambda * sum |gamma|`` over the norm layers' scales (1e-4 VGG, 1e-5 ResNet in the
-            paper; 0: off); the logged train loss includes it, and TensorBoard gets the scale
-            histogram ``slimming/scales`` every epoch.
-    """
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    warmup_epochs: float = 0.0
-    schedule: str = "cosine"
-    lr_min: float = 0.0
-    augment: bool = True
-    cutout: int = 0
-    steps_per_epoch: int | None = None
-    eval_batch_size: int = 1000
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int | None = None
-    precision: str = "fp32"
-    channels_last: bool = False
-    eval_precision: str = "fp32"
-    eval_test: bool = True
-    slimming: float = 0.0
-
-    def __post_init__(self) -> None:
-        def bad(name: str, want: str) -> AmcError:
-            return AmcError(f"TrainConfig.{name} must be {want}, got {getattr(self, name)!r}")
-
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise bad(name, "an int >= 1")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise bad("lr", "> 0 (e.g. 0.1 for SGD from scratch, 0.01 to fine-tune)")
-        if not 0.0 <= self.momentum < 1.0:
-            raise bad("momentum", "in [0, 1)")
-        if self.nesterov and self.momentum == 0:
-            raise AmcError("TrainConfig.nesterov needs momentum > 0; set nesterov=False or momentum=0.9")
-        if self.weight_decay < 0:
-            raise bad("weight_decay", ">= 0")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise bad("label_smoothing", "in [0, 1)")
-        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
-            raise bad("warmup_epochs", f"in [0, epochs={self.epochs}]")
-        if self.schedule not in SCHEDULES:
-            raise bad("schedule", f"one of {', '.join(SCHEDULES)}")
-        if not 0.0 <= self.lr_min <= self.lr:
-            raise bad("lr_min", f"in [0, lr={self.lr}]")
-        if isinstance(self.cutout, bool) or not isinstance(self.cutout, int) or self.cutout < 0:
-            raise bad("cutout", "an int >= 0 (pixels; 0 for no cutout)")
-        if self.steps_per_epoch is not None and (isinstance(self.steps_per_epoch, bool) or self.steps_per_epoch < 1):
-            raise bad("steps_per_epoch", "None or an int >= 1")
-        if self.num_threads is not None and (isinstance(self.num_threads, bool) or self.num_threads < 1):
-            raise bad("num_threads", "None or an int >= 1")
-        if not isinstance(self.device, str):
-            self.device = str(self.device)
-        if self.precision not in PRECISIONS:
-            raise bad("precision", f"one of {', '.join(PRECISIONS)}")
-        if self.eval_precision not in PRECISIONS:
-            raise bad("eval_precision", f"one of {', '.join(PRECISIONS)}")
-        if isinstance(self.slimming, bool) or not isinstance(self.slimming, (int, float)) or not (
-                math.isfinite(self.slimming) and self.slimming >= 0):
-            raise bad("slimming", ">= 0 (the L1 weight on norm scales; 1e-4 in Liu et al. 2017, 0 = off)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
+class _TrainConfigBase(FlatConfig):
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
+    def from_dict(cls, d: Mapping[str, Any]) -> Any:
+        """A checkpoint's stored ``config`` (flat keys)."""
+        names = set(cls.field_names())
         unknown = set(d) - names
         if unknown:
             raise AmcError(f"unknown training options {sorted(unknown)}; valid: {', '.join(sorted(names))}")
         return cls(**dict(d))
+
+
+#: Hyper-parameters of :func:`train`, flat: one attribute per field of :class:`amc.config.train.TrainOptions`
+#: (which owns their defaults, descriptions and checks; a bad value raises ``AmcError``); stored in
+#: every checkpoint as ``config``.
+TrainConfig = flat_config("TrainConfig", TrainOptions, module=__name__, base=_TrainConfigBase,
+                          doc="Hyper-parameters of :func:`train`: the fields of amc.config.train.TrainOptions.")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -46,13 +46,14 @@ import shutil
 import statistics
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from amc.config.bench import PRESETS, BenchOptions
+from amc.config.flat import FlatConfig, flat_config
 from amc.errors import AmcError
 from amc.utils import atomic_write_json, atomic_write_text, file_sha256
 from benchmarks.harness import (
@@ -81,16 +82,6 @@ logger = logging.getLogger(__name__)
 RESULTS_FORMAT = "amc-bench"
 RESULTS_VERSION = 1
 
-#: preset name -> BenchConfig fields. ``quick``: ~10 minutes for ResNet-20 on 2 shared CPU cores (the
-#: KD fine-tuning, ~1 s per step there, dominates: 3 x 120 steps; 200 steps made it ~14.5 min at load 5-7);
-#: ``full``: AMC's CIFAR setting where a CPU allows it (5,000 val images, 100 warm-up episodes), hours.
-PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"episodes": 30, "warmup": 10, "reward_val": 1000, "test_size": 2000, "ft_epochs": 1,
-              "ft_steps_per_epoch": 120, "latency_min_time_s": 1.0, "latency_rounds": 3},
-    "full": {"episodes": 300, "warmup": 100, "reward_val": None, "test_size": None, "ft_epochs": 5,
-             "ft_steps_per_epoch": None, "latency_min_time_s": 5.0, "latency_rounds": 3},
-}
-
 #: published results quoted in ``/work/shared/design/REFERENCE.md`` (top-1 %, CIFAR-10, 50% MACs)
 PUBLISHED: list[dict[str, Any]] = [
     {"source": "AMC (He et al., ECCV 2018), quoted by Distiller's README", "model": "ResNet-56",
@@ -110,186 +101,27 @@ _SESSION_KEYS = frozenset({"agents", "threads", "latency_threads", "latency_batc
 # config
 
 
-@dataclass
-class BenchConfig:
-    """One benchmark (checks itself; ``AmcError`` says what to pass instead).
-
-    Model and data:
-        checkpoint: the trained, uncompressed model (``amc train`` checkpoint).
-        dataset, data_dir: ``amc.data.get_dataset`` arguments (None: what the checkpoint records).
-        val_size, data_seed: the val holdout (None: the checkpoint's own, so that no val image was
-            trained on).
-        reward_val: val images the search's reward is measured on, the first ones of the (shuffled)
-            holdout (None: all; AMC: 5,000 on CIFAR).
-        test_size: test images evaluated, the first ones of the shuffled test split (None: all 10,000).
-    Search (``agents.search.SearchConfig``):
-        agents: names in ``agents.AGENTS``; episodes: evaluations of each searching agent; warmup:
-        random warm-up episodes of DDPG and random start-up trials of the Optuna samplers (the same
-        number, for a fair comparison); uniform_max_evaluations: cap on a bisecting baseline's probes;
-        target (``macs=0.5``), lbound, round_to, importance, reconstruct, proxy, calibration_size,
-        budget_band, eval_precision (of the reward; the reported val/test top-1 are always fp32): the
-        env; seed.
-    Fine-tuning (``amc.finetune.FinetuneConfig``; KD from the uncompressed model):
-        ft_seeds: each best policy is fine-tuned once per seed (mean +- std reported);
-        ft_epochs (0: none), ft_steps_per_epoch (None: whole epochs), ft_lr, ft_batch_size,
-        ft_precision (``fp32`` / ``bf16`` / ``fp16``), ft_channels_last, kd, kd_temperature, kd_alpha.
-    Timing:
-        threads: torch CPU threads of searches and fine-tuning; latency_threads: fixed threads of the
-        latency measurements; latency_batches: batch sizes timed (empty: no latency stage, for a session
-        on a busy machine); latency_min_time_s: seconds of timed
-        runs per model, batch and round; latency_rounds: interleaved rounds (the median over rounds).
-        device: where searches and fine-tuning run (latency is always measured on the CPU).
-    extras: JSON files of ``scripts/bench_int8.py`` / ``scripts/bench_transfer.py`` to include
-        (None: look in the usual places, see :func:`load_extras`).
-    """
-
-    checkpoint: str
-    dataset: str | None = None
-    data_dir: str | None = None
-    val_size: int | None = None
-    data_seed: int | None = None
-    reward_val: int | None = 1000
-    test_size: int | None = 2000
-    agents: tuple[str, ...] = ("uniform", "ddpg", "tpe")
-    episodes: int = 30
-    warmup: int = 10
-    uniform_max_evaluations: int = 64
-    target: str = "macs=0.5"
-    lbound: float = 0.2
-    round_to: int = 1
-    importance: str = "l1"
-    reconstruct: bool = False
-    proxy: str = "auto"
-    calibration_size: int = 256
-    budget_band: float = 0.02
-    eval_precision: str = "fp32"
-    seed: int = 0
-    ft_seeds: tuple[int, ...] = (0,)
-    ft_epochs: int = 1
-    ft_steps_per_epoch: int | None = 120
-    ft_lr: float = 0.01
-    ft_batch_size: int = 128
-    ft_precision: str = "fp32"
-    ft_channels_last: bool = False
-    kd: bool = True
-    kd_temperature: float = 4.0
-    kd_alpha: float = 0.9
-    threads: int | None = 1
-    latency_threads: int = 1
-    latency_batches: tuple[int, ...] = (1, 64)
-    latency_min_time_s: float = 1.0
-    latency_rounds: int = 3
-    device: str = "cpu"
-    extras: dict[str, str] | None = None
-    preset: str | None = None
-
-    def __post_init__(self) -> None:
-        def bad(msg: str) -> AmcError:
-            return AmcError(f"bench config: {msg}")
-
-        def int_or_none(name: str, lo: int) -> None:
-            v = getattr(self, name)
-            if v is None:
-                return
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v) or int(v) < lo:
-                raise bad(f"{name}={v!r} must be None or an integer >= {lo}")
-            setattr(self, name, int(v))
-
-        if not self.checkpoint or not str(self.checkpoint).strip():
-            raise bad("checkpoint is required: a trained model (amc train's final.pt)")
-        self.checkpoint = str(self.checkpoint)
-        for name in ("val_size", "data_seed", "reward_val", "test_size", "ft_steps_per_epoch", "threads"):
-            int_or_none(name, 0 if name in ("val_size", "data_seed") else 1)
-        for name, lo in (("episodes", 1), ("warmup", 0), ("uniform_max_evaluations", 1), ("round_to", 1),
-                         ("seed", 0), ("ft_epochs", 0), ("ft_batch_size", 1), ("latency_threads", 1),
-                         ("latency_rounds", 1)):
-            v = getattr(self, name)
-            if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v) or v < lo:
-                raise bad(f"{name}={v!r} must be an integer >= {lo}")
-            setattr(self, name, int(v))
-        if isinstance(self.agents, str):
-            self.agents = tuple(a for a in self.agents.replace(",", " ").split() if a)
-        self.agents = tuple(str(a).lower() for a in self.agents)
-        if not self.agents:
-            raise bad("agents is empty; e.g. uniform ddpg tpe")
-        if isinstance(self.ft_seeds, (int, str)):
-            self.ft_seeds = tuple(int(v) for v in str(self.ft_seeds).replace(",", " ").split())
-        self.ft_seeds = tuple(int(v) for v in self.ft_seeds)
-        if not self.ft_seeds or len(set(self.ft_seeds)) != len(self.ft_seeds):
-            raise bad(f"ft_seeds={list(self.ft_seeds)} must list distinct seeds, e.g. 0 1 2")
-        from amc.proxies import parse_proxy
-
-        self.proxy = parse_proxy(self.proxy).name
-        if not 0.0 <= float(self.budget_band) < 1.0:
-            raise bad(f"budget_band={self.budget_band!r} must be in [0, 1)")
-        if len(set(self.agents)) != len(self.agents):
-            raise bad(f"agents {list(self.agents)} names one agent twice")
-        from agents import AGENTS
-
-        for a in self.agents:
-            if a not in AGENTS:
-                raise bad(f"unknown agent {a!r}; valid: {', '.join(AGENTS.names())}")
-        from amc.policy import parse_target
-
-        parse_target(self.target)
-        if not 0.0 < float(self.lbound) <= 1.0:
-            raise bad(f"lbound={self.lbound!r} must be in (0, 1] (AMC: 0.2)")
-        self.lbound = float(self.lbound)
-        for name in ("ft_lr", "kd_temperature", "latency_min_time_s"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise bad(f"{name}={v!r} must be a number >= 0")
-            setattr(self, name, float(v))
-        if self.ft_lr <= 0 or self.kd_temperature <= 0:
-            raise bad("ft_lr and kd_temperature must be > 0")
-        from amc.training import PRECISIONS
-
-        if self.eval_precision not in PRECISIONS:
-            raise bad(f"eval_precision={self.eval_precision!r} must be one of {', '.join(PRECISIONS)}")
-        if self.ft_precision not in PRECISIONS:
-            raise bad(f"ft_precision={self.ft_precision!r} must be one of {', '.join(PRECISIONS)}")
-        if not 0.0 <= float(self.kd_alpha) <= 1.0:
-            raise bad(f"kd_alpha={self.kd_alpha!r} must be in [0, 1]")
-        self.kd_alpha = float(self.kd_alpha)
-        try:
-            self.latency_batches = tuple(int(b) for b in self.latency_batches)
-        except (TypeError, ValueError):
-            raise bad(f"latency_batches={self.latency_batches!r} must be batch sizes, e.g. 1 64") from None
-        if self.latency_batches and min(self.latency_batches) < 1:  # empty: no latency stage
-            raise bad(f"latency_batches={self.latency_batches!r} must be batch sizes >= 1")
-        for name in ("reconstruct", "kd"):
-            if not isinstance(getattr(self, name), bool):
-                raise bad(f"{name} must be true or false")
-        if self.extras is not None:
-            if not isinstance(self.extras, Mapping):
-                raise bad("extras must map a name (int8, transfer) to a JSON file")
-            self.extras = {str(k): str(v) for k, v in self.extras.items()}
-        from amc.utils import resolve_device
-
-        try:
-            resolve_device(self.device)
-        except ValueError as e:
-            raise bad(str(e)) from None
-        if self.preset is not None and self.preset not in PRESETS:
-            raise bad(f"unknown preset {self.preset!r}; valid: {', '.join(PRESETS)}")
-
+class _BenchConfigBase(FlatConfig):
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> BenchConfig:
+    def from_preset(cls, name: str, **overrides: Any) -> Any:
         """The preset's settings (:data:`PRESETS`) with ``overrides`` applied (None is a value here:
         e.g. ``test_size=None`` evaluates the whole test split)."""
         if name not in PRESETS:
             raise AmcError(f"unknown benchmark preset {name!r}; valid: {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], "preset": name, **overrides})
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["agents"], d["latency_batches"] = list(self.agents), list(self.latency_batches)
-        d["ft_seeds"] = list(self.ft_seeds)
-        return d
-
     def comparable(self) -> dict[str, Any]:
         """What must match for the results of an earlier session to be reused."""
         return {k: v for k, v in self.to_dict().items() if k not in _SESSION_KEYS}
+
+
+#: One benchmark, flat: one attribute per leaf of :class:`amc.config.bench.BenchOptions` (the model and
+#: data, the searches and their env as in ``agents.search.SearchConfig``, KD fine-tuning as in
+#: ``amc.finetune.FinetuneConfig`` with ``ft_`` names, latency, threads and device), which owns their
+#: defaults, descriptions and checks; a bad value raises ``AmcError``. ``to_dict()`` is what
+#: ``bench_config.json`` holds.
+BenchConfig = flat_config("BenchConfig", BenchOptions, module=__name__, base=_BenchConfigBase, what="bench config",
+                          doc="One benchmark: the leaves of amc.config.bench.BenchOptions.")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -29,8 +29,9 @@ from amc.errors import AmcError
 from amc.rundir import refuse_existing_files
 
 
-def add_common(p: argparse.ArgumentParser, *, policy_required: bool = True) -> None:
-    """Options shared by apply, export and finetune: the policy, the checkpoint and the data."""
+def add_common(p: argparse.ArgumentParser, *, policy_required: bool = True, device: bool = True) -> None:
+    """Options shared by apply, export and finetune: the policy, the checkpoint and the data (``device``:
+    and --device, --threads)."""
     g = p.add_argument_group("policy, model and data")
     g.add_argument("--policy", required=policy_required, metavar="JSON",
                    help="the policy (a search's RUN_DIR/best_policy.json)")
@@ -46,9 +47,10 @@ def add_common(p: argparse.ArgumentParser, *, policy_required: bool = True) -> N
                         "automatic when the policy does not match the model")
     g.add_argument("--budget", metavar="METRIC=RATIO",
                    help="budget re-enforced after a transfer (default: the policy's), e.g. macs=0.5")
-    g = p.add_argument_group("run")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default auto)")
-    g.add_argument("--threads", type=int, help="torch CPU threads")
+    if device:
+        g = p.add_argument_group("run")
+        g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default auto)")
+        g.add_argument("--threads", type=int, help="torch CPU threads")
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:

@@ -25,46 +25,36 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+from typing import Any
 
-from amc.cli._args import PRECISION_CHOICES
 from amc.cli.apply import add_common, cost_table, fmt_acc, human_bytes
+from amc.config import add_config_arguments, dump_config, resolve_config
+from amc.config.train import FinetuneCommandOptions
 from amc.errors import AmcError
+
+SECTIONS = {"": "fine-tuning", "train": "training", "distill": "distillation", "share": "Deep Compression",
+            "run": "run"}
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    add_common(p, policy_required=False)
+    add_common(p, policy_required=False, device=False)
     p.add_argument("--model-file", metavar="AMC", help="an already compressed model (apply's/export's model.amc) "
                    "instead of --policy; --checkpoint is then the uncompressed teacher")
-    g = p.add_argument_group("fine-tuning")
-    g.add_argument("--epochs", type=int, required=True, help="epochs (per step with --iterative)")
-    g.add_argument("--lr", type=float, default=0.01, help="peak learning rate, cosine decay (default 0.01)")
-    g.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
-    g.add_argument("--wd", "--weight-decay", dest="wd", type=float, default=5e-4, help="weight decay (default 5e-4)")
-    g.add_argument("--no-kd", action="store_true", help="labels only, no distillation from the uncompressed model")
-    g.add_argument("--kd-temperature", type=float, default=4.0, help="KD temperature T (default 4)")
-    g.add_argument("--kd-alpha", type=float, default=0.9, help="weight of the KD term in [0, 1] (default 0.9)")
-    g.add_argument("--iterative", type=int, default=1, metavar="K",
-                   help="prune + fine-tune in K steps (step k keeps 1-(1-r)k/K of each group; default 1: one-shot)")
-    g.add_argument("--no-augment", action="store_true", help="no random crop/flip")
-    g.add_argument("--steps-per-epoch", type=int, help="cap the steps per epoch (quick runs)")
-    g.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
-                   help="fp32, or mixed precision: bf16 (CPUs with AVX-512 BF16/AMX, recent GPUs) or fp16 (CUDA) "
-                   "(default fp32)")
-    g.add_argument("--channels-last", action="store_true", help="train in the NHWC memory format (faster convs)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (default 0)")
-    g = p.add_argument_group("Deep Compression (Han et al. 2016)")
-    g.add_argument("--deep-compression", action="store_true",
-                   help="run the three-stage pipeline on a fine-granularity --policy (per-layer sparsity and w_bits): "
-                   "prune + retrain with masks (--iterative steps of --epochs at --lr), k-means weight sharing with "
-                   "centroid fine-tuning, Huffman coding; prints and saves the size/ratio/accuracy table")
-    g.add_argument("--share-epochs", type=int, default=3, help="epochs of centroid fine-tuning (default 3)")
-    g.add_argument("--share-lr", type=float, default=1e-3, help="peak learning rate of the centroids (default 1e-3)")
-    g.add_argument("--kmeans-iters", type=int, default=30, help="Lloyd iterations of the weight sharing (default 30)")
-    g.add_argument("--no-huffman", action="store_true", help="skip Huffman coding in the last stage")
-    g.add_argument("--run-dir", required=True, help="output folder")
-    g.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
-    g.add_argument("--overwrite", action="store_true",
-                   help="start again in a --run-dir that holds a fine-tuning run (its outputs are deleted)")
+    p.add_argument("--config", metavar="YAML", help="fine-tuning options from a YAML file (the command line "
+                   "overrides it)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved fine-tuning options as YAML "
+                   "and exit")
+    add_config_arguments(p, FinetuneCommandOptions, sections=SECTIONS, defaults={"train.epochs": "required"})
+
+
+def resolve_options(args: argparse.Namespace) -> Any:
+    """The :class:`FinetuneCommandOptions`: defaults, then ``--config``, then the command line."""
+    given = {k: v for k, v in vars(args).items() if "." in k or k == "iterative"}
+    opts = resolve_config(FinetuneCommandOptions, given, config=args.config,
+                          what=str(args.config or "finetune config"))
+    args.device, args.threads = opts.train.device, opts.train.num_threads  # what the common options read
+    args.run_dir, args.resume, args.overwrite = opts.run.run_dir, opts.run.resume, opts.run.overwrite
+    return opts
 
 
 #: what a fine-tuning run leaves in its run dir (besides step*/ of an iterative one, or prune*/ and
@@ -76,9 +66,6 @@ _RUN_FOLDERS = ("step*", "prune*", "share", "stage*.amc")
 
 def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> list[Path]:
     """The earlier outputs in ``run_dir``; ``AmcError`` when there are some and neither flag is given."""
-    if resume and overwrite:
-        raise AmcError("--resume and --overwrite exclude each other: --resume continues the run, --overwrite "
-                       "starts it again")
     if run_dir.exists() and not run_dir.is_dir():
         raise AmcError(f"--run-dir {str(run_dir)!r} exists and is not a directory; choose another --run-dir")
     found = [run_dir / n for n in _OUTPUTS if (run_dir / n).is_file()]
@@ -93,17 +80,17 @@ def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> list[Path]
 def run(args: argparse.Namespace) -> int:
     from amc.finetune import FinetuneConfig, finetune_policy
 
+    opts = resolve_options(args)
+    if args.print_config:
+        print(dump_config(opts), end="")
+        return 0
     if bool(args.policy) == bool(args.model_file):
         raise AmcError("pass either --policy (a policy to apply to --checkpoint) or --model-file (a compressed model)")
     run_dir = Path(args.run_dir)
     check_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
-    if args.deep_compression:
-        return _run_deep_compression(args, run_dir)
-    cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.wd,
-                         kd=not args.no_kd, kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha,
-                         iterative=args.iterative, augment=not args.no_augment, steps_per_epoch=args.steps_per_epoch,
-                         seed=args.seed, device=args.device, num_threads=args.threads,
-                         precision=args.precision, channels_last=args.channels_last)
+    if opts.share.deep_compression:
+        return _run_deep_compression(args, opts, run_dir)
+    cfg = FinetuneConfig.from_options(opts)
     student = None
     if args.model_file:
         from amc.export import load_with_metadata
@@ -163,19 +150,20 @@ def deep_compression_table(summary: dict) -> list[str]:
     return lines
 
 
-def _run_deep_compression(args: argparse.Namespace, run_dir: Path) -> int:
+def _run_deep_compression(args: argparse.Namespace, opts: Any, run_dir: Path) -> int:
     from amc.cli.apply import setup_from_args
     from amc.deep_compression import DeepCompressionConfig, deep_compress
     from amc.rundir import locked_run_dir
 
     if args.model_file:
         raise AmcError("--deep-compression starts from --policy and the uncompressed --checkpoint, not --model-file")
-    cfg = DeepCompressionConfig(prune_steps=args.iterative, prune_epochs=args.epochs, prune_lr=args.lr,
-                                share_epochs=args.share_epochs, share_lr=args.share_lr, kmeans_iters=args.kmeans_iters,
-                                huffman=not args.no_huffman, kd=not args.no_kd, kd_temperature=args.kd_temperature,
-                                kd_alpha=args.kd_alpha, batch_size=args.batch_size, weight_decay=args.wd,
-                                augment=not args.no_augment, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
-                                device=args.device, num_threads=args.threads)
+    t, kd, sh = opts.train, opts.distill, opts.share
+    cfg = DeepCompressionConfig(prune_steps=opts.iterative, prune_epochs=t.epochs, prune_lr=t.lr,
+                                share_epochs=sh.share_epochs, share_lr=sh.share_lr, kmeans_iters=sh.kmeans_iters,
+                                huffman=sh.huffman, kd=kd.kd, kd_temperature=kd.kd_temperature, kd_alpha=kd.kd_alpha,
+                                batch_size=t.batch_size, weight_decay=t.weight_decay, augment=t.augment,
+                                steps_per_epoch=t.steps_per_epoch, seed=t.seed, device=t.device,
+                                num_threads=t.num_threads)
     setup = setup_from_args(args)
     with locked_run_dir(run_dir, command="amc finetune"):
         _clear(run_dir, args)

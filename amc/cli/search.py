@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from amc.config import add_config_arguments, config_fields, dump_config, nest_flat_keys, resolve_config
+from amc.config import add_config_arguments, dump_config, nest_flat_keys, preset_defaults, resolve_config
 from amc.config.search import SearchOptions, quickstart
 from amc.errors import AmcError
 
@@ -32,16 +32,7 @@ SECTIONS = {"data": "data", "model": "model", "env": "what to search (env)", "ag
 
 def _shown_defaults(agent: str | None) -> dict[str, Any]:
     """The defaults a user gets without ``--config``: the quickstart preset's values over the model's."""
-    preset = nest_flat_keys(SearchOptions, quickstart())
-    shown = {}
-    for f in config_fields(SearchOptions):
-        section, _, leaf = f.path.partition(".")
-        node = preset.get(section)
-        if isinstance(node, dict) and leaf in node:
-            shown[f.path] = node[leaf]
-    if agent is not None:
-        shown["agent.name"] = agent
-    return shown
+    return {**preset_defaults(SearchOptions, quickstart()), **({"agent.name": agent} if agent is not None else {})}
 
 
 def add_parser(p: argparse.ArgumentParser, *, agent: str | None = None) -> None:

@@ -9,10 +9,11 @@ from amc.config.cli import (
     key_value,
     load_yaml,
     nest_flat_keys,
+    preset_defaults,
     resolve_config,
     set_path,
     validation_message,
 )
 
 __all__ = ["ConfigField", "add_config_arguments", "config_fields", "dump_config", "flat_name", "key_value", "load_yaml",
-           "nest_flat_keys", "resolve_config", "set_path", "validation_message"]
+           "nest_flat_keys", "preset_defaults", "resolve_config", "set_path", "validation_message"]

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from amc.errors import AmcError
 
 __all__ = ["ConfigField", "config_fields", "add_config_arguments", "resolve_config", "dump_config", "load_yaml",
-           "set_path", "validation_message", "key_value", "flat_name", "nest_flat_keys"]
+           "set_path", "validation_message", "key_value", "flat_name", "nest_flat_keys", "preset_defaults"]
 
 
 class ConfigField(typing.NamedTuple):
@@ -148,7 +148,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]
         group = groups[section]
         dotted = f"--{f.path.replace('_', '-')}"
         shown = f.flag or dotted
-        hidden = [dotted] if f.flag else []
+        hidden = [dotted] if f.flag and f.flag != dotted else []
         flat = f"--{flat_name(f.path).replace('_', '-')}"
         if flat_aliases and flat not in taken:
             hidden.append(flat)
@@ -235,6 +235,20 @@ def nest_flat_keys(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str,
     return out
 
 
+def preset_defaults(model: type[BaseModel], preset: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted path -> value of the leaves a (flat or nested) preset sets: the help's defaults without ``--config``."""
+    out, nested = {}, nest_flat_keys(model, preset)
+    for f in config_fields(model):
+        node: Any = nested
+        for key in f.path.split("."):
+            if not isinstance(node, Mapping) or key not in node:
+                break
+            node = node[key]
+        else:
+            out[f.path] = node
+    return out
+
+
 def _suggest(model: type[BaseModel], loc: list[str]) -> str:
     """`` (did you mean 'agent.episodes'?)`` for an unknown key, else the keys valid where it stands."""
     known = [name for f in config_fields(model) for name in (f.path, flat_name(f.path))]
@@ -265,7 +279,8 @@ def validation_message(error: ValidationError, what: str, model: type[BaseModel]
         elif e["type"] == "missing":
             parts.append(f"{loc} is required")
         else:
-            parts.append(f"{loc}={e.get('input')!r}: {msg}" if loc else msg)
+            shown = "" if isinstance(e.get("input"), Mapping) else f"={e.get('input')!r}"  # a section: not its dict
+            parts.append(f"{loc}{shown}: {msg}" if loc else msg)
     return f"{what}: " + "; ".join(parts)
 
 

@@ -43,6 +43,42 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _Checks(_Section):
+    """Checks of options that other models reuse (``amc bench``'s): each runs where its field exists."""
+
+    @field_validator("target", check_fields=False)
+    @classmethod
+    def _parse_target(cls, v: str) -> str:
+        from amc.policy import parse_target
+
+        parse_target(v)
+        return v
+
+    @field_validator("proxy", check_fields=False)
+    @classmethod
+    def _parse_proxy(cls, v: str) -> str:
+        from amc.proxies import parse_proxy
+
+        return parse_proxy(v).name
+
+    @field_validator("importance", check_fields=False)
+    @classmethod
+    def _known_importance(cls, v: str) -> str:
+        from amc.pruning import IMPORTANCES
+
+        if v not in IMPORTANCES:
+            raise ValueError(f"unknown importance {v!r}; valid: {', '.join(IMPORTANCES.names())}")
+        return v
+
+    @field_validator("device", check_fields=False)
+    @classmethod
+    def _usable_device(cls, v: str) -> str:
+        from amc.utils import resolve_device
+
+        resolve_device(v)  # ValueError naming the valid devices
+        return v
+
+
 class DataConfig(_Section):
     dataset: str = Field("digits", description="digits, fashion-mnist, cifar10, imagefolder",
                          json_schema_extra=_flag("--dataset"))
@@ -96,7 +132,7 @@ class ModelConfig(_Section):
         return v
 
 
-class EnvOptions(_Section):
+class EnvOptions(_Checks):
     """What is searched and how a policy is scored (``envs.EnvConfig``, which adds the env-only options)."""
 
     mode: Literal["prune", "quant", "joint"] = Field(
@@ -126,21 +162,6 @@ class EnvOptions(_Section):
     env_kwargs: Options = Field(default_factory=dict, description="further envs.EnvConfig option (repeatable)",
                                 json_schema_extra=_flag("--env-opt"))
 
-    @field_validator("target")
-    @classmethod
-    def _parse_target(cls, v: str) -> str:
-        from amc.policy import parse_target
-
-        parse_target(v)
-        return v
-
-    @field_validator("proxy")
-    @classmethod
-    def _parse_proxy(cls, v: str) -> str:
-        from amc.proxies import parse_proxy
-
-        return parse_proxy(v).name
-
     @field_validator("reward")
     @classmethod
     def _known_reward(cls, v: str) -> str:
@@ -148,15 +169,6 @@ class EnvOptions(_Section):
 
         if v not in REWARDS:
             raise ValueError(f"unknown reward {v!r}; valid: {', '.join(REWARDS.names())}")
-        return v
-
-    @field_validator("importance")
-    @classmethod
-    def _known_importance(cls, v: str) -> str:
-        from amc.pruning import IMPORTANCES
-
-        if v not in IMPORTANCES:
-            raise ValueError(f"unknown importance {v!r}; valid: {', '.join(IMPORTANCES.names())}")
         return v
 
     @field_validator("w_bits", "a_bits")
@@ -200,7 +212,7 @@ class AgentOptions(_Section):
         return v
 
 
-class RunConfig(_Section):
+class RunConfig(_Checks):
     seed: int = Field(0, ge=0, description="seed of the search", json_schema_extra=_flag("--seed"))
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps", json_schema_extra=_flag("--device"))
     threads: int | None = Field(None, ge=1, description="torch CPU threads (none: torch's default)",
@@ -212,15 +224,6 @@ class RunConfig(_Section):
                          json_schema_extra={"flag": "--resume", "cli": False})
     overwrite: bool = Field(False, description="discard what --run-dir holds", json_schema_extra=_flag("--overwrite"))
     checkpoint_every: int = Field(10, ge=1, description="episodes between checkpoints")
-
-    @field_validator("device")
-    @classmethod
-    def _usable_device(cls, v: str) -> str:
-        from amc.utils import resolve_device
-
-        resolve_device(v)  # ValueError naming the valid devices
-        return v
-
 
 class SearchOptions(_Section):
     """A compression search: data, model, environment, agent and run."""

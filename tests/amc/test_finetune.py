@@ -45,7 +45,7 @@ def test_iterative_schedule_ends_at_the_policy():
         iterative_schedule(pol, 0)
 
 
-@pytest.mark.parametrize(("kw", "message"), [({"iterative": 0}, "iterative must be an int >= 1"),
+@pytest.mark.parametrize(("kw", "message"), [({"iterative": 0}, "iterative=0: Input should be greater than or equal to 1"),
                                              ({"kd_alpha": 1.5}, "alpha"), ({"kd_temperature": 0}, "temperature"),
                                              ({"epochs": 0}, "epochs"), ({"lr": -1}, "lr")])
 def test_config_checks_itself(kw, message):

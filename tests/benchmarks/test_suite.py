@@ -155,6 +155,56 @@ def test_config_checks_and_presets():
         BenchConfig.from_preset("medium", checkpoint="x.pt")
 
 
+def test_an_existing_benchmark_folder_still_resumes():
+    """A real folder's bench_config.json: its keys and values are what BenchConfig writes, so it compares equal."""
+    from benchmarks.suite import _SESSION_KEYS
+
+    old = json.loads((ROOT / "bench_state" / "r20-proxy" / "bench_config.json").read_text())["config"]
+    cfg = BenchConfig(**old)
+    assert cfg.to_dict() == old
+    assert cfg.comparable() == {k: v for k, v in old.items() if k not in _SESSION_KEYS}
+    assert BenchConfig.from_preset("full", **{k: v for k, v in old.items() if k != "preset"}).to_dict() == old
+
+
+def test_bench_defaults_are_the_models_and_the_presets():
+    from amc.config.bench import BenchOptions
+    from amc.config.search import EnvOptions
+    from amc.finetune import FinetuneConfig
+
+    cfg, env, ft = BenchConfig(checkpoint="x.pt"), EnvOptions(), FinetuneConfig()
+    assert (cfg.lbound, cfg.proxy, cfg.calibration_size, cfg.budget_band) == (env.lbound, env.proxy,
+                                                                              env.calibration_size, env.budget_band)
+    assert (cfg.ft_lr, cfg.ft_batch_size, cfg.kd_temperature, cfg.kd_alpha) == (ft.lr, ft.batch_size,
+                                                                                ft.kd_temperature, ft.kd_alpha)
+    assert BenchConfig.from_options(BenchOptions(data={"checkpoint": "x.pt"})) == cfg
+    assert BenchConfig.from_preset("quick", checkpoint="x.pt").reward_val == PRESETS["quick"]["reward_val"]
+
+
+def test_bench_print_config_round_trips(tmp_path, capsys):
+    argv = ["bench", "--checkpoint", "x.pt", "--out", str(tmp_path / "o"), "--full", "--reward-val", "500",
+            "--test-size", "all", "--no-latency", "--agents", "ddpg,tpe", "--round-to", "8", "--ft-steps", "all",
+            "--no-kd", "--int8-json", "i.json", "--env.lbound", "0.3"]
+    assert main([*argv, "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    (tmp_path / "b.yaml").write_text(printed)
+    assert main(["bench", "--config", str(tmp_path / "b.yaml"), "--out", "o", "--print-config"]) == 0
+    assert capsys.readouterr().out == printed
+    cfg = BenchConfig.from_options(BenchConfig.validate(yaml_load(printed)))
+    assert (cfg.preset, cfg.episodes, cfg.reward_val, cfg.test_size, cfg.latency_batches, cfg.agents) == (
+        "full", 300, 500, None, (), ("ddpg", "tpe"))
+    assert (cfg.round_to, cfg.ft_steps_per_epoch, cfg.kd, cfg.lbound, cfg.extras) == (8, None, False, 0.3,
+                                                                                     {"int8": "i.json"})
+    assert main(["bench", "--out", "o", "--checkpoint", "x.pt", "--kd-alpha", "2", "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: bench config: finetune.kd_alpha='2'")
+
+
+def yaml_load(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
 def test_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
     assert main(["bench", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
