@@ -31,7 +31,6 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from amc.config.fidelity import DEFAULT_PROXIES, FidelityOptions
+from amc.config.flat import flat_config
 from amc.errors import AmcError
 from amc.policy import Policy
 from amc.proxies import parse_proxy
@@ -48,90 +49,19 @@ from benchmarks.harness import loadavg, machine_info
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FidelityConfig", "run_fidelity", "rank_stats", "render_markdown"]
+__all__ = ["DEFAULT_PROXIES", "FidelityConfig", "run_fidelity", "rank_stats", "render_markdown"]
 
-DEFAULT_PROXIES = ("vanilla", "bn", "reconstruct", "reconstruct+bn", "ft:20")
 #: policies within this fraction under the budget count as "near the budget"
 NEAR = 0.10
 
 
-@dataclass
-class FidelityConfig:
-    """The study's settings (checks itself; stored in ``config.json`` and compared on resume).
-
-    Attributes:
-        checkpoint: the trained, uncompressed model (``amc train`` checkpoint).
-        dataset, data_dir, val_size, data_seed: the data and the val holdout (as ``amc search``).
-        target, lbound, round_to, importance: the budget and the pruning space of the sampled policies.
-        policies: how many to sample: the uniform one plus ``policies - 1`` random episodes.
-        runs: search run dirs whose ``best_policy.json`` joins the sample.
-        budget_band: budget band of the random episodes (``envs.EnvConfig.budget_band``).
-        proxies: proxy names to score with (``amc.proxies``).
-        calibration_size, calibration_seed: the proxies' train images.
-        eval_precisions: precisions to score in besides fp32 (``bf16``: the same proxies, faster).
-        calibration_sizes: extra calibration sizes the ``bn`` proxy is scored with.
-        val_sizes: val image counts at which fidelity is reported (prefixes of the val split).
-        epochs, ft_lr, ft_batch_size, kd_temperature, kd_alpha, ft_precision, ft_channels_last:
-            the one fine-tuning schedule of every policy (KD from the uncompressed model).
-        ft_test: also evaluate the test split after fine-tuning.
-        seed: seeds the sampled episodes and the fine-tuning.
-        device, threads: where it runs.
-    """
-
-    checkpoint: str
-    dataset: str = "digits"
-    data_dir: str | None = None
-    val_size: int | float | None = None
-    data_seed: int = 0
-    target: str = "macs=0.5"
-    lbound: float = 0.2
-    round_to: int = 1
-    importance: str = "l1"
-    policies: int = 16
-    runs: list[str] = field(default_factory=list)
-    budget_band: float = 0.0
-    proxies: list[str] = field(default_factory=lambda: list(DEFAULT_PROXIES))
-    calibration_size: int = 256
-    calibration_seed: int = 0
-    eval_precisions: list[str] = field(default_factory=list)
-    calibration_sizes: list[int] = field(default_factory=list)
-    val_sizes: list[int] = field(default_factory=list)
-    epochs: int = 1
-    ft_lr: float = 0.01
-    ft_batch_size: int = 128
-    kd_temperature: float = 4.0
-    kd_alpha: float = 0.9
-    ft_precision: str = "fp32"
-    ft_channels_last: bool = False
-    ft_test: bool = True
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        from amc.policy import parse_target
-
-        metric, _ = parse_target(self.target)
-        if metric not in ("macs", "params"):
-            raise AmcError(f"amc fidelity samples channel-pruning policies: use a macs= or params= budget, not {metric}=")
-        if self.policies < 2:
-            raise AmcError(f"--policies {self.policies}: a rank correlation needs at least 2 policies (16+ to mean much)")
-        if self.epochs < 1:
-            raise AmcError(f"--epochs {self.epochs} must be >= 1")
-        self.proxies = [parse_proxy(p).name for p in self.proxies]
-        if "auto" in self.proxies or not self.proxies:
-            raise AmcError("--proxies lists concrete proxies (vanilla, bn, reconstruct, reconstruct+bn, ft:K), not auto")
-        for p in self.eval_precisions + [self.ft_precision]:
-            if p not in PRECISIONS:
-                raise AmcError(f"precision {p!r} is not one of {', '.join(PRECISIONS)}")
-        for n in [*self.calibration_sizes, *self.val_sizes, self.calibration_size]:
-            if int(n) < 1:
-                raise AmcError(f"image counts must be >= 1, got {n}")
-        if self.threads is not None and self.threads < 1:
-            raise AmcError(f"--threads {self.threads} must be >= 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+#: The study's settings, flat: one attribute per leaf of :class:`amc.config.fidelity.FidelityOptions` (the
+#: checkpoint and data as ``amc search``, the budget and pruning space as its env, the sample, the
+#: proxies and their images, one KD fine-tuning schedule as ``amc bench``'s ``ft_`` options, seed,
+#: device and threads), which owns their defaults, descriptions and checks; a bad value raises
+#: ``AmcError``. ``to_dict()`` is what ``config.json`` holds and is compared on resume.
+FidelityConfig = flat_config("FidelityConfig", FidelityOptions, module=__name__, what="fidelity config",
+                             doc="A fidelity study: the flat fields of amc.config.fidelity.FidelityOptions.")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -44,7 +44,8 @@ class _Section(BaseModel):
 
 
 class _Checks(_Section):
-    """Checks of options that other models reuse (``amc bench``'s): each runs where its field exists."""
+    """Checks of options that other models reuse (``amc bench``'s, ``amc fidelity``'s): each runs where its field
+    exists."""
 
     @field_validator("target", check_fields=False)
     @classmethod
@@ -78,18 +79,7 @@ class _Checks(_Section):
         resolve_device(v)  # ValueError naming the valid devices
         return v
 
-
-class DataConfig(_Section):
-    dataset: str = Field("digits", description="digits, fashion-mnist, cifar10, imagefolder",
-                         json_schema_extra=_flag("--dataset"))
-    data_dir: PathStr | None = Field(None, description="where the dataset's files are", json_schema_extra=_flag("--data-dir"))
-    val_size: int | float | None = Field(
-        None, description="held-out train images the reward is measured on: a count or a fraction in (0, 1); "
-                          "none: the dataset's default")
-    data_seed: int = Field(0, ge=0, description="seed of the val holdout and of the brief pretraining (kept apart "
-                                                "from --seed, so that searches with other seeds see the same model)")
-
-    @field_validator("dataset")
+    @field_validator("dataset", check_fields=False)
     @classmethod
     def _known_dataset(cls, v: str) -> str:
         from amc.data import DATASETS
@@ -98,7 +88,7 @@ class DataConfig(_Section):
             raise ValueError(f"unknown dataset {v!r}; valid: {', '.join(DATASETS.names())}")
         return v.lower()
 
-    @field_validator("val_size")
+    @field_validator("val_size", check_fields=False)
     @classmethod
     def _positive(cls, v: int | float | None) -> int | float | None:
         if v is not None and not v > 0:
@@ -106,6 +96,16 @@ class DataConfig(_Section):
                              "held-out images (leave it out for the dataset's default)")
         return v
 
+
+class DataConfig(_Checks):
+    dataset: str = Field("digits", description="digits, fashion-mnist, cifar10, imagefolder",
+                         json_schema_extra=_flag("--dataset"))
+    data_dir: PathStr | None = Field(None, description="where the dataset's files are", json_schema_extra=_flag("--data-dir"))
+    val_size: int | float | None = Field(
+        None, description="held-out train images the reward is measured on: a count or a fraction in (0, 1); "
+                          "none: the dataset's default")
+    data_seed: int = Field(0, ge=0, description="seed of the val holdout and of the brief pretraining (kept apart "
+                                                "from --seed, so that searches with other seeds see the same model)")
 
 class ModelConfig(_Section):
     name: str | None = Field(None, description="architecture (lenet5, resnet20, ..., torchvision:<name>, "

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
-from amc.cli import main
+from amc.cli import build_parser, main
 from amc.errors import AmcError
-from benchmarks.fidelity import FidelityConfig, rank_stats, run_fidelity
+from benchmarks.fidelity import DEFAULT_PROXIES, FidelityConfig, rank_stats, run_fidelity
 from tests._paths import LENET_DIGITS
 
 LENET = str(LENET_DIGITS)
@@ -67,6 +69,103 @@ def test_bad_settings_are_refused(tmp_path, capsys):
     with pytest.raises(AmcError, match="macs= or params="):
         _cfg(target="bitops=0.1")
     assert main(["fidelity", "--checkpoint", LENET, "--proxies", "bogus", "--out", str(tmp_path / "x")]) == 2
-    assert "error: unknown proxy 'bogus'" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: fidelity config: score.proxies=")
+    assert "unknown proxy 'bogus'" in err
     assert main(["fidelity", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "y")]) == 2
     assert not (tmp_path / "y").exists()  # nothing written before the inputs check out
+
+
+#: the README's and docs/results.md's command (docs/bench/fidelity-r20), every everyday flag of amc fidelity
+README_ARGV = ["fidelity", "--checkpoint", "reference/resnet20-cifar10-kd-resnet56.pt", "--dataset", "cifar10",
+               "--data-dir", "data", "--val-size", "5000", "--target", "macs=0.5", "--policies", "24", "--epochs", "1",
+               "--proxies", "vanilla,bn,reconstruct,reconstruct+bn,ft:20", "--calibration-sizes", "32,64,128,512,1024",
+               "--val-sizes", "500,1000,2000", "--eval-precisions", "bf16", "--ft-precision", "bf16",
+               "--ft-channels-last", "--threads", "1", "--out", "bench_out/fidelity-r20"]
+STUDY = Path(__file__).resolve().parents[2] / "docs" / "bench" / "fidelity-r20" / "fidelity.json"
+
+
+class _Resumed(Exception):
+    pass
+
+
+def test_an_existing_study_still_resumes(tmp_path, monkeypatch):
+    """The published study's config (the README's command): its keys and values are what FidelityConfig writes."""
+    import benchmarks.fidelity as fidelity
+    from amc.cli.fidelity import config_from_args
+
+    def resumed(*args, **kwargs):
+        raise _Resumed
+
+    monkeypatch.setattr(fidelity, "_Study", resumed)
+
+    old = json.loads(STUDY.read_text())["config"]
+    assert FidelityConfig(**old).to_dict() == old
+    assert config_from_args(build_parser().parse_args(README_ARGV)).to_dict() == old
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(old))
+    # the settings compare equal, so the resume goes on (to the study, stubbed here)
+    with pytest.raises(_Resumed):
+        run_fidelity(FidelityConfig(**old), out, resume=True)
+    with pytest.raises(AmcError, match="other settings \\(policies\\)"):
+        run_fidelity(FidelityConfig(**{**old, "policies": 16}), out, resume=True)
+
+
+def test_defaults_and_flags_as_before():
+    cfg = FidelityConfig(checkpoint="x.pt")
+    assert (cfg.dataset, cfg.target, cfg.lbound, cfg.round_to, cfg.importance, cfg.policies, cfg.budget_band) == (
+        "digits", "macs=0.5", 0.2, 1, "l1", 16, 0.0)
+    assert (cfg.proxies, cfg.calibration_size, cfg.calibration_seed, cfg.runs, cfg.val_sizes) == (
+        list(DEFAULT_PROXIES), 256, 0, [], [])
+    assert (cfg.epochs, cfg.ft_lr, cfg.ft_batch_size, cfg.kd_temperature, cfg.kd_alpha, cfg.ft_precision) == (
+        1, 0.01, 128, 4.0, 0.9, "fp32")
+    assert (cfg.ft_channels_last, cfg.ft_test, cfg.seed, cfg.device, cfg.threads) == (False, True, 0, "cpu", None)
+    from amc.cli.fidelity import config_from_args
+
+    args = build_parser().parse_args(["fidelity", "--checkpoint", "x.pt", "--lr", "0.05", "--batch-size", "64",
+                                      "--no-test", "--runs", "a", "b", "--budget-band", "0.02", "--lbound", "0.3",
+                                      "--round-to", "8", "--seed", "3", "--device", "cpu", "--calibration-size", "128",
+                                      "--proxies", "bn", "ft:5", "--resume", "--out", "o"])
+    cfg = config_from_args(args)
+    assert (cfg.ft_lr, cfg.ft_batch_size, cfg.ft_test, cfg.runs, cfg.budget_band, cfg.lbound, cfg.round_to) == (
+        0.05, 64, False, ["a", "b"], 0.02, 0.3, 8)
+    assert (cfg.seed, cfg.calibration_size, cfg.proxies, args.resume, args.out) == (3, 128, ["bn", "ft:5"], True, "o")
+
+
+def test_print_config_round_trips(tmp_path, capsys):
+    argv = [*README_ARGV, "--kd-alpha", "0.5", "--env.importance", "l2", "--score.calibration-seed", "1", "--no-test"]
+    assert main([*argv, "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    data = yaml.safe_load(printed)
+    assert data["finetune"]["kd_alpha"] == 0.5 and data["env"]["importance"] == "l2"
+    assert data["score"]["calibration_sizes"] == [32, 64, 128, 512, 1024] and data["finetune"]["ft_test"] is False
+    (tmp_path / "f.yaml").write_text(printed)
+    assert main(["fidelity", "--config", str(tmp_path / "f.yaml"), "--print-config"]) == 0
+    assert capsys.readouterr().out == printed
+    # a flat file reads too, and the command line overrides it
+    (tmp_path / "flat.yaml").write_text("checkpoint: x.pt\npolicies: 8\nft_lr: 0.02\n")
+    assert main(["fidelity", "--config", str(tmp_path / "flat.yaml"), "--policies", "4", "--print-config"]) == 0
+    data = yaml.safe_load(capsys.readouterr().out)
+    assert (data["sample"]["policies"], data["finetune"]["ft_lr"], data["data"]["checkpoint"]) == (4, 0.02, "x.pt")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--out", "o"], "checkpoint is required"),
+    (["--checkpoint", "x.pt"], "--out is required"),
+    (["--checkpoint", "x.pt", "--out", "o", "--resume", "--overwrite"], "pass one"),
+    (["--checkpoint", "x.pt", "--policies", "1"], "sample.policies='1': a rank correlation needs at least 2"),
+    (["--checkpoint", "x.pt", "--proxies", "vanilla,auto"], "not auto"),
+    (["--checkpoint", "x.pt", "--target", "bitops=0.1"], "macs= or params="),
+    (["--checkpoint", "x.pt", "--eval-precisions", "bf17"], "score.eval_precisions.0='bf17': valid: fp32, bf16"),
+    (["--checkpoint", "x.pt", "--val-sizes", "500,0"], "score.val_sizes.1='0'"),
+    (["--checkpoint", "x.pt", "--epochs", "0"], "finetune.epochs='0'"),
+    (["--checkpoint", "x.pt", "--kd-temperature", "0"], "finetune.kd_temperature='0'"),
+    (["--checkpoint", "x.pt", "--dataset", "foo"], "unknown dataset 'foo'"),
+    (["--checkpoint", "x.pt", "--threads", "0"], "run.threads='0'"),
+])
+def test_bad_input_is_one_error_line(argv, message, capsys):
+    print_config = [] if "--out" in argv or message.startswith("--out") else ["--print-config"]
+    assert main(["fidelity", *argv, *print_config]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
