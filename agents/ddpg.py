@@ -51,13 +51,13 @@ import logging
 import random
 import shutil
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+from pydantic import Field, field_validator
 from stable_baselines3 import DDPG
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.logger import Logger
@@ -68,6 +68,7 @@ from stable_baselines3.td3.policies import TD3Policy
 from agents._base import AGENTS, Agent
 from agents.callbacks import EpisodeInfoCallback, TorchThreadsCallback
 from agents.noise import TruncatedNormalNoise
+from amc.config.agents import AgentKwargs
 from amc.errors import AmcError
 from amc.utils import atomic_torch_save, seed_everything
 
@@ -84,77 +85,38 @@ _CKPT_VERSION = 1
 # config
 
 
-@dataclass
-class DDPGConfig:
-    """DDPG hyper-parameters (AMC's defaults); set through ``SearchConfig.agent_kwargs``.
+class DDPGConfig(AgentKwargs):
+    """DDPG hyper-parameters (AMC's defaults); set through ``SearchConfig.agent_kwargs`` (``--agent-opt K=V``)."""
 
-    :param hidden: hidden layer widths of actor and critic.
-    :param actor_lr, critic_lr: Adam learning rates.
-    :param tau: soft target update coefficient.
-    :param gamma: discount (1: the episode has a fixed length and one final reward).
-    :param batch_size: transitions per gradient step.
-    :param replay_episodes: replay capacity in episodes (x steps per episode).
-    :param baseline_alpha: moving-average reward baseline rate in (0, 1]; None disables it.
-    :param device: where the actor/critic live; 300-300 MLPs with batch 64 are fastest on CPU.
-    :param warm_start_neighbours, warm_start_sigma: with ``SearchConfig.warm_start``, the number of
-        noisy neighbours run after the given policy's episode, and their Gaussian noise (action units).
-    :param train_threads: torch CPU threads for the gradient updates (None: as set); the env's
-        evaluation keeps the process's setting (see ``agents.callbacks.TorchThreadsCallback``).
-    """
+    hidden: tuple[Annotated[int, Field(ge=1)], ...] = Field((300, 300), description="hidden layer widths of actor "
+                                                            "and critic, e.g. [300, 300]")
+    actor_lr: float = Field(1e-4, gt=0, description="Adam learning rate of the actor (AMC: 1e-4)")
+    critic_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the critic (AMC: 1e-3)")
+    tau: float = Field(0.01, gt=0, le=1, description="soft target update coefficient (AMC: 0.01)")
+    gamma: float = Field(1.0, ge=0, le=1, description="discount (1: the episode has a fixed length and one final "
+                                                      "reward)")
+    batch_size: int = Field(64, ge=1, description="transitions per gradient step (AMC: 64)")
+    replay_episodes: int = Field(100, ge=1, description="replay capacity in episodes (x steps per episode)")
+    baseline_alpha: float | None = Field(0.5, gt=0, le=1, description="rate of the moving-average reward baseline in "
+                                                                      "(0, 1]; null disables it (AMC: 0.5)")
+    device: str = Field("cpu", description="where the actor/critic live; 300-300 MLPs with batch 64 are fastest on "
+                                           "the CPU")
+    train_threads: int | None = Field(1, ge=1, description="torch CPU threads of the gradient updates (null: as set); "
+                                                           "the env's evaluation keeps the process's setting")
+    warm_start_neighbours: int = Field(4, ge=0, description="with SearchConfig.warm_start, the noisy neighbours run "
+                                                            "after the given policy's episode")
+    warm_start_sigma: float = Field(0.1, ge=0, description="their Gaussian noise (action units)")
 
-    hidden: tuple[int, ...] = (300, 300)
-    actor_lr: float = 1e-4
-    critic_lr: float = 1e-3
-    tau: float = 0.01
-    gamma: float = 1.0
-    batch_size: int = 64
-    replay_episodes: int = 100
-    baseline_alpha: float | None = 0.5
-    device: str = "cpu"
-    train_threads: int | None = 1
-    warm_start_neighbours: int = 4
-    warm_start_sigma: float = 0.1
-
-    def __post_init__(self) -> None:
-        try:
-            self.hidden = tuple(int(h) for h in self.hidden)
-            for key in ("actor_lr", "critic_lr", "tau", "gamma"):
-                setattr(self, key, float(getattr(self, key)))  # YAML 1.1 reads 1e-4 as a string
-            if self.baseline_alpha is not None:
-                self.baseline_alpha = float(self.baseline_alpha)
-        except (TypeError, ValueError) as e:
-            raise AmcError(f"ddpg options: {e}; hidden is a list of widths, lrs/tau/gamma are numbers") from None
-        if not self.hidden or min(self.hidden) < 1:
-            raise AmcError(f"ddpg hidden={self.hidden!r}: give one or more positive layer widths, e.g. [300, 300]")
-        for key in ("actor_lr", "critic_lr"):
-            if not float(getattr(self, key)) > 0:
-                raise AmcError(f"ddpg {key}={getattr(self, key)!r} must be > 0 (AMC: actor 1e-4, critic 1e-3)")
-        if not 0.0 < self.tau <= 1.0:
-            raise AmcError(f"ddpg tau={self.tau} must be in (0, 1] (AMC: 0.01)")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise AmcError(f"ddpg gamma={self.gamma} must be in [0, 1] (AMC: 1)")
-        if int(self.batch_size) < 1 or int(self.replay_episodes) < 1:
-            raise AmcError("ddpg batch_size and replay_episodes must be >= 1 (AMC: 64 and 100)")
-        if self.baseline_alpha is not None and not 0.0 < float(self.baseline_alpha) <= 1.0:
-            raise AmcError(f"ddpg baseline_alpha={self.baseline_alpha} must be in (0, 1] or null (AMC: 0.5)")
-        if int(self.warm_start_neighbours) < 0 or not float(self.warm_start_sigma) >= 0:
-            raise AmcError("ddpg warm_start_neighbours must be >= 0 and warm_start_sigma >= 0")
-        if self.train_threads is not None and int(self.train_threads) < 1:
-            raise AmcError(f"ddpg train_threads={self.train_threads} must be >= 1 or null")
+    @field_validator("hidden")
+    @classmethod
+    def _layers(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("give one or more positive layer widths, e.g. [300, 300]")
+        return v
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> DDPGConfig:
-        d = dict(d or {})
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise AmcError(f"unknown ddpg option(s) {', '.join(unknown)} in agent_kwargs; valid: {', '.join(valid)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["hidden"] = list(self.hidden)
-        return out
+    def from_dict(cls, d: Mapping[str, Any] | None, *, agent: str = "ddpg") -> DDPGConfig:
+        return super().from_dict(d, agent=agent)
 
 
 # --------------------------------------------------------------------------------------------------

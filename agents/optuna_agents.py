@@ -53,7 +53,6 @@ import uuid
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -62,9 +61,13 @@ import numpy as np
 import optuna
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, Trial, TrialState
+from pydantic import Field, field_validator
 
 from agents._base import AGENTS, Agent
 from agents._recorder import read_episodes
+from amc.config.agents import AgentKwargs
+from amc.config.search import Options
+from amc.config.train import Count
 from amc.errors import AmcError
 from amc.policy import parse_target
 from amc.utils import atomic_write_json
@@ -118,52 +121,33 @@ _METRIC_KEYS = ("accuracy", "reward", "macs_ratio", "params_ratio", "size_ratio"
 # config
 
 
-@dataclass
-class OptunaConfig:
-    """Options of the Optuna agents, set through ``SearchConfig.agent_kwargs`` (``--agent-opt K=V``).
+class OptunaConfig(AgentKwargs):
+    """Options of the Optuna agents, set through ``SearchConfig.agent_kwargs`` (``--agent-opt K=V``)."""
 
-    :param storage: where the study lives (module docstring); None: ``run_dir/optuna.journal``.
-    :param study_name: the study's name; None: :func:`default_study_name` (agent, model, data, budget).
-    :param n_startup_trials: random trials before the model-based samplers (TPE/GP: 10, CMA-ES: 1).
-    :param population_size: NSGA-II population (Optuna: 50; about episodes / 5 suits small budgets).
-    :param sampler_kwargs: further keyword arguments of the Optuna sampler (e.g. ``{"multivariate": false}``).
-    """
+    storage: str | None = Field(None, min_length=1, description="where the study lives (module docstring): a journal "
+                                "file or a URL such as postgresql://user@host/db; null: run_dir/optuna.journal")
+    study_name: str | None = Field(None, min_length=1, description="the study's name; null: default_study_name "
+                                                                   "(agent, model, data, budget)")
+    n_startup_trials: Count | None = Field(None, ge=0, description="random trials before the model-based samplers "
+                                                                   "(TPE/GP: 10, CMA-ES: 1)")
+    population_size: Count | None = Field(None, ge=2, description="NSGA-II population (Optuna: 50; about episodes / 5 "
+                                                                  "suits small budgets)")
+    sampler_kwargs: Options = Field(default_factory=dict, description="further keyword arguments of the Optuna "
+                                    "sampler, e.g. {multivariate: false}")
 
-    storage: str | None = None
-    study_name: str | None = None
-    n_startup_trials: int | None = None
-    population_size: int | None = None
-    sampler_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.storage is not None and (not isinstance(self.storage, str) or not self.storage.strip()):
-            raise AmcError(f"optuna storage={self.storage!r} must be a file path or a URL such as "
-                           "postgresql://user@host/db")
-        if self.study_name is not None and (not isinstance(self.study_name, str) or not self.study_name.strip()):
-            raise AmcError(f"optuna study_name={self.study_name!r} must be a non-empty string")
-        for key, lo in (("n_startup_trials", 0), ("population_size", 2)):
-            v = getattr(self, key)
-            if v is not None:
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or int(v) < lo:
-                    raise AmcError(f"optuna {key}={v!r} must be an integer >= {lo}")
-                setattr(self, key, int(v))
-        if self.sampler_kwargs is None:
-            self.sampler_kwargs = {}
-        if not isinstance(self.sampler_kwargs, Mapping):
-            raise AmcError("optuna sampler_kwargs must be a mapping of sampler arguments, e.g. {multivariate: false}")
-        self.sampler_kwargs = dict(self.sampler_kwargs)
+    @field_validator("storage", "study_name")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must not be blank")
+        return v
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, *, agent: str = "optuna") -> OptunaConfig:
-        d = dict(d or {})
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise AmcError(f"unknown {agent} option(s) {', '.join(unknown)} in agent_kwargs; valid: {', '.join(valid)}")
-        return cls(**d)
+        return super().from_dict(d, agent=agent)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = super().to_dict()
         out["storage"] = None if self.storage is None else redact_storage(self.storage)
         return out
 
