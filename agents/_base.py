@@ -37,6 +37,9 @@ class Agent(ABC):
     """
 
     name: ClassVar[str] = ""
+    #: the agent's own options (``agent_kwargs``, ``--agent-opt``), checked with the search config; None:
+    #: the agent checks them itself
+    options: ClassVar[Any] = None
 
     def __init__(self, env: gym.Env, config: SearchConfig, recorder: SearchRecorder) -> None:
         self.env = env

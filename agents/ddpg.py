@@ -311,6 +311,7 @@ class DDPGAgent(Agent):
     """
 
     name = "ddpg"
+    options = DDPGConfig
 
     def __init__(self, env: gym.Env, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)

@@ -301,6 +301,7 @@ class OptunaAgent(Agent):
     multi_objective: ClassVar[bool] = False
     #: random start-up trials of the sampler when ``n_startup_trials`` is not given (phase labels)
     default_startup: ClassVar[int | None] = None
+    options = OptunaConfig
 
     def __init__(self, env: Any, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)

@@ -33,7 +33,7 @@ class AgentKwargs(_Section):
         try:
             return cls.model_validate(d)
         except ValidationError as e:
-            raise AmcError(validation_message(e, f"{agent} option (agent_kwargs, --agent-opt KEY=VALUE)")) from None
+            raise AmcError(validation_message(e, f"{agent} option")) from None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.model_dump().items()}

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 __all__ = ["QUICKSTART", "quickstart", "quickstart_path", "DataConfig", "ModelConfig", "EnvOptions", "AgentOptions", "RunConfig", "SearchOptions"]
 
@@ -203,6 +211,17 @@ class AgentOptions(_Section):
 
         AGENTS.get(v)  # ValueError listing the valid ones
         return v.lower()
+
+    @field_validator("agent_kwargs")
+    @classmethod
+    def _agent_options(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from agents._base import AGENTS
+
+        name = info.data.get("name")
+        options = getattr(AGENTS.get(name), "options", None) if name else None
+        if options is not None:
+            options.from_dict(v, agent=name)  # the agent's own check, before any work is done
+        return v
 
     @field_validator("noise_sigma")
     @classmethod

@@ -174,7 +174,7 @@ def test_ddpg_is_configured_as_amc(tmp_path):
     assert "ddpg" in AGENTS
     with pytest.raises(AmcError, match="valid: .*actor_lr"):
         DDPGConfig.from_dict({"lr": 1})
-    with pytest.raises(AmcError, match=r"^ddpg option \(agent_kwargs, --agent-opt KEY=VALUE\): tau=0: .*greater than 0$"):
+    with pytest.raises(AmcError, match=r"^ddpg option: tau=0: .*greater than 0$"):
         DDPGConfig.from_dict({"tau": 0})
     assert DDPGConfig.from_dict({"actor_lr": "1e-4", "hidden": [64, 64]}).to_dict()["hidden"] == [64, 64]  # YAML 1.1
 

@@ -163,7 +163,7 @@ def test_storage_urls_and_redaction(tmp_path):
         make_storage(str(tmp_path / "nodir" / "x.journal"), tmp_path)
     with pytest.raises(AmcError, match=r"unknown tpe option\(s\) nope"):
         OptunaConfig.from_dict({"nope": 1}, agent="tpe")
-    with pytest.raises(AmcError, match=r"^nsga2 option \(agent_kwargs, --agent-opt KEY=VALUE\): population_size=1: "):
+    with pytest.raises(AmcError, match=r"^nsga2 option: population_size=1: "):
         OptunaConfig.from_dict({"population_size": 1}, agent="nsga2")
     assert OptunaConfig(storage="postgresql://u:pw@h/d").to_dict()["storage"] == "postgresql://u:***@h/d"
 

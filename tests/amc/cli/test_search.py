@@ -309,3 +309,15 @@ def test_cli_bad_config_is_one_error_line(tmp_path, capsys, text, argv, message)
     assert main(["search", "--config", str(f), *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: search config: ") and err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--agent-opt", "tau=0"], "agent.agent_kwargs: ddpg option: tau=0: Input should be greater than 0"),
+    (["--agent-opt", "lr=1"], "unknown ddpg option(s) lr in agent_kwargs (--agent-opt KEY=VALUE); valid: hidden, "),
+    (["--agent", "tpe", "--agent-opt", "population_size=1"], "tpe option: population_size=1"),
+])
+def test_agent_options_are_checked_with_the_config(argv, message, capsys):
+    """A bad --agent-opt is one error line before any work is done (the agent's own options model)."""
+    assert main(["search", *argv, "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: search config: ") and message in err, err
