@@ -11,7 +11,10 @@ Examples::
 Samples policies at the budget (uniform + random episodes + the best of --runs), scores each with
 every proxy (vanilla, bn, reconstruct, reconstruct+bn, ft:K), fine-tunes each for --epochs with KD,
 and reports Spearman / Kendall / Pearson of each proxy's score against the fine-tuned val top-1.
-Writes fidelity.json, fidelity.md and scatter-PROXY.png into --out.
+Writes fidelity.json, fidelity.md and scatter-PROXY.png into --out. Every option of
+:class:`amc.config.fidelity.FidelityOptions` is an option here (the everyday ones by a short name,
+the rest by their dotted path or one-level name); ``--config`` reads a YAML file (flat or nested
+keys) and ``--print-config`` prints the resolved configuration, which ``--config`` reads back.
 """
 
 from __future__ import annotations
