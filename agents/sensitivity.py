@@ -54,9 +54,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from agents._base import AGENTS, Agent, applied_unchanged, play_episode
 from amc.budget import bisect
+from amc.config.agents import AgentKwargs
+from amc.config.train import Count
 from amc.errors import AmcError
 from amc.utils import atomic_write_bytes, atomic_write_text
 
@@ -117,24 +120,23 @@ def solve_mckp(scores: Sequence[Sequence[float]], costs: Sequence[Sequence[float
     return choices, float(s[chosen].sum())
 
 
+class SensitivityOptions(AgentKwargs):
+    """The sensitivity agent's ``agent_kwargs``."""
+
+    grid: Count = Field(5, ge=2, description="keep-ratio points per prune decision, from lbound to 1")
+    repair_steps: Count = Field(30, ge=0, description="bisection steps of the budget repair")
+
+
 class SensitivityAgent(Agent):
     """Sensitivity table + exact multiple-choice knapsack (see the module docstring)."""
 
     name = "sensitivity"
+    options = SensitivityOptions
 
     def __init__(self, env: Any, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
-        opts = dict(getattr(config, "agent_kwargs", None) or {})
-        unknown = sorted(set(opts) - {"grid", "repair_steps"})
-        if unknown:
-            raise AmcError(f"unknown sensitivity option(s) {', '.join(unknown)} in agent_kwargs; valid: grid, "
-                           "repair_steps")
-        self.grid = int(opts.get("grid", 5))
-        self.repair_steps = int(opts.get("repair_steps", 30))
-        if self.grid < 2:
-            raise AmcError(f"sensitivity grid={self.grid} must be >= 2 (keep-ratio points from lbound to 1)")
-        if self.repair_steps < 0:
-            raise AmcError(f"sensitivity repair_steps={self.repair_steps} must be >= 0")
+        opts = SensitivityOptions.from_dict(getattr(config, "agent_kwargs", None), agent=self.name)
+        self.grid, self.repair_steps = opts.grid, opts.repair_steps
         base = env.unwrapped
         for attr in ("cost_of", "unbudgeted", "decisions", "spaces", "base_cost", "target_cost"):
             if not hasattr(base, attr):

@@ -44,10 +44,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from agents._base import AGENTS, Agent, applied_unchanged, play_episode
 from amc._registry import Registry
 from amc.budget import bisect, path_candidates
+from amc.config.agents import AgentKwargs
+from amc.config.train import Count
 from amc.errors import AmcError
 from search_spaces import Space, UnitSpace
 
@@ -76,24 +79,22 @@ def profile_weights(name: str, n: int, kinds: Sequence[str]) -> np.ndarray:
     return w
 
 
-class UniformAgent(Agent):
-    """The uniform baseline (see the module docstring); ``PresetAgent`` subclasses swap the profile.
+class UniformOptions(AgentKwargs):
+    """The uniform and preset agents' ``agent_kwargs``."""
 
-    ``agent_kwargs``: ``grid`` (points of the scale path listed before deduplication, default 4096).
-    """
+    grid: Count = Field(4096, ge=2, description="points of the scale path listed before deduplication")
+
+
+class UniformAgent(Agent):
+    """The uniform baseline (see the module docstring); ``PresetAgent`` subclasses swap the profile."""
 
     name = "uniform"
     profile: ClassVar[str] = "uniform"
+    options = UniformOptions
 
     def __init__(self, env: Any, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
-        opts = dict(getattr(config, "agent_kwargs", None) or {})
-        unknown = sorted(set(opts) - {"grid"})
-        if unknown:
-            raise AmcError(f"unknown {self.name} option(s) {', '.join(unknown)} in agent_kwargs; valid: grid")
-        self.grid = int(opts.get("grid", 4096))
-        if self.grid < 2:
-            raise AmcError(f"{self.name} grid={self.grid} must be >= 2")
+        self.grid = UniformOptions.from_dict(getattr(config, "agent_kwargs", None), agent=self.name).grid
         base = env.unwrapped
         n = getattr(base, "n_decisions", None)
         if not n or int(n) < 1:

@@ -125,9 +125,13 @@ def test_sensitivity_partial_table_is_completed(tmp_path, model, digits):
 
 def test_sensitivity_options_are_checked(tmp_path, model, digits):
     env = CompressionEnv(model, digits, EnvConfig())
-    for kw in ({"grid": 1}, {"nope": 1}):
-        cfg = SearchConfig(checkpoint=str(REF), agent="sensitivity", run_dir=str(tmp_path), agent_kwargs=kw)
-        with pytest.raises(AmcError):
+    cfg = SearchConfig(checkpoint=str(REF), agent="sensitivity", run_dir=str(tmp_path))
+    for kw, match in (({"grid": 1}, "grid=1: Input should be greater than or equal to 2"),
+                      ({"nope": 1}, r"unknown sensitivity option\(s\) nope .*valid: grid, repair_steps")):
+        with pytest.raises(AmcError, match=match):  # with the search config, before any work
+            SearchConfig(checkpoint=str(REF), agent="sensitivity", run_dir=str(tmp_path), agent_kwargs=kw)
+        cfg.agent_kwargs = kw  # set after the config's check: the agent checks again
+        with pytest.raises(AmcError, match=match):
             AGENTS.get("sensitivity")(env, cfg, None)
 
 
