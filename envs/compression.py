@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gymnasium as gym
@@ -18,12 +18,13 @@ import torch.nn as nn
 
 from amc.budget import amc_clip, bisect, bit_floors, limit, lower_bits
 from amc.compress import apply_policy, draw_inputs
-from amc.config.search import EnvOptions
+from amc.config.env import EnvSettings
+from amc.config.flat import FlatConfig, flat_config
 from amc.cost import CostModel, kept_channels
 from amc.errors import AmcError
 from amc.policy import GroupDecision, LayerDecision, Policy, Scoring, parse_target
-from amc.proxies import parse_proxy, resolve_proxy
-from amc.pruning import IMPORTANCES, Pruner
+from amc.proxies import resolve_proxy
+from amc.pruning import Pruner
 from amc.training import PRECISIONS
 from amc.utils import resolve_device
 from envs.rewards import REWARDS
@@ -32,15 +33,6 @@ from search_spaces import space_for
 log = logging.getLogger(__name__)
 
 __all__ = ["EnvConfig", "CompressionEnv", "Decision", "OBS_FEATURES"]
-
-MODES = ("prune", "quant", "joint")
-MODE_METRICS = {
-    ("prune", "channel"): ("macs", "params", "size", "bitops", "latency"),
-    ("prune", "fine"): ("params", "size"),
-    ("quant", "channel"): ("size", "bitops"),
-    ("joint", "channel"): ("bitops", "size", "macs", "params"),
-    ("joint", "fine"): ("size", "params"),  # Deep Compression: per-layer density and weight bits
-}
 
 #: observation features, in order (all in [0, 1])
 OBS_FEATURES = (
@@ -56,95 +48,7 @@ OBS_FEATURES = (
 )
 
 
-def _shared(name: str) -> Any:
-    """The default of an option ``amc search`` shares with the env (:class:`amc.config.search.EnvOptions`)."""
-    return EnvOptions.model_fields[name].default
-
-
-@dataclass
-class EnvConfig:
-    """Everything the environment needs besides the model and the data.
-
-    ``target`` is ``METRIC=RATIO`` of the uncompressed float32 model: ``macs``, ``params``, ``size``
-    (weight storage bits), ``bitops`` (MACs x w_bits x a_bits) or ``latency`` (per-layer table).
-
-    ``proxy`` is what is done to a compressed model before it is scored (:mod:`amc.proxies`:
-    ``auto``, ``vanilla``, ``bn``, ``reconstruct``, ``reconstruct+bn``, ``ft:K``). ``reconstruct`` is
-    the older switch: with proxy ``auto``, ``True`` means ``reconstruct`` and ``False`` ``vanilla``. The proxy's ``calibration_size`` train images
-    are drawn with ``calibration_seed``, not the search's seed, so two searches score a policy alike.
-
-    ``budget_band`` > 0 makes the budget two-sided for prune decisions: actions are also clipped from
-    below so that every episode ends within ``[target (1 - band), target]`` (as far as channel steps
-    allow), instead of wasting accuracy far under the budget.
-    """
-
-    # the options amc search shares take their defaults from amc.config.search.EnvOptions (the one owner)
-    mode: str = _shared("mode")
-    target: str = _shared("target")
-    reward: str = _shared("reward")
-    lbound: float = _shared("lbound")
-    round_to: int = _shared("round_to")
-    granularity: str = _shared("granularity")
-    importance: str = _shared("importance")
-    proxy: str = _shared("proxy")
-    reconstruct: bool | None = _shared("reconstruct")
-    calibration_size: int = _shared("calibration_size")
-    calibration_seed: int = 0
-    budget_band: float = 0.0  # the library's default: AMC's one-sided clip (amc search's is EnvOptions.budget_band)
-    w_bits: tuple[int, int] = _shared("w_bits")
-    a_bits: tuple[int, int] = _shared("a_bits")
-    first_last_8bit: bool = True
-    eval_limit: int | None = None
-    eval_batch_size: int = 1000
-    eval_precision: str = _shared("eval_precision")
-    device: str = "cpu"
-    seed: int = 0
-    latency_table: str | None = None
-    latency_batch: int = 1
-    latency_threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise AmcError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
-        if self.granularity not in ("channel", "fine"):
-            raise AmcError(f"unknown granularity {self.granularity!r}; valid: channel, fine")
-        if self.granularity == "fine" and self.mode not in ("prune", "joint"):
-            raise AmcError("granularity 'fine' (unstructured sparsity) works with --mode prune (density per layer) "
-                           "or --mode joint (density and weight bits per layer)")
-        metric, _ = parse_target(self.target)
-        allowed = MODE_METRICS[(self.mode, self.granularity)]
-        if metric not in allowed:
-            raise AmcError(f"a {metric}= budget cannot be met in mode {self.mode!r} ({self.granularity}); "
-                           f"use one of: {', '.join(m + '=' for m in allowed)}")
-        REWARDS.get(self.reward)
-        IMPORTANCES.get(self.importance)
-        if not (0.0 < self.lbound <= 1.0):
-            raise AmcError(f"lbound {self.lbound} must be in (0, 1]; AMC uses 0.2")
-        if self.round_to < 1:
-            raise AmcError(f"round_to {self.round_to} must be >= 1 (1 = no rounding, AMC uses 8)")
-        self.w_bits = (int(self.w_bits[0]), int(self.w_bits[1]))
-        self.a_bits = (int(self.a_bits[0]), int(self.a_bits[1]))
-        for name, (lo, hi) in (("w_bits", self.w_bits), ("a_bits", self.a_bits)):
-            if not (1 <= lo <= hi <= 8):
-                raise AmcError(f"{name} range ({lo}, {hi}) must satisfy 1 <= min <= max <= 8")
-        if self.eval_precision not in PRECISIONS:
-            raise AmcError(f"eval_precision {self.eval_precision!r} must be one of {', '.join(PRECISIONS)}")
-        if self.eval_precision != "fp32" and self.mode != "prune":
-            raise AmcError(f"eval_precision {self.eval_precision} works with mode 'prune' only: half-precision "
-                           "kernels would round the fake-quantized weights off their grid; use fp32")
-        if self.eval_limit is not None and self.eval_limit < 1:
-            raise AmcError(f"eval_limit {self.eval_limit} must be >= 1 or None (whole val split)")
-        proxy = parse_proxy(self.proxy)
-        if self.reconstruct is not None and proxy.name in ("auto", "vanilla"):  # the older switch
-            proxy = parse_proxy("reconstruct" if self.reconstruct else "vanilla")
-        self.proxy = proxy.name
-        self.reconstruct = proxy.reconstruct if proxy.name != "auto" else None
-        if self.calibration_size < 1:
-            raise AmcError(f"calibration_size {self.calibration_size} must be >= 1 (train images for the proxy)")
-        if not (0.0 <= self.budget_band < 1.0):
-            raise AmcError(f"budget_band {self.budget_band} must be in [0, 1): 0.02 ends every episode within 2% "
-                           "under the target")
-
+class _EnvConfigBase(FlatConfig):
     @property
     def metric(self) -> str:
         return parse_target(self.target)[0]
@@ -153,18 +57,37 @@ class EnvConfig:
     def ratio(self) -> float:
         return parse_target(self.target)[1]
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["w_bits"], d["a_bits"] = list(self.w_bits), list(self.a_bits)
-        return d
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EnvConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
+        names = cls.field_names()
+        unknown = set(d) - set(names)
         if unknown:
             raise AmcError(f"unknown env option(s) {sorted(unknown)}; valid: {', '.join(sorted(names))}")
         return cls(**d)
+
+
+#: everything the environment needs besides the model and the data: the flat view of
+#: :class:`amc.config.env.EnvSettings`, which owns the defaults and checks
+EnvConfig = flat_config("EnvConfig", EnvSettings, module=__name__, base=_EnvConfigBase, doc="""\
+Everything the environment needs besides the model and the data (:class:`amc.config.env.EnvSettings`).
+
+``target`` is ``METRIC=RATIO`` of the uncompressed float32 model: ``macs``, ``params``, ``size``
+(weight storage bits), ``bitops`` (MACs x w_bits x a_bits) or ``latency`` (per-layer table).
+
+``proxy`` is what is done to a compressed model before it is scored (:mod:`amc.proxies`:
+``auto``, ``vanilla``, ``bn``, ``reconstruct``, ``reconstruct+bn``, ``ft:K``). ``reconstruct`` is
+the older switch: with proxy ``auto``, ``True`` means ``reconstruct`` and ``False`` ``vanilla``. The proxy's
+``calibration_size`` train images are drawn with ``calibration_seed``, not the search's seed, so two
+searches score a policy alike.
+
+``budget_band`` > 0 makes the budget two-sided for prune decisions: actions are also clipped from
+below so that every episode ends within ``[target (1 - band), target]`` (as far as channel steps
+allow), instead of wasting accuracy far under the budget.
+
+The defaults are ``amc search``'s except :data:`amc.config.env.LIBRARY_DEFAULTS` (``budget_band=0``:
+AMC's one-sided clip, ``eval_batch_size=1000``, ``device="cpu"``). A bad value is one
+:class:`amc.errors.AmcError` line naming the option.
+""")
 
 
 @dataclass

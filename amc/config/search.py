@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-__all__ = ["QUICKSTART", "quickstart", "quickstart_path", "DataConfig", "ModelConfig", "EnvOptions", "AgentOptions", "RunConfig", "SearchOptions"]
+__all__ = ["QUICKSTART", "quickstart", "quickstart_path", "DataConfig", "ModelConfig", "EnvShared", "EnvOptions", "AgentOptions", "RunConfig", "SearchOptions"]
 
 
 def _path(v: Any) -> Any:
@@ -140,8 +140,9 @@ class ModelConfig(_Section):
         return v
 
 
-class EnvOptions(_Checks):
-    """What is searched and how a policy is scored (``envs.EnvConfig``, which adds the env-only options)."""
+class EnvShared(_Checks):
+    """The options ``amc search`` shares with the env: what is searched and how a policy is scored
+    (:class:`EnvOptions` adds ``env_kwargs``; :class:`amc.config.env.EnvSettings` the env-only options)."""
 
     mode: Literal["prune", "quant", "joint"] = Field(
         "prune", description="channel pruning, mixed precision, or both", json_schema_extra=_flag("--mode"))
@@ -167,9 +168,6 @@ class EnvOptions(_Checks):
     eval_precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="precision of the reward's evaluation (mode prune): bf16 is ~2.8x faster per episode on "
                             "CPUs with AVX-512 BF16/AMX; amc apply re-measures the policy in fp32")
-    env_kwargs: Options = Field(default_factory=dict, description="further envs.EnvConfig option (repeatable)",
-                                json_schema_extra=_flag("--env-opt"))
-
     @field_validator("reward")
     @classmethod
     def _known_reward(cls, v: str) -> str:
@@ -185,6 +183,13 @@ class EnvOptions(_Checks):
         if not 1 <= v[0] <= v[1] <= 32:
             raise ValueError("must satisfy 1 <= min <= max <= 32, e.g. 2 8")
         return v
+
+
+class EnvOptions(EnvShared):
+    """What is searched and how a policy is scored (``envs.EnvConfig``, which adds the env-only options)."""
+
+    env_kwargs: Options = Field(default_factory=dict, description="further envs.EnvConfig option (repeatable)",
+                                json_schema_extra=_flag("--env-opt"))
 
 
 class AgentOptions(_Section):

@@ -134,7 +134,7 @@ def test_bf16_reward_tracks_the_fp32_reward(lenet, digits) -> None:
     assert abs(bf16.base_accuracy - fp32.base_accuracy) <= 2.0
     with pytest.raises(AmcError, match="mode 'prune' only"):
         EnvConfig(mode="quant", target="size=0.1", eval_precision="bf16")
-    with pytest.raises(AmcError, match="must be one of"):
+    with pytest.raises(AmcError, match="eval_precision=.int4.: valid: fp32, bf16, fp16"):
         EnvConfig(eval_precision="int4")
 
 
