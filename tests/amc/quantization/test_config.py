@@ -33,3 +33,17 @@ def test_observer_options_follow_the_rule() -> None:
     assert cfg.observer_options(4) == {"bins": 256, "histogram": True, "abs_mean": False}  # auto -> kl
     assert cfg.observer_options(8) == {"bins": 256, "histogram": False, "abs_mean": False}  # auto -> max
     assert cfg.observer_options(1, "max")["abs_mean"] is True
+
+
+def test_defaults_and_checks_come_from_quant_options() -> None:
+    import dataclasses
+
+    from amc.quantization.config import QuantOptions
+
+    assert QuantConfig().to_dict() == QuantOptions().model_dump()
+    assert [f.name for f in dataclasses.fields(QuantConfig)] == list(QuantOptions.model_fields)
+    with pytest.raises(AmcError) as err:
+        QuantConfig(hist_bins=17, kmeans_iters=0)
+    msg = str(err.value)
+    assert msg.startswith("QuantConfig: ") and "\n" not in msg and "hist_bins=17" in msg and "kmeans_iters=0" in msg
+    assert QuantConfig(weight_scheme="KMeans", weight_clip="MSE").to_dict()["weight_scheme"] == "kmeans"
