@@ -249,6 +249,7 @@ class RunConfig(_Checks):
     overwrite: bool = Field(False, description="discard what --run-dir holds", json_schema_extra=_flag("--overwrite"))
     checkpoint_every: int = Field(10, ge=1, description="episodes between checkpoints")
 
+
 class SearchOptions(_Section):
     """A compression search: data, model, environment, agent and run."""
 
