@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +94,7 @@ class QuantizedWeight:
         return get_scheme(self.scheme).decode(self, dtype)
 
 
-class WeightScheme:
+class WeightScheme(ABC):
     """How a weight tensor ``(C_out, ...)`` becomes :class:`QuantizedWeight` codes and back.
 
     Subclasses set ``name`` (and ``fixed_bits`` when they store a fixed width) and implement
@@ -103,15 +104,15 @@ class WeightScheme:
     name: str = ""
     fixed_bits: int | None = None  # bits per weight the scheme always stores, if fixed
 
+    @abstractmethod
     def encode(self, w: torch.Tensor, bits: int, *, per_channel: bool = True, clip: str = "auto",
                kmeans_iters: int = 10) -> QuantizedWeight:
         """Codes of the float32 weight ``w`` at ``bits`` (already checked by :meth:`check_bits`).
         Options a scheme does not use are ignored."""
-        raise NotImplementedError
 
+    @abstractmethod
     def decode(self, qw: QuantizedWeight, dtype: torch.dtype) -> torch.Tensor:
         """The float values of ``qw`` (shape of ``qw.codes``)."""
-        raise NotImplementedError
 
     def num_codes(self, bits: int) -> int:
         """How many distinct codes (levels) ``bits``-bit weights of this scheme use: ``[0, n)``."""
