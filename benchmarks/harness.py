@@ -24,7 +24,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-__all__ = ["TIMING_KEYS", "TimedEnv", "episode_split", "evaluations_to_within", "mean_std", "loadavg",
-           "machine_info", "read_result", "Stage", "Experiment", "search_once"]
+__all__ = ["TIMING_KEYS", "TimedEnv", "episode_split", "evaluations_to_within", "mean_std", "md_table",
+           "loadavg", "machine_info", "read_result", "Stage", "Experiment", "search_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +140,12 @@ def mean_std(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str
         out[k] = statistics.fmean(vals) if vals else None
         out[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
     return out
+
+
+def md_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of a markdown table."""
+    return ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |",
+            *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def loadavg() -> list[float] | None:

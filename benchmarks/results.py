@@ -27,7 +27,7 @@ from typing import Any
 
 from amc.errors import AmcError
 from amc.utils import atomic_write_json, atomic_write_text
-from benchmarks.harness import mean_std
+from benchmarks.harness import md_table, mean_std
 from benchmarks.suite import collect_finetunes, compression_table, speed_table
 
 __all__ = ["RENDERERS", "render", "update", "main"]
@@ -49,11 +49,6 @@ def renderer(name: str) -> Callable[[Renderer], Renderer]:
         RENDERERS[name] = fn
         return fn
     return register
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |",
-            *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def _kib(n: float) -> str:
@@ -79,7 +74,7 @@ def _deep_compression(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
              "quantized": "+ k-means + centroid fine-tuning", "huffman": "+ Huffman"}
     rows = [[label[r["stage"]], _kib(r["file_bytes"]), f"{r['ratio']:.1f}x", _kib(r["weight_bytes"]),
              f"{r['weight_ratio']:.1f}x", f"{r['test_top1']:.2f} %"] for r in model["table"]]
-    return _table(["stage", "file", "x file", "weights", "x float32 w", "test top-1"], rows)
+    return md_table(["stage", "file", "x file", "weights", "x float32 w", "test top-1"], rows)
 
 
 @renderer("slimming")
@@ -90,8 +85,8 @@ def _slimming(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
         label = "no penalty" if not arm["lambda"] else f"slimming, lambda {arm['lambda']:g}"
         rows.append([label, f"{arm['test_top1']:.2f} %", f"{arm['scale_mean']:.2f}", f"{arm['macs_ratio']:.3f}",
                      f"{arm['finetuned_test_top1']:.2f} %"])
-    return _table(["arm", "test top-1", "mean \\|gamma\\|", "MACs after pruning", "pruned, fine-tuned test top-1"],
-                  rows)
+    return md_table(["arm", "test top-1", "mean \\|gamma\\|", "MACs after pruning",
+                     "pruned, fine-tuned test top-1"], rows)
 
 
 @renderer("fidelity")
@@ -111,8 +106,8 @@ def _fidelity(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
         rows.append(["params ratio alone (no model)", f"{pr['all']['spearman']:.2f}", f"{pr['all']['kendall']:.2f}",
                      f"{pr['all']['pearson']:.2f}", f"{pr['all']['top3']}/3", f"{pr['near_budget']['spearman']:.2f}",
                      "-", "0"])
-    return _table(["proxy", "Spearman", "Kendall", "Pearson", "top-3 overlap", "Spearman within 10 % of the budget",
-                   "score range (%)", "s / policy: build + eval"], rows)
+    return md_table(["proxy", "Spearman", "Kendall", "Pearson", "top-3 overlap", "Spearman within 10 % of the"
+                     " budget", "score range (%)", "s / policy: build + eval"], rows)
 
 
 @renderer("bench")
@@ -135,8 +130,8 @@ def _finetunes(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
         cells = [f"{by_seed[s]['test_top1']:.2f}" if s in by_seed else "-" for s in seeds]
         rows.append([m["agent"], f"{m['macs_ratio']:.3f}", f"{m['params_ratio']:.3f}", f"{m['search_val_top1']:.2f}",
                      *cells, _pm(m["runs"], "test_top1")])
-    return _table(["method", "MACs", "params", "search score (val)", *(f"test, seed {s}" for s in seeds),
-                   "mean ± std"], rows)
+    return md_table(["method", "MACs", "params", "search score (val)", *(f"test, seed {s}" for s in seeds),
+                    "mean ± std"], rows)
 
 
 @renderer("quant")
@@ -160,7 +155,7 @@ def _quant(doc: Any, args: Sequence[str]) -> list[str]:
         cells = [_pm(rs, "best_val")] + ([_pm(rs, "ft_test_before"), _pm(rs, "ft_test_after")] if tuned else [])
         rows.append([name, str(len(rs)), str(rs[0]["evaluations"]), *ratios, *cells])
     head = ["method", "seeds", "evaluations", "BitOps", "MACs", "size", "best val top-1"]
-    return _table(head + (["test top-1", "test top-1 after the fine-tune"] if tuned else []), rows)
+    return md_table(head + (["test top-1", "test top-1 after the fine-tune"] if tuned else []), rows)
 
 
 def _load(spec: str, docs: Path) -> tuple[Renderer, Any, list[str]]:

@@ -63,6 +63,7 @@ from benchmarks.harness import (
     episode_split,
     evaluations_to_within,
     loadavg,
+    md_table,
     mean_std,
     read_result,
 )
@@ -364,9 +365,8 @@ class _Bench:
                                    model_spec=self.spec, meta={"policy": policy.to_dict(), "bench_agent": agent})
                     runs.append({"seed": seed, "val_top1": res.get("val_top1"), "test_top1": res.get("test_top1"),
                                  "train_time_s": res.get("train_time_s"), "wall_s": time.perf_counter() - t0})
-                steps_per_epoch = cfg.ft_steps_per_epoch or math.ceil(len(self.splits.train) / cfg.ft_batch_size)
-                steps_per_epoch = min(steps_per_epoch, math.ceil(len(self.splits.train) / cfg.ft_batch_size))
-                steps = steps_per_epoch * cfg.ft_epochs
+                epoch_steps = math.ceil(len(self.splits.train) / cfg.ft_batch_size)
+                steps = min(cfg.ft_steps_per_epoch or epoch_steps, epoch_steps) * cfg.ft_epochs
                 doc["finetune"] = {
                     **mean_std(runs, ("val_top1", "test_top1")), "steps": steps,
                     "epochs_equivalent": steps * cfg.ft_batch_size / len(self.splits.train),
@@ -586,15 +586,11 @@ def compression_table(results: Mapping[str, Any]) -> list[str]:
     lat_base = results["latency"]["results"].get("uncompressed", {})
     head = ["method", "evaluations", "MACs", "params", "val top-1", "test top-1", "test top-1 KD-FT",
             "Δ test (FT)"]
-    for b in batches:
-        head += [f"ms b{b}", f"speed-up b{b}"]
-    head.append("1 / MACs")
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] * len(head)) + "|"]
     row = ["uncompressed", "-", "1.000", "1.000", _f(base["val_top1"]), _f(base["test_top1"]), "-", "-"]
     for b in batches:
+        head += [f"ms b{b}", f"speed-up b{b}"]
         row += [_f(lat_base.get(b, {}).get("median_ms"), ".2f"), "1.00x"]
-    row.append("1.00x")
-    lines.append("| " + " | ".join(row) + " |")
+    rows = [[*row, "1.00x"]]
     for m in results["methods"]:
         ft = m.get("finetune") or {}
         ev = f"1 policy ({m['evaluations']} probes)" if m.get("single_policy") else str(m["evaluations"])
@@ -607,8 +603,8 @@ def compression_table(results: Mapping[str, Any]) -> list[str]:
             sp = m.get("speedup", {}).get(b)
             row += [_f(m.get("latency_ms", {}).get(b), ".2f"), "-" if sp is None else f"{sp:.2f}x"]
         row.append(f"{1.0 / m['macs_ratio']:.2f}x" if m.get("macs_ratio") else "-")
-        lines.append("| " + " | ".join(row) + " |")
-    return lines
+        rows.append(row)
+    return md_table([*head, "1 / MACs"], rows)
 
 
 def speed_table(results: Mapping[str, Any]) -> list[str]:
@@ -616,28 +612,26 @@ def speed_table(results: Mapping[str, Any]) -> list[str]:
     keys = ("episode_s", *TIMING_KEYS, "env_other", "agent")
     head = ["agent (phase)", "episodes", "s / episode", "prune", "reconstruct", "quantize", "proxy", "evaluate",
             "env other", "agent + recording", "evaluate share", "evaluations to within 0.5 of its best"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] * len(head)) + "|"]
+    rows = []
     for agent, sp in results["search_speed"].items():
         for phase, s in sp["split"].items():
             label = agent if phase == "all" else f"{agent} ({phase})"
             within = sp.get("evaluations_to_within_0.5") if phase == "all" else None
-            lines.append("| " + " | ".join([label, str(s["episodes"]), *(_f(s[k], ".3f") for k in keys),
-                                            f"{100 * s['evaluate_fraction']:.0f}%", _f(within, "d")]) + " |")
-    return lines
+            rows.append([label, str(s["episodes"]), *(_f(s[k], ".3f") for k in keys),
+                         f"{100 * s['evaluate_fraction']:.0f}%", _f(within, "d")])
+    return md_table(head, rows)
 
 
 def _extras_section(extras: Mapping[str, Any], out_hint: str) -> list[str]:
     lines = ["## (c) Quantization and transfer", ""]
     int8 = extras.get("int8")
     if int8:
+        rows = [[str(run.get("model")), str(r.get("batch_size")), _f(r.get("fp32_ms"), ".3f"),
+                 _f(r.get("int8_ms"), ".3f"), f"{_f(r.get('speedup'), '.2f')}x", str(run.get("backend", "-")),
+                 str(run.get("threads", "-"))]
+                for run in int8["data"].get("runs") or [] for r in run.get("results") or []]
         lines += [f"From `{int8['path']}` (`scripts/bench_int8.py`; untrained weights, latency only):", "",
-                  "| model | batch | fp32 ms | int8 ms | speed-up | backend | threads |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        for run in (int8["data"].get("runs") or []):
-            for r in run.get("results") or []:
-                lines.append(f"| {run.get('model')} | {r.get('batch_size')} | {_f(r.get('fp32_ms'), '.3f')} | "
-                             f"{_f(r.get('int8_ms'), '.3f')} | {_f(r.get('speedup'), '.2f')}x | "
-                             f"{run.get('backend', '-')} | {run.get('threads', '-')} |")
+                  *md_table(["model", "batch", "fp32 ms", "int8 ms", "speed-up", "backend", "threads"], rows)]
         if int8["data"].get("note"):
             lines += ["", f"Note: {int8['data']['note']}"]
     else:
@@ -651,10 +645,8 @@ def _extras_section(extras: Mapping[str, Any], out_hint: str) -> list[str]:
         rows = data.get("results") if isinstance(data, dict) else None
         if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
             cols = [k for k in rows[0] if isinstance(rows[0][k], (int, float, str)) or rows[0][k] is None][:10]
-            lines += ["| " + " | ".join(cols) + " |", "|" + "|".join([" --- "] * len(cols)) + "|"]
-            for r in rows:
-                lines.append("| " + " | ".join(_f(r.get(c), ".3f") if isinstance(r.get(c), float) else str(r.get(c))
-                                               for c in cols) + " |")
+            lines += md_table(cols, ([_f(r.get(c), ".3f") if isinstance(r.get(c), float) else str(r.get(c))
+                                      for c in cols] for r in rows))
         else:
             text = json.dumps(data, indent=1, default=str)
             lines += ["```json", text[:3000] + ("\n..." if len(text) > 3000 else ""), "```"]
@@ -775,9 +767,8 @@ def render_report(results: Mapping[str, Any]) -> str:
     setup = ", ".join(f"{a} {_f(s.get('setup_s'), '.1f')} s" for a, s in results["search_speed"].items())
     lines += [f"Set-up per search (data, model, env, base evaluation): {setup}.", ""]
     lines += _extras_section(results.get("extras") or {}, results.get("out_dir") or "OUT")
-    lines += ["", "## Stages", "", "| stage | wall s | load average start | load average end |",
-              "| --- | --- | --- | --- |"]
-    for st, v in results["stages"].items():
-        lines.append(f"| {st} | {v['wall_s']:.1f} | {v['loadavg_start']} | {v['loadavg_end']} |")
-    lines.append("")
+    stages = [[st, f"{v['wall_s']:.1f}", str(v["loadavg_start"]), str(v["loadavg_end"])]
+              for st, v in results["stages"].items()]
+    head = ["stage", "wall s", "load average start", "load average end"]
+    lines += ["", "## Stages", "", *md_table(head, stages), ""]
     return "\n".join(lines)
