@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -44,8 +45,8 @@ from amc.errors import AmcError
 from amc.policy import Policy
 from amc.proxies import parse_proxy
 from amc.training import PRECISIONS
-from amc.utils import atomic_write_json, atomic_write_text
-from benchmarks.harness import loadavg, machine_info
+from amc.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+from benchmarks.harness import changed_keys, loadavg, machine_info, md_table
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,7 @@ def rank_stats(score: Sequence[float], truth: Sequence[float]) -> dict[str, floa
     out["spearman"] = float(spearmanr(s, t).statistic)
     out["kendall"] = float(kendalltau(s, t).statistic)
     out["pearson"] = float(pearsonr(s, t).statistic)
-    k = min(3, len(s))
-    out["top3"] = int(len(set(np.argsort(-s, kind="stable")[:k]) & set(np.argsort(-t, kind="stable")[:k])))
+    out["top3"] = int(len(set(np.argsort(-s, kind="stable")[:3]) & set(np.argsort(-t, kind="stable")[:3])))
     return out
 
 
@@ -92,13 +92,13 @@ def rank_stats(score: Sequence[float], truth: Sequence[float]) -> dict[str, floa
 
 
 class _Study:
-    def __init__(self, cfg: FidelityConfig, out: Path, *, progress: bool) -> None:
+    def __init__(self, cfg: FidelityConfig, out: Path) -> None:
         from amc.data import get_dataset
         from amc.pruning import Pruner
         from amc.training import load_checkpoint
         from amc.utils import resolve_device
 
-        self.cfg, self.out, self.progress = cfg, out, progress
+        self.cfg, self.out = cfg, out
         self.device = resolve_device(cfg.device)
         if cfg.threads is not None and self.device.type == "cpu":
             torch.set_num_threads(cfg.threads)
@@ -235,7 +235,9 @@ class _Study:
                 eval_s.append(time.perf_counter() - t1)
                 build_s.append(t1 - t0)
             arr = np.stack(correct)
-            _atomic_save(cdir / f"{_safe(key)}.npy", arr)
+            buf = io.BytesIO()
+            np.save(buf, arr)
+            atomic_write_bytes(cdir / f"{_safe(key)}.npy", buf.getvalue())
             doc[key] = {"proxy": proxy, "calibration_size": cal, "precision": prec,
                         "scores": [float(100.0 * c.mean()) for c in arr],
                         "build_s": float(np.median(build_s)), "eval_s": float(np.median(eval_s)),
@@ -278,12 +280,6 @@ class _Study:
 
 def _safe(key: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
-
-
-def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -362,39 +358,38 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"{a['near_budget_count']} policies within {int(NEAR * 100)} % under the budget. Load average "
         f"{doc['loadavg_start']} at the start, {doc['loadavg_end']} at the end; threads: {doc['machine']['threads']}.",
         "",
-        "| proxy | Spearman | Kendall | Pearson | top-3 overlap | Spearman near | scores (%) | s / policy (build + eval) | top pick |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for key, p in a["proxies"].items():
-        al, nr = p["all"], p["near_budget"]
-        lo, hi = p["score_range"]
-        lines.append(f"| {key} | {_f(al['spearman'])} | {_f(al['kendall'])} | {_f(al['pearson'])} | "
-                     f"{_f(al['top3'], 'd')}/3 | {_f(nr['spearman'])} | {lo:.1f}-{hi:.1f} | "
-                     f"{p['seconds_per_policy']:.2f} ({p['build_s']:.2f} + {p['eval_s']:.2f}) | {p['top_pick']} |")
+
+    def stats(st: dict[str, Any], near: dict[str, Any]) -> list[str]:
+        return [_f(st["spearman"]), _f(st["kendall"]), _f(st["pearson"]), f"{_f(st['top3'], 'd')}/3",
+                _f(near["spearman"])]
+
+    rows = [[key, *stats(p["all"], p["near_budget"]), "{:.1f}-{:.1f}".format(*p["score_range"]),
+             f"{p['seconds_per_policy']:.2f} ({p['build_s']:.2f} + {p['eval_s']:.2f})", p["top_pick"]]
+            for key, p in a["proxies"].items()]
     pr = a.get("params_ratio")
     if pr:
-        lines.append(f"| params ratio (no model: a reference) | {_f(pr['all']['spearman'])} | {_f(pr['all']['kendall'])} | "
-                     f"{_f(pr['all']['pearson'])} | {_f(pr['all']['top3'], 'd')}/3 | {_f(pr['near_budget']['spearman'])} "
-                     "| - | 0 | - |")
+        rows.append(["params ratio (no model: a reference)", *stats(pr["all"], pr["near_budget"]), "-", "0",
+                     "-"])
+    lines += md_table(["proxy", "Spearman", "Kendall", "Pearson", "top-3 overlap", "Spearman near",
+                       "scores (%)", "s / policy (build + eval)", "top pick"], rows)
     if a["val_sizes"]:
         sizes = sorted({int(n) for c in a["val_sizes"].values() for n in c})
+        curves = [[key, *(_f(c.get(str(n))) for n in sizes)] for key, c in a["val_sizes"].items()]
         lines += ["", "Spearman by number of val images (prefixes of the val split):", "",
-                  "| proxy | " + " | ".join(str(n) for n in sizes) + " |", "|" + " --- |" * (len(sizes) + 1)]
-        for key, c in a["val_sizes"].items():
-            lines.append(f"| {key} | " + " | ".join(_f(c.get(str(n))) for n in sizes) + " |")
+                  *md_table(["proxy", *map(str, sizes)], curves)]
     for proxy, cs in (a.get("calibration_sizes") or {}).items():
         lines += ["", f"`{proxy}` by number of calibration images:", "",
-                  "| calibration images | " + " | ".join(cs) + " |", "|" + " --- |" * (len(cs) + 1),
-                  "| Spearman | " + " | ".join(_f(v["spearman"]) for v in cs.values()) + " |",
-                  "| Spearman near | " + " | ".join(_f(v["spearman_near"]) for v in cs.values()) + " |",
-                  "| build s / policy | " + " | ".join(_f(v["build_s"], ".3f") for v in cs.values()) + " |"]
+                  *md_table(["calibration images", *cs], [
+                      ["Spearman", *(_f(v["spearman"]) for v in cs.values())],
+                      ["Spearman near", *(_f(v["spearman_near"]) for v in cs.values())],
+                      ["build s / policy", *(_f(v["build_s"], ".3f") for v in cs.values())]])]
     keys = [k for k in a["policies"][0] if k.startswith("score_")] if a["policies"] else []
-    lines += ["", "| policy | source | achieved | params | FT val | FT test | " + " | ".join(k[6:] for k in keys) + " |",
-              "|" + " --- |" * (6 + len(keys))]
-    for p in a["policies"]:
-        src = p["source"] if p["source"] in ("uniform", "random") else "run"
-        lines.append(f"| {p['id']} | {src} | {_f(p['achieved'], '.3f')} | {_f(p['params_ratio'], '.3f')} | "
-                     f"{_f(p['ft_val_top1'])} | {_f(p['ft_test_top1'])} | " + " | ".join(_f(p[k]) for k in keys) + " |")
+    rows = [[p["id"], p["source"] if p["source"] in ("uniform", "random") else "run",
+             _f(p["achieved"], ".3f"), _f(p["params_ratio"], ".3f"), _f(p["ft_val_top1"]),
+             _f(p["ft_test_top1"]), *(_f(p[k]) for k in keys)] for p in a["policies"]]
+    head = ["policy", "source", "achieved", "params", "FT val", "FT test", *(k[6:] for k in keys)]
+    lines += ["", *md_table(head, rows)]
     lines += ["", f"Best after fine-tuning: {a['best_after_finetune']}; uniform ranks "
               f"{a.get('uniform_rank_after_finetune', '-')} of {len(a['policies'])}.", ""]
     return "\n".join(lines)
@@ -426,8 +421,8 @@ def plot(doc: dict[str, Any], out: Path) -> list[str]:
     return files
 
 
-def run_fidelity(cfg: FidelityConfig, out_dir: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
-                 progress: bool = False) -> dict[str, Any]:
+def run_fidelity(cfg: FidelityConfig, out_dir: str | os.PathLike, *, resume: bool = False,
+                 overwrite: bool = False) -> dict[str, Any]:
     """Run (or resume) the study in ``out_dir`` and write its report; returns ``fidelity.json``'s content."""
     out = Path(out_dir)
     saved = out / "config.json"
@@ -438,15 +433,12 @@ def run_fidelity(cfg: FidelityConfig, out_dir: str | os.PathLike, *, resume: boo
             raise AmcError(f"{out} already holds a fidelity study: pass --resume to continue it or --overwrite to "
                            "start again")
         elif saved.is_file():
-            old = json.loads(saved.read_text())
-            ignore = {"threads", "device"}
-            diff = sorted(k for k in set(old) | set(cfg.to_dict())
-                          if k not in ignore and old.get(k) != cfg.to_dict().get(k))
+            diff = changed_keys(json.loads(saved.read_text()), cfg.to_dict(), ignore={"threads", "device"})
             if diff:
                 raise AmcError(f"{out} holds a study with other settings ({', '.join(diff)}); use another --out "
                                "or --overwrite")
     load0 = loadavg()
-    study = _Study(cfg, out, progress=progress)  # validates checkpoint and data before writing anything
+    study = _Study(cfg, out)  # validates checkpoint and data before writing anything
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(saved, cfg.to_dict())
     rows = study.sample()

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 __all__ = ["TIMING_KEYS", "TimedEnv", "episode_split", "evaluations_to_within", "mean_std", "md_table",
-           "loadavg", "machine_info", "read_result", "Stage", "Experiment", "search_once"]
+           "changed_keys", "loadavg", "machine_info", "read_result", "Stage", "Experiment", "search_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +140,11 @@ def mean_std(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str
         out[k] = statistics.fmean(vals) if vals else None
         out[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
     return out
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], *, ignore: Iterable[str] = ()) -> list[str]:
+    """The keys whose values differ between two flat configs, less ``ignore`` (sorted)."""
+    return sorted(k for k in old.keys() | new.keys() if k not in ignore and old.get(k) != new.get(k))
 
 
 def md_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:

@@ -60,6 +60,7 @@ from benchmarks.harness import (
     TIMING_KEYS,
     Stage,
     TimedEnv,
+    changed_keys,
     episode_split,
     evaluations_to_within,
     loadavg,
@@ -171,8 +172,7 @@ class _Bench:
             self._clear()
         old = read_result(cfg_path)
         if old is not None:
-            diff = sorted(k for k in set(old.get("config", {})) | set(cfg.comparable())
-                          if k not in _SESSION_KEYS and old["config"].get(k) != cfg.comparable().get(k))
+            diff = changed_keys(old.get("config", {}), cfg.comparable(), ignore=_SESSION_KEYS)
             if diff or old.get("checkpoint_sha256") != sha:
                 shown = ", ".join(f"{k}: {old['config'].get(k)!r} -> {cfg.comparable().get(k)!r}" for k in diff[:5])
                 if old.get("checkpoint_sha256") != sha:

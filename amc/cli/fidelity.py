@@ -52,7 +52,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from amc.errors import AmcError
-    from benchmarks.fidelity import run_fidelity
+    from benchmarks.fidelity import _f, run_fidelity
 
     cfg = config_from_args(args)
     if args.print_config:
@@ -62,17 +62,9 @@ def run(args: argparse.Namespace) -> int:
         raise AmcError("--out is required: the study's folder")
     if args.resume and args.overwrite:
         raise AmcError("--resume continues --out, --overwrite discards it: pass one")
-    doc = run_fidelity(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=True)
+    doc = run_fidelity(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     print(f"fidelity study: {args.out}/fidelity.md")
-    print("\n".join(line for line in (doc and _table(doc)) or []))
-    return 0
-
-
-def _table(doc: dict) -> list[str]:
-    rows = []
     for key, p in doc["analysis"]["proxies"].items():
-        a = p["all"]
-        sp = "-" if a["spearman"] is None else f"{a['spearman']:.2f}"
-        kt = "-" if a["kendall"] is None else f"{a['kendall']:.2f}"
-        rows.append(f"  {key:<20} Spearman {sp:>5}  Kendall {kt:>5}  {p['seconds_per_policy']:.2f} s/policy")
-    return rows
+        print(f"  {key:<20} Spearman {_f(p['all']['spearman']):>5}  Kendall {_f(p['all']['kendall']):>5}  "
+              f"{p['seconds_per_policy']:.2f} s/policy")
+    return 0
