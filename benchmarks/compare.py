@@ -24,6 +24,7 @@ highest reward (the recorder's best), and its accuracy is the val top-1 without 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -38,7 +39,7 @@ import numpy as np
 from agents._recorder import read_episodes
 from amc.errors import AmcError
 from amc.policy import Policy
-from amc.utils import atomic_write_json, atomic_write_text
+from amc.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = ["RunResult", "load_run", "find_runs", "compare_runs", "group_runs", "best_so_far", "markdown_table",
            "front_accuracy", "policy_accuracy"]
@@ -141,13 +142,10 @@ def find_runs(paths: Iterable[str | os.PathLike]) -> list[Path]:
             out.extend(kids)
         else:
             raise AmcError(f"run directory {str(p)!r} does not exist")
-    seen: set[Path] = set()
-    uniq = []
+    uniq: dict[Path, Path] = {}
     for p in out:
-        if p.resolve() not in seen:
-            seen.add(p.resolve())
-            uniq.append(p)
-    return uniq
+        uniq.setdefault(p.resolve(), p)
+    return list(uniq.values())
 
 
 def best_so_far(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -224,15 +222,10 @@ def _pm(st: Mapping[str, Any], fmt: str) -> str:
     return format(st["mean"], fmt)
 
 
-def _ratio_columns(groups: Sequence[Mapping[str, Any]]) -> list[str]:
-    present = {k for g in groups for k in g["achieved"]}
-    return [k for k in _RATIO_KEYS if k in present]
-
-
 def markdown_table(result: Mapping[str, Any]) -> str:
     """The ``compare.md`` text for a :func:`compare_runs` result."""
     groups, runs = result["groups"], result["runs"]
-    ratios = _ratio_columns(groups)
+    ratios = [k for k in _RATIO_KEYS if any(k in g["achieved"] for g in groups)]
     names = [k.removesuffix("_ratio") + (" ratio" if k.endswith("_ratio") else " (ms)") for k in ratios]
     has_test = any(g["test_accuracy"]["mean"] is not None for g in groups)
     head = ["agent", "budget", "runs", "evaluations", "best val top-1 (%)", *(["its test top-1 (%)"] if has_test else []),
@@ -458,30 +451,24 @@ def plot_policies(runs: Sequence[RunResult]) -> Any | None:
     several_budgets = len({t for _, t in same}) > 1
     labels = {k: f"{k[0]} ({k[1]})" if several_budgets else k[0] for k in same}
     for ax, panel in zip(axes, panels):
-        if panel == "keep":
-            names = [g.layers[0] + (f" (+{len(g.layers) - 1})" if len(g.layers) > 1 else "") for g in ref.groups]
-            for j, (k, r) in enumerate(same.items()):
-                xs = np.arange(len(names)) + (j - (len(same) - 1) / 2) * width
-                ax.bar(xs, [g.keep_ratio for g in r.policy.groups], width=width, color=colors[j],  # type: ignore[union-attr]
-                       label=f"{labels[k]}: {_acc(r)}")
-            ax.set_ylabel("keep ratio")
+        keep = panel == "keep"
+        names = ([g.layers[0] + (f" (+{len(g.layers) - 1})" if len(g.layers) > 1 else "") for g in ref.groups]
+                 if keep else [ly.name for ly in ref.layers])
+        for j, (k, r) in enumerate(same.items()):
+            pol = r.policy
+            assert pol is not None
+            acc = "-" if r.best_accuracy is None else f"{r.best_accuracy:.2f}%"
+            ax.bar(np.arange(len(names)) + (j - (len(same) - 1) / 2) * width,
+                   [g.keep_ratio for g in pol.groups] if keep else [ly.w_bits or 32 for ly in pol.layers],
+                   width=width, color=colors[j], label=f"{labels[k]}: {acc}" if keep else labels[k])
+        ax.set_ylabel("keep ratio" if keep else "weight bits")
+        if keep:
             ax.set_ylim(0, 1.15)
-        else:
-            names = [ly.name for ly in ref.layers]
-            for j, (k, r) in enumerate(same.items()):
-                xs = np.arange(len(names)) + (j - (len(same) - 1) / 2) * width
-                w = [ly.w_bits or 32 for ly in r.policy.layers]  # type: ignore[union-attr]
-                ax.bar(xs, w, width=width, color=colors[j], label=f"{labels[k]}")
-            ax.set_ylabel("weight bits")
         ax.set_xticks(np.arange(len(names)), names, rotation=45, ha="right", fontsize=7)
         ax.legend(fontsize=7, ncols=min(3, len(same)))
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("best policy per agent", fontsize=10)
     return fig
-
-
-def _acc(r: RunResult) -> str:
-    return "-" if r.best_accuracy is None else f"{r.best_accuracy:.2f}%"
 
 
 def _colors(n: int) -> list[Any]:
@@ -522,18 +509,13 @@ def compare_runs(
                 r.test_accuracy = policy_accuracy(r, split="test", device=device, cache=cache)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figures: dict[str, Any] = {}
-    for name, make in (("curves", plot_curves), ("pareto", plot_pareto), ("policies", plot_policies)):
-        fig = make(runs)
-        if fig is not None:
-            figures[name] = fig
+    figures = {name: fig for name, make in (("curves", plot_curves), ("pareto", plot_pareto),
+                                            ("policies", plot_policies)) if (fig := make(runs)) is not None}
     paths: dict[str, str] = {}
     for name, fig in figures.items():
-        path = out / f"{name}.png"
-        tmp = out / f".{name}.png.tmp"
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-        paths[name] = str(path)
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=110)
+        paths[name] = str(atomic_write_bytes(out / f"{name}.png", png.getvalue()))
     result: dict[str, Any] = {
         "format": "amc-compare", "version": 1,
         "runs": [r.to_dict() for r in runs],

@@ -307,14 +307,10 @@ def analyse(cfg: FidelityConfig, rows: list[dict[str, Any]], scores: dict[str, A
     params = np.array([r["achieved"].get("params_ratio", float("nan")) for r in rows], dtype=float)
     out["params_ratio"] = {"all": rank_stats(params, truth), "near_budget": rank_stats(params[near], truth[near])}
     n_val = len(next(iter(correct.values()))[0]) if correct else 0
-    for key in scores:
-        arr = correct.get(key)
-        if arr is None:
-            continue
-        curve = {}
-        for n in sorted({int(v) for v in cfg.val_sizes if int(v) <= n_val} | {n_val}):
-            curve[str(n)] = rank_stats(100.0 * arr[:, :n].mean(1), truth)["spearman"]
-        out["val_sizes"][key] = curve
+    sizes = sorted({v for v in cfg.val_sizes if v <= n_val} | {n_val})
+    for key in (k for k in scores if k in correct):
+        out["val_sizes"][key] = {str(n): rank_stats(100.0 * correct[key][:, :n].mean(1), truth)["spearman"]
+                                 for n in sizes}
     for proxy in ("bn", "reconstruct"):
         if proxy not in scores:
             continue

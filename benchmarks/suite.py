@@ -437,14 +437,12 @@ def load_extras(out_dir: str | os.PathLike, paths: Mapping[str, str] | None = No
         candidates[name] = [Path(p)]
     found: dict[str, Any] = {}
     for name, files in candidates.items():
-        for f in files:
-            if f.is_file():
-                try:
-                    found[name] = {"path": str(f), "data": json.loads(f.read_text())}
-                except (OSError, json.JSONDecodeError) as e:
-                    logger.warning("skipping %s results %s: %s", name, f, e)
-                    continue
+        for f in filter(Path.is_file, files):
+            try:
+                found[name] = {"path": str(f), "data": json.loads(f.read_text())}
                 break
+            except (OSError, json.JSONDecodeError) as e:
+                logger.warning("skipping %s results %s: %s", name, f, e)
     return found
 
 
@@ -488,8 +486,6 @@ def run_benchmark(cfg: BenchConfig, *, out_dir: str | os.PathLike, overwrite: bo
     :param progress: progress bars for the searches and the fine-tuning (the CLI passes True).
     :param command: the command line, recorded in the results and the report.
     """
-    if not isinstance(cfg, BenchConfig):
-        raise TypeError(f"run_benchmark needs a BenchConfig, got {type(cfg).__name__}")
     t0 = time.perf_counter()
     load_start = loadavg()
     out = Path(out_dir)

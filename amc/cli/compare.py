@@ -32,15 +32,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard events")
 
 
-def _default_out(runs: list[str]) -> Path:
-    parents = [str(Path(r).resolve().parent) for r in runs]
-    return Path(os.path.commonpath(parents)) / "compare"
-
-
 def run(args: argparse.Namespace) -> int:
     from benchmarks.compare import compare_runs
 
-    out = Path(args.out) if args.out else _default_out(args.runs)
+    parents = [str(Path(r).resolve().parent) for r in args.runs]
+    out = Path(args.out) if args.out else Path(os.path.commonpath(parents)) / "compare"
     result = compare_runs(args.runs, out_dir=out, tensorboard=not args.no_tensorboard, test=args.test,
                           device=args.device)
     print(Path(result["markdown"]).read_text(), end="")

@@ -82,8 +82,7 @@ class BenchSearch(_Section):
         if len(set(v)) != len(v):
             raise ValueError(f"names one agent twice: {list(v)}")
         for a in v:
-            if a not in AGENTS:
-                raise ValueError(f"unknown agent {a!r}; valid: {', '.join(AGENTS.names())}")
+            AGENTS.get(a)  # ValueError listing the valid ones
         return v
 
 
@@ -145,7 +144,17 @@ class BenchRun(_Checks):
                                                     json_schema_extra={"cli": False})
 
 
-class BenchOptions(_Section):
+class _NeedsCheckpoint(_Section):
+    """Options whose ``data.checkpoint`` is required (``amc bench``, ``amc fidelity``)."""
+
+    @model_validator(mode="after")
+    def _checkpoint(self) -> Any:
+        if not (self.data.checkpoint or "").strip():  # type: ignore[attr-defined]
+            raise ValueError("checkpoint is required: the trained, uncompressed model (amc train's final.pt)")
+        return self
+
+
+class BenchOptions(_NeedsCheckpoint):
     """A benchmark: the model and data, the searches, their env, the fine-tuning, latency and the run."""
 
     data: BenchData = Field(default_factory=BenchData, description="the checkpoint and the images scored")
@@ -154,9 +163,3 @@ class BenchOptions(_Section):
     finetune: BenchFinetune = Field(default_factory=BenchFinetune, description="KD fine-tuning of each best policy")
     latency: BenchLatency = Field(default_factory=BenchLatency, description="CPU latency of the compressed models")
     run: BenchRun = Field(default_factory=BenchRun, description="threads, device, extras")
-
-    @model_validator(mode="after")
-    def _checkpoint(self) -> BenchOptions:
-        if not self.data.checkpoint or not self.data.checkpoint.strip():
-            raise ValueError("checkpoint is required: a trained model (amc train's final.pt)")
-        return self

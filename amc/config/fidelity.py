@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from amc.config.bench import BenchFinetune
+from amc.config.bench import BenchFinetune, _NeedsCheckpoint
 from amc.config.search import DataConfig, EnvOptions, PathStr, RunConfig, _Checks, _flag, _Section
 from amc.config.train import Count, KDOptions, Precision, like
 
@@ -117,7 +117,7 @@ class FidelityRun(_Checks):
     threads: int | None = _RUN["threads"]
 
 
-class FidelityOptions(_Section):
+class FidelityOptions(_NeedsCheckpoint):
     """A fidelity study: the model and data, the budget, the sample, the scores, the fine-tuning and the run."""
 
     data: FidelityData = Field(default_factory=FidelityData, description="the checkpoint and the val holdout scored")
@@ -127,9 +127,3 @@ class FidelityOptions(_Section):
     finetune: FidelityFinetune = Field(default_factory=FidelityFinetune, description="the one fine-tuning schedule "
                                        "(KD from the uncompressed model)")
     run: FidelityRun = Field(default_factory=FidelityRun, description="seed, device and threads")
-
-    @model_validator(mode="after")
-    def _checkpoint(self) -> FidelityOptions:
-        if not self.data.checkpoint or not self.data.checkpoint.strip():
-            raise ValueError("checkpoint is required: the trained, uncompressed model (amc train's final.pt)")
-        return self
