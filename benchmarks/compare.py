@@ -40,6 +40,7 @@ from agents._recorder import read_episodes
 from amc.errors import AmcError
 from amc.policy import Policy
 from amc.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+from benchmarks.harness import md_table
 
 __all__ = ["RunResult", "load_run", "find_runs", "compare_runs", "group_runs", "best_so_far", "markdown_table",
            "front_accuracy", "policy_accuracy"]
@@ -228,8 +229,6 @@ def markdown_table(result: Mapping[str, Any]) -> str:
     ratios = [k for k in _RATIO_KEYS if any(k in g["achieved"] for g in groups)]
     names = [k.removesuffix("_ratio") + (" ratio" if k.endswith("_ratio") else " (ms)") for k in ratios]
     has_test = any(g["test_accuracy"]["mean"] is not None for g in groups)
-    head = ["agent", "budget", "runs", "evaluations", "best val top-1 (%)", *(["its test top-1 (%)"] if has_test else []),
-            *names, "wall time (s)"]
     lines = ["# Search comparison", ""]
     base = sorted({round(g["base_accuracy"], 2) for g in groups if g["base_accuracy"] is not None})
     if base:
@@ -240,7 +239,7 @@ def markdown_table(result: Mapping[str, Any]) -> str:
                      "accuracy is also what picked it, so it is optimistic)." if has_test else "")
                   + (" A multi-objective run's row gives the best trial of its front within each budget of the "
                      "other rows." if any(g["multi_objective"] for g in groups) else ""), ""]
-    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    rows = []
     for g in groups:
         acc = _pm(g["best_accuracy"], ".2f")
         if g["multi_objective"]:
@@ -248,23 +247,21 @@ def markdown_table(result: Mapping[str, Any]) -> str:
                            if st.get("mean") is not None)
             acc = f"front of {g['pareto_size']:.0f} points" + (f": {at}" if at else "") + f" (max {acc})"
         # a multi-objective run's "best" is its most accurate (least compressed) trial: no ratios to compare
-        cells = [g["agent"], g["target"], str(g["runs"]), _pm(g["evaluations"], ".0f"), acc,
-                 *([_pm(g["test_accuracy"], ".2f")] if has_test else []),
-                 *[("-" if g["multi_objective"] else _pm(g["achieved"].get(k, {}), ".2f" if k == "latency_ms" else ".3f"))
-                   for k in ratios],
-                 _pm(g["wall_time_s"], ".1f")]
-        lines.append("| " + " | ".join(cells) + " |")
-    extra = ["test top-1 (%)"] if has_test else []
-    lines += ["", "## Runs", "", "| run | agent | seed | budget | evaluations | best val top-1 (%) | "
-              + " | ".join(extra + names) + (" | " if extra + names else "") + "wall time (s) |",
-              "|" + "|".join(["---"] * (7 + len(extra) + len(names))) + "|"]
-    for r in runs:
-        cells = [f"`{r['run_dir']}`", r["agent"], "-" if r["seed"] is None else str(r["seed"]), str(r["target"]),
-                 str(r["evaluations"]), "-" if r["best_accuracy"] is None else f"{r['best_accuracy']:.2f}",
-                 *(["-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.2f}"] if has_test else []),
-                 *["-" if r["achieved"].get(k) is None else f"{r['achieved'][k]:.3f}" for k in ratios],
-                 "-" if r["wall_time_s"] is None else f"{r['wall_time_s']:.1f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+        ratio_cells = [_pm(g["achieved"].get(k, {}), ".2f" if k == "latency_ms" else ".3f") for k in ratios]
+        rows.append([g["agent"], g["target"], str(g["runs"]), _pm(g["evaluations"], ".0f"), acc,
+                     *([_pm(g["test_accuracy"], ".2f")] if has_test else []),
+                     *(["-"] * len(ratios) if g["multi_objective"] else ratio_cells),
+                     _pm(g["wall_time_s"], ".1f")])
+    test = ["test top-1 (%)"] if has_test else []
+    lines += md_table(["agent", "budget", "runs", "evaluations", "best val top-1 (%)",
+                       *(f"its {t}" for t in test), *names, "wall time (s)"], rows)
+    rows = [[f"`{r['run_dir']}`", r["agent"], "-" if r["seed"] is None else str(r["seed"]), str(r["target"]),
+             str(r["evaluations"]), "-" if r["best_accuracy"] is None else f"{r['best_accuracy']:.2f}",
+             *(["-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.2f}"] if has_test else []),
+             *["-" if r["achieved"].get(k) is None else f"{r['achieved'][k]:.3f}" for k in ratios],
+             "-" if r["wall_time_s"] is None else f"{r['wall_time_s']:.1f}"] for r in runs]
+    lines += ["", "## Runs", "", *md_table(["run", "agent", "seed", "budget", "evaluations",
+                                            "best val top-1 (%)", *test, *names, "wall time (s)"], rows)]
     figs = result.get("figures") or {}
     if figs:
         lines += ["", "## Figures", ""] + [f"![{name}]({Path(p).name})" for name, p in figs.items()]
