@@ -27,7 +27,6 @@ import dataclasses
 import io
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -46,7 +45,7 @@ from amc.policy import Policy
 from amc.proxies import parse_proxy
 from amc.training import PRECISIONS
 from amc.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
-from benchmarks.harness import changed_keys, loadavg, machine_info, md_table
+from benchmarks.harness import changed_keys, fmt, loadavg, machine_info, md_table
 
 log = logging.getLogger(__name__)
 
@@ -335,10 +334,6 @@ def analyse(cfg: FidelityConfig, rows: list[dict[str, Any]], scores: dict[str, A
     return out
 
 
-def _f(v: Any, spec: str = ".2f") -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-
 def render_markdown(doc: dict[str, Any]) -> str:
     """``fidelity.md``: the proxy table, the val-size and calibration-size curves, the policies."""
     cfg, a = doc["config"], doc["analysis"]
@@ -357,8 +352,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     ]
 
     def stats(st: dict[str, Any], near: dict[str, Any]) -> list[str]:
-        return [_f(st["spearman"]), _f(st["kendall"]), _f(st["pearson"]), f"{_f(st['top3'], 'd')}/3",
-                _f(near["spearman"])]
+        return [fmt(st["spearman"]), fmt(st["kendall"]), fmt(st["pearson"]), f"{fmt(st['top3'], 'd')}/3",
+                fmt(near["spearman"])]
 
     rows = [[key, *stats(p["all"], p["near_budget"]), "{:.1f}-{:.1f}".format(*p["score_range"]),
              f"{p['seconds_per_policy']:.2f} ({p['build_s']:.2f} + {p['eval_s']:.2f})", p["top_pick"]]
@@ -371,19 +366,19 @@ def render_markdown(doc: dict[str, Any]) -> str:
                        "scores (%)", "s / policy (build + eval)", "top pick"], rows)
     if a["val_sizes"]:
         sizes = sorted({int(n) for c in a["val_sizes"].values() for n in c})
-        curves = [[key, *(_f(c.get(str(n))) for n in sizes)] for key, c in a["val_sizes"].items()]
+        curves = [[key, *(fmt(c.get(str(n))) for n in sizes)] for key, c in a["val_sizes"].items()]
         lines += ["", "Spearman by number of val images (prefixes of the val split):", "",
                   *md_table(["proxy", *map(str, sizes)], curves)]
     for proxy, cs in (a.get("calibration_sizes") or {}).items():
         lines += ["", f"`{proxy}` by number of calibration images:", "",
                   *md_table(["calibration images", *cs], [
-                      ["Spearman", *(_f(v["spearman"]) for v in cs.values())],
-                      ["Spearman near", *(_f(v["spearman_near"]) for v in cs.values())],
-                      ["build s / policy", *(_f(v["build_s"], ".3f") for v in cs.values())]])]
+                      ["Spearman", *(fmt(v["spearman"]) for v in cs.values())],
+                      ["Spearman near", *(fmt(v["spearman_near"]) for v in cs.values())],
+                      ["build s / policy", *(fmt(v["build_s"], ".3f") for v in cs.values())]])]
     keys = [k for k in a["policies"][0] if k.startswith("score_")] if a["policies"] else []
     rows = [[p["id"], p["source"] if p["source"] in ("uniform", "random") else "run",
-             _f(p["achieved"], ".3f"), _f(p["params_ratio"], ".3f"), _f(p["ft_val_top1"]),
-             _f(p["ft_test_top1"]), *(_f(p[k]) for k in keys)] for p in a["policies"]]
+             fmt(p["achieved"], ".3f"), fmt(p["params_ratio"], ".3f"), fmt(p["ft_val_top1"]),
+             fmt(p["ft_test_top1"]), *(fmt(p[k]) for k in keys)] for p in a["policies"]]
     head = ["policy", "source", "achieved", "params", "FT val", "FT test", *(k[6:] for k in keys)]
     lines += ["", *md_table(head, rows)]
     lines += ["", f"Best after fine-tuning: {a['best_after_finetune']}; uniform ranks "
@@ -408,7 +403,8 @@ def plot(doc: dict[str, Any], out: Path) -> list[str]:
         ax.scatter(scores, truth, c=colors, s=22)
         ax.set_xlabel(f"score: val top-1 with proxy {key} (%)")
         ax.set_ylabel("val top-1 after fine-tuning (%)")
-        ax.set_title(f"{key}: Spearman {_f(p['all']['spearman'])}, Kendall {_f(p['all']['kendall'])}", fontsize=10)
+        ax.set_title(f"{key}: Spearman {fmt(p['all']['spearman'])}, Kendall {fmt(p['all']['kendall'])}",
+                     fontsize=10)
         ax.grid(alpha=0.3)
         path = out / f"scatter-{_safe(key)}.png"
         fig.savefig(path, dpi=110)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -33,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-__all__ = ["TIMING_KEYS", "TimedEnv", "episode_split", "evaluations_to_within", "mean_std", "md_table",
+__all__ = ["TIMING_KEYS", "TimedEnv", "episode_split", "evaluations_to_within", "mean_std", "md_table", "fmt",
            "changed_keys", "loadavg", "machine_info", "read_result", "Stage", "Experiment", "search_once"]
 
 logger = logging.getLogger(__name__)
@@ -145,6 +146,11 @@ def mean_std(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], *, ignore: Iterable[str] = ()) -> list[str]:
     """The keys whose values differ between two flat configs, less ``ignore`` (sorted)."""
     return sorted(k for k in old.keys() | new.keys() if k not in ignore and old.get(k) != new.get(k))
+
+
+def fmt(v: Any, spec: str = ".2f") -> str:
+    """``v`` formatted by ``spec``, or ``-`` for None, NaN and infinities (table cells)."""
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
 def md_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:

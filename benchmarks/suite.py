@@ -63,6 +63,7 @@ from benchmarks.harness import (
     changed_keys,
     episode_split,
     evaluations_to_within,
+    fmt,
     loadavg,
     md_table,
     mean_std,
@@ -557,12 +558,6 @@ def run_benchmark(cfg: BenchConfig, *, out_dir: str | os.PathLike, overwrite: bo
 # the report
 
 
-def _f(v: Any, fmt: str = ".2f", none: str = "-") -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return none
-    return format(v, fmt)
-
-
 def _count(n: float) -> str:
     """12345678 -> '12.3 M'."""
     for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
@@ -582,22 +577,22 @@ def compression_table(results: Mapping[str, Any]) -> list[str]:
     lat_base = results["latency"]["results"].get("uncompressed", {})
     head = ["method", "evaluations", "MACs", "params", "val top-1", "test top-1", "test top-1 KD-FT",
             "Δ test (FT)"]
-    row = ["uncompressed", "-", "1.000", "1.000", _f(base["val_top1"]), _f(base["test_top1"]), "-", "-"]
+    row = ["uncompressed", "-", "1.000", "1.000", fmt(base["val_top1"]), fmt(base["test_top1"]), "-", "-"]
     for b in batches:
         head += [f"ms b{b}", f"speed-up b{b}"]
-        row += [_f(lat_base.get(b, {}).get("median_ms"), ".2f"), "1.00x"]
+        row += [fmt(lat_base.get(b, {}).get("median_ms")), "1.00x"]
     rows = [[*row, "1.00x"]]
     for m in results["methods"]:
         ft = m.get("finetune") or {}
         ev = f"1 policy ({m['evaluations']} probes)" if m.get("single_policy") else str(m["evaluations"])
-        ft_test = _f(ft.get("test_top1"))
+        ft_test = fmt(ft.get("test_top1"))
         if len(ft.get("seeds") or []) > 1:
-            ft_test += f" ± {_f(ft.get('test_top1_std'))}"
-        row = [m["agent"], ev, _f(m["macs_ratio"], ".3f"), _f(m["params_ratio"], ".3f"), _f(m["val_top1"]),
-               _f(m["test_top1"]), ft_test, _delta(ft.get("test_top1"), base["test_top1"])]
+            ft_test += f" ± {fmt(ft.get('test_top1_std'))}"
+        row = [m["agent"], ev, fmt(m["macs_ratio"], ".3f"), fmt(m["params_ratio"], ".3f"), fmt(m["val_top1"]),
+               fmt(m["test_top1"]), ft_test, _delta(ft.get("test_top1"), base["test_top1"])]
         for b in batches:
             sp = m.get("speedup", {}).get(b)
-            row += [_f(m.get("latency_ms", {}).get(b), ".2f"), "-" if sp is None else f"{sp:.2f}x"]
+            row += [fmt(m.get("latency_ms", {}).get(b)), "-" if sp is None else f"{sp:.2f}x"]
         row.append(f"{1.0 / m['macs_ratio']:.2f}x" if m.get("macs_ratio") else "-")
         rows.append(row)
     return md_table([*head, "1 / MACs"], rows)
@@ -613,8 +608,8 @@ def speed_table(results: Mapping[str, Any]) -> list[str]:
         for phase, s in sp["split"].items():
             label = agent if phase == "all" else f"{agent} ({phase})"
             within = sp.get("evaluations_to_within_0.5") if phase == "all" else None
-            rows.append([label, str(s["episodes"]), *(_f(s[k], ".3f") for k in keys),
-                         f"{100 * s['evaluate_fraction']:.0f}%", _f(within, "d")])
+            rows.append([label, str(s["episodes"]), *(fmt(s[k], ".3f") for k in keys),
+                         f"{100 * s['evaluate_fraction']:.0f}%", fmt(within, "d")])
     return md_table(head, rows)
 
 
@@ -622,8 +617,8 @@ def _extras_section(extras: Mapping[str, Any], out_hint: str) -> list[str]:
     lines = ["## (c) Quantization and transfer", ""]
     int8 = extras.get("int8")
     if int8:
-        rows = [[str(run.get("model")), str(r.get("batch_size")), _f(r.get("fp32_ms"), ".3f"),
-                 _f(r.get("int8_ms"), ".3f"), f"{_f(r.get('speedup'), '.2f')}x", str(run.get("backend", "-")),
+        rows = [[str(run.get("model")), str(r.get("batch_size")), fmt(r.get("fp32_ms"), ".3f"),
+                 fmt(r.get("int8_ms"), ".3f"), f"{fmt(r.get('speedup'))}x", str(run.get("backend", "-")),
                  str(run.get("threads", "-"))]
                 for run in int8["data"].get("runs") or [] for r in run.get("results") or []]
         lines += [f"From `{int8['path']}` (`scripts/bench_int8.py`; untrained weights, latency only):", "",
@@ -641,7 +636,7 @@ def _extras_section(extras: Mapping[str, Any], out_hint: str) -> list[str]:
         rows = data.get("results") if isinstance(data, dict) else None
         if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
             cols = [k for k in rows[0] if isinstance(rows[0][k], (int, float, str)) or rows[0][k] is None][:10]
-            lines += md_table(cols, ([_f(r.get(c), ".3f") if isinstance(r.get(c), float) else str(r.get(c))
+            lines += md_table(cols, ([fmt(r.get(c), ".3f") if isinstance(r.get(c), float) else str(r.get(c))
                                       for c in cols] for r in rows))
         else:
             text = json.dumps(data, indent=1, default=str)
@@ -702,7 +697,7 @@ def render_report(results: Mapping[str, Any]) -> str:
                      f"{cfg.get('ft_precision', 'fp32')}" + (" channels-last" if cfg.get("ft_channels_last") else "")
                      + ", "
                      + (f"KD T={cfg['kd_temperature']:g}, alpha={cfg['kd_alpha']:g}" if cfg["kd"] else "no KD")
-                     + f"; {_f(ft.get('train_time_s'), '.0f')} s of training per model"
+                     + f"; {fmt(ft.get('train_time_s'), '.0f')} s of training per model"
                      + (f" over {len(ft['seeds'])} fine-tuning seeds ({', '.join(map(str, ft['seeds']))}; mean ± "
                         "sample std)." if len(ft.get("seeds") or []) > 1 else "."))
     lat = results["latency"]
@@ -715,22 +710,22 @@ def render_report(results: Mapping[str, Any]) -> str:
                      "not trained for them.")
     lines += [f"- {n}" for n in notes] + [""]
 
-    lines += ["### Next to the published numbers", "",
-              "| source | model | data | uncompressed | right after pruning | fine-tuned | change (fine-tuned) |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for p in results["published"]:
-        lines.append(f"| {p['source']} | {p['model']} | CIFAR-10 | {_f(p['base'], '.2f')} | {_f(p['pruned'], '.2f')} | "
-                     f"{_f(p['finetuned'], '.2f')} | {_delta(p['finetuned'], p['base'])} |")
+    rows = [[p["source"], p["model"], "CIFAR-10", fmt(p["base"]), fmt(p["pruned"]), fmt(p["finetuned"]),
+             _delta(p["finetuned"], p["base"])] for p in results["published"]]
+    ours = f"{data['dataset']} ({data['test_images']} test images)"
     for m in results["methods"]:
         f_ = (m.get("finetune") or {}).get("test_top1")
-        lines.append(f"| this run: {m['agent']} | {name} | {data['dataset']} ({data['test_images']} test images) | "
-                     f"{_f(base['test_top1'])} | {_f(m['test_top1'])} | {_f(f_)} | {_delta(f_, base['test_top1'])} |")
+        rows.append([f"this run: {m['agent']}", name, ours, fmt(base["test_top1"]), fmt(m["test_top1"]),
+                     fmt(f_), _delta(f_, base["test_top1"])])
+    lines += ["### Next to the published numbers", "",
+              *md_table(["source", "model", "data", "uncompressed", "right after pruning", "fine-tuned",
+                         "change (fine-tuned)"], rows)]
     lines += ["", "What differs from the published setting:", ""]
     diffs = [
         f"**Model**: {name} ({_count(base['params'])} parameters, {_count(base['macs'])} MACs), not "
         "ResNet-56 (0.85 M, ~125 M) or Plain-20: a smaller network has less redundancy, so the same MACs ratio "
         "costs it more accuracy.",
-        f"**Base accuracy**: our uncompressed model reaches {_f(base['test_top1'])} test top-1"
+        f"**Base accuracy**: our uncompressed model reaches {fmt(base['test_top1'])} test top-1"
         + (f" after {model['trained_epochs']} of {model['planned_epochs']} planned epochs (a partly trained model)"
            if model.get("trained_epochs") and model.get("planned_epochs")
            and model["trained_epochs"] < model["planned_epochs"] else "")
@@ -760,7 +755,7 @@ def render_report(results: Mapping[str, Any]) -> str:
               "Seconds per evaluation (env episode), the first one left out; `agent + recording` is everything "
               "outside the env (action selection, DDPG updates / sampler, writing the episode).", "",
               *speed_table(results), ""]
-    setup = ", ".join(f"{a} {_f(s.get('setup_s'), '.1f')} s" for a, s in results["search_speed"].items())
+    setup = ", ".join(f"{a} {fmt(s.get('setup_s'), '.1f')} s" for a, s in results["search_speed"].items())
     lines += [f"Set-up per search (data, model, env, base evaluation): {setup}.", ""]
     lines += _extras_section(results.get("extras") or {}, results.get("out_dir") or "OUT")
     stages = [[st, f"{v['wall_s']:.1f}", str(v["loadavg_start"]), str(v["loadavg_end"])]

@@ -52,7 +52,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from amc.errors import AmcError
-    from benchmarks.fidelity import _f, run_fidelity
+    from benchmarks.fidelity import run_fidelity
+    from benchmarks.harness import fmt
 
     cfg = config_from_args(args)
     if args.print_config:
@@ -65,6 +66,6 @@ def run(args: argparse.Namespace) -> int:
     doc = run_fidelity(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     print(f"fidelity study: {args.out}/fidelity.md")
     for key, p in doc["analysis"]["proxies"].items():
-        print(f"  {key:<20} Spearman {_f(p['all']['spearman']):>5}  Kendall {_f(p['all']['kendall']):>5}  "
+        print(f"  {key:<20} Spearman {fmt(p['all']['spearman']):>5}  Kendall {fmt(p['all']['kendall']):>5}  "
               f"{p['seconds_per_policy']:.2f} s/policy")
     return 0
