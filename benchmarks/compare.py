@@ -30,7 +30,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +79,10 @@ class RunResult:
         return (self.agent, self.target or "-")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_dir": str(self.run_dir), "agent": self.agent, "target": self.target, "seed": self.seed,
-                "evaluations": self.evaluations, "episodes": self.episodes, "best_accuracy": self.best_accuracy,
-                "best_reward": self.best_reward, "base_accuracy": self.base_accuracy, "achieved": dict(self.achieved),
-                "wall_time_s": self.wall_time_s, "test_accuracy": self.test_accuracy,
+        """The scalar fields (not rows, policy, pareto), the multi-objective flag and the front's size."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)
+             if f.name not in ("rows", "policy", "pareto")}
+        return {**d, "run_dir": str(self.run_dir), "achieved": dict(self.achieved),
                 "multi_objective": self.multi_objective,
                 "pareto_size": None if self.pareto is None else len(self.pareto.get("front") or [])}
 
@@ -169,11 +169,17 @@ def _stats(values: Iterable[float | None]) -> dict[str, Any]:
             "min": float(v.min()), "max": float(v.max())}
 
 
-def group_runs(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
-    """One entry per (agent, budget): the runs' seeds and mean/std of every number."""
+def _by_key(runs: Iterable[RunResult]) -> dict[tuple[str, str], list[RunResult]]:
+    """The runs grouped by (agent, budget), in order of appearance."""
     groups: dict[tuple[str, str], list[RunResult]] = {}
     for r in runs:
         groups.setdefault(r.key, []).append(r)
+    return groups
+
+
+def group_runs(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
+    """One entry per (agent, budget): the runs' seeds and mean/std of every number."""
+    groups = _by_key(runs)
     budgets = sorted({r.target for r in runs if not r.multi_objective and r.target})
     out = []
     for (agent, target), rs in groups.items():
@@ -295,10 +301,10 @@ def policy_accuracy(run: RunResult, *, split: str = "test", device: str = "cpu",
     cfg = SearchConfig.from_dict(yaml.safe_load((run.run_dir / "config.yaml").read_text()),
                                  source=str(run.run_dir / "config.yaml"))
     ckpt = Path(cfg.checkpoint).expanduser() if cfg.checkpoint else run.run_dir / "pretrain" / "final.pt"
-    data_seed = int(getattr(cfg, "data_seed", cfg.seed))
-    dkey = ("data", cfg.dataset, cfg.data_dir, cfg.val_size, data_seed)
+    dkey = ("data", cfg.dataset, cfg.data_dir, cfg.val_size, cfg.data_seed)
     if dkey not in cache:
-        cache[dkey] = get_dataset(cfg.dataset, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=data_seed)
+        cache[dkey] = get_dataset(cfg.dataset, data_dir=cfg.data_dir, val_size=cfg.val_size,
+                                  seed=cfg.data_seed)
     splits = cache[dkey]
     mkey = ("model", str(ckpt.resolve()))
     if mkey not in cache:
@@ -324,9 +330,7 @@ def plot_curves(runs: Sequence[RunResult]) -> Any:
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.subplots()
     single = [r for r in runs if not r.multi_objective and r.rows]
-    groups: dict[tuple[str, str], list[RunResult]] = {}
-    for r in single:
-        groups.setdefault(r.key, []).append(r)
+    groups = _by_key(single)
     x_max = max((len(r.rows) for r in single), default=1)
     colors = _colors(len(groups))
     for color, ((agent, target), rs) in zip(colors, groups.items()):

@@ -154,8 +154,7 @@ class _Study:
         rows = [{"id": "p00", "source": "uniform", "policy": self._uniform(env).to_dict()}]
         renv = self._env(cfg.budget_band) if cfg.budget_band > 0 else env
         rng = np.random.default_rng(cfg.seed)
-        n_runs = len(cfg.runs)
-        for _ in range(1, max(1, cfg.policies - n_runs)):
+        for _ in range(1, max(1, cfg.policies - len(cfg.runs))):
             pol, _ = self._episode(renv, rng.random(renv.n_decisions))
             rows.append({"id": f"p{len(rows):02d}", "source": "random", "policy": pol.to_dict()})
         from amc.compress import check_policy_matches

@@ -99,9 +99,7 @@ def episode_split(records: Sequence[Mapping[str, float]], phases: Sequence[str] 
     Each entry has ``episodes``, ``episode_s``, the :data:`TIMING_KEYS`, ``env_other``, ``agent`` and
     ``evaluate_fraction`` (the share of the episode spent evaluating the reward).
     """
-    idx = list(range(len(records)))
-    if skip_first and len(idx) > 1:
-        idx = idx[1:]
+    idx = list(range(1 if skip_first and len(records) > 1 else 0, len(records)))
     groups: dict[str, list[int]] = {"all": idx}
     if phases is not None and len(phases) == len(records):
         for i in idx:

@@ -173,13 +173,14 @@ class _Bench:
             self._clear()
         old = read_result(cfg_path)
         if old is not None:
-            diff = changed_keys(old.get("config", {}), cfg.comparable(), ignore=_SESSION_KEYS)
-            if diff or old.get("checkpoint_sha256") != sha:
-                shown = ", ".join(f"{k}: {old['config'].get(k)!r} -> {cfg.comparable().get(k)!r}" for k in diff[:5])
-                if old.get("checkpoint_sha256") != sha:
-                    shown = (shown + ", " if shown else "") + "the checkpoint's contents changed"
-                raise AmcError(f"{str(out)!r} holds a benchmark with other settings ({shown}); pass --overwrite to "
-                               "start again there, or choose another --out")
+            was, now = old.get("config", {}), cfg.comparable()
+            shown = [f"{k}: {was.get(k)!r} -> {now.get(k)!r}"
+                     for k in changed_keys(was, now, ignore=_SESSION_KEYS)][:5]
+            if old.get("checkpoint_sha256") != sha:
+                shown.append("the checkpoint's contents changed")
+            if shown:
+                raise AmcError(f"{str(out)!r} holds a benchmark with other settings ({', '.join(shown)}); "
+                               "pass --overwrite to start again there, or choose another --out")
         out.mkdir(parents=True, exist_ok=True)
         snap = out / "checkpoint.pt"
         if not snap.is_file() or file_sha256(snap) != sha:

@@ -36,9 +36,7 @@ def _all(v: Any) -> Any:
 
 
 def _names(v: Any) -> Any:
-    if isinstance(v, (int, str)):
-        v = str(v).replace(",", " ").split()
-    return v
+    return str(v).replace(",", " ").split() if isinstance(v, (int, str)) else v
 
 
 AllOrCount = Annotated[Annotated[Count, Field(ge=1)] | None, BeforeValidator(_all)]
