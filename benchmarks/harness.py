@@ -89,17 +89,17 @@ class TimedEnv(gym.Wrapper):
         return out
 
 
-def episode_split(records: Sequence[Mapping[str, float]], phases: Sequence[str] | None = None, *,
-                  skip_first: bool = True) -> dict[str, dict[str, float]]:
+def episode_split(records: Sequence[Mapping[str, float]],
+                  phases: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     """Mean seconds per episode and its split, over all episodes (``"all"``) and per phase.
 
     ``records`` are :class:`TimedEnv` records; ``phases`` (one label per record, e.g. DDPG's
     ``warmup``/``explore`` from ``episodes.csv``) adds one entry per label. The first episode is left
-    out when there are others (``skip_first``): it pays one-off costs (importance ranking, caches).
+    out when there are others: it pays one-off costs (importance ranking, caches).
     Each entry has ``episodes``, ``episode_s``, the :data:`TIMING_KEYS`, ``env_other``, ``agent`` and
     ``evaluate_fraction`` (the share of the episode spent evaluating the reward).
     """
-    idx = list(range(1 if skip_first and len(records) > 1 else 0, len(records)))
+    idx = list(range(1 if len(records) > 1 else 0, len(records)))
     groups: dict[str, list[int]] = {"all": idx}
     if phases is not None and len(phases) == len(records):
         for i in idx:

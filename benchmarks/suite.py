@@ -654,8 +654,7 @@ def render_report(results: Mapping[str, Any]) -> str:
     base = results["base"]
     name = model.get("name") or "model"
     preset = cfg.get("preset") or "custom"
-    ft_rows = [m for m in results["methods"] if m.get("finetune")]
-    ft = ft_rows[0]["finetune"] if ft_rows else None
+    ft = next((m["finetune"] for m in results["methods"] if m.get("finetune")), None)
     lines = [f"# amc benchmark: {name} on {data['dataset']} at {cfg['target']} ({preset})", ""]
     if results.get("command"):
         lines += ["```", results["command"], "```", ""]
@@ -683,9 +682,8 @@ def render_report(results: Mapping[str, Any]) -> str:
         *compression_table(results),
         "",
     ]
-    n_search = [m["evaluations"] for m in results["methods"] if not m.get("single_policy")]
     notes = []
-    if n_search:
+    if any(not m.get("single_policy") for m in results["methods"]):
         notes.append(f"DDPG and the Optuna agents: {cfg['episodes']} evaluations each, the first {cfg['warmup']} "
                      "random (DDPG warm-up / sampler start-up). uniform: one policy, the largest uniform keep ratio "
                      "within the budget; its bisection probes the env (counted above) but only the budget picks it.")

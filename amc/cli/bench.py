@@ -51,14 +51,6 @@ def _command_line() -> str | None:
     return None
 
 
-def _preset(name: str, file: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The preset's values (nested), with a ``--config`` file's over them."""
-    data = nest_flat_keys(BenchOptions, {**PRESETS[name], "preset": name})
-    for key, value in nest_flat_keys(BenchOptions, file or {}).items():
-        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
-    return data
-
-
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = (f"{p.description or ''}\n\nThe defaults shown are the --quick preset's; --full or --config "
@@ -87,8 +79,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
     """The :class:`benchmarks.suite.BenchConfig`: the preset, then ``--config``, then the options given."""
     from benchmarks.suite import BenchConfig
 
-    file = load_yaml(args.config) if args.config else {}
-    preset = args.preset or nest_flat_keys(BenchOptions, file).get("run", {}).get("preset") or "quick"
+    file = nest_flat_keys(BenchOptions, load_yaml(args.config) if args.config else {})
+    preset = args.preset or file.get("run", {}).get("preset") or "quick"
+    config = nest_flat_keys(BenchOptions, {**PRESETS[preset], "preset": preset})
+    for key, value in file.items():  # the --config file's values over the preset's
+        both = isinstance(value, dict) and isinstance(config.get(key), dict)
+        config[key] = {**config[key], **value} if both else value
     given = {k: v for k, v in vars(args).items() if "." in k}  # the generated options: dotted paths
     if args.no_latency:
         given["latency.latency_batches"] = []
@@ -96,7 +92,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if extras:
         given["run.extras"] = extras
     given["run.preset"] = preset
-    opts = resolve_config(BenchOptions, given, config=_preset(preset, file), what=str(args.config or "bench config"))
+    opts = resolve_config(BenchOptions, given, config=config, what=str(args.config or "bench config"))
     return BenchConfig.from_options(opts)
 
 
