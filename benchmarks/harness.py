@@ -6,7 +6,7 @@ and stages that are reused when their result exists (run-or-resume).
   env's time and the agent's time in between.
 * :func:`machine_info` and :func:`loadavg` go into every benchmark's JSON: a timing taken on a busy
   2-core machine means little without them.
-* :class:`Stage` times a stage and records the load average around it; :func:`read_result` reads a
+* :func:`stage` times a stage and records the load average around it; :func:`read_result` reads a
   stage's earlier result (or ``None``, so that it runs again).
 * :class:`Experiment` is what every script under ``scripts/`` is: its own arguments and a body that
   returns its results; the harness adds ``--out`` and ``--threads``, pins the threads, turns an
@@ -25,7 +25,8 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 
 __all__ = ["TIMING_KEYS", "TimedEnv", "episode_split", "evaluations_to_within", "mean_std", "md_table", "fmt",
-           "changed_keys", "loadavg", "machine_info", "read_result", "Stage", "Experiment", "search_once"]
+           "changed_keys", "loadavg", "machine_info", "read_result", "stage", "Experiment", "search_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,24 +61,21 @@ class TimedEnv(gym.Wrapper):
         self._env_s = 0.0
         self._agent_s = 0.0
 
-    def _agent_until(self, now: float) -> None:
-        if self._mark is not None:
-            self._agent_s += now - self._mark
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+    def _timed(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)``: its time is the env's, the time since the previous call the agent's."""
         t = time.perf_counter()
-        self._agent_until(t)
-        out = self.env.reset(seed=seed, options=options)
+        if self._mark is not None:
+            self._agent_s += t - self._mark
+        out = call(*args, **kwargs)
         self._mark = time.perf_counter()
         self._env_s += self._mark - t
         return out
 
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        return self._timed(self.env.reset, seed=seed, options=options)
+
     def step(self, action: Any) -> Any:
-        t = time.perf_counter()
-        self._agent_until(t)
-        out = self.env.step(action)
-        self._mark = time.perf_counter()
-        self._env_s += self._mark - t
+        out = self._timed(self.env.step, action)
         if out[2] or out[3]:
             timing = (out[4] or {}).get("timing") or {}
             rec = {k: float(timing.get(k, 0.0) or 0.0) for k in TIMING_KEYS}
@@ -185,21 +183,16 @@ def read_result(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-class Stage:
+@contextmanager
+def stage(name: str, times: dict[str, Any]) -> Iterator[None]:
     """Logs a stage, times it and records the load average around it into ``times[name]``."""
-
-    def __init__(self, name: str, times: dict[str, Any]) -> None:
-        self.name, self.times = name, times
-
-    def __enter__(self) -> Stage:
-        self.t0 = time.perf_counter()
-        self.load0 = loadavg()
-        logger.info("bench: %s (load average %s)", self.name, self.load0)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.times[self.name] = {"wall_s": round(time.perf_counter() - self.t0, 2), "loadavg_start": self.load0,
-                                 "loadavg_end": loadavg()}
+    t0, load0 = time.perf_counter(), loadavg()
+    logger.info("bench: %s (load average %s)", name, load0)
+    try:
+        yield
+    finally:
+        times[name] = {"wall_s": round(time.perf_counter() - t0, 2), "loadavg_start": load0,
+                       "loadavg_end": loadavg()}
 
 
 def search_once(run_dir: str | os.PathLike, **config: Any) -> dict[str, Any]:

@@ -58,7 +58,6 @@ from amc.errors import AmcError
 from amc.utils import atomic_write_json, atomic_write_text, file_sha256
 from benchmarks.harness import (
     TIMING_KEYS,
-    Stage,
     TimedEnv,
     changed_keys,
     episode_split,
@@ -68,6 +67,7 @@ from benchmarks.harness import (
     md_table,
     mean_std,
     read_result,
+    stage,
 )
 from envs import CompressionEnv
 
@@ -245,7 +245,7 @@ class _Bench:
         doc = read_result(path)
         self.executed["base"] = doc is None
         if doc is None:
-            with Stage("base", self.stages):
+            with stage("base", self.stages):
                 macs, params = count_macs_params(self.base, self.example)
                 doc = {"val_top1": self.evaluate(self.base, self.val_data),
                        "test_top1": self.evaluate(self.base, self.test_data),
@@ -293,7 +293,7 @@ class _Bench:
             def factory(*args: Any, **kwargs: Any) -> TimedEnv:
                 return TimedEnv(CompressionEnv(*args, **kwargs), records)
 
-            with Stage(f"search-{agent}", self.stages) as st:
+            with stage(f"search-{agent}", self.stages):
                 t0 = time.perf_counter()
                 summary = run_search(scfg, progress=self.progress or None, env_factory=factory)
                 wall = time.perf_counter() - t0
@@ -301,9 +301,10 @@ class _Bench:
                 raise KeyboardInterrupt(f"search {agent} interrupted")
             rows = read_episodes(run_dir / "episodes.csv")
             phases = [str(r.get("phase") or "") for r in rows] if len(rows) == len(records) else None
+            st = self.stages[f"search-{agent}"]
             timing = {"records": records, "phases": phases, "wall_s": wall, "resumed": scfg.resume,
                       "setup_s": max(0.0, wall - sum(r["episode_s"] for r in records)),
-                      "loadavg": [self.stages[st.name]["loadavg_start"], self.stages[st.name]["loadavg_end"]]}
+                      "loadavg": [st["loadavg_start"], st["loadavg_end"]]}
             atomic_write_json(run_dir / "timing.json", timing)
         return {"summary": summary, "timing": timing, "run_dir": str(run_dir)}
 
@@ -333,7 +334,7 @@ class _Bench:
         self.executed[f"finetune-{agent}"] = doc is None
         if doc is not None:
             return doc
-        with Stage(f"finetune-{agent}", self.stages):
+        with stage(f"finetune-{agent}", self.stages):
             model, policy = self.compressed(search)
             macs, params = count_macs_params(model, self.example)
             base_macs, base_params = count_macs_params(self.base, self.example)
@@ -396,7 +397,7 @@ class _Bench:
             self.executed["latency"] = False
             return doc
         self.executed["latency"] = True
-        with Stage("latency", self.stages):
+        with stage("latency", self.stages):
             models = {"uncompressed": self.base}
             for agent, search in searches.items():
                 models[agent] = self.compressed(search)[0]

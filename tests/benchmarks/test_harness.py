@@ -10,12 +10,12 @@ import pytest
 
 from benchmarks.harness import (
     TIMING_KEYS,
-    Stage,
     TimedEnv,
     episode_split,
     machine_info,
     mean_std,
     read_result,
+    stage,
 )
 
 
@@ -71,7 +71,7 @@ def test_mean_std_and_machine_info() -> None:
 
 def test_stage_records_time_and_load_and_results_are_reread(tmp_path) -> None:
     times: dict = {}
-    with Stage("search", times):
+    with stage("search", times):
         time.sleep(0.01)
     assert times["search"]["wall_s"] >= 0.0 and "loadavg_start" in times["search"]
     assert read_result(tmp_path / "missing.json") is None
