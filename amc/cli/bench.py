@@ -110,12 +110,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted: rerun the same command to continue (finished stages in {args.out} are reused)",
               file=sys.stderr)
         return 130
-    print()
-    for line in compression_table(results):
-        print(line)
-    print()
-    for line in speed_table(results):
-        print(line)
+    print("", *compression_table(results), "", *speed_table(results), sep="\n")
     print(f"\nwall time {results['wall_time_s']:.0f} s, load average {results['environment']['loadavg_start']} -> "
           f"{results['environment']['loadavg_end']}; report: {args.out}/report.md")
     return 0
