@@ -24,7 +24,7 @@ section 4; the code-length tables are stored too) whenever that is smaller.
 
 :func:`sparse_bits` is the closed-form *expected* size of a layer with randomly placed nonzeros, which
 the cost model (:meth:`amc.cost.CostModel.metric`, ``size`` with a density) and the search's ``size=``
-budget use; :func:`layer_bits` is the exact size of given weights.
+budget use; :func:`choose_layout` gives the exact size of given weights.
 
 How :mod:`amc.export` uses it: :func:`sparsify_package` rewrites a :func:`amc.quantization.pack_model`
 package (its dense bit-packed codes become the smaller layout) and :func:`densify_package` undoes it
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from amc._huffman import code_lengths, huffman_decode, huffman_encode
+from amc._huffman import code_lengths, huffman_decode, huffman_encode, pack_bits, unpack_bits
 from amc.errors import AmcError
 
 __all__ = [
@@ -57,7 +57,6 @@ __all__ = [
     "densify_state",
     "expected_index_entries",
     "index_entries",
-    "layer_bits",
     "sparse_bits",
     "sparse_bits_array",
     "sparsify_package",
@@ -157,13 +156,9 @@ def _stream_bits(symbols: np.ndarray, width: int, huffman: bool) -> tuple[int, b
     fixed = len(symbols) * width
     if not huffman or len(symbols) == 0:
         return fixed, False
-    lengths = _huffman_lengths(symbols, 1 << width)
+    lengths = code_lengths(np.bincount(np.asarray(symbols, dtype=np.int64), minlength=1 << width))
     coded = int(lengths[symbols].sum()) + 8 * len(lengths)
     return (coded, True) if coded < fixed else (fixed, False)
-
-
-def _huffman_lengths(symbols: np.ndarray, alphabet: int) -> np.ndarray:
-    return code_lengths(np.bincount(np.asarray(symbols, dtype=np.int64), minlength=alphabet))
 
 
 def choose_layout(mask: np.ndarray, value_bits: int, *, values: np.ndarray | None = None,
@@ -188,26 +183,9 @@ def choose_layout(mask: np.ndarray, value_bits: int, *, values: np.ndarray | Non
     return best
 
 
-def layer_bits(weight: torch.Tensor, value_bits: int = FLOAT_BITS) -> SparseChoice:
-    """Exact storage of ``weight`` (fixed-length values of ``value_bits``) in its smallest layout."""
-    return choose_layout((weight.detach() != 0).cpu().numpy(), value_bits)
-
 
 # --------------------------------------------------------------------------------------------------
 # bit streams
-
-
-def _pack(values: np.ndarray, width: int) -> np.ndarray:
-    """Fixed-width big-endian bit packing of non-negative integers below ``2**width`` (width 1..32)."""
-    v = np.asarray(values, dtype=np.uint64).reshape(-1)
-    shifts = np.arange(width - 1, -1, -1, dtype=np.uint64)
-    bits = ((v[:, None] >> shifts[None, :]) & np.uint64(1)).astype(np.uint8)  # (n, width)
-    return np.packbits(bits.reshape(-1))
-
-
-def _unpack(data: np.ndarray, width: int, n: int) -> np.ndarray:
-    bits = np.unpackbits(np.asarray(data, dtype=np.uint8))[: n * width].reshape(n, width).astype(np.int64)
-    return bits @ (1 << np.arange(width - 1, -1, -1, dtype=np.int64))
 
 
 def _write_stream(symbols: np.ndarray, width: int, huffman: bool, chunks: list[np.ndarray]) -> dict[str, Any]:
@@ -216,7 +194,7 @@ def _write_stream(symbols: np.ndarray, width: int, huffman: bool, chunks: list[n
         lengths, data, _ = huffman_encode(symbols, 1 << width)
         chunks += [lengths, data]
         return {"n": len(symbols), "width": width, "huffman": [len(lengths), len(data)]}
-    data = _pack(symbols, width) if len(symbols) else np.zeros(0, np.uint8)
+    data = pack_bits(symbols, width)
     chunks.append(data)
     return {"n": len(symbols), "width": width, "bytes": len(data)}
 
@@ -228,7 +206,7 @@ def _read_stream(entry: Mapping[str, Any], blob: np.ndarray, off: int) -> tuple[
         lengths, data = blob[off: off + nl], blob[off + nl: off + nl + nd]
         return huffman_decode(lengths, data, n), off + nl + nd
     nb = int(entry["bytes"])
-    return _unpack(blob[off: off + nb], width, n), off + nb
+    return unpack_bits(blob[off: off + nb], width, n), off + nb
 
 
 def _encode(mask: np.ndarray, values: np.ndarray | None, value_bits: int, huffman: bool,
@@ -340,7 +318,7 @@ def densify_package(package: Mapping[str, Any]) -> Mapping[str, Any]:
             codes[mask] = values
             if (codes < 0).any():
                 raise AmcError("corrupt sparse layer: zeros without a zero code")
-            data = _pack(codes, int(e["bits"]))
+            data = pack_bits(codes, int(e["bits"]))
         e["codes"] = [off, int(data.size)]
         chunks.append(data)
         off += int(data.size)

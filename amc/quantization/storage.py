@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from amc._quant_pack import huffman_bits, pack_bits, unpack_bits
+from amc._huffman import code_lengths, pack_bits, unpack_bits
 from amc.errors import AmcError
 from amc.quantization.schemes import FLOAT_BITS, QuantizedWeight
 from amc.quantization.wrapper import QuantWrapper, quantizable_layers, quantized_layers
@@ -60,7 +60,8 @@ def huffman_size_bits(qmodel: nn.Module) -> int:
     total = 0
     for m in quantizable_layers(qmodel).values():
         if isinstance(m, QuantWrapper) and m.w_bits is not None:
-            total += huffman_bits(m.quantized_weight().codes.cpu().numpy())
+            counts = np.bincount(m.quantized_weight().codes.cpu().numpy().reshape(-1))
+            total += int((counts * code_lengths(counts)).sum())
         else:
             w = m.module.weight if isinstance(m, QuantWrapper) else m.weight
             total += w.numel() * FLOAT_BITS
