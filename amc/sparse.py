@@ -34,9 +34,7 @@ for the float weights of a ``state_dict``. Both round trips are exact.
 
 from __future__ import annotations
 
-import json
-import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +44,8 @@ import torch.nn as nn
 
 from amc._huffman import code_lengths, huffman_decode, huffman_encode, pack_bits, unpack_bits
 from amc.errors import AmcError
+from amc.quantization import quantized_layers
+from amc.quantization.storage import read_layout, write_layout
 
 __all__ = [
     "INDEX_BITS",
@@ -261,71 +261,71 @@ def _zero_code(codes: np.ndarray, deq: np.ndarray) -> int | None:
     return int(zc[0]) if len(zc) == 1 else None
 
 
+def _rewrite_codes(package: Mapping[str, Any], layout: dict[str, Any],
+                   recode: Callable[[str, dict[str, Any], np.ndarray], np.ndarray]) -> dict[str, Any]:
+    """A copy of ``package`` whose codes stream is each layer's ``recode(name, entry, codes bytes)``
+    (which may update the layer's ``entry`` of ``layout``)."""
+    codes_all = package["codes"].numpy()
+    chunks: list[np.ndarray] = []
+    off = 0
+    for name, e in layout["layers"].items():
+        o, nb = e["codes"]
+        data = recode(name, e, codes_all[o: o + nb])
+        e["codes"] = [off, int(data.size)]
+        chunks.append(data)
+        off += int(data.size)
+    out = dict(package)
+    out["layout"] = write_layout(layout)
+    out["codes"] = torch.from_numpy(np.concatenate(chunks)) if chunks else package["codes"]
+    return out
+
+
 def sparsify_package(package: dict[str, Any], model: nn.Module, *, huffman: bool = False) -> dict[str, Any]:
     """A copy of the :func:`amc.quantization.pack_model` package of ``model`` in which each quantized
     layer whose zeros make a smaller layout (or, with ``huffman``, a Huffman coding) is stored so;
     the package is returned unchanged when no layer gains."""
-    from amc.quantization import quantized_layers
-
-    layout = json.loads(zlib.decompress(package["layout"]).decode())
-    codes_all = package["codes"].numpy()
     wrappers = quantized_layers(model)
-    chunks: list[np.ndarray] = []
-    off, changed = 0, False
-    for name, e in layout["layers"].items():
-        o, nb = e["codes"]
-        data = codes_all[o: o + nb]
+
+    def recode(name: str, e: dict[str, Any], data: np.ndarray) -> np.ndarray:
         qw = wrappers[name].quantized_weight()
         codes = qw.codes.reshape(-1).cpu().numpy().astype(np.int64)
         z = _zero_code(codes, qw.dequantize().reshape(-1).cpu().numpy())
         mask = codes != z if z is not None else np.ones(codes.size, dtype=bool)
         encoded = _encode(mask, codes[mask], int(e["bits"]), huffman)
         if encoded is None and huffman:  # dense, but its codes alone may Huffman-code smaller
-            chunks_d: list[np.ndarray] = []
-            stream = _write_stream(codes, int(e["bits"]), True, chunks_d)
+            chunks: list[np.ndarray] = []
+            stream = _write_stream(codes, int(e["bits"]), True, chunks)
             encoded = ({"layout": "dense", "numel": int(codes.size), "nnz": int(codes.size), "values": stream},
-                       np.concatenate(chunks_d))
-        if encoded is not None and encoded[1].size < data.size:
-            encoded[0]["zero_code"] = z
-            e["sparse"], data, changed = encoded[0], encoded[1], True
-        e["codes"] = [off, int(data.size)]
-        chunks.append(data)
-        off += int(data.size)
-    if not changed:
-        return package
-    out = dict(package)
-    out["layout"] = zlib.compress(json.dumps(layout, separators=(",", ":")).encode(), 9)
-    out["codes"] = torch.from_numpy(np.concatenate(chunks)) if chunks else package["codes"]
-    return out
+                       np.concatenate(chunks))
+        if encoded is None or encoded[1].size >= data.size:
+            return data
+        e["sparse"] = {**encoded[0], "zero_code": z}
+        return encoded[1]
+
+    layout = read_layout(package)
+    out = _rewrite_codes(package, layout, recode)
+    return out if any("sparse" in e for e in layout["layers"].values()) else package
 
 
 def densify_package(package: Mapping[str, Any]) -> Mapping[str, Any]:
     """Undo :func:`sparsify_package`: the same package with every layer's codes dense and bit-packed."""
-    layout = json.loads(zlib.decompress(package["layout"]).decode())
+
+    def recode(name: str, e: dict[str, Any], data: np.ndarray) -> np.ndarray:
+        sp = e.pop("sparse", None)
+        if sp is None:
+            return data
+        mask, vo = decode_mask(sp, data)
+        values, _ = _read_stream(sp["values"], data, vo)
+        codes = np.full(int(sp["numel"]), -1 if sp["zero_code"] is None else int(sp["zero_code"]), np.int64)
+        codes[mask] = values
+        if (codes < 0).any():
+            raise AmcError("corrupt sparse layer: zeros without a zero code")
+        return pack_bits(codes, int(e["bits"]))
+
+    layout = read_layout(package)
     if not any("sparse" in e for e in layout["layers"].values()):
         return package
-    codes_all = package["codes"].numpy()
-    chunks: list[np.ndarray] = []
-    off = 0
-    for e in layout["layers"].values():
-        o, nb = e["codes"]
-        data = codes_all[o: o + nb]
-        sp = e.pop("sparse", None)
-        if sp is not None:
-            mask, vo = decode_mask(sp, data)
-            values, _ = _read_stream(sp["values"], data, vo)
-            codes = np.full(int(sp["numel"]), -1 if sp["zero_code"] is None else int(sp["zero_code"]), np.int64)
-            codes[mask] = values
-            if (codes < 0).any():
-                raise AmcError("corrupt sparse layer: zeros without a zero code")
-            data = pack_bits(codes, int(e["bits"]))
-        e["codes"] = [off, int(data.size)]
-        chunks.append(data)
-        off += int(data.size)
-    out = dict(package)
-    out["layout"] = zlib.compress(json.dumps(layout, separators=(",", ":")).encode(), 9)
-    out["codes"] = torch.from_numpy(np.concatenate(chunks))
-    return out
+    return _rewrite_codes(package, layout, recode)
 
 
 def sparsify_state(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:

@@ -86,6 +86,19 @@ def skeleton_bytes(qmodel: nn.Module) -> bytes:
     return zlib.compress(pickle.dumps(sk, protocol=pickle.HIGHEST_PROTOCOL), 9)
 
 
+def read_layout(package: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON layout document of a :func:`pack_model` package."""
+    return json.loads(zlib.decompress(package["layout"]).decode())
+
+
+def write_layout(layout: Mapping[str, Any]) -> bytes:
+    """The stored (zlib-compressed JSON) form of a package's layout."""
+    try:
+        return zlib.compress(json.dumps(layout, separators=(",", ":")).encode(), 9)
+    except TypeError as e:
+        raise AmcError(f"a module's extra state is not JSON-serialisable, cannot pack it: {e}") from None
+
+
 def _weight_key(name: str) -> str:
     return f"{name}.module.weight" if name else "module.weight"
 
@@ -149,15 +162,11 @@ def pack_model(
         offsets[sec] += flat.numel()
     layout = {"layers": layers, "wrappers": list(wrappers), "index": index, "extra_state": extra,
               "training": bool(qmodel.training)}
-    try:
-        meta = zlib.compress(json.dumps(layout, separators=(",", ":")).encode(), 9)
-    except TypeError as e:
-        raise AmcError(f"a module's extra state is not JSON-serialisable, cannot pack it: {e}") from None
     codes = np.concatenate(code_chunks) if code_chunks else np.zeros(0, np.uint8)
     return {
         "format": PACKED_FORMAT,
         "version": PACKED_VERSION,
-        "layout": meta,
+        "layout": write_layout(layout),
         "architecture": skeleton_bytes(qmodel) if include_architecture else None,
         "codes": torch.from_numpy(codes),
         "qparams": torch.cat(qparams) if qparams else torch.zeros(0),
@@ -183,7 +192,7 @@ def unpack_model(
     if int(package.get("version", -1)) > PACKED_VERSION:
         raise AmcError(f"packed model version {package['version']} is newer than this amc reads "
                        f"({PACKED_VERSION}); upgrade amc")
-    layout = json.loads(zlib.decompress(package["layout"]).decode())
+    layout = read_layout(package)
     if model is not None:
         target = copy.deepcopy(model)
         for name in layout["wrappers"]:
