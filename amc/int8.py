@@ -47,6 +47,7 @@ import torch.nn as nn
 
 from amc.errors import AmcError
 from amc.latency import fixed_threads, measure_latency
+from amc.quantization.quantize import iter_batches
 
 __all__ = ["INT8_BACKENDS", "Int8Model", "compare_latency", "int8_backends", "int8_model"]
 
@@ -130,14 +131,7 @@ def _as_batches(calibration: Any, example: torch.Tensor) -> list[torch.Tensor]:
     if calibration is None:
         logger.warning("int8_model: no calibration data, activation ranges come from the example input only")
         return [example]
-    if isinstance(calibration, torch.Tensor):
-        return [calibration]
-    out = []
-    for item in calibration:
-        x = item[0] if isinstance(item, (tuple, list)) else item
-        if not isinstance(x, torch.Tensor):
-            raise AmcError("calibration must be a tensor, or an iterable of tensors or (x, y) batches")
-        out.append(x)
+    out = list(iter_batches(calibration))
     if not out:
         raise AmcError("the calibration data yielded no batch")
     return out

@@ -166,8 +166,7 @@ def kl_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candidat
     cand = _cuts(h, min(qmax + 1, B), max_candidates)  # (C,)
     zero = torch.zeros(1, dtype=torch.float64)
     cs = torch.cat([zero, torch.cumsum(h, 0)])  # (B+1,) prefix sums
-    hlogh = torch.where(h > 0, h * torch.log(h.clamp(min=1e-300)), torch.zeros_like(h))
-    cs_hlogh = torch.cat([zero, torch.cumsum(hlogh, 0)])
+    cs_hlogh = torch.cat([zero, torch.cumsum(torch.special.xlogy(h, h), 0)])
     cs_nz = torch.cat([zero, torch.cumsum((h > 0).to(torch.float64), 0)])
     b = _level_bounds(cand, qmax)  # (C, L+1)
     lo, hi = b[:, :-1], b[:, 1:]
@@ -186,10 +185,11 @@ def kl_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candidat
     q_last = torch.where(h_last > 0, torch.exp(logq_level.gather(1, lvl_last[:, None])[:, 0]),
                          torch.full_like(h_last, 1e-10))
     q_last = q_last.clamp(min=1e-10)
-    p_old, p_new = h_last / total, (h_last + above) / total
-    old = torch.where(p_old > 0, p_old * (torch.log(p_old.clamp(min=1e-300)) - torch.log(q_last)), torch.zeros_like(p_old))
-    new = torch.where(p_new > 0, p_new * (torch.log(p_new.clamp(min=1e-300)) - torch.log(q_last)), torch.zeros_like(p_new))
-    kl = kl - old + new
+
+    def p_log_pq(p: torch.Tensor) -> torch.Tensor:  # the last bin's term of the KL sum, 0 where p = 0
+        return torch.where(p > 0, p * (torch.log(p.clamp(min=1e-300)) - torch.log(q_last)), torch.zeros_like(p))
+
+    kl = kl - p_log_pq(h_last / total) + p_log_pq((h_last + above) / total)
     best = int(cand[int(torch.argmin(kl))])
     return best * hist_max / B
 

@@ -13,6 +13,7 @@ episode.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import logging
 from collections.abc import Iterable, Mapping
@@ -69,7 +70,8 @@ def activation_quantization_error(x: torch.Tensor, bits: int | None, *, method: 
     return quantization_error(x, fake_quant_activation(x, bits, scale, signed))
 
 
-def _batches(data: Any) -> Iterable[torch.Tensor]:
+def iter_batches(data: Any) -> Iterable[torch.Tensor]:
+    """The input batches of ``data``: a tensor, or an iterable of tensors or ``(x, y)`` batches."""
     if isinstance(data, torch.Tensor):
         yield data
         return
@@ -87,7 +89,7 @@ def _first_batches(wrappers: Mapping[str, QuantWrapper], calibration: Any, limit
     if calibration is None:
         raise AmcError(f"layers {sorted(wrappers)[:5]}... quantize their input activations but no calibration "
                        "data was given; pass calibration=<a batch, or an iterable of batches>")
-    batches = list(itertools.islice(_batches(calibration), limit))
+    batches = list(itertools.islice(iter_batches(calibration), limit))
     if not batches:
         raise AmcError("the calibration data yielded no batch; pass at least one input batch")
     return batches
@@ -130,16 +132,9 @@ def _calibrate(qmodel: nn.Module, wrappers: dict[str, QuantWrapper], batches: li
         if obs is None or obs.count == 0:
             logger.warning("layer %r never ran during calibration; its input stays uncalibrated", n)
             continue
-        method, cfg = m.config.act_method(m.a_bits), m.config
-
-        def compute(obs=obs, m=m, method=method, cfg=cfg) -> tuple[float, bool]:
-            return scale_from_observer(obs, m.a_bits, method, percentile=cfg.percentile)
-
-        if stats is None:
-            scale, signed = compute()
-        else:
-            scale, signed = stats.scale((n, m.a_bits, method, cfg.percentile), compute)
-        m.set_activation_range(scale, signed)
+        method, pct = m.config.act_method(m.a_bits), m.config.percentile
+        compute = functools.partial(scale_from_observer, obs, m.a_bits, method, percentile=pct)
+        m.set_activation_range(*(compute() if stats is None else stats.scale((n, m.a_bits, method, pct), compute)))
     return qmodel
 
 
