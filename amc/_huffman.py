@@ -1,9 +1,9 @@
 """Bit streams of small integers: fixed-width packing and canonical Huffman coding, for
 :mod:`amc.quantization` (packed weight codes) and :mod:`amc.sparse` (sparse indices and values).
 
-A Huffman-coded stream is stored as its code-length table (one ``uint8`` per alphabet symbol, 0 = absent) and the
-bit-packed codes, MSB first. Canonical codes (Schwartz & Kallick 1964; as DEFLATE uses) are fully
-determined by the lengths, so no tree is stored.
+A Huffman-coded stream is stored as its code-length table (one ``uint8`` per alphabet symbol, 0 =
+absent) and the bit-packed codes, MSB first. Canonical codes (Schwartz & Kallick 1964; as DEFLATE
+uses) are fully determined by the lengths, so no tree is stored.
 """
 
 from __future__ import annotations

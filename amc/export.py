@@ -154,7 +154,8 @@ def _payload(model: nn.Module, quantized: bool, *, architecture: bool, huffman: 
                 "version": EXPORT_VERSION if sparse_package is not package else _DENSE_VERSION}
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     state, sparse = sparsify_state(model, state)
-    return {"packed": None, "state_dict": state, "architecture": skeleton_bytes(model) if architecture else None,
+    arch = skeleton_bytes(model) if architecture else None
+    return {"packed": None, "state_dict": state, "architecture": arch,
             "sparse": sparse, "version": EXPORT_VERSION if sparse is not None else _DENSE_VERSION}
 
 

@@ -108,13 +108,13 @@ def sparse_bits(numel: float, density: float, value_bits: float) -> SparseChoice
     """Expected storage of a layer of ``numel`` weights of which ``density`` are nonzero (randomly
     placed), each nonzero stored in ``value_bits``: the smallest layout."""
     nnz = density * numel
-    best = SparseChoice("dense", 0, float(numel * value_bits))
+    choices = [SparseChoice("dense", 0, float(numel * value_bits))]
     if density < 1.0:
-        best = min(best, SparseChoice("bitmask", 0, float(numel + nnz * value_bits)), key=lambda c: c.bits)
+        choices.append(SparseChoice("bitmask", 0, float(numel + nnz * value_bits)))
         for w in INDEX_BITS:
-            c = SparseChoice("relative", w, float(expected_index_entries(int(numel), nnz, w) * w + nnz * value_bits))
-            best = min(best, c, key=lambda c: c.bits)
-    return best
+            entries = expected_index_entries(int(numel), nnz, w)
+            choices.append(SparseChoice("relative", w, float(entries * w + nnz * value_bits)))
+    return min(choices, key=lambda c: c.bits)  # the first of equals
 
 
 def sparse_bits_array(numel: np.ndarray, density: np.ndarray, value_bits: np.ndarray) -> np.ndarray:
@@ -170,17 +170,17 @@ def choose_layout(mask: np.ndarray, value_bits: int, *, values: np.ndarray | Non
     if huffman and values is None:
         raise ValueError("choose_layout(huffman=True) needs the values")
     vbits = _stream_bits(values, value_bits, True)[0] if huffman else nnz * value_bits
-    best = SparseChoice("dense", 0, numel * value_bits)  # a dense layer is never Huffman-coded here
+    choices = [SparseChoice("dense", 0, numel * value_bits)]  # a dense layer is never Huffman-coded here
     if nnz < numel:
-        best = min(best, SparseChoice("bitmask", 0, numel + vbits), key=lambda c: c.bits)
+        choices.append(SparseChoice("bitmask", 0, numel + vbits))
         pos = np.flatnonzero(mask)
         for w in INDEX_BITS:
             if huffman:
                 ibits = _stream_bits(_relative_symbols(pos, w), w, True)[0]
             else:
                 ibits = index_entries(pos, w) * w
-            best = min(best, SparseChoice("relative", w, ibits + vbits), key=lambda c: c.bits)
-    return best
+            choices.append(SparseChoice("relative", w, ibits + vbits))
+    return min(choices, key=lambda c: c.bits)  # the first of equals
 
 
 

@@ -184,10 +184,10 @@ def kl_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candidat
     lvl_last = (hi > last[:, None]).to(torch.long).argmax(1)  # level owning bin i-1
     q_last = torch.where(h_last > 0, torch.exp(logq_level.gather(1, lvl_last[:, None])[:, 0]),
                          torch.full_like(h_last, 1e-10))
-    q_last = q_last.clamp(min=1e-10)
+    log_q_last = torch.log(q_last.clamp(min=1e-10))
 
     def p_log_pq(p: torch.Tensor) -> torch.Tensor:  # the last bin's term of the KL sum, 0 where p = 0
-        return torch.where(p > 0, p * (torch.log(p.clamp(min=1e-300)) - torch.log(q_last)), torch.zeros_like(p))
+        return torch.where(p > 0, p * (torch.log(p.clamp(min=1e-300)) - log_q_last), torch.zeros_like(p))
 
     kl = kl - p_log_pq(h_last / total) + p_log_pq((h_last + above) / total)
     best = int(cand[int(torch.argmin(kl))])

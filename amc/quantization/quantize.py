@@ -134,7 +134,8 @@ def _calibrate(qmodel: nn.Module, wrappers: dict[str, QuantWrapper], batches: li
             continue
         method, pct = m.config.act_method(m.a_bits), m.config.percentile
         compute = functools.partial(scale_from_observer, obs, m.a_bits, method, percentile=pct)
-        m.set_activation_range(*(compute() if stats is None else stats.scale((n, m.a_bits, method, pct), compute)))
+        scale, signed = compute() if stats is None else stats.scale((n, m.a_bits, method, pct), compute)
+        m.set_activation_range(scale, signed)
     return qmodel
 
 

@@ -44,13 +44,13 @@ def weight_storage_bits(qmodel: nn.Module) -> int:
 
     Biases, BN, scales and codebooks are not counted (they are the small overhead of a packed file).
     """
-    total = 0
-    for m in quantizable_layers(qmodel).values():
-        if isinstance(m, QuantWrapper):
-            total += m.module.weight.numel() * (m.w_bits or FLOAT_BITS)
-        else:
-            total += m.weight.numel() * FLOAT_BITS
-    return int(total)
+    return sum(_weight(m).numel() * (getattr(m, "w_bits", None) or FLOAT_BITS)
+               for m in quantizable_layers(qmodel).values())
+
+
+def _weight(layer: nn.Module) -> torch.Tensor:
+    """The float weight of a ``Conv2d``/``Linear`` or of the layer a :class:`QuantWrapper` wraps."""
+    return layer.module.weight if isinstance(layer, QuantWrapper) else layer.weight
 
 
 def huffman_size_bits(qmodel: nn.Module) -> int:
@@ -59,13 +59,12 @@ def huffman_size_bits(qmodel: nn.Module) -> int:
     :func:`weight_storage_bits` (Huffman is optimal among prefix codes, fixed length is one)."""
     total = 0
     for m in quantizable_layers(qmodel).values():
-        if isinstance(m, QuantWrapper) and m.w_bits is not None:
+        if getattr(m, "w_bits", None) is None:
+            total += _weight(m).numel() * FLOAT_BITS
+        else:
             counts = np.bincount(m.quantized_weight().codes.cpu().numpy().reshape(-1))
             total += int((counts * code_lengths(counts)).sum())
-        else:
-            w = m.module.weight if isinstance(m, QuantWrapper) else m.weight
-            total += w.numel() * FLOAT_BITS
-    return int(total)
+    return total
 
 
 def skeleton_bytes(qmodel: nn.Module) -> bytes:
