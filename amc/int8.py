@@ -63,10 +63,6 @@ def _is_x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 
 
-def _has_torchao() -> bool:
-    return importlib.util.find_spec("torchao") is not None
-
-
 def _has_cxx() -> bool:
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
@@ -87,7 +83,7 @@ def _fx_engine() -> str | None:
 def int8_backends() -> list[str]:
     """The int8 backends usable on this machine, best first."""
     out = []
-    if _is_x86() and _has_torchao():
+    if _is_x86() and importlib.util.find_spec("torchao") is not None:
         out.append("pt2e")
         if _has_cxx():
             out.append("pt2e-inductor")
@@ -96,7 +92,8 @@ def int8_backends() -> list[str]:
     return out
 
 
-def _resolve_backend(backend: str) -> str:
+def _backend_order(backend: str) -> list[str]:
+    """The backends ``int8_model`` tries, in order, for ``backend``."""
     b = str(backend).lower()
     if b not in INT8_BACKENDS:
         raise AmcError(f"unknown int8 backend {backend!r}; valid: {', '.join(INT8_BACKENDS)}")
@@ -106,13 +103,13 @@ def _resolve_backend(backend: str) -> str:
             raise AmcError("no int8 CPU backend here: torchao's PT2E needs an x86 CPU, and torch.ao's FX "
                            f"path needs a quantized engine (this torch has {torch.backends.quantized.supported_engines}"
                            f" on {platform.machine()}); install torchao on x86, or skip int8 latency")
-        return avail[0]
+        return [c for c in _AUTO_ORDER if c in avail]
     if b not in avail:
         why = {"pt2e": "needs an x86 CPU and the torchao package (pip install torchao)",
                "pt2e-inductor": "needs an x86 CPU, torchao and a C++ compiler for torch.compile",
                "fx": "needs torch.ao.quantization.quantize_fx and an x86/fbgemm/qnnpack engine"}[b]
         raise AmcError(f"int8 backend {b!r} is not available here: it {why}; available: {avail or 'none'}")
-    return b
+    return [b]
 
 
 @contextlib.contextmanager
@@ -257,8 +254,7 @@ def int8_model(
         backend: ``auto`` | ``pt2e`` | ``pt2e-inductor`` | ``fx`` (see the module docstring).
     Raises :class:`AmcError` when no int8 backend exists here or none can run the model.
     """
-    b = _resolve_backend(backend)
-    order = [b] if str(backend).lower() != "auto" else [c for c in _AUTO_ORDER if c in int8_backends()]
+    order = _backend_order(backend)
     if isinstance(example_inputs, (tuple, list)):
         if len(example_inputs) != 1:
             raise AmcError("int8_model supports single-input models: pass one example batch")

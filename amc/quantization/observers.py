@@ -118,6 +118,11 @@ def _cuts(hist: torch.Tensor, first: int, max_candidates: int) -> torch.Tensor:
     return cand
 
 
+def _prefix_sums(*xs: torch.Tensor) -> list[torch.Tensor]:
+    """The ``(B+1,)`` prefix sums, from 0, of each ``(B,)`` tensor."""
+    return [torch.cat([x.new_zeros(1), torch.cumsum(x, 0)]) for x in xs]
+
+
 def _level_bounds(cand: torch.Tensor, qmax: int) -> torch.Tensor:
     """``(C, qmax + 2)`` bin boundaries of the quantization levels for each cut.
 
@@ -164,10 +169,7 @@ def kl_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candidat
         hist_max = hist_max * keep / len(hist)
     B = len(h)
     cand = _cuts(h, min(qmax + 1, B), max_candidates)  # (C,)
-    zero = torch.zeros(1, dtype=torch.float64)
-    cs = torch.cat([zero, torch.cumsum(h, 0)])  # (B+1,) prefix sums
-    cs_hlogh = torch.cat([zero, torch.cumsum(torch.special.xlogy(h, h), 0)])
-    cs_nz = torch.cat([zero, torch.cumsum((h > 0).to(torch.float64), 0)])
+    cs, cs_hlogh, cs_nz = _prefix_sums(h, torch.special.xlogy(h, h), (h > 0).to(torch.float64))
     b = _level_bounds(cand, qmax)  # (C, L+1)
     lo, hi = b[:, :-1], b[:, 1:]
     mass = cs[hi] - cs[lo]  # (C, L) level masses (= Q's, before normalising)
@@ -204,10 +206,7 @@ def mse_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candida
     B = len(h)
     cand = _cuts(h, 1, max_candidates)
     c = torch.arange(B, dtype=torch.float64) + 0.5  # bin centres in bin units
-    zero = torch.zeros(1, dtype=torch.float64)
-    s0 = torch.cat([zero, torch.cumsum(h, 0)])
-    s1 = torch.cat([zero, torch.cumsum(h * c, 0)])
-    s2 = torch.cat([zero, torch.cumsum(h * c * c, 0)])
+    s0, s1, s2 = _prefix_sums(h, h * c, h * c * c)
     b = _level_bounds(cand, qmax)
     lo, hi = b[:, :-1], b[:, 1:]
     step = cand.to(torch.float64)[:, None] / qmax  # (C, 1) bins per level
