@@ -189,11 +189,6 @@ class Int8Model(nn.Module):
             return run(x)
 
 
-def _export_batch(example: torch.Tensor) -> torch.Tensor:
-    # torch.export specialises size-1 dimensions: trace with a batch of 2 to keep the batch dynamic
-    return example.repeat(2, *([1] * (example.dim() - 1))) if example.shape[0] == 1 else example
-
-
 def _build_pt2e(model: nn.Module, example: torch.Tensor, batches: list[torch.Tensor]) -> nn.Module:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
@@ -201,7 +196,8 @@ def _build_pt2e(model: nn.Module, example: torch.Tensor, batches: list[torch.Ten
         get_default_x86_inductor_quantization_config,
     )
 
-    ex = _export_batch(example)
+    # torch.export specialises size-1 dimensions: trace with a batch of 2 to keep the batch dynamic
+    ex = example.repeat(2, *([1] * (example.dim() - 1))) if example.shape[0] == 1 else example
     try:
         exported = torch.export.export(model, (ex,), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
     except Exception as e:  # noqa: BLE001 - export errors come in many types

@@ -151,10 +151,10 @@ def _positions(symbols: np.ndarray, index_bits: int) -> np.ndarray:
     return cursor[s != m]
 
 
-def _stream_bits(symbols: np.ndarray, width: int, huffman: bool) -> tuple[int, bool]:
+def _stream_bits(symbols: np.ndarray, width: int) -> tuple[int, bool]:
     """(bits, Huffman-coded?) of the cheaper coding of a symbol stream (tables included)."""
     fixed = len(symbols) * width
-    if not huffman or len(symbols) == 0:
+    if len(symbols) == 0:
         return fixed, False
     lengths = code_lengths(np.bincount(np.asarray(symbols, dtype=np.int64), minlength=1 << width))
     coded = int(lengths[symbols].sum()) + 8 * len(lengths)
@@ -169,14 +169,14 @@ def choose_layout(mask: np.ndarray, value_bits: int, *, values: np.ndarray | Non
     numel, nnz = mask.size, int(mask.sum())
     if huffman and values is None:
         raise ValueError("choose_layout(huffman=True) needs the values")
-    vbits = _stream_bits(values, value_bits, True)[0] if huffman else nnz * value_bits
+    vbits = _stream_bits(values, value_bits)[0] if huffman else nnz * value_bits
     choices = [SparseChoice("dense", 0, numel * value_bits)]  # a dense layer is never Huffman-coded here
     if nnz < numel:
         choices.append(SparseChoice("bitmask", 0, numel + vbits))
         pos = np.flatnonzero(mask)
         for w in INDEX_BITS:
             if huffman:
-                ibits = _stream_bits(_relative_symbols(pos, w), w, True)[0]
+                ibits = _stream_bits(_relative_symbols(pos, w), w)[0]
             else:
                 ibits = index_entries(pos, w) * w
             choices.append(SparseChoice("relative", w, ibits + vbits))
@@ -190,7 +190,7 @@ def choose_layout(mask: np.ndarray, value_bits: int, *, values: np.ndarray | Non
 
 def _write_stream(symbols: np.ndarray, width: int, huffman: bool, chunks: list[np.ndarray]) -> dict[str, Any]:
     """Append a symbol stream to ``chunks``; its entry in the layout."""
-    if huffman and _stream_bits(symbols, width, True)[1]:
+    if huffman and _stream_bits(symbols, width)[1]:
         lengths, data, _ = huffman_encode(symbols, 1 << width)
         chunks += [lengths, data]
         return {"n": len(symbols), "width": width, "huffman": [len(lengths), len(data)]}
