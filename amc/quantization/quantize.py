@@ -181,9 +181,7 @@ def quantize_model(
     Returns the quantized model, weights already quantized and cached for evaluation.
     """
     cfg = config or QuantConfig()
-    w_bits = dict(w_bits or {})
-    a_bits = dict(a_bits or {})
-    schemes = dict(schemes or {})
+    w_bits, a_bits, schemes = w_bits or {}, a_bits or {}, schemes or {}
     layers = quantizable_layers(model)
     named = set(w_bits) | set(a_bits) | set(schemes)
     unknown = sorted(n for n in named if n not in layers or n == "")
@@ -192,10 +190,9 @@ def quantize_model(
         shown = ", ".join(valid[:12]) + (", ..." if len(valid) > 12 else "")
         raise AmcError(f"unknown or non-quantizable layer name(s) {unknown}; quantizable Conv2d/Linear layers "
                        f"are: {shown}")
-    checked: dict[str, tuple[int | None, int | None]] = {}
-    for n in sorted(set(w_bits) | set(a_bits)):
-        checked[n] = (check_bits(w_bits.get(n), layer=n, kind="weight"),
-                      check_bits(a_bits.get(n), layer=n, kind="activation"))
+    checked = {n: (check_bits(w_bits.get(n), layer=n, kind="weight"),
+                   check_bits(a_bits.get(n), layer=n, kind="activation"))
+               for n in sorted(set(w_bits) | set(a_bits))}
     target = model if inplace else copy.deepcopy(model)
     for n, (wb, ab) in checked.items():
         mod = target.get_submodule(n)

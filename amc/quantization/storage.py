@@ -207,10 +207,9 @@ def unpack_model(
     else:
         raise AmcError("this package holds no architecture; pass model=<a model of the same architecture>")
     state: dict[str, Any] = dict(layout["extra_state"])
-    secs = {"float": package["float"], "int": package["int"]}
     for e in layout["index"]:
         n = math.prod(e["shape"])
-        t = secs[e["section"]][e["offset"]: e["offset"] + n]
+        t = package[e["section"]][e["offset"]: e["offset"] + n]  # the "float" or "int" section
         state[e["key"]] = t.to(getattr(torch, e["dtype"])).reshape(e["shape"])
     codes_all = package["codes"].numpy()
     qparams = package["qparams"]
@@ -220,8 +219,7 @@ def unpack_model(
         numel = math.prod(e["shape"])
         codes = torch.from_numpy(unpack_bits(codes_all[off: off + nbytes], e["bits"], numel)).reshape(e["shape"])
         qp = {k: qparams[e[k][0]: e[k][0] + e[k][1]].clone() for k in ("scale", "centroids") if k in e}
-        qw = QuantizedWeight(codes, qp.get("scale"), e["bits"], e["scheme"], qp.get("centroids"))
-        qws[name] = qw
+        qw = qws[name] = QuantizedWeight(codes, qp.get("scale"), e["bits"], e["scheme"], qp.get("centroids"))
         state[_weight_key(name)] = qw.dequantize(torch.float32)
     try:
         target.load_state_dict(state, strict=True, assign=True)
