@@ -44,9 +44,7 @@ class ActObserver:
 
     @torch.no_grad()
     def observe(self, x: torch.Tensor) -> None:
-        x = x.detach()
-        if x.dtype != torch.float32:
-            x = x.float()
+        x = x.detach().float()
         lo, hi = (float(v) for v in torch.aminmax(x))
         self.min = min(self.min, lo)
         self.max = max(self.max, hi)

@@ -125,8 +125,13 @@ def _calibrate(qmodel: nn.Module, wrappers: dict[str, QuantWrapper], batches: li
         observers, missing = stats.observers, stats.missing(needs)
     else:
         observers, missing = {}, list(wrappers)
-    if missing:
-        observers.update(_observe_float(qmodel, {n: needs[n] for n in missing}, batches))
+    if missing:  # one no-grad eval pass of the float model, observing the missing layers' inputs
+        new = {n: ActObserver(**needs[n]) for n in missing}
+        device = model_device(qmodel)
+        with observing_float(qmodel, new), torch.no_grad():
+            for x in batches:
+                qmodel(x.to(device))
+        observers.update(new)
     for n, m in wrappers.items():
         obs = observers.get(n)
         if obs is None or obs.count == 0:
@@ -137,18 +142,6 @@ def _calibrate(qmodel: nn.Module, wrappers: dict[str, QuantWrapper], batches: li
         scale, signed = compute() if stats is None else stats.scale((n, m.a_bits, method, pct), compute)
         m.set_activation_range(scale, signed)
     return qmodel
-
-
-def _observe_float(qmodel: nn.Module, needs: dict[str, dict[str, Any]],
-                   batches: list[torch.Tensor]) -> dict[str, ActObserver]:
-    """One no-grad eval pass of the float model over ``batches``, observing the inputs of the
-    wrappers named in ``needs`` (name -> observer options)."""
-    observers = {n: ActObserver(**opts) for n, opts in needs.items()}
-    device = model_device(qmodel)
-    with observing_float(qmodel, observers), torch.no_grad():
-        for x in batches:
-            qmodel(x.to(device))
-    return observers
 
 
 def quantize_model(
