@@ -74,10 +74,7 @@ def _has_cxx() -> bool:
 
 def _fx_engine() -> str | None:
     engines = torch.backends.quantized.supported_engines
-    for e in (("x86", "fbgemm") if _is_x86() else ("qnnpack",)):
-        if e in engines:
-            return e
-    return None
+    return next((e for e in (("x86", "fbgemm") if _is_x86() else ("qnnpack",)) if e in engines), None)
 
 
 def int8_backends() -> list[str]:

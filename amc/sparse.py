@@ -220,15 +220,14 @@ def _encode(mask: np.ndarray, values: np.ndarray | None, value_bits: int, huffma
     entry: dict[str, Any] = {"layout": choice.layout, "numel": int(mask.size), "nnz": int(mask.sum())}
     if choice.layout == "bitmask":
         chunks.append(np.packbits(mask.astype(np.uint8)))
-    elif choice.layout == "relative":
+    else:  # relative
         entry["index"] = _write_stream(_relative_symbols(np.flatnonzero(mask), choice.index_bits),
                                        choice.index_bits, huffman, chunks)
     if raw_values is not None:
         chunks.append(np.frombuffer(raw_values, dtype=np.uint8))
     else:
         entry["values"] = _write_stream(values, value_bits, huffman, chunks)
-    data = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
-    return entry, data
+    return entry, np.concatenate(chunks)  # an index and the values: never an empty list
 
 
 def decode_mask(entry: Mapping[str, Any], blob: np.ndarray, off: int = 0) -> tuple[np.ndarray, int]:
