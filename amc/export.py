@@ -273,14 +273,12 @@ def _materialize(doc: Mapping[str, Any], *, device: str | torch.device, allow_pi
         state = densify_state(state, doc.get("sparse"))
         if arch is not None:
             model = pickle.loads(zlib.decompress(arch))
-            assign = True
-        else:
-            if not doc.get("model_spec"):
-                raise AmcError("the model file has neither a model spec nor an architecture")
+        elif doc.get("model_spec"):
             model = build_structure(doc["model_spec"], policy)
-            assign = False
+        else:
+            raise AmcError("the model file has neither a model spec nor an architecture")
         try:
-            model.load_state_dict(state, strict=True, assign=assign)
+            model.load_state_dict(state, strict=True, assign=arch is not None)
         except RuntimeError as e:
             raise AmcError(f"the stored weights do not fit the rebuilt model: {str(e).splitlines()[0][:300]}") from None
     return model.to(device).eval()
