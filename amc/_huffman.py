@@ -1,8 +1,9 @@
-"""Canonical Huffman coding of small-alphabet integer streams, for :mod:`amc.sparse`.
+"""Bit streams of small integers: fixed-width packing and canonical Huffman coding, for
+:mod:`amc.quantization` (packed weight codes) and :mod:`amc.sparse` (sparse indices and values).
 
-A stream is stored as its code-length table (one ``uint8`` per alphabet symbol, 0 = absent) and the
-bit-packed codes, MSB first. Canonical codes (Schwartz & Kallick 1964; as DEFLATE uses) are fully
-determined by the lengths, so no tree is stored.
+A Huffman-coded stream is stored as its code-length table (one ``uint8`` per alphabet symbol, 0 =
+absent) and the bit-packed codes, MSB first. Canonical codes (Schwartz & Kallick 1964; as DEFLATE
+uses) are fully determined by the lengths, so no tree is stored.
 """
 
 from __future__ import annotations
@@ -11,7 +12,36 @@ import heapq
 
 import numpy as np
 
-__all__ = ["canonical_codes", "code_lengths", "huffman_decode", "huffman_encode"]
+__all__ = ["canonical_codes", "code_lengths", "huffman_decode", "huffman_encode", "pack_bits", "unpack_bits"]
+
+
+def _word(width: int) -> np.dtype:
+    """The big-endian unsigned dtype that holds ``width``-bit values (width 1..32)."""
+    if not 1 <= width <= 32:
+        raise ValueError(f"bits must be in 1..32, got {width}")
+    return np.dtype(">u1" if width <= 8 else ">u2" if width <= 16 else ">u4")
+
+
+def pack_bits(values: np.ndarray, width: int) -> np.ndarray:
+    """Pack non-negative integers (each ``< 2**width``) into a ``uint8`` byte stream, MSB first.
+
+    ``n`` values take ``ceil(n * width / 8)`` bytes.
+    """
+    word = _word(width)
+    v = np.asarray(values).reshape(-1)
+    if v.size and (int(v.min()) < 0 or int(v.max()) >= (1 << width)):
+        raise ValueError(f"a code does not fit in {width} bits (range {int(v.min())}..{int(v.max())})")
+    planes = np.unpackbits(np.ascontiguousarray(v, dtype=word)[:, None].view(np.uint8), axis=1)
+    return np.packbits(planes[:, 8 * word.itemsize - width:].reshape(-1))  # the low `width` bits
+
+
+def unpack_bits(data: np.ndarray, width: int, n: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: the first ``n`` ``width``-bit values (the smallest unsigned dtype)."""
+    word = _word(width)
+    bits = np.unpackbits(np.asarray(data, dtype=np.uint8))[: n * width].reshape(n, width)
+    planes = np.zeros((n, 8 * word.itemsize), dtype=np.uint8)
+    planes[:, planes.shape[1] - width:] = bits
+    return np.packbits(planes, axis=1).view(word).reshape(-1).astype(word.newbyteorder("="), copy=False)
 
 
 def code_lengths(counts: np.ndarray) -> np.ndarray:

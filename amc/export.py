@@ -36,10 +36,12 @@ without sparse layers stay version 1.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
 import os
 import pickle
 import time
+import warnings
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,9 +50,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from amc import __version__
 from amc.errors import AmcError
 from amc.policy import Policy
-from amc.utils import atomic_torch_save
+from amc.quantization import fake_quant_activation, pack_model, quantized_layers, skeleton_bytes, unpack_model
+from amc.quantization.schemes import act_qrange
+from amc.sparse import densify_package, densify_state, sparsify_package, sparsify_state
+from amc.utils import atomic_torch_save, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -123,19 +129,6 @@ def _plain_copy(model: nn.Module) -> nn.Module:
     return m
 
 
-def _is_quantized(model: nn.Module) -> bool:
-    from amc.quantization import quantized_layers
-
-    return bool(quantized_layers(model))
-
-
-def _skeleton(model: nn.Module) -> bytes:
-    """The architecture without its storage (see :func:`amc.quantization.skeleton_bytes`)."""
-    from amc.quantization import skeleton_bytes
-
-    return skeleton_bytes(model)
-
-
 def _spec_dict(model_spec: Any, policy: Policy | None) -> dict[str, Any] | None:
     from amc.models import resolve_spec
 
@@ -154,18 +147,15 @@ def _spec_dict(model_spec: Any, policy: Policy | None) -> dict[str, Any] | None:
 
 
 def _payload(model: nn.Module, quantized: bool, *, architecture: bool, huffman: bool = False) -> dict[str, Any]:
-    from amc.sparse import sparsify_package, sparsify_state
-
     if quantized:
-        from amc.quantization import pack_model
-
         package = pack_model(model, include_architecture=architecture)
         sparse_package = sparsify_package(package, model, huffman=huffman)
         return {"packed": sparse_package, "state_dict": None, "architecture": None, "sparse": None,
                 "version": EXPORT_VERSION if sparse_package is not package else _DENSE_VERSION}
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     state, sparse = sparsify_state(model, state)
-    return {"packed": None, "state_dict": state, "architecture": _skeleton(model) if architecture else None,
+    arch = skeleton_bytes(model) if architecture else None
+    return {"packed": None, "state_dict": state, "architecture": arch,
             "sparse": sparse, "version": EXPORT_VERSION if sparse is not None else _DENSE_VERSION}
 
 
@@ -206,7 +196,7 @@ def export(
     if policy is not None and not isinstance(policy, Policy):
         raise AmcError(f"policy must be an amc.policy.Policy, got {type(policy).__name__}")
     m = _plain_copy(model)
-    quantized = _is_quantized(m)
+    quantized = bool(quantized_layers(m))
     spec = _spec_dict(model_spec, policy)
     doc: dict[str, Any] = {
         "format": EXPORT_FORMAT,
@@ -215,7 +205,7 @@ def export(
         "policy": policy.to_dict() if policy is not None else None,
         "metrics": {str(k): v for k, v in (metrics or {}).items()},
         "quantized": quantized,
-        "amc_version": _version(),
+        "amc_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     pickle_arch = spec is None
@@ -237,12 +227,6 @@ def export(
     atomic_torch_save(doc, path)
     log.info("exported %s model to %s (%d bytes)", "quantized" if quantized else "float", path, path.stat().st_size)
     return path
-
-
-def _version() -> str:
-    from amc import __version__
-
-    return __version__
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,59 +262,46 @@ def _materialize(doc: Mapping[str, Any], *, device: str | torch.device, allow_pi
         raise AmcError("this model file stores a pickled architecture (its model could not be rebuilt from a "
                        "spec); loading it runs code from the file: pass allow_pickle=True for files you trust")
     if doc.get("quantized"):
-        from amc.quantization import unpack_model
-
         if packed is None:
             raise AmcError("the model file is marked quantized but holds no packed weights")
         base = None if packed.get("architecture") is not None else build_structure(doc["model_spec"], policy)
-        from amc.sparse import densify_package
-
         model = unpack_model(densify_package(packed), model=base, device="cpu")
     else:
         state = doc.get("state_dict")
         if state is None:
             raise AmcError("the model file holds no weights (state_dict)")
-        from amc.sparse import densify_state
-
         state = densify_state(state, doc.get("sparse"))
         if arch is not None:
             model = pickle.loads(zlib.decompress(arch))
-            assign = True
-        else:
-            if not doc.get("model_spec"):
-                raise AmcError("the model file has neither a model spec nor an architecture")
+        elif doc.get("model_spec"):
             model = build_structure(doc["model_spec"], policy)
-            assign = False
+        else:
+            raise AmcError("the model file has neither a model spec nor an architecture")
         try:
-            model.load_state_dict(state, strict=True, assign=assign)
+            model.load_state_dict(state, strict=True, assign=arch is not None)
         except RuntimeError as e:
             raise AmcError(f"the stored weights do not fit the rebuilt model: {str(e).splitlines()[0][:300]}") from None
     return model.to(device).eval()
 
 
-_WEIGHT_KEYS = ("state_dict", "packed", "architecture", "sparse")
+def _metadata(doc: Mapping[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    meta = {k: v for k, v in doc.items() if k not in ("state_dict", "packed", "architecture", "sparse")}
+    meta["file_bytes"] = Path(path).stat().st_size
+    return meta
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """Everything in a model file except the weights: format, version, model_spec, policy (dict),
     metrics, quantized, amc_version, created, plus ``file_bytes``."""
-    doc = _read(path)
-    meta = {k: v for k, v in doc.items() if k not in _WEIGHT_KEYS}
-    meta["file_bytes"] = Path(path).stat().st_size
-    return meta
+    return _metadata(_read(path), path)
 
 
 def load_with_metadata(path: str | os.PathLike, *, device: str | torch.device = "cpu",
                        allow_pickle: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """``(model in eval mode, read_metadata(path))``; see :func:`load`."""
-    from amc.utils import resolve_device
-
     doc = _read(path)
     dev = resolve_device(device) if isinstance(device, str) else device
-    model = _materialize(doc, device=dev, allow_pickle=allow_pickle)
-    meta = {k: v for k, v in doc.items() if k not in _WEIGHT_KEYS}
-    meta["file_bytes"] = Path(path).stat().st_size
-    return model, meta
+    return _materialize(doc, device=dev, allow_pickle=allow_pickle), _metadata(doc, path)
 
 
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", allow_pickle: bool = True) -> nn.Module:
@@ -368,8 +339,6 @@ class _FrozenQuantLayer(nn.Module):
             if self.explicit:
                 x = self._fake_quant(x)
             else:
-                from amc.quantization import fake_quant_activation
-
                 x = fake_quant_activation(x, self.a_bits, self.act_scale, self.act_signed)
         return self.layer(x)
 
@@ -377,15 +346,13 @@ class _FrozenQuantLayer(nn.Module):
         s, b = float(self.act_scale), int(self.a_bits)
         if self.act_signed and b == 1:
             return torch.where(x >= 0, torch.full_like(x, s), torch.full_like(x, -s))
-        lo, hi = (-(2 ** (b - 1) - 1), 2 ** (b - 1) - 1) if self.act_signed else (0, 2**b - 1)
+        lo, hi = act_qrange(b, self.act_signed)
         inv = float(torch.tensor(1.0) / torch.tensor(s))  # float32 1/s, as aten's kernel
         return torch.clamp(torch.round(x * inv), lo, hi) * s  # (N, ...) on the quantization grid
 
 
 def _frozen(model: nn.Module, *, explicit: bool = False) -> nn.Module:
     """A plain copy for tracing: quantization wrappers become :class:`_FrozenQuantLayer`."""
-    from amc.quantization import quantized_layers
-
     m = _plain_copy(model)
     for name, w in quantized_layers(m).items():
         parent, _, attr = name.rpartition(".")
@@ -397,8 +364,6 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, example_input:
     """Trace ``model`` (eval mode, CPU) on ``example_input`` and save it as TorchScript; the traced
     module is checked to reproduce the model's outputs. Quantized layers are traced with their
     fake-quantization (float tensors holding the quantized values)."""
-    import warnings
-
     m = _frozen(model)
     x = example_input.detach().cpu()
     with torch.no_grad(), warnings.catch_warnings():
@@ -417,8 +382,6 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, example_input:
 
 def onnx_available() -> bool:
     """Whether the optional ``export`` extra (``onnx``, ``onnxscript``) is installed."""
-    import importlib.util
-
     return all(importlib.util.find_spec(n) is not None for n in ("onnx", "onnxscript"))
 
 

@@ -47,6 +47,7 @@ import torch.nn as nn
 
 from amc.errors import AmcError
 from amc.latency import fixed_threads, measure_latency
+from amc.quantization.quantize import iter_batches
 
 __all__ = ["INT8_BACKENDS", "Int8Model", "compare_latency", "int8_backends", "int8_model"]
 
@@ -62,10 +63,6 @@ def _is_x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 
 
-def _has_torchao() -> bool:
-    return importlib.util.find_spec("torchao") is not None
-
-
 def _has_cxx() -> bool:
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
@@ -77,16 +74,13 @@ def _has_cxx() -> bool:
 
 def _fx_engine() -> str | None:
     engines = torch.backends.quantized.supported_engines
-    for e in (("x86", "fbgemm") if _is_x86() else ("qnnpack",)):
-        if e in engines:
-            return e
-    return None
+    return next((e for e in (("x86", "fbgemm") if _is_x86() else ("qnnpack",)) if e in engines), None)
 
 
 def int8_backends() -> list[str]:
     """The int8 backends usable on this machine, best first."""
     out = []
-    if _is_x86() and _has_torchao():
+    if _is_x86() and importlib.util.find_spec("torchao") is not None:
         out.append("pt2e")
         if _has_cxx():
             out.append("pt2e-inductor")
@@ -95,7 +89,8 @@ def int8_backends() -> list[str]:
     return out
 
 
-def _resolve_backend(backend: str) -> str:
+def _backend_order(backend: str) -> list[str]:
+    """The backends ``int8_model`` tries, in order, for ``backend``."""
     b = str(backend).lower()
     if b not in INT8_BACKENDS:
         raise AmcError(f"unknown int8 backend {backend!r}; valid: {', '.join(INT8_BACKENDS)}")
@@ -105,13 +100,13 @@ def _resolve_backend(backend: str) -> str:
             raise AmcError("no int8 CPU backend here: torchao's PT2E needs an x86 CPU, and torch.ao's FX "
                            f"path needs a quantized engine (this torch has {torch.backends.quantized.supported_engines}"
                            f" on {platform.machine()}); install torchao on x86, or skip int8 latency")
-        return avail[0]
+        return [c for c in _AUTO_ORDER if c in avail]
     if b not in avail:
         why = {"pt2e": "needs an x86 CPU and the torchao package (pip install torchao)",
                "pt2e-inductor": "needs an x86 CPU, torchao and a C++ compiler for torch.compile",
                "fx": "needs torch.ao.quantization.quantize_fx and an x86/fbgemm/qnnpack engine"}[b]
         raise AmcError(f"int8 backend {b!r} is not available here: it {why}; available: {avail or 'none'}")
-    return b
+    return [b]
 
 
 @contextlib.contextmanager
@@ -130,14 +125,7 @@ def _as_batches(calibration: Any, example: torch.Tensor) -> list[torch.Tensor]:
     if calibration is None:
         logger.warning("int8_model: no calibration data, activation ranges come from the example input only")
         return [example]
-    if isinstance(calibration, torch.Tensor):
-        return [calibration]
-    out = []
-    for item in calibration:
-        x = item[0] if isinstance(item, (tuple, list)) else item
-        if not isinstance(x, torch.Tensor):
-            raise AmcError("calibration must be a tensor, or an iterable of tensors or (x, y) batches")
-        out.append(x)
+    out = list(iter_batches(calibration))
     if not out:
         raise AmcError("the calibration data yielded no batch")
     return out
@@ -198,11 +186,6 @@ class Int8Model(nn.Module):
             return run(x)
 
 
-def _export_batch(example: torch.Tensor) -> torch.Tensor:
-    # torch.export specialises size-1 dimensions: trace with a batch of 2 to keep the batch dynamic
-    return example.repeat(2, *([1] * (example.dim() - 1))) if example.shape[0] == 1 else example
-
-
 def _build_pt2e(model: nn.Module, example: torch.Tensor, batches: list[torch.Tensor]) -> nn.Module:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
@@ -210,7 +193,8 @@ def _build_pt2e(model: nn.Module, example: torch.Tensor, batches: list[torch.Ten
         get_default_x86_inductor_quantization_config,
     )
 
-    ex = _export_batch(example)
+    # torch.export specialises size-1 dimensions: trace with a batch of 2 to keep the batch dynamic
+    ex = example.repeat(2, *([1] * (example.dim() - 1))) if example.shape[0] == 1 else example
     try:
         exported = torch.export.export(model, (ex,), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
     except Exception as e:  # noqa: BLE001 - export errors come in many types
@@ -263,8 +247,7 @@ def int8_model(
         backend: ``auto`` | ``pt2e`` | ``pt2e-inductor`` | ``fx`` (see the module docstring).
     Raises :class:`AmcError` when no int8 backend exists here or none can run the model.
     """
-    b = _resolve_backend(backend)
-    order = [b] if str(backend).lower() != "auto" else [c for c in _AUTO_ORDER if c in int8_backends()]
+    order = _backend_order(backend)
     if isinstance(example_inputs, (tuple, list)):
         if len(example_inputs) != 1:
             raise AmcError("int8_model supports single-input models: pass one example batch")

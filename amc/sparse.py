@@ -24,7 +24,7 @@ section 4; the code-length tables are stored too) whenever that is smaller.
 
 :func:`sparse_bits` is the closed-form *expected* size of a layer with randomly placed nonzeros, which
 the cost model (:meth:`amc.cost.CostModel.metric`, ``size`` with a density) and the search's ``size=``
-budget use; :func:`layer_bits` is the exact size of given weights.
+budget use; :func:`choose_layout` gives the exact size of given weights.
 
 How :mod:`amc.export` uses it: :func:`sparsify_package` rewrites a :func:`amc.quantization.pack_model`
 package (its dense bit-packed codes become the smaller layout) and :func:`densify_package` undoes it
@@ -34,9 +34,7 @@ for the float weights of a ``state_dict``. Both round trips are exact.
 
 from __future__ import annotations
 
-import json
-import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +42,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from amc._huffman import code_lengths, huffman_decode, huffman_encode
+from amc._huffman import code_lengths, huffman_decode, huffman_encode, pack_bits, unpack_bits
 from amc.errors import AmcError
+from amc.quantization import quantized_layers
+from amc.quantization.storage import read_layout, write_layout
 
 __all__ = [
     "INDEX_BITS",
@@ -57,7 +57,6 @@ __all__ = [
     "densify_state",
     "expected_index_entries",
     "index_entries",
-    "layer_bits",
     "sparse_bits",
     "sparse_bits_array",
     "sparsify_package",
@@ -109,13 +108,13 @@ def sparse_bits(numel: float, density: float, value_bits: float) -> SparseChoice
     """Expected storage of a layer of ``numel`` weights of which ``density`` are nonzero (randomly
     placed), each nonzero stored in ``value_bits``: the smallest layout."""
     nnz = density * numel
-    best = SparseChoice("dense", 0, float(numel * value_bits))
+    choices = [SparseChoice("dense", 0, float(numel * value_bits))]
     if density < 1.0:
-        best = min(best, SparseChoice("bitmask", 0, float(numel + nnz * value_bits)), key=lambda c: c.bits)
+        choices.append(SparseChoice("bitmask", 0, float(numel + nnz * value_bits)))
         for w in INDEX_BITS:
-            c = SparseChoice("relative", w, float(expected_index_entries(int(numel), nnz, w) * w + nnz * value_bits))
-            best = min(best, c, key=lambda c: c.bits)
-    return best
+            entries = expected_index_entries(int(numel), nnz, w)
+            choices.append(SparseChoice("relative", w, float(entries * w + nnz * value_bits)))
+    return min(choices, key=lambda c: c.bits)  # the first of equals
 
 
 def sparse_bits_array(numel: np.ndarray, density: np.ndarray, value_bits: np.ndarray) -> np.ndarray:
@@ -152,18 +151,14 @@ def _positions(symbols: np.ndarray, index_bits: int) -> np.ndarray:
     return cursor[s != m]
 
 
-def _stream_bits(symbols: np.ndarray, width: int, huffman: bool) -> tuple[int, bool]:
+def _stream_bits(symbols: np.ndarray, width: int) -> tuple[int, bool]:
     """(bits, Huffman-coded?) of the cheaper coding of a symbol stream (tables included)."""
     fixed = len(symbols) * width
-    if not huffman or len(symbols) == 0:
+    if len(symbols) == 0:
         return fixed, False
-    lengths = _huffman_lengths(symbols, 1 << width)
+    lengths = code_lengths(np.bincount(np.asarray(symbols, dtype=np.int64), minlength=1 << width))
     coded = int(lengths[symbols].sum()) + 8 * len(lengths)
     return (coded, True) if coded < fixed else (fixed, False)
-
-
-def _huffman_lengths(symbols: np.ndarray, alphabet: int) -> np.ndarray:
-    return code_lengths(np.bincount(np.asarray(symbols, dtype=np.int64), minlength=alphabet))
 
 
 def choose_layout(mask: np.ndarray, value_bits: int, *, values: np.ndarray | None = None,
@@ -174,49 +169,32 @@ def choose_layout(mask: np.ndarray, value_bits: int, *, values: np.ndarray | Non
     numel, nnz = mask.size, int(mask.sum())
     if huffman and values is None:
         raise ValueError("choose_layout(huffman=True) needs the values")
-    vbits = _stream_bits(values, value_bits, True)[0] if huffman else nnz * value_bits
-    best = SparseChoice("dense", 0, numel * value_bits)  # a dense layer is never Huffman-coded here
+    vbits = _stream_bits(values, value_bits)[0] if huffman else nnz * value_bits
+    choices = [SparseChoice("dense", 0, numel * value_bits)]  # a dense layer is never Huffman-coded here
     if nnz < numel:
-        best = min(best, SparseChoice("bitmask", 0, numel + vbits), key=lambda c: c.bits)
+        choices.append(SparseChoice("bitmask", 0, numel + vbits))
         pos = np.flatnonzero(mask)
         for w in INDEX_BITS:
             if huffman:
-                ibits = _stream_bits(_relative_symbols(pos, w), w, True)[0]
+                ibits = _stream_bits(_relative_symbols(pos, w), w)[0]
             else:
                 ibits = index_entries(pos, w) * w
-            best = min(best, SparseChoice("relative", w, ibits + vbits), key=lambda c: c.bits)
-    return best
+            choices.append(SparseChoice("relative", w, ibits + vbits))
+    return min(choices, key=lambda c: c.bits)  # the first of equals
 
-
-def layer_bits(weight: torch.Tensor, value_bits: int = FLOAT_BITS) -> SparseChoice:
-    """Exact storage of ``weight`` (fixed-length values of ``value_bits``) in its smallest layout."""
-    return choose_layout((weight.detach() != 0).cpu().numpy(), value_bits)
 
 
 # --------------------------------------------------------------------------------------------------
 # bit streams
 
 
-def _pack(values: np.ndarray, width: int) -> np.ndarray:
-    """Fixed-width big-endian bit packing of non-negative integers below ``2**width`` (width 1..32)."""
-    v = np.asarray(values, dtype=np.uint64).reshape(-1)
-    shifts = np.arange(width - 1, -1, -1, dtype=np.uint64)
-    bits = ((v[:, None] >> shifts[None, :]) & np.uint64(1)).astype(np.uint8)  # (n, width)
-    return np.packbits(bits.reshape(-1))
-
-
-def _unpack(data: np.ndarray, width: int, n: int) -> np.ndarray:
-    bits = np.unpackbits(np.asarray(data, dtype=np.uint8))[: n * width].reshape(n, width).astype(np.int64)
-    return bits @ (1 << np.arange(width - 1, -1, -1, dtype=np.int64))
-
-
 def _write_stream(symbols: np.ndarray, width: int, huffman: bool, chunks: list[np.ndarray]) -> dict[str, Any]:
     """Append a symbol stream to ``chunks``; its entry in the layout."""
-    if huffman and _stream_bits(symbols, width, True)[1]:
+    if huffman and _stream_bits(symbols, width)[1]:
         lengths, data, _ = huffman_encode(symbols, 1 << width)
         chunks += [lengths, data]
         return {"n": len(symbols), "width": width, "huffman": [len(lengths), len(data)]}
-    data = _pack(symbols, width) if len(symbols) else np.zeros(0, np.uint8)
+    data = pack_bits(symbols, width)
     chunks.append(data)
     return {"n": len(symbols), "width": width, "bytes": len(data)}
 
@@ -228,7 +206,7 @@ def _read_stream(entry: Mapping[str, Any], blob: np.ndarray, off: int) -> tuple[
         lengths, data = blob[off: off + nl], blob[off + nl: off + nl + nd]
         return huffman_decode(lengths, data, n), off + nl + nd
     nb = int(entry["bytes"])
-    return _unpack(blob[off: off + nb], width, n), off + nb
+    return unpack_bits(blob[off: off + nb], width, n), off + nb
 
 
 def _encode(mask: np.ndarray, values: np.ndarray | None, value_bits: int, huffman: bool,
@@ -242,15 +220,14 @@ def _encode(mask: np.ndarray, values: np.ndarray | None, value_bits: int, huffma
     entry: dict[str, Any] = {"layout": choice.layout, "numel": int(mask.size), "nnz": int(mask.sum())}
     if choice.layout == "bitmask":
         chunks.append(np.packbits(mask.astype(np.uint8)))
-    elif choice.layout == "relative":
+    else:  # relative
         entry["index"] = _write_stream(_relative_symbols(np.flatnonzero(mask), choice.index_bits),
                                        choice.index_bits, huffman, chunks)
     if raw_values is not None:
         chunks.append(np.frombuffer(raw_values, dtype=np.uint8))
     else:
         entry["values"] = _write_stream(values, value_bits, huffman, chunks)
-    data = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
-    return entry, data
+    return entry, np.concatenate(chunks)  # an index and the values: never an empty list
 
 
 def decode_mask(entry: Mapping[str, Any], blob: np.ndarray, off: int = 0) -> tuple[np.ndarray, int]:
@@ -283,71 +260,71 @@ def _zero_code(codes: np.ndarray, deq: np.ndarray) -> int | None:
     return int(zc[0]) if len(zc) == 1 else None
 
 
+def _rewrite_codes(package: Mapping[str, Any], layout: dict[str, Any],
+                   recode: Callable[[str, dict[str, Any], np.ndarray], np.ndarray]) -> dict[str, Any]:
+    """A copy of ``package`` whose codes stream is each layer's ``recode(name, entry, codes bytes)``
+    (which may update the layer's ``entry`` of ``layout``)."""
+    codes_all = package["codes"].numpy()
+    chunks: list[np.ndarray] = []
+    off = 0
+    for name, e in layout["layers"].items():
+        o, nb = e["codes"]
+        data = recode(name, e, codes_all[o: o + nb])
+        e["codes"] = [off, int(data.size)]
+        chunks.append(data)
+        off += int(data.size)
+    out = dict(package)
+    out["layout"] = write_layout(layout)
+    out["codes"] = torch.from_numpy(np.concatenate(chunks)) if chunks else package["codes"]
+    return out
+
+
 def sparsify_package(package: dict[str, Any], model: nn.Module, *, huffman: bool = False) -> dict[str, Any]:
     """A copy of the :func:`amc.quantization.pack_model` package of ``model`` in which each quantized
     layer whose zeros make a smaller layout (or, with ``huffman``, a Huffman coding) is stored so;
     the package is returned unchanged when no layer gains."""
-    from amc.quantization import quantized_layers
-
-    layout = json.loads(zlib.decompress(package["layout"]).decode())
-    codes_all = package["codes"].numpy()
     wrappers = quantized_layers(model)
-    chunks: list[np.ndarray] = []
-    off, changed = 0, False
-    for name, e in layout["layers"].items():
-        o, nb = e["codes"]
-        data = codes_all[o: o + nb]
+
+    def recode(name: str, e: dict[str, Any], data: np.ndarray) -> np.ndarray:
         qw = wrappers[name].quantized_weight()
         codes = qw.codes.reshape(-1).cpu().numpy().astype(np.int64)
         z = _zero_code(codes, qw.dequantize().reshape(-1).cpu().numpy())
         mask = codes != z if z is not None else np.ones(codes.size, dtype=bool)
         encoded = _encode(mask, codes[mask], int(e["bits"]), huffman)
         if encoded is None and huffman:  # dense, but its codes alone may Huffman-code smaller
-            chunks_d: list[np.ndarray] = []
-            stream = _write_stream(codes, int(e["bits"]), True, chunks_d)
+            chunks: list[np.ndarray] = []
+            stream = _write_stream(codes, int(e["bits"]), True, chunks)
             encoded = ({"layout": "dense", "numel": int(codes.size), "nnz": int(codes.size), "values": stream},
-                       np.concatenate(chunks_d))
-        if encoded is not None and encoded[1].size < data.size:
-            encoded[0]["zero_code"] = z
-            e["sparse"], data, changed = encoded[0], encoded[1], True
-        e["codes"] = [off, int(data.size)]
-        chunks.append(data)
-        off += int(data.size)
-    if not changed:
-        return package
-    out = dict(package)
-    out["layout"] = zlib.compress(json.dumps(layout, separators=(",", ":")).encode(), 9)
-    out["codes"] = torch.from_numpy(np.concatenate(chunks)) if chunks else package["codes"]
-    return out
+                       np.concatenate(chunks))
+        if encoded is None or encoded[1].size >= data.size:
+            return data
+        e["sparse"] = {**encoded[0], "zero_code": z}
+        return encoded[1]
+
+    layout = read_layout(package)
+    out = _rewrite_codes(package, layout, recode)
+    return out if any("sparse" in e for e in layout["layers"].values()) else package
 
 
 def densify_package(package: Mapping[str, Any]) -> Mapping[str, Any]:
     """Undo :func:`sparsify_package`: the same package with every layer's codes dense and bit-packed."""
-    layout = json.loads(zlib.decompress(package["layout"]).decode())
+
+    def recode(name: str, e: dict[str, Any], data: np.ndarray) -> np.ndarray:
+        sp = e.pop("sparse", None)
+        if sp is None:
+            return data
+        mask, vo = decode_mask(sp, data)
+        values, _ = _read_stream(sp["values"], data, vo)
+        codes = np.full(int(sp["numel"]), -1 if sp["zero_code"] is None else int(sp["zero_code"]), np.int64)
+        codes[mask] = values
+        if (codes < 0).any():
+            raise AmcError("corrupt sparse layer: zeros without a zero code")
+        return pack_bits(codes, int(e["bits"]))
+
+    layout = read_layout(package)
     if not any("sparse" in e for e in layout["layers"].values()):
         return package
-    codes_all = package["codes"].numpy()
-    chunks: list[np.ndarray] = []
-    off = 0
-    for e in layout["layers"].values():
-        o, nb = e["codes"]
-        data = codes_all[o: o + nb]
-        sp = e.pop("sparse", None)
-        if sp is not None:
-            mask, vo = decode_mask(sp, data)
-            values, _ = _read_stream(sp["values"], data, vo)
-            codes = np.full(int(sp["numel"]), -1 if sp["zero_code"] is None else int(sp["zero_code"]), np.int64)
-            codes[mask] = values
-            if (codes < 0).any():
-                raise AmcError("corrupt sparse layer: zeros without a zero code")
-            data = _pack(codes, int(e["bits"]))
-        e["codes"] = [off, int(data.size)]
-        chunks.append(data)
-        off += int(data.size)
-    out = dict(package)
-    out["layout"] = zlib.compress(json.dumps(layout, separators=(",", ":")).encode(), 9)
-    out["codes"] = torch.from_numpy(np.concatenate(chunks))
-    return out
+    return _rewrite_codes(package, layout, recode)
 
 
 def sparsify_state(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:

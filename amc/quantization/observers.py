@@ -44,9 +44,7 @@ class ActObserver:
 
     @torch.no_grad()
     def observe(self, x: torch.Tensor) -> None:
-        x = x.detach()
-        if x.dtype != torch.float32:
-            x = x.float()
+        x = x.detach().float()
         lo, hi = (float(v) for v in torch.aminmax(x))
         self.min = min(self.min, lo)
         self.max = max(self.max, hi)
@@ -118,6 +116,11 @@ def _cuts(hist: torch.Tensor, first: int, max_candidates: int) -> torch.Tensor:
     return cand
 
 
+def _prefix_sums(*xs: torch.Tensor) -> list[torch.Tensor]:
+    """The ``(B+1,)`` prefix sums, from 0, of each ``(B,)`` tensor."""
+    return [torch.cat([x.new_zeros(1), torch.cumsum(x, 0)]) for x in xs]
+
+
 def _level_bounds(cand: torch.Tensor, qmax: int) -> torch.Tensor:
     """``(C, qmax + 2)`` bin boundaries of the quantization levels for each cut.
 
@@ -164,11 +167,7 @@ def kl_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candidat
         hist_max = hist_max * keep / len(hist)
     B = len(h)
     cand = _cuts(h, min(qmax + 1, B), max_candidates)  # (C,)
-    zero = torch.zeros(1, dtype=torch.float64)
-    cs = torch.cat([zero, torch.cumsum(h, 0)])  # (B+1,) prefix sums
-    hlogh = torch.where(h > 0, h * torch.log(h.clamp(min=1e-300)), torch.zeros_like(h))
-    cs_hlogh = torch.cat([zero, torch.cumsum(hlogh, 0)])
-    cs_nz = torch.cat([zero, torch.cumsum((h > 0).to(torch.float64), 0)])
+    cs, cs_hlogh, cs_nz = _prefix_sums(h, torch.special.xlogy(h, h), (h > 0).to(torch.float64))
     b = _level_bounds(cand, qmax)  # (C, L+1)
     lo, hi = b[:, :-1], b[:, 1:]
     mass = cs[hi] - cs[lo]  # (C, L) level masses (= Q's, before normalising)
@@ -185,11 +184,12 @@ def kl_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candidat
     lvl_last = (hi > last[:, None]).to(torch.long).argmax(1)  # level owning bin i-1
     q_last = torch.where(h_last > 0, torch.exp(logq_level.gather(1, lvl_last[:, None])[:, 0]),
                          torch.full_like(h_last, 1e-10))
-    q_last = q_last.clamp(min=1e-10)
-    p_old, p_new = h_last / total, (h_last + above) / total
-    old = torch.where(p_old > 0, p_old * (torch.log(p_old.clamp(min=1e-300)) - torch.log(q_last)), torch.zeros_like(p_old))
-    new = torch.where(p_new > 0, p_new * (torch.log(p_new.clamp(min=1e-300)) - torch.log(q_last)), torch.zeros_like(p_new))
-    kl = kl - old + new
+    log_q_last = torch.log(q_last.clamp(min=1e-10))
+
+    def p_log_pq(p: torch.Tensor) -> torch.Tensor:  # the last bin's term of the KL sum, 0 where p = 0
+        return torch.where(p > 0, p * (torch.log(p.clamp(min=1e-300)) - log_q_last), torch.zeros_like(p))
+
+    kl = kl - p_log_pq(h_last / total) + p_log_pq((h_last + above) / total)
     best = int(cand[int(torch.argmin(kl))])
     return best * hist_max / B
 
@@ -204,10 +204,7 @@ def mse_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candida
     B = len(h)
     cand = _cuts(h, 1, max_candidates)
     c = torch.arange(B, dtype=torch.float64) + 0.5  # bin centres in bin units
-    zero = torch.zeros(1, dtype=torch.float64)
-    s0 = torch.cat([zero, torch.cumsum(h, 0)])
-    s1 = torch.cat([zero, torch.cumsum(h * c, 0)])
-    s2 = torch.cat([zero, torch.cumsum(h * c * c, 0)])
+    s0, s1, s2 = _prefix_sums(h, h * c, h * c * c)
     b = _level_bounds(cand, qmax)
     lo, hi = b[:, :-1], b[:, 1:]
     step = cand.to(torch.float64)[:, None] / qmax  # (C, 1) bins per level

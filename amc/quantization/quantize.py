@@ -13,6 +13,7 @@ episode.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import logging
 from collections.abc import Iterable, Mapping
@@ -69,7 +70,8 @@ def activation_quantization_error(x: torch.Tensor, bits: int | None, *, method: 
     return quantization_error(x, fake_quant_activation(x, bits, scale, signed))
 
 
-def _batches(data: Any) -> Iterable[torch.Tensor]:
+def iter_batches(data: Any) -> Iterable[torch.Tensor]:
+    """The input batches of ``data``: a tensor, or an iterable of tensors or ``(x, y)`` batches."""
     if isinstance(data, torch.Tensor):
         yield data
         return
@@ -87,7 +89,7 @@ def _first_batches(wrappers: Mapping[str, QuantWrapper], calibration: Any, limit
     if calibration is None:
         raise AmcError(f"layers {sorted(wrappers)[:5]}... quantize their input activations but no calibration "
                        "data was given; pass calibration=<a batch, or an iterable of batches>")
-    batches = list(itertools.islice(_batches(calibration), limit))
+    batches = list(itertools.islice(iter_batches(calibration), limit))
     if not batches:
         raise AmcError("the calibration data yielded no batch; pass at least one input batch")
     return batches
@@ -123,36 +125,23 @@ def _calibrate(qmodel: nn.Module, wrappers: dict[str, QuantWrapper], batches: li
         observers, missing = stats.observers, stats.missing(needs)
     else:
         observers, missing = {}, list(wrappers)
-    if missing:
-        observers.update(_observe_float(qmodel, {n: needs[n] for n in missing}, batches))
+    if missing:  # one no-grad eval pass of the float model, observing the missing layers' inputs
+        new = {n: ActObserver(**needs[n]) for n in missing}
+        device = model_device(qmodel)
+        with observing_float(qmodel, new), torch.no_grad():
+            for x in batches:
+                qmodel(x.to(device))
+        observers.update(new)
     for n, m in wrappers.items():
         obs = observers.get(n)
         if obs is None or obs.count == 0:
             logger.warning("layer %r never ran during calibration; its input stays uncalibrated", n)
             continue
-        method, cfg = m.config.act_method(m.a_bits), m.config
-
-        def compute(obs=obs, m=m, method=method, cfg=cfg) -> tuple[float, bool]:
-            return scale_from_observer(obs, m.a_bits, method, percentile=cfg.percentile)
-
-        if stats is None:
-            scale, signed = compute()
-        else:
-            scale, signed = stats.scale((n, m.a_bits, method, cfg.percentile), compute)
+        method, pct = m.config.act_method(m.a_bits), m.config.percentile
+        compute = functools.partial(scale_from_observer, obs, m.a_bits, method, percentile=pct)
+        scale, signed = compute() if stats is None else stats.scale((n, m.a_bits, method, pct), compute)
         m.set_activation_range(scale, signed)
     return qmodel
-
-
-def _observe_float(qmodel: nn.Module, needs: dict[str, dict[str, Any]],
-                   batches: list[torch.Tensor]) -> dict[str, ActObserver]:
-    """One no-grad eval pass of the float model over ``batches``, observing the inputs of the
-    wrappers named in ``needs`` (name -> observer options)."""
-    observers = {n: ActObserver(**opts) for n, opts in needs.items()}
-    device = model_device(qmodel)
-    with observing_float(qmodel, observers), torch.no_grad():
-        for x in batches:
-            qmodel(x.to(device))
-    return observers
 
 
 def quantize_model(
@@ -185,9 +174,7 @@ def quantize_model(
     Returns the quantized model, weights already quantized and cached for evaluation.
     """
     cfg = config or QuantConfig()
-    w_bits = dict(w_bits or {})
-    a_bits = dict(a_bits or {})
-    schemes = dict(schemes or {})
+    w_bits, a_bits, schemes = w_bits or {}, a_bits or {}, schemes or {}
     layers = quantizable_layers(model)
     named = set(w_bits) | set(a_bits) | set(schemes)
     unknown = sorted(n for n in named if n not in layers or n == "")
@@ -196,10 +183,9 @@ def quantize_model(
         shown = ", ".join(valid[:12]) + (", ..." if len(valid) > 12 else "")
         raise AmcError(f"unknown or non-quantizable layer name(s) {unknown}; quantizable Conv2d/Linear layers "
                        f"are: {shown}")
-    checked: dict[str, tuple[int | None, int | None]] = {}
-    for n in sorted(set(w_bits) | set(a_bits)):
-        checked[n] = (check_bits(w_bits.get(n), layer=n, kind="weight"),
-                      check_bits(a_bits.get(n), layer=n, kind="activation"))
+    checked = {n: (check_bits(w_bits.get(n), layer=n, kind="weight"),
+                   check_bits(a_bits.get(n), layer=n, kind="activation"))
+               for n in sorted(set(w_bits) | set(a_bits))}
     target = model if inplace else copy.deepcopy(model)
     for n, (wb, ab) in checked.items():
         mod = target.get_submodule(n)

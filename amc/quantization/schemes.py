@@ -54,12 +54,10 @@ def check_bits(bits: Any, *, layer: str = "?", kind: str = "weight") -> int | No
     """
     if bits is None:
         return None
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
-        if isinstance(bits, float) and bits.is_integer():
-            bits = int(bits)
-        else:
-            raise AmcError(f"layer {layer!r}: {kind} bits must be an int in 1..8, or None/32 for float; "
-                           f"got {bits!r}")
+    integral = isinstance(bits, numbers.Integral) and not isinstance(bits, bool)
+    if not (integral or isinstance(bits, float) and bits.is_integer()):
+        raise AmcError(f"layer {layer!r}: {kind} bits must be an int in 1..8, or None/32 for float; "
+                       f"got {bits!r}")
     bits = int(bits)
     if bits == FLOAT_BITS:
         return None

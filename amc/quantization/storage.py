@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from amc._quant_pack import huffman_bits, pack_bits, unpack_bits
+from amc._huffman import code_lengths, pack_bits, unpack_bits
 from amc.errors import AmcError
 from amc.quantization.schemes import FLOAT_BITS, QuantizedWeight
 from amc.quantization.wrapper import QuantWrapper, quantizable_layers, quantized_layers
@@ -44,13 +44,13 @@ def weight_storage_bits(qmodel: nn.Module) -> int:
 
     Biases, BN, scales and codebooks are not counted (they are the small overhead of a packed file).
     """
-    total = 0
-    for m in quantizable_layers(qmodel).values():
-        if isinstance(m, QuantWrapper):
-            total += m.module.weight.numel() * (m.w_bits or FLOAT_BITS)
-        else:
-            total += m.weight.numel() * FLOAT_BITS
-    return int(total)
+    return sum(_weight(m).numel() * (getattr(m, "w_bits", None) or FLOAT_BITS)
+               for m in quantizable_layers(qmodel).values())
+
+
+def _weight(layer: nn.Module) -> torch.Tensor:
+    """The float weight of a ``Conv2d``/``Linear`` or of the layer a :class:`QuantWrapper` wraps."""
+    return layer.module.weight if isinstance(layer, QuantWrapper) else layer.weight
 
 
 def huffman_size_bits(qmodel: nn.Module) -> int:
@@ -59,12 +59,12 @@ def huffman_size_bits(qmodel: nn.Module) -> int:
     :func:`weight_storage_bits` (Huffman is optimal among prefix codes, fixed length is one)."""
     total = 0
     for m in quantizable_layers(qmodel).values():
-        if isinstance(m, QuantWrapper) and m.w_bits is not None:
-            total += huffman_bits(m.quantized_weight().codes.cpu().numpy())
+        if getattr(m, "w_bits", None) is None:
+            total += _weight(m).numel() * FLOAT_BITS
         else:
-            w = m.module.weight if isinstance(m, QuantWrapper) else m.weight
-            total += w.numel() * FLOAT_BITS
-    return int(total)
+            counts = np.bincount(m.quantized_weight().codes.cpu().numpy().reshape(-1))
+            total += int((counts * code_lengths(counts)).sum())
+    return total
 
 
 def skeleton_bytes(qmodel: nn.Module) -> bytes:
@@ -83,6 +83,19 @@ def skeleton_bytes(qmodel: nn.Module) -> bytes:
             if (f"{prefix}.{k}" if prefix else k) in persistent:
                 setattr(m, k, torch.empty_like(b, device="meta"))
     return zlib.compress(pickle.dumps(sk, protocol=pickle.HIGHEST_PROTOCOL), 9)
+
+
+def read_layout(package: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON layout document of a :func:`pack_model` package."""
+    return json.loads(zlib.decompress(package["layout"]).decode())
+
+
+def write_layout(layout: Mapping[str, Any]) -> bytes:
+    """The stored (zlib-compressed JSON) form of a package's layout."""
+    try:
+        return zlib.compress(json.dumps(layout, separators=(",", ":")).encode(), 9)
+    except TypeError as e:
+        raise AmcError(f"a module's extra state is not JSON-serialisable, cannot pack it: {e}") from None
 
 
 def _weight_key(name: str) -> str:
@@ -148,15 +161,11 @@ def pack_model(
         offsets[sec] += flat.numel()
     layout = {"layers": layers, "wrappers": list(wrappers), "index": index, "extra_state": extra,
               "training": bool(qmodel.training)}
-    try:
-        meta = zlib.compress(json.dumps(layout, separators=(",", ":")).encode(), 9)
-    except TypeError as e:
-        raise AmcError(f"a module's extra state is not JSON-serialisable, cannot pack it: {e}") from None
     codes = np.concatenate(code_chunks) if code_chunks else np.zeros(0, np.uint8)
     return {
         "format": PACKED_FORMAT,
         "version": PACKED_VERSION,
-        "layout": meta,
+        "layout": write_layout(layout),
         "architecture": skeleton_bytes(qmodel) if include_architecture else None,
         "codes": torch.from_numpy(codes),
         "qparams": torch.cat(qparams) if qparams else torch.zeros(0),
@@ -182,7 +191,7 @@ def unpack_model(
     if int(package.get("version", -1)) > PACKED_VERSION:
         raise AmcError(f"packed model version {package['version']} is newer than this amc reads "
                        f"({PACKED_VERSION}); upgrade amc")
-    layout = json.loads(zlib.decompress(package["layout"]).decode())
+    layout = read_layout(package)
     if model is not None:
         target = copy.deepcopy(model)
         for name in layout["wrappers"]:
@@ -198,10 +207,9 @@ def unpack_model(
     else:
         raise AmcError("this package holds no architecture; pass model=<a model of the same architecture>")
     state: dict[str, Any] = dict(layout["extra_state"])
-    secs = {"float": package["float"], "int": package["int"]}
     for e in layout["index"]:
         n = math.prod(e["shape"])
-        t = secs[e["section"]][e["offset"]: e["offset"] + n]
+        t = package[e["section"]][e["offset"]: e["offset"] + n]  # the "float" or "int" section
         state[e["key"]] = t.to(getattr(torch, e["dtype"])).reshape(e["shape"])
     codes_all = package["codes"].numpy()
     qparams = package["qparams"]
@@ -211,8 +219,7 @@ def unpack_model(
         numel = math.prod(e["shape"])
         codes = torch.from_numpy(unpack_bits(codes_all[off: off + nbytes], e["bits"], numel)).reshape(e["shape"])
         qp = {k: qparams[e[k][0]: e[k][0] + e[k][1]].clone() for k in ("scale", "centroids") if k in e}
-        qw = QuantizedWeight(codes, qp.get("scale"), e["bits"], e["scheme"], qp.get("centroids"))
-        qws[name] = qw
+        qw = qws[name] = QuantizedWeight(codes, qp.get("scale"), e["bits"], e["scheme"], qp.get("centroids"))
         state[_weight_key(name)] = qw.dequantize(torch.float32)
     try:
         target.load_state_dict(state, strict=True, assign=True)

@@ -222,17 +222,9 @@ def observing_float(model: nn.Module, observers: Mapping[str, ActObserver]) -> I
 
 def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
     """Quantizable layers by name: wrappers, and ``Conv2d``/``Linear`` not inside a wrapper."""
-    out: dict[str, nn.Module] = {}
-    inside: set[str] = set()
-    for name, m in model.named_modules():
-        if any(name.startswith(p + ".") for p in inside):
-            continue
-        if isinstance(m, QuantWrapper):
-            out[name] = m
-            inside.add(name)
-        elif isinstance(m, (nn.Conv2d, nn.Linear)):
-            out[name] = m
-    return out
+    wrapped = {id(w.module) for w in quantized_layers(model).values()}
+    return {n: m for n, m in model.named_modules()
+            if isinstance(m, (QuantWrapper, nn.Conv2d, nn.Linear)) and id(m) not in wrapped}
 
 
 def quantized_layers(model: nn.Module) -> dict[str, QuantWrapper]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from amc._quant_pack import huffman_code_lengths, pack_bits, unpack_bits
+from amc._huffman import code_lengths, pack_bits, unpack_bits
 from amc.errors import AmcError
 from amc.export import EXPORT_FORMAT, load, read_metadata
 from amc.quantization import (
@@ -44,10 +44,10 @@ def test_pack_bits_layout_by_hand() -> None:
 
 
 def test_huffman_lengths() -> None:
-    lengths = huffman_code_lengths({0: 5, 1: 2, 2: 1, 3: 1})
-    assert lengths == {0: 1, 1: 2, 2: 3, 3: 3}
-    assert sum(2.0 ** -v for v in lengths.values()) == 1.0  # Kraft equality: a full prefix code
-    assert huffman_code_lengths({7: 10}) == {7: 1}
+    lengths = code_lengths(np.array([5, 2, 1, 1]))
+    assert lengths.tolist() == [1, 2, 3, 3]
+    assert sum(2.0 ** -int(v) for v in lengths) == 1.0  # Kraft equality: a full prefix code
+    assert code_lengths(np.array([0] * 7 + [10])).tolist() == [0] * 7 + [1]
 
 
 @pytest.mark.parametrize("scheme,bits", [("linear", 4), ("linear", 2), ("ternary", 2), ("kmeans", 3), ("linear", 8)])
