@@ -255,6 +255,7 @@ def load_packed(
     with the stored codes and tensors. Files of the earlier stand-alone packed format load too.
     """
     from amc.export import EXPORT_FORMAT, load
+    from amc.sparse import densify_package
 
     if not os.path.exists(path):
         raise AmcError(f"packed model {str(path)!r} not found")
@@ -273,4 +274,4 @@ def load_packed(
         return load(path, device=device)
     if doc.get("packed") is None:
         raise AmcError(f"{str(path)!r} holds a float model, not a quantized one: load it with amc.export.load")
-    return unpack_model(doc["packed"], model=model, device=device).eval()
+    return unpack_model(densify_package(doc["packed"]), model=model, device=device).eval()

@@ -13,6 +13,7 @@ from amc.compress import apply_policy
 from amc.deep_compression import weight_bytes
 from amc.errors import AmcError
 from amc.export import export, read_metadata
+from amc.quantization import load_packed
 from amc.sparse import (
     _positions,
     _relative_symbols,
@@ -145,6 +146,8 @@ def test_huffman_export_round_trip_and_smaller(lenet, digits, tmp_path) -> None:
     with torch.no_grad():
         ref = model.eval()(x)
         assert torch.equal(amc.load(plain)(x), ref) and torch.equal(amc.load(huff)(x), ref)
+        for path in (plain, huff):  # the no-unpickling path: the same architecture filled from the file
+            assert torch.equal(load_packed(path, model=load_checkpoint(REF)[0])(x), ref)
     from amc.quantization import quantized_layers
 
     want = {n: (w.quantized_weight().codes, w.quantized_weight().centroids) for n, w in quantized_layers(model).items()}
