@@ -610,7 +610,7 @@ def speed_table(results: Mapping[str, Any]) -> list[str]:
         for phase, s in sp["split"].items():
             label = agent if phase == "all" else f"{agent} ({phase})"
             within = sp.get("evaluations_to_within_0.5") if phase == "all" else None
-            rows.append([label, str(s["episodes"]), *(fmt(s[k], ".3f") for k in keys),
+            rows.append([label, str(s["episodes"]), *(fmt(s.get(k), ".3f") for k in keys),
                          f"{100 * s['evaluate_fraction']:.0f}%", fmt(within, "d")])
     return md_table(head, rows)
 
