@@ -129,13 +129,16 @@ def read_episodes(path: str | os.PathLike) -> list[dict[str, Any]]:
                 ep = int(raw["episode"])
             except (KeyError, TypeError, ValueError):
                 continue
-            row: dict[str, Any] = {"episode": ep}
-            for key, val in raw.items():
-                if key == "episode":
-                    continue
-                row[key] = val if key == "phase" else _num(val) if val != "" else None
-            rows.append(row)
+            rows.append({**{k: v if k == "phase" else _num(v) for k, v in raw.items()}, "episode": ep})
     return rows
+
+
+def _write_rows(f: Any, rows: Iterable[Mapping[str, Any]], *, header: bool) -> None:
+    """Write ``rows`` to ``f`` as ``episodes.csv`` lines (the columns of ``EPISODE_COLUMNS``, numbers formatted)."""
+    w = csv.DictWriter(f, fieldnames=EPISODE_COLUMNS, lineterminator="\n")
+    if header:
+        w.writeheader()
+    w.writerows({k: _fmt(r.get(k)) for k in EPISODE_COLUMNS} for r in rows)
 
 
 def _unique_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -148,13 +151,7 @@ def plot_policy(policy: Policy, *, title: str | None = None) -> Any:
     """A matplotlib ``Figure``: per-group keep ratios (prune) and/or per-layer w/a bits (quant)."""
     from matplotlib.figure import Figure
 
-    panels = []
-    if policy.groups:
-        panels.append("keep")
-    if policy.has_bits:
-        panels.append("bits")
-    if not panels:
-        panels.append("keep")
+    panels = (["keep"] if policy.groups or not policy.has_bits else []) + (["bits"] if policy.has_bits else [])
     n_max = max(len(policy.groups), len(policy.layers), 1)
     fig = Figure(figsize=(min(4.0 + 0.35 * n_max, 24.0), 3.2 * len(panels)), layout="constrained")
     axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
@@ -280,9 +277,9 @@ class SearchRecorder:
 
     def _load_from_files(self) -> None:
         rows = read_episodes(self.csv_path)
-        self.episode = rows[-1]["episode"] if rows else 0
-        self._elapsed_before = float(rows[-1].get("wall_time_s") or 0.0) if rows else 0.0
         self.last_row = rows[-1] if rows else None
+        self.episode = rows[-1]["episode"] if rows else 0
+        self._elapsed_before = float((self.last_row or {}).get("wall_time_s") or 0.0)
         self.best = None
         if rows and self.best_policy_path.is_file():
             pol = Policy.load(self.best_policy_path)
@@ -324,12 +321,7 @@ class SearchRecorder:
         else:
             rows = _unique_rows(rows)
         self.last_row = rows[-1] if rows else None
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=EPISODE_COLUMNS, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _fmt(r.get(k)) for k in EPISODE_COLUMNS})
-        atomic_write_text(self.csv_path, buf.getvalue())
+        self._write_log(rows)
         if self.best is not None and self.best.policy is not None:
             self._write_best(log_figure=False)
         else:
@@ -342,21 +334,26 @@ class SearchRecorder:
 
         ``best_reward`` is recomputed where a row lacks it; the best episode is found again as on resume.
         """
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=EPISODE_COLUMNS, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
+        rows = _unique_rows(dict(r) for r in rows)
         best = -math.inf
-        for r in _unique_rows(dict(r) for r in rows):
+        for r in rows:
             reward = _num(r.get("reward"))
             best = max(best, reward) if reward is not None else best
             if r.get("best_reward") is None and best > -math.inf:
                 r["best_reward"] = best
-            w.writerow({k: _fmt(r.get(k)) for k in EPISODE_COLUMNS})
-        atomic_write_text(self.csv_path, buf.getvalue())
+        self._write_log(rows)
         self._load_from_files()
+
+    def _write_log(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        buf = io.StringIO()
+        _write_rows(buf, rows, header=True)
+        atomic_write_text(self.csv_path, buf.getvalue())
 
     def _set_purge_step(self, step: int) -> None:
         self._purge_step = step
+        self._close_writer()
+
+    def _close_writer(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -459,10 +456,7 @@ class SearchRecorder:
         new = not self.csv_path.is_file() or self.csv_path.stat().st_size == 0
         try:
             with self.csv_path.open("a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=EPISODE_COLUMNS, extrasaction="ignore", lineterminator="\n")
-                if new:
-                    w.writeheader()
-                w.writerow({k: _fmt(row.get(k)) for k in EPISODE_COLUMNS})
+                _write_rows(f, [row], header=new)
         except OSError as e:
             if e.filename is None:  # a failed write (full disk) names no file
                 e.filename = str(self.csv_path)
@@ -529,15 +523,11 @@ class SearchRecorder:
     def close(self, *, interrupted: bool = False, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Write ``summary.json``, close TensorBoard; returns the summary."""
         summary = self.write_summary(interrupted=interrupted, extra=extra)
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._close_writer()
         return summary
 
     def __enter__(self) -> SearchRecorder:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._close_writer()

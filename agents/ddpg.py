@@ -65,7 +65,7 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from stable_baselines3.td3.policies import TD3Policy
 
-from agents._base import AGENTS, Agent
+from agents._base import AGENTS, Agent, env_decisions
 from agents.callbacks import EpisodeInfoCallback, TorchThreadsCallback
 from agents.noise import TruncatedNormalNoise
 from amc.config.agents import AgentKwargs
@@ -273,7 +273,7 @@ class _ResetTracker(gym.Wrapper):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
         self.reset_seed = seed
-        self.rng_before_reset = None if seed is not None else _rng_state(self.env.unwrapped.np_random)
+        self.rng_before_reset = None if seed is not None else self.env.unwrapped.np_random.bit_generator.state
         return self.env.reset(seed=seed, options=options)
 
 
@@ -294,10 +294,6 @@ def _readable_zip(path: Path) -> bool:
         return False
 
 
-def _rng_state(gen: np.random.Generator) -> dict[str, Any]:
-    return gen.bit_generator.state
-
-
 # --------------------------------------------------------------------------------------------------
 # the agent
 
@@ -315,11 +311,7 @@ class DDPGAgent(Agent):
 
     def __init__(self, env: gym.Env, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
-        self.params = DDPGConfig.from_dict(getattr(config, "agent_kwargs", None))
-        n = getattr(env, "n_decisions", None) or getattr(env.unwrapped, "n_decisions", None)
-        if not n or int(n) < 1:
-            raise AmcError("the env has no positive n_decisions (episode length); is it an amc CompressionEnv?")
-        self.steps_per_episode = int(n)
+        self.steps_per_episode = len(env_decisions(env)[0])
         box = env.action_space
         if not isinstance(box, gym.spaces.Box):
             raise AmcError(f"DDPG needs a Box action space, the env has {box}")
@@ -335,7 +327,7 @@ class DDPGAgent(Agent):
 
     def _warm_start_actions(self) -> np.ndarray:
         """(episodes, steps) actions of the warm start: the given policy's, then its noisy neighbours."""
-        src = getattr(self.config, "warm_start", None)
+        src = self.config.warm_start
         if not src:
             return np.zeros((0, self.steps_per_episode))
         from amc.policy import Policy
@@ -438,7 +430,7 @@ class DDPGAgent(Agent):
                 "numpy": np.random.get_state(),
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "action_space": _rng_state(self.model.action_space.np_random),
+                "action_space": self.model.action_space.np_random.bit_generator.state,
             },
             "params": self.params.to_dict(),
         }
@@ -516,7 +508,7 @@ class DDPGAgent(Agent):
     def run(self, episodes: int) -> None:
         self.setup()
         assert self.model is not None and self.noise is not None
-        every = max(1, int(getattr(self.config, "checkpoint_every", 10) or 10))
+        every = self.config.checkpoint_every
         self.interrupted = False
         while self.recorder.episode < episodes and not self.stop_requested:
             index = self.recorder.episode  # 0-based index of the episode about to run
@@ -543,7 +535,7 @@ class DDPGAgent(Agent):
             "final_reward_to_all": bool(self.config.final_reward_to_all),
             "warmup": int(self.config.warmup),
             "noise_sigma": None if self.noise is None else self.noise.sigma,
-            "reward_baseline": None if buf is None else getattr(buf, "reward_baseline", None),
+            "reward_baseline": None if buf is None else buf.reward_baseline,
             "ddpg": self.params.to_dict(),
             "warm_start_episodes": int(len(self.warm_actions)),
         }

@@ -50,7 +50,6 @@ import os
 import socket
 import time
 import uuid
-from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,7 +62,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, Trial, TrialState
 from pydantic import Field, field_validator
 
-from agents._base import AGENTS, Agent
+from agents._base import AGENTS, Agent, env_decisions, play_episode
 from agents._recorder import read_episodes
 from amc.config.agents import AgentKwargs
 from amc.config.search import Options
@@ -71,7 +70,6 @@ from amc.config.train import Count
 from amc.errors import AmcError
 from amc.policy import parse_target
 from amc.utils import atomic_write_json
-from search_spaces import Space, UnitSpace
 
 __all__ = [
     "OptunaConfig",
@@ -141,10 +139,6 @@ class OptunaConfig(AgentKwargs):
         if v is not None and not v.strip():
             raise ValueError("must not be blank")
         return v
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None, *, agent: str = "optuna") -> OptunaConfig:
-        return super().from_dict(d, agent=agent)
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
@@ -295,41 +289,35 @@ def _float_dict(d: Mapping[str, Any]) -> dict[str, float]:
 class OptunaAgent(Agent):
     """Base of the Optuna agents: one trial = one env episode (see the module docstring).
 
-    Subclasses set :attr:`multi_objective` and implement :meth:`make_sampler`.
+    Subclasses set :attr:`sampler` (or override :meth:`make_sampler`) and :attr:`multi_objective`.
     """
 
     multi_objective: ClassVar[bool] = False
-    #: random start-up trials of the sampler when ``n_startup_trials`` is not given (phase labels)
+    #: the Optuna sampler class that :meth:`make_sampler` builds
+    sampler: ClassVar[type[BaseSampler]]
+    #: random start-up trials of the sampler when ``n_startup_trials`` is not given (phase labels); None:
+    #: the sampler takes no ``n_startup_trials``
     default_startup: ClassVar[int | None] = None
     options = OptunaConfig
 
     def __init__(self, env: Any, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
-        self.params = OptunaConfig.from_dict(getattr(config, "agent_kwargs", None), agent=self.name)
-        base = env.unwrapped
-        n = getattr(base, "n_decisions", None)
-        if not n or int(n) < 1:
-            raise AmcError("the env has no positive n_decisions (episode length); is it an amc CompressionEnv?")
-        self.n_decisions = int(n)
-        kinds = list(getattr(base, "decision_kinds", None) or ["prune"] * self.n_decisions)
-        if len(kinds) != self.n_decisions:
-            raise AmcError(f"env.decision_kinds has {len(kinds)} entries for {self.n_decisions} decisions")
-        self.decision_kinds = kinds
-        spaces = getattr(base, "spaces", None) or {}
-        self.spaces: dict[str, Space] = {k: spaces.get(k, UnitSpace()) for k in set(kinds)}
-        self.param_names = [f"d{i:03d}_{k}" for i, k in enumerate(kinds)]
-        self.cost_key = self._cost_key(base, config)
+        self.decision_kinds, self.spaces = env_decisions(env)
+        self.n_decisions = len(self.decision_kinds)
+        self.param_names = [f"d{i:03d}_{k}" for i, k in enumerate(self.decision_kinds)]
+        self.cost_key = self._cost_key(env.unwrapped, config)
         self.run_dir = Path(recorder.run_dir)
         self.study: optuna.Study | None = None
         self.study_name = self.params.study_name or default_study_name(config)
         self.run_id: str | None = None
         self.sampler_seed: int | None = None
-        self.evaluated = 0  # trials this run dir has recorded (all sessions)
 
     # ----------------------------------------------------------------- what subclasses provide
-    @abstractmethod
-    def make_sampler(self, seed: int) -> BaseSampler:
-        """The Optuna sampler, seeded with ``seed``."""
+    def make_sampler(self, seed: int, **kw: Any) -> BaseSampler:
+        """The Optuna sampler, seeded with ``seed``; ``sampler_kwargs`` win over ``kw`` and the start-up count."""
+        if self.default_startup is not None:
+            kw = {"n_startup_trials": self._startup(), **kw}
+        return self.sampler(seed=seed, **{**kw, **self.params.sampler_kwargs})
 
     def _startup(self) -> int | None:
         return self.params.n_startup_trials if self.params.n_startup_trials is not None else self.default_startup
@@ -377,8 +365,7 @@ class OptunaAgent(Agent):
         trials = self.study.get_trials(deepcopy=False)
         self.sampler_seed = _derived_seed(int(self.config.seed), len(trials))
         self.study.sampler = self.make_sampler(self.sampler_seed)
-        rows = read_episodes(self.recorder.csv_path)
-        self.evaluated = len(rows)
+        self.evaluations = len(read_episodes(self.recorder.csv_path))  # trials this run dir recorded (all sessions)
         self._warn_shared_seed(trials)
         atomic_write_json(self._state_path(), {
             "run_id": self.run_id, "study_name": self.study_name,
@@ -458,7 +445,7 @@ class OptunaAgent(Agent):
     def run(self, episodes: int) -> None:
         self.setup()
         assert self.study is not None
-        every = max(1, int(getattr(self.config, "checkpoint_every", 10) or 10))
+        every = self.config.checkpoint_every
         self.interrupted = False
         with _quiet_optuna():
             while not self.stop_requested:
@@ -473,7 +460,7 @@ class OptunaAgent(Agent):
                     logger.debug("trial %d: the study is full (%d trials), not evaluated", trial.number, episodes)
                     break
                 self._evaluate(trial)
-                if self.evaluated % every == 0:
+                if self.evaluations % every == 0:
                     self._checkpoint()
             self._checkpoint()
             done = sum(1 for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -486,7 +473,7 @@ class OptunaAgent(Agent):
             trial.set_user_attr(WORKER_ATTR, {"run_id": self.run_id, "seed": int(self.config.seed),
                                               "host": socket.gethostname(), "pid": os.getpid()})
             actions = [self.spaces[k].suggest(trial, name) for k, name in zip(self.decision_kinds, self.param_names)]
-            info = self._episode(actions, seed=int(self.config.seed) + trial.number)
+            info = play_episode(self.env, actions, seed=int(self.config.seed) + trial.number)
             metrics = dict(info["metrics"])
             values = self._values(metrics)
             policy = info.get("policy")
@@ -499,25 +486,11 @@ class OptunaAgent(Agent):
             # the trial number is the episode (record_episode counts on from recorder.episode)
             self.recorder.episode = trial.number
             self.recorder.record_episode(info, phase=self._phase(trial.number))
-            self.evaluated += 1
+            self.evaluations += 1
         except BaseException:
             self.study.tell(trial, state=TrialState.FAIL)
             raise
         self.study.tell(trial, values)
-
-    def _episode(self, actions: Sequence[float], *, seed: int) -> dict[str, Any]:
-        env = self.env
-        env.reset(seed=seed)
-        info: dict[str, Any] = {}
-        done = False
-        for i, a in enumerate(actions):
-            if done:
-                raise RuntimeError(f"the env ended its episode after {i} of {len(actions)} decisions")
-            _, _, terminated, truncated, info = env.step(np.array([a], dtype=np.float32))
-            done = terminated or truncated
-        if not done or "metrics" not in info:
-            raise RuntimeError("the env did not finish its episode after n_decisions steps")
-        return info
 
     def _values(self, metrics: Mapping[str, Any]) -> list[float]:
         if not self.multi_objective:
@@ -578,7 +551,7 @@ class OptunaAgent(Agent):
 
     def summary_extra(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "evaluations": self.evaluated,
+            "evaluations": self.evaluations,
             "sampler": None if self.study is None else type(self.study.sampler).__name__,
             "sampler_seed": self.sampler_seed,
             "study_name": self.study_name,
@@ -609,11 +582,8 @@ class TPEAgent(OptunaAgent):
     """Tree-structured Parzen estimator (Bergstra et al. 2011), Optuna's multivariate TPE."""
 
     name = "tpe"
+    sampler = optuna.samplers.TPESampler
     default_startup = 10
-
-    def make_sampler(self, seed: int) -> BaseSampler:
-        kw: dict[str, Any] = {"n_startup_trials": self._startup(), **self.params.sampler_kwargs}
-        return optuna.samplers.TPESampler(seed=seed, **kw)
 
 
 @AGENTS.register("cmaes")
@@ -621,16 +591,15 @@ class CmaEsAgent(OptunaAgent):
     """CMA-ES (Hansen 2016) through Optuna's ``CmaEsSampler`` (the ``cmaes`` package)."""
 
     name = "cmaes"
+    sampler = optuna.samplers.CmaEsSampler
     default_startup = 1
 
-    def make_sampler(self, seed: int) -> BaseSampler:
+    def make_sampler(self, seed: int, **kw: Any) -> BaseSampler:
         try:
             import cmaes  # noqa: F401
         except ImportError:
             raise AmcError("agent cmaes needs the 'cmaes' package: pip install cmaes") from None
-        kw: dict[str, Any] = {"n_startup_trials": self._startup(), "warn_independent_sampling": False,
-                              **self.params.sampler_kwargs}
-        return optuna.samplers.CmaEsSampler(seed=seed, **kw)
+        return super().make_sampler(seed, warn_independent_sampling=False, **kw)
 
 
 @AGENTS.register("gp")
@@ -638,11 +607,8 @@ class GPAgent(OptunaAgent):
     """Gaussian-process Bayesian optimisation (Optuna's ``GPSampler``, log EI; needs scipy and torch)."""
 
     name = "gp"
+    sampler = optuna.samplers.GPSampler
     default_startup = 10
-
-    def make_sampler(self, seed: int) -> BaseSampler:
-        kw: dict[str, Any] = {"n_startup_trials": self._startup(), **self.params.sampler_kwargs}
-        return optuna.samplers.GPSampler(seed=seed, **kw)
 
 
 @AGENTS.register("random")
@@ -650,9 +616,7 @@ class RandomAgent(OptunaAgent):
     """Uniform random actions in [0, 1] per decision (the env clips them to the budget)."""
 
     name = "random"
-
-    def make_sampler(self, seed: int) -> BaseSampler:
-        return optuna.samplers.RandomSampler(seed=seed, **self.params.sampler_kwargs)
+    sampler = optuna.samplers.RandomSampler
 
 
 @AGENTS.register("nsga2")
@@ -665,8 +629,8 @@ class NSGA2Agent(OptunaAgent):
     def _startup(self) -> int | None:
         return self.params.population_size or 50
 
-    def make_sampler(self, seed: int) -> BaseSampler:
-        kw: dict[str, Any] = dict(self.params.sampler_kwargs)
+    def make_sampler(self, seed: int, **kw: Any) -> BaseSampler:
+        kw = dict(self.params.sampler_kwargs)
         if self.params.population_size is not None:
             kw["population_size"] = self.params.population_size
         return optuna.samplers.NSGAIISampler(seed=seed, **kw)
@@ -677,9 +641,6 @@ class MOTPEAgent(OptunaAgent):
     """Multi-objective TPE (Ozaki et al. 2020): an accuracy-vs-cost Pareto front (``pareto.json``)."""
 
     name = "motpe"
+    sampler = optuna.samplers.TPESampler
     multi_objective = True
     default_startup = 10
-
-    def make_sampler(self, seed: int) -> BaseSampler:
-        kw: dict[str, Any] = {"n_startup_trials": self._startup(), **self.params.sampler_kwargs}
-        return optuna.samplers.TPESampler(seed=seed, **kw)

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from agents._base import AGENTS, Agent, applied_unchanged, play_episode
+from agents._base import AGENTS, Agent, applied_unchanged
 from amc.budget import bisect
 from amc.config.agents import AgentKwargs
 from amc.config.train import Count
@@ -135,8 +135,7 @@ class SensitivityAgent(Agent):
 
     def __init__(self, env: Any, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
-        opts = SensitivityOptions.from_dict(getattr(config, "agent_kwargs", None), agent=self.name)
-        self.grid, self.repair_steps = opts.grid, opts.repair_steps
+        self.grid, self.repair_steps = self.params.grid, self.params.repair_steps
         base = env.unwrapped
         for attr in ("cost_of", "unbudgeted", "decisions", "spaces", "base_cost", "target_cost"):
             if not hasattr(base, attr):
@@ -144,7 +143,6 @@ class SensitivityAgent(Agent):
         self.base = base
         self.decisions = list(base.decisions)
         self.n_decisions = len(self.decisions)
-        self.evaluations = 0
         self.probes_run = 0
         self.table: dict[tuple[int, int], dict[str, Any]] = {}  # (decision, choice) -> row; decision -1: base
         self.chosen: list[int] | None = None
@@ -171,11 +169,6 @@ class SensitivityAgent(Agent):
         return Path(self.recorder.run_dir) / _TABLE
 
     # ----------------------------------------------------------------- episodes
-    def _episode(self, actions: Sequence[float]) -> dict[str, Any]:
-        info = play_episode(self.env, actions, seed=int(getattr(self.config, "seed", 0)))
-        self.evaluations += 1
-        return info
-
     def _load_table(self) -> None:
         self.table = {}
         if not self.table_path.is_file():
