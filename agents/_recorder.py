@@ -235,7 +235,6 @@ class SearchRecorder:
         self.listeners: list[Callable[[dict[str, Any]], None]] = list(listeners or [])
         self.episode = 0
         self.best: BestRecord | None = None
-        self.last_row: dict[str, Any] | None = None
         self._elapsed_before = 0.0
         self._t0 = self._t_last = time.monotonic()
         self._writer: Any = None
@@ -277,9 +276,9 @@ class SearchRecorder:
 
     def _load_from_files(self) -> None:
         rows = read_episodes(self.csv_path)
-        self.last_row = rows[-1] if rows else None
-        self.episode = rows[-1]["episode"] if rows else 0
-        self._elapsed_before = float((self.last_row or {}).get("wall_time_s") or 0.0)
+        last = rows[-1] if rows else {"episode": 0}
+        self.episode = last["episode"]
+        self._elapsed_before = float(last.get("wall_time_s") or 0.0)
         self.best = None
         if rows and self.best_policy_path.is_file():
             pol = Policy.load(self.best_policy_path)
@@ -320,7 +319,6 @@ class SearchRecorder:
             rows = [dict(r) for r in saved]
         else:
             rows = _unique_rows(rows)
-        self.last_row = rows[-1] if rows else None
         self._write_log(rows)
         if self.best is not None and self.best.policy is not None:
             self._write_best(log_figure=False)
@@ -372,16 +370,6 @@ class SearchRecorder:
             self._purge_step = None
         return self._writer
 
-    def log_scalars(self, values: Mapping[str, float | None], *, step: int | None = None) -> None:
-        """Log extra TensorBoard scalars (full tags such as ``"agent/actor_loss"``) at ``step``."""
-        if self.writer is None:
-            return
-        step = self.episode if step is None else step
-        for tag, v in values.items():
-            f = _num(v)
-            if f is not None:
-                self.writer.add_scalar(tag, f, step)
-
     # ----------------------------------------------------------------- episodes
     def record_episode(
         self,
@@ -429,8 +417,10 @@ class SearchRecorder:
             row.setdefault(col, _num(val))
             tags[tag] = _num(val)
         self._append_row(row)
-        self.log_scalars(tags, step=self.episode)
-        self.last_row = row
+        if self.writer is not None:
+            for tag, v in tags.items():
+                if _num(v) is not None:
+                    self.writer.add_scalar(tag, _num(v), self.episode)
         for listener in self.listeners:
             listener(row)
         return row

@@ -177,23 +177,10 @@ class EpisodeReplayBuffer(ReplayBuffer):
         (AMC: 0.5, per sampled batch); None: no baseline.
     """
 
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: gym.spaces.Space,
-        action_space: gym.spaces.Space,
-        device: torch.device | str = "auto",
-        n_envs: int = 1,
-        optimize_memory_usage: bool = False,
-        handle_timeout_termination: bool = True,
-        *,
-        final_reward_to_all: bool = True,
-        baseline_alpha: float | None = 0.5,
-    ) -> None:
-        super().__init__(buffer_size, observation_space, action_space, device=device, n_envs=n_envs,
-                         optimize_memory_usage=optimize_memory_usage,
-                         handle_timeout_termination=handle_timeout_termination)
-        if final_reward_to_all and n_envs != 1:
+    def __init__(self, *args: Any, final_reward_to_all: bool = True, baseline_alpha: float | None = 0.5,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # SB3's ReplayBuffer arguments
+        if final_reward_to_all and self.n_envs != 1:
             raise ValueError("final_reward_to_all needs a single environment (episodes must not interleave)")
         self.final_reward_to_all = bool(final_reward_to_all)
         self.baseline_alpha = None if baseline_alpha is None else float(baseline_alpha)
@@ -346,10 +333,12 @@ class DDPGAgent(Agent):
         logger.info("warm start from %s: its policy and %d neighbour(s) are the first episodes", path, len(noisy))
         return np.stack([first, *noisy])
 
-    def _arm_warm_start(self) -> None:
-        assert self.model is not None
-        self.model.warm_actions = self.warm_actions if len(self.warm_actions) else None
-        self.model.steps_per_episode = self.steps_per_episode
+    def _attach(self, model: WarmStartDDPG) -> None:
+        """Make ``model`` the agent's: SB3's logger silenced, the warm start's actions armed."""
+        model.set_logger(Logger(folder=None, output_formats=[]))
+        model.warm_actions = self.warm_actions if len(self.warm_actions) else None
+        model.steps_per_episode = self.steps_per_episode
+        self.model = model
 
     # ----------------------------------------------------------------- construction
     def _make_vec_env(self) -> DummyVecEnv:
@@ -376,7 +365,7 @@ class DDPGAgent(Agent):
         seed_everything(cfg.seed)  # network init does not depend on what ran before (e.g. pretraining)
         venv = self._make_vec_env()
         self.noise = self._make_noise()
-        self.model = WarmStartDDPG(
+        model = WarmStartDDPG(
             AMCPolicy, venv,
             learning_rate=p.actor_lr,
             buffer_size=p.replay_episodes * n,
@@ -395,9 +384,8 @@ class DDPGAgent(Agent):
             device=p.device,
             verbose=0,
         )
-        self.model.set_logger(Logger(folder=None, output_formats=[]))
-        self._arm_warm_start()
-        self.model.action_space.seed(cfg.seed)  # warm-up actions
+        self._attach(model)
+        model.action_space.seed(cfg.seed)  # warm-up actions
         venv.seed(cfg.seed)  # first reset(seed=...) of the env
 
     # ----------------------------------------------------------------- checkpoints
@@ -467,9 +455,7 @@ class DDPGAgent(Agent):
             model.load_replay_buffer(ckpt / "replay_buffer.pkl")
         except Exception as e:
             raise _corrupt(ckpt / "replay_buffer.pkl", e) from None
-        model.set_logger(Logger(folder=None, output_formats=[]))
-        self.model = model
-        self._arm_warm_start()
+        self._attach(model)
         self.noise = self._make_noise()
         self.noise.load_state_dict(state["noise"])
         model.action_noise = self.noise

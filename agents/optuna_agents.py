@@ -234,17 +234,12 @@ def _creation_race(e: BaseException) -> bool:
 
 def default_study_name(config: Any) -> str:
     """``amc-<agent>-<model>-<dataset>-<mode>-<target>`` (workers of one search agree on it)."""
-    model = getattr(config, "model", None) or Path(str(getattr(config, "checkpoint", None) or "model")).stem
+    model = config.model or Path(str(config.checkpoint or "model")).stem
     return "-".join(str(p) for p in ("amc", config.agent, model, config.dataset, config.mode, config.target))
 
 
 def _study_identity(config: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in _STUDY_KEYS:
-        if hasattr(config, key):
-            v = getattr(config, key)
-            out[key] = list(v) if isinstance(v, tuple) else v
-    return json.loads(json.dumps(out, default=str))
+    return json.loads(json.dumps({key: getattr(config, key) for key in _STUDY_KEYS}, default=str))
 
 
 @contextmanager
@@ -324,7 +319,7 @@ class OptunaAgent(Agent):
 
     @staticmethod
     def _cost_key(env: Any, config: Any) -> str:
-        metric = getattr(env, "metric", None) or parse_target(getattr(config, "target", "macs=1.0"))[0]
+        metric = getattr(env, "metric", None) or parse_target(config.target)[0]
         return "latency_ms" if metric == "latency" else f"{metric}_ratio"
 
     @property
@@ -342,7 +337,7 @@ class OptunaAgent(Agent):
         """Open (or create) the study, reconcile a resumed run with it and build the sampler."""
         if self.study is not None:
             return
-        resume = bool(getattr(self.config, "resume", False))
+        resume = self.config.resume
         state: dict[str, Any] = {}
         if resume and self._state_path().is_file():
             state = json.loads(self._state_path().read_text())
@@ -448,9 +443,7 @@ class OptunaAgent(Agent):
         every = self.config.checkpoint_every
         self.interrupted = False
         with _quiet_optuna():
-            while not self.stop_requested:
-                if len(self._live()) >= episodes:
-                    break
+            while not self.stop_requested and len(self._live()) < episodes:
                 trial = self.study.ask()
                 # numbers are handed out atomically by the storage: the trials ahead of this one decide
                 ahead = sum(1 for t in self._live() if t.number < trial.number)
@@ -539,7 +532,7 @@ class OptunaAgent(Agent):
 
         doc = {
             "format": "amc-pareto", "version": 1, "agent": self.name, "study_name": self.study_name,
-            "target": getattr(self.config, "target", None), "metric": self.cost_key,
+            "target": self.config.target, "metric": self.cost_key,
             "base_accuracy": self.recorder.base_accuracy,
             "objectives": [{"name": "accuracy", "direction": "maximize"},
                            {"name": self.cost_key, "direction": "minimize"}],

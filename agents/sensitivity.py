@@ -308,7 +308,7 @@ class SensitivityAgent(Agent):
         atomic_write_bytes(Path(self.recorder.run_dir) / _HEATMAP, buf.getvalue())
         writer = self.recorder.writer
         if writer is not None:
-            writer.add_figure("search/sensitivity", self.heatmap(), global_step=max(1, self.recorder.episode),
+            writer.add_figure("search/sensitivity", fig, global_step=max(1, self.recorder.episode),
                               close=True)
 
     # ----------------------------------------------------------------- the loop
