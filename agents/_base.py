@@ -47,7 +47,9 @@ class Agent(ABC):
         self.env = env
         self.config = config
         self.recorder = recorder
-        self.params: Any = None if self.options is None else self.options.from_dict(config.agent_kwargs, agent=self.name)
+        self.params: Any = None
+        if self.options is not None:
+            self.params = self.options.from_dict(config.agent_kwargs, agent=self.name)
         self.interrupted = False
         self.evaluations = 0  # episodes played through :meth:`_episode`
         self._stop = threading.Event()

@@ -134,7 +134,7 @@ def read_episodes(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def _write_rows(f: Any, rows: Iterable[Mapping[str, Any]], *, header: bool) -> None:
-    """Write ``rows`` to ``f`` as ``episodes.csv`` lines (the columns of ``EPISODE_COLUMNS``, numbers formatted)."""
+    """Write ``rows`` to ``f`` as ``episodes.csv`` lines (``EPISODE_COLUMNS``, numbers formatted)."""
     w = csv.DictWriter(f, fieldnames=EPISODE_COLUMNS, lineterminator="\n")
     if header:
         w.writeheader()
@@ -151,7 +151,8 @@ def plot_policy(policy: Policy, *, title: str | None = None) -> Any:
     """A matplotlib ``Figure``: per-group keep ratios (prune) and/or per-layer w/a bits (quant)."""
     from matplotlib.figure import Figure
 
-    panels = (["keep"] if policy.groups or not policy.has_bits else []) + (["bits"] if policy.has_bits else [])
+    panels = ["keep"] if policy.groups or not policy.has_bits else []
+    panels += ["bits"] if policy.has_bits else []
     n_max = max(len(policy.groups), len(policy.layers), 1)
     fig = Figure(figsize=(min(4.0 + 0.35 * n_max, 24.0), 3.2 * len(panels)), layout="constrained")
     axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
@@ -224,6 +225,9 @@ class SearchRecorder:
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.run_dir / "episodes.csv"
+        self.best_policy_path = self.run_dir / "best_policy.json"
+        self.tb_dir = self.run_dir / _TB_DIR
         self.agent = agent
         self.episodes = episodes
         self.seed = seed
@@ -248,19 +252,6 @@ class SearchRecorder:
             self._load_from_files()
         else:
             self._clear_outputs()
-
-    # ----------------------------------------------------------------- paths
-    @property
-    def csv_path(self) -> Path:
-        return self.run_dir / "episodes.csv"
-
-    @property
-    def best_policy_path(self) -> Path:
-        return self.run_dir / "best_policy.json"
-
-    @property
-    def tb_dir(self) -> Path:
-        return self.run_dir / _TB_DIR
 
     @property
     def wall_time_s(self) -> float:
@@ -515,9 +506,3 @@ class SearchRecorder:
         summary = self.write_summary(interrupted=interrupted, extra=extra)
         self._close_writer()
         return summary
-
-    def __enter__(self) -> SearchRecorder:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._close_writer()

@@ -342,8 +342,7 @@ class DDPGAgent(Agent):
 
     # ----------------------------------------------------------------- construction
     def _make_vec_env(self) -> DummyVecEnv:
-        self._tracker = _ResetTracker(self.env)
-        tracker = self._tracker
+        tracker = self._tracker = _ResetTracker(self.env)
         return DummyVecEnv([lambda: tracker])
 
     def _make_noise(self) -> TruncatedNormalNoise:

@@ -101,7 +101,7 @@ class TruncatedNormalNoise(ActionNoise):
     # ----------------------------------------------------------------- schedule
     @property
     def sigma(self) -> float:
-        """Sigma of the current episode, in the env's action units: 0 in warm-up, then ``sigma0 * decay^k``."""
+        """Sigma of the current episode (env action units): 0 in warm-up, then ``sigma0 * decay^k``."""
         return 0.0 if self.in_warmup else self.sigma0 * self.decay ** (self.episode - self.warmup)
 
     @property

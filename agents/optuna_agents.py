@@ -63,7 +63,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from pydantic import Field, field_validator
 
 from agents._base import AGENTS, Agent, env_decisions, play_episode
-from agents._recorder import read_episodes
+from agents._recorder import _num, read_episodes
 from amc.config.agents import AgentKwargs
 from amc.config.search import Options
 from amc.config.train import Count
@@ -266,15 +266,7 @@ def _worker(t: FrozenTrial) -> dict[str, Any]:
 
 
 def _float_dict(d: Mapping[str, Any]) -> dict[str, float]:
-    out = {}
-    for k, v in d.items():
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f):
-            out[k] = f
-    return out
+    return {k: f for k, v in d.items() if (f := _num(v)) is not None and math.isfinite(f)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -302,6 +294,7 @@ class OptunaAgent(Agent):
         self.param_names = [f"d{i:03d}_{k}" for i, k in enumerate(self.decision_kinds)]
         self.cost_key = self._cost_key(env.unwrapped, config)
         self.run_dir = Path(recorder.run_dir)
+        self.state_path = self.run_dir / STATE_FILE
         self.study: optuna.Study | None = None
         self.study_name = self.params.study_name or default_study_name(config)
         self.run_id: str | None = None
@@ -309,7 +302,7 @@ class OptunaAgent(Agent):
 
     # ----------------------------------------------------------------- what subclasses provide
     def make_sampler(self, seed: int, **kw: Any) -> BaseSampler:
-        """The Optuna sampler, seeded with ``seed``; ``sampler_kwargs`` win over ``kw`` and the start-up count."""
+        """The Optuna sampler, seeded; ``sampler_kwargs`` win over ``kw`` and the start-up count."""
         if self.default_startup is not None:
             kw = {"n_startup_trials": self._startup(), **kw}
         return self.sampler(seed=seed, **{**kw, **self.params.sampler_kwargs})
@@ -330,17 +323,14 @@ class OptunaAgent(Agent):
         return ["accuracy", self.cost_key] if self.multi_objective else ["reward"]
 
     # ----------------------------------------------------------------- setup
-    def _state_path(self) -> Path:
-        return self.run_dir / STATE_FILE
-
     def setup(self) -> None:
         """Open (or create) the study, reconcile a resumed run with it and build the sampler."""
         if self.study is not None:
             return
         resume = self.config.resume
         state: dict[str, Any] = {}
-        if resume and self._state_path().is_file():
-            state = json.loads(self._state_path().read_text())
+        if resume and self.state_path.is_file():
+            state = json.loads(self.state_path.read_text())
         if not resume:  # a fresh run: the run's own journal (if any) is left over from a discarded run
             (self.run_dir / PARETO_FILE).unlink(missing_ok=True)
             if self.params.storage is None:
@@ -360,9 +350,9 @@ class OptunaAgent(Agent):
         trials = self.study.get_trials(deepcopy=False)
         self.sampler_seed = _derived_seed(int(self.config.seed), len(trials))
         self.study.sampler = self.make_sampler(self.sampler_seed)
-        self.evaluations = len(read_episodes(self.recorder.csv_path))  # trials this run dir recorded (all sessions)
+        self.evaluations = len(read_episodes(self.recorder.csv_path))  # this run dir's trials (all sessions)
         self._warn_shared_seed(trials)
-        atomic_write_json(self._state_path(), {
+        atomic_write_json(self.state_path, {
             "run_id": self.run_id, "study_name": self.study_name,
             "storage": None if self.params.storage is None else redact_storage(self.params.storage),
             "agent": self.name, "directions": self.directions, "objectives": self.objective_names(),
@@ -425,10 +415,8 @@ class OptunaAgent(Agent):
         self.recorder.rewrite_log([rows[k] for k in sorted(rows)])
 
     def _warn_shared_seed(self, trials: Sequence[FrozenTrial]) -> None:
-        others = {_worker(t).get("run_id") for t in trials
-                  if _worker(t).get("seed") == int(self.config.seed) and _worker(t).get("run_id") != self.run_id}
-        others.discard(None)
-        if others:
+        seed, ours = int(self.config.seed), (None, self.run_id)
+        if any(w.get("seed") == seed and w.get("run_id") not in ours for w in map(_worker, trials)):
             logger.warning("another worker of study %r used seed %d too: give each worker its own --seed, or their "
                            "random draws repeat each other", self.study_name, int(self.config.seed))
 

@@ -177,18 +177,15 @@ def _get_model(cfg: SearchConfig, splits: Any, device: torch.device) -> tuple[to
                    "metrics": {k: result.get(k) for k in ("val_top1", "test_top1")}, "spec": spec.to_dict()}
 
 
-def _band(cfg: SearchConfig) -> float:
-    """The budget band the env gets: none for a multi-objective agent, whose front must span the costs."""
-    return 0.0 if getattr(AGENTS.get(cfg.agent), "multi_objective", False) else float(cfg.budget_band)
-
-
 def _env_config(cfg: SearchConfig, device: torch.device) -> Any:
     from envs import EnvConfig
 
+    # no budget band for a multi-objective agent, whose front must span the costs
+    band = 0.0 if getattr(AGENTS.get(cfg.agent), "multi_objective", False) else float(cfg.budget_band)
     wanted = {
         "mode": cfg.mode, "target": cfg.target, "reward": cfg.reward, "lbound": cfg.lbound, "round_to": cfg.round_to,
         "granularity": cfg.granularity, "importance": cfg.importance, "reconstruct": cfg.reconstruct,
-        "proxy": cfg.proxy, "calibration_size": cfg.calibration_size, "budget_band": _band(cfg),
+        "proxy": cfg.proxy, "calibration_size": cfg.calibration_size, "budget_band": band,
         "w_bits": tuple(cfg.w_bits), "a_bits": tuple(cfg.a_bits), "device": str(device), "seed": cfg.seed,
         "eval_batch_size": cfg.eval_batch_size, "eval_precision": cfg.eval_precision,
     }
@@ -243,15 +240,11 @@ def run_search(
     # one process per run dir (an OS lock, released on any exit); nothing is written before the checks pass
     with locked_run_dir(cfg.run_dir, command="amc search"):
         _check_run_dir(cfg)  # again: another process may have written it before this one took the lock
-        return _run_search_locked(cfg, progress=progress, env_factory=env_factory)
+        return _run_search_locked(cfg, progress, env_factory)
 
 
-def _run_search_locked(
-    cfg: SearchConfig,
-    *,
-    progress: bool | Callable[[dict[str, Any]], None] | None,
-    env_factory: Callable[..., Any] | None,
-) -> dict[str, Any]:
+def _run_search_locked(cfg: SearchConfig, progress: bool | Callable[[dict[str, Any]], None] | None,
+                       env_factory: Callable[..., Any] | None) -> dict[str, Any]:
     agent_cls = AGENTS.get(cfg.agent)
     if cfg.warmup >= cfg.episodes and cfg.agent == "ddpg":
         logger.warning("warmup (%d) >= episodes (%d): every episode is a random one", cfg.warmup, cfg.episodes)

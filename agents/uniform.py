@@ -94,7 +94,6 @@ class UniformAgent(Agent):
 
     def __init__(self, env: Any, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
-        self.grid = self.params.grid
         self.kinds, self.spaces = env_decisions(env)
         self.n_decisions = len(self.kinds)
         self.decisions = getattr(env.unwrapped, "decisions", None)
@@ -132,7 +131,7 @@ class UniformAgent(Agent):
         """Scales of the distinct policies along the path, cheapest first (each the smallest scale
         that gives its policy)."""
         return path_candidates(lambda s: self._signature(self.actions_at(s)), s_max=1.0 / float(self.weights.min()),
-                               grid=self.grid)
+                               grid=self.params.grid)
 
     # ----------------------------------------------------------------- probes
     def _probe(self, scale: float) -> bool:
