@@ -400,8 +400,8 @@ class SearchRecorder:
             **{k: _num(metrics.get(k)) for k in _METRIC_KEYS},
             "noise_sigma": _num(noise_sigma), "episode_time_s": episode_time, "wall_time_s": self.wall_time_s,
         }
-        tags: dict[str, float | None] = {f"search/{k}": row[k] for k in ("reward", "best_reward", *_METRIC_KEYS)}
-        tags["search/noise_sigma"] = row["noise_sigma"]
+        tags: dict[str, float | None] = {f"search/{k}": row[k]
+                                         for k in ("reward", "best_reward", *_METRIC_KEYS, "noise_sigma")}
         for key, val in (extra or {}).items():
             col = key.rsplit("/", 1)[-1]
             tag = key if "/" in key else (f"agent/{key}" if key in _TRAIN_KEYS else f"search/{key}")
