@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from amc._registry import Registry
+from amc.errors import AmcError
+from search_spaces import Space, UnitSpace
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from agents._recorder import SearchRecorder
     from agents.search import SearchConfig
 
-__all__ = ["Agent", "AGENTS", "stop_on_signals", "play_episode", "applied_unchanged"]
+__all__ = ["Agent", "AGENTS", "stop_on_signals", "play_episode", "applied_unchanged", "env_decisions"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +39,19 @@ class Agent(ABC):
     """
 
     name: ClassVar[str] = ""
-    #: the agent's own options (``agent_kwargs``, ``--agent-opt``), checked with the search config; None:
-    #: the agent checks them itself
+    #: the agent's own options (an ``AgentKwargs``: ``agent_kwargs``, ``--agent-opt``), checked with the
+    #: search config and read into ``self.params``; None: the agent checks them itself
     options: ClassVar[Any] = None
 
     def __init__(self, env: gym.Env, config: SearchConfig, recorder: SearchRecorder) -> None:
         self.env = env
         self.config = config
         self.recorder = recorder
+        self.params: Any = None
+        if self.options is not None:
+            self.params = self.options.from_dict(config.agent_kwargs, agent=self.name)
         self.interrupted = False
+        self.evaluations = 0  # episodes played through :meth:`_episode`
         self._stop = threading.Event()
 
     @abstractmethod
@@ -64,20 +70,24 @@ class Agent(ABC):
         """Agent-specific entries for ``summary.json`` (override to add some)."""
         return {}
 
+    def _episode(self, actions: Sequence[float]) -> dict[str, Any]:
+        """Play one episode with ``actions`` from the search seed's reset and count it in ``evaluations``."""
+        info = play_episode(self.env, actions, seed=int(self.config.seed))
+        self.evaluations += 1
+        return info
+
 
 #: name -> Agent subclass; an unknown name raises ``ValueError`` listing the valid ones.
 AGENTS: Registry[type[Agent]] = Registry("agent")
 
 
 @contextmanager
-def stop_on_signals(agent: Agent, signals: tuple[int, ...] | None = None) -> Iterator[None]:
+def stop_on_signals(agent: Agent) -> Iterator[None]:
     """Within the block, SIGINT/SIGTERM ask ``agent`` to stop after the current episode.
 
     A second SIGINT aborts at once (``KeyboardInterrupt``), for when an episode takes too long.
     Outside the main thread (where Python cannot install handlers) this is a no-op.
     """
-    if signals is None:
-        signals = (signal.SIGINT, signal.SIGTERM)
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -89,14 +99,29 @@ def stop_on_signals(agent: Agent, signals: tuple[int, ...] | None = None) -> Ite
         logger.warning("%s received: finishing the current episode, saving a checkpoint, then stopping "
                        "(Ctrl-C again aborts without saving)", signal.Signals(signum).name)
 
-    previous = {s: signal.getsignal(s) for s in signals}
-    for s in signals:
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
         signal.signal(s, handler)
     try:
         yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def env_decisions(env: Any) -> tuple[list[str], dict[str, Space]]:
+    """The kind of each of the env's decisions (``"prune"`` when it names none) and the search space of
+    each kind (``UnitSpace`` when it names none); ``AmcError`` unless the env has a positive
+    ``n_decisions`` and one kind per decision."""
+    base = env.unwrapped
+    n = getattr(env, "n_decisions", None) or getattr(base, "n_decisions", None)
+    if not n or int(n) < 1:
+        raise AmcError("the env has no positive n_decisions (episode length); is it an amc CompressionEnv?")
+    kinds = list(getattr(base, "decision_kinds", None) or ["prune"] * int(n))
+    if len(kinds) != int(n):
+        raise AmcError(f"env.decision_kinds has {len(kinds)} entries for {n} decisions")
+    spaces = getattr(base, "spaces", None) or {}
+    return kinds, {k: spaces.get(k, UnitSpace()) for k in set(kinds)}
 
 
 def play_episode(env: Any, actions: Sequence[float], *, seed: int | None = None) -> dict[str, Any]:

@@ -129,13 +129,16 @@ def read_episodes(path: str | os.PathLike) -> list[dict[str, Any]]:
                 ep = int(raw["episode"])
             except (KeyError, TypeError, ValueError):
                 continue
-            row: dict[str, Any] = {"episode": ep}
-            for key, val in raw.items():
-                if key == "episode":
-                    continue
-                row[key] = val if key == "phase" else _num(val) if val != "" else None
-            rows.append(row)
+            rows.append({**{k: v if k == "phase" else _num(v) for k, v in raw.items()}, "episode": ep})
     return rows
+
+
+def _write_rows(f: Any, rows: Iterable[Mapping[str, Any]], *, header: bool) -> None:
+    """Write ``rows`` to ``f`` as ``episodes.csv`` lines (``EPISODE_COLUMNS``, numbers formatted)."""
+    w = csv.DictWriter(f, fieldnames=EPISODE_COLUMNS, lineterminator="\n")
+    if header:
+        w.writeheader()
+    w.writerows({k: _fmt(r.get(k)) for k in EPISODE_COLUMNS} for r in rows)
 
 
 def _unique_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -148,13 +151,8 @@ def plot_policy(policy: Policy, *, title: str | None = None) -> Any:
     """A matplotlib ``Figure``: per-group keep ratios (prune) and/or per-layer w/a bits (quant)."""
     from matplotlib.figure import Figure
 
-    panels = []
-    if policy.groups:
-        panels.append("keep")
-    if policy.has_bits:
-        panels.append("bits")
-    if not panels:
-        panels.append("keep")
+    panels = ["keep"] if policy.groups or not policy.has_bits else []
+    panels += ["bits"] if policy.has_bits else []
     n_max = max(len(policy.groups), len(policy.layers), 1)
     fig = Figure(figsize=(min(4.0 + 0.35 * n_max, 24.0), 3.2 * len(panels)), layout="constrained")
     axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
@@ -227,6 +225,9 @@ class SearchRecorder:
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.run_dir / "episodes.csv"
+        self.best_policy_path = self.run_dir / "best_policy.json"
+        self.tb_dir = self.run_dir / _TB_DIR
         self.agent = agent
         self.episodes = episodes
         self.seed = seed
@@ -238,7 +239,6 @@ class SearchRecorder:
         self.listeners: list[Callable[[dict[str, Any]], None]] = list(listeners or [])
         self.episode = 0
         self.best: BestRecord | None = None
-        self.last_row: dict[str, Any] | None = None
         self._elapsed_before = 0.0
         self._t0 = self._t_last = time.monotonic()
         self._writer: Any = None
@@ -252,19 +252,6 @@ class SearchRecorder:
             self._load_from_files()
         else:
             self._clear_outputs()
-
-    # ----------------------------------------------------------------- paths
-    @property
-    def csv_path(self) -> Path:
-        return self.run_dir / "episodes.csv"
-
-    @property
-    def best_policy_path(self) -> Path:
-        return self.run_dir / "best_policy.json"
-
-    @property
-    def tb_dir(self) -> Path:
-        return self.run_dir / _TB_DIR
 
     @property
     def wall_time_s(self) -> float:
@@ -280,9 +267,9 @@ class SearchRecorder:
 
     def _load_from_files(self) -> None:
         rows = read_episodes(self.csv_path)
-        self.episode = rows[-1]["episode"] if rows else 0
-        self._elapsed_before = float(rows[-1].get("wall_time_s") or 0.0) if rows else 0.0
-        self.last_row = rows[-1] if rows else None
+        last = rows[-1] if rows else {"episode": 0}
+        self.episode = last["episode"]
+        self._elapsed_before = float(last.get("wall_time_s") or 0.0)
         self.best = None
         if rows and self.best_policy_path.is_file():
             pol = Policy.load(self.best_policy_path)
@@ -323,13 +310,7 @@ class SearchRecorder:
             rows = [dict(r) for r in saved]
         else:
             rows = _unique_rows(rows)
-        self.last_row = rows[-1] if rows else None
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=EPISODE_COLUMNS, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _fmt(r.get(k)) for k in EPISODE_COLUMNS})
-        atomic_write_text(self.csv_path, buf.getvalue())
+        self._write_log(rows)
         if self.best is not None and self.best.policy is not None:
             self._write_best(log_figure=False)
         else:
@@ -342,21 +323,26 @@ class SearchRecorder:
 
         ``best_reward`` is recomputed where a row lacks it; the best episode is found again as on resume.
         """
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=EPISODE_COLUMNS, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
+        rows = _unique_rows(dict(r) for r in rows)
         best = -math.inf
-        for r in _unique_rows(dict(r) for r in rows):
+        for r in rows:
             reward = _num(r.get("reward"))
             best = max(best, reward) if reward is not None else best
             if r.get("best_reward") is None and best > -math.inf:
                 r["best_reward"] = best
-            w.writerow({k: _fmt(r.get(k)) for k in EPISODE_COLUMNS})
-        atomic_write_text(self.csv_path, buf.getvalue())
+        self._write_log(rows)
         self._load_from_files()
+
+    def _write_log(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        buf = io.StringIO()
+        _write_rows(buf, rows, header=True)
+        atomic_write_text(self.csv_path, buf.getvalue())
 
     def _set_purge_step(self, step: int) -> None:
         self._purge_step = step
+        self._close_writer()
+
+    def _close_writer(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -374,16 +360,6 @@ class SearchRecorder:
             self._writer = SummaryWriter(log_dir=str(self.tb_dir), purge_step=self._purge_step, flush_secs=10)
             self._purge_step = None
         return self._writer
-
-    def log_scalars(self, values: Mapping[str, float | None], *, step: int | None = None) -> None:
-        """Log extra TensorBoard scalars (full tags such as ``"agent/actor_loss"``) at ``step``."""
-        if self.writer is None:
-            return
-        step = self.episode if step is None else step
-        for tag, v in values.items():
-            f = _num(v)
-            if f is not None:
-                self.writer.add_scalar(tag, f, step)
 
     # ----------------------------------------------------------------- episodes
     def record_episode(
@@ -424,16 +400,18 @@ class SearchRecorder:
             **{k: _num(metrics.get(k)) for k in _METRIC_KEYS},
             "noise_sigma": _num(noise_sigma), "episode_time_s": episode_time, "wall_time_s": self.wall_time_s,
         }
-        tags: dict[str, float | None] = {f"search/{k}": row[k] for k in ("reward", "best_reward", *_METRIC_KEYS)}
-        tags["search/noise_sigma"] = row["noise_sigma"]
+        tags: dict[str, float | None] = {f"search/{k}": row[k]
+                                         for k in ("reward", "best_reward", *_METRIC_KEYS, "noise_sigma")}
         for key, val in (extra or {}).items():
             col = key.rsplit("/", 1)[-1]
             tag = key if "/" in key else (f"agent/{key}" if key in _TRAIN_KEYS else f"search/{key}")
             row.setdefault(col, _num(val))
             tags[tag] = _num(val)
         self._append_row(row)
-        self.log_scalars(tags, step=self.episode)
-        self.last_row = row
+        if self.writer is not None:
+            for tag, v in tags.items():
+                if _num(v) is not None:
+                    self.writer.add_scalar(tag, _num(v), self.episode)
         for listener in self.listeners:
             listener(row)
         return row
@@ -459,10 +437,7 @@ class SearchRecorder:
         new = not self.csv_path.is_file() or self.csv_path.stat().st_size == 0
         try:
             with self.csv_path.open("a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=EPISODE_COLUMNS, extrasaction="ignore", lineterminator="\n")
-                if new:
-                    w.writeheader()
-                w.writerow({k: _fmt(row.get(k)) for k in EPISODE_COLUMNS})
+                _write_rows(f, [row], header=new)
         except OSError as e:
             if e.filename is None:  # a failed write (full disk) names no file
                 e.filename = str(self.csv_path)
@@ -529,15 +504,5 @@ class SearchRecorder:
     def close(self, *, interrupted: bool = False, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Write ``summary.json``, close TensorBoard; returns the summary."""
         summary = self.write_summary(interrupted=interrupted, extra=extra)
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._close_writer()
         return summary
-
-    def __enter__(self) -> SearchRecorder:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None

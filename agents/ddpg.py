@@ -65,7 +65,7 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from stable_baselines3.td3.policies import TD3Policy
 
-from agents._base import AGENTS, Agent
+from agents._base import AGENTS, Agent, env_decisions
 from agents.callbacks import EpisodeInfoCallback, TorchThreadsCallback
 from agents.noise import TruncatedNormalNoise
 from amc.config.agents import AgentKwargs
@@ -177,23 +177,10 @@ class EpisodeReplayBuffer(ReplayBuffer):
         (AMC: 0.5, per sampled batch); None: no baseline.
     """
 
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: gym.spaces.Space,
-        action_space: gym.spaces.Space,
-        device: torch.device | str = "auto",
-        n_envs: int = 1,
-        optimize_memory_usage: bool = False,
-        handle_timeout_termination: bool = True,
-        *,
-        final_reward_to_all: bool = True,
-        baseline_alpha: float | None = 0.5,
-    ) -> None:
-        super().__init__(buffer_size, observation_space, action_space, device=device, n_envs=n_envs,
-                         optimize_memory_usage=optimize_memory_usage,
-                         handle_timeout_termination=handle_timeout_termination)
-        if final_reward_to_all and n_envs != 1:
+    def __init__(self, *args: Any, final_reward_to_all: bool = True, baseline_alpha: float | None = 0.5,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # SB3's ReplayBuffer arguments
+        if final_reward_to_all and self.n_envs != 1:
             raise ValueError("final_reward_to_all needs a single environment (episodes must not interleave)")
         self.final_reward_to_all = bool(final_reward_to_all)
         self.baseline_alpha = None if baseline_alpha is None else float(baseline_alpha)
@@ -273,7 +260,7 @@ class _ResetTracker(gym.Wrapper):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
         self.reset_seed = seed
-        self.rng_before_reset = None if seed is not None else _rng_state(self.env.unwrapped.np_random)
+        self.rng_before_reset = None if seed is not None else self.env.unwrapped.np_random.bit_generator.state
         return self.env.reset(seed=seed, options=options)
 
 
@@ -294,10 +281,6 @@ def _readable_zip(path: Path) -> bool:
         return False
 
 
-def _rng_state(gen: np.random.Generator) -> dict[str, Any]:
-    return gen.bit_generator.state
-
-
 # --------------------------------------------------------------------------------------------------
 # the agent
 
@@ -315,11 +298,7 @@ class DDPGAgent(Agent):
 
     def __init__(self, env: gym.Env, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
-        self.params = DDPGConfig.from_dict(getattr(config, "agent_kwargs", None))
-        n = getattr(env, "n_decisions", None) or getattr(env.unwrapped, "n_decisions", None)
-        if not n or int(n) < 1:
-            raise AmcError("the env has no positive n_decisions (episode length); is it an amc CompressionEnv?")
-        self.steps_per_episode = int(n)
+        self.steps_per_episode = len(env_decisions(env)[0])
         box = env.action_space
         if not isinstance(box, gym.spaces.Box):
             raise AmcError(f"DDPG needs a Box action space, the env has {box}")
@@ -335,7 +314,7 @@ class DDPGAgent(Agent):
 
     def _warm_start_actions(self) -> np.ndarray:
         """(episodes, steps) actions of the warm start: the given policy's, then its noisy neighbours."""
-        src = getattr(self.config, "warm_start", None)
+        src = self.config.warm_start
         if not src:
             return np.zeros((0, self.steps_per_episode))
         from amc.policy import Policy
@@ -354,15 +333,16 @@ class DDPGAgent(Agent):
         logger.info("warm start from %s: its policy and %d neighbour(s) are the first episodes", path, len(noisy))
         return np.stack([first, *noisy])
 
-    def _arm_warm_start(self) -> None:
-        assert self.model is not None
-        self.model.warm_actions = self.warm_actions if len(self.warm_actions) else None
-        self.model.steps_per_episode = self.steps_per_episode
+    def _attach(self, model: WarmStartDDPG) -> None:
+        """Make ``model`` the agent's: SB3's logger silenced, the warm start's actions armed."""
+        model.set_logger(Logger(folder=None, output_formats=[]))
+        model.warm_actions = self.warm_actions if len(self.warm_actions) else None
+        model.steps_per_episode = self.steps_per_episode
+        self.model = model
 
     # ----------------------------------------------------------------- construction
     def _make_vec_env(self) -> DummyVecEnv:
-        self._tracker = _ResetTracker(self.env)
-        tracker = self._tracker
+        tracker = self._tracker = _ResetTracker(self.env)
         return DummyVecEnv([lambda: tracker])
 
     def _make_noise(self) -> TruncatedNormalNoise:
@@ -384,7 +364,7 @@ class DDPGAgent(Agent):
         seed_everything(cfg.seed)  # network init does not depend on what ran before (e.g. pretraining)
         venv = self._make_vec_env()
         self.noise = self._make_noise()
-        self.model = WarmStartDDPG(
+        model = WarmStartDDPG(
             AMCPolicy, venv,
             learning_rate=p.actor_lr,
             buffer_size=p.replay_episodes * n,
@@ -403,9 +383,8 @@ class DDPGAgent(Agent):
             device=p.device,
             verbose=0,
         )
-        self.model.set_logger(Logger(folder=None, output_formats=[]))
-        self._arm_warm_start()
-        self.model.action_space.seed(cfg.seed)  # warm-up actions
+        self._attach(model)
+        model.action_space.seed(cfg.seed)  # warm-up actions
         venv.seed(cfg.seed)  # first reset(seed=...) of the env
 
     # ----------------------------------------------------------------- checkpoints
@@ -438,7 +417,7 @@ class DDPGAgent(Agent):
                 "numpy": np.random.get_state(),
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "action_space": _rng_state(self.model.action_space.np_random),
+                "action_space": self.model.action_space.np_random.bit_generator.state,
             },
             "params": self.params.to_dict(),
         }
@@ -475,9 +454,7 @@ class DDPGAgent(Agent):
             model.load_replay_buffer(ckpt / "replay_buffer.pkl")
         except Exception as e:
             raise _corrupt(ckpt / "replay_buffer.pkl", e) from None
-        model.set_logger(Logger(folder=None, output_formats=[]))
-        self.model = model
-        self._arm_warm_start()
+        self._attach(model)
         self.noise = self._make_noise()
         self.noise.load_state_dict(state["noise"])
         model.action_noise = self.noise
@@ -516,7 +493,7 @@ class DDPGAgent(Agent):
     def run(self, episodes: int) -> None:
         self.setup()
         assert self.model is not None and self.noise is not None
-        every = max(1, int(getattr(self.config, "checkpoint_every", 10) or 10))
+        every = self.config.checkpoint_every
         self.interrupted = False
         while self.recorder.episode < episodes and not self.stop_requested:
             index = self.recorder.episode  # 0-based index of the episode about to run
@@ -543,7 +520,7 @@ class DDPGAgent(Agent):
             "final_reward_to_all": bool(self.config.final_reward_to_all),
             "warmup": int(self.config.warmup),
             "noise_sigma": None if self.noise is None else self.noise.sigma,
-            "reward_baseline": None if buf is None else getattr(buf, "reward_baseline", None),
+            "reward_baseline": None if buf is None else buf.reward_baseline,
             "ddpg": self.params.to_dict(),
             "warm_start_episodes": int(len(self.warm_actions)),
         }

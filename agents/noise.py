@@ -77,7 +77,6 @@ class TruncatedNormalNoise(ActionNoise):
         high: float = 1.0,
         mean_fn: Callable[[], np.ndarray] | None = None,
         seed: int | None = None,
-        dtype: Any = np.float32,
     ) -> None:
         if sigma < 0:
             raise ValueError(f"noise sigma must be >= 0, got {sigma}")
@@ -95,22 +94,15 @@ class TruncatedNormalNoise(ActionNoise):
         self.unit_scale = float(unit_scale)
         self.low, self.high = float(low), float(high)
         self.mean_fn = mean_fn
-        self.dtype = dtype
         self.episode = 0  # finished episodes
         self._draws = 0  # draws since the last reset
         self.rng = np.random.default_rng(seed)
 
     # ----------------------------------------------------------------- schedule
-    def sigma_at(self, episode: int) -> float:
-        """Sigma (env action units) for 0-based ``episode``: 0 in warm-up, then ``sigma0 * decay^k``."""
-        if episode < self.warmup:
-            return 0.0
-        return self.sigma0 * self.decay ** (episode - self.warmup)
-
     @property
     def sigma(self) -> float:
-        """Sigma of the current episode, in the env's action units."""
-        return self.sigma_at(self.episode)
+        """Sigma of the current episode (env action units): 0 in warm-up, then ``sigma0 * decay^k``."""
+        return 0.0 if self.in_warmup else self.sigma0 * self.decay ** (self.episode - self.warmup)
 
     @property
     def in_warmup(self) -> bool:
@@ -127,7 +119,7 @@ class TruncatedNormalNoise(ActionNoise):
             width = self.high - self.low
             shape = (self.action_dim,)
             noise = truncated_normal(self.rng, sigma, np.full(shape, -width), np.full(shape, width))
-        return noise.astype(self.dtype)
+        return noise.astype(np.float32)
 
     def reset(self) -> None:
         """End of an episode: advance the schedule (a reset with no draw since the last is ignored)."""

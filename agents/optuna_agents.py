@@ -50,7 +50,6 @@ import os
 import socket
 import time
 import uuid
-from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,15 +62,14 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, Trial, TrialState
 from pydantic import Field, field_validator
 
-from agents._base import AGENTS, Agent
-from agents._recorder import read_episodes
+from agents._base import AGENTS, Agent, env_decisions, play_episode
+from agents._recorder import _num, read_episodes
 from amc.config.agents import AgentKwargs
 from amc.config.search import Options
 from amc.config.train import Count
 from amc.errors import AmcError
 from amc.policy import parse_target
 from amc.utils import atomic_write_json
-from search_spaces import Space, UnitSpace
 
 __all__ = [
     "OptunaConfig",
@@ -141,10 +139,6 @@ class OptunaConfig(AgentKwargs):
         if v is not None and not v.strip():
             raise ValueError("must not be blank")
         return v
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None, *, agent: str = "optuna") -> OptunaConfig:
-        return super().from_dict(d, agent=agent)
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
@@ -240,17 +234,12 @@ def _creation_race(e: BaseException) -> bool:
 
 def default_study_name(config: Any) -> str:
     """``amc-<agent>-<model>-<dataset>-<mode>-<target>`` (workers of one search agree on it)."""
-    model = getattr(config, "model", None) or Path(str(getattr(config, "checkpoint", None) or "model")).stem
+    model = config.model or Path(str(config.checkpoint or "model")).stem
     return "-".join(str(p) for p in ("amc", config.agent, model, config.dataset, config.mode, config.target))
 
 
 def _study_identity(config: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in _STUDY_KEYS:
-        if hasattr(config, key):
-            v = getattr(config, key)
-            out[key] = list(v) if isinstance(v, tuple) else v
-    return json.loads(json.dumps(out, default=str))
+    return json.loads(json.dumps({key: getattr(config, key) for key in _STUDY_KEYS}, default=str))
 
 
 @contextmanager
@@ -277,15 +266,7 @@ def _worker(t: FrozenTrial) -> dict[str, Any]:
 
 
 def _float_dict(d: Mapping[str, Any]) -> dict[str, float]:
-    out = {}
-    for k, v in d.items():
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f):
-            out[k] = f
-    return out
+    return {k: f for k, v in d.items() if (f := _num(v)) is not None and math.isfinite(f)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -295,48 +276,43 @@ def _float_dict(d: Mapping[str, Any]) -> dict[str, float]:
 class OptunaAgent(Agent):
     """Base of the Optuna agents: one trial = one env episode (see the module docstring).
 
-    Subclasses set :attr:`multi_objective` and implement :meth:`make_sampler`.
+    Subclasses set :attr:`sampler` (or override :meth:`make_sampler`) and :attr:`multi_objective`.
     """
 
     multi_objective: ClassVar[bool] = False
-    #: random start-up trials of the sampler when ``n_startup_trials`` is not given (phase labels)
+    #: the Optuna sampler class that :meth:`make_sampler` builds
+    sampler: ClassVar[type[BaseSampler]]
+    #: random start-up trials of the sampler when ``n_startup_trials`` is not given (phase labels); None:
+    #: the sampler takes no ``n_startup_trials``
     default_startup: ClassVar[int | None] = None
     options = OptunaConfig
 
     def __init__(self, env: Any, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
-        self.params = OptunaConfig.from_dict(getattr(config, "agent_kwargs", None), agent=self.name)
-        base = env.unwrapped
-        n = getattr(base, "n_decisions", None)
-        if not n or int(n) < 1:
-            raise AmcError("the env has no positive n_decisions (episode length); is it an amc CompressionEnv?")
-        self.n_decisions = int(n)
-        kinds = list(getattr(base, "decision_kinds", None) or ["prune"] * self.n_decisions)
-        if len(kinds) != self.n_decisions:
-            raise AmcError(f"env.decision_kinds has {len(kinds)} entries for {self.n_decisions} decisions")
-        self.decision_kinds = kinds
-        spaces = getattr(base, "spaces", None) or {}
-        self.spaces: dict[str, Space] = {k: spaces.get(k, UnitSpace()) for k in set(kinds)}
-        self.param_names = [f"d{i:03d}_{k}" for i, k in enumerate(kinds)]
-        self.cost_key = self._cost_key(base, config)
+        self.decision_kinds, self.spaces = env_decisions(env)
+        self.n_decisions = len(self.decision_kinds)
+        self.param_names = [f"d{i:03d}_{k}" for i, k in enumerate(self.decision_kinds)]
+        self.cost_key = self._cost_key(env.unwrapped, config)
         self.run_dir = Path(recorder.run_dir)
+        self.state_path = self.run_dir / STATE_FILE
         self.study: optuna.Study | None = None
         self.study_name = self.params.study_name or default_study_name(config)
         self.run_id: str | None = None
         self.sampler_seed: int | None = None
-        self.evaluated = 0  # trials this run dir has recorded (all sessions)
 
     # ----------------------------------------------------------------- what subclasses provide
-    @abstractmethod
-    def make_sampler(self, seed: int) -> BaseSampler:
-        """The Optuna sampler, seeded with ``seed``."""
+    def make_sampler(self, seed: int, **kw: Any) -> BaseSampler:
+        """The Optuna sampler, seeded; ``sampler_kwargs`` win over ``kw`` and the start-up count."""
+        if self.default_startup is not None:
+            kw = {"n_startup_trials": self._startup(), **kw}
+        return self.sampler(seed=seed, **{**kw, **self.params.sampler_kwargs})
 
     def _startup(self) -> int | None:
         return self.params.n_startup_trials if self.params.n_startup_trials is not None else self.default_startup
 
     @staticmethod
     def _cost_key(env: Any, config: Any) -> str:
-        metric = getattr(env, "metric", None) or parse_target(getattr(config, "target", "macs=1.0"))[0]
+        metric = getattr(env, "metric", None) or parse_target(config.target)[0]
         return "latency_ms" if metric == "latency" else f"{metric}_ratio"
 
     @property
@@ -347,17 +323,14 @@ class OptunaAgent(Agent):
         return ["accuracy", self.cost_key] if self.multi_objective else ["reward"]
 
     # ----------------------------------------------------------------- setup
-    def _state_path(self) -> Path:
-        return self.run_dir / STATE_FILE
-
     def setup(self) -> None:
         """Open (or create) the study, reconcile a resumed run with it and build the sampler."""
         if self.study is not None:
             return
-        resume = bool(getattr(self.config, "resume", False))
+        resume = self.config.resume
         state: dict[str, Any] = {}
-        if resume and self._state_path().is_file():
-            state = json.loads(self._state_path().read_text())
+        if resume and self.state_path.is_file():
+            state = json.loads(self.state_path.read_text())
         if not resume:  # a fresh run: the run's own journal (if any) is left over from a discarded run
             (self.run_dir / PARETO_FILE).unlink(missing_ok=True)
             if self.params.storage is None:
@@ -377,10 +350,9 @@ class OptunaAgent(Agent):
         trials = self.study.get_trials(deepcopy=False)
         self.sampler_seed = _derived_seed(int(self.config.seed), len(trials))
         self.study.sampler = self.make_sampler(self.sampler_seed)
-        rows = read_episodes(self.recorder.csv_path)
-        self.evaluated = len(rows)
+        self.evaluations = len(read_episodes(self.recorder.csv_path))  # this run dir's trials (all sessions)
         self._warn_shared_seed(trials)
-        atomic_write_json(self._state_path(), {
+        atomic_write_json(self.state_path, {
             "run_id": self.run_id, "study_name": self.study_name,
             "storage": None if self.params.storage is None else redact_storage(self.params.storage),
             "agent": self.name, "directions": self.directions, "objectives": self.objective_names(),
@@ -443,10 +415,8 @@ class OptunaAgent(Agent):
         self.recorder.rewrite_log([rows[k] for k in sorted(rows)])
 
     def _warn_shared_seed(self, trials: Sequence[FrozenTrial]) -> None:
-        others = {_worker(t).get("run_id") for t in trials
-                  if _worker(t).get("seed") == int(self.config.seed) and _worker(t).get("run_id") != self.run_id}
-        others.discard(None)
-        if others:
+        seed, ours = int(self.config.seed), (None, self.run_id)
+        if any(w.get("seed") == seed and w.get("run_id") not in ours for w in map(_worker, trials)):
             logger.warning("another worker of study %r used seed %d too: give each worker its own --seed, or their "
                            "random draws repeat each other", self.study_name, int(self.config.seed))
 
@@ -458,12 +428,10 @@ class OptunaAgent(Agent):
     def run(self, episodes: int) -> None:
         self.setup()
         assert self.study is not None
-        every = max(1, int(getattr(self.config, "checkpoint_every", 10) or 10))
+        every = self.config.checkpoint_every
         self.interrupted = False
         with _quiet_optuna():
-            while not self.stop_requested:
-                if len(self._live()) >= episodes:
-                    break
+            while not self.stop_requested and len(self._live()) < episodes:
                 trial = self.study.ask()
                 # numbers are handed out atomically by the storage: the trials ahead of this one decide
                 ahead = sum(1 for t in self._live() if t.number < trial.number)
@@ -473,7 +441,7 @@ class OptunaAgent(Agent):
                     logger.debug("trial %d: the study is full (%d trials), not evaluated", trial.number, episodes)
                     break
                 self._evaluate(trial)
-                if self.evaluated % every == 0:
+                if self.evaluations % every == 0:
                     self._checkpoint()
             self._checkpoint()
             done = sum(1 for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -486,7 +454,7 @@ class OptunaAgent(Agent):
             trial.set_user_attr(WORKER_ATTR, {"run_id": self.run_id, "seed": int(self.config.seed),
                                               "host": socket.gethostname(), "pid": os.getpid()})
             actions = [self.spaces[k].suggest(trial, name) for k, name in zip(self.decision_kinds, self.param_names)]
-            info = self._episode(actions, seed=int(self.config.seed) + trial.number)
+            info = play_episode(self.env, actions, seed=int(self.config.seed) + trial.number)
             metrics = dict(info["metrics"])
             values = self._values(metrics)
             policy = info.get("policy")
@@ -499,25 +467,11 @@ class OptunaAgent(Agent):
             # the trial number is the episode (record_episode counts on from recorder.episode)
             self.recorder.episode = trial.number
             self.recorder.record_episode(info, phase=self._phase(trial.number))
-            self.evaluated += 1
+            self.evaluations += 1
         except BaseException:
             self.study.tell(trial, state=TrialState.FAIL)
             raise
         self.study.tell(trial, values)
-
-    def _episode(self, actions: Sequence[float], *, seed: int) -> dict[str, Any]:
-        env = self.env
-        env.reset(seed=seed)
-        info: dict[str, Any] = {}
-        done = False
-        for i, a in enumerate(actions):
-            if done:
-                raise RuntimeError(f"the env ended its episode after {i} of {len(actions)} decisions")
-            _, _, terminated, truncated, info = env.step(np.array([a], dtype=np.float32))
-            done = terminated or truncated
-        if not done or "metrics" not in info:
-            raise RuntimeError("the env did not finish its episode after n_decisions steps")
-        return info
 
     def _values(self, metrics: Mapping[str, Any]) -> list[float]:
         if not self.multi_objective:
@@ -566,7 +520,7 @@ class OptunaAgent(Agent):
 
         doc = {
             "format": "amc-pareto", "version": 1, "agent": self.name, "study_name": self.study_name,
-            "target": getattr(self.config, "target", None), "metric": self.cost_key,
+            "target": self.config.target, "metric": self.cost_key,
             "base_accuracy": self.recorder.base_accuracy,
             "objectives": [{"name": "accuracy", "direction": "maximize"},
                            {"name": self.cost_key, "direction": "minimize"}],
@@ -578,7 +532,7 @@ class OptunaAgent(Agent):
 
     def summary_extra(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "evaluations": self.evaluated,
+            "evaluations": self.evaluations,
             "sampler": None if self.study is None else type(self.study.sampler).__name__,
             "sampler_seed": self.sampler_seed,
             "study_name": self.study_name,
@@ -609,11 +563,8 @@ class TPEAgent(OptunaAgent):
     """Tree-structured Parzen estimator (Bergstra et al. 2011), Optuna's multivariate TPE."""
 
     name = "tpe"
+    sampler = optuna.samplers.TPESampler
     default_startup = 10
-
-    def make_sampler(self, seed: int) -> BaseSampler:
-        kw: dict[str, Any] = {"n_startup_trials": self._startup(), **self.params.sampler_kwargs}
-        return optuna.samplers.TPESampler(seed=seed, **kw)
 
 
 @AGENTS.register("cmaes")
@@ -621,16 +572,15 @@ class CmaEsAgent(OptunaAgent):
     """CMA-ES (Hansen 2016) through Optuna's ``CmaEsSampler`` (the ``cmaes`` package)."""
 
     name = "cmaes"
+    sampler = optuna.samplers.CmaEsSampler
     default_startup = 1
 
-    def make_sampler(self, seed: int) -> BaseSampler:
+    def make_sampler(self, seed: int, **kw: Any) -> BaseSampler:
         try:
             import cmaes  # noqa: F401
         except ImportError:
             raise AmcError("agent cmaes needs the 'cmaes' package: pip install cmaes") from None
-        kw: dict[str, Any] = {"n_startup_trials": self._startup(), "warn_independent_sampling": False,
-                              **self.params.sampler_kwargs}
-        return optuna.samplers.CmaEsSampler(seed=seed, **kw)
+        return super().make_sampler(seed, warn_independent_sampling=False, **kw)
 
 
 @AGENTS.register("gp")
@@ -638,11 +588,8 @@ class GPAgent(OptunaAgent):
     """Gaussian-process Bayesian optimisation (Optuna's ``GPSampler``, log EI; needs scipy and torch)."""
 
     name = "gp"
+    sampler = optuna.samplers.GPSampler
     default_startup = 10
-
-    def make_sampler(self, seed: int) -> BaseSampler:
-        kw: dict[str, Any] = {"n_startup_trials": self._startup(), **self.params.sampler_kwargs}
-        return optuna.samplers.GPSampler(seed=seed, **kw)
 
 
 @AGENTS.register("random")
@@ -650,9 +597,7 @@ class RandomAgent(OptunaAgent):
     """Uniform random actions in [0, 1] per decision (the env clips them to the budget)."""
 
     name = "random"
-
-    def make_sampler(self, seed: int) -> BaseSampler:
-        return optuna.samplers.RandomSampler(seed=seed, **self.params.sampler_kwargs)
+    sampler = optuna.samplers.RandomSampler
 
 
 @AGENTS.register("nsga2")
@@ -665,8 +610,8 @@ class NSGA2Agent(OptunaAgent):
     def _startup(self) -> int | None:
         return self.params.population_size or 50
 
-    def make_sampler(self, seed: int) -> BaseSampler:
-        kw: dict[str, Any] = dict(self.params.sampler_kwargs)
+    def make_sampler(self, seed: int, **kw: Any) -> BaseSampler:
+        kw = dict(self.params.sampler_kwargs)
         if self.params.population_size is not None:
             kw["population_size"] = self.params.population_size
         return optuna.samplers.NSGAIISampler(seed=seed, **kw)
@@ -677,9 +622,6 @@ class MOTPEAgent(OptunaAgent):
     """Multi-objective TPE (Ozaki et al. 2020): an accuracy-vs-cost Pareto front (``pareto.json``)."""
 
     name = "motpe"
+    sampler = optuna.samplers.TPESampler
     multi_objective = True
     default_startup = 10
-
-    def make_sampler(self, seed: int) -> BaseSampler:
-        kw: dict[str, Any] = {"n_startup_trials": self._startup(), **self.params.sampler_kwargs}
-        return optuna.samplers.TPESampler(seed=seed, **kw)

@@ -10,6 +10,7 @@ A search run lives in its own directory (``run_dir``)::
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -47,11 +48,6 @@ class _SearchConfigBase(FlatConfig):
     def from_dict(cls, d: Mapping[str, Any], *, source: str = "search config") -> Any:
         """From a flat (``episodes: 10``) or nested (``agent: {episodes: 10}``) mapping."""
         return cls.from_options(cls.validate(d, source=source))
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Any:
-        """Load a YAML preset; ``overrides`` (flat names, e.g. command-line options; None values ignored) win."""
-        return load_search_config(path, overrides)
 
     def comparable(self) -> dict[str, Any]:
         """The part of the config that defines a run (what must match to resume it)."""
@@ -181,20 +177,15 @@ def _get_model(cfg: SearchConfig, splits: Any, device: torch.device) -> tuple[to
                    "metrics": {k: result.get(k) for k in ("val_top1", "test_top1")}, "spec": spec.to_dict()}
 
 
-def _band(cfg: SearchConfig) -> float:
-    """The budget band the env gets: none for a multi-objective agent, whose front must span the costs."""
-    from agents import AGENTS
-
-    return 0.0 if getattr(AGENTS.get(cfg.agent), "multi_objective", False) else float(cfg.budget_band)
-
-
 def _env_config(cfg: SearchConfig, device: torch.device) -> Any:
     from envs import EnvConfig
 
+    # no budget band for a multi-objective agent, whose front must span the costs
+    band = 0.0 if getattr(AGENTS.get(cfg.agent), "multi_objective", False) else float(cfg.budget_band)
     wanted = {
         "mode": cfg.mode, "target": cfg.target, "reward": cfg.reward, "lbound": cfg.lbound, "round_to": cfg.round_to,
         "granularity": cfg.granularity, "importance": cfg.importance, "reconstruct": cfg.reconstruct,
-        "proxy": cfg.proxy, "calibration_size": cfg.calibration_size, "budget_band": _band(cfg),
+        "proxy": cfg.proxy, "calibration_size": cfg.calibration_size, "budget_band": band,
         "w_bits": tuple(cfg.w_bits), "a_bits": tuple(cfg.a_bits), "device": str(device), "seed": cfg.seed,
         "eval_batch_size": cfg.eval_batch_size, "eval_precision": cfg.eval_precision,
     }
@@ -202,12 +193,7 @@ def _env_config(cfg: SearchConfig, device: torch.device) -> Any:
     unknown = sorted(set(cfg.env_kwargs) - names)
     if unknown:
         raise AmcError(f"unknown env option(s) {', '.join(unknown)} in env_kwargs; valid: {', '.join(sorted(names))}")
-    dropped = sorted(set(wanted) - names)
-    if dropped:
-        logger.debug("EnvConfig has no field(s) %s; not passed", dropped)
-    kwargs = {k: v for k, v in wanted.items() if k in names}
-    kwargs.update(cfg.env_kwargs)
-    return EnvConfig(**kwargs)
+    return EnvConfig(**{**wanted, **cfg.env_kwargs})
 
 
 class _TqdmProgress:
@@ -254,15 +240,11 @@ def run_search(
     # one process per run dir (an OS lock, released on any exit); nothing is written before the checks pass
     with locked_run_dir(cfg.run_dir, command="amc search"):
         _check_run_dir(cfg)  # again: another process may have written it before this one took the lock
-        return _run_search_locked(cfg, progress=progress, env_factory=env_factory)
+        return _run_search_locked(cfg, progress, env_factory)
 
 
-def _run_search_locked(
-    cfg: SearchConfig,
-    *,
-    progress: bool | Callable[[dict[str, Any]], None] | None,
-    env_factory: Callable[..., Any] | None,
-) -> dict[str, Any]:
+def _run_search_locked(cfg: SearchConfig, progress: bool | Callable[[dict[str, Any]], None] | None,
+                       env_factory: Callable[..., Any] | None) -> dict[str, Any]:
     agent_cls = AGENTS.get(cfg.agent)
     if cfg.warmup >= cfg.episodes and cfg.agent == "ddpg":
         logger.warning("warmup (%d) >= episodes (%d): every episode is a random one", cfg.warmup, cfg.episodes)
@@ -277,12 +259,8 @@ def _run_search_locked(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    listeners: list[Callable[[dict[str, Any]], None]] = []
     bar = _TqdmProgress(cfg.episodes) if progress is True else None
-    if bar is not None:
-        listeners.append(bar)
-    elif callable(progress):
-        listeners.append(progress)
+    listener = bar or (progress if callable(progress) else None)
 
     from amc.data import get_dataset
 
@@ -300,10 +278,8 @@ def _run_search_locked(
                   "data": data_record(splits, data_dir=cfg.data_dir, val_size=cfg.val_size)}
     recorder = SearchRecorder(run_dir, agent=cfg.agent, episodes=cfg.episodes, seed=cfg.seed, target=cfg.target,
                               base_accuracy=float(base_env.base_accuracy), config=cfg.to_dict(), provenance=provenance,
-                              resume=cfg.resume, listeners=listeners)
+                              resume=cfg.resume, listeners=[listener] if listener else [])
     if cfg.overwrite:
-        import shutil
-
         for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
     model_name = (model_info.get("spec") or {}).get("name", cfg.model)

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from agents._base import AGENTS, Agent, applied_unchanged, play_episode
+from agents._base import AGENTS, Agent, applied_unchanged
 from amc.budget import bisect
 from amc.config.agents import AgentKwargs
 from amc.config.train import Count
@@ -96,11 +96,7 @@ def solve_mckp(scores: Sequence[Sequence[float]], costs: Sequence[Sequence[float
         raise AmcError(f"the budget cannot be met: even the cheapest choice of every decision costs {lightest:.6g} "
                        f"> capacity {capacity:.6g}")
     n = len(s)
-    one = np.zeros((len(sizes), n))
-    start = 0
-    for i, k in enumerate(sizes):
-        one[i, start:start + k] = 1.0
-        start += k
+    one = np.repeat(np.eye(len(sizes)), sizes, axis=1)  # row i: the choices of group i
     offsets = np.cumsum([0] + sizes[:-1])
     limit = capacity + tol
     for k in range(40):  # HiGHS accepts rows violated within its feasibility tolerance (~1e-7): tighten, re-solve
@@ -135,8 +131,6 @@ class SensitivityAgent(Agent):
 
     def __init__(self, env: Any, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
-        opts = SensitivityOptions.from_dict(getattr(config, "agent_kwargs", None), agent=self.name)
-        self.grid, self.repair_steps = opts.grid, opts.repair_steps
         base = env.unwrapped
         for attr in ("cost_of", "unbudgeted", "decisions", "spaces", "base_cost", "target_cost"):
             if not hasattr(base, attr):
@@ -144,7 +138,6 @@ class SensitivityAgent(Agent):
         self.base = base
         self.decisions = list(base.decisions)
         self.n_decisions = len(self.decisions)
-        self.evaluations = 0
         self.probes_run = 0
         self.table: dict[tuple[int, int], dict[str, Any]] = {}  # (decision, choice) -> row; decision -1: base
         self.chosen: list[int] | None = None
@@ -158,7 +151,7 @@ class SensitivityAgent(Agent):
         space = self.base.spaces[d.kind]
         if d.kind in ("w_bits", "a_bits"):
             return [(1.0 if b == space.b_max else space.to_action(b), b) for b in range(space.b_min, space.b_max + 1)]
-        return [(float(a), float(space.to_value(float(a)))) for a in np.linspace(0.0, 1.0, self.grid)]
+        return [(float(a), float(space.to_value(float(a)))) for a in np.linspace(0.0, 1.0, self.params.grid)]
 
     def _actions(self, i: int, a: float) -> list[float]:
         acts = [1.0] * self.n_decisions
@@ -171,11 +164,6 @@ class SensitivityAgent(Agent):
         return Path(self.recorder.run_dir) / _TABLE
 
     # ----------------------------------------------------------------- episodes
-    def _episode(self, actions: Sequence[float]) -> dict[str, Any]:
-        info = play_episode(self.env, actions, seed=int(getattr(self.config, "seed", 0)))
-        self.evaluations += 1
-        return info
-
     def _load_table(self) -> None:
         self.table = {}
         if not self.table_path.is_file():
@@ -265,8 +253,8 @@ class SensitivityAgent(Agent):
 
         steps = 0
         if not feasible(hi):
-            bisect(feasible, lo, hi, steps=self.repair_steps)
-            steps = self.repair_steps
+            bisect(feasible, lo, hi, steps=self.params.repair_steps)
+            steps = self.params.repair_steps
         if best is None:  # every decision at its most aggressive choice always fits (the env checked)
             ch = [0] * self.n_decisions
             best = (ch, sum(s[0] for s in scores), lo)
@@ -315,7 +303,7 @@ class SensitivityAgent(Agent):
         atomic_write_bytes(Path(self.recorder.run_dir) / _HEATMAP, buf.getvalue())
         writer = self.recorder.writer
         if writer is not None:
-            writer.add_figure("search/sensitivity", self.heatmap(), global_step=max(1, self.recorder.episode),
+            writer.add_figure("search/sensitivity", fig, global_step=max(1, self.recorder.episode),
                               close=True)
 
     # ----------------------------------------------------------------- the loop
@@ -342,8 +330,8 @@ class SensitivityAgent(Agent):
 
     def summary_extra(self) -> dict[str, Any]:
         return {"evaluations": self.evaluations, "probes_run": self.probes_run, "table_rows": len(self.table),
-                "grid": self.grid, "choices": self.chosen, "clipped": self.clipped, "solver": self.solver,
-                "sensitivity_table": str(self.table_path)}
+                "grid": self.params.grid, "choices": self.chosen, "clipped": self.clipped,
+                "solver": self.solver, "sensitivity_table": str(self.table_path)}
 
 
 AGENTS.register("sensitivity", SensitivityAgent)

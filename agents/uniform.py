@@ -46,13 +46,13 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from agents._base import AGENTS, Agent, applied_unchanged, play_episode
+from agents._base import AGENTS, Agent, applied_unchanged, env_decisions
 from amc._registry import Registry
 from amc.budget import bisect, path_candidates
 from amc.config.agents import AgentKwargs
 from amc.config.train import Count
 from amc.errors import AmcError
-from search_spaces import Space, UnitSpace
+from search_spaces import Space
 
 __all__ = ["UniformAgent", "PresetAgent", "PROFILES", "profile_weights"]
 
@@ -94,18 +94,10 @@ class UniformAgent(Agent):
 
     def __init__(self, env: Any, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
-        self.grid = UniformOptions.from_dict(getattr(config, "agent_kwargs", None), agent=self.name).grid
-        base = env.unwrapped
-        n = getattr(base, "n_decisions", None)
-        if not n or int(n) < 1:
-            raise AmcError("the env has no positive n_decisions (episode length); is it an amc CompressionEnv?")
-        self.n_decisions = int(n)
-        self.kinds = list(getattr(base, "decision_kinds", None) or ["prune"] * self.n_decisions)
-        spaces = getattr(base, "spaces", None) or {}
-        self.spaces: dict[str, Space] = {k: spaces.get(k, UnitSpace()) for k in set(self.kinds)}
-        self.decisions = getattr(base, "decisions", None)
+        self.kinds, self.spaces = env_decisions(env)
+        self.n_decisions = len(self.kinds)
+        self.decisions = getattr(env.unwrapped, "decisions", None)
         self.weights = profile_weights(self.profile, self.n_decisions, self.kinds)
-        self.evaluations = 0
         self.probes: list[dict[str, Any]] = []
         self.scale: float | None = None
         self.converged = False
@@ -139,14 +131,9 @@ class UniformAgent(Agent):
         """Scales of the distinct policies along the path, cheapest first (each the smallest scale
         that gives its policy)."""
         return path_candidates(lambda s: self._signature(self.actions_at(s)), s_max=1.0 / float(self.weights.min()),
-                               grid=self.grid)
+                               grid=self.params.grid)
 
     # ----------------------------------------------------------------- probes
-    def _episode(self, actions: Sequence[float]) -> dict[str, Any]:
-        info = play_episode(self.env, actions, seed=int(getattr(self.config, "seed", 0)))
-        self.evaluations += 1
-        return info
-
     def _probe(self, scale: float) -> bool:
         actions = self.actions_at(scale)
         info = self._episode(actions)
@@ -206,14 +193,9 @@ class PresetAgent(UniformAgent):
     profile = "deep"
 
 
-def _register_presets() -> None:
-    for prof in PROFILES.names():
-        if prof == "uniform":
-            continue
-        cls = type(f"Preset{prof.title().replace('-', '').replace('_', '')}Agent", (PresetAgent,),
-                   {"name": f"preset:{prof}", "profile": prof, "__module__": __name__,
-                    "__doc__": f"Profile {prof!r} scaled to the budget (see :mod:`agents.uniform`)."})
-        AGENTS.register(f"preset:{prof}", cls)
-
-
-_register_presets()
+for _prof in PROFILES.names():
+    if _prof != "uniform":
+        AGENTS.register(f"preset:{_prof}", type(
+            f"Preset{_prof.title().replace('-', '').replace('_', '')}Agent", (PresetAgent,),
+            {"name": f"preset:{_prof}", "profile": _prof, "__module__": __name__,
+             "__doc__": f"Profile {_prof!r} scaled to the budget (see :mod:`agents.uniform`)."}))
