@@ -200,11 +200,8 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.data)
-        gen = torch.Generator()
-        if self.seed is not None:
-            gen.manual_seed(int(self.seed) * 100_003 + self.epoch)
-        else:
-            gen.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        seed = int(torch.randint(0, 2**62, (1,))) if self.seed is None else int(self.seed) * 100_003 + self.epoch
+        gen = torch.Generator().manual_seed(seed)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
         order = order[: n - n % self.world_size][self.rank :: self.world_size]  # this rank's shard
         for start in range(0, len(order), self.batch_size):
@@ -486,18 +483,12 @@ def _load_fashion_mnist(data_dir: Path | None, *, image_size: tuple[int, int] | 
     """Fashion-MNIST from the four IDX files (``.gz`` or not), 60k train + 10k test, 28x28 grey."""
     root = data_dir if data_dir is not None else FASHION_MNIST_DIR
     candidates = [root, root / "fashion-mnist", root / "FashionMNIST" / "raw", root / "raw"]
-    found: dict[str, Path] | None = None
     for cand in candidates:
-        paths = {}
-        for key, stem in _FMNIST_FILES.items():
-            for fname in (stem + ".gz", stem):
-                if (cand / fname).is_file():
-                    paths[key] = cand / fname
-                    break
-        if len(paths) == 4:
-            found = paths
+        found = {key: next((p for p in (cand / (stem + ".gz"), cand / stem) if p.is_file()), None)
+                 for key, stem in _FMNIST_FILES.items()}
+        if all(found.values()):
             break
-    if found is None:
+    else:
         raise AmcError(
             f"Fashion-MNIST not found: looked for {', '.join(s + '.gz' for s in _FMNIST_FILES.values())} in "
             f"{', '.join(str(c) for c in candidates)}. Get it with `apt install dataset-fashion-mnist` "
@@ -636,10 +627,7 @@ def _cache_paths(root: Path) -> list[Path]:
 def _read_image_folder(root: Path, *, image_size: tuple[int, int] | None) -> _RawData:
     classes, tr_files, tr_labels = _list_split(root / "train", None)
     _, te_files, te_labels = _list_split(root / "test", classes)
-    va_files: list[str] = []
-    va_labels: list[int] = []
-    if (root / "val").is_dir():
-        _, va_files, va_labels = _list_split(root / "val", classes)
+    _, va_files, va_labels = _list_split(root / "val", classes) if (root / "val").is_dir() else (None, [], [])
     all_files = tr_files + te_files + va_files
     fp = _fingerprint(all_files, root, image_size)
 

@@ -553,9 +553,8 @@ def _build_from_factory(ref: str, common: dict[str, Any], kwargs: dict[str, Any]
     except (TypeError, ValueError):
         sig = None
     if sig is not None and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
-        dropped = [k for k in common if k not in sig.parameters]
         args = {k: v for k, v in args.items() if k in sig.parameters or k in kwargs}
-        if "num_classes" in dropped:
+        if "num_classes" not in sig.parameters:
             logger.warning("model %s: the factory takes no num_classes; its outputs must match the "
                            "dataset's %d classes", ref, common["num_classes"])
     try:

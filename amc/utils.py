@@ -93,7 +93,9 @@ def _atomic_replace(path: str | os.PathLike, write: Any, mode: str) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+        umask = os.umask(0)  # read it (it can only be read by setting it) and put it back
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):
@@ -102,12 +104,6 @@ def _atomic_replace(path: str | os.PathLike, write: Any, mode: str) -> Path:
             e.filename = str(path)
         raise
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
