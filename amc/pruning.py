@@ -168,8 +168,7 @@ class Pruner:
             for it in g.items:
                 sel = it.idxs[drop[it.root_idxs]]
                 if len(sel):
-                    entry = removals.setdefault((it.module, it.dim), (it.handler, []))
-                    entry[1].append(sel)
+                    removals.setdefault((it.module, it.dim), (it.handler, []))[1].append(sel)
         for (name, dim), (handler, parts) in removals.items():
             idxs = np.unique(np.concatenate(parts))
             handler(modules[name], idxs.tolist())  # type: ignore[operator]

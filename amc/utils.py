@@ -33,12 +33,10 @@ def as_size(value: Any) -> tuple[int, int]:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed ``random``, ``numpy`` and ``torch`` (all devices) in one place."""
+    """Seed ``random``, ``numpy`` and ``torch`` (``torch.manual_seed`` seeds every device) in one place."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
