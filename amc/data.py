@@ -200,8 +200,10 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.data)
-        seed = int(torch.randint(0, 2**62, (1,))) if self.seed is None else int(self.seed) * 100_003 + self.epoch
-        gen = torch.Generator().manual_seed(seed)
+        if self.seed is None:
+            gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+        else:
+            gen = torch.Generator().manual_seed(int(self.seed) * 100_003 + self.epoch)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
         order = order[: n - n % self.world_size][self.rank :: self.world_size]  # this rank's shard
         for start in range(0, len(order), self.batch_size):

@@ -176,7 +176,8 @@ class LayerGraph:
     output channels must never be pruned (the last layer, i.e. the classifier, always is).
     """
 
-    def __init__(self, layers: list[LayerInfo], groups: list[PrunableGroup], example_shape: tuple[int, ...]) -> None:
+    def __init__(self, layers: list[LayerInfo], groups: list[PrunableGroup],
+                 example_shape: tuple[int, ...]) -> None:
         self.layers = layers
         self.groups = groups
         self.example_shape = example_shape
@@ -411,7 +412,8 @@ def _convert_group(dg: tp.DependencyGraph, tp_group: object, name_of: dict[nn.Mo
             return None
         key = (name, dim)
         if key in items:  # merge (e.g. two paths into one module)
-            idxs, roots = np.concatenate([items[key].idxs, idxs]), np.concatenate([items[key].root_idxs, roots])
+            old = items[key]
+            idxs, roots = np.concatenate([old.idxs, idxs]), np.concatenate([old.root_idxs, roots])
             _, first = np.unique(idxs, return_index=True)
             idxs, roots = idxs[first], roots[first]
         items[key] = GroupItem(name, dim, idxs, roots, handler)
