@@ -102,12 +102,10 @@ class CostModel:
                     n = direct[0].shape[0]
                     per_channel = sum(p.numel() / n for p in direct if p.shape[0] == n)
                     self._other_per_group[g.index] += per_channel * len(it.idxs)
-            layer_names = {ly.name for ly in layers}
             total_params = sum(p.numel() for p in model.parameters())
             layer_params = sum(ly.params for ly in layers)
             # everything that no group touches stays as it is
             self._other_fixed = total_params - layer_params - self._other_per_group.sum()
-            del layer_names
         self.base_params = float(self.params(None)) if model is not None else float(sum(ly.params for ly in layers))
 
     # ----------------------------------------------------------------- inputs

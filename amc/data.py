@@ -50,7 +50,7 @@ import torch
 
 from amc._registry import Registry
 from amc.errors import AmcError
-from amc.utils import atomic_torch_save
+from amc.utils import as_size, atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
@@ -194,23 +194,18 @@ class BatchLoader:
         """Select the shuffling/augmentation stream of ``epoch`` (used when ``seed`` is set)."""
         self.epoch = int(epoch)
 
-    def _num_samples(self) -> int:
-        return len(self.data) // self.world_size if self.world_size > 1 else len(self.data)
-
     def __len__(self) -> int:
-        n = self._num_samples()
+        n = len(self.data) // self.world_size
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.data)
-        gen = torch.Generator()
-        if self.seed is not None:
-            gen.manual_seed(int(self.seed) * 100_003 + self.epoch)
+        if self.seed is None:
+            gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
         else:
-            gen.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+            gen = torch.Generator().manual_seed(int(self.seed) * 100_003 + self.epoch)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
-        if self.world_size > 1:
-            order = order[: self._num_samples() * self.world_size][self.rank :: self.world_size]
+        order = order[: n - n % self.world_size][self.rank :: self.world_size]  # this rank's shard
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             if self.drop_last and len(idx) < self.batch_size:
@@ -290,38 +285,15 @@ class DatasetSplits:
         """uint8 images ``(N, C, H, W)`` -> normalised float32 (on ``x``'s device)."""
         return _normalize(x, torch.tensor(self.mean), torch.tensor(self.std))
 
-    def loader(
-        self,
-        split: str,
-        *,
-        batch_size: int,
-        shuffle: bool = False,
-        augment: bool = False,
-        cutout: int = 0,
-        device: torch.device | str | None = None,
-        drop_last: bool = False,
-        seed: int | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> BatchLoader:
-        """Iterable of normalised float ``(x, y)`` batches of ``split``; see :class:`BatchLoader`.
+    def loader(self, split: str, *, augment: bool = False, **options: Any) -> BatchLoader:
+        """Iterable of normalised float ``(x, y)`` batches of ``split``.
 
-        ``augment`` applies the dataset's crop/flip; ``cutout`` > 0 also masks a square of that side.
+        ``augment`` applies the dataset's crop/flip; ``options`` are :class:`BatchLoader`'s
+        (``batch_size``, ``shuffle``, ``cutout`` > 0 to also mask a square of that side, ``device``,
+        ``drop_last``, ``seed``, ``rank``, ``world_size``).
         """
-        return BatchLoader(
-            self.split(split),
-            mean=torch.tensor(self.mean),
-            std=torch.tensor(self.std),
-            batch_size=batch_size,
-            shuffle=shuffle,
-            augment=self.augment if augment else None,
-            cutout=cutout,
-            device=device,
-            drop_last=drop_last,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-        )
+        return BatchLoader(self.split(split), mean=torch.tensor(self.mean), std=torch.tensor(self.std),
+                           augment=self.augment if augment else None, **options)
 
     def tensors(
         self, split: str, *, device: torch.device | str | None = None, limit: int | None = None
@@ -352,13 +324,9 @@ class DatasetSplits:
             raise AmcError(f"calibration needs n >= 1 batches of batch_size >= 1, got {n} x {batch_size}")
         g = torch.Generator().manual_seed(int(seed))
         order = torch.randperm(len(self.train), generator=g)[: n * batch_size]
-        mean, std = torch.tensor(self.mean), torch.tensor(self.std)
-        out = []
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            x = _normalize(self.train.images[idx].to(device or "cpu"), mean, std)
-            out.append((x, self.train.labels[idx].to(device or "cpu")))
-        return out
+        dev = device or "cpu"
+        return [(self.normalize(self.train.images[idx].to(dev)), self.train.labels[idx].to(dev))
+                for idx in order.split(batch_size)]
 
     def summary(self) -> str:
         c, (h, w) = self.in_channels, self.image_size
@@ -405,11 +373,7 @@ def get_dataset(
         image_size: (H, W) or an int; resize ``imagefolder`` images to it (needed when they differ).
     """
     loader = DATASETS.get(name)
-    size = None
-    if image_size is not None:
-        size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
-        if len(size) != 2 or min(size) < 1:
-            raise AmcError(f"image_size must be an int or (H, W) of positive ints, got {image_size!r}")
+    size = None if image_size is None else as_size(image_size)
     raw: _RawData = loader(Path(data_dir).expanduser() if data_dir is not None else None, image_size=size)
 
     # the test split is stored in a fixed random order (prefixes are uniform samples)
@@ -521,18 +485,12 @@ def _load_fashion_mnist(data_dir: Path | None, *, image_size: tuple[int, int] | 
     """Fashion-MNIST from the four IDX files (``.gz`` or not), 60k train + 10k test, 28x28 grey."""
     root = data_dir if data_dir is not None else FASHION_MNIST_DIR
     candidates = [root, root / "fashion-mnist", root / "FashionMNIST" / "raw", root / "raw"]
-    found: dict[str, Path] | None = None
     for cand in candidates:
-        paths = {}
-        for key, stem in _FMNIST_FILES.items():
-            for fname in (stem + ".gz", stem):
-                if (cand / fname).is_file():
-                    paths[key] = cand / fname
-                    break
-        if len(paths) == 4:
-            found = paths
+        found = {key: next((p for p in (cand / (stem + ".gz"), cand / stem) if p.is_file()), None)
+                 for key, stem in _FMNIST_FILES.items()}
+        if all(found.values()):
             break
-    if found is None:
+    else:
         raise AmcError(
             f"Fashion-MNIST not found: looked for {', '.join(s + '.gz' for s in _FMNIST_FILES.values())} in "
             f"{', '.join(str(c) for c in candidates)}. Get it with `apt install dataset-fashion-mnist` "
@@ -671,10 +629,7 @@ def _cache_paths(root: Path) -> list[Path]:
 def _read_image_folder(root: Path, *, image_size: tuple[int, int] | None) -> _RawData:
     classes, tr_files, tr_labels = _list_split(root / "train", None)
     _, te_files, te_labels = _list_split(root / "test", classes)
-    va_files: list[str] = []
-    va_labels: list[int] = []
-    if (root / "val").is_dir():
-        _, va_files, va_labels = _list_split(root / "val", classes)
+    _, va_files, va_labels = _list_split(root / "val", classes) if (root / "val").is_dir() else (None, [], [])
     all_files = tr_files + te_files + va_files
     fp = _fingerprint(all_files, root, image_size)
 

@@ -38,6 +38,7 @@ import torch_pruning as tp
 from torch.overrides import TorchFunctionMode
 
 from amc.errors import AmcError
+from amc.utils import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,6 @@ class LayerInfo:
     macs: int  # per sample
     params: int  # weight + bias elements
     weight_params: int  # weight elements only (what bit widths apply to)
-
-    @property
-    def is_conv(self) -> bool:
-        return self.kind != "linear"
 
 
 @dataclass
@@ -110,10 +107,6 @@ class PrunableGroup:
         return r // math.gcd(r, self.unit)
 
 
-def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
 def _kind(m: nn.Module) -> str:
     if isinstance(m, nn.Linear):
         return "linear"
@@ -140,10 +133,8 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerIn
         records.append((name, module, tuple(inputs[0].shape), tuple(output.shape)))
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, COMPRESSIBLE)]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(example_input)
     except AmcError:
         raise
@@ -152,26 +143,21 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerIn
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
 
     layers = []
     for i, (name, m, in_shape, out_shape) in enumerate(records):
+        w = m.weight.numel()
+        params = w + (m.bias.numel() if m.bias is not None else 0)
         if isinstance(m, nn.Conv2d):
-            k, s = _pair(m.kernel_size), _pair(m.stride)
-            hi, wi = in_shape[-2:]
-            ho, wo = out_shape[-2:]
-            w = m.weight.numel()
-            macs = m.out_channels * (m.in_channels // m.groups) * k[0] * k[1] * ho * wo
-            layers.append(LayerInfo(i, name, _kind(m), m.in_channels, m.out_channels, k, s, m.groups,
-                                    (hi, wi), (ho, wo), int(macs),
-                                    w + (m.bias.numel() if m.bias is not None else 0), w))
+            (kh, kw), (ho, wo) = m.kernel_size, out_shape[-2:]
+            macs = m.out_channels * (m.in_channels // m.groups) * kh * kw * ho * wo
+            layers.append(LayerInfo(i, name, _kind(m), m.in_channels, m.out_channels, (kh, kw), m.stride,
+                                    m.groups, in_shape[-2:], (ho, wo), int(macs), params, w))
         else:
             # a Linear applied to (N, *, in): count every position it is applied to
-            positions = int(np.prod(in_shape[1:-1])) if len(in_shape) > 2 else 1
-            w = m.weight.numel()
+            positions = int(np.prod(in_shape[1:-1]))
             layers.append(LayerInfo(i, name, "linear", m.in_features, m.out_features, (1, 1), (1, 1), 1,
-                                    (1, 1), (1, 1), int(m.in_features * m.out_features * positions),
-                                    w + (m.bias.numel() if m.bias is not None else 0), w))
+                                    (1, 1), (1, 1), m.in_features * m.out_features * positions, params, w))
     if not layers:
         raise AmcError("the model has no nn.Conv2d or nn.Linear layer: nothing to compress")
     return layers
@@ -190,12 +176,11 @@ class LayerGraph:
     output channels must never be pruned (the last layer, i.e. the classifier, always is).
     """
 
-    def __init__(self, layers: list[LayerInfo], groups: list[PrunableGroup], example_shape: tuple[int, ...],
-                 dependency_graph: tp.DependencyGraph | None = None) -> None:
+    def __init__(self, layers: list[LayerInfo], groups: list[PrunableGroup],
+                 example_shape: tuple[int, ...]) -> None:
         self.layers = layers
         self.groups = groups
         self.example_shape = example_shape
-        self.dependency_graph = dependency_graph
         self._by_name = {ly.name: ly for ly in layers}
 
     def layer(self, name: str) -> LayerInfo:
@@ -222,14 +207,12 @@ class LayerGraph:
         ignored.add(layers[-1].name)  # the classifier's outputs are never pruned
         grouped = {ly.name: modules[ly.name] for ly in layers if ly.kind == "grouped"}
 
-        was_training = model.training
         grads = [p.requires_grad for p in model.parameters()]
-        model.eval()
         try:
             for p in model.parameters():  # Torch-Pruning traces autograd: parameters must require grad
                 p.requires_grad_(True)
             shapes = _ShapeRecorder()
-            with torch.enable_grad():
+            with eval_mode(model), torch.enable_grad():
                 dg = tp.DependencyGraph()
                 try:
                     with shapes:
@@ -241,7 +224,6 @@ class LayerGraph:
         except Exception as e:
             raise AmcError(f"Torch-Pruning could not trace the model's channel dependencies: {e}") from e
         finally:
-            model.train(was_training)
             for p, g in zip(model.parameters(), grads):
                 p.requires_grad_(g)
 
@@ -268,7 +250,7 @@ class LayerGraph:
         for i, g in enumerate(groups):
             g.index = i
         log.debug("layer graph: %d layers, %d prunable groups", len(layers), len(groups))
-        return cls(layers, groups, tuple(example_input.shape), dg)
+        return cls(layers, groups, tuple(example_input.shape))
 
 
 def _tp_groups(dg: tp.DependencyGraph, roots: list[nn.Module]) -> Iterator[tuple[nn.Module, object]]:
@@ -411,9 +393,7 @@ def _convert_group(dg: tp.DependencyGraph, tp_group: object, name_of: dict[nn.Mo
     channels = None
     blocked: str | None = None
     for item in tp_group.items:  # type: ignore[attr-defined]
-        dep = item.dep
-        module = dep.target.module
-        handler = dep.handler
+        module, handler = item.dep.target.module, item.dep.handler
         idxs = np.asarray(item.idxs, dtype=np.int64)
         roots = np.asarray(item.root_idxs, dtype=np.int64)
         if channels is None:
@@ -433,12 +413,10 @@ def _convert_group(dg: tp.DependencyGraph, tp_group: object, name_of: dict[nn.Mo
         key = (name, dim)
         if key in items:  # merge (e.g. two paths into one module)
             old = items[key]
-            both = np.concatenate([old.idxs, idxs])
-            both_roots = np.concatenate([old.root_idxs, roots])
-            _, first = np.unique(both, return_index=True)
-            items[key] = GroupItem(name, dim, both[first], both_roots[first], handler)
-        else:
-            items[key] = GroupItem(name, dim, idxs, roots, handler)
+            idxs, roots = np.concatenate([old.idxs, idxs]), np.concatenate([old.root_idxs, roots])
+            _, first = np.unique(idxs, return_index=True)
+            idxs, roots = idxs[first], roots[first]
+        items[key] = GroupItem(name, dim, idxs, roots, handler)
     if not channels:
         return None
     out_layers = sorted({n for (n, d) in items if d == "out" and n in order}, key=order.get)

@@ -139,10 +139,7 @@ class LatencyTable:
         table = np.zeros((len(graph.layers), len(grid), len(grid)))
         for li, ly in enumerate(graph.layers):
             layer = modules[ly.name]
-            if ly.kind == "linear":
-                shape_of = lambda c, ly=ly: (c,)  # noqa: E731
-            else:
-                shape_of = lambda c, ly=ly: (c, *ly.in_size)  # noqa: E731
+            hw = () if ly.kind == "linear" else tuple(ly.in_size)  # a linear layer's input is (N, C)
             for i, fi in enumerate(grid):
                 for j, fo in enumerate(grid):
                     cin = max(1, round(fi * ly.in_channels))
@@ -152,7 +149,7 @@ class LatencyTable:
                     m = _standalone(layer, cin, cout)
                     if ly.kind == "depthwise":
                         cin = m.in_channels
-                    table[li, i, j] = measure_latency(m, shape_of(cin), batch_size=batch_size, threads=threads,
+                    table[li, i, j] = measure_latency(m, (cin, *hw), batch_size=batch_size, threads=threads,
                                                       warmup=warmup, repeats=repeats, device=device).median_ms
             if ly.kind == "depthwise":  # depthwise: in == out, fill the grid from its diagonal
                 diag = np.diag(table[li]).copy()

@@ -31,7 +31,8 @@ import importlib
 import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -39,6 +40,7 @@ from torch import nn
 
 from amc._registry import Registry
 from amc.errors import AmcError
+from amc.utils import as_size
 
 logger = logging.getLogger(__name__)
 
@@ -60,18 +62,6 @@ MODELS: Registry[ModelFactory] = Registry("model")
 
 # --------------------------------------------------------------------------------------------------
 # spec
-
-
-def _as_size(value: Any) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    try:
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise AmcError(f"image_size must be an int or a pair (H, W) of ints, got {value!r}") from None
-    if h < 1 or w < 1:
-        raise AmcError(f"image_size must be positive, got {(h, w)}")
-    return h, w
 
 
 @dataclass
@@ -103,7 +93,7 @@ class ModelSpec:
             v = getattr(self, attr)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise AmcError(f"{attr} must be a positive int, got {v!r}")
-        self.image_size = _as_size(self.image_size)
+        self.image_size = as_size(self.image_size)
         if self.kwargs is None:
             self.kwargs = {}
         if not isinstance(self.kwargs, Mapping):
@@ -112,13 +102,7 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-friendly dict (``image_size`` as a list)."""
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "in_channels": self.in_channels,
-            "image_size": list(self.image_size),
-            "kwargs": dict(self.kwargs),
-        }
+        return {**asdict(self), "image_size": list(self.image_size)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelSpec:
@@ -159,33 +143,22 @@ def resolve_spec(
         base = {"name": spec}
     else:
         raise AmcError(f"a model spec must be a ModelSpec, a dict or a name, got {type(spec).__name__}")
-    if num_classes is not None:
-        base["num_classes"] = num_classes
-    if in_channels is not None:
-        base["in_channels"] = in_channels
-    if image_size is not None:
-        base["image_size"] = image_size
+    overrides = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
+    base.update({k: v for k, v in overrides.items() if v is not None})
     if kwargs:
         base["kwargs"] = {**base.get("kwargs", {}), **kwargs}
     return ModelSpec.from_dict(base)
 
 
-def build_model(
-    spec: ModelSpec | Mapping[str, Any] | str,
-    *,
-    num_classes: int | None = None,
-    in_channels: int | None = None,
-    image_size: int | Sequence[int] | None = None,
-    kwargs: dict[str, Any] | None = None,
-) -> nn.Module:
+def build_model(spec: ModelSpec | Mapping[str, Any] | str, **overrides: Any) -> nn.Module:
     """Build a freshly initialised model (random weights, train mode) from a spec.
 
-    Options given here override the spec's fields (handy with a bare name:
+    ``overrides`` (``num_classes``, ``in_channels``, ``image_size``, ``kwargs``; see
+    :func:`resolve_spec`) override the spec's fields (handy with a bare name:
     ``build_model("resnet20", num_classes=100)``). Unknown names raise ``ValueError`` listing the
     built-in ones; a bad ``torchvision:``/``module:factory`` reference raises ``AmcError``.
     """
-    s = resolve_spec(spec, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-                     kwargs=kwargs)
+    s = resolve_spec(spec, **overrides)
     common = {"num_classes": s.num_classes, "in_channels": s.in_channels, "image_size": s.image_size}
     if s.name.startswith("torchvision:"):
         model = _build_torchvision(s.name.split(":", 1)[1], **common, **s.kwargs)
@@ -305,22 +278,9 @@ class CifarResNet(nn.Module):
         return self.fc(self.flatten(self.avgpool(x)))
 
 
-def _register_resnet(depth: int) -> None:
-    def factory(**kw: Any) -> nn.Module:
-        return CifarResNet(depth, **kw)
-
-    factory.__doc__ = f"CIFAR ResNet-{depth} (He et al. 2016)."
-    MODELS.register(f"resnet{depth}", factory)
-
-
 for _d in (20, 32, 44, 56, 110):
-    _register_resnet(_d)
-
-
-@MODELS.register("plain20")
-def plain20(**kw: Any) -> nn.Module:
-    """ResNet-20 without shortcuts (the "plain" baseline of He et al. 2016)."""
-    return CifarResNet(20, residual=False, **kw)
+    MODELS.register(f"resnet{_d}", partial(CifarResNet, _d))
+MODELS.register("plain20", partial(CifarResNet, 20, residual=False))  # the "plain" baseline of He et al.
 
 
 # --------------------------------------------------------------------------------------------------
@@ -362,28 +322,16 @@ class VGG(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
-        if classifier_hidden:
-            self.classifier = nn.Sequential(
-                nn.Linear(c, classifier_hidden), nn.ReLU(inplace=False), nn.Linear(classifier_hidden, num_classes)
-            )
-        else:
-            self.classifier = nn.Sequential(nn.Linear(c, num_classes))
+        hidden = [nn.Linear(c, classifier_hidden), nn.ReLU(inplace=False)] if classifier_hidden else []
+        self.classifier = nn.Sequential(*hidden, nn.Linear(classifier_hidden or c, num_classes))
         _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.flatten(self.avgpool(self.features(x))))
 
 
-@MODELS.register("vgg11")
-def vgg11(**kw: Any) -> nn.Module:
-    """VGG-11 with BatchNorm, CIFAR widths (64..512)."""
-    return VGG(_VGG_CFG["vgg11"], **kw)
-
-
-@MODELS.register("vgg16")
-def vgg16(**kw: Any) -> nn.Module:
-    """VGG-16 with BatchNorm, CIFAR widths (64..512)."""
-    return VGG(_VGG_CFG["vgg16"], **kw)
+for _name, _cfg in _VGG_CFG.items():
+    MODELS.register(_name, partial(VGG, _cfg))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -410,11 +358,11 @@ class InvertedResidual(nn.Module):
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_res:
-            return x + self.conv(x)
-        return self.conv(x)
+        out = self.conv(x)
+        return x + out if self.use_res else out
 
 
+@MODELS.register("mobilenetv2")
 class MobileNetV2(nn.Module):
     """MobileNetV2 for 32x32 inputs: stride-1 stem and stride-1 second stage (32 -> 32 -> 16 -> 8
     -> 4), ~2.2 M params and ~88 M MACs at width 1 (32x32)."""
@@ -455,16 +403,11 @@ class MobileNetV2(nn.Module):
         return self.classifier(self.flatten(self.avgpool(x)))
 
 
-@MODELS.register("mobilenetv2")
-def mobilenetv2(**kw: Any) -> nn.Module:
-    """MobileNetV2 with the CIFAR stem (Sandler et al. 2018)."""
-    return MobileNetV2(**kw)
-
-
 # --------------------------------------------------------------------------------------------------
 # LeNet-5 and an MLP
 
 
+@MODELS.register("lenet5")
 class LeNet5(nn.Module):
     """LeNet-5 (LeCun et al. 1998) with ReLU and max-pooling: conv 6@5x5, pool, conv 16@5x5, pool,
     FC 120, FC 84, FC ``num_classes``.
@@ -520,12 +463,7 @@ class LeNet5(nn.Module):
         return self.fc3(x)
 
 
-@MODELS.register("lenet5")
-def lenet5(**kw: Any) -> nn.Module:
-    """LeNet-5 with ReLU + max-pool; adapts to 8x8, 28x28, 32x32 and larger inputs."""
-    return LeNet5(**kw)
-
-
+@MODELS.register("mlp")
 class MLP(nn.Module):
     """Flatten, then ``hidden`` fully connected ReLU layers (default 256, 128), then the classifier."""
 
@@ -552,12 +490,6 @@ class MLP(nn.Module):
         for i in range(self.n_hidden):
             x = getattr(self, f"relu{i + 1}")(getattr(self, f"fc{i + 1}")(x))
         return self.classifier(x)
-
-
-@MODELS.register("mlp")
-def mlp(**kw: Any) -> nn.Module:
-    """Multi-layer perceptron on flattened pixels (two hidden layers by default)."""
-    return MLP(**kw)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -621,9 +553,8 @@ def _build_from_factory(ref: str, common: dict[str, Any], kwargs: dict[str, Any]
     except (TypeError, ValueError):
         sig = None
     if sig is not None and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
-        dropped = [k for k in common if k not in sig.parameters]
         args = {k: v for k, v in args.items() if k in sig.parameters or k in kwargs}
-        if "num_classes" in dropped:
+        if "num_classes" not in sig.parameters:
             logger.warning("model %s: the factory takes no num_classes; its outputs must match the "
                            "dataset's %d classes", ref, common["num_classes"])
     try:

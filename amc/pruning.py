@@ -39,7 +39,8 @@ import torch_pruning as tp
 from amc._registry import Registry
 from amc.cost import CostModel, kept_channels
 from amc.errors import AmcError
-from amc.graph import LayerGraph, PrunableGroup
+from amc.graph import LayerGraph
+from amc.utils import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -167,17 +168,14 @@ class Pruner:
             for it in g.items:
                 sel = it.idxs[drop[it.root_idxs]]
                 if len(sel):
-                    entry = removals.setdefault((it.module, it.dim), (it.handler, []))
-                    entry[1].append(sel)
+                    removals.setdefault((it.module, it.dim), (it.handler, []))[1].append(sel)
         for (name, dim), (handler, parts) in removals.items():
             idxs = np.unique(np.concatenate(parts))
             handler(modules[name], idxs.tolist())  # type: ignore[operator]
-            if dim == "out":
-                total = getattr(self._modules[name], "out_channels", None) or getattr(self._modules[name], "out_features", None)
-                if total is not None:
-                    mask = np.ones(int(total), dtype=bool)
-                    mask[idxs] = False
-                    self.last_kept[name] = np.flatnonzero(mask)
+            original = self._modules[name]
+            total = getattr(original, "out_channels", None) or getattr(original, "out_features", None)
+            if dim == "out" and total is not None:
+                self.last_kept[name] = np.setdiff1d(np.arange(int(total)), idxs)
         self.timing = PruneTiming(prune=time.perf_counter() - t0)
         if reconstruct:
             t1 = time.perf_counter()
@@ -225,15 +223,12 @@ class Pruner:
                 if isinstance(m, nn.Conv2d) and (isinstance(m.padding, str) or m.padding_mode != "zeros"):
                     continue
                 handles.append(m.register_forward_hook(make_hook(name)))
-        was_training = self.model.training
-        self.model.eval()
         try:
-            with torch.no_grad():
+            with eval_mode(self.model), torch.no_grad():
                 self.model(x)
         finally:
             for h in handles:
                 h.remove()
-            self.model.train(was_training)
         self._calibration = cal
 
     def _reconstruct(self, pruned: nn.Module, names: set[str], ridge: float = 1e-3, max_inputs: int = 4608) -> None:
@@ -274,21 +269,15 @@ class Pruner:
         for name in names:
             if name in cal.targets and name in modules:
                 handles.append(modules[name].register_forward_pre_hook(make_pre_hook(name)))
-        was_training = pruned.training
-        pruned.eval()
         try:
-            with torch.no_grad():
+            with eval_mode(pruned), torch.no_grad():
                 pruned(cal.x)
         finally:
             for h in handles:
                 h.remove()
-            pruned.train(was_training)
 
     def cost_model(self, *, round_to: int = 1) -> CostModel:
         return CostModel(self.graph, self.model, round_to=round_to)
-
-    def group(self, index: int) -> PrunableGroup:
-        return self.graph.groups[index]
 
 
 def _patches(x: torch.Tensor, conv: nn.Conv2d, pos: torch.Tensor) -> torch.Tensor:
@@ -299,10 +288,7 @@ def _patches(x: torch.Tensor, conv: nn.Conv2d, pos: torch.Tensor) -> torch.Tenso
     ph, pw = conv.padding  # type: ignore[misc]
     xp = F.pad(x, (pw, pw, ph, ph)).permute(0, 2, 3, 1).contiguous()  # (N, Hp, Wp, C): rows gather fast
     n, h, w = pos[:, 0], pos[:, 1], pos[:, 2]
-    cols = []
-    for i in range(kh):
-        for j in range(kw):
-            cols.append(xp[n, h * sh + i * dh, w * sw + j * dw])  # (S, C)
+    cols = [xp[n, h * sh + i * dh, w * sw + j * dw] for i in range(kh) for j in range(kw)]  # (S, C) each
     return torch.stack(cols, dim=2).reshape(len(pos), -1)  # (S, C*kh*kw)
 
 

@@ -1,26 +1,42 @@
-"""Small shared helpers: seeding, devices, atomic file writes."""
+"""Small shared helpers: image sizes, seeding, devices, eval mode, atomic file writes."""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from amc.errors import AmcError
+
+
+def as_size(value: Any) -> tuple[int, int]:
+    """An ``image_size`` given as an int or a pair, as ``(H, W)`` of positive ints."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    try:
+        h, w = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise AmcError(f"image_size must be an int or a pair (H, W) of ints, got {value!r}") from None
+    if h < 1 or w < 1:
+        raise AmcError(f"image_size must be positive, got {(h, w)}")
+    return h, w
+
 
 def seed_everything(seed: int) -> None:
-    """Seed ``random``, ``numpy`` and ``torch`` (all devices) in one place."""
+    """Seed ``random``, ``numpy`` and ``torch`` (``torch.manual_seed`` seeds every device) in one place."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -32,9 +48,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return device
     name = (device or "auto").lower()
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     valid = "auto, cpu, cuda, cuda:N, mps"
     try:
         dev = torch.device(name)
@@ -53,11 +67,19 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of a model's first parameter (or buffer); CPU for a model with neither."""
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode; every module's own mode is restored afterwards."""
+    modes = {m: m.training for m in model.modules()}
+    try:
+        yield model.eval()
+    finally:
+        for m, training in modes.items():
+            m.training = training
 
 
 def _atomic_replace(path: str | os.PathLike, write: Any, mode: str) -> Path:
@@ -69,7 +91,9 @@ def _atomic_replace(path: str | os.PathLike, write: Any, mode: str) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+        umask = os.umask(0)  # read it (it can only be read by setting it) and put it back
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):
@@ -78,12 +102,6 @@ def _atomic_replace(path: str | os.PathLike, write: Any, mode: str) -> Path:
             e.filename = str(path)
         raise
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -115,13 +133,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, torch.Tensor):
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, (np.ndarray, torch.Tensor)):
         return o.tolist()
     if isinstance(o, Path):
         return str(o)

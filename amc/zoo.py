@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from amc.cost import CostModel, kept_channels
 from amc.errors import AmcError
 from amc.models import ModelSpec, build_model, example_input
 from amc.pruning import Pruner
+from amc.utils import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +110,8 @@ class ZooResult:
 
 def independent_count(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
     """(MACs per sample, parameters) counted by PyTorch's ``FlopCounterMode`` (FLOPs / 2), not amc."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x[:1])
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x[:1])
     return counter.get_total_flops() // 2, sum(p.numel() for p in model.parameters())
 
 
@@ -160,11 +157,8 @@ def check_model(entry: ZooEntry, *, target: float = 0.5, lbound: float = 0.2, se
     return res
 
 
-def _close(a: float, b: float, rel_tol: float) -> bool:
-    return abs(a - b) <= rel_tol * max(abs(a), abs(b), 1.0)
-
-
 def _check(entry: ZooEntry, res: ZooResult, *, target: float, lbound: float, seed: int, rel_tol: float) -> str:
+    close = partial(math.isclose, rel_tol=rel_tol, abs_tol=rel_tol)  # relative, or absolute below 1
     torch.manual_seed(seed)
     spec = ModelSpec(f"torchvision:{entry.name}", num_classes=10, in_channels=3,
                      image_size=(entry.size, entry.size), kwargs=dict(entry.kwargs))
@@ -177,7 +171,7 @@ def _check(entry: ZooEntry, res: ZooResult, *, target: float, lbound: float, see
         return "no prunable group"
     cost = pruner.cost_model()
     macs0, params0 = independent_count(model, x)
-    if not _close(cost.base_macs, macs0, rel_tol) or not _close(cost.base_params, params0, rel_tol):
+    if not close(cost.base_macs, macs0) or not close(cost.base_params, params0):
         return (f"unpruned count mismatch: amc {cost.base_macs:.0f} MACs / {cost.base_params:.0f} params, "
                 f"FlopCounterMode {macs0} MACs / {params0} params")
     res.lowest_ratio = lowest_macs_ratio(cost, lbound=lbound)
@@ -193,9 +187,9 @@ def _check(entry: ZooEntry, res: ZooResult, *, target: float, lbound: float, see
         return f"pruned forward gives shape {tuple(y.shape)} (finite: {bool(torch.isfinite(y).all())})"
     macs1, params1 = independent_count(pruned, x)
     res.macs_ratio = macs1 / macs0
-    if not _close(predicted_macs, macs1, rel_tol):
+    if not close(predicted_macs, macs1):
         return f"pruned MACs: predicted {predicted_macs:.0f}, FlopCounterMode {macs1}"
-    if not _close(predicted_params, params1, rel_tol):
+    if not close(predicted_params, params1):
         return f"pruned params: predicted {predicted_params:.0f}, counted {params1}"
     return "ok"
 

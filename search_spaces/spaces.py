@@ -10,6 +10,10 @@ from typing import Any
 from amc.errors import AmcError
 
 
+def _clip(a: float) -> float:
+    return min(1.0, max(0.0, float(a)))
+
+
 class Space(ABC):
     """A decision's choices, reached from a normalised action ``a`` in [0, 1]."""
 
@@ -35,10 +39,10 @@ class UnitSpace(Space):
     kind: str = "action"
 
     def to_value(self, a: float) -> float:
-        return min(1.0, max(0.0, float(a)))
+        return _clip(a)
 
     def to_action(self, value: float) -> float:
-        return self.to_value(value)
+        return _clip(value)
 
 
 @dataclass(frozen=True)
@@ -58,13 +62,12 @@ class KeepRatioSpace(Space):
                            f"lbound={self.lbound}, ubound={self.ubound}; e.g. --lbound 0.2")
 
     def to_value(self, a: float) -> float:
-        a = min(1.0, max(0.0, float(a)))
-        return self.lbound + a * (self.ubound - self.lbound)
+        return self.lbound + _clip(a) * (self.ubound - self.lbound)
 
     def to_action(self, value: float) -> float:
         if self.ubound == self.lbound:
             return 1.0
-        return min(1.0, max(0.0, (float(value) - self.lbound) / (self.ubound - self.lbound)))
+        return _clip((float(value) - self.lbound) / (self.ubound - self.lbound))
 
 
 @dataclass(frozen=True)
@@ -81,15 +84,14 @@ class BitSpace(Space):
             raise AmcError(f"bit range must satisfy 1 <= min <= max <= 8, got ({self.b_min}, {self.b_max})")
 
     def to_value(self, a: float) -> int:
-        a = min(1.0, max(0.0, float(a)))
         # round(x) of x = a * n + b_min - 0.5, halves rounded up
-        bits = math.floor(a * (self.b_max - self.b_min + 1) + self.b_min)
+        bits = math.floor(_clip(a) * (self.b_max - self.b_min + 1) + self.b_min)
         return int(min(self.b_max, max(self.b_min, bits)))
 
     def to_action(self, value: int) -> float:
         # centre of the action interval that maps to ``value``
         n = self.b_max - self.b_min + 1
-        return min(1.0, max(0.0, (int(value) - self.b_min + 0.5) / n))
+        return _clip((int(value) - self.b_min + 0.5) / n)
 
 
 def space_for(kind: str, *, lbound: float = 0.2, w_bits: tuple[int, int] = (2, 8),
@@ -97,8 +99,6 @@ def space_for(kind: str, *, lbound: float = 0.2, w_bits: tuple[int, int] = (2, 8
     """The space of a decision kind: ``"prune"``, ``"sparsity"``, ``"w_bits"`` or ``"a_bits"``."""
     if kind in ("prune", "sparsity"):
         return KeepRatioSpace(lbound=lbound, kind=kind)
-    if kind == "w_bits":
-        return BitSpace(*w_bits, kind="w_bits")
-    if kind == "a_bits":
-        return BitSpace(*a_bits, kind="a_bits")
+    if kind in ("w_bits", "a_bits"):
+        return BitSpace(*(w_bits if kind == "w_bits" else a_bits), kind=kind)
     raise AmcError(f"unknown decision kind {kind!r}; valid: prune, sparsity, w_bits, a_bits")
