@@ -29,12 +29,11 @@ from amc.quantization.observers import ActObserver, calibration_names, scale_fro
 from amc.quantization.schemes import check_bits, check_choice, fake_quant_activation, quantization_error
 from amc.quantization.wrapper import (
     QuantWrapper,
-    eval_mode,
     observing_float,
     quantizable_layers,
     quantized_layers,
 )
-from amc.utils import model_device
+from amc.utils import eval_mode, model_device
 
 logger = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from amc.errors import AmcError
 from amc.quantization.config import QuantConfig
 from amc.quantization.observers import ActObserver
 from amc.quantization.schemes import QuantizedWeight, check_bits, fake_quant_activation, get_scheme
+from amc.utils import eval_mode
 
 
 class QuantWrapper(nn.Module):
@@ -192,17 +193,6 @@ class QuantWrapper(nn.Module):
         act = "float" if self.a_bits is None else f"{self.a_bits}{'s' if self.act_signed else 'u'}"
         w = "float" if self.w_bits is None else f"{self.w_bits} ({self.scheme})"
         return f"w_bits={w}, a_bits={act}"
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in eval mode; every module's own mode is restored afterwards."""
-    modes = {m: m.training for m in model.modules()}
-    try:
-        yield model.eval()
-    finally:
-        for mod, tr in modes.items():
-            mod.training = tr
 
 
 @contextlib.contextmanager

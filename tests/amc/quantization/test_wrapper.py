@@ -11,7 +11,8 @@ import torch.nn as nn
 from amc.errors import AmcError
 from amc.quantization import QuantWrapper, quantize_model
 from amc.quantization.schemes import LinearScheme, QuantizedWeight
-from amc.quantization.wrapper import eval_mode, quantizable_layers, quantized_layers
+from amc.quantization.wrapper import quantizable_layers, quantized_layers
+from amc.utils import eval_mode
 from tests.amc.quantization._models import LAYERS, TinyCNN
 
 
