@@ -24,9 +24,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from amc.cli._args import count_or_fraction
 from amc.errors import AmcError
 from amc.rundir import refuse_existing_files
+
+
+def count_or_fraction(s: str) -> int | float:
+    """``--val-size``: an image count (``5000``) or a fraction of the train split (``0.1``)."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {s!r}") from None
+    return int(v) if v.is_integer() and v >= 1 else v
 
 
 def add_common(p: argparse.ArgumentParser, *, policy_required: bool = True, device: bool = True) -> None:

@@ -27,20 +27,16 @@ from pydantic import (
     model_validator,
 )
 
-__all__ = ["QUICKSTART", "quickstart", "quickstart_path", "DataConfig", "ModelConfig", "EnvShared", "EnvOptions", "AgentOptions", "RunConfig", "SearchOptions"]
+__all__ = ["QUICKSTART", "quickstart", "quickstart_path", "DataConfig", "ModelConfig", "EnvShared", "EnvOptions",
+           "AgentOptions", "RunConfig", "SearchOptions"]
 
 
-def _path(v: Any) -> Any:
-    return os.fspath(v) if isinstance(v, os.PathLike) else v
-
-
-def _options(v: Any) -> Any:
-    return {} if v is None else v  # an empty YAML key (``env_kwargs:``) is no options
-
-
-PathStr = Annotated[str, BeforeValidator(_path)]
-Options = Annotated[dict[str, Any], BeforeValidator(_options)]
+PathStr = Annotated[str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)]
+#: an open mapping of options; an empty YAML key (``env_kwargs:``) is no options
+Options = Annotated[dict[str, Any], BeforeValidator(lambda v: {} if v is None else v)]
 BitRange = tuple[int, int]
+#: precisions of training and evaluation (the keys of ``amc.training.PRECISIONS``)
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 def _flag(name: str) -> dict[str, Any]:
@@ -165,7 +161,7 @@ class EnvShared(_Checks):
     w_bits: BitRange = Field((2, 8), description="weight bit range MIN MAX (quant/joint)")
     a_bits: BitRange = Field((2, 8), description="activation bit range MIN MAX (quant/joint)")
     eval_batch_size: int = Field(512, ge=1, description="batch size of the reward's evaluation")
-    eval_precision: Literal["fp32", "bf16", "fp16"] = Field(
+    eval_precision: Precision = Field(
         "fp32", description="precision of the reward's evaluation (mode prune): bf16 is ~2.8x faster per episode on "
                             "CPUs with AVX-512 BF16/AMX; amc apply re-measures the policy in fp32")
     @field_validator("reward")

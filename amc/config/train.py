@@ -16,12 +16,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from amc.config.search import Options, PathStr, _flag, _Section
+from amc.config.search import Options, PathStr, Precision, _flag, _Section
 
 __all__ = ["TrainOptions", "KDOptions", "FinetuneTrainOptions", "FinetuneOptions", "TrainCommandOptions", "ShareOptions",
            "FinetuneCommandOptions", "DeepCompressionOptions", "like"]
-
-Precision = Literal["fp32", "bf16", "fp16"]
 
 
 def like(info: FieldInfo, **changes: Any) -> Any:
