@@ -45,7 +45,8 @@ def resolve_options(args: argparse.Namespace) -> Any:
     data: dict[str, Any] = {}
     if getattr(args, "config", None):
         for key, value in load_yaml(args.config).items():
-            key = _ALIASES.get(str(key).replace("-", "_"), str(key).replace("-", "_"))
+            key = str(key).replace("-", "_")
+            key = _ALIASES.get(key, key)
             if key == "no_augment":
                 key, value = "augment", not value
             data[key] = value
@@ -101,9 +102,7 @@ def check_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool) -> None
     if run_dir.exists() and not run_dir.is_dir():
         raise AmcError(f"run dir {str(run_dir)!r} exists and is not a directory; choose another --run-dir")
     found = [n for n in _RUN_FILES if (run_dir / n).is_file()]
-    if not found or resume:
-        return
-    if not overwrite:
+    if found and not (resume or overwrite):
         raise AmcError(f"run dir {str(run_dir)!r} already holds a training run ({', '.join(found)}); pass --resume "
                        "to continue it, --overwrite to start it again, or choose another --run-dir")
 
