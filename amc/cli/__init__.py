@@ -86,7 +86,3 @@ def os_error_message(e: OSError) -> str:
         return (f"cannot write {name}: {reason}; make its directory writable, or choose another --run-dir / "
                 "--out on a writable disk")
     return f"{name}: {reason} ({type(e).__name__}); check the path and run the command again"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

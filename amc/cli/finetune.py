@@ -49,8 +49,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 def resolve_options(args: argparse.Namespace) -> Any:
     """The :class:`FinetuneCommandOptions`: defaults, then ``--config``, then the command line."""
-    given = {k: v for k, v in vars(args).items() if "." in k or k == "iterative"}
-    opts = resolve_config(FinetuneCommandOptions, given, config=args.config,
+    opts = resolve_config(FinetuneCommandOptions, args, config=args.config,
                           what=str(args.config or "finetune config"))
     args.device, args.threads = opts.train.device, opts.train.num_threads  # what the common options read
     args.run_dir, args.resume, args.overwrite = opts.run.run_dir, opts.run.resume, opts.run.overwrite

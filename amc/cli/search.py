@@ -84,8 +84,6 @@ def config_from_args(args: argparse.Namespace) -> Any:
 def _fmt(v: Any, spec: str = ".4f") -> str:
     if v is None:
         return "-"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)
     return format(v, spec) if isinstance(v, float) else str(v)
 
 

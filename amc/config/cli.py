@@ -283,8 +283,7 @@ def resolve_config(model: type[BaseModel], args: argparse.Namespace | Mapping[st
     ``args`` holds dotted option paths (as :func:`add_config_arguments` parses them); other attributes
     are ignored. ``KEY=VALUE`` lists become mappings.
     """
-    data = load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
-    data = nest_flat_keys(model, data)
+    data = nest_flat_keys(model, load_yaml(config) if isinstance(config, (str, Path)) else config or {})
     given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
     paths = {f.path for f in config_fields(model)}
     for path, value in given.items():
