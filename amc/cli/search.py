@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from amc.config import add_config_arguments, dump_config, nest_flat_keys, preset_defaults, resolve_config
-from amc.config.search import SearchOptions, quickstart
+from amc.config.search import RunConfig, SearchOptions, quickstart
 from amc.errors import AmcError
 
 SECTIONS = {"data": "data", "model": "model", "env": "what to search (env)", "agent": "agent", "run": "run"}
@@ -47,7 +47,7 @@ def add_parser(p: argparse.ArgumentParser, *, agent: str | None = None) -> None:
     add_config_arguments(p, SearchOptions, sections=SECTIONS, defaults=shown)
     g = next(g for g in p._action_groups if g.title == "run")
     g.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
-                   help=SearchOptions.model_fields["run"].annotation.model_fields["resume"].description)
+                   help=RunConfig.model_fields["resume"].description)
     g.add_argument("--no-progress", action="store_true", help="no live progress line")
     g = next(g for g in p._action_groups if g.title == "agent")
     g.add_argument("--storage", help="Optuna agents: study storage, a journal file or a database URL such as "
