@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
     if not getattr(args, "_run", None):
@@ -54,16 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except (AmcError, FileNotFoundError, ValueError) as e:
-        # AmcError: bad input; ValueError: registries (unknown names list the valid ones)
-        if not isinstance(e, (AmcError, FileNotFoundError)) and getattr(args, "verbose", False):
+    except (ValueError, OSError) as e:
+        # AmcError: bad input; ValueError: registries (unknown names list the valid ones); other OSErrors
+        # (a read-only run dir, a full disk ...): say which file and what to do; -v shows their traceback
+        user_error = isinstance(e, (AmcError, FileNotFoundError))
+        if args.verbose and not user_error:
             raise
-        print(f"error: {one_line(str(e))}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a read-only run dir, a full disk ...: say which file and what to do
-        if getattr(args, "verbose", False):
-            raise
-        print(f"error: {one_line(os_error_message(e))}", file=sys.stderr)
+        message = os_error_message(e) if isinstance(e, OSError) and not user_error else str(e)
+        print(f"error: {one_line(message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -88,7 +86,3 @@ def os_error_message(e: OSError) -> str:
         return (f"cannot write {name}: {reason}; make its directory writable, or choose another --run-dir / "
                 "--out on a writable disk")
     return f"{name}: {reason} ({type(e).__name__}); check the path and run the command again"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

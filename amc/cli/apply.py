@@ -24,9 +24,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from amc.cli._args import count_or_fraction
 from amc.errors import AmcError
 from amc.rundir import refuse_existing_files
+
+
+def count_or_fraction(s: str) -> int | float:
+    """``--val-size``: an image count (``5000``) or a fraction of the train split (``0.1``)."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {s!r}") from None
+    return int(v) if v.is_integer() and v >= 1 else v
 
 
 def add_common(p: argparse.ArgumentParser, *, policy_required: bool = True, device: bool = True) -> None:
@@ -70,7 +78,7 @@ def setup_from_args(args: argparse.Namespace, *, need_data: bool = True) -> Any:
 
     from amc.finetune import prepare
 
-    if getattr(args, "threads", None):
+    if args.threads:
         torch.set_num_threads(args.threads)
     return prepare(args.policy, checkpoint=args.checkpoint, model=args.model, dataset=args.dataset,
                    data_dir=args.data_dir, val_size=args.val_size, data_seed=args.data_seed,
@@ -83,8 +91,8 @@ def fmt_acc(v: float | None) -> str:
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GB"

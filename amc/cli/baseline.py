@@ -11,11 +11,9 @@ import argparse
 
 from amc.cli import search
 
-DEFAULT_AGENT = "tpe"
-
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    search.add_parser(p, agent=DEFAULT_AGENT)
+    search.add_parser(p, agent="tpe")
 
 
 def run(args: argparse.Namespace) -> int:

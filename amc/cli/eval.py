@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(val_size, float) and val_size.is_integer():
         val_size = int(val_size)
     seed = args.seed if args.seed is not None else int(info.get("seed", 0) if same else 0)
-    image_size = (ckpt.get("model_spec") or {}).get("image_size")
+    spec = ckpt.get("model_spec") or {}
+    image_size = spec.get("image_size")
     try:
         splits = get_dataset(dataset, data_dir=data_dir, val_size=val_size, seed=seed,
                              image_size=tuple(image_size) if dataset == "imagefolder" and image_size else None)
@@ -52,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
         raise
     except ValueError as e:  # unknown dataset name: the registry lists the valid ones
         raise AmcError(str(e)) from None
-    spec = ckpt.get("model_spec") or {}
     if spec and (spec.get("num_classes") != splits.num_classes or spec.get("in_channels") != splits.in_channels):
         raise AmcError(f"the model expects {spec.get('in_channels')}-channel images and {spec.get('num_classes')} "
                        f"classes; {dataset} has {splits.in_channels} and {splits.num_classes}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from amc.cli.apply import add_common, human_bytes
+from amc.cli.apply import add_common, human_bytes, setup_from_args
 from amc.errors import AmcError
 from amc.rundir import refuse_existing_files
 
@@ -58,8 +58,6 @@ def run(args: argparse.Namespace) -> int:
             raise AmcError(f"{args.model_file} has no model spec: cannot make an example input for tracing")
         example = example_input(spec) if spec else None
     else:
-        from amc.cli.apply import setup_from_args
-
         setup = setup_from_args(args, need_data=False)
         model, policy, spec = setup.compress(), setup.policy, setup.model_spec
         example = setup.example_input.cpu()

@@ -27,7 +27,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from amc.cli.apply import add_common, cost_table, fmt_acc, human_bytes
+from amc.cli.apply import add_common, cost_table, fmt_acc, human_bytes, setup_from_args
 from amc.config import add_config_arguments, dump_config, resolve_config
 from amc.config.train import FinetuneCommandOptions
 from amc.errors import AmcError
@@ -49,8 +49,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 def resolve_options(args: argparse.Namespace) -> Any:
     """The :class:`FinetuneCommandOptions`: defaults, then ``--config``, then the command line."""
-    given = {k: v for k, v in vars(args).items() if "." in k or k == "iterative"}
-    opts = resolve_config(FinetuneCommandOptions, given, config=args.config,
+    opts = resolve_config(FinetuneCommandOptions, args, config=args.config,
                           what=str(args.config or "finetune config"))
     args.device, args.threads = opts.train.device, opts.train.num_threads  # what the common options read
     args.run_dir, args.resume, args.overwrite = opts.run.run_dir, opts.run.resume, opts.run.overwrite
@@ -103,11 +102,9 @@ def run(args: argparse.Namespace) -> int:
             raise AmcError(f"{args.model_file} records no policy; fine-tune it from --policy instead")
         args.policy = Policy.from_dict(meta["policy"])
         args.transfer = False
-    from amc.cli.apply import setup_from_args
-
-    setup = setup_from_args(args)
     from amc.rundir import locked_run_dir
 
+    setup = setup_from_args(args)
     with locked_run_dir(run_dir, command="amc finetune"):  # one process per run dir; the OS drops it on exit
         _clear(run_dir, args)
         res = finetune_policy(setup, cfg, run_dir=args.run_dir, resume=args.resume, progress=True, student=student)
@@ -129,14 +126,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _clear(run_dir: Path, args: argparse.Namespace) -> None:
     """With --overwrite: delete what an earlier run left in ``run_dir``."""
-    for old in check_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite) if args.overwrite else ():
+    if not args.overwrite:
+        return
+    for old in [*check_run_dir(run_dir, resume=args.resume, overwrite=True), *run_dir.glob("events.out.tfevents.*")]:
         if old.is_dir():
             shutil.rmtree(old)
         else:
             old.unlink()
-    if args.overwrite:
-        for f in run_dir.glob("events.out.tfevents.*"):
-            f.unlink()
 
 
 def deep_compression_table(summary: dict) -> list[str]:
@@ -151,19 +147,14 @@ def deep_compression_table(summary: dict) -> list[str]:
 
 
 def _run_deep_compression(args: argparse.Namespace, opts: Any, run_dir: Path) -> int:
-    from amc.cli.apply import setup_from_args
     from amc.deep_compression import DeepCompressionConfig, deep_compress
     from amc.rundir import locked_run_dir
 
     if args.model_file:
         raise AmcError("--deep-compression starts from --policy and the uncompressed --checkpoint, not --model-file")
-    t, kd, sh = opts.train, opts.distill, opts.share
-    cfg = DeepCompressionConfig(prune_steps=opts.iterative, prune_epochs=t.epochs, prune_lr=t.lr,
-                                share_epochs=sh.share_epochs, share_lr=sh.share_lr, kmeans_iters=sh.kmeans_iters,
-                                huffman=sh.huffman, kd=kd.kd, kd_temperature=kd.kd_temperature, kd_alpha=kd.kd_alpha,
-                                batch_size=t.batch_size, weight_decay=t.weight_decay, augment=t.augment,
-                                steps_per_epoch=t.steps_per_epoch, seed=t.seed, device=t.device,
-                                num_threads=t.num_threads)
+    given = {**opts.train.model_dump(), **opts.distill.model_dump(), **opts.share.model_dump(),
+             "prune_steps": opts.iterative, "prune_epochs": opts.train.epochs, "prune_lr": opts.train.lr}
+    cfg = DeepCompressionConfig(**{name: given[name] for name in DeepCompressionConfig.field_names()})
     setup = setup_from_args(args)
     with locked_run_dir(run_dir, command="amc finetune"):
         _clear(run_dir, args)

@@ -24,15 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from amc.config import add_config_arguments, dump_config, nest_flat_keys, preset_defaults, resolve_config
-from amc.config.search import SearchOptions, quickstart
+from amc.config.search import RunConfig, SearchOptions, quickstart
 from amc.errors import AmcError
 
 SECTIONS = {"data": "data", "model": "model", "env": "what to search (env)", "agent": "agent", "run": "run"}
-
-
-def _shown_defaults(agent: str | None) -> dict[str, Any]:
-    """The defaults a user gets without ``--config``: the quickstart preset's values over the model's."""
-    return {**preset_defaults(SearchOptions, quickstart()), **({"agent.name": agent} if agent is not None else {})}
 
 
 def add_parser(p: argparse.ArgumentParser, *, agent: str | None = None) -> None:
@@ -45,17 +40,19 @@ def add_parser(p: argparse.ArgumentParser, *, agent: str | None = None) -> None:
     p.add_argument("--config", metavar="YAML", help="preset to start from, flat or nested keys (default: "
                    "configs/quickstart.yaml)")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and exit")
-    add_config_arguments(p, SearchOptions, sections=SECTIONS, defaults=_shown_defaults(agent))
+    shown = preset_defaults(SearchOptions, quickstart())  # the defaults without --config: the quickstart's
+    if agent is not None:
+        shown["agent.name"] = agent
+        p.set_defaults(**{"agent.name": agent})
+    add_config_arguments(p, SearchOptions, sections=SECTIONS, defaults=shown)
     g = next(g for g in p._action_groups if g.title == "run")
     g.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
-                   help=SearchOptions.model_fields["run"].annotation.model_fields["resume"].description)
+                   help=RunConfig.model_fields["resume"].description)
     g.add_argument("--no-progress", action="store_true", help="no live progress line")
     g = next(g for g in p._action_groups if g.title == "agent")
     g.add_argument("--storage", help="Optuna agents: study storage, a journal file or a database URL such as "
                    "postgresql://user@host/db (default RUN_DIR/optuna.journal); workers sharing it share the study")
     g.add_argument("--study-name", help="Optuna agents: the study's name (every worker of one search passes the same)")
-    if agent is not None:
-        p.set_defaults(**{"agent.name": agent})
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -87,8 +84,6 @@ def config_from_args(args: argparse.Namespace) -> Any:
 def _fmt(v: Any, spec: str = ".4f") -> str:
     if v is None:
         return "-"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)
     return format(v, spec) if isinstance(v, float) else str(v)
 
 

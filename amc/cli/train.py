@@ -43,16 +43,18 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def resolve_options(args: argparse.Namespace) -> Any:
     """The :class:`TrainCommandOptions`: defaults, then the YAML ``--config``, then the command line."""
     data: dict[str, Any] = {}
-    if getattr(args, "config", None):
+    if args.config:
         for key, value in load_yaml(args.config).items():
-            key = _ALIASES.get(str(key).replace("-", "_"), str(key).replace("-", "_"))
+            key = str(key).replace("-", "_")
+            key = _ALIASES.get(key, key)
             if key == "no_augment":
                 key, value = "augment", not value
             data[key] = value
-    given = {k: v for k, v in vars(args).items() if "." in k}  # the generated options: dotted paths
     data = nest_flat_keys(TrainCommandOptions, data)
+    given = dict(vars(args))  # resolve_config takes the options' dotted paths from it
     if "data.model_kwargs" in given:  # --model-arg adds to the file's model_kwargs
-        given["data.model_kwargs"] = {**(data.get("data", {}).get("model_kwargs") or {}), **dict(given["data.model_kwargs"])}
+        file_kwargs = data.get("data", {}).get("model_kwargs") or {}
+        given["data.model_kwargs"] = {**file_kwargs, **dict(given["data.model_kwargs"])}
     opts = resolve_config(TrainCommandOptions, given, config=data, what=str(args.config or "train config"))
     if not opts.run.run_dir:
         safe = str(opts.data.model).replace(":", "_").replace("/", "_")
@@ -101,9 +103,7 @@ def check_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool) -> None
     if run_dir.exists() and not run_dir.is_dir():
         raise AmcError(f"run dir {str(run_dir)!r} exists and is not a directory; choose another --run-dir")
     found = [n for n in _RUN_FILES if (run_dir / n).is_file()]
-    if not found or resume:
-        return
-    if not overwrite:
+    if found and not (resume or overwrite):
         raise AmcError(f"run dir {str(run_dir)!r} already holds a training run ({', '.join(found)}); pass --resume "
                        "to continue it, --overwrite to start it again, or choose another --run-dir")
 

@@ -1,12 +1,10 @@
 """Typed configuration: pydantic models, and the command line generated from them (:mod:`amc.config.cli`)."""
 
 from amc.config.cli import (
-    ConfigField,
     add_config_arguments,
     config_fields,
     dump_config,
     flat_name,
-    key_value,
     load_yaml,
     nest_flat_keys,
     preset_defaults,
@@ -15,5 +13,5 @@ from amc.config.cli import (
     validation_message,
 )
 
-__all__ = ["ConfigField", "add_config_arguments", "config_fields", "dump_config", "flat_name", "key_value", "load_yaml",
-           "nest_flat_keys", "preset_defaults", "resolve_config", "set_path", "validation_message"]
+__all__ = ["add_config_arguments", "config_fields", "dump_config", "flat_name", "load_yaml", "nest_flat_keys",
+           "preset_defaults", "resolve_config", "set_path", "validation_message"]

@@ -16,6 +16,7 @@ What this module adds over argparse is small: it walks ``model_fields``, and pyd
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import types
 import typing
@@ -69,20 +70,23 @@ def flat_name(path: str) -> str:
     return section.rsplit(".", 1)[-1] if leaf == "name" and section else leaf
 
 
-def _strip_optional(annotation: Any) -> tuple[Any, bool]:
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return (rest[0] if len(rest) == 1 else annotation), True
-    return annotation, False
+def _strip_optional(annotation: Any) -> Any:
+    """``X`` for ``X | None`` (``Optional[X]``), else ``annotation``."""
+    rest = [a for a in typing.get_args(annotation) if a is not type(None)]
+    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return rest[0] if is_union and len(rest) == 1 else annotation
+
+
+def _yaml(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def _scalar(text: str) -> Any:
     """A command-line word as YAML reads it (``null``, ``[1, 2]``, ``{a: 1}``), else the text itself."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    value = _yaml(text)
     return text if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
@@ -91,15 +95,10 @@ def key_value(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. actor_lr=1e-4")
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        parsed = value
+    parsed = _yaml(value)
     if isinstance(parsed, str):  # YAML 1.1 reads 1e-4 as a string
-        try:
+        with contextlib.suppress(ValueError):
             parsed = float(parsed)
-        except ValueError:
-            pass
     return key.strip(), parsed
 
 
@@ -125,16 +124,16 @@ class _Items(argparse.Action):
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, model: type[BaseModel], *,
-                         sections: Mapping[str, str] | None = None, defaults: Mapping[str, Any] | None = None,
-                         flat_aliases: bool = True) -> None:
+                         sections: Mapping[str, str] | None = None,
+                         defaults: Mapping[str, Any] | None = None) -> None:
     """Add one option per leaf field of ``model`` to ``parser``, grouped by top-level section.
 
     Options that are not given stay absent from the parsed namespace (``argparse.SUPPRESS``), so that
     only what the user typed overrides the file. ``sections`` titles the groups (``{"env": "what to
     search"}``); a section without a title is titled by its name. A field with an everyday ``flag`` is
-    shown under that name only (its dotted name is still accepted); ``flat_aliases`` also accepts,
-    unshown, each field's flat name (``--round-to`` for ``--env.round-to``). ``defaults`` (dotted path
-    -> value) replaces the model's defaults in the help text (e.g. a preset's values).
+    shown under that name only (its dotted name is still accepted), and each field's flat name is
+    accepted too, unshown (``--round-to`` for ``--env.round-to``). ``defaults`` (dotted path -> value)
+    replaces the model's defaults in the help text (e.g. a preset's values).
     """
     groups: dict[str, Any] = {}
     fields = [f for f in config_fields(model) if f.cli]
@@ -142,37 +141,32 @@ def add_config_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]
     for f in fields:
         section = f.path.split(".", 1)[0] if "." in f.path else ""
         if section not in groups:
-            title = (sections or {}).get(section, section or "options")
             info = model.model_fields.get(section)
-            groups[section] = parser.add_argument_group(title, description=info.description if info else None)
+            groups[section] = parser.add_argument_group((sections or {}).get(section, section or "options"),
+                                                        description=info.description if info else None)
         group = groups[section]
         dotted = f"--{f.path.replace('_', '-')}"
         shown = f.flag or dotted
         hidden = [dotted] if f.flag and f.flag != dotted else []
         flat = f"--{flat_name(f.path).replace('_', '-')}"
-        if flat_aliases and flat not in taken:
+        if flat not in taken:
             hidden.append(flat)
             taken.add(flat)
         default = (defaults or {}).get(f.path, f.default)
         kwargs: dict[str, Any] = {"dest": f.path, "default": argparse.SUPPRESS,
+                                  "metavar": flat_name(f.path).upper(),
                                   "help": f"{f.description} (default: {_show(default)})".lstrip()}
-        inner, _ = _strip_optional(f.annotation)
+        inner = _strip_optional(f.annotation)
         origin = typing.get_origin(inner)
         if inner is bool:  # --env.reconstruct / --env.no-reconstruct (and --reconstruct / --no-reconstruct)
-            shown_help = kwargs["help"][:-1] + f"; {_negative(shown)}: false)"
-            for names, help_ in (([shown], shown_help), (hidden, argparse.SUPPRESS)):
-                if names:
-                    group.add_argument(*names, dest=f.path, default=argparse.SUPPRESS, action="store_const",
-                                       const=True, help=help_)
+            kwargs.update(action="store_const", const=True,
+                          help=kwargs["help"][:-1] + f"; {_negative(shown)}: false)")
             group.add_argument(*[_negative(n) for n in [shown, *hidden]], dest=f.path, default=argparse.SUPPRESS,
                                action="store_const", const=False, help=argparse.SUPPRESS)
-            continue
-        kwargs["metavar"] = flat_name(f.path).upper()
-        if origin is Literal:
+        elif origin is Literal:
             choices = typing.get_args(inner)
-            kwargs["choices"] = choices
-            kwargs["type"] = type(choices[0]) if len({type(c) for c in choices}) == 1 else _scalar
-            kwargs["metavar"] = "{" + ",".join(str(c) for c in choices) + "}"
+            kwargs.update(choices=choices, metavar="{" + ",".join(str(c) for c in choices) + "}",
+                          type=type(choices[0]) if len({type(c) for c in choices}) == 1 else _scalar)
         elif origin in (dict, Mapping) or inner is dict:
             kwargs.update(type=key_value, action="append", metavar="KEY=VALUE")
         elif origin in (list, tuple) or inner in (list, tuple):
@@ -217,14 +211,12 @@ def nest_flat_keys(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str,
     section given a value that is not a mapping (``model: lenet5``) sets the section's ``name``. A key
     that is neither a section nor a leaf is left for pydantic to refuse.
     """
-    sections = {name for name, info in model.model_fields.items() if _is_model(info.annotation)}
     leaves = {flat_name(f.path): f.path for f in config_fields(model) if "." in f.path}
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if key in sections:
-            path = leaves.get(key) if not isinstance(value, dict) and leaves.get(key) == f"{key}.name" else None
-        else:
-            path = leaves.get(key) if key not in model.model_fields else None
+        path = leaves.get(key)
+        if key in model.model_fields and (isinstance(value, dict) or path != f"{key}.name"):
+            path = None  # a section (or a top-level field) given as such
         if path is None:
             if key in out and isinstance(out[key], dict) and isinstance(value, dict):
                 out[key] = {**out[key], **value}
@@ -291,8 +283,7 @@ def resolve_config(model: type[BaseModel], args: argparse.Namespace | Mapping[st
     ``args`` holds dotted option paths (as :func:`add_config_arguments` parses them); other attributes
     are ignored. ``KEY=VALUE`` lists become mappings.
     """
-    data = load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
-    data = nest_flat_keys(model, data)
+    data = nest_flat_keys(model, load_yaml(config) if isinstance(config, (str, Path)) else config or {})
     given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
     paths = {f.path for f in config_fields(model)}
     for path, value in given.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping
+from operator import attrgetter
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
@@ -20,12 +21,6 @@ from amc.config.cli import config_fields, flat_name, nest_flat_keys, validation_
 from amc.errors import AmcError
 
 __all__ = ["FlatConfig", "flat_config"]
-
-
-def _get(obj: Any, path: str) -> Any:
-    for key in path.split("."):
-        obj = getattr(obj, key)
-    return obj
 
 
 class FlatConfig:
@@ -37,7 +32,7 @@ class FlatConfig:
     def __post_init__(self) -> None:
         opts = self.validate({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})  # type: ignore[arg-type]
         for f in config_fields(self.MODEL):
-            setattr(self, flat_name(f.path), _get(opts, f.path))
+            setattr(self, flat_name(f.path), attrgetter(f.path)(opts))
 
     @classmethod
     def validate(cls, data: Mapping[str, Any], *, source: str | None = None) -> Any:
@@ -53,7 +48,7 @@ class FlatConfig:
 
     @classmethod
     def from_options(cls, opts: BaseModel) -> Any:
-        return cls(**{flat_name(f.path): _get(opts, f.path) for f in config_fields(cls.MODEL)})
+        return cls(**{flat_name(f.path): attrgetter(f.path)(opts) for f in config_fields(cls.MODEL)})
 
     @classmethod
     def field_names(cls) -> list[str]:

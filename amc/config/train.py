@@ -10,18 +10,15 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from amc.config.search import Options, PathStr, _flag, _Section
+from amc.config.search import Options, PathStr, Precision, _flag, _Section
 
 __all__ = ["TrainOptions", "KDOptions", "FinetuneTrainOptions", "FinetuneOptions", "TrainCommandOptions", "ShareOptions",
            "FinetuneCommandOptions", "DeepCompressionOptions", "like"]
-
-Precision = Literal["fp32", "bf16", "fp16"]
 
 
 def like(info: FieldInfo, **changes: Any) -> Any:
@@ -42,7 +39,7 @@ def _size(v: Any) -> Any:
     """``--image-size``: H, "H,W", "HxW" or [H, W] -> (H, W)."""
     if isinstance(v, str):
         v = [p for p in v.replace("x", ",").split(",") if p.strip()]
-    if isinstance(v, (int, str)):
+    if isinstance(v, int):
         v = [v]
     if isinstance(v, (list, tuple)) and len(v) == 1:
         v = [v[0], v[0]]
@@ -87,22 +84,16 @@ class TrainOptions(_Section):
     eval_precision: Precision = Field("fp32", description="precision of the evaluations (bf16 moves top-1 by up to "
                                                           "a few tenths)")
     eval_test: bool = Field(True, description="evaluate the test split at the end")
-    slimming: Number = Field(0.0, ge=0, description="network slimming (Liu et al. 2017): add LAMBDA * sum|gamma| "
-                                                    "over the norm layers' scales to the loss (1e-4 VGG, 1e-5 ResNet; "
-                                                    "0: off); prune afterwards with --importance bn_scale",
-                             json_schema_extra=_flag("--slimming"))
+    slimming: Number = Field(
+        0.0, ge=0, allow_inf_nan=False, json_schema_extra=_flag("--slimming"),
+        description="network slimming (Liu et al. 2017): add LAMBDA * sum|gamma| over the norm layers' "
+                    "scales to the loss (1e-4 VGG, 1e-5 ResNet; 0: off); prune afterwards with --importance "
+                    "bn_scale")
 
     @field_validator("device", mode="before")
     @classmethod
     def _device_str(cls, v: Any) -> str:
         return str(v)
-
-    @field_validator("slimming")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be a finite number >= 0 (1e-4 in Liu et al. 2017, 0 = off)")
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Any:

@@ -147,9 +147,11 @@ def test_bf16_channels_last_training_learns_and_returns_a_plain_model(
 
 
 def test_precision_is_checked_against_the_device(digits: DatasetSplits, tmp_path: Path) -> None:
-    from amc.cli._args import PRECISION_CHOICES
+    from typing import get_args
 
-    assert PRECISION_CHOICES == tuple(T.PRECISIONS)  # the CLI offers exactly what training accepts
+    from amc.config.train import Precision
+
+    assert get_args(Precision) == tuple(T.PRECISIONS)  # the CLI offers exactly what training accepts
     with pytest.raises(AmcError, match="precision=.int8.: valid: fp32, bf16, fp16"):
         TrainConfig(precision="int8")
     model, spec = _mlp(digits)

@@ -277,14 +277,13 @@ def test_every_shipped_config_loads(path):
 def test_search_options_own_the_defaults():
     from typing import get_args
 
-    from amc.cli._args import PRECISION_CHOICES
-    from amc.config.search import EnvOptions, SearchOptions
+    from amc.config.search import EnvOptions, Precision, SearchOptions
     from amc.policy import GRANULARITIES, MODES
     from envs import EnvConfig
 
     env = EnvOptions.model_fields
     assert get_args(env["mode"].annotation) == MODES and get_args(env["granularity"].annotation) == GRANULARITIES
-    assert get_args(env["eval_precision"].annotation) == PRECISION_CHOICES
+    assert get_args(env["eval_precision"].annotation) == get_args(Precision)
     cfg = SearchConfig(model="lenet5")
     opts = cfg.options()
     assert isinstance(opts, SearchOptions) and opts.agent.episodes == cfg.episodes == 400 and opts.model.name == "lenet5"
