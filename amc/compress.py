@@ -85,22 +85,28 @@ def inputs_for_policy(policy: Policy, splits: Any, *, device: torch.device | str
                        teacher=teacher)
 
 
+def _mismatch(policy: Policy, graph: Any) -> str | None:
+    """The first difference between the policy's groups and layers and the model's ``graph`` (by module
+    name and size), or ``None`` when they match."""
+    if policy.granularity == "channel" and policy.groups:
+        if len(policy.groups) != len(graph.groups):
+            return (f"policy has {len(policy.groups)} prunable groups but the model has {len(graph.groups)}: "
+                    "it was found on another architecture (use amc.transfer for a sibling model)")
+        for pg, g in zip(policy.groups, graph.groups):
+            if pg.layers[0] != g.leader or pg.total != g.channels:
+                return (f"policy group led by {pg.layers[0]!r} ({pg.total} channels) does not match the "
+                        f"model's group led by {g.leader!r} ({g.channels} channels)")
+    names = {ly.name for ly in graph.layers}
+    missing = [ly.name for ly in policy.layers if ly.name not in names]
+    return f"policy names layer(s) {missing[:5]} that the model does not have" if missing else None
+
+
 def check_policy_matches(policy: Policy, pruner: Pruner) -> None:
     """Raise :class:`AmcError` (naming the first difference) unless the policy's groups and layers are
     the model's, by module name and size."""
-    graph = pruner.graph
-    if policy.granularity == "channel" and policy.groups:
-        if len(policy.groups) != len(graph.groups):
-            raise AmcError(f"policy has {len(policy.groups)} prunable groups but the model has {len(graph.groups)}: "
-                           "it was found on another architecture (use amc.transfer for a sibling model)")
-        for pg, g in zip(policy.groups, graph.groups):
-            if pg.layers[0] != g.leader or pg.total != g.channels:
-                raise AmcError(f"policy group led by {pg.layers[0]!r} ({pg.total} channels) does not match the "
-                               f"model's group led by {g.leader!r} ({g.channels} channels)")
-    names = {ly.name for ly in graph.layers}
-    missing = [ly.name for ly in policy.layers if ly.name not in names]
-    if missing:
-        raise AmcError(f"policy names layer(s) {missing[:5]} that the model does not have")
+    problem = _mismatch(policy, pruner.graph)
+    if problem:
+        raise AmcError(problem)
 
 
 def apply_policy(model: nn.Module, policy: Policy, *, splits: Any = None, device: torch.device | str | None = None,

@@ -29,6 +29,7 @@ Run directory (every stage resumable; ``resume=True`` skips finished training)::
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Mapping
@@ -52,7 +53,6 @@ __all__ = [
     "DeepCompressionConfig",
     "DeepCompressionResult",
     "SharedWeight",
-    "STAGES",
     "deep_compress",
     "kmeans_1d",
     "layer_table",
@@ -63,7 +63,6 @@ __all__ = [
     "shared_to_quantized",
 ]
 
-STAGES = ("original", "pruned", "quantized", "huffman")
 FLOAT_BYTES = 4
 
 
@@ -198,10 +197,6 @@ def _layer(model: nn.Module, name: str) -> nn.Module:
 # measuring a stage
 
 
-def _float_params_bytes(model: nn.Module) -> int:
-    return FLOAT_BYTES * sum(p.numel() for p in model.parameters())
-
-
 def weight_bytes(path: str | os.PathLike) -> int:
     """Bytes of an exported model file that hold conv/linear weights (values, sparse indices,
     codebooks and scales): Deep Compression's accounting, without biases, norms and metadata."""
@@ -239,12 +234,12 @@ def policy_targets(policy: Policy) -> tuple[dict[str, float], dict[str, int]]:
     return density, bits
 
 
-def _test_top1(model: nn.Module, splits: Any, device: torch.device, batch: int) -> float | None:
+def _test_top1(model: nn.Module, splits: Any, device: torch.device) -> float | None:
     from amc.training import evaluate
 
     if len(splits.split("test")) == 0:
         return None
-    return evaluate(model.to(device), splits.tensors("test", device=device), batch_size=batch)
+    return evaluate(model.to(device), splits.tensors("test", device=device), batch_size=1000)
 
 
 def deep_compress(
@@ -264,11 +259,10 @@ def deep_compress(
     ``resume``: finished retraining runs are loaded instead of retrained (an interrupted one
     continues from its ``last.pt``).
     """
-    import copy
-
-    from amc.export import export
+    from amc.export import export, load
     from amc.finetune import finetune
     from amc.pruning import magnitude_prune
+    from amc.training import train
     from amc.utils import resolve_device
 
     density, bits = policy_targets(policy)
@@ -280,8 +274,7 @@ def deep_compress(
     if cfg.num_threads is not None and device.type == "cpu":
         torch.set_num_threads(cfg.num_threads)
     teacher = copy.deepcopy(model).to(device).eval() if cfg.kd else None
-    base_bytes = _float_params_bytes(model)
-    eval_batch = 1000
+    base_bytes = FLOAT_BYTES * sum(p.numel() for p in model.parameters())
     table: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"config": cfg.to_dict(), "policy": policy.to_dict(), "float32_bytes": base_bytes,
                                "table": table}
@@ -292,7 +285,7 @@ def deep_compress(
                       huffman=huffman)
         size = path.stat().st_size
         wbytes = weight_bytes(path)
-        acc = _test_top1(m, splits, device, eval_batch) if top1 is None else top1
+        acc = _test_top1(m, splits, device) if top1 is None else top1
         table.append({"stage": stage, "file_bytes": size, "ratio": base_bytes / size, "weight_bytes": wbytes,
                       "weight_ratio": _float_weight_bytes(m) / wbytes, "test_top1": acc, "file": str(path)})
         log.info("stage %s: %d bytes (%.1fx), weights %d bytes, test top-1 %s", stage, size, base_bytes / size,
@@ -318,16 +311,15 @@ def deep_compress(
         for m in current.modules():
             if isinstance(m, SharedWeight):
                 m.centroids.requires_grad_(True)
-        _train_centroids(current, splits, cfg, run_dir=run_dir / "share", teacher=teacher, resume=resume,
-                         progress=progress)
+        fcfg = cfg._finetune_config(epochs=cfg.share_epochs, lr=cfg.share_lr, weight_decay=0.0)
+        train(current, splits, fcfg.train_config(), run_dir=run_dir / "share", teacher=teacher,
+              kd_temperature=cfg.kd_temperature, kd_alpha=cfg.kd_alpha, resume=resume, progress=progress,
+              extra_meta={"deep_compression": {"stage": "share"}})
     current = shared_to_quantized(current)
     record("quantized", current)
-    q_top1 = table[-1]["test_top1"]
-    record("huffman", current, huffman=cfg.huffman, top1=q_top1)
-    from amc.export import load
-
+    record("huffman", current, huffman=cfg.huffman, top1=table[-1]["test_top1"])
     reloaded = load(table[-1]["file"], device=device)
-    table[-1]["test_top1"] = _test_top1(reloaded, splits, device, eval_batch)  # measured on the file's model
+    table[-1]["test_top1"] = _test_top1(reloaded, splits, device)  # measured on the file's model
     summary["final_file"] = table[-1]["file"]
     atomic_write_json(run_dir / "deep_compression.json", summary)
     return DeepCompressionResult(current, table, summary)
@@ -335,21 +327,8 @@ def deep_compress(
 
 def _float_weight_bytes(model: nn.Module) -> int:
     """float32 bytes of the conv/linear weights (of a model possibly wrapped by quantization)."""
-    n = 0
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            n += m.weight.numel()
-    return FLOAT_BYTES * n
-
-
-def _train_centroids(model: nn.Module, splits: Any, cfg: DeepCompressionConfig, *, run_dir: Path,
-                     teacher: nn.Module | None, resume: bool, progress: bool) -> None:
-    from amc.training import train
-
-    fcfg = cfg._finetune_config(epochs=cfg.share_epochs, lr=cfg.share_lr, weight_decay=0.0)
-    train(model, splits, fcfg.train_config(), run_dir=run_dir, teacher=teacher, kd_temperature=cfg.kd_temperature,
-          kd_alpha=cfg.kd_alpha, resume=resume, progress=progress,
-          extra_meta={"deep_compression": {"stage": "share"}})
+    layers = (m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    return FLOAT_BYTES * sum(m.weight.numel() for m in layers)
 
 
 def layer_table(model: nn.Module) -> list[dict[str, Any]]:
@@ -363,7 +342,6 @@ def layer_table(model: nn.Module) -> list[dict[str, Any]]:
         rows.append({"layer": name, "weights": int(deq.numel()), "density": float((deq != 0).float().mean()),
                      "bits": qw.bits, "values": int(torch.unique(deq).numel())})
     return rows
-
 
 
 def make_policy(model: nn.Module, example_input: torch.Tensor, *, density: Mapping[str, float] | float,

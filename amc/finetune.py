@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.nn.utils import prune as tprune
 
 from amc.compress import apply_policy, check_policy_matches, inputs_for_policy
 from amc.config.flat import FlatConfig, flat_config
@@ -328,16 +329,16 @@ def model_costs(setup: PolicySetup, compressed: nn.Module) -> dict[str, Any]:
     macs, params = count_macs_params(_unwrapped(compressed), x)
     base_bits = _weight_bits(setup.base_model)
     bits = _weight_bits(compressed)
-    out = {
+    return {
         "cost_model": policy_costs(setup.policy, setup.pruner.graph, setup.base_model),
         "direct": {
             "macs": macs, "params": params, "base_macs": base_macs, "base_params": base_params,
-            "nonzero_weights": _nonzero_weights(compressed), "weight_bits": bits, "base_weight_bits": base_bits,
+            "nonzero_weights": sum(int((w != 0).sum()) for w, _ in _conv_linear_weights(compressed)),
+            "weight_bits": bits, "base_weight_bits": base_bits,
             "macs_ratio": macs / base_macs, "params_ratio": params / base_params, "size_ratio": bits / base_bits,
         },
         "quantized_layers": len(quantized_layers(compressed)),
     }
-    return out
 
 
 def _unwrapped(model: nn.Module) -> nn.Module:
@@ -376,22 +377,16 @@ def _weight_bits(model: nn.Module) -> int:
     return int(sum(int((w != 0).sum()) * (b or 32) for w, b in _conv_linear_weights(model)))
 
 
-def _nonzero_weights(model: nn.Module) -> int:
-    return int(sum(int((w != 0).sum()) for w, _ in _conv_linear_weights(model)))
-
-
 # --------------------------------------------------------------------------------------------------
 # fine-tuning
 
 
-def _sparse_layers(policy: Policy | None) -> list[str]:
-    return [ly.name for ly in (policy.layers if policy is not None else []) if ly.sparsity]
+def _sparse_layers(policy: Policy) -> list[str]:
+    return [ly.name for ly in policy.layers if ly.sparsity]
 
 
 def _mask_zeros(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
     """Keep the zeros of these layers' weights zero while training (torch.nn.utils.prune masks)."""
-    from torch.nn.utils import prune as tprune
-
     from amc.quantization import QuantWrapper
 
     masked = []
@@ -403,14 +398,6 @@ def _mask_zeros(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
             tprune.custom_from_mask(m, "weight", (m.weight.detach() != 0).to(m.weight.dtype))
         masked.append(m)
     return masked
-
-
-def _unmask(modules: Sequence[nn.Module]) -> None:
-    from torch.nn.utils import prune as tprune
-
-    for m in modules:
-        if hasattr(m, "weight_mask"):
-            tprune.remove(m, "weight")
 
 
 def finetune(
@@ -444,7 +431,9 @@ def finetune(
                        kd_temperature=cfg.kd_temperature, kd_alpha=cfg.kd_alpha, resume=resume, progress=progress,
                        model_spec=model_spec, extra_meta={"finetune": cfg.to_dict(), **dict(meta or {})})
     finally:
-        _unmask(masked)
+        for m in masked:
+            if hasattr(m, "weight_mask"):
+                tprune.remove(m, "weight")
     return result
 
 
@@ -534,14 +523,13 @@ def finetune_policy(
     one_shot = student.to(setup.device) if student is not None else setup.compress()
     before = _top1(setup, one_shot)
     log.info("uncompressed val top-1 %s; compressed before fine-tuning %s", base_acc["val_top1"], before["val_top1"])
-    sparse = _sparse_layers(policy)
     meta = {"policy": policy.to_dict()}
     steps: list[dict[str, Any]] = []
     K = cfg.iterative
     if K == 1:
         student = one_shot
         res = finetune(student, setup.splits, cfg, run_dir=run_dir, teacher=teacher, resume=resume, progress=progress,
-                       model_spec=setup.model_spec, sparse_layers=sparse, meta=meta)
+                       model_spec=setup.model_spec, sparse_layers=_sparse_layers(policy), meta=meta)
         steps.append({"step": 1, "before": before, "after": _top1(setup, student), "train_time_s": res.get("train_time_s")})
     else:
         del one_shot
@@ -565,7 +553,7 @@ def finetune_policy(
                      acc0["val_top1"])
             res = finetune(student, setup.splits, cfg, run_dir=step_dir, teacher=teacher, resume=resume,
                            progress=progress, model_spec=setup.model_spec,
-                           sparse_layers=[ly.name for ly in sp.layers if ly.sparsity],
+                           sparse_layers=_sparse_layers(sp),
                            meta={**meta, "step": k, "steps": K})
             steps.append({"step": k, "channels": [g.channels for g in sp.groups], "before": acc0,
                           "after": _top1(setup, student), "train_time_s": res.get("train_time_s")})
@@ -591,7 +579,7 @@ def finetune_policy(
         from amc.export import export
 
         path = export(student, run_dir / export_name, policy=policy, model_spec=setup.model_spec,
-                      metrics={**after, **{k: v for k, v in costs["cost_model"].items()},
+                      metrics={**after, **costs["cost_model"],
                                "before_val_top1": before["val_top1"], "before_test_top1": before["test_top1"]})
         summary["model_file"] = str(path)
         summary["model_file_bytes"] = path.stat().st_size

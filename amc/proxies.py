@@ -62,7 +62,6 @@ __all__ = [
 
 #: the proxies by name (``ft:K`` takes its step count after the colon)
 PROXY_NAMES = ("vanilla", "bn", "reconstruct", "reconstruct+bn", "ft:K", "auto")
-_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 
 @dataclass(frozen=True)

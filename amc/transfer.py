@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -48,6 +49,7 @@ import torch
 import torch.nn as nn
 
 from amc.budget import FLOAT_BITS, bisect, bit_floors, limit, lower_bits, path_candidates, scale_to_budget
+from amc.compress import _mismatch
 from amc.cost import CostModel, kept_channels
 from amc.errors import AmcError
 from amc.graph import LayerGraph
@@ -75,23 +77,14 @@ class _Structure:
     layer_keys: list[tuple]
 
     def describe(self, keys: Sequence[tuple]) -> str:
-        seen: dict[tuple, int] = {}
-        for k in keys:
-            seen[k] = seen.get(k, 0) + 1
-        return ", ".join(f"{_fmt_key(k)} x{n}" for k, n in seen.items())
-
-
-def _fmt_key(key: tuple) -> str:
-    return "/".join(str(p) for p in key)
+        return ", ".join(f"{'/'.join(map(str, k))} x{n}" for k, n in Counter(keys).items())
 
 
 def stage_keys(graph: LayerGraph, *, stages: str = "spatial") -> tuple[list[tuple], list[tuple]]:
     """``(group keys, layer keys)`` of a traced model: one ``(stage, role)`` tuple per prunable group
     and per layer, in execution order (see the module docstring)."""
     if stages == "prefix":
-        gk = [("stage", g.leader.split(".")[0], "group") for g in graph.groups]
-        lk = [("stage", ly.name.split(".")[0], ly.kind) for ly in graph.layers]
-        return gk, lk
+        return _prefix_keys([g.leader for g in graph.groups], graph.layers)
     if stages != "spatial":
         raise AmcError(f"unknown staging {stages!r}; valid: spatial, prefix")
     areas = sorted({ly.out_size[0] * ly.out_size[1] for ly in graph.layers if ly.kind != "linear"}, reverse=True)
@@ -109,6 +102,12 @@ def stage_keys(graph: LayerGraph, *, stages: str = "spatial") -> tuple[list[tupl
         gk.append((*stage(g.leader), "shared" if len(producers) > 1 else "single"))
     lk = [(*stage(ly.name), "conv" if ly.kind == "grouped" else ly.kind) for ly in graph.layers]
     return gk, lk
+
+
+def _prefix_keys(leaders: Sequence[str], layers: Sequence[Any]) -> tuple[list[tuple], list[tuple]]:
+    """Keys by the first component of the module name: ``layer2.0.conv1 -> layer2``."""
+    return ([("stage", n.split(".")[0], "group") for n in leaders],
+            [("stage", ly.name.split(".")[0], ly.kind) for ly in layers])
 
 
 def _structure(graph: LayerGraph, stages: str) -> _Structure:
@@ -157,15 +156,12 @@ def _map_by_depth(src_keys: Sequence[tuple], src_vals: Sequence[Any], tgt_keys: 
     by_key: dict[tuple, list[Any]] = {}
     for k, v in zip(src_keys, src_vals):
         by_key.setdefault(k, []).append(v)
-    counts: dict[tuple, int] = {}
-    for k in tgt_keys:
-        counts[k] = counts.get(k, 0) + 1
-    seen: dict[tuple, int] = {}
+    counts = Counter(tgt_keys)
+    seen: Counter = Counter()
     out = []
     for k in tgt_keys:
-        i = seen.get(k, 0)
-        seen[k] = i + 1
-        n = counts[k]
+        i, n = seen[k], counts[k]
+        seen[k] += 1
         d = i / (n - 1) if n > 1 else 0.5
         v = _interp(by_key[k], d, integer=integer)
         out.append(int(v) if integer and v is not None else v)
@@ -178,13 +174,7 @@ def _map_by_depth(src_keys: Sequence[tuple], src_vals: Sequence[Any], tgt_keys: 
 
 def policy_matches(policy: Policy, graph: LayerGraph) -> bool:
     """Whether ``policy`` was made for exactly this model: same group leaders and sizes, same layers."""
-    if policy.granularity == "channel" and policy.groups:
-        if len(policy.groups) != len(graph.groups):
-            return False
-        if any(p.layers[0] != g.leader or p.total != g.channels for p, g in zip(policy.groups, graph.groups)):
-            return False
-    names = {ly.name for ly in graph.layers}
-    return all(ly.name in names for ly in policy.layers)
+    return _mismatch(policy, graph) is None
 
 
 def _names_match(policy: Policy, graph: LayerGraph) -> bool:
@@ -338,10 +328,9 @@ def transfer_policy(
         if staging == "prefix":
             log.warning("the policy's model %s is not a buildable spec: stages are taken from module-name prefixes",
                         policy.model)
-            src = _Structure([g.layers[0] for g in policy.groups],
-                             [("stage", g.layers[0].split(".")[0], "group") for g in policy.groups],
-                             [ly.name for ly in policy.layers],
-                             [("stage", ly.name.split(".")[0], ly.kind) for ly in policy.layers])
+            leaders = [g.layers[0] for g in policy.groups]
+            gk, lk = _prefix_keys(leaders, policy.layers)
+            src = _Structure(leaders, gk, [ly.name for ly in policy.layers], lk)
         else:
             src = _structure(src_graph, "spatial")
         tgt = _structure(tgraph, staging)
@@ -462,9 +451,8 @@ def _map_by_name(policy: Policy, graph: LayerGraph, has_groups: bool, has_layer:
         if missing:
             raise AmcError(f"cannot transfer the policy by name: the target's layers {missing[:5]} are not in the "
                            "policy; use method='depth' for a sibling model")
-    w = [by_name[ly.name].w_bits if ly.name in by_name else None for ly in graph.layers]
-    a = [by_name[ly.name].a_bits if ly.name in by_name else None for ly in graph.layers]
-    s = [by_name[ly.name].sparsity if ly.name in by_name else None for ly in graph.layers]
+    w, a, s = ([getattr(by_name[ly.name], key) if ly.name in by_name else None for ly in graph.layers]
+               for key in ("w_bits", "a_bits", "sparsity"))
     return fracs, w, a, s
 
 
