@@ -153,7 +153,7 @@ def share_weights(model: nn.Module, bits: Mapping[str, int], *, iters: int = 30)
         if bool(keep.any()):
             c, cent = kmeans_1d(w[keep].cpu(), k, iters=iters)
             codes[keep] = c.to(w.device)
-        _set(model, name, SharedWeight(layer, codes, cent.to(w.device)))
+        model.set_submodule(name, SharedWeight(layer, codes, cent.to(w.device)))
     return model
 
 
@@ -174,13 +174,8 @@ def shared_to_quantized(model: nn.Module) -> nn.Module:
         qw = QuantizedWeight(m.codes.detach().to(torch.uint8).cpu(), None, bits, "kmeans", table)
         wrapper = QuantWrapper(layer, w_bits=bits, config=QuantConfig(weight_scheme="kmeans"), name=name)
         wrapper.pin_quantized_weight(qw)
-        _set(model, name, wrapper)
+        model.set_submodule(name, wrapper)
     return model
-
-
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, attr, new)
 
 
 def _layer(model: nn.Module, name: str) -> nn.Module:

@@ -234,7 +234,7 @@ def prepare(
     from amc.utils import file_sha256
 
     policy = Policy.load(policy) if not isinstance(policy, Policy) else Policy.from_dict(policy.to_dict())  # a copy
-    dev = resolve_device(device) if not isinstance(device, torch.device) else device
+    dev = resolve_device(device)
     if checkpoint is not None:
         ckpt_path = Path(checkpoint).expanduser()
         sha = file_sha256(ckpt_path) if ckpt_path.is_file() else ""  # (load_checkpoint names a missing file)
@@ -351,9 +351,7 @@ def _unwrapped(model: nn.Module) -> nn.Module:
         return model
     out = copy.deepcopy(model)
     for name in wrappers:
-        parent, _, attr = name.rpartition(".")
-        holder = out.get_submodule(parent) if parent else out
-        setattr(holder, attr, getattr(holder, attr).module)
+        out.set_submodule(name, out.get_submodule(name).module)
     return out
 
 

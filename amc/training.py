@@ -252,7 +252,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: torch.device | str = "cp
     Raises ``AmcError`` for a missing, corrupt or foreign file, or weights that do not fit the spec.
     """
     path = Path(path)
-    dev = resolve_device(device) if isinstance(device, str) else device
+    dev = resolve_device(device)
     ckpt = _read_checkpoint(path, dev)
     if ckpt.get("module") is not None:
         model = ckpt["module"]

@@ -18,8 +18,8 @@ Two mappings (:func:`transfer_policy`, ``method="auto"`` picks the first that ap
   a last stage. A group's stage is its leader's; its role is ``shared`` when several
   non-depthwise layers produce its channels (a residual add couples them) and ``single`` otherwise;
   a layer's role is its kind (conv / depthwise / linear). Without the source model's geometry
-  (a policy whose ``model`` is not a buildable spec and no ``source_model``), ``stages="prefix"``
-  groups by the first component of the module name (``layer2.0.conv1 -> layer2``).
+  (a policy whose ``model`` is not a buildable spec), ``stages="prefix"`` groups by the first
+  component of the module name (``layer2.0.conv1 -> layer2``).
 
   Two models whose stage/role structure differs (another family, another number of stages) cannot
   be mapped: :class:`AmcError` says which structure each has.
@@ -190,28 +190,25 @@ def _has_layer_decisions(policy: Policy) -> bool:
     return any(ly.w_bits is not None or ly.a_bits is not None or ly.sparsity is not None for ly in policy.layers)
 
 
-def _source_graph(policy: Policy, source_model: nn.Module | None,
-                  source_example: torch.Tensor | None) -> LayerGraph | None:
-    """The source model's graph, from ``source_model`` or by building ``policy.model``."""
-    if source_model is None:
-        spec = policy.model
-        if not isinstance(spec, Mapping) or not {"num_classes", "in_channels", "image_size"} <= set(spec):
-            return None
-        from amc.models import build_model, example_input
+def _source_graph(policy: Policy) -> LayerGraph | None:
+    """The graph of the model the policy was found on, built from ``policy.model`` when it is a
+    complete spec (``None`` otherwise)."""
+    spec = policy.model
+    if not {"num_classes", "in_channels", "image_size"} <= set(spec):
+        return None
+    from amc.models import build_model, example_input
 
-        try:
-            with torch.random.fork_rng(devices=[]):
-                source_model = build_model(spec)
-            source_example = example_input(spec)
-        except (ValueError, TypeError) as e:
-            log.warning("cannot build the policy's model %s (%s): staging by module names", spec, e)
-            return None
-    if source_example is None:
-        raise AmcError("transfer_policy: source_model needs source_example (an input batch of its shape)")
+    try:
+        with torch.random.fork_rng(devices=[]):
+            source_model = build_model(spec)
+        source_example = example_input(spec)
+    except (ValueError, TypeError) as e:
+        log.warning("cannot build the policy's model %s (%s): staging by module names", spec, e)
+        return None
     graph = LayerGraph.build(source_model, source_example)
     if not policy_matches(policy, graph):
         raise AmcError(f"the policy does not match the model it says it was found on ({policy.model.get('name')}); "
-                       "pass the right source_model, or fix the policy's 'model' field")
+                       "fix the policy's 'model' field")
     return graph
 
 
@@ -272,8 +269,6 @@ def transfer_policy(
     method: str = "auto",
     stages: str = "auto",
     budget: str | None = None,
-    source_model: nn.Module | None = None,
-    source_example: torch.Tensor | None = None,
     graph: LayerGraph | None = None,
 ) -> Policy:
     """A policy for ``target_model`` mapped from ``policy`` (found on another model), with the budget
@@ -290,8 +285,6 @@ def transfer_policy(
             ``prefix`` (how depth transfer splits models into stages).
         budget: ``METRIC=RATIO`` overriding ``policy.budget`` (needed for a latency budget, which
             cannot be re-enforced without the target's latency table).
-        source_model, source_example: the model the policy was found on and an input for it; by
-            default built from ``policy.model`` when it is a complete spec.
         graph: the target's :class:`LayerGraph` when already built (e.g. ``Pruner.graph``).
 
     Raises:
@@ -308,10 +301,6 @@ def transfer_policy(
     channel = policy.granularity == "channel"
     has_groups = channel and bool(policy.groups)
     has_layer = _has_layer_decisions(policy)
-    src_fracs = [g.channels / g.total for g in policy.groups]
-    src_w = [ly.w_bits for ly in policy.layers]
-    src_a = [ly.a_bits for ly in policy.layers]
-    src_s = [ly.sparsity for ly in policy.layers]
 
     used = method
     if method == "auto":
@@ -320,10 +309,10 @@ def transfer_policy(
     if used == "name":
         fracs, w, a, s = _map_by_name(policy, tgraph, has_groups, has_layer)
     else:
-        src_graph = _source_graph(policy, source_model, source_example) if stages in ("auto", "spatial") else None
+        src_graph = _source_graph(policy) if stages in ("auto", "spatial") else None
         if stages == "spatial" and src_graph is None:
-            raise AmcError("spatial staging needs the source model's geometry: pass source_model/source_example "
-                           "or a policy whose 'model' is a complete spec (name, num_classes, in_channels, image_size)")
+            raise AmcError("spatial staging needs the source model's geometry: a policy whose 'model' is a complete "
+                           "spec (name, num_classes, in_channels, image_size)")
         staging = "spatial" if src_graph is not None else "prefix"
         if staging == "prefix":
             log.warning("the policy's model %s is not a buildable spec: stages are taken from module-name prefixes",
@@ -335,11 +324,13 @@ def transfer_policy(
             src = _structure(src_graph, "spatial")
         tgt = _structure(tgraph, staging)
         _check_same_structure(src, tgt, groups=has_groups, layers=has_layer)
-        fracs = _map_by_depth(src.group_keys, src_fracs, tgt.group_keys) if has_groups else [1.0] * len(tgraph.groups)
-        nl = len(tgraph.layers)
-        w = _map_by_depth(src.layer_keys, src_w, tgt.layer_keys, integer=True) if has_layer else [None] * nl
-        a = _map_by_depth(src.layer_keys, src_a, tgt.layer_keys, integer=True) if has_layer else [None] * nl
-        s = _map_by_depth(src.layer_keys, src_s, tgt.layer_keys) if has_layer else [None] * nl
+        fracs = [1.0] * len(tgraph.groups)
+        if has_groups:
+            fracs = _map_by_depth(src.group_keys, [g.channels / g.total for g in policy.groups], tgt.group_keys)
+        w = a = s = [None] * len(tgraph.layers)
+        if has_layer:
+            w, a, s = (_map_by_depth(src.layer_keys, [getattr(ly, key) for ly in policy.layers], tgt.layer_keys,
+                                     integer=key != "sparsity") for key in ("w_bits", "a_bits", "sparsity"))
 
     # ---- budget
     round_to = int(policy.pruning.get("round_to", 1) or 1)
