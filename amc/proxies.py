@@ -165,8 +165,6 @@ def make_proxy_data(splits: Any, proxy: Proxy, *, calibration_size: int, seed: i
     """
     if not proxy.needs_calibration:
         return None
-    if calibration_size < 1:
-        raise AmcError(f"calibration_size {calibration_size} must be >= 1 (train images for the {proxy.name} proxy)")
     images = splits.calibration_batches(1, calibration_size, seed, device=device)[0][0]
     data = ProxyData(images=images, teacher=teacher, ft_lr=ft_lr)
     if proxy.ft_steps:

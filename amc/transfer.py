@@ -291,8 +291,6 @@ def transfer_policy(
         AmcError: the models cannot be mapped (another family, different stages, missing layers) or
             the budget cannot be met on the target even at the lower bound.
     """
-    if not isinstance(policy, Policy):
-        raise AmcError(f"transfer_policy needs an amc.policy.Policy, got {type(policy).__name__}")
     if method not in METHODS:
         raise AmcError(f"unknown transfer method {method!r}; valid: {', '.join(METHODS)}")
     if stages not in STAGINGS:

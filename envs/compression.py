@@ -26,6 +26,7 @@ from amc.policy import GroupDecision, LayerDecision, Policy, Scoring, parse_targ
 from amc.proxies import resolve_proxy
 from amc.pruning import Pruner
 from amc.training import PRECISIONS
+from amc.training import evaluate as top1
 from amc.utils import resolve_device
 from envs.rewards import REWARDS
 from search_spaces import space_for
@@ -549,20 +550,15 @@ class CompressionEnv(gym.Env):
     @torch.inference_mode()
     def evaluate(self, model: nn.Module) -> float:
         """Top-1 (%) on the env's val images (under autocast when ``eval_precision`` is not fp32)."""
-        model = model.to(self.device).eval()
-        dtype = PRECISIONS[self.config.eval_precision]
-        x_all = self.val_x
-        if dtype is not None and x_all.dim() == 4:  # half-precision convs are fastest in NHWC (~2x more on CPU)
+        model, x_all = model.to(self.device), self.val_x
+        if PRECISIONS[self.config.eval_precision] is not None and x_all.dim() == 4:
+            # half-precision convs are fastest in NHWC (~2x more on CPU)
             if model is self.model:
                 model = copy.deepcopy(model)  # leave the caller's model in its own memory format
             model = model.to(memory_format=torch.channels_last)
             if self._val_x_nhwc is None:
                 self._val_x_nhwc = x_all.contiguous(memory_format=torch.channels_last)
             x_all = self._val_x_nhwc
-        correct = 0
         bs = self.config.eval_batch_size
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            for i in range(0, len(self.val_x), bs):
-                correct += int((model(x_all[i:i + bs]).argmax(1) == self.val_y[i:i + bs]).sum())
-        return 100.0 * correct / max(1, len(self.val_x))
-
+        batches = ((x_all[i:i + bs], self.val_y[i:i + bs]) for i in range(0, len(x_all), bs))
+        return top1(model, batches, device=self.device, precision=self.config.eval_precision)
