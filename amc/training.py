@@ -527,8 +527,8 @@ def train(
                 rec["val_top1"] = evaluate(model, val_data, batch_size=cfg.eval_batch_size,
                                            precision=cfg.eval_precision) if val_data else None
                 history.append(rec)
-                for tag, key in (("train/loss", "train_loss"), ("train/top1", "train_top1"), ("train/lr", "lr"),
-                                 ("time/epoch_s", "time_s"), ("eval/top1", "val_top1")):
+                for tag, key in (("train/loss", "train_loss"), ("train/top1", "train_top1"),
+                                 ("train/lr", "lr"), ("time/epoch_s", "time_s"), ("eval/top1", "val_top1")):
                     if rec[key] is not None:
                         writer.add_scalar(tag, rec[key], epoch + 1)
                 if cfg.slimming:

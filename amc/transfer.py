@@ -41,7 +41,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -65,19 +65,6 @@ STAGINGS = ("auto", "spatial", "prefix")
 
 # --------------------------------------------------------------------------------------------------
 # stages
-
-
-@dataclass
-class _Structure:
-    """One model's decision units with their (stage, role) keys, in execution order."""
-
-    group_names: list[str]  # leaders
-    group_keys: list[tuple]
-    layer_names: list[str]
-    layer_keys: list[tuple]
-
-    def describe(self, keys: Sequence[tuple]) -> str:
-        return ", ".join(f"{'/'.join(map(str, k))} x{n}" for k, n in Counter(keys).items())
 
 
 def stage_keys(graph: LayerGraph, *, stages: str = "spatial") -> tuple[list[tuple], list[tuple]]:
@@ -110,29 +97,29 @@ def _prefix_keys(leaders: Sequence[str], layers: Sequence[Any]) -> tuple[list[tu
             [("stage", ly.name.split(".")[0], ly.kind) for ly in layers])
 
 
-def _structure(graph: LayerGraph, stages: str) -> _Structure:
-    gk, lk = stage_keys(graph, stages=stages)
-    return _Structure([g.leader for g in graph.groups], gk, [ly.name for ly in graph.layers], lk)
-
-
 def _n_stages(keys: Sequence[tuple]) -> int:
     return len({k[:-1] for k in keys})
 
 
-def _check_same_structure(src: _Structure, tgt: _Structure, *, groups: bool, layers: bool) -> None:
-    for on, what, sk, tk in ((groups, "prunable groups", src.group_keys, tgt.group_keys),
-                             (layers, "layers", src.layer_keys, tgt.layer_keys)):
+def _describe(keys: Sequence[tuple]) -> str:
+    return ", ".join(f"{'/'.join(map(str, k))} x{n}" for k, n in Counter(keys).items())
+
+
+def _check_same_structure(src: tuple[list, list], tgt: tuple[list, list], *, groups: bool,
+                          layers: bool) -> None:
+    """``src``, ``tgt``: the ``(group keys, layer keys)`` of :func:`stage_keys`."""
+    for on, what, sk, tk in ((groups, "prunable groups", src[0], tgt[0]), (layers, "layers", src[1], tgt[1])):
         if not on:
             continue
         if _n_stages(sk) != _n_stages(tk):
             raise AmcError(
                 f"cannot transfer the policy: its model has {_n_stages(sk)} stage(s) of {what} but the target has "
-                f"{_n_stages(tk)} (source: {src.describe(sk)}; target: {tgt.describe(tk)}); depth transfer needs a "
+                f"{_n_stages(tk)} (source: {_describe(sk)}; target: {_describe(tk)}); depth transfer needs a "
                 "sibling with the same stages (e.g. resnet20 -> resnet56), not another family")
         if set(sk) != set(tk):
             raise AmcError(
-                f"cannot transfer the policy: the stage structure of the {what} differs (source: {src.describe(sk)}; "
-                f"target: {tgt.describe(tk)}); the models are not siblings of one family")
+                f"cannot transfer the policy: the stage structure of the {what} differs (source: "
+                f"{_describe(sk)}; target: {_describe(tk)}); the models are not siblings of one family")
 
 
 def _interp(values: Sequence[float | None], d: float, *, integer: bool = False) -> float | None:
@@ -309,25 +296,23 @@ def transfer_policy(
     else:
         src_graph = _source_graph(policy) if stages in ("auto", "spatial") else None
         if stages == "spatial" and src_graph is None:
-            raise AmcError("spatial staging needs the source model's geometry: a policy whose 'model' is a complete "
-                           "spec (name, num_classes, in_channels, image_size)")
+            raise AmcError("spatial staging needs the source model's geometry: a policy whose 'model' is a "
+                           "complete spec (name, num_classes, in_channels, image_size)")
         staging = "spatial" if src_graph is not None else "prefix"
         if staging == "prefix":
             log.warning("the policy's model %s is not a buildable spec: stages are taken from module-name prefixes",
                         policy.model)
-            leaders = [g.layers[0] for g in policy.groups]
-            gk, lk = _prefix_keys(leaders, policy.layers)
-            src = _Structure(leaders, gk, [ly.name for ly in policy.layers], lk)
+            src = _prefix_keys([g.layers[0] for g in policy.groups], policy.layers)
         else:
-            src = _structure(src_graph, "spatial")
-        tgt = _structure(tgraph, staging)
+            src = stage_keys(src_graph, stages="spatial")
+        tgt = stage_keys(tgraph, stages=staging)
         _check_same_structure(src, tgt, groups=has_groups, layers=has_layer)
         fracs = [1.0] * len(tgraph.groups)
         if has_groups:
-            fracs = _map_by_depth(src.group_keys, [g.channels / g.total for g in policy.groups], tgt.group_keys)
+            fracs = _map_by_depth(src[0], [g.channels / g.total for g in policy.groups], tgt[0])
         w = a = s = [None] * len(tgraph.layers)
         if has_layer:
-            w, a, s = (_map_by_depth(src.layer_keys, [getattr(ly, key) for ly in policy.layers], tgt.layer_keys,
+            w, a, s = (_map_by_depth(src[1], [getattr(ly, key) for ly in policy.layers], tgt[1],
                                      integer=key != "sparsity") for key in ("w_bits", "a_bits", "sparsity"))
 
     # ---- budget
