@@ -106,8 +106,11 @@ class _State:
     density: np.ndarray  # kept weight fraction per layer (fine granularity)
     w_bits: np.ndarray  # per layer, 32 = float
     a_bits: np.ndarray
-    decided: np.ndarray  # per decision
     actions: list[float] = field(default_factory=list)
+
+    def per_layer(self, kind: str) -> np.ndarray:
+        """The per-layer array a ``sparsity``, ``w_bits`` or ``a_bits`` decision sets."""
+        return {"sparsity": self.density, "w_bits": self.w_bits, "a_bits": self.a_bits}[kind]
 
 
 class CompressionEnv(gym.Env):
@@ -278,8 +281,7 @@ class CompressionEnv(gym.Env):
             wb[i] = 8.0  # HAQ keeps the first and last layers at 8 bits
             if self.config.granularity == "channel":  # fine granularity leaves activations float
                 ab[i] = 8.0
-        return _State(np.ones(len(self.graph.groups)), np.ones(nl), wb, ab,
-                      np.zeros(len(getattr(self, "decisions", [])), dtype=bool))
+        return _State(np.ones(len(self.graph.groups)), np.ones(nl), wb, ab)
 
     def _static_features(self) -> np.ndarray:
         rows = []
@@ -358,7 +360,7 @@ class CompressionEnv(gym.Env):
                 s.density[d.layer] = bisect(fits, self.config.lbound, value, steps=40)[0]
             return float(s.density[d.layer])
         # bits are chosen freely; HAQ's rule restores the budget after the last step
-        (s.w_bits if d.kind == "w_bits" else s.a_bits)[d.layer] = value
+        s.per_layer(d.kind)[d.layer] = value
         return value
 
     def _enforce_bits(self) -> None:
@@ -387,12 +389,8 @@ class CompressionEnv(gym.Env):
             if d.kind == "prune":
                 g = self.graph.groups[d.group]
                 s.fractions[d.group] = kept_channels(value, g.channels, g.slot_round_to(self.config.round_to)) / g.channels
-            elif d.kind == "sparsity":
-                s.density[d.layer] = value
-            elif d.kind == "w_bits":
-                s.w_bits[d.layer] = value
             else:
-                s.a_bits[d.layer] = value
+                s.per_layer(d.kind)[d.layer] = value
         return self._cost(s)
 
     def actions_for(self, policy: Policy) -> list[float]:
