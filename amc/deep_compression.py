@@ -44,8 +44,14 @@ import torch.nn.functional as F
 from amc.config.flat import FlatConfig, flat_config
 from amc.config.train import DeepCompressionOptions
 from amc.errors import AmcError
-from amc.policy import Policy
-from amc.utils import atomic_write_json
+from amc.export import export, load
+from amc.finetune import FinetuneConfig, finetune
+from amc.graph import LayerGraph
+from amc.policy import LayerDecision, Policy
+from amc.pruning import magnitude_prune
+from amc.quantization import QuantConfig, QuantizedWeight, QuantWrapper, quantized_layers
+from amc.training import evaluate, train
+from amc.utils import atomic_write_json, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +74,6 @@ FLOAT_BYTES = 4
 
 class _DeepCompressionBase(FlatConfig):
     def _finetune_config(self, *, epochs: int, lr: float, weight_decay: float | None = None) -> Any:
-        from amc.finetune import FinetuneConfig
-
         return FinetuneConfig(epochs=max(1, epochs), lr=lr, batch_size=self.batch_size,
                               weight_decay=self.weight_decay if weight_decay is None else weight_decay,
                               kd=self.kd, kd_temperature=self.kd_temperature, kd_alpha=self.kd_alpha,
@@ -161,8 +165,6 @@ def shared_to_quantized(model: nn.Module) -> nn.Module:
     """Replace every :class:`SharedWeight` by a k-means :class:`amc.quantization.QuantWrapper` pinned
     to the same codes and codebook (in place), so that :func:`amc.export.export` packs it; the
     outputs are unchanged."""
-    from amc.quantization import QuantConfig, QuantizedWeight, QuantWrapper
-
     for name, m in list(model.named_modules()):
         if not isinstance(m, SharedWeight):
             continue
@@ -230,8 +232,6 @@ def policy_targets(policy: Policy) -> tuple[dict[str, float], dict[str, int]]:
 
 
 def _test_top1(model: nn.Module, splits: Any, device: torch.device) -> float | None:
-    from amc.training import evaluate
-
     if len(splits.split("test")) == 0:
         return None
     return evaluate(model.to(device), splits.tensors("test", device=device), batch_size=1000)
@@ -254,12 +254,6 @@ def deep_compress(
     ``resume``: finished retraining runs are loaded instead of retrained (an interrupted one
     continues from its ``last.pt``).
     """
-    from amc.export import export, load
-    from amc.finetune import finetune
-    from amc.pruning import magnitude_prune
-    from amc.training import train
-    from amc.utils import resolve_device
-
     density, bits = policy_targets(policy)
     for name in list(density) + list(bits):
         _layer(model, name)
@@ -328,8 +322,6 @@ def _float_weight_bytes(model: nn.Module) -> int:
 
 def layer_table(model: nn.Module) -> list[dict[str, Any]]:
     """Per quantized layer: weights, nonzero fraction, bits and distinct values (for reports/tests)."""
-    from amc.quantization import quantized_layers
-
     rows = []
     for name, w in quantized_layers(model).items():
         qw = w.quantized_weight()
@@ -344,9 +336,6 @@ def make_policy(model: nn.Module, example_input: torch.Tensor, *, density: Mappi
     """A fine-granularity policy giving every conv/linear layer of ``model`` a density (kept fraction
     in (0, 1]) and weight bits (1..8): one number for all layers, or a mapping by layer name in which
     a missing layer keeps every weight (density) or stays float (bits)."""
-    from amc.graph import LayerGraph
-    from amc.policy import LayerDecision
-
     layers = LayerGraph.build(model, example_input).layers
     names = {ly.name for ly in layers}
     for what, m in (("density", density), ("bits", bits)):

@@ -45,10 +45,18 @@ from amc.compress import apply_policy, check_policy_matches, inputs_for_policy
 from amc.config.flat import FlatConfig, flat_config
 from amc.config.train import FinetuneOptions
 from amc.cost import kept_channels
+from amc.data import get_dataset
 from amc.errors import AmcError
-from amc.policy import GroupDecision, LayerDecision, Policy
+from amc.export import export
+from amc.graph import count_macs_params
+from amc.models import ModelSpec, resolve_spec
+from amc.models import example_input as spec_example
+from amc.policy import GroupDecision, LayerDecision, Policy, data_record
 from amc.pruning import Pruner
-from amc.utils import atomic_write_json, resolve_device
+from amc.quantization import QuantWrapper, quantized_layers
+from amc.training import TrainConfig, evaluate, load_checkpoint, train
+from amc.transfer import policy_costs, policy_matches, transfer_policy
+from amc.utils import atomic_write_json, file_sha256, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +83,6 @@ _SEARCH_EVAL_BATCH = 512
 class _FinetuneConfigBase(FlatConfig):
     def train_config(self) -> Any:
         """The :class:`amc.training.TrainConfig` of one fine-tuning step."""
-        from amc.training import TrainConfig
-
         return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.field_names()})
 
 
@@ -129,14 +135,11 @@ class PolicySetup:
     def evaluate(self, model: nn.Module, split: str = "val", *, limit: int | None = None,
                  precision: str = "fp32") -> float | None:
         """Top-1 (%) on ``split`` (``None`` when the split is empty or there is no dataset)."""
-        from amc.training import evaluate
-
-        if self.splits is None or len(self.splits.split(split)) == 0:
+        if self.splits is None:
             return None
         x, y = self.splits.tensors(split, device=self.device, limit=limit)
-        if len(y) == 0:
-            return None
-        return evaluate(model.to(self.device), (x, y), batch_size=self.eval_batch_size, precision=precision)
+        return evaluate(model.to(self.device), (x, y), batch_size=self.eval_batch_size,
+                        precision=precision) if len(y) else None
 
 
 def _same_name(a: Any, b: Any) -> bool:
@@ -157,8 +160,6 @@ def _source_spec(policy: Policy, base: nn.Module, spec: dict[str, Any] | None) -
 
 def _recorded_checkpoint(policy: Policy) -> tuple[Path, str]:
     """The checkpoint ``policy`` records and its sha256, when it is still there with the same bytes."""
-    from amc.utils import file_sha256
-
     path = policy.checkpoint.get("path")
     if not path:
         raise AmcError("no checkpoint: pass --checkpoint (the trained, uncompressed model the policy is applied to; "
@@ -225,14 +226,6 @@ def prepare(
         device: where the models and data go.
         need_data: ``False`` allows no dataset when the policy needs no calibration images.
     """
-    from amc.data import get_dataset
-    from amc.models import ModelSpec, resolve_spec
-    from amc.models import example_input as spec_example
-    from amc.policy import data_record
-    from amc.training import load_checkpoint
-    from amc.transfer import policy_matches, transfer_policy
-    from amc.utils import file_sha256
-
     policy = Policy.load(policy) if not isinstance(policy, Policy) else Policy.from_dict(policy.to_dict())  # a copy
     dev = resolve_device(device)
     if checkpoint is not None:
@@ -320,10 +313,6 @@ def model_costs(setup: PolicySetup, compressed: nn.Module) -> dict[str, Any]:
     """Costs of ``compressed`` against the uncompressed model: the cost model's ratios of the policy
     (``cost_model``) and a direct count on the built model (``direct``: MACs and parameters traced,
     nonzero weights, weight storage bits with the real bit widths)."""
-    from amc.graph import count_macs_params
-    from amc.quantization import quantized_layers
-    from amc.transfer import policy_costs
-
     x = setup.example_input[:1]
     base_macs, base_params = count_macs_params(setup.base_model, x)
     macs, params = count_macs_params(_unwrapped(compressed), x)
@@ -344,8 +333,6 @@ def model_costs(setup: PolicySetup, compressed: nn.Module) -> dict[str, Any]:
 def _unwrapped(model: nn.Module) -> nn.Module:
     """A copy with every quantization wrapper replaced by the layer it wraps (for tracing: a wrapper
     runs its layer's functional form, which module hooks do not see)."""
-    from amc.quantization import quantized_layers
-
     wrappers = quantized_layers(model)
     if not wrappers:
         return model
@@ -356,8 +343,6 @@ def _unwrapped(model: nn.Module) -> nn.Module:
 
 
 def _conv_linear_weights(model: nn.Module) -> list[tuple[torch.Tensor, int | None]]:
-    from amc.quantization import QuantWrapper
-
     out = []
     inside: set[int] = set()
     for m in model.modules():
@@ -385,8 +370,6 @@ def _sparse_layers(policy: Policy) -> list[str]:
 
 def _mask_zeros(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
     """Keep the zeros of these layers' weights zero while training (torch.nn.utils.prune masks)."""
-    from amc.quantization import QuantWrapper
-
     masked = []
     for name in names:
         m = model.get_submodule(name)
@@ -417,8 +400,6 @@ def finetune(
     ``sparse_layers`` (module names) keep their zero weights at zero. Quantized layers train with the
     straight-through estimator. ``resume`` continues from ``run_dir/last.pt``.
     """
-    from amc.training import train
-
     if cfg.kd and teacher is None:
         raise AmcError("knowledge distillation needs the uncompressed teacher model; pass teacher= or kd=False")
     for p in model.parameters():  # a copy of a frozen teacher would not train
@@ -441,14 +422,8 @@ def iterative_schedule(policy: Policy, steps: int) -> list[list[int]]:
     the policy's channels."""
     if steps < 1:
         raise AmcError(f"iterative steps must be >= 1, got {steps}")
-    out = []
-    for k in range(1, steps + 1):
-        row = []
-        for g in policy.groups:
-            r = g.channels / g.total
-            row.append(g.channels if k == steps else kept_channels(1.0 - (1.0 - r) * k / steps, g.total))
-        out.append(row)
-    return out
+    return [[g.channels if k == steps else kept_channels(1 - (1 - g.channels / g.total) * k / steps, g.total)
+             for g in policy.groups] for k in range(1, steps + 1)]
 
 
 def _step_policy(policy: Policy, channels: Sequence[int], graph: Any, *, fraction: float, final: bool) -> Policy:
@@ -465,10 +440,8 @@ def _step_policy(policy: Policy, channels: Sequence[int], graph: Any, *, fractio
                             a_bits=ly.a_bits if final else None,
                             sparsity=None if not ly.sparsity else float(ly.sparsity) * fraction)
               for ly in policy.layers]
-    return Policy(model=policy.model, mode=policy.mode, granularity=policy.granularity, budget=dict(policy.budget),
-                  pruning=dict(policy.pruning), scoring=dataclasses.replace(policy.scoring),
-                  groups=groups if policy.granularity == "channel" else [],
-                  layers=layers)
+    groups = groups if policy.granularity == "channel" else []
+    return dataclasses.replace(policy, groups=groups, layers=layers)
 
 
 @dataclass
@@ -502,8 +475,6 @@ def finetune_policy(
     ``resume`` continues an interrupted run: completed iterative steps are loaded from their
     ``final.pt``, the interrupted one continues from its ``last.pt``.
     """
-    from amc.training import load_checkpoint
-
     if setup.splits is None:
         raise AmcError("fine-tuning needs a dataset")
     run_dir = Path(run_dir)
@@ -574,8 +545,6 @@ def finetune_policy(
         "time_s": time.perf_counter() - t0,
     }
     if export_name:
-        from amc.export import export
-
         path = export(student, run_dir / export_name, policy=policy, model_spec=setup.model_spec,
                       metrics={**after, **costs["cost_model"],
                                "before_val_top1": before["val_top1"], "before_test_top1": before["test_top1"]})

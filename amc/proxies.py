@@ -46,6 +46,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from amc.distillation import kd_loss
 from amc.errors import AmcError
 
 __all__ = [
@@ -212,8 +213,6 @@ def kd_steps(model: nn.Module, data: ProxyData, steps: int) -> nn.Module:
 
     The batches and the teacher's logits are fixed, so the result depends only on the model.
     """
-    from amc.distillation import kd_loss
-
     if steps < 1:
         return model
     if not data.ft_batches:

@@ -18,7 +18,8 @@ import torch.nn as nn
 
 from amc.budget import last_true
 from amc.errors import AmcError
-from amc.policy import Policy
+from amc.policy import GroupDecision, LayerDecision, Policy
+from amc.pruning import IMPORTANCES, Pruner
 
 __all__ = ["NORM_TYPES", "norm_scales", "scale_values", "slimming_penalty", "threshold_policy"]
 
@@ -56,9 +57,6 @@ def threshold_policy(model: nn.Module, example_input: torch.Tensor, *, macs_rati
     them). Groups without a norm layer are kept whole. Returns a channel policy whose
     ``importance`` is ``bn_scale``, so :func:`amc.compress.apply_policy` drops exactly those channels.
     """
-    from amc.policy import GroupDecision, LayerDecision
-    from amc.pruning import IMPORTANCES, Pruner
-
     if not (0.0 < macs_ratio <= 1.0):
         raise AmcError(f"macs_ratio {macs_ratio} must be in (0, 1]")
     if not (0.0 < min_keep <= 1.0):

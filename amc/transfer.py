@@ -53,6 +53,8 @@ from amc.compress import _mismatch
 from amc.cost import CostModel, kept_channels
 from amc.errors import AmcError
 from amc.graph import LayerGraph
+from amc.models import build_model, resolve_spec
+from amc.models import example_input as spec_example
 from amc.policy import GroupDecision, LayerDecision, Policy, parse_target
 
 log = logging.getLogger(__name__)
@@ -166,11 +168,12 @@ def policy_matches(policy: Policy, graph: LayerGraph) -> bool:
 
 def _names_match(policy: Policy, graph: LayerGraph) -> bool:
     """Same group leaders and the same layer names (channel counts may differ: a wider sibling)."""
-    src_leaders = [g.layers[0] for g in policy.groups]
-    if policy.granularity == "channel" and src_leaders != [g.leader for g in graph.groups]:
+    leaders = [g.layers[0] for g in policy.groups]
+    if policy.granularity == "channel" and leaders != [g.leader for g in graph.groups]:
         return False
-    return [ly.name for ly in policy.layers] == [ly.name for ly in graph.layers] or (
-        not _has_layer_decisions(policy) and all(ly.name in {x.name for x in graph.layers} for ly in policy.layers))
+    names = [ly.name for ly in graph.layers]
+    return [ly.name for ly in policy.layers] == names or (
+        not _has_layer_decisions(policy) and all(ly.name in names for ly in policy.layers))
 
 
 def _has_layer_decisions(policy: Policy) -> bool:
@@ -183,12 +186,10 @@ def _source_graph(policy: Policy) -> LayerGraph | None:
     spec = policy.model
     if not {"num_classes", "in_channels", "image_size"} <= set(spec):
         return None
-    from amc.models import build_model, example_input
-
     try:
         with torch.random.fork_rng(devices=[]):
             source_model = build_model(spec)
-        source_example = example_input(spec)
+        source_example = spec_example(spec)
     except (ValueError, TypeError) as e:
         log.warning("cannot build the policy's model %s (%s): staging by module names", spec, e)
         return None
@@ -490,8 +491,6 @@ def _enforce(cost: _Cost, metric: str, target: float, r: np.ndarray, dens: np.nd
 def _model_doc(model: nn.Module, spec: Any) -> dict[str, Any]:
     if spec is None:
         return {"name": type(model).__name__}
-    from amc.models import resolve_spec
-
     try:
         return resolve_spec(spec).to_dict()
     except (ValueError, TypeError):
