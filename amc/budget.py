@@ -139,11 +139,9 @@ def bit_floors(w_bits: Sequence[float], a_bits: Sequence[float], *,
     policy that already went lower (a 1-bit search) may be lowered as far as it went itself. Float
     entries (``FLOAT_BITS``) do not count.
     """
-    out = []
-    for bits, b_min in ((w_bits, lowest[0]), (a_bits, lowest[1])):
-        used = [int(b) for b in bits if b < FLOAT_BITS]
-        out.append(min([int(b_min), *used]))
-    return out[0], out[1]
+    w, a = (min([int(b_min), *(int(b) for b in bits if b < FLOAT_BITS)])
+            for bits, b_min in ((w_bits, lowest[0]), (a_bits, lowest[1])))
+    return w, a
 
 
 def lower_bits(order: Sequence[int], w_bits: np.ndarray, a_bits: np.ndarray, *, floors: tuple[int, int],

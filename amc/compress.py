@@ -30,7 +30,7 @@ from amc.utils import model_device
 if TYPE_CHECKING:
     from amc.quantization import QuantCache
 
-__all__ = ["apply_policy", "check_policy_matches", "PolicyInputs", "draw_inputs", "inputs_for_policy", "policy_proxy"]
+__all__ = ["apply_policy", "check_policy_matches", "PolicyInputs", "draw_inputs", "inputs_for_policy"]
 
 @dataclass
 class PolicyInputs:
@@ -43,11 +43,6 @@ class PolicyInputs:
     def kwargs(self) -> dict[str, Any]:
         return {"calibration": self.calibration, "quant_calibration": self.quant_calibration,
                 "proxy_data": self.proxy_data}
-
-
-def policy_proxy(policy: Policy) -> Proxy:
-    """The proxy a policy was scored with (``policy.scoring.proxy``)."""
-    return parse_proxy(policy.scoring.proxy)
 
 
 def draw_inputs(splits: Any, *, proxy: Proxy, calibration_size: int, calibration_seed: int, quantizes: bool,
@@ -70,7 +65,7 @@ def draw_inputs(splits: Any, *, proxy: Proxy, calibration_size: int, calibration
 def inputs_for_policy(policy: Policy, splits: Any, *, device: torch.device | str,
                       teacher: nn.Module | None) -> PolicyInputs:
     """:func:`draw_inputs` as ``policy.scoring`` records them (``None`` data when the policy needs none)."""
-    proxy = policy_proxy(policy)
+    proxy = parse_proxy(policy.scoring.proxy)
     pruned = policy.granularity == "channel" and any(g.channels < g.total for g in policy.groups)
     if not pruned and proxy.reconstruct and not proxy.bn and not proxy.ft_steps:
         proxy = parse_proxy("vanilla")  # reconstruction of an unpruned model has nothing to do
@@ -85,22 +80,28 @@ def inputs_for_policy(policy: Policy, splits: Any, *, device: torch.device | str
                        teacher=teacher)
 
 
+def _mismatch(policy: Policy, graph: Any) -> str | None:
+    """The first difference between the policy's groups and layers and the model's ``graph`` (by module
+    name and size), or ``None`` when they match."""
+    if policy.granularity == "channel" and policy.groups:
+        if len(policy.groups) != len(graph.groups):
+            return (f"policy has {len(policy.groups)} prunable groups but the model has {len(graph.groups)}: "
+                    "it was found on another architecture (use amc.transfer for a sibling model)")
+        for pg, g in zip(policy.groups, graph.groups):
+            if pg.layers[0] != g.leader or pg.total != g.channels:
+                return (f"policy group led by {pg.layers[0]!r} ({pg.total} channels) does not match the "
+                        f"model's group led by {g.leader!r} ({g.channels} channels)")
+    names = {ly.name for ly in graph.layers}
+    missing = [ly.name for ly in policy.layers if ly.name not in names]
+    return f"policy names layer(s) {missing[:5]} that the model does not have" if missing else None
+
+
 def check_policy_matches(policy: Policy, pruner: Pruner) -> None:
     """Raise :class:`AmcError` (naming the first difference) unless the policy's groups and layers are
     the model's, by module name and size."""
-    graph = pruner.graph
-    if policy.granularity == "channel" and policy.groups:
-        if len(policy.groups) != len(graph.groups):
-            raise AmcError(f"policy has {len(policy.groups)} prunable groups but the model has {len(graph.groups)}: "
-                           "it was found on another architecture (use amc.transfer for a sibling model)")
-        for pg, g in zip(policy.groups, graph.groups):
-            if pg.layers[0] != g.leader or pg.total != g.channels:
-                raise AmcError(f"policy group led by {pg.layers[0]!r} ({pg.total} channels) does not match the "
-                               f"model's group led by {g.leader!r} ({g.channels} channels)")
-    names = {ly.name for ly in graph.layers}
-    missing = [ly.name for ly in policy.layers if ly.name not in names]
-    if missing:
-        raise AmcError(f"policy names layer(s) {missing[:5]} that the model does not have")
+    problem = _mismatch(policy, pruner.graph)
+    if problem:
+        raise AmcError(problem)
 
 
 def apply_policy(model: nn.Module, policy: Policy, *, splits: Any = None, device: torch.device | str | None = None,
@@ -131,6 +132,7 @@ def apply_policy(model: nn.Module, policy: Policy, *, splits: Any = None, device
         proxy_data: the inputs of the policy's evaluation proxy (:func:`draw_inputs`); the ``bn`` and
             ``ft:K`` proxies run last, on the finished model.
     """
+    proxy = parse_proxy(policy.scoring.proxy)
     seed = policy.scoring.calibration_seed  # picks random channels and the sampled reconstruction positions
     if splits is not None:
         if calibration is not None or quant_calibration is not None or proxy_data is not None:
@@ -153,7 +155,7 @@ def apply_policy(model: nn.Module, policy: Policy, *, splits: Any = None, device
     if policy.granularity == "channel" and any(g.channels < g.total for g in policy.groups):
         # (a reconstructing policy without calibration images: the Pruner says to pass them)
         out = pruner.prune([g.channels / g.total for g in policy.groups], importance=str(opts.get("importance", "l1")),
-                           reconstruct=policy_proxy(policy).reconstruct, calibration=calibration, round_to=1)
+                           reconstruct=proxy.reconstruct, calibration=calibration, round_to=1)
     sparsity = {ly.name: ly.sparsity for ly in policy.layers if ly.sparsity}
     if sparsity:
         out = magnitude_prune(out, sparsity)
@@ -173,7 +175,6 @@ def apply_policy(model: nn.Module, policy: Policy, *, splits: Any = None, device
         import copy
 
         out = copy.deepcopy(model)
-    proxy = policy_proxy(policy)
     if proxy.bn or proxy.ft_steps:
         apply_proxy(out, proxy, proxy_data)
     return out

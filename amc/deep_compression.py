@@ -29,6 +29,7 @@ Run directory (every stage resumable; ``resume=True`` skips finished training)::
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Mapping
@@ -43,8 +44,14 @@ import torch.nn.functional as F
 from amc.config.flat import FlatConfig, flat_config
 from amc.config.train import DeepCompressionOptions
 from amc.errors import AmcError
-from amc.policy import Policy
-from amc.utils import atomic_write_json
+from amc.export import export, load
+from amc.finetune import FinetuneConfig, finetune
+from amc.graph import LayerGraph
+from amc.policy import LayerDecision, Policy
+from amc.pruning import magnitude_prune
+from amc.quantization import QuantConfig, QuantizedWeight, QuantWrapper, quantized_layers
+from amc.training import evaluate, train
+from amc.utils import atomic_write_json, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +59,6 @@ __all__ = [
     "DeepCompressionConfig",
     "DeepCompressionResult",
     "SharedWeight",
-    "STAGES",
     "deep_compress",
     "kmeans_1d",
     "layer_table",
@@ -63,14 +69,11 @@ __all__ = [
     "shared_to_quantized",
 ]
 
-STAGES = ("original", "pruned", "quantized", "huffman")
 FLOAT_BYTES = 4
 
 
 class _DeepCompressionBase(FlatConfig):
     def _finetune_config(self, *, epochs: int, lr: float, weight_decay: float | None = None) -> Any:
-        from amc.finetune import FinetuneConfig
-
         return FinetuneConfig(epochs=max(1, epochs), lr=lr, batch_size=self.batch_size,
                               weight_decay=self.weight_decay if weight_decay is None else weight_decay,
                               kd=self.kd, kd_temperature=self.kd_temperature, kd_alpha=self.kd_alpha,
@@ -154,7 +157,7 @@ def share_weights(model: nn.Module, bits: Mapping[str, int], *, iters: int = 30)
         if bool(keep.any()):
             c, cent = kmeans_1d(w[keep].cpu(), k, iters=iters)
             codes[keep] = c.to(w.device)
-        _set(model, name, SharedWeight(layer, codes, cent.to(w.device)))
+        model.set_submodule(name, SharedWeight(layer, codes, cent.to(w.device)))
     return model
 
 
@@ -162,8 +165,6 @@ def shared_to_quantized(model: nn.Module) -> nn.Module:
     """Replace every :class:`SharedWeight` by a k-means :class:`amc.quantization.QuantWrapper` pinned
     to the same codes and codebook (in place), so that :func:`amc.export.export` packs it; the
     outputs are unchanged."""
-    from amc.quantization import QuantConfig, QuantizedWeight, QuantWrapper
-
     for name, m in list(model.named_modules()):
         if not isinstance(m, SharedWeight):
             continue
@@ -175,13 +176,8 @@ def shared_to_quantized(model: nn.Module) -> nn.Module:
         qw = QuantizedWeight(m.codes.detach().to(torch.uint8).cpu(), None, bits, "kmeans", table)
         wrapper = QuantWrapper(layer, w_bits=bits, config=QuantConfig(weight_scheme="kmeans"), name=name)
         wrapper.pin_quantized_weight(qw)
-        _set(model, name, wrapper)
+        model.set_submodule(name, wrapper)
     return model
-
-
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, attr, new)
 
 
 def _layer(model: nn.Module, name: str) -> nn.Module:
@@ -196,10 +192,6 @@ def _layer(model: nn.Module, name: str) -> nn.Module:
 
 # --------------------------------------------------------------------------------------------------
 # measuring a stage
-
-
-def _float_params_bytes(model: nn.Module) -> int:
-    return FLOAT_BYTES * sum(p.numel() for p in model.parameters())
 
 
 def weight_bytes(path: str | os.PathLike) -> int:
@@ -239,12 +231,10 @@ def policy_targets(policy: Policy) -> tuple[dict[str, float], dict[str, int]]:
     return density, bits
 
 
-def _test_top1(model: nn.Module, splits: Any, device: torch.device, batch: int) -> float | None:
-    from amc.training import evaluate
-
+def _test_top1(model: nn.Module, splits: Any, device: torch.device) -> float | None:
     if len(splits.split("test")) == 0:
         return None
-    return evaluate(model.to(device), splits.tensors("test", device=device), batch_size=batch)
+    return evaluate(model.to(device), splits.tensors("test", device=device), batch_size=1000)
 
 
 def deep_compress(
@@ -264,13 +254,6 @@ def deep_compress(
     ``resume``: finished retraining runs are loaded instead of retrained (an interrupted one
     continues from its ``last.pt``).
     """
-    import copy
-
-    from amc.export import export
-    from amc.finetune import finetune
-    from amc.pruning import magnitude_prune
-    from amc.utils import resolve_device
-
     density, bits = policy_targets(policy)
     for name in list(density) + list(bits):
         _layer(model, name)
@@ -280,8 +263,7 @@ def deep_compress(
     if cfg.num_threads is not None and device.type == "cpu":
         torch.set_num_threads(cfg.num_threads)
     teacher = copy.deepcopy(model).to(device).eval() if cfg.kd else None
-    base_bytes = _float_params_bytes(model)
-    eval_batch = 1000
+    base_bytes = FLOAT_BYTES * sum(p.numel() for p in model.parameters())
     table: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"config": cfg.to_dict(), "policy": policy.to_dict(), "float32_bytes": base_bytes,
                                "table": table}
@@ -292,7 +274,7 @@ def deep_compress(
                       huffman=huffman)
         size = path.stat().st_size
         wbytes = weight_bytes(path)
-        acc = _test_top1(m, splits, device, eval_batch) if top1 is None else top1
+        acc = _test_top1(m, splits, device) if top1 is None else top1
         table.append({"stage": stage, "file_bytes": size, "ratio": base_bytes / size, "weight_bytes": wbytes,
                       "weight_ratio": _float_weight_bytes(m) / wbytes, "test_top1": acc, "file": str(path)})
         log.info("stage %s: %d bytes (%.1fx), weights %d bytes, test top-1 %s", stage, size, base_bytes / size,
@@ -318,16 +300,15 @@ def deep_compress(
         for m in current.modules():
             if isinstance(m, SharedWeight):
                 m.centroids.requires_grad_(True)
-        _train_centroids(current, splits, cfg, run_dir=run_dir / "share", teacher=teacher, resume=resume,
-                         progress=progress)
+        fcfg = cfg._finetune_config(epochs=cfg.share_epochs, lr=cfg.share_lr, weight_decay=0.0)
+        train(current, splits, fcfg.train_config(), run_dir=run_dir / "share", teacher=teacher,
+              kd_temperature=cfg.kd_temperature, kd_alpha=cfg.kd_alpha, resume=resume, progress=progress,
+              extra_meta={"deep_compression": {"stage": "share"}})
     current = shared_to_quantized(current)
     record("quantized", current)
-    q_top1 = table[-1]["test_top1"]
-    record("huffman", current, huffman=cfg.huffman, top1=q_top1)
-    from amc.export import load
-
+    record("huffman", current, huffman=cfg.huffman, top1=table[-1]["test_top1"])
     reloaded = load(table[-1]["file"], device=device)
-    table[-1]["test_top1"] = _test_top1(reloaded, splits, device, eval_batch)  # measured on the file's model
+    table[-1]["test_top1"] = _test_top1(reloaded, splits, device)  # measured on the file's model
     summary["final_file"] = table[-1]["file"]
     atomic_write_json(run_dir / "deep_compression.json", summary)
     return DeepCompressionResult(current, table, summary)
@@ -335,27 +316,12 @@ def deep_compress(
 
 def _float_weight_bytes(model: nn.Module) -> int:
     """float32 bytes of the conv/linear weights (of a model possibly wrapped by quantization)."""
-    n = 0
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            n += m.weight.numel()
-    return FLOAT_BYTES * n
-
-
-def _train_centroids(model: nn.Module, splits: Any, cfg: DeepCompressionConfig, *, run_dir: Path,
-                     teacher: nn.Module | None, resume: bool, progress: bool) -> None:
-    from amc.training import train
-
-    fcfg = cfg._finetune_config(epochs=cfg.share_epochs, lr=cfg.share_lr, weight_decay=0.0)
-    train(model, splits, fcfg.train_config(), run_dir=run_dir, teacher=teacher, kd_temperature=cfg.kd_temperature,
-          kd_alpha=cfg.kd_alpha, resume=resume, progress=progress,
-          extra_meta={"deep_compression": {"stage": "share"}})
+    layers = (m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    return FLOAT_BYTES * sum(m.weight.numel() for m in layers)
 
 
 def layer_table(model: nn.Module) -> list[dict[str, Any]]:
     """Per quantized layer: weights, nonzero fraction, bits and distinct values (for reports/tests)."""
-    from amc.quantization import quantized_layers
-
     rows = []
     for name, w in quantized_layers(model).items():
         qw = w.quantized_weight()
@@ -365,15 +331,11 @@ def layer_table(model: nn.Module) -> list[dict[str, Any]]:
     return rows
 
 
-
 def make_policy(model: nn.Module, example_input: torch.Tensor, *, density: Mapping[str, float] | float,
                 bits: Mapping[str, int] | int, model_spec: Mapping[str, Any] | None = None) -> Policy:
     """A fine-granularity policy giving every conv/linear layer of ``model`` a density (kept fraction
     in (0, 1]) and weight bits (1..8): one number for all layers, or a mapping by layer name in which
     a missing layer keeps every weight (density) or stays float (bits)."""
-    from amc.graph import LayerGraph
-    from amc.policy import LayerDecision
-
     layers = LayerGraph.build(model, example_input).layers
     names = {ly.name for ly in layers}
     for what, m in (("density", density), ("bits", bits)):

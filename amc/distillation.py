@@ -38,18 +38,11 @@ def kd_loss(
     alpha: float = 0.9,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Hinton KD loss ``alpha * T^2 * KL(p_teacher^T || p_student^T) + (1 - alpha) * CE(s, y)``.
+    """Hinton KD loss ``alpha * T^2 * KL(p_teacher^T || p_student^T) + (1 - alpha) * CE(s, y)`` (batch mean).
 
-    Args:
-        student_logits: ``(N, K)`` raw student outputs (gradients flow through these).
-        teacher_logits: ``(N, K)`` raw teacher outputs (detached here).
-        targets: ``(N,)`` int64 labels; may be ``None`` only when ``alpha == 1``.
-        temperature: ``T > 0`` softening both distributions.
-        alpha: weight of the distillation term in [0, 1]; the label term gets ``1 - alpha``.
-        label_smoothing: passed to the cross-entropy term.
-
-    Returns:
-        A scalar: the batch mean.
+    The logits are ``(N, K)`` raw outputs (gradients flow through the student's only); ``targets``
+    are ``(N,)`` int64 labels, ``None`` only when ``alpha == 1``; ``label_smoothing`` goes to the
+    cross-entropy term.
     """
     _check(temperature, alpha)
     if student_logits.shape != teacher_logits.shape:

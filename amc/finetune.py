@@ -39,15 +39,24 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.nn.utils import prune as tprune
 
 from amc.compress import apply_policy, check_policy_matches, inputs_for_policy
 from amc.config.flat import FlatConfig, flat_config
 from amc.config.train import FinetuneOptions
 from amc.cost import kept_channels
+from amc.data import get_dataset
 from amc.errors import AmcError
-from amc.policy import GroupDecision, LayerDecision, Policy
+from amc.export import export
+from amc.graph import count_macs_params
+from amc.models import ModelSpec, resolve_spec
+from amc.models import example_input as spec_example
+from amc.policy import GroupDecision, LayerDecision, Policy, data_record
 from amc.pruning import Pruner
-from amc.utils import atomic_write_json, resolve_device
+from amc.quantization import QuantWrapper, quantized_layers
+from amc.training import TrainConfig, evaluate, load_checkpoint, train
+from amc.transfer import policy_costs, policy_matches, transfer_policy
+from amc.utils import atomic_write_json, file_sha256, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +83,6 @@ _SEARCH_EVAL_BATCH = 512
 class _FinetuneConfigBase(FlatConfig):
     def train_config(self) -> Any:
         """The :class:`amc.training.TrainConfig` of one fine-tuning step."""
-        from amc.training import TrainConfig
-
         return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.field_names()})
 
 
@@ -128,14 +135,11 @@ class PolicySetup:
     def evaluate(self, model: nn.Module, split: str = "val", *, limit: int | None = None,
                  precision: str = "fp32") -> float | None:
         """Top-1 (%) on ``split`` (``None`` when the split is empty or there is no dataset)."""
-        from amc.training import evaluate
-
-        if self.splits is None or len(self.splits.split(split)) == 0:
+        if self.splits is None:
             return None
         x, y = self.splits.tensors(split, device=self.device, limit=limit)
-        if len(y) == 0:
-            return None
-        return evaluate(model.to(self.device), (x, y), batch_size=self.eval_batch_size, precision=precision)
+        return evaluate(model.to(self.device), (x, y), batch_size=self.eval_batch_size,
+                        precision=precision) if len(y) else None
 
 
 def _same_name(a: Any, b: Any) -> bool:
@@ -156,8 +160,6 @@ def _source_spec(policy: Policy, base: nn.Module, spec: dict[str, Any] | None) -
 
 def _recorded_checkpoint(policy: Policy) -> tuple[Path, str]:
     """The checkpoint ``policy`` records and its sha256, when it is still there with the same bytes."""
-    from amc.utils import file_sha256
-
     path = policy.checkpoint.get("path")
     if not path:
         raise AmcError("no checkpoint: pass --checkpoint (the trained, uncompressed model the policy is applied to; "
@@ -224,16 +226,8 @@ def prepare(
         device: where the models and data go.
         need_data: ``False`` allows no dataset when the policy needs no calibration images.
     """
-    from amc.data import get_dataset
-    from amc.models import ModelSpec, resolve_spec
-    from amc.models import example_input as spec_example
-    from amc.policy import data_record
-    from amc.training import load_checkpoint
-    from amc.transfer import policy_matches, transfer_policy
-    from amc.utils import file_sha256
-
     policy = Policy.load(policy) if not isinstance(policy, Policy) else Policy.from_dict(policy.to_dict())  # a copy
-    dev = resolve_device(device) if not isinstance(device, torch.device) else device
+    dev = resolve_device(device)
     if checkpoint is not None:
         ckpt_path = Path(checkpoint).expanduser()
         sha = file_sha256(ckpt_path) if ckpt_path.is_file() else ""  # (load_checkpoint names a missing file)
@@ -319,46 +313,36 @@ def model_costs(setup: PolicySetup, compressed: nn.Module) -> dict[str, Any]:
     """Costs of ``compressed`` against the uncompressed model: the cost model's ratios of the policy
     (``cost_model``) and a direct count on the built model (``direct``: MACs and parameters traced,
     nonzero weights, weight storage bits with the real bit widths)."""
-    from amc.graph import count_macs_params
-    from amc.quantization import quantized_layers
-    from amc.transfer import policy_costs
-
     x = setup.example_input[:1]
     base_macs, base_params = count_macs_params(setup.base_model, x)
     macs, params = count_macs_params(_unwrapped(compressed), x)
     base_bits = _weight_bits(setup.base_model)
     bits = _weight_bits(compressed)
-    out = {
+    return {
         "cost_model": policy_costs(setup.policy, setup.pruner.graph, setup.base_model),
         "direct": {
             "macs": macs, "params": params, "base_macs": base_macs, "base_params": base_params,
-            "nonzero_weights": _nonzero_weights(compressed), "weight_bits": bits, "base_weight_bits": base_bits,
+            "nonzero_weights": sum(int((w != 0).sum()) for w, _ in _conv_linear_weights(compressed)),
+            "weight_bits": bits, "base_weight_bits": base_bits,
             "macs_ratio": macs / base_macs, "params_ratio": params / base_params, "size_ratio": bits / base_bits,
         },
         "quantized_layers": len(quantized_layers(compressed)),
     }
-    return out
 
 
 def _unwrapped(model: nn.Module) -> nn.Module:
     """A copy with every quantization wrapper replaced by the layer it wraps (for tracing: a wrapper
     runs its layer's functional form, which module hooks do not see)."""
-    from amc.quantization import quantized_layers
-
     wrappers = quantized_layers(model)
     if not wrappers:
         return model
     out = copy.deepcopy(model)
     for name in wrappers:
-        parent, _, attr = name.rpartition(".")
-        holder = out.get_submodule(parent) if parent else out
-        setattr(holder, attr, getattr(holder, attr).module)
+        out.set_submodule(name, out.get_submodule(name).module)
     return out
 
 
 def _conv_linear_weights(model: nn.Module) -> list[tuple[torch.Tensor, int | None]]:
-    from amc.quantization import QuantWrapper
-
     out = []
     inside: set[int] = set()
     for m in model.modules():
@@ -376,24 +360,16 @@ def _weight_bits(model: nn.Module) -> int:
     return int(sum(int((w != 0).sum()) * (b or 32) for w, b in _conv_linear_weights(model)))
 
 
-def _nonzero_weights(model: nn.Module) -> int:
-    return int(sum(int((w != 0).sum()) for w, _ in _conv_linear_weights(model)))
-
-
 # --------------------------------------------------------------------------------------------------
 # fine-tuning
 
 
-def _sparse_layers(policy: Policy | None) -> list[str]:
-    return [ly.name for ly in (policy.layers if policy is not None else []) if ly.sparsity]
+def _sparse_layers(policy: Policy) -> list[str]:
+    return [ly.name for ly in policy.layers if ly.sparsity]
 
 
 def _mask_zeros(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
     """Keep the zeros of these layers' weights zero while training (torch.nn.utils.prune masks)."""
-    from torch.nn.utils import prune as tprune
-
-    from amc.quantization import QuantWrapper
-
     masked = []
     for name in names:
         m = model.get_submodule(name)
@@ -403,14 +379,6 @@ def _mask_zeros(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
             tprune.custom_from_mask(m, "weight", (m.weight.detach() != 0).to(m.weight.dtype))
         masked.append(m)
     return masked
-
-
-def _unmask(modules: Sequence[nn.Module]) -> None:
-    from torch.nn.utils import prune as tprune
-
-    for m in modules:
-        if hasattr(m, "weight_mask"):
-            tprune.remove(m, "weight")
 
 
 def finetune(
@@ -432,8 +400,6 @@ def finetune(
     ``sparse_layers`` (module names) keep their zero weights at zero. Quantized layers train with the
     straight-through estimator. ``resume`` continues from ``run_dir/last.pt``.
     """
-    from amc.training import train
-
     if cfg.kd and teacher is None:
         raise AmcError("knowledge distillation needs the uncompressed teacher model; pass teacher= or kd=False")
     for p in model.parameters():  # a copy of a frozen teacher would not train
@@ -444,7 +410,9 @@ def finetune(
                        kd_temperature=cfg.kd_temperature, kd_alpha=cfg.kd_alpha, resume=resume, progress=progress,
                        model_spec=model_spec, extra_meta={"finetune": cfg.to_dict(), **dict(meta or {})})
     finally:
-        _unmask(masked)
+        for m in masked:
+            if hasattr(m, "weight_mask"):
+                tprune.remove(m, "weight")
     return result
 
 
@@ -454,14 +422,8 @@ def iterative_schedule(policy: Policy, steps: int) -> list[list[int]]:
     the policy's channels."""
     if steps < 1:
         raise AmcError(f"iterative steps must be >= 1, got {steps}")
-    out = []
-    for k in range(1, steps + 1):
-        row = []
-        for g in policy.groups:
-            r = g.channels / g.total
-            row.append(g.channels if k == steps else kept_channels(1.0 - (1.0 - r) * k / steps, g.total))
-        out.append(row)
-    return out
+    return [[g.channels if k == steps else kept_channels(1 - (1 - g.channels / g.total) * k / steps, g.total)
+             for g in policy.groups] for k in range(1, steps + 1)]
 
 
 def _step_policy(policy: Policy, channels: Sequence[int], graph: Any, *, fraction: float, final: bool) -> Policy:
@@ -478,10 +440,8 @@ def _step_policy(policy: Policy, channels: Sequence[int], graph: Any, *, fractio
                             a_bits=ly.a_bits if final else None,
                             sparsity=None if not ly.sparsity else float(ly.sparsity) * fraction)
               for ly in policy.layers]
-    return Policy(model=policy.model, mode=policy.mode, granularity=policy.granularity, budget=dict(policy.budget),
-                  pruning=dict(policy.pruning), scoring=dataclasses.replace(policy.scoring),
-                  groups=groups if policy.granularity == "channel" else [],
-                  layers=layers)
+    groups = groups if policy.granularity == "channel" else []
+    return dataclasses.replace(policy, groups=groups, layers=layers)
 
 
 @dataclass
@@ -515,8 +475,6 @@ def finetune_policy(
     ``resume`` continues an interrupted run: completed iterative steps are loaded from their
     ``final.pt``, the interrupted one continues from its ``last.pt``.
     """
-    from amc.training import load_checkpoint
-
     if setup.splits is None:
         raise AmcError("fine-tuning needs a dataset")
     run_dir = Path(run_dir)
@@ -534,14 +492,13 @@ def finetune_policy(
     one_shot = student.to(setup.device) if student is not None else setup.compress()
     before = _top1(setup, one_shot)
     log.info("uncompressed val top-1 %s; compressed before fine-tuning %s", base_acc["val_top1"], before["val_top1"])
-    sparse = _sparse_layers(policy)
     meta = {"policy": policy.to_dict()}
     steps: list[dict[str, Any]] = []
     K = cfg.iterative
     if K == 1:
         student = one_shot
         res = finetune(student, setup.splits, cfg, run_dir=run_dir, teacher=teacher, resume=resume, progress=progress,
-                       model_spec=setup.model_spec, sparse_layers=sparse, meta=meta)
+                       model_spec=setup.model_spec, sparse_layers=_sparse_layers(policy), meta=meta)
         steps.append({"step": 1, "before": before, "after": _top1(setup, student), "train_time_s": res.get("train_time_s")})
     else:
         del one_shot
@@ -565,7 +522,7 @@ def finetune_policy(
                      acc0["val_top1"])
             res = finetune(student, setup.splits, cfg, run_dir=step_dir, teacher=teacher, resume=resume,
                            progress=progress, model_spec=setup.model_spec,
-                           sparse_layers=[ly.name for ly in sp.layers if ly.sparsity],
+                           sparse_layers=_sparse_layers(sp),
                            meta={**meta, "step": k, "steps": K})
             steps.append({"step": k, "channels": [g.channels for g in sp.groups], "before": acc0,
                           "after": _top1(setup, student), "train_time_s": res.get("train_time_s")})
@@ -588,10 +545,8 @@ def finetune_policy(
         "time_s": time.perf_counter() - t0,
     }
     if export_name:
-        from amc.export import export
-
         path = export(student, run_dir / export_name, policy=policy, model_spec=setup.model_spec,
-                      metrics={**after, **{k: v for k, v in costs["cost_model"].items()},
+                      metrics={**after, **costs["cost_model"],
                                "before_val_top1": before["val_top1"], "before_test_top1": before["test_top1"]})
         summary["model_file"] = str(path)
         summary["model_file_bytes"] = path.stat().st_size

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from amc.errors import AmcError
-from amc.utils import atomic_write_json
+from amc.utils import atomic_write_json, file_sha256
 
 FORMAT = "amc-policy"
 VERSION = 2
@@ -81,8 +81,6 @@ def parse_target(target: str) -> tuple[str, float]:
 
 def checkpoint_record(path: str | Path) -> dict[str, str]:
     """A policy's ``checkpoint`` block: the path as given and the file's sha256 (hex)."""
-    from amc.utils import file_sha256
-
     return {"path": str(path), "sha256": file_sha256(Path(path).expanduser())}
 
 

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from amc.distillation import kd_loss
 from amc.errors import AmcError
 
 __all__ = [
@@ -62,7 +63,6 @@ __all__ = [
 
 #: the proxies by name (``ft:K`` takes its step count after the colon)
 PROXY_NAMES = ("vanilla", "bn", "reconstruct", "reconstruct+bn", "ft:K", "auto")
-_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 
 @dataclass(frozen=True)
@@ -166,8 +166,6 @@ def make_proxy_data(splits: Any, proxy: Proxy, *, calibration_size: int, seed: i
     """
     if not proxy.needs_calibration:
         return None
-    if calibration_size < 1:
-        raise AmcError(f"calibration_size {calibration_size} must be >= 1 (train images for the {proxy.name} proxy)")
     images = splits.calibration_batches(1, calibration_size, seed, device=device)[0][0]
     data = ProxyData(images=images, teacher=teacher, ft_lr=ft_lr)
     if proxy.ft_steps:
@@ -215,8 +213,6 @@ def kd_steps(model: nn.Module, data: ProxyData, steps: int) -> nn.Module:
 
     The batches and the teacher's logits are fixed, so the result depends only on the model.
     """
-    from amc.distillation import kd_loss
-
     if steps < 1:
         return model
     if not data.ft_batches:

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from amc.budget import last_true
 from amc.errors import AmcError
-from amc.policy import Policy
+from amc.policy import GroupDecision, LayerDecision, Policy
+from amc.pruning import IMPORTANCES, Pruner
 
 __all__ = ["NORM_TYPES", "norm_scales", "scale_values", "slimming_penalty", "threshold_policy"]
 
@@ -55,9 +57,6 @@ def threshold_policy(model: nn.Module, example_input: torch.Tensor, *, macs_rati
     them). Groups without a norm layer are kept whole. Returns a channel policy whose
     ``importance`` is ``bn_scale``, so :func:`amc.compress.apply_policy` drops exactly those channels.
     """
-    from amc.policy import GroupDecision, LayerDecision
-    from amc.pruning import IMPORTANCES, Pruner
-
     if not (0.0 < macs_ratio <= 1.0):
         raise AmcError(f"macs_ratio {macs_ratio} must be in (0, 1]")
     if not (0.0 < min_keep <= 1.0):
@@ -82,16 +81,14 @@ def threshold_policy(model: nn.Module, example_input: torch.Tensor, *, macs_rati
         return cost.macs([k / g.channels for k, g in zip(kept(t), groups)]) / cost.base_macs
 
     cands = np.unique(np.concatenate([s for s in scores if s is not None]))
-    lo, hi = 0, len(cands) - 1  # the smallest threshold that meets the budget
-    if macs(float(cands[hi]) + 1.0) > macs_ratio + 1e-9:
+    cands = np.append(cands, cands[-1] + 1.0)  # above every score: the most pruning
+
+    def over(i: int) -> bool:
+        return macs(float(cands[i])) > macs_ratio + 1e-9
+
+    if over(len(cands) - 1):
         raise AmcError(f"macs={macs_ratio} is unreachable with min_keep={min_keep}: lower min_keep")
-    best = float(cands[hi]) + 1.0
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        if macs(float(cands[mid])) <= macs_ratio + 1e-9:
-            best, hi = float(cands[mid]), mid - 1
-        else:
-            lo = mid + 1
+    best = float(cands[1 + last_true(len(cands) - 1, over)])  # the smallest threshold that meets the budget
     channels = kept(best)
     spec = dict(model_spec) if model_spec is not None else {"name": type(model).__name__}
     return Policy(model=spec, mode="prune", granularity="channel",

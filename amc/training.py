@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -251,7 +252,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: torch.device | str = "cp
     Raises ``AmcError`` for a missing, corrupt or foreign file, or weights that do not fit the spec.
     """
     path = Path(path)
-    dev = resolve_device(device) if isinstance(device, str) else device
+    dev = resolve_device(device)
     ckpt = _read_checkpoint(path, dev)
     if ckpt.get("module") is not None:
         model = ckpt["module"]
@@ -292,13 +293,15 @@ class _Dist:
     def main(self) -> bool:
         return self.rank == 0
 
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
 
 def _dist_setup(device: torch.device) -> tuple[_Dist, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return _Dist(), device
-    import torch.distributed as dist
-
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -307,13 +310,6 @@ def _dist_setup(device: torch.device) -> tuple[_Dist, torch.device]:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         created = True
     return _Dist(dist.get_rank(), dist.get_world_size(), created), device
-
-
-def _barrier(d: _Dist) -> None:
-    if d.world_size > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Any:
@@ -531,12 +527,10 @@ def train(
                 rec["val_top1"] = evaluate(model, val_data, batch_size=cfg.eval_batch_size,
                                            precision=cfg.eval_precision) if val_data else None
                 history.append(rec)
-                writer.add_scalar("train/loss", rec["train_loss"], epoch + 1)
-                writer.add_scalar("train/top1", rec["train_top1"], epoch + 1)
-                writer.add_scalar("train/lr", rec["lr"], epoch + 1)
-                writer.add_scalar("time/epoch_s", epoch_time, epoch + 1)
-                if rec["val_top1"] is not None:
-                    writer.add_scalar("eval/top1", rec["val_top1"], epoch + 1)
+                for tag, key in (("train/loss", "train_loss"), ("train/top1", "train_top1"),
+                                 ("train/lr", "lr"), ("time/epoch_s", "time_s"), ("eval/top1", "val_top1")):
+                    if rec[key] is not None:
+                        writer.add_scalar(tag, rec[key], epoch + 1)
                 if cfg.slimming:
                     scales = scale_values(model)
                     if scales.numel():
@@ -555,7 +549,7 @@ def train(
                 logger.info("epoch %d/%d: loss %.4f, train top-1 %.2f, val top-1 %s, lr %.4g, %.1fs",
                             epoch + 1, cfg.epochs, rec["train_loss"], rec["train_top1"], val_txt, rec["lr"],
                             epoch_time)
-            _barrier(dist_ctx)
+            dist_ctx.barrier()
 
         result: dict[str, Any] = {}
         if dist_ctx.main:
@@ -582,7 +576,7 @@ def train(
             atomic_write_json(run_dir / "metrics.json", result)
             if writer is not None and test_top1 is not None:
                 writer.add_scalar("eval/test_top1", test_top1, cfg.epochs)
-        _barrier(dist_ctx)
+        dist_ctx.barrier()
         return result
     finally:
         if cfg.channels_last:  # hand both models back in the default format
@@ -594,6 +588,4 @@ def train(
         if writer is not None:
             writer.close()
         if dist_ctx.created:
-            import torch.distributed as dist
-
             dist.destroy_process_group()

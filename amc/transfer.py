@@ -18,8 +18,8 @@ Two mappings (:func:`transfer_policy`, ``method="auto"`` picks the first that ap
   a last stage. A group's stage is its leader's; its role is ``shared`` when several
   non-depthwise layers produce its channels (a residual add couples them) and ``single`` otherwise;
   a layer's role is its kind (conv / depthwise / linear). Without the source model's geometry
-  (a policy whose ``model`` is not a buildable spec and no ``source_model``), ``stages="prefix"``
-  groups by the first component of the module name (``layer2.0.conv1 -> layer2``).
+  (a policy whose ``model`` is not a buildable spec), ``stages="prefix"`` groups by the first
+  component of the module name (``layer2.0.conv1 -> layer2``).
 
   Two models whose stage/role structure differs (another family, another number of stages) cannot
   be mapped: :class:`AmcError` says which structure each has.
@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -48,9 +49,12 @@ import torch
 import torch.nn as nn
 
 from amc.budget import FLOAT_BITS, bisect, bit_floors, limit, lower_bits, path_candidates, scale_to_budget
+from amc.compress import _mismatch
 from amc.cost import CostModel, kept_channels
 from amc.errors import AmcError
 from amc.graph import LayerGraph
+from amc.models import build_model, resolve_spec
+from amc.models import example_input as spec_example
 from amc.policy import GroupDecision, LayerDecision, Policy, parse_target
 
 log = logging.getLogger(__name__)
@@ -65,33 +69,11 @@ STAGINGS = ("auto", "spatial", "prefix")
 # stages
 
 
-@dataclass
-class _Structure:
-    """One model's decision units with their (stage, role) keys, in execution order."""
-
-    group_names: list[str]  # leaders
-    group_keys: list[tuple]
-    layer_names: list[str]
-    layer_keys: list[tuple]
-
-    def describe(self, keys: Sequence[tuple]) -> str:
-        seen: dict[tuple, int] = {}
-        for k in keys:
-            seen[k] = seen.get(k, 0) + 1
-        return ", ".join(f"{_fmt_key(k)} x{n}" for k, n in seen.items())
-
-
-def _fmt_key(key: tuple) -> str:
-    return "/".join(str(p) for p in key)
-
-
 def stage_keys(graph: LayerGraph, *, stages: str = "spatial") -> tuple[list[tuple], list[tuple]]:
     """``(group keys, layer keys)`` of a traced model: one ``(stage, role)`` tuple per prunable group
     and per layer, in execution order (see the module docstring)."""
     if stages == "prefix":
-        gk = [("stage", g.leader.split(".")[0], "group") for g in graph.groups]
-        lk = [("stage", ly.name.split(".")[0], ly.kind) for ly in graph.layers]
-        return gk, lk
+        return _prefix_keys([g.leader for g in graph.groups], graph.layers)
     if stages != "spatial":
         raise AmcError(f"unknown staging {stages!r}; valid: spatial, prefix")
     areas = sorted({ly.out_size[0] * ly.out_size[1] for ly in graph.layers if ly.kind != "linear"}, reverse=True)
@@ -111,29 +93,35 @@ def stage_keys(graph: LayerGraph, *, stages: str = "spatial") -> tuple[list[tupl
     return gk, lk
 
 
-def _structure(graph: LayerGraph, stages: str) -> _Structure:
-    gk, lk = stage_keys(graph, stages=stages)
-    return _Structure([g.leader for g in graph.groups], gk, [ly.name for ly in graph.layers], lk)
+def _prefix_keys(leaders: Sequence[str], layers: Sequence[Any]) -> tuple[list[tuple], list[tuple]]:
+    """Keys by the first component of the module name: ``layer2.0.conv1 -> layer2``."""
+    return ([("stage", n.split(".")[0], "group") for n in leaders],
+            [("stage", ly.name.split(".")[0], ly.kind) for ly in layers])
 
 
 def _n_stages(keys: Sequence[tuple]) -> int:
     return len({k[:-1] for k in keys})
 
 
-def _check_same_structure(src: _Structure, tgt: _Structure, *, groups: bool, layers: bool) -> None:
-    for on, what, sk, tk in ((groups, "prunable groups", src.group_keys, tgt.group_keys),
-                             (layers, "layers", src.layer_keys, tgt.layer_keys)):
+def _describe(keys: Sequence[tuple]) -> str:
+    return ", ".join(f"{'/'.join(map(str, k))} x{n}" for k, n in Counter(keys).items())
+
+
+def _check_same_structure(src: tuple[list, list], tgt: tuple[list, list], *, groups: bool,
+                          layers: bool) -> None:
+    """``src``, ``tgt``: the ``(group keys, layer keys)`` of :func:`stage_keys`."""
+    for on, what, sk, tk in ((groups, "prunable groups", src[0], tgt[0]), (layers, "layers", src[1], tgt[1])):
         if not on:
             continue
         if _n_stages(sk) != _n_stages(tk):
             raise AmcError(
                 f"cannot transfer the policy: its model has {_n_stages(sk)} stage(s) of {what} but the target has "
-                f"{_n_stages(tk)} (source: {src.describe(sk)}; target: {tgt.describe(tk)}); depth transfer needs a "
+                f"{_n_stages(tk)} (source: {_describe(sk)}; target: {_describe(tk)}); depth transfer needs a "
                 "sibling with the same stages (e.g. resnet20 -> resnet56), not another family")
         if set(sk) != set(tk):
             raise AmcError(
-                f"cannot transfer the policy: the stage structure of the {what} differs (source: {src.describe(sk)}; "
-                f"target: {tgt.describe(tk)}); the models are not siblings of one family")
+                f"cannot transfer the policy: the stage structure of the {what} differs (source: "
+                f"{_describe(sk)}; target: {_describe(tk)}); the models are not siblings of one family")
 
 
 def _interp(values: Sequence[float | None], d: float, *, integer: bool = False) -> float | None:
@@ -157,15 +145,12 @@ def _map_by_depth(src_keys: Sequence[tuple], src_vals: Sequence[Any], tgt_keys: 
     by_key: dict[tuple, list[Any]] = {}
     for k, v in zip(src_keys, src_vals):
         by_key.setdefault(k, []).append(v)
-    counts: dict[tuple, int] = {}
-    for k in tgt_keys:
-        counts[k] = counts.get(k, 0) + 1
-    seen: dict[tuple, int] = {}
+    counts = Counter(tgt_keys)
+    seen: Counter = Counter()
     out = []
     for k in tgt_keys:
-        i = seen.get(k, 0)
-        seen[k] = i + 1
-        n = counts[k]
+        i, n = seen[k], counts[k]
+        seen[k] += 1
         d = i / (n - 1) if n > 1 else 0.5
         v = _interp(by_key[k], d, integer=integer)
         out.append(int(v) if integer and v is not None else v)
@@ -178,50 +163,40 @@ def _map_by_depth(src_keys: Sequence[tuple], src_vals: Sequence[Any], tgt_keys: 
 
 def policy_matches(policy: Policy, graph: LayerGraph) -> bool:
     """Whether ``policy`` was made for exactly this model: same group leaders and sizes, same layers."""
-    if policy.granularity == "channel" and policy.groups:
-        if len(policy.groups) != len(graph.groups):
-            return False
-        if any(p.layers[0] != g.leader or p.total != g.channels for p, g in zip(policy.groups, graph.groups)):
-            return False
-    names = {ly.name for ly in graph.layers}
-    return all(ly.name in names for ly in policy.layers)
+    return _mismatch(policy, graph) is None
 
 
 def _names_match(policy: Policy, graph: LayerGraph) -> bool:
     """Same group leaders and the same layer names (channel counts may differ: a wider sibling)."""
-    src_leaders = [g.layers[0] for g in policy.groups]
-    if policy.granularity == "channel" and src_leaders != [g.leader for g in graph.groups]:
+    leaders = [g.layers[0] for g in policy.groups]
+    if policy.granularity == "channel" and leaders != [g.leader for g in graph.groups]:
         return False
-    return [ly.name for ly in policy.layers] == [ly.name for ly in graph.layers] or (
-        not _has_layer_decisions(policy) and all(ly.name in {x.name for x in graph.layers} for ly in policy.layers))
+    names = [ly.name for ly in graph.layers]
+    return [ly.name for ly in policy.layers] == names or (
+        not _has_layer_decisions(policy) and all(ly.name in names for ly in policy.layers))
 
 
 def _has_layer_decisions(policy: Policy) -> bool:
     return any(ly.w_bits is not None or ly.a_bits is not None or ly.sparsity is not None for ly in policy.layers)
 
 
-def _source_graph(policy: Policy, source_model: nn.Module | None,
-                  source_example: torch.Tensor | None) -> LayerGraph | None:
-    """The source model's graph, from ``source_model`` or by building ``policy.model``."""
-    if source_model is None:
-        spec = policy.model
-        if not isinstance(spec, Mapping) or not {"num_classes", "in_channels", "image_size"} <= set(spec):
-            return None
-        from amc.models import build_model, example_input
-
-        try:
-            with torch.random.fork_rng(devices=[]):
-                source_model = build_model(spec)
-            source_example = example_input(spec)
-        except (ValueError, TypeError) as e:
-            log.warning("cannot build the policy's model %s (%s): staging by module names", spec, e)
-            return None
-    if source_example is None:
-        raise AmcError("transfer_policy: source_model needs source_example (an input batch of its shape)")
+def _source_graph(policy: Policy) -> LayerGraph | None:
+    """The graph of the model the policy was found on, built from ``policy.model`` when it is a
+    complete spec (``None`` otherwise)."""
+    spec = policy.model
+    if not {"num_classes", "in_channels", "image_size"} <= set(spec):
+        return None
+    try:
+        with torch.random.fork_rng(devices=[]):
+            source_model = build_model(spec)
+        source_example = spec_example(spec)
+    except (ValueError, TypeError) as e:
+        log.warning("cannot build the policy's model %s (%s): staging by module names", spec, e)
+        return None
     graph = LayerGraph.build(source_model, source_example)
     if not policy_matches(policy, graph):
         raise AmcError(f"the policy does not match the model it says it was found on ({policy.model.get('name')}); "
-                       "pass the right source_model, or fix the policy's 'model' field")
+                       "fix the policy's 'model' field")
     return graph
 
 
@@ -282,8 +257,6 @@ def transfer_policy(
     method: str = "auto",
     stages: str = "auto",
     budget: str | None = None,
-    source_model: nn.Module | None = None,
-    source_example: torch.Tensor | None = None,
     graph: LayerGraph | None = None,
 ) -> Policy:
     """A policy for ``target_model`` mapped from ``policy`` (found on another model), with the budget
@@ -300,16 +273,12 @@ def transfer_policy(
             ``prefix`` (how depth transfer splits models into stages).
         budget: ``METRIC=RATIO`` overriding ``policy.budget`` (needed for a latency budget, which
             cannot be re-enforced without the target's latency table).
-        source_model, source_example: the model the policy was found on and an input for it; by
-            default built from ``policy.model`` when it is a complete spec.
         graph: the target's :class:`LayerGraph` when already built (e.g. ``Pruner.graph``).
 
     Raises:
         AmcError: the models cannot be mapped (another family, different stages, missing layers) or
             the budget cannot be met on the target even at the lower bound.
     """
-    if not isinstance(policy, Policy):
-        raise AmcError(f"transfer_policy needs an amc.policy.Policy, got {type(policy).__name__}")
     if method not in METHODS:
         raise AmcError(f"unknown transfer method {method!r}; valid: {', '.join(METHODS)}")
     if stages not in STAGINGS:
@@ -318,10 +287,6 @@ def transfer_policy(
     channel = policy.granularity == "channel"
     has_groups = channel and bool(policy.groups)
     has_layer = _has_layer_decisions(policy)
-    src_fracs = [g.channels / g.total for g in policy.groups]
-    src_w = [ly.w_bits for ly in policy.layers]
-    src_a = [ly.a_bits for ly in policy.layers]
-    src_s = [ly.sparsity for ly in policy.layers]
 
     used = method
     if method == "auto":
@@ -330,27 +295,26 @@ def transfer_policy(
     if used == "name":
         fracs, w, a, s = _map_by_name(policy, tgraph, has_groups, has_layer)
     else:
-        src_graph = _source_graph(policy, source_model, source_example) if stages in ("auto", "spatial") else None
+        src_graph = _source_graph(policy) if stages in ("auto", "spatial") else None
         if stages == "spatial" and src_graph is None:
-            raise AmcError("spatial staging needs the source model's geometry: pass source_model/source_example "
-                           "or a policy whose 'model' is a complete spec (name, num_classes, in_channels, image_size)")
+            raise AmcError("spatial staging needs the source model's geometry: a policy whose 'model' is a "
+                           "complete spec (name, num_classes, in_channels, image_size)")
         staging = "spatial" if src_graph is not None else "prefix"
         if staging == "prefix":
             log.warning("the policy's model %s is not a buildable spec: stages are taken from module-name prefixes",
                         policy.model)
-            src = _Structure([g.layers[0] for g in policy.groups],
-                             [("stage", g.layers[0].split(".")[0], "group") for g in policy.groups],
-                             [ly.name for ly in policy.layers],
-                             [("stage", ly.name.split(".")[0], ly.kind) for ly in policy.layers])
+            src = _prefix_keys([g.layers[0] for g in policy.groups], policy.layers)
         else:
-            src = _structure(src_graph, "spatial")
-        tgt = _structure(tgraph, staging)
+            src = stage_keys(src_graph, stages="spatial")
+        tgt = stage_keys(tgraph, stages=staging)
         _check_same_structure(src, tgt, groups=has_groups, layers=has_layer)
-        fracs = _map_by_depth(src.group_keys, src_fracs, tgt.group_keys) if has_groups else [1.0] * len(tgraph.groups)
-        nl = len(tgraph.layers)
-        w = _map_by_depth(src.layer_keys, src_w, tgt.layer_keys, integer=True) if has_layer else [None] * nl
-        a = _map_by_depth(src.layer_keys, src_a, tgt.layer_keys, integer=True) if has_layer else [None] * nl
-        s = _map_by_depth(src.layer_keys, src_s, tgt.layer_keys) if has_layer else [None] * nl
+        fracs = [1.0] * len(tgraph.groups)
+        if has_groups:
+            fracs = _map_by_depth(src[0], [g.channels / g.total for g in policy.groups], tgt[0])
+        w = a = s = [None] * len(tgraph.layers)
+        if has_layer:
+            w, a, s = (_map_by_depth(src[1], [getattr(ly, key) for ly in policy.layers], tgt[1],
+                                     integer=key != "sparsity") for key in ("w_bits", "a_bits", "sparsity"))
 
     # ---- budget
     round_to = int(policy.pruning.get("round_to", 1) or 1)
@@ -462,9 +426,8 @@ def _map_by_name(policy: Policy, graph: LayerGraph, has_groups: bool, has_layer:
         if missing:
             raise AmcError(f"cannot transfer the policy by name: the target's layers {missing[:5]} are not in the "
                            "policy; use method='depth' for a sibling model")
-    w = [by_name[ly.name].w_bits if ly.name in by_name else None for ly in graph.layers]
-    a = [by_name[ly.name].a_bits if ly.name in by_name else None for ly in graph.layers]
-    s = [by_name[ly.name].sparsity if ly.name in by_name else None for ly in graph.layers]
+    w, a, s = ([getattr(by_name[ly.name], key) if ly.name in by_name else None for ly in graph.layers]
+               for key in ("w_bits", "a_bits", "sparsity"))
     return fracs, w, a, s
 
 
@@ -528,8 +491,6 @@ def _enforce(cost: _Cost, metric: str, target: float, r: np.ndarray, dens: np.nd
 def _model_doc(model: nn.Module, spec: Any) -> dict[str, Any]:
     if spec is None:
         return {"name": type(model).__name__}
-    from amc.models import resolve_spec
-
     try:
         return resolve_spec(spec).to_dict()
     except (ValueError, TypeError):

@@ -26,6 +26,7 @@ from amc.policy import GroupDecision, LayerDecision, Policy, Scoring, parse_targ
 from amc.proxies import resolve_proxy
 from amc.pruning import Pruner
 from amc.training import PRECISIONS
+from amc.training import evaluate as top1
 from amc.utils import resolve_device
 from envs.rewards import REWARDS
 from search_spaces import space_for
@@ -105,8 +106,11 @@ class _State:
     density: np.ndarray  # kept weight fraction per layer (fine granularity)
     w_bits: np.ndarray  # per layer, 32 = float
     a_bits: np.ndarray
-    decided: np.ndarray  # per decision
     actions: list[float] = field(default_factory=list)
+
+    def per_layer(self, kind: str) -> np.ndarray:
+        """The per-layer array a ``sparsity``, ``w_bits`` or ``a_bits`` decision sets."""
+        return {"sparsity": self.density, "w_bits": self.w_bits, "a_bits": self.a_bits}[kind]
 
 
 class CompressionEnv(gym.Env):
@@ -277,8 +281,7 @@ class CompressionEnv(gym.Env):
             wb[i] = 8.0  # HAQ keeps the first and last layers at 8 bits
             if self.config.granularity == "channel":  # fine granularity leaves activations float
                 ab[i] = 8.0
-        return _State(np.ones(len(self.graph.groups)), np.ones(nl), wb, ab,
-                      np.zeros(len(getattr(self, "decisions", [])), dtype=bool))
+        return _State(np.ones(len(self.graph.groups)), np.ones(nl), wb, ab)
 
     def _static_features(self) -> np.ndarray:
         rows = []
@@ -357,7 +360,7 @@ class CompressionEnv(gym.Env):
                 s.density[d.layer] = bisect(fits, self.config.lbound, value, steps=40)[0]
             return float(s.density[d.layer])
         # bits are chosen freely; HAQ's rule restores the budget after the last step
-        (s.w_bits if d.kind == "w_bits" else s.a_bits)[d.layer] = value
+        s.per_layer(d.kind)[d.layer] = value
         return value
 
     def _enforce_bits(self) -> None:
@@ -386,12 +389,8 @@ class CompressionEnv(gym.Env):
             if d.kind == "prune":
                 g = self.graph.groups[d.group]
                 s.fractions[d.group] = kept_channels(value, g.channels, g.slot_round_to(self.config.round_to)) / g.channels
-            elif d.kind == "sparsity":
-                s.density[d.layer] = value
-            elif d.kind == "w_bits":
-                s.w_bits[d.layer] = value
             else:
-                s.a_bits[d.layer] = value
+                s.per_layer(d.kind)[d.layer] = value
         return self._cost(s)
 
     def actions_for(self, policy: Policy) -> list[float]:
@@ -549,20 +548,15 @@ class CompressionEnv(gym.Env):
     @torch.inference_mode()
     def evaluate(self, model: nn.Module) -> float:
         """Top-1 (%) on the env's val images (under autocast when ``eval_precision`` is not fp32)."""
-        model = model.to(self.device).eval()
-        dtype = PRECISIONS[self.config.eval_precision]
-        x_all = self.val_x
-        if dtype is not None and x_all.dim() == 4:  # half-precision convs are fastest in NHWC (~2x more on CPU)
+        model, x_all = model.to(self.device), self.val_x
+        if PRECISIONS[self.config.eval_precision] is not None and x_all.dim() == 4:
+            # half-precision convs are fastest in NHWC (~2x more on CPU)
             if model is self.model:
                 model = copy.deepcopy(model)  # leave the caller's model in its own memory format
             model = model.to(memory_format=torch.channels_last)
             if self._val_x_nhwc is None:
                 self._val_x_nhwc = x_all.contiguous(memory_format=torch.channels_last)
             x_all = self._val_x_nhwc
-        correct = 0
         bs = self.config.eval_batch_size
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            for i in range(0, len(self.val_x), bs):
-                correct += int((model(x_all[i:i + bs]).argmax(1) == self.val_y[i:i + bs]).sum())
-        return 100.0 * correct / max(1, len(self.val_x))
-
+        batches = ((x_all[i:i + bs], self.val_y[i:i + bs]) for i in range(0, len(x_all), bs))
+        return top1(model, batches, device=self.device, precision=self.config.eval_precision)
