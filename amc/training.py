@@ -47,7 +47,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from amc.config.flat import FlatConfig, flat_config
+from amc.config.flat import flat_config
 from amc.config.train import TrainOptions
 from amc.distillation import kd_loss
 from amc.errors import AmcError
@@ -73,21 +73,10 @@ CHECKPOINT_VERSION = 1
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class _TrainConfigBase(FlatConfig):
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Any:
-        """A checkpoint's stored ``config`` (flat keys)."""
-        names = set(cls.field_names())
-        unknown = set(d) - names
-        if unknown:
-            raise AmcError(f"unknown training options {sorted(unknown)}; valid: {', '.join(sorted(names))}")
-        return cls(**dict(d))
-
-
 #: Hyper-parameters of :func:`train`, flat: one attribute per field of :class:`amc.config.train.TrainOptions`
 #: (which owns their defaults, descriptions and checks; a bad value raises ``AmcError``); stored in
 #: every checkpoint as ``config``.
-TrainConfig = flat_config("TrainConfig", TrainOptions, module=__name__, base=_TrainConfigBase,
+TrainConfig = flat_config("TrainConfig", TrainOptions, module=__name__, keys="training options",
                           doc="Hyper-parameters of :func:`train`: the fields of amc.config.train.TrainOptions.")
 
 

@@ -58,18 +58,11 @@ class _EnvConfigBase(FlatConfig):
     def ratio(self) -> float:
         return parse_target(self.target)[1]
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EnvConfig:
-        names = cls.field_names()
-        unknown = set(d) - set(names)
-        if unknown:
-            raise AmcError(f"unknown env option(s) {sorted(unknown)}; valid: {', '.join(sorted(names))}")
-        return cls(**d)
-
 
 #: everything the environment needs besides the model and the data: the flat view of
 #: :class:`amc.config.env.EnvSettings`, which owns the defaults and checks
-EnvConfig = flat_config("EnvConfig", EnvSettings, module=__name__, base=_EnvConfigBase, doc="""\
+EnvConfig = flat_config("EnvConfig", EnvSettings, module=__name__, base=_EnvConfigBase, keys="env option(s)",
+                        doc="""\
 Everything the environment needs besides the model and the data (:class:`amc.config.env.EnvSettings`).
 
 ``target`` is ``METRIC=RATIO`` of the uncompressed float32 model: ``macs``, ``params``, ``size``

@@ -28,6 +28,7 @@ class FlatConfig:
 
     MODEL: ClassVar[type[BaseModel]]
     WHAT: ClassVar[str]
+    KEYS: ClassVar[str] = "options"  # names the keys in from_dict's error: "unknown training options [...]"
 
     def __post_init__(self) -> None:
         opts = self.validate({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})  # type: ignore[arg-type]
@@ -41,6 +42,15 @@ class FlatConfig:
             return cls.MODEL.model_validate(nest_flat_keys(cls.MODEL, data))
         except ValidationError as e:
             raise AmcError(validation_message(e, source or cls.WHAT, cls.MODEL)) from None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Any:
+        """Strictly from flat keys (a stored ``config``): an unknown key is one error listing the valid ones."""
+        names = set(cls.field_names())
+        unknown = set(d) - names
+        if unknown:
+            raise AmcError(f"unknown {cls.KEYS} {sorted(unknown)}; valid: {', '.join(sorted(names))}")
+        return cls(**dict(d))
 
     def options(self) -> Any:
         """The nested, typed form of this config."""
@@ -59,7 +69,7 @@ class FlatConfig:
 
 
 def flat_config(name: str, model: type[BaseModel], *, module: str, doc: str, base: type = FlatConfig,
-                what: str | None = None) -> type:
+                what: str | None = None, keys: str = "options") -> type:
     """A dataclass named ``name`` with one field per leaf of ``model`` (its flat name, type and default)."""
     specs = []
     for f in config_fields(model):
@@ -68,4 +78,4 @@ def flat_config(name: str, model: type[BaseModel], *, module: str, doc: str, bas
             else dataclasses.field(default=d)
         specs.append((flat_name(f.path), f.annotation, spec))
     return dataclasses.make_dataclass(name, specs, bases=(base,), namespace={
-        "__module__": module, "__doc__": doc, "MODEL": model, "WHAT": what or name})
+        "__module__": module, "__doc__": doc, "MODEL": model, "WHAT": what or name, "KEYS": keys})

@@ -4,7 +4,6 @@ checks) and :class:`QuantConfig`, its flat view (the bits come per layer)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -12,7 +11,6 @@ from pydantic import Field, field_validator
 from amc.config.flat import FlatConfig, flat_config
 from amc.config.search import _Section
 from amc.config.train import Count
-from amc.errors import AmcError
 from amc.quantization.observers import calibration_names, get_calibration
 from amc.quantization.schemes import LOW_BITS, WEIGHT_CLIPS, check_choice, get_scheme
 
@@ -57,14 +55,6 @@ class QuantOptions(_Section):
 
 
 class _QuantConfigBase(FlatConfig):
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Any:
-        valid = set(cls.field_names())
-        unknown = set(d) - valid
-        if unknown:
-            raise AmcError(f"unknown quantization options {sorted(unknown)}; valid: {', '.join(sorted(valid))}")
-        return cls(**dict(d))
-
     def act_method(self, bits: int) -> str:
         """The calibration rule used for ``bits``-bit activations (resolves ``auto``)."""
         if self.act_calibration != "auto":
@@ -81,4 +71,5 @@ class _QuantConfigBase(FlatConfig):
 #: how weights and activations are quantized: one attribute per field of :class:`QuantOptions` (which owns
 #: their defaults, descriptions and checks; a bad value raises ``AmcError``)
 QuantConfig = flat_config("QuantConfig", QuantOptions, module=__name__, base=_QuantConfigBase,
+                          keys="quantization options",
                           doc="How weights and activations are quantized: the fields of QuantOptions.")
