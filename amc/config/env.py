@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from amc.config.search import BitRange, EnvShared, PathStr
+from amc.config.search import EnvShared, PathStr
 
 __all__ = ["EnvSettings", "LIBRARY_DEFAULTS", "MODE_METRICS"]
 
@@ -57,13 +57,6 @@ class EnvSettings(EnvShared):
     @classmethod
     def _usable_device(cls, v: str) -> str:
         return v  # resolved by the env when it is built: a saved config stays readable where the device is absent
-
-    @field_validator("w_bits", "a_bits")
-    @classmethod
-    def _bit_range(cls, v: BitRange) -> BitRange:
-        if not 1 <= v[0] <= v[1] <= 8:  # the env's quantizers: at most 8 bits (32 = float is the uncompressed layer)
-            raise ValueError("must satisfy 1 <= min <= max <= 8, e.g. 2 8")
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> EnvSettings:

@@ -175,8 +175,8 @@ class EnvShared(_Checks):
     @field_validator("w_bits", "a_bits")
     @classmethod
     def _bit_range(cls, v: BitRange) -> BitRange:
-        if not 1 <= v[0] <= v[1] <= 32:
-            raise ValueError("must satisfy 1 <= min <= max <= 32, e.g. 2 8")
+        if not 1 <= v[0] <= v[1] <= 8:  # the quantizers: at most 8 bits (32 = float is the uncompressed layer)
+            raise ValueError("must satisfy 1 <= min <= max <= 8, e.g. 2 8")
         return v
 
 
