@@ -45,7 +45,7 @@ def _finetune(out: Path, name: str, args: argparse.Namespace) -> dict:
     setup = prepare(out / name / "best_policy.json", checkpoint=args.checkpoint, dataset=args.dataset,
                     data_dir=args.data_dir, device="cpu")
     cfg = FinetuneConfig(epochs=1, steps_per_epoch=args.ft_steps, lr=0.01, device="cpu", seed=0)
-    return finetune_policy(setup, cfg, run_dir=run_dir).summary
+    return finetune_policy(setup, cfg, run_dir=run_dir, resume=True).summary  # an interrupted QAT continues
 
 
 def _acc(ft: dict, when: str, split: str) -> float | None:
