@@ -3,6 +3,7 @@
 
 (a) ``size=0.125`` of fp32 (4 bits per weight on average): DDPG mixed precision (weights and
     activations per layer) vs uniform bits at the same budget, before and after a short KD fine-tune;
+    with ``--arms a-joint a-prune-only a-joint-sensitivity`` the joint searches at that size budget too;
 (b) one ``bitops=`` budget: joint search (channels + bits) vs prune-only (channels, every layer at
     W8A8) vs quant-only (bits, no pruning), all DDPG with the same number of evaluations, next to
     uniform bits and the sensitivity agent's joint policy (``--arms``); ``--ft-b`` fine-tunes them too.
@@ -18,6 +19,10 @@ fp32, as ``CompressionEnv.uniform_bits_ratio`` computes it for the checkpoint's 
     python scripts/bench_quant.py --checkpoint reference/resnet20-cifar10-kd-resnet56.pt --dataset cifar10 \
         --data-dir data --bitops bitops=W4A4 --arms b --proxy auto --eval-limit 1000 \
         --episodes 300 --warmup 100 --ft-b --ft-steps 352 --out bench_out/quant-r20
+    # ... and at the size of uniform 4-bit: every arm of (a), each fine-tuned
+    python scripts/bench_quant.py --checkpoint reference/resnet20-cifar10-kd-resnet56.pt --dataset cifar10 \
+        --data-dir data --size size=W4A4 --arms a --proxy auto --eval-limit 1000 \
+        --episodes 300 --warmup 100 --ft-steps 352 --out bench_out/quant-r20
 
 Accuracy before fine-tuning is the search's val top-1 (the first ``--eval-limit`` images of the
 checkpoint's own val holdout) and the test top-1 of the rebuilt best policy.
@@ -77,6 +82,9 @@ def arguments(ap) -> None:
 ARMS: dict[str, tuple[str, str, str, dict]] = {
     "a-ddpg": ("quant", "ddpg", "size", {}),
     "a-uniform": ("quant", "uniform", "size", {}),
+    "a-joint": ("joint", "ddpg", "size", {}),
+    "a-prune-only": ("joint", "ddpg", "size", {"w_bits": (8, 8), "a_bits": (8, 8)}),
+    "a-joint-sensitivity": ("joint", "sensitivity", "size", {}),
     "b-joint": ("joint", "ddpg", "bitops", {}),
     "b-prune-only": ("joint", "ddpg", "bitops", {"w_bits": (8, 8), "a_bits": (8, 8)}),
     "b-quant-only": ("quant", "ddpg", "bitops", {}),
