@@ -246,7 +246,7 @@ class _Study:
         return doc
 
     # ------------------------------------------------------------- 3. fine-tune
-    def finetune(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def finetune(self, rows: list[dict[str, Any]], *, progress: bool = False) -> list[dict[str, Any]]:
         from amc.compress import apply_policy
         from amc.finetune import FinetuneConfig, finetune
 
@@ -266,7 +266,7 @@ class _Study:
                 student = apply_policy(self.base, pol, pruner=self.pruner, check=False)
                 t0 = time.perf_counter()
                 m = finetune(student, self.splits, fcfg, run_dir=run_dir, teacher=self.base,
-                             resume=(run_dir / "last.pt").is_file(), model_spec=None,
+                             resume=(run_dir / "last.pt").is_file(), model_spec=None, progress=progress,
                              meta={"policy": r["policy"], "study": "amc fidelity"})
                 log.info("fine-tuned %s (%d/%d): val top-1 %.2f %% (%.0f s)", r["id"], i + 1, len(rows),
                          m["val_top1"], time.perf_counter() - t0)
@@ -413,8 +413,9 @@ def plot(doc: dict[str, Any], out: Path) -> list[str]:
 
 
 def run_fidelity(cfg: FidelityConfig, out_dir: str | os.PathLike, *, resume: bool = False,
-                 overwrite: bool = False) -> dict[str, Any]:
-    """Run (or resume) the study in ``out_dir`` and write its report; returns ``fidelity.json``'s content."""
+                 overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Run (or resume) the study in ``out_dir`` and write its report; returns ``fidelity.json``'s content.
+    ``progress`` shows each fine-tune's progress bar (``amc fidelity`` turns it on)."""
     out = Path(out_dir)
     saved = out / "config.json"
     if out.exists() and any(out.iterdir()):
@@ -434,7 +435,7 @@ def run_fidelity(cfg: FidelityConfig, out_dir: str | os.PathLike, *, resume: boo
     atomic_write_json(saved, cfg.to_dict())
     rows = study.sample()
     scores = study.score(rows)
-    ft = study.finetune(rows)
+    ft = study.finetune(rows, progress=progress)
     correct = {k: np.load(out / "correct" / f"{_safe(k)}.npy") for k in scores}
     scores = {k: scores[k] for k, *_ in study.scorers() if k in scores}
     doc = {"format": "amc-fidelity", "version": 1, "config": cfg.to_dict(), "val_images": int(len(study.val[1])),

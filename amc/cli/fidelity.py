@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise AmcError("--out is required: the study's folder")
     if args.resume and args.overwrite:
         raise AmcError("--resume continues --out, --overwrite discards it: pass one")
-    doc = run_fidelity(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    doc = run_fidelity(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=True)
     print(f"fidelity study: {args.out}/fidelity.md")
     for key, p in doc["analysis"]["proxies"].items():
         print(f"  {key:<20} Spearman {fmt(p['all']['spearman']):>5}  Kendall {fmt(p['all']['kendall']):>5}  "
