@@ -410,8 +410,8 @@ class SearchRecorder:
         self._append_row(row)
         if self.writer is not None:
             for tag, v in tags.items():
-                if _num(v) is not None:
-                    self.writer.add_scalar(tag, _num(v), self.episode)
+                if (f := _num(v)) is not None:
+                    self.writer.add_scalar(tag, f, self.episode)
         for listener in self.listeners:
             listener(row)
         return row

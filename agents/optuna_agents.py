@@ -63,7 +63,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from pydantic import Field, field_validator
 
 from agents._base import AGENTS, Agent, env_decisions, play_episode
-from agents._recorder import _num, read_episodes
+from agents._recorder import read_episodes
 from amc.config.agents import AgentKwargs
 from amc.config.search import Options
 from amc.config.train import Count
@@ -266,7 +266,15 @@ def _worker(t: FrozenTrial) -> dict[str, Any]:
 
 
 def _float_dict(d: Mapping[str, Any]) -> dict[str, float]:
-    return {k: f for k, v in d.items() if (f := _num(v)) is not None and math.isfinite(f)}
+    out = {}
+    for k, v in d.items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f):
+            out[k] = f
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

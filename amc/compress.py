@@ -30,7 +30,7 @@ from amc.utils import model_device
 if TYPE_CHECKING:
     from amc.quantization import QuantCache
 
-__all__ = ["apply_policy", "check_policy_matches", "PolicyInputs", "draw_inputs", "inputs_for_policy"]
+__all__ = ["apply_policy", "check_policy_matches", "policy_mismatch", "PolicyInputs", "draw_inputs", "inputs_for_policy"]
 
 @dataclass
 class PolicyInputs:
@@ -80,7 +80,7 @@ def inputs_for_policy(policy: Policy, splits: Any, *, device: torch.device | str
                        teacher=teacher)
 
 
-def _mismatch(policy: Policy, graph: Any) -> str | None:
+def policy_mismatch(policy: Policy, graph: Any) -> str | None:
     """The first difference between the policy's groups and layers and the model's ``graph`` (by module
     name and size), or ``None`` when they match."""
     if policy.granularity == "channel" and policy.groups:
@@ -99,7 +99,7 @@ def _mismatch(policy: Policy, graph: Any) -> str | None:
 def check_policy_matches(policy: Policy, pruner: Pruner) -> None:
     """Raise :class:`AmcError` (naming the first difference) unless the policy's groups and layers are
     the model's, by module name and size."""
-    problem = _mismatch(policy, pruner.graph)
+    problem = policy_mismatch(policy, pruner.graph)
     if problem:
         raise AmcError(problem)
 

@@ -49,7 +49,7 @@ import torch
 import torch.nn as nn
 
 from amc.budget import FLOAT_BITS, bisect, bit_floors, limit, lower_bits, path_candidates, scale_to_budget
-from amc.compress import _mismatch
+from amc.compress import policy_mismatch
 from amc.cost import CostModel, kept_channels
 from amc.errors import AmcError
 from amc.graph import LayerGraph
@@ -163,7 +163,7 @@ def _map_by_depth(src_keys: Sequence[tuple], src_vals: Sequence[Any], tgt_keys: 
 
 def policy_matches(policy: Policy, graph: LayerGraph) -> bool:
     """Whether ``policy`` was made for exactly this model: same group leaders and sizes, same layers."""
-    return _mismatch(policy, graph) is None
+    return policy_mismatch(policy, graph) is None
 
 
 def _names_match(policy: Policy, graph: LayerGraph) -> bool:
