@@ -7,6 +7,10 @@
 (b) one ``bitops=`` budget: joint search (channels + bits) vs prune-only (channels, every layer at
     W8A8) vs quant-only (bits, no pruning), all DDPG with the same number of evaluations, next to
     uniform bits and the sensitivity agent's joint policy (``--arms``); ``--ft-b`` fine-tunes them too.
+    ``b-joint-warm`` is the joint DDPG search warm-started (``--warm-start``) from b-uniform's policy.
+
+``--ft-seeds 0 1 2`` fine-tunes every policy once per seed (seed 0 in ``<arm>-ft/``, the others in
+``<arm>-ft-seed<s>/``) and reports the mean ± std after fine-tuning next to each seed's value.
 
 A budget may name uniform bits instead of a ratio: ``bitops=W4A4`` (or ``size=W4A4``) is the cost of
 every layer at 4-bit weights and activations (the first and last at 8 bits, HAQ's rule) relative to
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -41,15 +46,15 @@ from amc.finetune import FinetuneConfig, finetune_policy, prepare
 from benchmarks.harness import Experiment, search_once
 
 
-def _finetune(out: Path, name: str, args: argparse.Namespace) -> dict:
-    run_dir = out / f"{name}-ft"
+def _finetune(out: Path, name: str, args: argparse.Namespace, seed: int = 0) -> dict:
+    run_dir = out / (f"{name}-ft" if seed == 0 else f"{name}-ft-seed{seed}")
     done = run_dir / "finetune_summary.json"
     if done.exists():
         return json.loads(done.read_text())
     # (given, not read from the policy: the policies of searches finished before version 2 record neither)
     setup = prepare(out / name / "best_policy.json", checkpoint=args.checkpoint, dataset=args.dataset,
                     data_dir=args.data_dir, device="cpu")
-    cfg = FinetuneConfig(epochs=1, steps_per_epoch=args.ft_steps, lr=0.01, device="cpu", seed=0)
+    cfg = FinetuneConfig(epochs=1, steps_per_epoch=args.ft_steps, lr=0.01, device="cpu", seed=seed)
     return finetune_policy(setup, cfg, run_dir=run_dir, resume=True).summary  # an interrupted QAT continues
 
 
@@ -75,6 +80,8 @@ def arguments(ap) -> None:
     ap.add_argument("--eval-precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     ap.add_argument("--ft-steps", type=int, default=200, help="fine-tuning steps (batch 128)")
     ap.add_argument("--ft-b", action="store_true", help="fine-tune the (b) policies too (QAT where bits are chosen)")
+    ap.add_argument("--ft-seeds", type=int, nargs="+", default=[0],
+                    help="fine-tune seeds (the table gives their mean and std)")
     ap.add_argument("--seed", type=int, default=0)
 
 
@@ -90,6 +97,8 @@ ARMS: dict[str, tuple[str, str, str, dict]] = {
     "b-quant-only": ("quant", "ddpg", "bitops", {}),
     "b-uniform": ("quant", "uniform", "bitops", {}),
     "b-joint-sensitivity": ("joint", "sensitivity", "bitops", {}),
+    # DDPG's first episodes are the uniform policy and its neighbours (``--warm-start``), after b-uniform
+    "b-joint-warm": ("joint", "ddpg", "bitops", {"warm_start": "b-uniform"}),
 }
 
 
@@ -128,9 +137,14 @@ def body(args) -> dict:
         mode, agent, part, extra = ARMS[name]
         episodes = (dict(episodes=30, warmup=0) if agent == "uniform" else dict(episodes=1, warmup=0)
                     if agent == "sensitivity" else dict(episodes=args.episodes, warmup=args.warmup))
+        if "warm_start" in extra:  # an earlier arm's run dir
+            extra = {**extra, "warm_start": str(out / extra["warm_start"])}
         s = search_once(out / name, **common, mode=mode, agent=agent, target=budgets[part], **episodes, **extra)
         policy = json.loads((out / name / "best_policy.json").read_text())
-        ft = _finetune(out, name, args) if name.startswith("a-") or args.ft_b else None
+        fts = ([_finetune(out, name, args, seed) for seed in args.ft_seeds]
+               if name.startswith("a-") or args.ft_b else [])
+        ft = fts[0] if fts else None
+        after = [_acc(f, "after", "test") for f in fts]
         result["runs"][name] = {
             "best_val": s["best_accuracy"], "base_val": s["base_accuracy"], "achieved": s["achieved"],
             "evaluations": s.get("evaluations", s["episodes"]), "wall_time_s": s["wall_time_s"],
@@ -138,7 +152,8 @@ def body(args) -> dict:
             "keep": [round(g["keep_ratio"], 3) for g in policy["groups"]] if policy["mode"] != "quant" else None,
             "finetune": None if ft is None else {
                 "test_before": _acc(ft, "before", "test"), "test_after": _acc(ft, "after", "test"),
-                "val_before": _acc(ft, "before", "val"), "val_after": _acc(ft, "after", "val")},
+                "val_before": _acc(ft, "before", "val"), "val_after": _acc(ft, "after", "val"),
+                "seeds": list(args.ft_seeds), "test_after_seeds": after},
         }
     for part in budgets:
         print(f"\n({'a' if part == 'size' else 'b'}) {budgets[part]} ({args.dataset})")
@@ -149,12 +164,20 @@ def body(args) -> dict:
                 ft = x["finetune"] or {}
                 print(f"| {name[2:]} | {x['evaluations']} | {x['achieved']['size_ratio']:.3f} | "
                       f"{x['achieved']['bitops_ratio']:.4f} | {x['achieved']['macs_ratio']:.3f} | {x['best_val']:.2f} | "
-                      f"{_f(ft.get('test_before'))} | {_f(ft.get('test_after'))} |")
+                      f"{_f(ft.get('test_before'))} | {_after(ft)} |")
     return result
 
 
 def _f(v) -> str:
     return "-" if v is None else f"{v:.2f}"
+
+
+def _after(ft: dict) -> str:
+    """The test top-1 after fine-tuning: one seed's, or the seeds' mean ± std and each."""
+    vals = [v for v in ft.get("test_after_seeds") or [ft.get("test_after")] if v is not None]
+    if len(vals) < 2:
+        return _f(vals[0] if vals else None)
+    return f"{statistics.fmean(vals):.2f} ± {statistics.stdev(vals):.2f} ({' / '.join(f'{v:.2f}' for v in vals)})"
 
 
 EXPERIMENT = Experiment(__doc__, arguments, body, out="bench_out/quant", result="quant.json")
