@@ -21,15 +21,12 @@ class Registry(Generic[T]):
 
     def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
         """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is omitted."""
-
-        def _add(o: T) -> T:
-            key = name.lower()
-            if key in self._items:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
-            self._items[key] = o
-            return o
-
-        return _add if obj is None else _add(obj)
+        if obj is None:
+            return lambda o: self.register(name, o)
+        if name.lower() in self._items:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._items[name.lower()] = obj
+        return obj
 
     def get(self, name: str) -> T:
         key = str(name).lower()

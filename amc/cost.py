@@ -60,8 +60,7 @@ class CostModel:
         self.totals = np.array([g.channels for g in groups], dtype=np.float64)
         # rounding per group, in its units (slots of grouped convs): kept channels are multiples of round_to
         self.steps = [g.slot_round_to(self.round_to) for g in groups]
-        a_out = np.zeros((nl, ng))
-        a_in = np.zeros((nl, ng))
+        a_out, a_in = np.zeros((nl, ng)), np.zeros((nl, ng))
         for g in groups:
             for it in g.items:
                 if it.module in index:
@@ -82,7 +81,7 @@ class CostModel:
         self._w_coef = np.where(self._depthwise, kk, kk / groups_)
         self._bias = np.array([ly.params - ly.weight_params > 0 for ly in layers], dtype=np.float64)
         self.base_macs = float(graph.total_macs)
-        self.base_weight_params = float(graph.total_weight_params)
+        self.base_weight_params = float(sum(ly.weight_params for ly in layers))
         # non-conv/linear parameters (norm layers ...) that follow a group's channels
         self._other_fixed = 0.0
         self._other_per_group = np.zeros(ng)
@@ -106,7 +105,7 @@ class CostModel:
             layer_params = sum(ly.params for ly in layers)
             # everything that no group touches stays as it is
             self._other_fixed = total_params - layer_params - self._other_per_group.sum()
-        self.base_params = float(self.params(None)) if model is not None else float(sum(ly.params for ly in layers))
+        self.base_params = self.params(None) if model is not None else float(sum(ly.params for ly in layers))
 
     # ----------------------------------------------------------------- inputs
     def channels(self, keep: Sequence[float] | None) -> np.ndarray:
@@ -120,9 +119,7 @@ class CostModel:
                         dtype=np.int64)
 
     def fractions(self, keep: Sequence[float] | None) -> np.ndarray:
-        """Kept fraction per group (``kept / total`` after rounding)."""
-        if keep is None:
-            return np.ones(len(self.totals))
+        """Kept fraction per group (``kept / total`` after rounding; ones for ``None``)."""
         return self.channels(keep) / self.totals
 
     def _bits(self, bits: Sequence[int | None] | Mapping[str, int | None] | None) -> np.ndarray:
@@ -187,7 +184,6 @@ class CostModel:
                 return self.params(fractions=fractions)
             return float(self.base_params - self.base_weight_params
                          + (density * self.layer_weight_params(fractions=fractions)).sum())
-        dens = 1.0 if density is None else density
         wb = self._bits(None) if w_bits is None else w_bits
         if name == "size":
             numel = self.layer_weight_params(fractions=fractions)
@@ -196,7 +192,7 @@ class CostModel:
             from amc.sparse import sparse_bits_array
 
             scales = np.where(np.asarray(wb) < FLOAT_BITS, self.layer_channels(fractions=fractions)[1] * FLOAT_BITS, 0.0)
-            return float((sparse_bits_array(numel, dens, wb) + scales).sum())
+            return float((sparse_bits_array(numel, density, wb) + scales).sum())
         if name == "bitops":
             ab = self._bits(None) if a_bits is None else a_bits
             return float((self.layer_macs(fractions=fractions) * wb * ab).sum())

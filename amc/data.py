@@ -21,7 +21,7 @@ fashion-mnist 5000, digits 300, imagefolder 10 % or its ``val/`` folder) and is 
 rewards are computed on; test is only for reporting. Every split is stored in a fixed random order,
 so any prefix (``tensors(split, limit=n)``) is a uniform sample of it.
 
-Image folders are decoded once (batched ``torchvision.io`` decoding) and cached as a ``.pt`` file in
+Image folders are decoded once (``torchvision.io``) and cached as a ``.pt`` file in
 ``<root>/.amc_cache/`` (or ``~/.cache/amc/`` when the data directory is read-only), so that the
 second load takes a fraction of a second.
 
@@ -41,7 +41,7 @@ import pickle
 import struct
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +77,9 @@ DATASETS: Registry[Callable[..., _RawData]] = Registry("dataset")
 
 
 class TensorImageDataset:
-    """Images ``(N, C, H, W)`` uint8 and labels ``(N,)`` int64, in memory."""
+    """Images ``(N, C, H, W)`` uint8 and labels ``(N,)`` int64, in memory (the loaders make them so)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-        if labels.shape != (images.shape[0],):
-            raise ValueError(f"labels must be (N,) = ({images.shape[0]},), got {tuple(labels.shape)}")
         self.images = images
         self.labels = labels.long()
 
@@ -115,37 +111,18 @@ def augment_batch(x: torch.Tensor, spec: AugmentSpec, *, generator: torch.Genera
     if n == 0 or not (spec.pad or spec.flip):
         return x
     p = spec.pad
-    oy = torch.randint(0, 2 * p + 1, (n,), generator=generator)
-    ox = torch.randint(0, 2 * p + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5 if spec.flip else torch.zeros(n, dtype=torch.bool)
+    oy = torch.randint(0, 2 * p + 1, (n,), generator=generator).tolist()
+    ox = torch.randint(0, 2 * p + 1, (n,), generator=generator).tolist()
+    flip = (torch.rand(n, generator=generator) < 0.5).tolist() if spec.flip else [False] * n
     padded = torch.nn.functional.pad(x, (p, p, p, p)) if p else x  # (N, C, H+2p, W+2p)
-    if x.device.type != "cpu":
-        return _crop_flip_gather(padded, oy, ox, flip, h, w)  # one kernel instead of N copies
-    return _crop_flip_loop(padded, oy, ox, flip, h, w)  # on the CPU ~3x faster than a gather
-
-
-def _crop_flip_gather(
-    padded: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor, h: int, w: int
-) -> torch.Tensor:
-    dev, n = padded.device, padded.shape[0]
-    rows = (oy[:, None] + torch.arange(h)).to(dev)  # (N, H)
-    cols = ox[:, None] + torch.arange(w)  # (N, W)
-    cols = torch.where(flip[:, None], cols.flip(1), cols).to(dev)
-    batch = torch.arange(n, device=dev)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
-    return out.permute(0, 3, 1, 2).contiguous()
-
-
-def _crop_flip_loop(
-    padded: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor, h: int, w: int
-) -> torch.Tensor:
-    out = torch.empty(padded.shape[0], padded.shape[1], h, w, dtype=padded.dtype, device=padded.device)
-    for i, (y0, x0, f) in enumerate(zip(oy.tolist(), ox.tolist(), flip.tolist())):
+    out = torch.empty_like(x)
+    for i, (y0, x0, f) in enumerate(zip(oy, ox, flip)):  # on the CPU ~3x faster than one gather
         crop = padded[i, :, y0 : y0 + h, x0 : x0 + w]
         out[i] = crop.flip(2) if f else crop
     return out
 
 
+@dataclass(eq=False, repr=False)
 class BatchLoader:
     """A light iterator over (optionally shuffled, augmented) normalised batches ``(x, y)``.
 
@@ -156,39 +133,27 @@ class BatchLoader:
     ``len(dataset) // world_size`` samples; ``batch_size`` is per rank).
     """
 
-    def __init__(
-        self,
-        data: TensorImageDataset,
-        *,
-        mean: torch.Tensor,
-        std: torch.Tensor,
-        batch_size: int,
-        shuffle: bool = False,
-        augment: AugmentSpec | None = None,
-        cutout: int = 0,
-        device: torch.device | str | None = None,
-        drop_last: bool = False,
-        seed: int | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        if batch_size < 1:
-            raise AmcError(f"batch_size must be >= 1, got {batch_size}")
-        if cutout < 0:
-            raise AmcError(f"cutout must be >= 0 pixels, got {cutout}")
-        if not 0 <= rank < world_size:
-            raise AmcError(f"rank {rank} must be in [0, world_size={world_size})")
-        self.data = data
-        self.mean, self.std = mean, std
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.augment = augment if augment and (augment.pad or augment.flip) else None
-        self.cutout = int(cutout)
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.drop_last = drop_last
-        self.seed = seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
+    data: TensorImageDataset
+    _: KW_ONLY
+    mean: torch.Tensor
+    std: torch.Tensor
+    batch_size: int
+    shuffle: bool = False
+    augment: AugmentSpec | None = None
+    cutout: int = 0
+    device: torch.device | str | None = None
+    drop_last: bool = False
+    seed: int | None = None
+    rank: int = 0
+    world_size: int = 1
+    epoch: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.cutout < 0:
+            raise AmcError(f"cutout must be >= 0 pixels, got {self.cutout}")
+        self.augment = self.augment if self.augment and (self.augment.pad or self.augment.flip) else None
+        self.cutout = int(self.cutout)
+        self.device = torch.device(self.device or "cpu")
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shuffling/augmentation stream of ``epoch`` (used when ``seed`` is set)."""
@@ -305,11 +270,10 @@ class DatasetSplits:
         """
         data = self.split(split)
         n = len(data) if limit is None else max(0, min(int(limit), len(data)))
-        dev = torch.device(device) if device is not None else torch.device("cpu")
+        dev = torch.device(device or "cpu")
         key = (split, str(dev), n)
         if key not in self._cache:
-            x = self.normalize(data.images[:n].to(dev))
-            self._cache[key] = (x, data.labels[:n].to(dev))
+            self._cache[key] = (self.normalize(data.images[:n].to(dev)), data.labels[:n].to(dev))
         return self._cache[key]
 
     def calibration_batches(
@@ -374,41 +338,31 @@ def get_dataset(
     """
     loader = DATASETS.get(name)
     size = None if image_size is None else as_size(image_size)
-    raw: _RawData = loader(Path(data_dir).expanduser() if data_dir is not None else None, image_size=size)
+    path = Path(data_dir).expanduser() if data_dir is not None else None
+    raw = _maybe_resize(loader(path, image_size=size), size)  # image folders arrive at ``size`` already
 
     # the test split is stored in a fixed random order (prefixes are uniform samples)
     test_order = torch.randperm(len(raw.test_y), generator=torch.Generator().manual_seed(0))
     test = TensorImageDataset(raw.test_x[test_order], raw.test_y[test_order])
     g = torch.Generator().manual_seed(int(seed))
-    n_train = len(raw.train_y)
+    n_train, full = len(raw.train_y), TensorImageDataset(raw.train_x, raw.train_y)
     if raw.val_x is not None and val_size is None:
         vo = torch.randperm(len(raw.val_y), generator=g)
         val = TensorImageDataset(raw.val_x[vo], raw.val_y[vo])
-        train = TensorImageDataset(raw.train_x, raw.train_y).subset(torch.randperm(n_train, generator=g))
-        n_val = len(val)
+        train, n_val = full.subset(torch.randperm(n_train, generator=g)), len(val)
     else:
         n_val = _resolve_val_size(raw.default_val if val_size is None else val_size, n_train)
         order = torch.randperm(n_train, generator=g)
-        full = TensorImageDataset(raw.train_x, raw.train_y)
         val, train = full.subset(order[:n_val]), full.subset(order[n_val:])
 
-    if raw.mean is None or raw.std is None:
+    mean, std = raw.mean, raw.std
+    if mean is None or std is None:
         xs = train.images.float().div_(255.0)  # (N, C, H, W)
         mean = tuple(float(v) for v in xs.mean(dim=(0, 2, 3)))
         std = tuple(max(float(v), 1e-3) for v in xs.std(dim=(0, 2, 3)))
-        del xs
-    else:
-        mean, std = raw.mean, raw.std
     splits = DatasetSplits(
-        name=name.lower(),
-        train=train,
-        val=val,
-        test=test,
-        num_classes=len(raw.classes),
-        classes=list(raw.classes),
-        mean=mean,
-        std=std,
-        augment=raw.augment,
+        name=name.lower(), train=train, val=val, test=test, num_classes=len(raw.classes),
+        classes=list(raw.classes), mean=mean, std=std, augment=raw.augment,
         info={"dataset": name.lower(), "data_dir": raw.source, "val_size": n_val, "seed": int(seed)},
     )
     logger.info("%s", splits.summary())
@@ -440,15 +394,13 @@ def _load_digits(data_dir: Path | None, *, image_size: tuple[int, int] | None = 
 
     d = load_digits()
     images = np.rint(d.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
-    idx = np.arange(len(d.target))
-    tr, te = train_test_split(idx, test_size=0.2, stratify=d.target, random_state=0)
+    tr, te = train_test_split(np.arange(len(d.target)), test_size=0.2, stratify=d.target, random_state=0)
     x, y = torch.from_numpy(images), torch.from_numpy(d.target.astype(np.int64))
-    raw = _RawData(
+    return _RawData(
         train_x=x[tr], train_y=y[tr], test_x=x[te], test_y=y[te],
         classes=[str(i) for i in range(10)], default_val=300, augment=AugmentSpec(pad=1, flip=False),
         source="sklearn.datasets.load_digits",
     )
-    return _maybe_resize(raw, image_size)
 
 
 # ---- fashion-mnist
@@ -498,7 +450,7 @@ def _load_fashion_mnist(data_dir: Path | None, *, image_size: tuple[int, int] | 
             "(https://github.com/zalandoresearch/fashion-mnist, data/fashion), then pass --data-dir DIR"
         )
     arrays = {k: _read_idx(p) for k, p in found.items()}
-    raw = _RawData(
+    return _RawData(
         train_x=torch.from_numpy(arrays["train_x"].copy())[:, None],
         train_y=torch.from_numpy(arrays["train_y"].astype(np.int64)),
         test_x=torch.from_numpy(arrays["test_x"].copy())[:, None],
@@ -506,7 +458,6 @@ def _load_fashion_mnist(data_dir: Path | None, *, image_size: tuple[int, int] | 
         classes=list(FASHION_MNIST_CLASSES), default_val=5000, augment=AugmentSpec(pad=2, flip=True),
         mean=(0.2860,), std=(0.3530,), source=str(found["train_x"].parent),
     )
-    return _maybe_resize(raw, image_size)
 
 
 # ---- cifar10
@@ -529,8 +480,7 @@ def _load_cifar10(data_dir: Path | None, *, image_size: tuple[int, int] | None =
         for cand in (root, root / "cifar-10-batches-py", root / "cifar10-jpeg", root / "cifar10"):
             looked.append(str(cand))
             if (cand / "data_batch_1").is_file() and (cand / "test_batch").is_file():
-                raw = _read_cifar_batches(cand)
-                return _maybe_resize(raw, image_size)
+                return _read_cifar_batches(cand)
             if _has_split_dirs(cand):
                 raw = _read_image_folder(cand, image_size=image_size)
                 if len(raw.classes) != 10:
@@ -554,9 +504,8 @@ def _read_cifar_batches(root: Path) -> _RawData:
                 d = pickle.load(f, encoding="bytes")
         except (OSError, pickle.UnpicklingError, EOFError) as e:
             raise AmcError(f"cannot read CIFAR-10 batch {path}: {e}") from None
-        x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        y = np.asarray(d[b"labels"], dtype=np.int64)
-        return x, y
+        return (np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32),
+                np.asarray(d[b"labels"], dtype=np.int64))
 
     parts = [load(f"data_batch_{i}") for i in range(1, 6)]
     tx, ty = load("test_batch")
@@ -646,10 +595,9 @@ def _read_image_folder(root: Path, *, image_size: tuple[int, int] | None) -> _Ra
                 break
     else:
         images = _decode_images(all_files, image_size=image_size)
-        blob = {"fingerprint": fp, "images": images}
         for cache in _cache_paths(root):
             try:
-                atomic_torch_save(blob, cache)
+                atomic_torch_save({"fingerprint": fp, "images": images}, cache)
                 logger.info("cached decoded images in %s", cache)
                 break
             except OSError as e:
@@ -670,15 +618,20 @@ def _read_image_folder(root: Path, *, image_size: tuple[int, int] | None) -> _Ra
 
 
 def _decode_images(files: list[str], *, image_size: tuple[int, int] | None) -> torch.Tensor:
-    """Decode image files into one uint8 ``(N, C, H, W)`` tensor (batched JPEG decoding)."""
+    """Decode image files into one uint8 ``(N, C, H, W)`` tensor (``torchvision.io``)."""
     logger.info("decoding %d images (cached for next time)...", len(files))
-    with warnings.catch_warnings():
-        # torchvision >= 0.29 deprecates its decoders in favour of torchcodec; PIL is the fallback
+    with warnings.catch_warnings():  # torchvision >= 0.29 deprecates its decoders in favour of torchcodec
         warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            out = _decode_torchvision(files)
-        except ImportError:
-            out = _decode_pil(files)
+        from torchvision.io import ImageReadMode, decode_image, read_file
+
+        first = decode_image(read_file(files[0]), mode=ImageReadMode.UNCHANGED)
+        mode = ImageReadMode.GRAY if first.shape[0] in (1, 2) else ImageReadMode.RGB
+        out: list[torch.Tensor] = []
+        for f in files:  # on the CPU a list given to decode_jpeg is decoded one by one too
+            try:
+                out.append(decode_image(read_file(f), mode=mode))
+            except RuntimeError as e:
+                raise AmcError(f"cannot decode image {f}: {e}") from None
     sizes = {tuple(t.shape[1:]) for t in out}
     if image_size is None and len(sizes) > 1:
         raise AmcError(
@@ -692,65 +645,13 @@ def _decode_images(files: list[str], *, image_size: tuple[int, int] | None) -> t
     return torch.stack(out)
 
 
-def _decode_torchvision(files: list[str]) -> list[torch.Tensor]:
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
-
-    first = decode_image(read_file(files[0]), mode=ImageReadMode.UNCHANGED)
-    mode = ImageReadMode.GRAY if first.shape[0] in (1, 2) else ImageReadMode.RGB
-    out: list[torch.Tensor] = []
-    chunk = 4096
-    for start in range(0, len(files), chunk):
-        names = files[start : start + chunk]
-        datas = [read_file(f) for f in names]
-        decoded: list[torch.Tensor | None] = [None] * len(names)
-        jpeg_idx = [i for i, n in enumerate(names) if n.lower().endswith((".jpg", ".jpeg"))]
-        if jpeg_idx:
-            try:
-                for i, img in zip(jpeg_idx, decode_jpeg([datas[i] for i in jpeg_idx], mode=mode)):
-                    decoded[i] = img
-            except RuntimeError:
-                pass  # decode one by one below, which names the bad file
-        for i, img in enumerate(decoded):
-            if img is None:
-                try:
-                    decoded[i] = decode_image(datas[i], mode=mode)
-                except RuntimeError as e:
-                    raise AmcError(f"cannot decode image {names[i]}: {e}") from None
-        out += decoded  # type: ignore[arg-type]
-    return out
-
-
-def _decode_pil(files: list[str]) -> list[torch.Tensor]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from PIL import Image
-
-    with Image.open(files[0]) as im:
-        pil_mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
-
-    def load(f: str) -> torch.Tensor:
-        try:
-            with Image.open(f) as im:
-                arr = np.asarray(im.convert(pil_mode))
-        except OSError as e:
-            raise AmcError(f"cannot decode image {f}: {e}") from None
-        return torch.from_numpy(arr.copy()).reshape(arr.shape[0], arr.shape[1], -1).permute(2, 0, 1)
-
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(load, files, chunksize=256))
-
-
 def _maybe_resize(raw: _RawData, image_size: tuple[int, int] | None) -> _RawData:
     if image_size is None or tuple(raw.train_x.shape[2:]) == tuple(image_size):
         return raw
     from torchvision.transforms.v2.functional import resize
 
-    def rs(x: torch.Tensor) -> torch.Tensor:
-        return resize(x, list(image_size), antialias=True)
-
-    raw.train_x, raw.test_x = rs(raw.train_x), rs(raw.test_x)
-    if raw.val_x is not None:
-        raw.val_x = rs(raw.val_x)
+    # image folders (the only ones with a val split) arrive decoded at image_size
     h, w = image_size
+    raw.train_x, raw.test_x = (resize(x, [h, w], antialias=True) for x in (raw.train_x, raw.test_x))
     raw.augment = AugmentSpec(pad=max(1, min(h, w) // 8), flip=raw.augment.flip)
     return raw

@@ -38,7 +38,7 @@ import torch_pruning as tp
 from torch.overrides import TorchFunctionMode
 
 from amc.errors import AmcError
-from amc.utils import eval_mode
+from amc.utils import eval_mode, run_hooked
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +134,11 @@ def _trace_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerIn
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, COMPRESSIBLE)]
     try:
-        with eval_mode(model), torch.no_grad():
-            model(example_input)
+        run_hooked(model, example_input, handles)
     except AmcError:
         raise
     except Exception as e:  # a model we cannot run on this input
         raise AmcError(f"could not trace the model on an input of shape {tuple(example_input.shape)}: {e}") from e
-    finally:
-        for h in handles:
-            h.remove()
 
     layers = []
     for i, (name, m, in_shape, out_shape) in enumerate(records):
@@ -190,10 +186,6 @@ class LayerGraph:
     def total_macs(self) -> int:
         return sum(ly.macs for ly in self.layers)
 
-    @property
-    def total_weight_params(self) -> int:
-        return sum(ly.weight_params for ly in self.layers)
-
     @classmethod
     def build(cls, model: nn.Module, example_input: torch.Tensor, *,
               ignored_layers: list[str] | None = None) -> LayerGraph:
@@ -233,8 +225,8 @@ class LayerGraph:
         kept_whole: dict[str, set[str]] = {}
         for root, tp_group in _tp_groups(dg, [modules[ly.name] for ly in layers]):
             if isinstance(tp_group, Exception):
-                kept_whole.setdefault(f"Torch-Pruning cannot follow their channels: {tp_group!r}", set()).add(
-                    name_of[root])
+                reason = f"Torch-Pruning cannot follow their channels: {tp_group!r}"
+                kept_whole.setdefault(reason, set()).add(name_of[root])
                 continue
             group = _convert_group(dg, tp_group, name_of, order, ignored, grouped, opaque)
             if isinstance(group, PrunableGroup):
@@ -390,14 +382,12 @@ def _convert_group(dg: tp.DependencyGraph, tp_group: object, name_of: dict[nn.Mo
     """The :class:`PrunableGroup` of a Torch-Pruning group; ``None`` when it is not a decision (its
     root is ignored), or ``(reason, layers)`` when its channels must stay whole."""
     items: dict[tuple[str, str], GroupItem] = {}
-    channels = None
+    channels = len(tp_group.items[0].root_idxs) if tp_group.items else 0  # type: ignore[attr-defined]
     blocked: str | None = None
     for item in tp_group.items:  # type: ignore[attr-defined]
         module, handler = item.dep.target.module, item.dep.handler
         idxs = np.asarray(item.idxs, dtype=np.int64)
         roots = np.asarray(item.root_idxs, dtype=np.int64)
-        if channels is None:
-            channels = len(roots)
         if isinstance(module, nn.Parameter):
             blocked = blocked or "an unwrapped nn.Parameter follows these channels"
             continue

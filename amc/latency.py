@@ -15,6 +15,7 @@ measured latency of real pruned models.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Sequence
@@ -62,18 +63,6 @@ def fixed_threads(threads: int | None):
         torch.set_num_threads(old)
 
 
-def _timer(model: nn.Module, x: torch.Tensor, threads: int):
-    """A ``torch.utils.benchmark.Timer`` of one forward pass (it synchronises CUDA around each block)."""
-    logger = logging.getLogger("torch.utils.cpp_extension")  # a CUDA_HOME notice on CPU-only machines
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        from torch.utils.benchmark import Timer
-    finally:
-        logger.setLevel(level)
-    return Timer("model(x)", globals={"model": model, "x": x}, num_threads=threads)
-
-
 @torch.inference_mode()
 def measure_latency(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1, threads: int | None = None,
                     warmup: int = 10, repeats: int = 50, device: str | torch.device = "cpu",
@@ -92,7 +81,14 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], *, batch_size:
     model = model.to(dev).eval()
     x = torch.randn(batch_size, *input_shape, device=dev)
     n_threads = int(threads) if threads else torch.get_num_threads()
-    timer = _timer(model, x, n_threads)
+    logger = logging.getLogger("torch.utils.cpp_extension")  # a CUDA_HOME notice on CPU-only machines
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils.benchmark import Timer  # it synchronises CUDA around each block
+    finally:
+        logger.setLevel(level)
+    timer = Timer("model(x)", globals={"model": model, "x": x}, num_threads=n_threads)
     per_run = timer.timeit(max(warmup, 1)).mean  # also the warm-up
     m = timer.blocked_autorange(min_run_time=max(min_time_s, repeats * per_run))
     times = np.asarray(m.times) * 1000.0
@@ -140,17 +136,15 @@ class LatencyTable:
         for li, ly in enumerate(graph.layers):
             layer = modules[ly.name]
             hw = () if ly.kind == "linear" else tuple(ly.in_size)  # a linear layer's input is (N, C)
-            for i, fi in enumerate(grid):
-                for j, fo in enumerate(grid):
-                    cin = max(1, round(fi * ly.in_channels))
-                    cout = max(1, round(fo * ly.out_channels))
-                    if ly.kind == "depthwise" and i != j:
-                        continue
-                    m = _standalone(layer, cin, cout)
-                    if ly.kind == "depthwise":
-                        cin = m.in_channels
-                    table[li, i, j] = measure_latency(m, (cin, *hw), batch_size=batch_size, threads=threads,
-                                                      warmup=warmup, repeats=repeats, device=device).median_ms
+            for (i, fi), (j, fo) in itertools.product(enumerate(grid), repeat=2):
+                if ly.kind == "depthwise" and i != j:
+                    continue
+                cin = max(1, round(fi * ly.in_channels))
+                m = _standalone(layer, cin, max(1, round(fo * ly.out_channels)))
+                if ly.kind == "depthwise":
+                    cin = m.in_channels
+                table[li, i, j] = measure_latency(m, (cin, *hw), batch_size=batch_size, threads=threads,
+                                                  warmup=warmup, repeats=repeats, device=device).median_ms
             if ly.kind == "depthwise":  # depthwise: in == out, fill the grid from its diagonal
                 diag = np.diag(table[li]).copy()
                 table[li] = np.maximum.outer(diag, diag)
@@ -164,23 +158,20 @@ class LatencyTable:
                    np.array([ly.in_channels for ly in graph.layers]), np.array([ly.out_channels for ly in graph.layers]),
                    overhead, meta)
 
-    def _interp(self, li: int, fi: float, fo: float) -> float:
-        g, t = self.grid, self.table[li]
-        fi, fo = float(np.clip(fi, g[0], 1.0)), float(np.clip(fo, g[0], 1.0))
-        i = int(np.clip(np.searchsorted(g, fi) - 1, 0, len(g) - 2))
-        j = int(np.clip(np.searchsorted(g, fo) - 1, 0, len(g) - 2))
-        u = (fi - g[i]) / (g[i + 1] - g[i])
-        v = (fo - g[j]) / (g[j + 1] - g[j])
-        return float((1 - u) * (1 - v) * t[i, j] + u * (1 - v) * t[i + 1, j] + (1 - u) * v * t[i, j + 1]
-                     + u * v * t[i + 1, j + 1])
-
     def predict(self, in_kept: Sequence[float], out_kept: Sequence[float]) -> float:
-        """Predicted latency (ms) for the kept input/output channels of every layer (graph order)."""
-        fi = np.asarray(in_kept, dtype=np.float64) / self.in_total
+        """Predicted latency (ms) for the kept input/output channels of every layer (graph order): the
+        bilinear interpolation of each layer's grid."""
+        g, t, n = self.grid, self.table, np.arange(len(self.layers))
         fo = np.asarray(out_kept, dtype=np.float64) / self.out_total
-        layers = sum(self._interp(i, fi[i], fo[i]) for i in range(len(self.layers)))
+        fi = np.clip(np.asarray(in_kept, dtype=np.float64) / self.in_total, g[0], 1.0)
+        fc = np.clip(fo, g[0], 1.0)
+        i = np.clip(np.searchsorted(g, fi) - 1, 0, len(g) - 2)
+        j = np.clip(np.searchsorted(g, fc) - 1, 0, len(g) - 2)
+        u, v = (fi - g[i]) / (g[i + 1] - g[i]), (fc - g[j]) / (g[j + 1] - g[j])
+        layers = ((1 - u) * (1 - v) * t[n, i, j] + u * (1 - v) * t[n, i + 1, j] + (1 - u) * v * t[n, i, j + 1]
+                  + u * v * t[n, i + 1, j + 1]).sum()
         # the rest (activations, norms, adds) scales roughly with the channels that flow
-        return layers + self.overhead_ms * float(np.mean(fo))
+        return float(layers) + self.overhead_ms * float(np.mean(fo))
 
     def save(self, path: str | Path) -> Path:
         return atomic_write_json(path, {"format": "amc-latency-table", "version": 1, "layers": self.layers,

@@ -27,11 +27,11 @@ with ReLU and max-pooling.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
+import pkgutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from typing import Any
 
@@ -94,11 +94,9 @@ class ModelSpec:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise AmcError(f"{attr} must be a positive int, got {v!r}")
         self.image_size = as_size(self.image_size)
-        if self.kwargs is None:
-            self.kwargs = {}
-        if not isinstance(self.kwargs, Mapping):
+        if not isinstance(self.kwargs or {}, Mapping):
             raise AmcError(f"kwargs must be a dict of keyword arguments, got {type(self.kwargs).__name__}")
-        self.kwargs = dict(self.kwargs)
+        self.kwargs = dict(self.kwargs or {})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-friendly dict (``image_size`` as a list)."""
@@ -106,10 +104,9 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelSpec:
-        unknown = set(d) - {"name", "num_classes", "in_channels", "image_size", "kwargs"}
-        if unknown:
-            raise AmcError(f"unknown model spec keys {sorted(unknown)}; valid: name, num_classes, "
-                           "in_channels, image_size, kwargs")
+        valid = [f.name for f in fields(cls)]
+        if set(d) - set(valid):
+            raise AmcError(f"unknown model spec keys {sorted(set(d) - set(valid))}; valid: {', '.join(valid)}")
         if "name" not in d:
             raise AmcError("a model spec needs a 'name'")
         return cls(**dict(d))
@@ -117,13 +114,7 @@ class ModelSpec:
     @classmethod
     def for_data(cls, name: str, data: Any, *, kwargs: dict[str, Any] | None = None) -> ModelSpec:
         """Spec whose classes, channels and image size follow ``data`` (e.g. a ``DatasetSplits``)."""
-        return cls(
-            name=name,
-            num_classes=int(data.num_classes),
-            in_channels=int(data.in_channels),
-            image_size=tuple(data.image_size),
-            kwargs=dict(kwargs or {}),
-        )
+        return cls(name, int(data.num_classes), int(data.in_channels), tuple(data.image_size), kwargs or {})
 
 
 def resolve_spec(
@@ -219,14 +210,10 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.relu2 = nn.ReLU(inplace=False)
-        self.shortcut: nn.Module | None = None
-        if residual:
-            if stride != 1 or in_planes != planes:
-                self.shortcut = nn.Sequential(
-                    nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
-                )
-            else:
-                self.shortcut = nn.Identity()
+        self.shortcut: nn.Module | None = nn.Identity() if residual else None
+        if residual and (stride != 1 or in_planes != planes):
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(self.conv1(x)))
@@ -260,13 +247,11 @@ class CifarResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=False)
         in_planes = widths[0]
-        for i, w in enumerate(widths):
-            blocks = []
-            for j in range(n):
-                stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(BasicBlock(in_planes, w, stride, residual=residual))
-                in_planes = w
+        for i, w in enumerate(widths):  # the first block of stages 2 and 3 halves the map
+            blocks = [BasicBlock(in_planes if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1, residual=residual)
+                      for j in range(n)]
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+            in_planes = w
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
         self.fc = nn.Linear(in_planes, num_classes)
@@ -387,9 +372,8 @@ class MobileNetV2(nn.Module):
         blocks: list[nn.Module] = []
         for t, ch, n, s in self.CFG:
             out = _ch(ch, width_mult)
-            for i in range(n):
-                blocks.append(InvertedResidual(c, out, s if i == 0 else 1, t))
-                c = out
+            blocks += [InvertedResidual(c if i == 0 else out, out, s if i == 0 else 1, t) for i in range(n)]
+            c = out
         self.features = nn.Sequential(*blocks)
         last = _ch(last_channels, max(1.0, width_mult))
         self.head = nn.Sequential(nn.Conv2d(c, last, 1, bias=False), nn.BatchNorm2d(last), nn.ReLU6(inplace=False))
@@ -427,29 +411,23 @@ class LeNet5(nn.Module):
         width_mult: float = 1.0,
     ) -> None:
         super().__init__()
-        c1, c2 = _ch(6, width_mult), _ch(16, width_mult)
-        h, w = image_size
-        pad1 = 0 if min(h, w) >= 32 else 2
-        h, w = h + 2 * pad1 - 4, w + 2 * pad1 - 4
-        self.conv1 = nn.Conv2d(in_channels, c1, 5, padding=pad1)
-        self.relu1 = nn.ReLU(inplace=False)
-        self.pool1 = nn.MaxPool2d(2, 2) if min(h, w) >= 2 else nn.Identity()
-        if min(h, w) >= 2:
-            h, w = h // 2, w // 2
-        pad2 = 0 if min(h, w) >= 9 else 2
-        h, w = h + 2 * pad2 - 4, w + 2 * pad2 - 4
-        self.conv2 = nn.Conv2d(c1, c2, 5, padding=pad2)
-        self.relu2 = nn.ReLU(inplace=False)
-        self.pool2 = nn.MaxPool2d(2, 2) if min(h, w) >= 2 else nn.Identity()
-        if min(h, w) >= 2:
-            h, w = h // 2, w // 2
+        (h, w), c = image_size, in_channels
+        for i, (out, unpadded_from) in enumerate([(_ch(6, width_mult), 32), (_ch(16, width_mult), 9)], 1):
+            pad = 0 if min(h, w) >= unpadded_from else 2
+            h, w = h + 2 * pad - 4, w + 2 * pad - 4
+            setattr(self, f"conv{i}", nn.Conv2d(c, out, 5, padding=pad))  # conv1, relu1, pool1, conv2, ...
+            setattr(self, f"relu{i}", nn.ReLU(inplace=False))
+            setattr(self, f"pool{i}", nn.MaxPool2d(2, 2) if min(h, w) >= 2 else nn.Identity())
+            if min(h, w) >= 2:
+                h, w = h // 2, w // 2
+            c = out
         if h > 5 or w > 5:
             h, w = min(h, 5), min(w, 5)
             self.avgpool: nn.Module = nn.AdaptiveAvgPool2d((h, w))
         else:
             self.avgpool = nn.Identity()
         self.flatten = nn.Flatten(1)
-        self.fc1 = nn.Linear(c2 * h * w, 120)
+        self.fc1 = nn.Linear(c * h * w, 120)
         self.relu3 = nn.ReLU(inplace=False)
         self.fc2 = nn.Linear(120, 84)
         self.relu4 = nn.ReLU(inplace=False)
@@ -518,35 +496,26 @@ def _build_torchvision(
 
 def _replace_first_conv(model: nn.Module, in_channels: int, name: str) -> None:
     """Swap the first Conv2d for a same-shaped one taking ``in_channels`` inputs (e.g. greyscale)."""
-    for mod_name, mod in model.named_modules():
-        if isinstance(mod, nn.Conv2d):
-            if mod.groups != 1:
-                break
-            parent = model.get_submodule(mod_name.rsplit(".", 1)[0]) if "." in mod_name else model
-            new = nn.Conv2d(
-                in_channels, mod.out_channels, mod.kernel_size, stride=mod.stride, padding=mod.padding,
-                dilation=mod.dilation, bias=mod.bias is not None, padding_mode=mod.padding_mode,
-            )
-            setattr(parent, mod_name.rsplit(".", 1)[-1], new)
-            return
-    raise AmcError(f"torchvision:{name}: cannot adapt the first layer to {in_channels} input channels")
+    mod_name, mod = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), ("", None))
+    if mod is None or mod.groups != 1:
+        raise AmcError(f"torchvision:{name}: cannot adapt the first layer to {in_channels} input channels")
+    parent, _, attr = mod_name.rpartition(".")
+    setattr(model.get_submodule(parent), attr, nn.Conv2d(
+        in_channels, mod.out_channels, mod.kernel_size, stride=mod.stride, padding=mod.padding,
+        dilation=mod.dilation, bias=mod.bias is not None, padding_mode=mod.padding_mode))
 
 
 def _build_from_factory(ref: str, common: dict[str, Any], kwargs: dict[str, Any]) -> nn.Module:
-    module_name, _, attr = ref.partition(":")
-    if not module_name or not attr:
-        raise AmcError(f"model reference {ref!r} must look like 'package.module:factory'")
     try:
-        module = importlib.import_module(module_name)
+        factory = pkgutil.resolve_name(ref)
+    except ValueError:
+        raise AmcError(f"model reference {ref!r} must look like 'package.module:factory'") from None
     except ImportError as e:
-        raise AmcError(f"model {ref!r}: cannot import module {module_name!r} ({e}); is it on PYTHONPATH?") from None
-    factory = module
-    for part in attr.split("."):
-        factory = getattr(factory, part, None)
-        if factory is None:
-            raise AmcError(f"model {ref!r}: module {module_name!r} has no attribute {attr!r}")
+        raise AmcError(f"model {ref!r}: cannot import its module ({e}); is it on PYTHONPATH?") from None
+    except AttributeError as e:
+        raise AmcError(f"model {ref!r}: {e}") from None  # "module 'x' has no attribute 'y'"
     if not callable(factory):
-        raise AmcError(f"model {ref!r}: {attr!r} is not callable")
+        raise AmcError(f"model {ref!r}: {ref.partition(':')[2]!r} is not callable")
     args = {**common, **kwargs}
     try:
         sig = inspect.signature(factory)

@@ -40,7 +40,7 @@ from amc._registry import Registry
 from amc.cost import CostModel, kept_channels
 from amc.errors import AmcError
 from amc.graph import LayerGraph
-from amc.utils import eval_mode
+from amc.utils import run_hooked
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,7 @@ class Pruner:
         key = importance.lower()
         if key not in self._rankings:
             scorer = IMPORTANCES.get(key)(self.seed)
-            ranks = []
-            fallback: list[str] = []
+            ranks, fallback = [], []
             with torch.no_grad():
                 for g in self.graph.groups:
                     try:
@@ -163,8 +162,7 @@ class Pruner:
         for g, keep_idx in zip(self.graph.groups, kept):
             if len(keep_idx) == g.channels:
                 continue
-            drop = np.ones(g.channels, dtype=bool)
-            drop[keep_idx] = False
+            drop = ~np.isin(np.arange(g.channels), keep_idx)
             for it in g.items:
                 sel = it.idxs[drop[it.root_idxs]]
                 if len(sel):
@@ -172,10 +170,8 @@ class Pruner:
         for (name, dim), (handler, parts) in removals.items():
             idxs = np.unique(np.concatenate(parts))
             handler(modules[name], idxs.tolist())  # type: ignore[operator]
-            original = self._modules[name]
-            total = getattr(original, "out_channels", None) or getattr(original, "out_features", None)
-            if dim == "out" and total is not None:
-                self.last_kept[name] = np.setdiff1d(np.arange(int(total)), idxs)
+            if dim == "out" and isinstance(self._modules[name], (nn.Conv2d, nn.Linear)):
+                self.last_kept[name] = np.setdiff1d(np.arange(self._modules[name].weight.shape[0]), idxs)
         self.timing = PruneTiming(prune=time.perf_counter() - t0)
         if reconstruct:
             t1 = time.perf_counter()
@@ -183,8 +179,7 @@ class Pruner:
                 self.set_calibration(calibration)
             if self._calibration is None:
                 raise AmcError("reconstruct=True needs calibration images: pass calibration=<tensor of inputs>")
-            in_pruned = {name for (name, dim) in removals if dim == "in"}
-            self._reconstruct(pruned, in_pruned)
+            self._reconstruct(pruned, {name for (name, dim) in removals if dim == "in"})
             self.timing.reconstruct = time.perf_counter() - t1
         return pruned
 
@@ -218,17 +213,11 @@ class Pruner:
             return hook
 
         for name in names:
-            m = self._modules[name]
-            if isinstance(m, (nn.Conv2d, nn.Linear)) and self.graph.layer(name).kind in ("conv", "grouped", "linear"):
-                if isinstance(m, nn.Conv2d) and (isinstance(m.padding, str) or m.padding_mode != "zeros"):
-                    continue
+            m = self._modules[name]  # a conv/linear layer; not depthwise, no string or non-zero padding
+            if self.graph.layer(name).kind != "depthwise" and not (
+                    isinstance(m, nn.Conv2d) and (isinstance(m.padding, str) or m.padding_mode != "zeros")):
                 handles.append(m.register_forward_hook(make_hook(name)))
-        try:
-            with eval_mode(self.model), torch.no_grad():
-                self.model(x)
-        finally:
-            for h in handles:
-                h.remove()
+        run_hooked(self.model, x, handles)
         self._calibration = cal
 
     def _reconstruct(self, pruned: nn.Module, names: set[str], ridge: float = 1e-3, max_inputs: int = 4608) -> None:
@@ -253,11 +242,7 @@ class Pruner:
                 if a.shape[1] // groups > max_inputs:  # a (c x c) solve would cost more than it helps
                     return
                 w = module.weight.detach()
-                if groups == 1:
-                    w0 = w.reshape(w.shape[0], -1).t()  # (C_in*kh*kw, C_out)
-                    module.weight.data.copy_(_ridge_lstsq(a, target, w0, ridge).t().reshape(w.shape))
-                    return
-                # grouped conv: a's columns are channel-major, so group j's inputs are one block
+                # a's columns are channel-major, so (grouped conv) group j's inputs are one block
                 cin, cout = a.shape[1] // groups, w.shape[0] // groups
                 for j in range(groups):
                     wj = w[j * cout:(j + 1) * cout]  # (C_out/G, C_in/G, kh, kw)
@@ -269,12 +254,7 @@ class Pruner:
         for name in names:
             if name in cal.targets and name in modules:
                 handles.append(modules[name].register_forward_pre_hook(make_pre_hook(name)))
-        try:
-            with eval_mode(pruned), torch.no_grad():
-                pruned(cal.x)
-        finally:
-            for h in handles:
-                h.remove()
+        run_hooked(pruned, cal.x, handles)
 
     def cost_model(self, *, round_to: int = 1) -> CostModel:
         return CostModel(self.graph, self.model, round_to=round_to)

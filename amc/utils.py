@@ -82,6 +82,16 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
             m.training = training
 
 
+def run_hooked(model: torch.nn.Module, x: torch.Tensor, handles: list) -> None:
+    """One ``model(x)`` in eval mode without gradients, then remove the hook ``handles`` (even on error)."""
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _atomic_replace(path: str | os.PathLike, write: Any, mode: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,10 +143,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer, np.floating)):
-        return o.item()
-    if isinstance(o, (np.ndarray, torch.Tensor)):
-        return o.tolist()
+    if isinstance(o, (np.integer, np.floating, np.ndarray, torch.Tensor)):
+        return o.tolist()  # a Python number for numpy scalars
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"cannot serialise {type(o).__name__} to JSON")

@@ -128,8 +128,7 @@ def random_feasible_policy(cost: CostModel, target: float, *, lbound: float = 0.
     Draws ``u ~ U(0, 1)`` per group and takes ``keep = lbound + (1 - lbound) * u * (1 - s)`` with the
     smallest ``s`` in [0, 1] that meets the budget (MACs fall monotonically in ``s``; bisection).
     """
-    n = len(cost.totals)
-    u = rng.uniform(0.0, 1.0, n)
+    u = rng.uniform(0.0, 1.0, len(cost.totals))
     goal = limit(max(target, lowest_macs_ratio(cost, lbound=lbound)) * cost.base_macs)
 
     def keep(s: float) -> np.ndarray:

@@ -83,12 +83,16 @@ def test_augment_batch_shapes_and_paths() -> None:
     assert out.shape == x.shape and out.dtype == torch.uint8
     assert (out == 0).any()  # some crops reach into the zero padding
     assert torch.equal(augment_batch(x, AugmentSpec(0, False)), x)
-    # the CPU loop and the device gather give identical crops and flips
+    # each image is its own crop of the zero-padded image, flipped or not, drawn from the generator
     imgs = torch.randint(0, 256, (8, 2, 6, 5), dtype=torch.uint8)
+    out = augment_batch(imgs, AugmentSpec(pad=2, flip=True), generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    oy, ox = torch.randint(0, 5, (8,), generator=g), torch.randint(0, 5, (8,), generator=g)
+    flip = torch.rand(8, generator=g) < 0.5
     padded = torch.nn.functional.pad(imgs, (2, 2, 2, 2))
-    oy, ox = torch.randint(0, 5, (8,)), torch.randint(0, 5, (8,))
-    flip = torch.rand(8) < 0.5
-    assert torch.equal(D._crop_flip_loop(padded, oy, ox, flip, 6, 5), D._crop_flip_gather(padded, oy, ox, flip, 6, 5))
+    for i in range(8):
+        crop = padded[i, :, oy[i] : oy[i] + 6, ox[i] : ox[i] + 5]
+        assert torch.equal(out[i], crop.flip(2) if flip[i] else crop)
 
 
 def test_cutout_masks_one_clipped_square_per_image() -> None:
