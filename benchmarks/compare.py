@@ -40,7 +40,7 @@ from agents._recorder import read_episodes
 from amc.errors import AmcError
 from amc.policy import Policy
 from amc.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
-from benchmarks.harness import md_table
+from benchmarks.harness import fmt, md_table, pm, stats
 
 __all__ = ["RunResult", "load_run", "find_runs", "compare_runs", "group_runs", "best_so_far", "markdown_table",
            "front_accuracy", "policy_accuracy"]
@@ -161,19 +161,11 @@ def best_so_far(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
     return out
 
 
-def _stats(values: Iterable[float | None]) -> dict[str, Any]:
-    v = np.array([x for x in values if x is not None], dtype=np.float64)
-    if v.size == 0:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size),
-            "min": float(v.min()), "max": float(v.max())}
-
-
-def _by_key(runs: Iterable[RunResult]) -> dict[tuple[str, str], list[RunResult]]:
-    """The runs grouped by (agent, budget), in order of appearance."""
-    groups: dict[tuple[str, str], list[RunResult]] = {}
+def _by_key(runs: Iterable[RunResult], key: Any = lambda r: r.key) -> dict[Any, list[RunResult]]:
+    """The runs grouped by ``key`` (default: agent and budget), in order of appearance."""
+    groups: dict[Any, list[RunResult]] = {}
     for r in runs:
-        groups.setdefault(r.key, []).append(r)
+        groups.setdefault(key(r), []).append(r)
     return groups
 
 
@@ -188,16 +180,16 @@ def group_runs(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
         out.append({
             "agent": agent, "target": target, "runs": len(rs), "seeds": [r.seed for r in rs],
             "multi_objective": any(r.multi_objective for r in rs),
-            "evaluations": _stats(r.evaluations for r in rs),
-            "best_accuracy": _stats(r.best_accuracy for r in rs),
-            "best_reward": _stats(r.best_reward for r in rs),
-            "test_accuracy": _stats(r.test_accuracy for r in rs),
-            "wall_time_s": _stats(r.wall_time_s for r in rs),
-            "achieved": {k: _stats(r.achieved.get(k) for r in rs) for k in ratio_keys},
-            "base_accuracy": _stats(r.base_accuracy for r in rs)["mean"],
+            "evaluations": stats(r.evaluations for r in rs),
+            "best_accuracy": stats(r.best_accuracy for r in rs),
+            "best_reward": stats(r.best_reward for r in rs),
+            "test_accuracy": stats(r.test_accuracy for r in rs),
+            "wall_time_s": stats(r.wall_time_s for r in rs),
+            "achieved": {k: stats(r.achieved.get(k) for r in rs) for k in ratio_keys},
+            "base_accuracy": stats(r.base_accuracy for r in rs)["mean"],
             "best_run": str(best.run_dir),
-            "pareto_size": _stats(len(r.pareto.get("front") or []) for r in rs if r.pareto)["mean"],
-            "front_at": {t: _stats(front_accuracy(r, t) for r in rs) for t in budgets} if any(
+            "pareto_size": stats(len(r.pareto.get("front") or []) for r in rs if r.pareto)["mean"],
+            "front_at": {t: stats(front_accuracy(r, t) for r in rs) for t in budgets} if any(
                 r.multi_objective for r in rs) else {},
         })
     return out
@@ -221,14 +213,6 @@ def front_accuracy(run: RunResult, target: str) -> float | None:
 # the table
 
 
-def _pm(st: Mapping[str, Any], fmt: str) -> str:
-    if st.get("mean") is None:
-        return "-"
-    if st.get("n", 0) > 1:
-        return f"{format(st['mean'], fmt)} ± {format(st['std'], fmt)}"
-    return format(st["mean"], fmt)
-
-
 def markdown_table(result: Mapping[str, Any]) -> str:
     """The ``compare.md`` text for a :func:`compare_runs` result."""
     groups, runs = result["groups"], result["runs"]
@@ -247,25 +231,23 @@ def markdown_table(result: Mapping[str, Any]) -> str:
                      "other rows." if any(g["multi_objective"] for g in groups) else ""), ""]
     rows = []
     for g in groups:
-        acc = _pm(g["best_accuracy"], ".2f")
+        acc = pm(g["best_accuracy"])
         if g["multi_objective"]:
-            at = "; ".join(f"{_pm(st, '.2f')} at {t.replace('=', ' <= ')}" for t, st in g["front_at"].items()
+            at = "; ".join(f"{pm(st)} at {t.replace('=', ' <= ')}" for t, st in g["front_at"].items()
                            if st.get("mean") is not None)
             acc = f"front of {g['pareto_size']:.0f} points" + (f": {at}" if at else "") + f" (max {acc})"
         # a multi-objective run's "best" is its most accurate (least compressed) trial: no ratios to compare
-        ratio_cells = [_pm(g["achieved"].get(k, {}), ".2f" if k == "latency_ms" else ".3f") for k in ratios]
-        rows.append([g["agent"], g["target"], str(g["runs"]), _pm(g["evaluations"], ".0f"), acc,
-                     *([_pm(g["test_accuracy"], ".2f")] if has_test else []),
+        ratio_cells = [pm(g["achieved"].get(k, {}), ".2f" if k == "latency_ms" else ".3f") for k in ratios]
+        rows.append([g["agent"], g["target"], str(g["runs"]), pm(g["evaluations"], ".0f"), acc,
+                     *([pm(g["test_accuracy"])] if has_test else []),
                      *(["-"] * len(ratios) if g["multi_objective"] else ratio_cells),
-                     _pm(g["wall_time_s"], ".1f")])
+                     pm(g["wall_time_s"], ".1f")])
     test = ["test top-1 (%)"] if has_test else []
     lines += md_table(["agent", "budget", "runs", "evaluations", "best val top-1 (%)",
                        *(f"its {t}" for t in test), *names, "wall time (s)"], rows)
-    rows = [[f"`{r['run_dir']}`", r["agent"], "-" if r["seed"] is None else str(r["seed"]), str(r["target"]),
-             str(r["evaluations"]), "-" if r["best_accuracy"] is None else f"{r['best_accuracy']:.2f}",
-             *(["-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.2f}"] if has_test else []),
-             *["-" if r["achieved"].get(k) is None else f"{r['achieved'][k]:.3f}" for k in ratios],
-             "-" if r["wall_time_s"] is None else f"{r['wall_time_s']:.1f}"] for r in runs]
+    rows = [[f"`{r['run_dir']}`", r["agent"], fmt(r["seed"], "d"), str(r["target"]), str(r["evaluations"]),
+             fmt(r["best_accuracy"]), *([fmt(r["test_accuracy"])] if has_test else []),
+             *(fmt(r["achieved"].get(k), ".3f") for k in ratios), fmt(r["wall_time_s"], ".1f")] for r in runs]
     lines += ["", "## Runs", "", *md_table(["run", "agent", "seed", "budget", "evaluations",
                                             "best val top-1 (%)", *test, *names, "wall time (s)"], rows)]
     figs = result.get("figures") or {}
@@ -327,19 +309,15 @@ def plot_curves(runs: Sequence[RunResult]) -> Any:
     Groups with few evaluations (uniform, presets) are drawn as a dashed level across the axis."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
-    ax = fig.subplots()
+    ax = Figure(figsize=(7.5, 4.5), layout="constrained").subplots()
     single = [r for r in runs if not r.multi_objective and r.rows]
     groups = _by_key(single)
     x_max = max((len(r.rows) for r in single), default=1)
     colors = _colors(len(groups))
     for color, ((agent, target), rs) in zip(colors, groups.items()):
         n = max(len(r.rows) for r in rs)
-        curves = np.full((len(rs), n), np.nan)
-        for i, r in enumerate(rs):
-            c = best_so_far(r.rows)
-            curves[i, :len(c)] = c
-            curves[i, len(c):] = c[-1] if len(c) else np.nan  # a finished run keeps its best
+        # a finished run keeps its best
+        curves = np.array([np.pad(best_so_far(r.rows), (0, n - len(r.rows)), mode="edge") for r in rs])
         mean = np.nanmean(curves, axis=0)
         label = f"{agent} ({target})" if len({t for _, t in groups}) > 1 else agent
         if len(rs) > 1:
@@ -368,7 +346,7 @@ def plot_curves(runs: Sequence[RunResult]) -> Any:
     if np.isfinite(lo) and np.isfinite(hi) and hi > lo:
         ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
     ax.legend(fontsize=8, loc="lower right")
-    return fig
+    return ax.figure
 
 
 def plot_pareto(runs: Sequence[RunResult]) -> Any | None:
@@ -379,8 +357,7 @@ def plot_pareto(runs: Sequence[RunResult]) -> Any | None:
         return None
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
-    ax = fig.subplots()
+    ax = Figure(figsize=(7.5, 4.8), layout="constrained").subplots()
     metric = str(mo[0].pareto.get("metric") or "macs_ratio")  # type: ignore[union-attr]
     colors = _colors(len(mo) + 8)
     for color, r in zip(colors, mo):
@@ -400,10 +377,7 @@ def plot_pareto(runs: Sequence[RunResult]) -> Any | None:
                        label=f"{name}: Pareto front ({len(front)})")
     markers = "o^sDvP*Xh"
     so = [r for r in runs if not r.multi_objective and r.best_accuracy is not None and metric in r.achieved]
-    by_agent: dict[str, list[RunResult]] = {}
-    for r in so:
-        by_agent.setdefault(r.agent, []).append(r)
-    for i, (agent, rs) in enumerate(by_agent.items()):
+    for i, (agent, rs) in enumerate(_by_key(so, lambda r: r.agent).items()):
         ax.scatter([r.achieved[metric] for r in rs], [r.best_accuracy for r in rs], s=55,
                    marker=markers[i % len(markers)], color=colors[(len(mo) + i) % len(colors)], edgecolor="k",
                    lw=0.6, zorder=4, label=f"{agent} (budget {rs[0].target})")
@@ -416,18 +390,13 @@ def plot_pareto(runs: Sequence[RunResult]) -> Any | None:
     ax.set_title("accuracy vs cost: multi-objective front and single-objective results", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    return fig
+    return ax.figure
 
 
 def plot_policies(runs: Sequence[RunResult]) -> Any | None:
     """The best policy of each single-objective agent and budget, side by side per layer."""
-    best: dict[tuple[str, str], RunResult] = {}
-    for r in runs:
-        if r.multi_objective or r.policy is None:
-            continue
-        cur = best.get(r.key)
-        if cur is None or (r.best_reward or -math.inf) > (cur.best_reward or -math.inf):
-            best[r.key] = r
+    best = {k: max(rs, key=lambda r: r.best_reward or -math.inf)
+            for k, rs in _by_key(r for r in runs if not r.multi_objective and r.policy is not None).items()}
     if not best:
         return None
     ref = next(iter(best.values())).policy

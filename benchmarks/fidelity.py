@@ -30,7 +30,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from benchmarks.harness import changed_keys, fmt, loadavg, machine_info, md_tabl
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_PROXIES", "FidelityConfig", "run_fidelity", "rank_stats", "render_markdown"]
+__all__ = ["DEFAULT_PROXIES", "FidelityConfig", "run_fidelity", "rank_stats", "rank_cells", "render_markdown"]
 
 #: policies within this fraction under the budget count as "near the budget"
 NEAR = 0.10
@@ -84,6 +84,14 @@ def rank_stats(score: Sequence[float], truth: Sequence[float]) -> dict[str, floa
     out["pearson"] = float(pearsonr(s, t).statistic)
     out["top3"] = int(len(set(np.argsort(-s, kind="stable")[:3]) & set(np.argsort(-t, kind="stable")[:3])))
     return out
+
+
+def rank_cells(p: Mapping[str, Any]) -> list[str]:
+    """Table cells of one proxy's :func:`analyse` entry: Spearman, Kendall, Pearson and the top-3 overlap
+    over all policies, and Spearman near the budget."""
+    st = p["all"]
+    return [fmt(st["spearman"]), fmt(st["kendall"]), fmt(st["pearson"]), f"{fmt(st['top3'], 'd')}/3",
+            fmt(p["near_budget"]["spearman"])]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -146,26 +154,28 @@ class _Study:
         return best
 
     def sample(self) -> list[dict[str, Any]]:
+        from amc.compress import check_policy_matches
+
         path = self.out / "policies.json"
         if path.is_file():
             return json.loads(path.read_text())["policies"]
         cfg = self.cfg
+        rows: list[dict[str, Any]] = []
+
+        def add(source: str, pol: Policy) -> None:
+            rows.append({"id": f"p{len(rows):02d}", "source": source, "policy": pol.to_dict(),
+                         "achieved": dict(pol.achieved)})
+
         env = self._env(0.0)
-        rows = [{"id": "p00", "source": "uniform", "policy": self._uniform(env).to_dict()}]
+        add("uniform", self._uniform(env))
         renv = self._env(cfg.budget_band) if cfg.budget_band > 0 else env
         rng = np.random.default_rng(cfg.seed)
         for _ in range(1, max(1, cfg.policies - len(cfg.runs))):
-            pol, _ = self._episode(renv, rng.random(renv.n_decisions))
-            rows.append({"id": f"p{len(rows):02d}", "source": "random", "policy": pol.to_dict()})
-        from amc.compress import check_policy_matches
-
+            add("random", self._episode(renv, rng.random(renv.n_decisions))[0])
         for run in cfg.runs:
-            p = Path(run) / "best_policy.json"
-            pol = Policy.load(p)
+            pol = Policy.load(Path(run) / "best_policy.json")
             check_policy_matches(pol, self.pruner)
-            rows.append({"id": f"p{len(rows):02d}", "source": str(run), "policy": pol.to_dict()})
-        for r in rows:
-            r["achieved"] = dict(Policy.from_dict(r["policy"]).achieved)
+            add(str(run), pol)
         atomic_write_json(path, {"policies": rows})
         return rows
 
@@ -194,10 +204,9 @@ class _Study:
         if dtype is not None and x_all.dim() == 4:
             model = model.to(memory_format=torch.channels_last)
             x_all = x_all.contiguous(memory_format=torch.channels_last)
-        out = []
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            for i in range(0, len(y_all), 500):
-                out.append((model(x_all[i:i + 500]).argmax(1) == y_all[i:i + 500]).cpu())
+            out = [(model(x_all[i:i + 500]).argmax(1) == y_all[i:i + 500]).cpu()
+                   for i in range(0, len(y_all), 500)]
         return torch.cat(out).numpy()
 
     def scorers(self) -> list[tuple[str, str, int, str]]:
@@ -206,10 +215,8 @@ class _Study:
         out = [(p, p, cfg.calibration_size, "fp32") for p in cfg.proxies]
         out += [(f"{p}@{prec}", p, cfg.calibration_size, prec) for prec in cfg.eval_precisions if prec != "fp32"
                 for p in cfg.proxies]
-        for proxy in ("bn", "reconstruct"):
-            if proxy in cfg.proxies:
-                out += [(f"{proxy}#cal{n}", proxy, int(n), "fp32") for n in cfg.calibration_sizes
-                        if int(n) != cfg.calibration_size]
+        out += [(f"{proxy}#cal{n}", proxy, int(n), "fp32") for proxy in ("bn", "reconstruct")
+                if proxy in cfg.proxies for n in cfg.calibration_sizes if int(n) != cfg.calibration_size]
         return out
 
     def score(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -312,8 +319,8 @@ def analyse(cfg: FidelityConfig, rows: list[dict[str, Any]], scores: dict[str, A
     for proxy in ("bn", "reconstruct"):
         if proxy not in scores:
             continue
-        rows_ = {scores[proxy]["calibration_size"]: proxy}
-        rows_.update({s["calibration_size"]: k for k, s in scores.items() if k.startswith(f"{proxy}#cal")})
+        rows_ = {scores[proxy]["calibration_size"]: proxy,
+                 **{s["calibration_size"]: k for k, s in scores.items() if k.startswith(f"{proxy}#cal")}}
         if len(rows_) > 1:
             out["calibration_sizes"][proxy] = {
                 str(n): {"spearman": out["proxies"][k]["all"]["spearman"],
@@ -349,18 +356,12 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"{doc['loadavg_start']} at the start, {doc['loadavg_end']} at the end; threads: {doc['machine']['threads']}.",
         "",
     ]
-
-    def stats(st: dict[str, Any], near: dict[str, Any]) -> list[str]:
-        return [fmt(st["spearman"]), fmt(st["kendall"]), fmt(st["pearson"]), f"{fmt(st['top3'], 'd')}/3",
-                fmt(near["spearman"])]
-
-    rows = [[key, *stats(p["all"], p["near_budget"]), "{:.1f}-{:.1f}".format(*p["score_range"]),
+    rows = [[key, *rank_cells(p), "{:.1f}-{:.1f}".format(*p["score_range"]),
              f"{p['seconds_per_policy']:.2f} ({p['build_s']:.2f} + {p['eval_s']:.2f})", p["top_pick"]]
             for key, p in a["proxies"].items()]
     pr = a.get("params_ratio")
     if pr:
-        rows.append(["params ratio (no model: a reference)", *stats(pr["all"], pr["near_budget"]), "-", "0",
-                     "-"])
+        rows.append(["params ratio (no model: a reference)", *rank_cells(pr), "-", "0", "-"])
     lines += md_table(["proxy", "Spearman", "Kendall", "Pearson", "top-3 overlap", "Spearman near",
                        "scores (%)", "s / policy (build + eval)", "top pick"], rows)
     if a["val_sizes"]:

@@ -35,8 +35,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-__all__ = ["TIMING_KEYS", "TimedEnv", "episode_split", "evaluations_to_within", "mean_std", "md_table", "fmt",
-           "changed_keys", "loadavg", "machine_info", "read_result", "stage", "Experiment", "search_once"]
+__all__ = ["TIMING_KEYS", "TimedEnv", "episode_split", "evaluations_to_within", "stats", "mean_std", "pm",
+           "md_table", "fmt", "changed_keys", "loadavg", "machine_info", "read_result", "stage", "Experiment",
+           "search_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,13 +130,21 @@ def evaluations_to_within(episodes_csv: str | os.PathLike, points: float = 0.5) 
     return int(np.argmax(best >= best[-1] - points)) + 1
 
 
+def stats(values: Iterable[Any]) -> dict[str, Any]:
+    """``mean``, sample ``std`` (0 for one value), ``n``, ``min`` and ``max`` of the values not None."""
+    v = [float(x) for x in values if x is not None]
+    if not v:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v),
+            "min": min(v), "max": max(v)}
+
+
 def mean_std(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, float | None]:
     """``{key: mean, key_std: sample std (0 for one run)}`` over the runs that have ``key``."""
     out: dict[str, float | None] = {}
     for k in keys:
-        vals = [float(r[k]) for r in runs if r.get(k) is not None]
-        out[k] = statistics.fmean(vals) if vals else None
-        out[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
+        st = stats(r.get(k) for r in runs)
+        out[k], out[f"{k}_std"] = st["mean"], st["std"]
     return out
 
 
@@ -147,6 +156,13 @@ def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], *, ignore: Iter
 def fmt(v: Any, spec: str = ".2f") -> str:
     """``v`` formatted by ``spec``, or ``-`` for None, NaN and infinities (table cells)."""
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def pm(st: Mapping[str, Any], spec: str = ".2f") -> str:
+    """A :func:`stats` entry as ``mean ± std`` (the mean alone for one value, ``-`` for none)."""
+    if st.get("n", 0) > 1:
+        return f"{fmt(st['mean'], spec)} ± {fmt(st['std'], spec)}"
+    return fmt(st.get("mean"), spec)
 
 
 def md_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:

@@ -27,7 +27,8 @@ from typing import Any
 
 from amc.errors import AmcError
 from amc.utils import atomic_write_json, atomic_write_text
-from benchmarks.harness import md_table, mean_std
+from benchmarks.fidelity import rank_cells
+from benchmarks.harness import md_table, pm, stats
 from benchmarks.suite import collect_finetunes, compression_table, speed_table
 
 __all__ = ["RENDERERS", "render", "update", "main"]
@@ -55,12 +56,9 @@ def _kib(n: float) -> str:
     return f"{n / 1024:.1f} KiB"
 
 
-def _pm(runs: Sequence[Mapping[str, Any]], key: str, fmt: str = ".2f") -> str:
+def _pm(runs: Sequence[Mapping[str, Any]], key: str) -> str:
     """``mean ± std`` of ``key`` over ``runs`` (the mean alone for one run)."""
-    stats, n = mean_std(runs, (key,)), sum(1 for r in runs if r.get(key) is not None)
-    if not n:
-        return "-"
-    return f"{stats[key]:{fmt}}" if n < 2 else f"{stats[key]:{fmt}} ± {stats[f'{key}_std']:{fmt}}"
+    return pm(stats(r.get(key) for r in runs))
 
 
 @renderer("deep-compression")
@@ -93,19 +91,12 @@ def _slimming(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
 def _fidelity(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     """``amc fidelity``'s rank correlations, one row per proxy at its default settings (fp32)."""
     a = doc["analysis"]
-    rows = []
-    for name, p in a["proxies"].items():
-        if "@" in name or "#" in name:  # the precision and calibration variants have tables of their own
-            continue
-        lo, hi = p["score_range"]
-        rows.append([f"`{name}`", f"{p['all']['spearman']:.2f}", f"{p['all']['kendall']:.2f}",
-                     f"{p['all']['pearson']:.2f}", f"{p['all']['top3']}/3", f"{p['near_budget']['spearman']:.2f}",
-                     f"{lo:.1f}-{hi:.1f}", f"{p['build_s']:.2f} + {p['eval_s']:.2f}"])
-    pr = a.get("params_ratio")
-    if pr:
-        rows.append(["params ratio alone (no model)", f"{pr['all']['spearman']:.2f}", f"{pr['all']['kendall']:.2f}",
-                     f"{pr['all']['pearson']:.2f}", f"{pr['all']['top3']}/3", f"{pr['near_budget']['spearman']:.2f}",
-                     "-", "0"])
+    # the precision (@) and calibration (#) variants have tables of their own
+    rows = [[f"`{name}`", *rank_cells(p), "{:.1f}-{:.1f}".format(*p["score_range"]),
+             f"{p['build_s']:.2f} + {p['eval_s']:.2f}"]
+            for name, p in a["proxies"].items() if "@" not in name and "#" not in name]
+    if a.get("params_ratio"):
+        rows.append(["params ratio alone (no model)", *rank_cells(a["params_ratio"]), "-", "0"])
     return md_table(["proxy", "Spearman", "Kendall", "Pearson", "top-3 overlap", "Spearman within 10 % of the"
                      " budget", "score range (%)", "s / policy: build + eval"], rows)
 

@@ -82,9 +82,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FORMAT = "amc-bench"
-RESULTS_VERSION = 1
-
 #: published results quoted in ``/work/shared/design/REFERENCE.md`` (top-1 %, CIFAR-10, 50% MACs)
 PUBLISHED: list[dict[str, Any]] = [
     {"source": "AMC (He et al., ECCV 2018), quoted by Distiller's README", "model": "ResNet-56",
@@ -187,16 +184,18 @@ class _Bench:
             shutil.copyfile(src, snap)
         atomic_write_json(cfg_path, {"config": cfg.to_dict(), "checkpoint_sha256": sha})
         self.checkpoint_path = snap
-        self.checkpoint_sha256 = sha
 
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.base, ckpt = load_checkpoint(snap, device=self.device)
         self.base.eval()
-        self.ckpt_info = {k: ckpt.get(k) for k in ("model_spec", "metrics", "data")}
-        self.ckpt_info["train_state_epoch"] = (ckpt.get("train_state") or {}).get("epoch")
-        self.ckpt_info["config_epochs"] = (ckpt.get("config") or {}).get("epochs")
+        self.spec = ckpt.get("model_spec")
+        self.model_info = {"name": (self.spec or {}).get("name"), "spec": self.spec or {},
+                           "checkpoint": cfg.checkpoint, "snapshot": str(snap), "sha256": sha,
+                           "checkpoint_metrics": ckpt.get("metrics"),
+                           "trained_epochs": (ckpt.get("train_state") or {}).get("epoch"),
+                           "planned_epochs": (ckpt.get("config") or {}).get("epochs")}
         data = ckpt.get("data") or {}
         self.dataset = (cfg.dataset or data.get("dataset") or "").lower()
         if not self.dataset:
@@ -217,20 +216,15 @@ class _Bench:
         self.val_data = self.splits.tensors("val", device=self.device, limit=self.n_val)
         self.test_data = self.splits.tensors("test", device=self.device, limit=self.n_test)
         self.example = self.val_data[0][:1]
-        self.input_shape = tuple(int(s) for s in self.example.shape[1:])
         self.pruner = Pruner(self.base, self.example, seed=cfg.seed)
-        self.spec = self.ckpt_info.get("model_spec")
 
     def _clear(self) -> None:
-        out = self.out
-        if not out.is_dir():
-            return
-        for p in out.iterdir():
-            if p.is_dir() and (p.name.startswith("search-") or p.name.startswith("finetune-")):
+        for p in [*self.out.glob("search-*"), *self.out.glob("finetune-*")]:
+            if p.is_dir():
                 shutil.rmtree(p)
-            elif p.name in ("bench_config.json", "checkpoint.pt", "base.json", "latency.json", "results.json",
-                            "report.md"):
-                p.unlink()
+        for name in ("bench_config.json", "checkpoint.pt", "base.json", "latency.json", "results.json",
+                     "report.md"):
+            (self.out / name).unlink(missing_ok=True)
 
     def evaluate(self, model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> float:
         from amc.training import evaluate
@@ -254,48 +248,35 @@ class _Bench:
         return doc
 
     # ------------------------------------------------------------- (a) searches
-    def search_config(self, agent: str, run_dir: Path) -> Any:
-        from agents import AGENTS, OptunaAgent, SearchConfig, UniformAgent
-
-        cfg = self.cfg
-        cls = AGENTS.get(agent)
-        episodes, agent_kwargs = cfg.episodes, {}
-        if issubclass(cls, UniformAgent):
-            episodes = cfg.uniform_max_evaluations
-        elif issubclass(cls, OptunaAgent):
-            agent_kwargs["n_startup_trials"] = cfg.warmup  # the same random start as DDPG's warm-up
-        env_kwargs = {"eval_limit": self.n_val} if self.n_val < len(self.splits.val) else {}
-        return SearchConfig(
-            checkpoint=str(self.checkpoint_path), dataset=self.dataset, data_dir=self.data_dir,
-            val_size=self.val_size, data_seed=self.data_seed, target=cfg.target, lbound=cfg.lbound,
-            round_to=cfg.round_to, importance=cfg.importance, reconstruct=cfg.reconstruct or None,
-            proxy=cfg.proxy, calibration_size=cfg.calibration_size, budget_band=cfg.budget_band,
-            eval_precision=cfg.eval_precision, agent=agent,
-            episodes=episodes, warmup=cfg.warmup, seed=cfg.seed, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs,
-            run_dir=str(run_dir), device=str(self.device), threads=cfg.threads)
-
     def search_stage(self, agent: str) -> dict[str, Any]:
-        from agents import run_search
+        from agents import AGENTS, OptunaAgent, SearchConfig, UniformAgent, run_search
         from agents._recorder import read_episodes
 
+        cfg, cls = self.cfg, AGENTS.get(agent)
         run_dir = self.out / f"search-{_safe(agent)}"
         summary = read_result(run_dir / "summary.json")
         timing = read_result(run_dir / "timing.json")
         done = summary is not None and not summary.get("interrupted") and timing is not None
         self.executed[f"search-{agent}"] = not done
         if not done:
-            scfg = self.search_config(agent, run_dir)
             has_ckpt = (run_dir / "checkpoint").is_dir()
-            scfg.resume = has_ckpt
-            scfg.overwrite = not has_ckpt and run_dir.exists()
+            scfg = SearchConfig(
+                checkpoint=str(self.checkpoint_path), dataset=self.dataset, data_dir=self.data_dir,
+                val_size=self.val_size, data_seed=self.data_seed, target=cfg.target, lbound=cfg.lbound,
+                round_to=cfg.round_to, importance=cfg.importance, reconstruct=cfg.reconstruct or None,
+                proxy=cfg.proxy, calibration_size=cfg.calibration_size, budget_band=cfg.budget_band,
+                eval_precision=cfg.eval_precision, agent=agent, warmup=cfg.warmup, seed=cfg.seed,
+                episodes=cfg.uniform_max_evaluations if issubclass(cls, UniformAgent) else cfg.episodes,
+                # the Optuna samplers start with as many random trials as DDPG's warm-up
+                agent_kwargs={"n_startup_trials": cfg.warmup} if issubclass(cls, OptunaAgent) else {},
+                env_kwargs={"eval_limit": self.n_val} if self.n_val < len(self.splits.val) else {},
+                run_dir=str(run_dir), device=str(self.device), threads=cfg.threads,
+                resume=has_ckpt, overwrite=not has_ckpt and run_dir.exists())
             records: list[dict[str, float]] = []
-
-            def factory(*args: Any, **kwargs: Any) -> TimedEnv:
-                return TimedEnv(CompressionEnv(*args, **kwargs), records)
-
             with stage(f"search-{agent}", self.stages):
                 t0 = time.perf_counter()
-                summary = run_search(scfg, progress=self.progress or None, env_factory=factory)
+                summary = run_search(scfg, progress=self.progress or None,
+                                     env_factory=lambda *a, **k: TimedEnv(CompressionEnv(*a, **k), records))
                 wall = time.perf_counter() - t0
             if summary.get("interrupted"):
                 raise KeyboardInterrupt(f"search {agent} interrupted")
@@ -398,17 +379,15 @@ class _Bench:
             return doc
         self.executed["latency"] = True
         with stage("latency", self.stages):
-            models = {"uncompressed": self.base}
-            for agent, search in searches.items():
-                models[agent] = self.compressed(search)[0]
+            models = {"uncompressed": self.base, **{a: self.compressed(s)[0] for a, s in searches.items()}}
             cpu = {name: m.to("cpu").eval() for name, m in models.items()}
             rounds: dict[str, dict[int, list[dict[str, Any]]]] = {n: {b: [] for b in cfg.latency_batches}
                                                                   for n in cpu}
             for _ in range(cfg.latency_rounds):  # interleaved: load drift hits every model alike
                 for b in cfg.latency_batches:
                     for name, m in cpu.items():
-                        r = measure_latency(m, self.input_shape, batch_size=b, threads=cfg.latency_threads,
-                                            warmup=3 if b > 1 else 10, repeats=5,
+                        r = measure_latency(m, tuple(self.example.shape[1:]), batch_size=b, repeats=5,
+                                            warmup=3 if b > 1 else 10, threads=cfg.latency_threads,
                                             min_time_s=cfg.latency_min_time_s, device="cpu")
                         rounds[name][b].append(r.to_dict())
             results = {
@@ -496,31 +475,27 @@ def run_benchmark(cfg: BenchConfig, *, out_dir: str | os.PathLike, overwrite: bo
     bench.prepare(overwrite=overwrite)
     base = bench.base_stage()
     searches = {agent: bench.search_stage(agent) for agent in cfg.agents}
-    methods = []
-    for agent, search in searches.items():
-        doc = bench.finetune_stage(agent, search)
-        s = search["summary"]
-        n_eval = int(s.get("evaluations") or len(search["timing"].get("records") or []) or s.get("episodes") or 0)
-        methods.append({**doc, "evaluations": n_eval, "episodes": s.get("episodes"),
-                        "single_policy": bool(s.get("profile")), "search_val_top1": s.get("best_accuracy"),
-                        "search_wall_s": s.get("wall_time_s"), "achieved": s.get("achieved", {})})
+    finetuned = {agent: bench.finetune_stage(agent, search) for agent, search in searches.items()}
     latency = bench.latency_stage(searches)
     lat = latency["results"]
-    for m in methods:
-        m["latency_ms"] = {b: r["median_ms"] for b, r in lat.get(m["agent"], {}).items()}
-        m["speedup"] = {b: lat["uncompressed"][b]["median_ms"] / ms for b, ms in m["latency_ms"].items() if ms > 0}
-    speed = {}
+    methods, speed = [], {}
     for agent, search in searches.items():
-        tm = search["timing"]
+        s, tm = search["summary"], search["timing"]
         records = tm.get("records") or []
+        ms = {b: r["median_ms"] for b, r in lat.get(agent, {}).items()}
+        n_eval = int(s.get("evaluations") or len(records) or s.get("episodes") or 0)
+        methods.append({**finetuned[agent], "evaluations": n_eval, "episodes": s.get("episodes"),
+                        "single_policy": bool(s.get("profile")), "search_val_top1": s.get("best_accuracy"),
+                        "search_wall_s": s.get("wall_time_s"), "achieved": s.get("achieved", {}),
+                        "latency_ms": ms,
+                        "speedup": {b: lat["uncompressed"][b]["median_ms"] / v for b, v in ms.items() if v}})
         speed[agent] = {"evaluations": len(records), "wall_s": tm.get("wall_s"), "setup_s": tm.get("setup_s"),
                         "resumed": tm.get("resumed"), "loadavg": tm.get("loadavg"),
                         "split": episode_split(records, tm.get("phases")),
                         "evaluations_to_within_0.5": evaluations_to_within(Path(search["run_dir"]) / "episodes.csv")}
-    spec = bench.spec or {}
     results: dict[str, Any] = {
-        "format": RESULTS_FORMAT,
-        "version": RESULTS_VERSION,
+        "format": "amc-bench",
+        "version": 1,
         "command": command,
         "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "config": cfg.to_dict(),
@@ -530,11 +505,7 @@ def run_benchmark(cfg: BenchConfig, *, out_dir: str | os.PathLike, overwrite: bo
             "latency_threads": cfg.latency_threads, "device": str(bench.device),
             "loadavg_start": load_start, "loadavg_end": loadavg(),
         },
-        "model": {"name": spec.get("name"), "spec": spec, "checkpoint": cfg.checkpoint,
-                  "snapshot": str(bench.checkpoint_path), "sha256": bench.checkpoint_sha256,
-                  "checkpoint_metrics": bench.ckpt_info.get("metrics"),
-                  "trained_epochs": bench.ckpt_info.get("train_state_epoch"),
-                  "planned_epochs": bench.ckpt_info.get("config_epochs")},
+        "model": bench.model_info,
         "data": {"dataset": bench.dataset, "data_dir": bench.data_dir, "val_size": bench.val_size,
                  "data_seed": bench.data_seed, "reward_val_images": bench.n_val, "test_images": bench.n_test,
                  "test_split_images": len(bench.splits.test), "train_images": len(bench.splits.train),
@@ -633,16 +604,9 @@ def _extras_section(extras: Mapping[str, Any], out_hint: str) -> list[str]:
     lines.append("")
     tr = extras.get("transfer")
     if tr:
-        data = tr["data"]
-        lines += [f"Transfer, from `{tr['path']}` (`scripts/bench_transfer.py`):", ""]
-        rows = data.get("results") if isinstance(data, dict) else None
-        if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
-            cols = [k for k in rows[0] if isinstance(rows[0][k], (int, float, str)) or rows[0][k] is None][:10]
-            lines += md_table(cols, ([fmt(r.get(c), ".3f") if isinstance(r.get(c), float) else str(r.get(c))
-                                      for c in cols] for r in rows))
-        else:
-            text = json.dumps(data, indent=1, default=str)
-            lines += ["```json", text[:3000] + ("\n..." if len(text) > 3000 else ""), "```"]
+        text = json.dumps(tr["data"], indent=1, default=str)
+        lines += [f"Transfer, from `{tr['path']}` (`scripts/bench_transfer.py`):", "",
+                  "```json", text[:3000] + ("\n..." if len(text) > 3000 else ""), "```"]
     else:
         lines.append("transfer: not run here (`scripts/bench_transfer.py`, when present, writing "
                      f"`{out_hint}/transfer.json`).")
