@@ -40,7 +40,7 @@ from agents._recorder import read_episodes
 from amc.errors import AmcError
 from amc.policy import Policy
 from amc.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
-from benchmarks.harness import fmt, md_table, pm, stats
+from benchmarks.harness import fmt, md_table, pm, read_result, stats
 
 __all__ = ["RunResult", "load_run", "find_runs", "compare_runs", "group_runs", "best_so_far", "markdown_table",
            "front_accuracy", "policy_accuracy"]
@@ -113,9 +113,6 @@ def load_run(run_dir: str | os.PathLike) -> RunResult:
             policy = Policy.load(run_dir / "best_policy.json")
         except AmcError as e:
             logger.warning("%s: best_policy.json unreadable (%s); its policy is left out", run_dir, e)
-    pareto = None
-    if (run_dir / "pareto.json").is_file():
-        pareto = json.loads((run_dir / "pareto.json").read_text())
     episodes = int(s.get("episodes") or len(rows))
     evaluations = s.get("evaluations")
     achieved = {k: float(v) for k, v in (s.get("achieved") or {}).items() if _num(v) is not None}
@@ -125,7 +122,7 @@ def load_run(run_dir: str | os.PathLike) -> RunResult:
         evaluations=int(evaluations) if evaluations is not None else len(rows) or episodes, episodes=episodes,
         best_accuracy=_num(s.get("best_accuracy")), best_reward=_num(s.get("best_reward")),
         base_accuracy=_num(s.get("base_accuracy")), achieved=achieved, wall_time_s=_num(s.get("wall_time_s")),
-        rows=rows, policy=policy, pareto=pareto,
+        rows=rows, policy=policy, pareto=read_result(run_dir / "pareto.json"),
     )
 
 
@@ -335,8 +332,7 @@ def plot_curves(runs: Sequence[RunResult]) -> Any:
     base = [r.base_accuracy for r in single if r.base_accuracy is not None]
     if base:
         ax.axhline(float(np.mean(base)), color="gray", ls=":", lw=1, label="uncompressed")
-    ax.set_xlabel("evaluations (env episodes)")
-    ax.set_ylabel("best-so-far val top-1 (%)")
+    ax.set(xlabel="evaluations (env episodes)", ylabel="best-so-far val top-1 (%)")
     ax.set_title("search progress (mean, ±1 std over seeds)", fontsize=10)
     ax.grid(alpha=0.3)
     # the interesting range: from where the curves are after the first 5 % of the evaluations
@@ -385,8 +381,7 @@ def plot_pareto(runs: Sequence[RunResult]) -> Any | None:
                       if "=" in t and t.split("=", 1)[0] + "_ratio" == metric})
     for t in targets:
         ax.axvline(t, color="gray", ls="--", lw=0.8)
-    ax.set_xlabel(metric.replace("_", " ") + " (of the uncompressed model)")
-    ax.set_ylabel("val top-1 (%)")
+    ax.set(xlabel=metric.replace("_", " ") + " (of the uncompressed model)", ylabel="val top-1 (%)")
     ax.set_title("accuracy vs cost: multi-objective front and single-objective results", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")

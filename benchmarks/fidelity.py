@@ -132,28 +132,24 @@ class _Study:
         x, y = self.val
         return CompressionEnv(self.base, self.splits, ecfg, model_spec=self.spec, val_data=(x[:8], y[:8]))
 
-    @staticmethod
-    def _episode(env: Any, actions: Sequence[float]) -> tuple[Policy, list[float]]:
-        from agents._base import play_episode
-
-        info = play_episode(env, actions)
-        return info["policy"], info["actions"]
-
     def _uniform(self, env: Any) -> Policy:
         """The largest equal action the env applies unclipped (bisection; feasibility is monotone)."""
+        from agents._base import play_episode
+
         n = env.n_decisions
         lo, hi = 0.0, 1.0
-        best = self._episode(env, [0.0] * n)[0]
+        best = play_episode(env, [0.0] * n)["policy"]
         for _ in range(20):
             mid = 0.5 * (lo + hi)
-            pol, acts = self._episode(env, [mid] * n)
-            if all(abs(a - mid) < 1e-6 for a in acts):
-                lo, best = mid, pol
+            info = play_episode(env, [mid] * n)
+            if all(abs(a - mid) < 1e-6 for a in info["actions"]):
+                lo, best = mid, info["policy"]
             else:
                 hi = mid
         return best
 
     def sample(self) -> list[dict[str, Any]]:
+        from agents._base import play_episode
         from amc.compress import check_policy_matches
 
         path = self.out / "policies.json"
@@ -171,7 +167,7 @@ class _Study:
         renv = self._env(cfg.budget_band) if cfg.budget_band > 0 else env
         rng = np.random.default_rng(cfg.seed)
         for _ in range(1, max(1, cfg.policies - len(cfg.runs))):
-            add("random", self._episode(renv, rng.random(renv.n_decisions))[0])
+            add("random", play_episode(renv, rng.random(renv.n_decisions))["policy"])
         for run in cfg.runs:
             pol = Policy.load(Path(run) / "best_policy.json")
             check_policy_matches(pol, self.pruner)
@@ -392,17 +388,15 @@ def plot(doc: dict[str, Any], out: Path) -> list[str]:
 
     a = doc["analysis"]
     truth = [p["ft_val_top1"] for p in a["policies"]]
+    colors = ["tab:red" if q["source"] == "uniform" else "tab:blue" for q in a["policies"]]
     files = []
     for key, p in a["proxies"].items():
         if "#" in key or "@" in key:
             continue
-        scores = [q[f"score_{key}"] for q in a["policies"]]
         fig = Figure(figsize=(4.5, 3.6), layout="constrained")
         ax = fig.add_subplot()
-        colors = ["tab:red" if q["source"] == "uniform" else "tab:blue" for q in a["policies"]]
-        ax.scatter(scores, truth, c=colors, s=22)
-        ax.set_xlabel(f"score: val top-1 with proxy {key} (%)")
-        ax.set_ylabel("val top-1 after fine-tuning (%)")
+        ax.scatter([q[f"score_{key}"] for q in a["policies"]], truth, c=colors, s=22)
+        ax.set(xlabel=f"score: val top-1 with proxy {key} (%)", ylabel="val top-1 after fine-tuning (%)")
         ax.set_title(f"{key}: Spearman {fmt(p['all']['spearman'])}, Kendall {fmt(p['all']['kendall'])}",
                      fontsize=10)
         ax.grid(alpha=0.3)

@@ -187,14 +187,14 @@ def machine_info() -> dict[str, Any]:
 
 
 def read_result(path: Path) -> dict[str, Any] | None:
-    """A stage's earlier result (a JSON mapping), or ``None`` when it is missing or unreadable (the
+    """A JSON mapping, e.g. a stage's earlier result, or ``None`` when it is missing or unreadable (a
     stage then runs again)."""
     if not path.is_file():
         return None
     try:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        logger.warning("ignoring unreadable %s (%s); redoing that stage", path, e)
+        logger.warning("ignoring unreadable %s (%s)", path, e)
         return None
     return doc if isinstance(doc, dict) else None
 

@@ -42,14 +42,6 @@ DOCUMENTS = (RESULTS_MD, ROOT / "README.md")
 _BLOCK = re.compile(r"(<!-- results: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
 Renderer = Callable[[Any, Sequence[str]], list[str]]
-RENDERERS: dict[str, Renderer] = {}
-
-
-def renderer(name: str) -> Callable[[Renderer], Renderer]:
-    def register(fn: Renderer) -> Renderer:
-        RENDERERS[name] = fn
-        return fn
-    return register
 
 
 def _kib(n: float) -> str:
@@ -61,7 +53,6 @@ def _pm(runs: Sequence[Mapping[str, Any]], key: str) -> str:
     return pm(stats(r.get(key) for r in runs))
 
 
-@renderer("deep-compression")
 def _deep_compression(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     """The stage table of one model of ``scripts/deep_compression_report.py``'s JSON."""
     (name,) = args
@@ -75,7 +66,6 @@ def _deep_compression(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     return md_table(["stage", "file", "x file", "weights", "x float32 w", "test top-1"], rows)
 
 
-@renderer("slimming")
 def _slimming(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     """``scripts/bench_slimming.py``'s arms."""
     rows = []
@@ -87,7 +77,6 @@ def _slimming(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
                      "pruned, fine-tuned test top-1"], rows)
 
 
-@renderer("fidelity")
 def _fidelity(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     """``amc fidelity``'s rank correlations, one row per proxy at its default settings (fp32)."""
     a = doc["analysis"]
@@ -101,7 +90,6 @@ def _fidelity(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
                      " budget", "score range (%)", "s / policy: build + eval"], rows)
 
 
-@renderer("bench")
 def _bench(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     """``amc bench``'s results.json: ``compression`` (section a) or ``speed`` (section b)."""
     (part,) = args
@@ -110,7 +98,6 @@ def _bench(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     return compression_table(doc) if part == "compression" else speed_table(doc)
 
 
-@renderer("finetunes")
 def _finetunes(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     """Per method, the fine-tuned test top-1 of each seed and their mean ± std
     (:func:`benchmarks.suite.collect_finetunes`'s JSON)."""
@@ -125,7 +112,6 @@ def _finetunes(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
                     "mean ± std"], rows)
 
 
-@renderer("quant")
 def _quant(doc: Any, args: Sequence[str]) -> list[str]:
     """``scripts/bench_quant.py``, one JSON per seed (several files merge): part ``a`` (mixed
     precision vs uniform bits at one size budget, before and after the short fine-tune) or ``b``
@@ -147,6 +133,12 @@ def _quant(doc: Any, args: Sequence[str]) -> list[str]:
         rows.append([name, str(len(rs)), str(rs[0]["evaluations"]), *ratios, *cells])
     head = ["method", "seeds", "evaluations", "BitOps", "MACs", "size", "best val top-1"]
     return md_table(head + (["test top-1", "test top-1 after the fine-tune"] if tuned else []), rows)
+
+
+#: the table renderers, by the name a marker gives
+RENDERERS: dict[str, Renderer] = {"deep-compression": _deep_compression, "slimming": _slimming,
+                                  "fidelity": _fidelity, "bench": _bench, "finetunes": _finetunes,
+                                  "quant": _quant}
 
 
 def _load(spec: str, docs: Path) -> tuple[Renderer, Any, list[str]]:

@@ -66,19 +66,13 @@ from benchmarks.harness import (
     loadavg,
     md_table,
     mean_std,
+    pm,
     read_result,
     stage,
 )
 from envs import CompressionEnv
 
-__all__ = [
-    "BenchConfig",
-    "PRESETS",
-    "PUBLISHED",
-    "run_benchmark",
-    "render_report",
-    "load_extras",
-]
+__all__ = ["BenchConfig", "PRESETS", "PUBLISHED", "run_benchmark", "render_report", "load_extras"]
 
 logger = logging.getLogger(__name__)
 
@@ -414,17 +408,13 @@ def load_extras(out_dir: str | os.PathLike, paths: Mapping[str, str] | None = No
     """
     out = Path(out_dir)
     candidates = {name: [out / f"{name}.json", Path("bench_out") / f"{name}.json", Path(f"bench_{name}.json")]
-                  for name in ("int8", "transfer")}
-    for name, p in (paths or {}).items():
-        candidates[name] = [Path(p)]
+                  for name in ("int8", "transfer")} | {name: [Path(p)] for name, p in (paths or {}).items()}
     found: dict[str, Any] = {}
     for name, files in candidates.items():
-        for f in filter(Path.is_file, files):
-            try:
-                found[name] = {"path": str(f), "data": json.loads(f.read_text())}
+        for f in files:
+            if (data := read_result(f)) is not None:
+                found[name] = {"path": str(f), "data": data}
                 break
-            except (OSError, json.JSONDecodeError) as e:
-                logger.warning("skipping %s results %s: %s", name, f, e)
     return found
 
 
@@ -444,14 +434,11 @@ def collect_finetunes(out_dir: str | os.PathLike) -> dict[str, Any]:
         s = json.loads(summary.read_text())
         agent = summary.parent.name.removeprefix("search-")
         runs = []
-        for i, seed in enumerate(cfg["ft_seeds"]):
-            run_dir = out / f"finetune-{_safe(agent)}"
-            metrics = (run_dir if i == 0 else run_dir / f"seed{seed}") / "metrics.json"
-            if metrics.is_file():
-                m = json.loads(metrics.read_text())
-                if m.get("test_top1") is not None:
-                    runs.append({"seed": seed, "val_top1": m.get("val_top1"), "test_top1": m["test_top1"],
-                                 "epochs": m.get("epochs")})
+        for i, seed in enumerate(cfg["ft_seeds"]):  # the first seed's run dir is the one-seed layout
+            m = read_result(out / f"finetune-{agent}" / (f"seed{seed}" if i else "") / "metrics.json") or {}
+            if m.get("test_top1") is not None:
+                runs.append({"seed": seed, "val_top1": m.get("val_top1"), "test_top1": m["test_top1"],
+                             "epochs": m.get("epochs")})
         methods.append({"agent": agent, "macs_ratio": s["achieved"]["macs_ratio"],
                         "params_ratio": s["achieved"]["params_ratio"], "search_val_top1": s["best_accuracy"],
                         "evaluations": s.get("evaluations", s.get("episodes")), "runs": runs})
@@ -558,9 +545,8 @@ def compression_table(results: Mapping[str, Any]) -> list[str]:
     for m in results["methods"]:
         ft = m.get("finetune") or {}
         ev = f"1 policy ({m['evaluations']} probes)" if m.get("single_policy") else str(m["evaluations"])
-        ft_test = fmt(ft.get("test_top1"))
-        if len(ft.get("seeds") or []) > 1:
-            ft_test += f" ± {fmt(ft.get('test_top1_std'))}"
+        ft_test = pm({"mean": ft.get("test_top1"), "std": ft.get("test_top1_std"),
+                      "n": len(ft.get("seeds") or [])})
         row = [m["agent"], ev, fmt(m["macs_ratio"], ".3f"), fmt(m["params_ratio"], ".3f"), fmt(m["val_top1"]),
                fmt(m["test_top1"]), ft_test, _delta(ft.get("test_top1"), base["test_top1"])]
         for b in batches:
@@ -618,14 +604,13 @@ def render_report(results: Mapping[str, Any]) -> str:
     cfg, env, data, model = results["config"], results["environment"], results["data"], results["model"]
     base = results["base"]
     name = model.get("name") or "model"
-    preset = cfg.get("preset") or "custom"
     ft = next((m["finetune"] for m in results["methods"] if m.get("finetune")), None)
+    preset = cfg.get("preset") or "custom"
     lines = [f"# amc benchmark: {name} on {data['dataset']} at {cfg['target']} ({preset})", ""]
     if results.get("command"):
         lines += ["```", results["command"], "```", ""]
-    trained = ""
-    if model.get("trained_epochs") is not None and model.get("planned_epochs"):
-        trained = f", trained {model['trained_epochs']} of {model['planned_epochs']} planned epochs"
+    trained = (f", trained {model['trained_epochs']} of {model['planned_epochs']} planned epochs"
+               if model.get("trained_epochs") is not None and model.get("planned_epochs") else "")
     lines += [
         f"- created {results['created']}; wall time of this call {results['wall_time_s']:.0f} s "
         f"(stages reused from an earlier call: {', '.join(k for k, v in results['computed_now'].items() if not v) or 'none'})",
