@@ -201,9 +201,8 @@ def front_accuracy(run: RunResult, target: str) -> float | None:
     key = metric + "_ratio" if metric != "latency" else "latency_ms"
     if run.pareto.get("metric") != key:
         return None
-    ok = [t["accuracy"] for t in run.pareto.get("trials") or [] if t.get(key) is not None
-          and t[key] <= float(ratio) + 1e-9]
-    return max(ok) if ok else None
+    return max((t["accuracy"] for t in run.pareto.get("trials") or []
+                if t.get(key) is not None and t[key] <= float(ratio) + 1e-9), default=None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,7 +265,6 @@ def policy_accuracy(run: RunResult, *, split: str = "test", device: str = "cpu",
     ``scoring`` records (the env's ``Pruner`` seed, reconstruction and calibration images). ``cache``
     shares datasets and models between runs. None when the run has no best policy.
     """
-    import torch
     import yaml
 
     from agents.search import SearchConfig
@@ -290,10 +288,9 @@ def policy_accuracy(run: RunResult, *, split: str = "test", device: str = "cpu",
         cache[mkey] = load_checkpoint(ckpt, device=device)[0].eval()
     model = cache[mkey]
     x, y = splits.tensors(split, device=device)
-    # built with autograd on (tracing the dependency graph needs it), evaluated without
+    # built with autograd on (tracing the dependency graph needs it); evaluate runs without
     compressed = apply_policy(model, run.policy, splits=splits, device=device, example_input=x[:1], check=False)
-    with torch.inference_mode():
-        return float(evaluate(compressed, (x, y), device=device))
+    return float(evaluate(compressed, (x, y), device=device))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -395,9 +392,8 @@ def plot_policies(runs: Sequence[RunResult]) -> Any | None:
     if not best:
         return None
     ref = next(iter(best.values())).policy
-    assert ref is not None
-    same = {k: r for k, r in best.items() if r.policy is not None
-            and [g.layers for g in r.policy.groups] == [g.layers for g in ref.groups]
+    same = {k: r for k, r in best.items()
+            if [g.layers for g in r.policy.groups] == [g.layers for g in ref.groups]
             and [ly.name for ly in r.policy.layers] == [ly.name for ly in ref.layers]}
     if len(same) < len(best):
         logger.warning("policies of other models/modes left out of the policy plot: %s",
@@ -420,9 +416,8 @@ def plot_policies(runs: Sequence[RunResult]) -> Any | None:
         names = ([g.layers[0] + (f" (+{len(g.layers) - 1})" if len(g.layers) > 1 else "") for g in ref.groups]
                  if keep else [ly.name for ly in ref.layers])
         for j, (k, r) in enumerate(same.items()):
-            pol = r.policy
-            assert pol is not None
             acc = "-" if r.best_accuracy is None else f"{r.best_accuracy:.2f}%"
+            pol = r.policy
             ax.bar(np.arange(len(names)) + (j - (len(same) - 1) / 2) * width,
                    [g.keep_ratio for g in pol.groups] if keep else [ly.w_bits or 32 for ly in pol.layers],
                    width=width, color=colors[j], label=f"{labels[k]}: {acc}" if keep else labels[k])
@@ -447,14 +442,8 @@ def _colors(n: int) -> list[Any]:
 # all together
 
 
-def compare_runs(
-    run_dirs: Sequence[str | os.PathLike],
-    *,
-    out_dir: str | os.PathLike,
-    tensorboard: bool = True,
-    test: bool = False,
-    device: str = "cpu",
-) -> dict[str, Any]:
+def compare_runs(run_dirs: Sequence[str | os.PathLike], *, out_dir: str | os.PathLike,
+                 tensorboard: bool = True, test: bool = False, device: str = "cpu") -> dict[str, Any]:
     """Compare the runs in ``run_dirs`` (see :func:`find_runs`) and write the report into ``out_dir``.
 
     :param test: also measure each best policy's top-1 on the test split (:func:`policy_accuracy`;
@@ -494,12 +483,9 @@ def compare_runs(
     if tensorboard:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(log_dir=str(out / "tb"))
-        try:
+        with SummaryWriter(log_dir=str(out / "tb")) as writer:
             for name, fig in figures.items():
                 writer.add_figure(f"compare/{name}", fig, global_step=0, close=True)
             writer.add_text("compare/table", md, global_step=0)
-        finally:
-            writer.close()
     logger.info("compared %d runs (%d groups) -> %s", len(runs), len(result["groups"]), out)
     return result

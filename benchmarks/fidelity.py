@@ -45,7 +45,7 @@ from amc.policy import Policy
 from amc.proxies import parse_proxy
 from amc.training import PRECISIONS
 from amc.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
-from benchmarks.harness import changed_keys, fmt, loadavg, machine_info, md_table
+from benchmarks.harness import changed_keys, fmt, loadavg, machine_info, md_table, read_result
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,6 @@ class _Study:
             raise AmcError("the val split is empty: pass --val-size (the scores are val accuracies)")
         self.val = self.splits.tensors("val", device=self.device)
         self.pruner = Pruner(self.base, self.val[0][:1], seed=cfg.calibration_seed)
-        self._inputs: dict[tuple[str, int], Any] = {}
 
     # ------------------------------------------------------------- 1. sample
     def _env(self, band: float) -> Any:
@@ -182,17 +181,6 @@ class _Study:
                                           calibration_seed=self.cfg.calibration_seed)
         return pol
 
-    def _inputs_for(self, proxy: str, cal: int) -> Any:
-        from amc.compress import draw_inputs
-
-        key = (proxy, cal)
-        if key not in self._inputs:
-            self._inputs.clear()  # one set at a time: ft:K holds a few batches and the teacher's logits
-            self._inputs[key] = draw_inputs(self.splits, proxy=parse_proxy(proxy), calibration_size=cal,
-                                            calibration_seed=self.cfg.calibration_seed, quantizes=False,
-                                            device=self.device, teacher=self.base)
-        return self._inputs[key]
-
     @torch.inference_mode()
     def _correct(self, model: nn.Module, precision: str) -> np.ndarray:
         x_all, y_all = self.val
@@ -216,7 +204,7 @@ class _Study:
         return out
 
     def score(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        from amc.compress import apply_policy
+        from amc.compress import apply_policy, draw_inputs
 
         path = self.out / "scores.json"
         doc = json.loads(path.read_text()) if path.is_file() else {}
@@ -225,10 +213,13 @@ class _Study:
         for key, proxy, cal, prec in self.scorers():
             if key in doc and (cdir / f"{_safe(key)}.npy").is_file():
                 continue
+            # the same calibration images for every policy (ft:K: a few batches and the teacher's logits)
+            inputs = draw_inputs(self.splits, proxy=parse_proxy(proxy), calibration_size=cal,
+                                 calibration_seed=self.cfg.calibration_seed, quantizes=False,
+                                 device=self.device, teacher=self.base)
             correct, build_s, eval_s = [], [], []
             for r in rows:
                 pol = self._policy_for(r["policy"], proxy, cal)
-                inputs = self._inputs_for(proxy, cal)
                 t0 = time.perf_counter()
                 model = apply_policy(self.base, pol, pruner=self.pruner, check=False, **inputs.kwargs())
                 t1 = time.perf_counter()
@@ -261,10 +252,8 @@ class _Study:
         results = []
         for i, r in enumerate(rows):
             run_dir = self.out / "finetune" / r["id"]
-            done = run_dir / "metrics.json"
-            if done.is_file():
-                m = json.loads(done.read_text())
-            else:
+            m = read_result(run_dir / "metrics.json")
+            if m is None:
                 pol = self._policy_for(r["policy"], "vanilla", cfg.calibration_size)
                 student = apply_policy(self.base, pol, pruner=self.pruner, check=False)
                 t0 = time.perf_counter()
@@ -322,13 +311,12 @@ def analyse(cfg: FidelityConfig, rows: list[dict[str, Any]], scores: dict[str, A
                 str(n): {"spearman": out["proxies"][k]["all"]["spearman"],
                          "spearman_near": out["proxies"][k]["near_budget"]["spearman"], "build_s": scores[k]["build_s"]}
                 for n, k in sorted(rows_.items())}
-    best = int(np.argmax(truth))
     out["policies"] = [{"id": r["id"], "source": r["source"], "achieved": r["achieved"].get(f"{metric}_ratio"),
                         "params_ratio": r["achieved"].get("params_ratio"), "ft_val_top1": f["val_top1"],
                         "ft_test_top1": f.get("test_top1"),
                         **{f"score_{k}": scores[k]["scores"][i] for k in scores if "#" not in k and "@" not in k}}
                        for i, (r, f) in enumerate(zip(rows, ft))]
-    out["best_after_finetune"] = rows[best]["id"]
+    out["best_after_finetune"] = rows[int(np.argmax(truth))]["id"]
     uni = [i for i, r in enumerate(rows) if r["source"] == "uniform"]
     if uni:
         out["uniform_rank_after_finetune"] = int((truth > truth[uni[0]]).sum()) + 1
@@ -355,9 +343,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     rows = [[key, *rank_cells(p), "{:.1f}-{:.1f}".format(*p["score_range"]),
              f"{p['seconds_per_policy']:.2f} ({p['build_s']:.2f} + {p['eval_s']:.2f})", p["top_pick"]]
             for key, p in a["proxies"].items()]
-    pr = a.get("params_ratio")
-    if pr:
-        rows.append(["params ratio (no model: a reference)", *rank_cells(pr), "-", "0", "-"])
+    if a.get("params_ratio"):
+        rows.append(["params ratio (no model: a reference)", *rank_cells(a["params_ratio"]), "-", "0", "-"])
     lines += md_table(["proxy", "Spearman", "Kendall", "Pearson", "top-3 overlap", "Spearman near",
                        "scores (%)", "s / policy (build + eval)", "top pick"], rows)
     if a["val_sizes"]:

@@ -120,10 +120,7 @@ def evaluations_to_within(episodes_csv: str | os.PathLike, points: float = 0.5) 
     final best (``None`` without an episode log)."""
     from agents._recorder import read_episodes
 
-    path = Path(episodes_csv)
-    if not path.is_file():
-        return None
-    acc = [float(r["accuracy"]) for r in read_episodes(path) if r.get("accuracy") not in (None, "")]
+    acc = [float(r["accuracy"]) for r in read_episodes(episodes_csv) if r.get("accuracy") not in (None, "")]
     if not acc:
         return None
     best = np.maximum.accumulate(np.asarray(acc))
@@ -271,7 +268,7 @@ class Experiment:
                   "created": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine_info()}
         t0 = time.perf_counter()
         try:
-            (args.out if self.result else args.out.parent).mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             results = self.body(args)
         except AmcError as e:
             print(f"error: {e}", file=sys.stderr)

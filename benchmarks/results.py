@@ -68,11 +68,9 @@ def _deep_compression(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
 
 def _slimming(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     """``scripts/bench_slimming.py``'s arms."""
-    rows = []
-    for arm in doc["arms"].values():
-        label = "no penalty" if not arm["lambda"] else f"slimming, lambda {arm['lambda']:g}"
-        rows.append([label, f"{arm['test_top1']:.2f} %", f"{arm['scale_mean']:.2f}", f"{arm['macs_ratio']:.3f}",
-                     f"{arm['finetuned_test_top1']:.2f} %"])
+    rows = [["no penalty" if not arm["lambda"] else f"slimming, lambda {arm['lambda']:g}",
+             f"{arm['test_top1']:.2f} %", f"{arm['scale_mean']:.2f}", f"{arm['macs_ratio']:.3f}",
+             f"{arm['finetuned_test_top1']:.2f} %"] for arm in doc["arms"].values()]
     return md_table(["arm", "test top-1", "mean \\|gamma\\|", "MACs after pruning",
                      "pruned, fine-tuned test top-1"], rows)
 

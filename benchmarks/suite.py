@@ -142,19 +142,16 @@ def _subset_splits(splits: Any, *, val: int | None, test: int | None) -> Any:
 class _Bench:
     """State shared by the stages of one :func:`run_benchmark` call."""
 
-    def __init__(self, cfg: BenchConfig, out: Path, *, progress: bool) -> None:
-        self.cfg, self.out, self.progress = cfg, out, progress
-        self.stages: dict[str, Any] = {}
-        self.executed: dict[str, bool] = {}  # stage -> computed now (False: reused from an earlier session)
-
-    # ------------------------------------------------------------- set-up
-    def prepare(self, *, overwrite: bool) -> None:
+    def __init__(self, cfg: BenchConfig, out: Path, *, progress: bool, overwrite: bool) -> None:
+        """Checks ``out`` against ``cfg``, snapshots the checkpoint and loads the model and data."""
         from amc.data import get_dataset
         from amc.pruning import Pruner
         from amc.training import load_checkpoint
         from amc.utils import resolve_device
 
-        cfg, out = self.cfg, self.out
+        self.cfg, self.out, self.progress = cfg, out, progress
+        self.stages: dict[str, Any] = {}
+        self.executed: dict[str, bool] = {}  # stage -> computed now (False: reused from an earlier session)
         src = Path(cfg.checkpoint).expanduser()
         if not src.is_file():
             raise AmcError(f"checkpoint {str(src)!r} does not exist (train one with `amc train`)")
@@ -288,10 +285,7 @@ class _Bench:
         from amc.compress import apply_policy
         from amc.policy import Policy
 
-        path = Path(search["run_dir"]) / "best_policy.json"
-        if not path.is_file():
-            raise AmcError(f"{path} is missing: the search recorded no policy")
-        policy = Policy.load(path)
+        policy = Policy.load(Path(search["run_dir"]) / "best_policy.json")
         model = apply_policy(self.base, policy, splits=self.splits, device=self.device, pruner=self.pruner)
         return model.eval(), policy
 
@@ -337,9 +331,9 @@ class _Bench:
                     sdir = run_dir if i == 0 else run_dir / f"seed{seed}"
                     t0 = time.perf_counter()
                     student = model if i == len(cfg.ft_seeds) - 1 else copy.deepcopy(model)
-                    scfg = dataclasses.replace(fcfg, seed=seed)
-                    res = finetune(student, view, scfg, run_dir=sdir, teacher=self.base if cfg.kd else None,
-                                   resume=(sdir / "last.pt").is_file(), progress=self.progress,
+                    res = finetune(student, view, dataclasses.replace(fcfg, seed=seed), run_dir=sdir,
+                                   teacher=self.base if cfg.kd else None, resume=(sdir / "last.pt").is_file(),
+                                   progress=self.progress,
                                    model_spec=self.spec, meta={"policy": policy.to_dict(), "bench_agent": agent})
                     runs.append({"seed": seed, "val_top1": res.get("val_top1"), "test_top1": res.get("test_top1"),
                                  "train_time_s": res.get("train_time_s"), "wall_s": time.perf_counter() - t0})
@@ -375,8 +369,7 @@ class _Bench:
         with stage("latency", self.stages):
             models = {"uncompressed": self.base, **{a: self.compressed(s)[0] for a, s in searches.items()}}
             cpu = {name: m.to("cpu").eval() for name, m in models.items()}
-            rounds: dict[str, dict[int, list[dict[str, Any]]]] = {n: {b: [] for b in cfg.latency_batches}
-                                                                  for n in cpu}
+            rounds: dict[str, dict[int, list[Any]]] = {n: {b: [] for b in cfg.latency_batches} for n in cpu}
             for _ in range(cfg.latency_rounds):  # interleaved: load drift hits every model alike
                 for b in cfg.latency_batches:
                     for name, m in cpu.items():
@@ -458,8 +451,7 @@ def run_benchmark(cfg: BenchConfig, *, out_dir: str | os.PathLike, overwrite: bo
     t0 = time.perf_counter()
     load_start = loadavg()
     out = Path(out_dir)
-    bench = _Bench(cfg, out, progress=progress)
-    bench.prepare(overwrite=overwrite)
+    bench = _Bench(cfg, out, progress=progress, overwrite=overwrite)
     base = bench.base_stage()
     searches = {agent: bench.search_stage(agent) for agent in cfg.agents}
     finetuned = {agent: bench.finetune_stage(agent, search) for agent, search in searches.items()}
