@@ -246,9 +246,8 @@ def markdown_table(result: Mapping[str, Any]) -> str:
              *(fmt(r["achieved"].get(k), ".3f") for k in ratios), fmt(r["wall_time_s"], ".1f")] for r in runs]
     lines += ["", "## Runs", "", *md_table(["run", "agent", "seed", "budget", "evaluations",
                                             "best val top-1 (%)", *test, *names, "wall time (s)"], rows)]
-    figs = result.get("figures") or {}
-    if figs:
-        lines += ["", "## Figures", ""] + [f"![{name}]({Path(p).name})" for name, p in figs.items()]
+    if result.get("figures"):
+        lines += ["", "## Figures", "", *(f"![{n}]({Path(p).name})" for n, p in result["figures"].items())]
     return "\n".join(lines) + "\n"
 
 
@@ -282,11 +281,10 @@ def policy_accuracy(run: RunResult, *, split: str = "test", device: str = "cpu",
     if dkey not in cache:
         cache[dkey] = get_dataset(cfg.dataset, data_dir=cfg.data_dir, val_size=cfg.val_size,
                                   seed=cfg.data_seed)
-    splits = cache[dkey]
     mkey = ("model", str(ckpt.resolve()))
     if mkey not in cache:
         cache[mkey] = load_checkpoint(ckpt, device=device)[0].eval()
-    model = cache[mkey]
+    splits, model = cache[dkey], cache[mkey]
     x, y = splits.tensors(split, device=device)
     # built with autograd on (tracing the dependency graph needs it); evaluate runs without
     compressed = apply_policy(model, run.policy, splits=splits, device=device, example_input=x[:1], check=False)
@@ -307,8 +305,7 @@ def plot_curves(runs: Sequence[RunResult]) -> Any:
     single = [r for r in runs if not r.multi_objective and r.rows]
     groups = _by_key(single)
     x_max = max((len(r.rows) for r in single), default=1)
-    colors = _colors(len(groups))
-    for color, ((agent, target), rs) in zip(colors, groups.items()):
+    for color, ((agent, target), rs) in zip(_colors(len(groups)), groups.items()):
         n = max(len(r.rows) for r in rs)
         # a finished run keeps its best
         curves = np.array([np.pad(best_so_far(r.rows), (0, n - len(r.rows)), mode="edge") for r in rs])
@@ -409,8 +406,7 @@ def plot_policies(runs: Sequence[RunResult]) -> Any | None:
     axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
     colors = _colors(len(same))
     width = 0.8 / max(1, len(same))
-    several_budgets = len({t for _, t in same}) > 1
-    labels = {k: f"{k[0]} ({k[1]})" if several_budgets else k[0] for k in same}
+    labels = {k: f"{k[0]} ({k[1]})" if len({t for _, t in same}) > 1 else k[0] for k in same}
     for ax, panel in zip(axes, panels):
         keep = panel == "keep"
         names = ([g.layers[0] + (f" (+{len(g.layers) - 1})" if len(g.layers) > 1 else "") for g in ref.groups]

@@ -45,7 +45,7 @@ from amc.policy import Policy
 from amc.proxies import parse_proxy
 from amc.training import PRECISIONS
 from amc.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
-from benchmarks.harness import changed_keys, fmt, loadavg, machine_info, md_table, read_result
+from benchmarks.harness import changed_keys, fmt, loadavg, machine_info, md_table, read_result, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +75,11 @@ def rank_stats(score: Sequence[float], truth: Sequence[float]) -> dict[str, floa
     from scipy.stats import kendalltau, pearsonr, spearmanr
 
     s, t = np.asarray(score, dtype=float), np.asarray(truth, dtype=float)
-    out: dict[str, float | int | None] = {"n": int(len(s)), "spearman": None, "kendall": None, "pearson": None,
-                                          "top3": None}
     if len(s) < 3 or np.ptp(s) == 0 or np.ptp(t) == 0:
-        return out
-    out["spearman"] = float(spearmanr(s, t).statistic)
-    out["kendall"] = float(kendalltau(s, t).statistic)
-    out["pearson"] = float(pearsonr(s, t).statistic)
-    out["top3"] = int(len(set(np.argsort(-s, kind="stable")[:3]) & set(np.argsort(-t, kind="stable")[:3])))
-    return out
+        return {"n": len(s), "spearman": None, "kendall": None, "pearson": None, "top3": None}
+    return {"n": len(s), "spearman": float(spearmanr(s, t).statistic),
+            "kendall": float(kendalltau(s, t).statistic), "pearson": float(pearsonr(s, t).statistic),
+            "top3": len(set(np.argsort(-s, kind="stable")[:3]) & set(np.argsort(-t, kind="stable")[:3]))}
 
 
 def rank_cells(p: Mapping[str, Any]) -> list[str]:
@@ -211,7 +207,7 @@ class _Study:
         cdir = self.out / "correct"
         cdir.mkdir(exist_ok=True)
         for key, proxy, cal, prec in self.scorers():
-            if key in doc and (cdir / f"{_safe(key)}.npy").is_file():
+            if key in doc and (cdir / f"{safe_name(key, '_')}.npy").is_file():
                 continue
             # the same calibration images for every policy (ft:K: a few batches and the teacher's logits)
             inputs = draw_inputs(self.splits, proxy=parse_proxy(proxy), calibration_size=cal,
@@ -229,7 +225,7 @@ class _Study:
             arr = np.stack(correct)
             buf = io.BytesIO()
             np.save(buf, arr)
-            atomic_write_bytes(cdir / f"{_safe(key)}.npy", buf.getvalue())
+            atomic_write_bytes(cdir / f"{safe_name(key, '_')}.npy", buf.getvalue())
             doc[key] = {"proxy": proxy, "calibration_size": cal, "precision": prec,
                         "scores": [float(100.0 * c.mean()) for c in arr],
                         "build_s": float(np.median(build_s)), "eval_s": float(np.median(eval_s)),
@@ -266,10 +262,6 @@ class _Study:
             results.append({"id": r["id"], "val_top1": m["val_top1"], "test_top1": m.get("test_top1"),
                             "train_time_s": m.get("train_time_s")})
         return results
-
-
-def _safe(key: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -363,8 +355,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
              fmt(p["achieved"], ".3f"), fmt(p["params_ratio"], ".3f"), fmt(p["ft_val_top1"]),
              fmt(p["ft_test_top1"]), *(fmt(p[k]) for k in keys)] for p in a["policies"]]
     head = ["policy", "source", "achieved", "params", "FT val", "FT test", *(k[6:] for k in keys)]
-    lines += ["", *md_table(head, rows)]
-    lines += ["", f"Best after fine-tuning: {a['best_after_finetune']}; uniform ranks "
+    lines += ["", *md_table(head, rows), "",
+              f"Best after fine-tuning: {a['best_after_finetune']}; uniform ranks "
               f"{a.get('uniform_rank_after_finetune', '-')} of {len(a['policies'])}.", ""]
     return "\n".join(lines)
 
@@ -387,7 +379,7 @@ def plot(doc: dict[str, Any], out: Path) -> list[str]:
         ax.set_title(f"{key}: Spearman {fmt(p['all']['spearman'])}, Kendall {fmt(p['all']['kendall'])}",
                      fontsize=10)
         ax.grid(alpha=0.3)
-        path = out / f"scatter-{_safe(key)}.png"
+        path = out / f"scatter-{safe_name(key, '_')}.png"
         fig.savefig(path, dpi=110)
         os.chmod(path, 0o644)
         files.append(path.name)
@@ -418,7 +410,7 @@ def run_fidelity(cfg: FidelityConfig, out_dir: str | os.PathLike, *, resume: boo
     rows = study.sample()
     scores = study.score(rows)
     ft = study.finetune(rows, progress=progress)
-    correct = {k: np.load(out / "correct" / f"{_safe(k)}.npy") for k in scores}
+    correct = {k: np.load(out / "correct" / f"{safe_name(k, '_')}.npy") for k in scores}
     scores = {k: scores[k] for k, *_ in study.scorers() if k in scores}
     doc = {"format": "amc-fidelity", "version": 1, "config": cfg.to_dict(), "val_images": int(len(study.val[1])),
            "loadavg_start": load0, "loadavg_end": loadavg(), "machine": machine_info(),

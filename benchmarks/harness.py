@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 __all__ = ["TIMING_KEYS", "TimedEnv", "episode_split", "evaluations_to_within", "stats", "mean_std", "pm",
-           "md_table", "fmt", "changed_keys", "loadavg", "machine_info", "read_result", "stage", "Experiment",
-           "search_once"]
+           "md_table", "fmt", "safe_name", "changed_keys", "loadavg", "machine_info", "read_result", "stage",
+           "Experiment", "search_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +160,11 @@ def pm(st: Mapping[str, Any], spec: str = ".2f") -> str:
     if st.get("n", 0) > 1:
         return f"{fmt(st['mean'], spec)} ± {fmt(st['std'], spec)}"
     return fmt(st.get("mean"), spec)
+
+
+def safe_name(name: str, sub: str = "-") -> str:
+    """``name`` as a file name: every character but letters, digits and ``-_.`` becomes ``sub``."""
+    return "".join(c if c.isalnum() or c in "-_." else sub for c in name)
 
 
 def md_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:

@@ -28,7 +28,7 @@ from typing import Any
 from amc.errors import AmcError
 from amc.utils import atomic_write_json, atomic_write_text
 from benchmarks.fidelity import rank_cells
-from benchmarks.harness import md_table, pm, stats
+from benchmarks.harness import fmt, md_table, pm, stats
 from benchmarks.suite import collect_finetunes, compression_table, speed_table
 
 __all__ = ["RENDERERS", "render", "update", "main"]
@@ -102,10 +102,9 @@ def _finetunes(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     seeds = sorted({r["seed"] for m in doc["methods"] for r in m["runs"]})
     rows = []
     for m in doc["methods"]:
-        by_seed = {r["seed"]: r for r in m["runs"]}
-        cells = [f"{by_seed[s]['test_top1']:.2f}" if s in by_seed else "-" for s in seeds]
+        by_seed = {r["seed"]: r["test_top1"] for r in m["runs"]}
         rows.append([m["agent"], f"{m['macs_ratio']:.3f}", f"{m['params_ratio']:.3f}", f"{m['search_val_top1']:.2f}",
-                     *cells, _pm(m["runs"], "test_top1")])
+                     *(fmt(by_seed.get(s)) for s in seeds), _pm(m["runs"], "test_top1")])
     return md_table(["method", "MACs", "params", "search score (val)", *(f"test, seed {s}" for s in seeds),
                     "mean ± std"], rows)
 

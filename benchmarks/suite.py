@@ -68,6 +68,7 @@ from benchmarks.harness import (
     mean_std,
     pm,
     read_result,
+    safe_name,
     stage,
 )
 from envs import CompressionEnv
@@ -122,17 +123,12 @@ BenchConfig = flat_config("BenchConfig", BenchOptions, module=__name__, base=_Be
 # helpers
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
-
-
-def _subset_splits(splits: Any, *, val: int | None, test: int | None) -> Any:
+def _subset_splits(splits: Any, **sizes: int) -> Any:
     """A view of ``splits`` whose val/test splits are their first ``val``/``test`` images (the
     splits are stored shuffled, so a prefix is a uniform sample); train is shared."""
-    def cut(ds: Any, n: int | None) -> Any:
-        return ds if n is None or n >= len(ds) else ds.subset(torch.arange(n))
-
-    return dataclasses.replace(splits, val=cut(splits.val, val), test=cut(splits.test, test), _cache={})
+    cut = {k: getattr(splits, k).subset(torch.arange(n)) for k, n in sizes.items()
+           if n < len(getattr(splits, k))}
+    return dataclasses.replace(splits, **cut, _cache={})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,7 +240,7 @@ class _Bench:
         from agents._recorder import read_episodes
 
         cfg, cls = self.cfg, AGENTS.get(agent)
-        run_dir = self.out / f"search-{_safe(agent)}"
+        run_dir = self.out / f"search-{safe_name(agent)}"
         summary = read_result(run_dir / "summary.json")
         timing = read_result(run_dir / "timing.json")
         done = summary is not None and not summary.get("interrupted") and timing is not None
@@ -294,7 +290,7 @@ class _Bench:
         from amc.graph import count_macs_params
 
         cfg = self.cfg
-        run_dir = self.out / f"finetune-{_safe(agent)}"
+        run_dir = self.out / f"finetune-{safe_name(agent)}"
         path = run_dir / "result.json"
         doc = read_result(path)
         if self.executed.get(f"search-{agent}"):  # a new search: an earlier fine-tuning is stale
@@ -660,8 +656,8 @@ def render_report(results: Mapping[str, Any]) -> str:
                      fmt(f_), _delta(f_, base["test_top1"])])
     lines += ["### Next to the published numbers", "",
               *md_table(["source", "model", "data", "uncompressed", "right after pruning", "fine-tuned",
-                         "change (fine-tuned)"], rows)]
-    lines += ["", "What differs from the published setting:", ""]
+                         "change (fine-tuned)"], rows),
+              "", "What differs from the published setting:", ""]
     diffs = [
         f"**Model**: {name} ({_count(base['params'])} parameters, {_count(base['macs'])} MACs), not "
         "ResNet-56 (0.85 M, ~125 M) or Plain-20: a smaller network has less redundancy, so the same MACs ratio "
@@ -690,15 +686,13 @@ def render_report(results: Mapping[str, Any]) -> str:
         f"rounded to multiples of {cfg['round_to']}, " + ("with" if cfg["reconstruct"] else "without")
         + " AMC's least-squares reconstruction; residual-coupled channels share one ratio (one decision per group).",
     ]
-    lines += [f"- {d}" for d in diffs] + [""]
-
-    lines += ["## (b) Search speed", "",
+    lines += [*(f"- {d}" for d in diffs), "", "## (b) Search speed", "",
               "Seconds per evaluation (env episode), the first one left out; `agent + recording` is everything "
               "outside the env (action selection, DDPG updates / sampler, writing the episode).", "",
               *speed_table(results), ""]
     setup = ", ".join(f"{a} {fmt(s.get('setup_s'), '.1f')} s" for a, s in results["search_speed"].items())
-    lines += [f"Set-up per search (data, model, env, base evaluation): {setup}.", ""]
-    lines += _extras_section(results.get("extras") or {}, results.get("out_dir") or "OUT")
+    lines += [f"Set-up per search (data, model, env, base evaluation): {setup}.", "",
+              *_extras_section(results.get("extras") or {}, results.get("out_dir") or "OUT")]
     stages = [[st, f"{v['wall_s']:.1f}", str(v["loadavg_start"]), str(v["loadavg_end"])]
               for st, v in results["stages"].items()]
     head = ["stage", "wall s", "load average start", "load average end"]
