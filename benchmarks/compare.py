@@ -168,10 +168,9 @@ def _by_key(runs: Iterable[RunResult], key: Any = lambda r: r.key) -> dict[Any, 
 
 def group_runs(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
     """One entry per (agent, budget): the runs' seeds and mean/std of every number."""
-    groups = _by_key(runs)
     budgets = sorted({r.target for r in runs if not r.multi_objective and r.target})
     out = []
-    for (agent, target), rs in groups.items():
+    for (agent, target), rs in _by_key(runs).items():
         ratio_keys = sorted({k for r in rs for k in r.achieved})
         best = max(rs, key=lambda r: (r.best_reward if r.best_reward is not None else -math.inf))
         out.append({
@@ -371,9 +370,9 @@ def plot_pareto(runs: Sequence[RunResult]) -> Any | None:
         ax.scatter([r.achieved[metric] for r in rs], [r.best_accuracy for r in rs], s=55,
                    marker=markers[i % len(markers)], color=colors[(len(mo) + i) % len(colors)], edgecolor="k",
                    lw=0.6, zorder=4, label=f"{agent} (budget {rs[0].target})")
-    targets = sorted({float(t.split("=", 1)[1]) for r in so for t in [r.target or ""]
-                      if "=" in t and t.split("=", 1)[0] + "_ratio" == metric})
-    for t in targets:
+    # the single-objective budgets in this metric
+    for t in sorted({float(t.split("=", 1)[1]) for r in so for t in [r.target or ""]
+                     if "=" in t and t.split("=", 1)[0] + "_ratio" == metric}):
         ax.axvline(t, color="gray", ls="--", lw=0.8)
     ax.set(xlabel=metric.replace("_", " ") + " (of the uncompressed model)", ylabel="val top-1 (%)")
     ax.set_title("accuracy vs cost: multi-objective front and single-objective results", fontsize=10)

@@ -372,15 +372,14 @@ def plot(doc: dict[str, Any], out: Path) -> list[str]:
     for key, p in a["proxies"].items():
         if "#" in key or "@" in key:
             continue
-        fig = Figure(figsize=(4.5, 3.6), layout="constrained")
-        ax = fig.add_subplot()
+        ax = Figure(figsize=(4.5, 3.6), layout="constrained").add_subplot()
         ax.scatter([q[f"score_{key}"] for q in a["policies"]], truth, c=colors, s=22)
         ax.set(xlabel=f"score: val top-1 with proxy {key} (%)", ylabel="val top-1 after fine-tuning (%)")
         ax.set_title(f"{key}: Spearman {fmt(p['all']['spearman'])}, Kendall {fmt(p['all']['kendall'])}",
                      fontsize=10)
         ax.grid(alpha=0.3)
         path = out / f"scatter-{safe_name(key, '_')}.png"
-        fig.savefig(path, dpi=110)
+        ax.figure.savefig(path, dpi=110)
         os.chmod(path, 0o644)
         files.append(path.name)
     return files

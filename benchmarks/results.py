@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -124,7 +123,7 @@ def _quant(doc: Any, args: Sequence[str]) -> list[str]:
     tuned = any(r["finetune"] for rs in runs.values() for r in rs)  # part a always; part b with --ft-b
     rows = []
     for name, rs in runs.items():
-        ratios = [f"{statistics.fmean(r['achieved'][k] for r in rs):.3f}"
+        ratios = [f"{stats(r['achieved'][k] for r in rs)['mean']:.3f}"
                   for k in ("bitops_ratio", "macs_ratio", "size_ratio")]
         cells = [_pm(rs, "best_val")] + ([_pm(rs, "ft_test_before"), _pm(rs, "ft_test_after")] if tuned else [])
         rows.append([name, str(len(rs)), str(rs[0]["evaluations"]), *ratios, *cells])

@@ -166,21 +166,20 @@ class _Bench:
                 raise AmcError(f"{str(out)!r} holds a benchmark with other settings ({', '.join(shown)}); "
                                "pass --overwrite to start again there, or choose another --out")
         out.mkdir(parents=True, exist_ok=True)
-        snap = out / "checkpoint.pt"
-        if not snap.is_file() or file_sha256(snap) != sha:
-            shutil.copyfile(src, snap)
+        self.checkpoint_path = out / "checkpoint.pt"  # a snapshot: training may still rewrite the original
+        if not self.checkpoint_path.is_file() or file_sha256(self.checkpoint_path) != sha:
+            shutil.copyfile(src, self.checkpoint_path)
         atomic_write_json(cfg_path, {"config": cfg.to_dict(), "checkpoint_sha256": sha})
-        self.checkpoint_path = snap
 
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.base, ckpt = load_checkpoint(snap, device=self.device)
+        self.base, ckpt = load_checkpoint(self.checkpoint_path, device=self.device)
         self.base.eval()
         self.spec = ckpt.get("model_spec")
         self.model_info = {"name": (self.spec or {}).get("name"), "spec": self.spec or {},
-                           "checkpoint": cfg.checkpoint, "snapshot": str(snap), "sha256": sha,
-                           "checkpoint_metrics": ckpt.get("metrics"),
+                           "checkpoint": cfg.checkpoint, "snapshot": str(self.checkpoint_path),
+                           "sha256": sha, "checkpoint_metrics": ckpt.get("metrics"),
                            "trained_epochs": (ckpt.get("train_state") or {}).get("epoch"),
                            "planned_epochs": (ckpt.get("config") or {}).get("epochs")}
         data = ckpt.get("data") or {}
@@ -540,8 +539,7 @@ def compression_table(results: Mapping[str, Any]) -> list[str]:
         for b in batches:
             sp = m.get("speedup", {}).get(b)
             row += [fmt(m.get("latency_ms", {}).get(b)), "-" if sp is None else f"{sp:.2f}x"]
-        row.append(f"{1.0 / m['macs_ratio']:.2f}x" if m.get("macs_ratio") else "-")
-        rows.append(row)
+        rows.append([*row, f"{1.0 / m['macs_ratio']:.2f}x" if m.get("macs_ratio") else "-"])
     return md_table([*head, "1 / MACs"], rows)
 
 
