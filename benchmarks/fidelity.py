@@ -293,9 +293,7 @@ def analyse(cfg: FidelityConfig, rows: list[dict[str, Any]], scores: dict[str, A
     for key in (k for k in scores if k in correct):
         out["val_sizes"][key] = {str(n): rank_stats(100.0 * correct[key][:, :n].mean(1), truth)["spearman"]
                                  for n in sizes}
-    for proxy in ("bn", "reconstruct"):
-        if proxy not in scores:
-            continue
+    for proxy in [p for p in ("bn", "reconstruct") if p in scores]:
         rows_ = {scores[proxy]["calibration_size"]: proxy,
                  **{s["calibration_size"]: k for k, s in scores.items() if k.startswith(f"{proxy}#cal")}}
         if len(rows_) > 1:

@@ -80,10 +80,8 @@ class TimedEnv(gym.Wrapper):
         if out[2] or out[3]:
             timing = (out[4] or {}).get("timing") or {}
             rec = {k: float(timing.get(k, 0.0) or 0.0) for k in TIMING_KEYS}
-            rec["env_other"] = max(0.0, self._env_s - sum(rec.values()))
-            rec["agent"] = self._agent_s
-            rec["episode_s"] = self._env_s + self._agent_s
-            self.records.append(rec)
+            self.records.append({**rec, "env_other": max(0.0, self._env_s - sum(rec.values())),
+                                 "agent": self._agent_s, "episode_s": self._env_s + self._agent_s})
             self._env_s = self._agent_s = 0.0
         return out
 

@@ -328,8 +328,8 @@ class _Bench:
                     student = model if i == len(cfg.ft_seeds) - 1 else copy.deepcopy(model)
                     res = finetune(student, view, dataclasses.replace(fcfg, seed=seed), run_dir=sdir,
                                    teacher=self.base if cfg.kd else None, resume=(sdir / "last.pt").is_file(),
-                                   progress=self.progress,
-                                   model_spec=self.spec, meta={"policy": policy.to_dict(), "bench_agent": agent})
+                                   progress=self.progress, model_spec=self.spec,
+                                   meta={"policy": policy.to_dict(), "bench_agent": agent})
                     runs.append({"seed": seed, "val_top1": res.get("val_top1"), "test_top1": res.get("test_top1"),
                                  "train_time_s": res.get("train_time_s"), "wall_s": time.perf_counter() - t0})
                 epoch_steps = math.ceil(len(self.splits.train) / cfg.ft_batch_size)
@@ -560,8 +560,7 @@ def speed_table(results: Mapping[str, Any]) -> list[str]:
 
 def _extras_section(extras: Mapping[str, Any], out_hint: str) -> list[str]:
     lines = ["## (c) Quantization and transfer", ""]
-    int8 = extras.get("int8")
-    if int8:
+    if int8 := extras.get("int8"):
         rows = [[str(run.get("model")), str(r.get("batch_size")), fmt(r.get("fp32_ms"), ".3f"),
                  fmt(r.get("int8_ms"), ".3f"), f"{fmt(r.get('speedup'))}x", str(run.get("backend", "-")),
                  str(run.get("threads", "-"))]
@@ -574,8 +573,7 @@ def _extras_section(extras: Mapping[str, Any], out_hint: str) -> list[str]:
         lines.append(f"int8: not run here (`python scripts/bench_int8.py --out {out_hint}/int8.json`, then rerun "
                      "the benchmark to include it).")
     lines.append("")
-    tr = extras.get("transfer")
-    if tr:
+    if tr := extras.get("transfer"):
         text = json.dumps(tr["data"], indent=1, default=str)
         lines += [f"Transfer, from `{tr['path']}` (`scripts/bench_transfer.py`):", "",
                   "```json", text[:3000] + ("\n..." if len(text) > 3000 else ""), "```"]
