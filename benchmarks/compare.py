@@ -40,7 +40,7 @@ from agents._recorder import read_episodes
 from amc.errors import AmcError
 from amc.policy import Policy
 from amc.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
-from benchmarks.harness import md_table
+from benchmarks.harness import fmt, md_table, pm, read_result, stats
 
 __all__ = ["RunResult", "load_run", "find_runs", "compare_runs", "group_runs", "best_so_far", "markdown_table",
            "front_accuracy", "policy_accuracy"]
@@ -113,9 +113,6 @@ def load_run(run_dir: str | os.PathLike) -> RunResult:
             policy = Policy.load(run_dir / "best_policy.json")
         except AmcError as e:
             logger.warning("%s: best_policy.json unreadable (%s); its policy is left out", run_dir, e)
-    pareto = None
-    if (run_dir / "pareto.json").is_file():
-        pareto = json.loads((run_dir / "pareto.json").read_text())
     episodes = int(s.get("episodes") or len(rows))
     evaluations = s.get("evaluations")
     achieved = {k: float(v) for k, v in (s.get("achieved") or {}).items() if _num(v) is not None}
@@ -125,7 +122,7 @@ def load_run(run_dir: str | os.PathLike) -> RunResult:
         evaluations=int(evaluations) if evaluations is not None else len(rows) or episodes, episodes=episodes,
         best_accuracy=_num(s.get("best_accuracy")), best_reward=_num(s.get("best_reward")),
         base_accuracy=_num(s.get("base_accuracy")), achieved=achieved, wall_time_s=_num(s.get("wall_time_s")),
-        rows=rows, policy=policy, pareto=pareto,
+        rows=rows, policy=policy, pareto=read_result(run_dir / "pareto.json"),
     )
 
 
@@ -161,43 +158,34 @@ def best_so_far(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
     return out
 
 
-def _stats(values: Iterable[float | None]) -> dict[str, Any]:
-    v = np.array([x for x in values if x is not None], dtype=np.float64)
-    if v.size == 0:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size),
-            "min": float(v.min()), "max": float(v.max())}
-
-
-def _by_key(runs: Iterable[RunResult]) -> dict[tuple[str, str], list[RunResult]]:
-    """The runs grouped by (agent, budget), in order of appearance."""
-    groups: dict[tuple[str, str], list[RunResult]] = {}
+def _by_key(runs: Iterable[RunResult], key: Any = lambda r: r.key) -> dict[Any, list[RunResult]]:
+    """The runs grouped by ``key`` (default: agent and budget), in order of appearance."""
+    groups: dict[Any, list[RunResult]] = {}
     for r in runs:
-        groups.setdefault(r.key, []).append(r)
+        groups.setdefault(key(r), []).append(r)
     return groups
 
 
 def group_runs(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
     """One entry per (agent, budget): the runs' seeds and mean/std of every number."""
-    groups = _by_key(runs)
     budgets = sorted({r.target for r in runs if not r.multi_objective and r.target})
     out = []
-    for (agent, target), rs in groups.items():
+    for (agent, target), rs in _by_key(runs).items():
         ratio_keys = sorted({k for r in rs for k in r.achieved})
         best = max(rs, key=lambda r: (r.best_reward if r.best_reward is not None else -math.inf))
         out.append({
             "agent": agent, "target": target, "runs": len(rs), "seeds": [r.seed for r in rs],
             "multi_objective": any(r.multi_objective for r in rs),
-            "evaluations": _stats(r.evaluations for r in rs),
-            "best_accuracy": _stats(r.best_accuracy for r in rs),
-            "best_reward": _stats(r.best_reward for r in rs),
-            "test_accuracy": _stats(r.test_accuracy for r in rs),
-            "wall_time_s": _stats(r.wall_time_s for r in rs),
-            "achieved": {k: _stats(r.achieved.get(k) for r in rs) for k in ratio_keys},
-            "base_accuracy": _stats(r.base_accuracy for r in rs)["mean"],
+            "evaluations": stats(r.evaluations for r in rs),
+            "best_accuracy": stats(r.best_accuracy for r in rs),
+            "best_reward": stats(r.best_reward for r in rs),
+            "test_accuracy": stats(r.test_accuracy for r in rs),
+            "wall_time_s": stats(r.wall_time_s for r in rs),
+            "achieved": {k: stats(r.achieved.get(k) for r in rs) for k in ratio_keys},
+            "base_accuracy": stats(r.base_accuracy for r in rs)["mean"],
             "best_run": str(best.run_dir),
-            "pareto_size": _stats(len(r.pareto.get("front") or []) for r in rs if r.pareto)["mean"],
-            "front_at": {t: _stats(front_accuracy(r, t) for r in rs) for t in budgets} if any(
+            "pareto_size": stats(len(r.pareto.get("front") or []) for r in rs if r.pareto)["mean"],
+            "front_at": {t: stats(front_accuracy(r, t) for r in rs) for t in budgets} if any(
                 r.multi_objective for r in rs) else {},
         })
     return out
@@ -212,21 +200,12 @@ def front_accuracy(run: RunResult, target: str) -> float | None:
     key = metric + "_ratio" if metric != "latency" else "latency_ms"
     if run.pareto.get("metric") != key:
         return None
-    ok = [t["accuracy"] for t in run.pareto.get("trials") or [] if t.get(key) is not None
-          and t[key] <= float(ratio) + 1e-9]
-    return max(ok) if ok else None
+    return max((t["accuracy"] for t in run.pareto.get("trials") or []
+                if t.get(key) is not None and t[key] <= float(ratio) + 1e-9), default=None)
 
 
 # --------------------------------------------------------------------------------------------------
 # the table
-
-
-def _pm(st: Mapping[str, Any], fmt: str) -> str:
-    if st.get("mean") is None:
-        return "-"
-    if st.get("n", 0) > 1:
-        return f"{format(st['mean'], fmt)} ± {format(st['std'], fmt)}"
-    return format(st["mean"], fmt)
 
 
 def markdown_table(result: Mapping[str, Any]) -> str:
@@ -247,30 +226,27 @@ def markdown_table(result: Mapping[str, Any]) -> str:
                      "other rows." if any(g["multi_objective"] for g in groups) else ""), ""]
     rows = []
     for g in groups:
-        acc = _pm(g["best_accuracy"], ".2f")
+        acc = pm(g["best_accuracy"])
         if g["multi_objective"]:
-            at = "; ".join(f"{_pm(st, '.2f')} at {t.replace('=', ' <= ')}" for t, st in g["front_at"].items()
+            at = "; ".join(f"{pm(st)} at {t.replace('=', ' <= ')}" for t, st in g["front_at"].items()
                            if st.get("mean") is not None)
             acc = f"front of {g['pareto_size']:.0f} points" + (f": {at}" if at else "") + f" (max {acc})"
         # a multi-objective run's "best" is its most accurate (least compressed) trial: no ratios to compare
-        ratio_cells = [_pm(g["achieved"].get(k, {}), ".2f" if k == "latency_ms" else ".3f") for k in ratios]
-        rows.append([g["agent"], g["target"], str(g["runs"]), _pm(g["evaluations"], ".0f"), acc,
-                     *([_pm(g["test_accuracy"], ".2f")] if has_test else []),
+        ratio_cells = [pm(g["achieved"].get(k, {}), ".2f" if k == "latency_ms" else ".3f") for k in ratios]
+        rows.append([g["agent"], g["target"], str(g["runs"]), pm(g["evaluations"], ".0f"), acc,
+                     *([pm(g["test_accuracy"])] if has_test else []),
                      *(["-"] * len(ratios) if g["multi_objective"] else ratio_cells),
-                     _pm(g["wall_time_s"], ".1f")])
+                     pm(g["wall_time_s"], ".1f")])
     test = ["test top-1 (%)"] if has_test else []
     lines += md_table(["agent", "budget", "runs", "evaluations", "best val top-1 (%)",
                        *(f"its {t}" for t in test), *names, "wall time (s)"], rows)
-    rows = [[f"`{r['run_dir']}`", r["agent"], "-" if r["seed"] is None else str(r["seed"]), str(r["target"]),
-             str(r["evaluations"]), "-" if r["best_accuracy"] is None else f"{r['best_accuracy']:.2f}",
-             *(["-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.2f}"] if has_test else []),
-             *["-" if r["achieved"].get(k) is None else f"{r['achieved'][k]:.3f}" for k in ratios],
-             "-" if r["wall_time_s"] is None else f"{r['wall_time_s']:.1f}"] for r in runs]
+    rows = [[f"`{r['run_dir']}`", r["agent"], fmt(r["seed"], "d"), str(r["target"]), str(r["evaluations"]),
+             fmt(r["best_accuracy"]), *([fmt(r["test_accuracy"])] if has_test else []),
+             *(fmt(r["achieved"].get(k), ".3f") for k in ratios), fmt(r["wall_time_s"], ".1f")] for r in runs]
     lines += ["", "## Runs", "", *md_table(["run", "agent", "seed", "budget", "evaluations",
                                             "best val top-1 (%)", *test, *names, "wall time (s)"], rows)]
-    figs = result.get("figures") or {}
-    if figs:
-        lines += ["", "## Figures", ""] + [f"![{name}]({Path(p).name})" for name, p in figs.items()]
+    if result.get("figures"):
+        lines += ["", "## Figures", "", *(f"![{n}]({Path(p).name})" for n, p in result["figures"].items())]
     return "\n".join(lines) + "\n"
 
 
@@ -287,7 +263,6 @@ def policy_accuracy(run: RunResult, *, split: str = "test", device: str = "cpu",
     ``scoring`` records (the env's ``Pruner`` seed, reconstruction and calibration images). ``cache``
     shares datasets and models between runs. None when the run has no best policy.
     """
-    import torch
     import yaml
 
     from agents.search import SearchConfig
@@ -305,16 +280,14 @@ def policy_accuracy(run: RunResult, *, split: str = "test", device: str = "cpu",
     if dkey not in cache:
         cache[dkey] = get_dataset(cfg.dataset, data_dir=cfg.data_dir, val_size=cfg.val_size,
                                   seed=cfg.data_seed)
-    splits = cache[dkey]
     mkey = ("model", str(ckpt.resolve()))
     if mkey not in cache:
         cache[mkey] = load_checkpoint(ckpt, device=device)[0].eval()
-    model = cache[mkey]
+    splits, model = cache[dkey], cache[mkey]
     x, y = splits.tensors(split, device=device)
-    # built with autograd on (tracing the dependency graph needs it), evaluated without
+    # built with autograd on (tracing the dependency graph needs it); evaluate runs without
     compressed = apply_policy(model, run.policy, splits=splits, device=device, example_input=x[:1], check=False)
-    with torch.inference_mode():
-        return float(evaluate(compressed, (x, y), device=device))
+    return float(evaluate(compressed, (x, y), device=device))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -327,19 +300,14 @@ def plot_curves(runs: Sequence[RunResult]) -> Any:
     Groups with few evaluations (uniform, presets) are drawn as a dashed level across the axis."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
-    ax = fig.subplots()
+    ax = Figure(figsize=(7.5, 4.5), layout="constrained").subplots()
     single = [r for r in runs if not r.multi_objective and r.rows]
     groups = _by_key(single)
     x_max = max((len(r.rows) for r in single), default=1)
-    colors = _colors(len(groups))
-    for color, ((agent, target), rs) in zip(colors, groups.items()):
+    for color, ((agent, target), rs) in zip(_colors(len(groups)), groups.items()):
         n = max(len(r.rows) for r in rs)
-        curves = np.full((len(rs), n), np.nan)
-        for i, r in enumerate(rs):
-            c = best_so_far(r.rows)
-            curves[i, :len(c)] = c
-            curves[i, len(c):] = c[-1] if len(c) else np.nan  # a finished run keeps its best
+        # a finished run keeps its best
+        curves = np.array([np.pad(best_so_far(r.rows), (0, n - len(r.rows)), mode="edge") for r in rs])
         mean = np.nanmean(curves, axis=0)
         label = f"{agent} ({target})" if len({t for _, t in groups}) > 1 else agent
         if len(rs) > 1:
@@ -357,8 +325,7 @@ def plot_curves(runs: Sequence[RunResult]) -> Any:
     base = [r.base_accuracy for r in single if r.base_accuracy is not None]
     if base:
         ax.axhline(float(np.mean(base)), color="gray", ls=":", lw=1, label="uncompressed")
-    ax.set_xlabel("evaluations (env episodes)")
-    ax.set_ylabel("best-so-far val top-1 (%)")
+    ax.set(xlabel="evaluations (env episodes)", ylabel="best-so-far val top-1 (%)")
     ax.set_title("search progress (mean, ±1 std over seeds)", fontsize=10)
     ax.grid(alpha=0.3)
     # the interesting range: from where the curves are after the first 5 % of the evaluations
@@ -368,7 +335,7 @@ def plot_curves(runs: Sequence[RunResult]) -> Any:
     if np.isfinite(lo) and np.isfinite(hi) and hi > lo:
         ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
     ax.legend(fontsize=8, loc="lower right")
-    return fig
+    return ax.figure
 
 
 def plot_pareto(runs: Sequence[RunResult]) -> Any | None:
@@ -379,8 +346,7 @@ def plot_pareto(runs: Sequence[RunResult]) -> Any | None:
         return None
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
-    ax = fig.subplots()
+    ax = Figure(figsize=(7.5, 4.8), layout="constrained").subplots()
     metric = str(mo[0].pareto.get("metric") or "macs_ratio")  # type: ignore[union-attr]
     colors = _colors(len(mo) + 8)
     for color, r in zip(colors, mo):
@@ -400,40 +366,30 @@ def plot_pareto(runs: Sequence[RunResult]) -> Any | None:
                        label=f"{name}: Pareto front ({len(front)})")
     markers = "o^sDvP*Xh"
     so = [r for r in runs if not r.multi_objective and r.best_accuracy is not None and metric in r.achieved]
-    by_agent: dict[str, list[RunResult]] = {}
-    for r in so:
-        by_agent.setdefault(r.agent, []).append(r)
-    for i, (agent, rs) in enumerate(by_agent.items()):
+    for i, (agent, rs) in enumerate(_by_key(so, lambda r: r.agent).items()):
         ax.scatter([r.achieved[metric] for r in rs], [r.best_accuracy for r in rs], s=55,
                    marker=markers[i % len(markers)], color=colors[(len(mo) + i) % len(colors)], edgecolor="k",
                    lw=0.6, zorder=4, label=f"{agent} (budget {rs[0].target})")
-    targets = sorted({float(t.split("=", 1)[1]) for r in so for t in [r.target or ""]
-                      if "=" in t and t.split("=", 1)[0] + "_ratio" == metric})
-    for t in targets:
+    # the single-objective budgets in this metric
+    for t in sorted({float(t.split("=", 1)[1]) for r in so for t in [r.target or ""]
+                     if "=" in t and t.split("=", 1)[0] + "_ratio" == metric}):
         ax.axvline(t, color="gray", ls="--", lw=0.8)
-    ax.set_xlabel(metric.replace("_", " ") + " (of the uncompressed model)")
-    ax.set_ylabel("val top-1 (%)")
+    ax.set(xlabel=metric.replace("_", " ") + " (of the uncompressed model)", ylabel="val top-1 (%)")
     ax.set_title("accuracy vs cost: multi-objective front and single-objective results", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    return fig
+    return ax.figure
 
 
 def plot_policies(runs: Sequence[RunResult]) -> Any | None:
     """The best policy of each single-objective agent and budget, side by side per layer."""
-    best: dict[tuple[str, str], RunResult] = {}
-    for r in runs:
-        if r.multi_objective or r.policy is None:
-            continue
-        cur = best.get(r.key)
-        if cur is None or (r.best_reward or -math.inf) > (cur.best_reward or -math.inf):
-            best[r.key] = r
+    best = {k: max(rs, key=lambda r: r.best_reward or -math.inf)
+            for k, rs in _by_key(r for r in runs if not r.multi_objective and r.policy is not None).items()}
     if not best:
         return None
     ref = next(iter(best.values())).policy
-    assert ref is not None
-    same = {k: r for k, r in best.items() if r.policy is not None
-            and [g.layers for g in r.policy.groups] == [g.layers for g in ref.groups]
+    same = {k: r for k, r in best.items()
+            if [g.layers for g in r.policy.groups] == [g.layers for g in ref.groups]
             and [ly.name for ly in r.policy.layers] == [ly.name for ly in ref.layers]}
     if len(same) < len(best):
         logger.warning("policies of other models/modes left out of the policy plot: %s",
@@ -449,16 +405,14 @@ def plot_policies(runs: Sequence[RunResult]) -> Any | None:
     axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
     colors = _colors(len(same))
     width = 0.8 / max(1, len(same))
-    several_budgets = len({t for _, t in same}) > 1
-    labels = {k: f"{k[0]} ({k[1]})" if several_budgets else k[0] for k in same}
+    labels = {k: f"{k[0]} ({k[1]})" if len({t for _, t in same}) > 1 else k[0] for k in same}
     for ax, panel in zip(axes, panels):
         keep = panel == "keep"
         names = ([g.layers[0] + (f" (+{len(g.layers) - 1})" if len(g.layers) > 1 else "") for g in ref.groups]
                  if keep else [ly.name for ly in ref.layers])
         for j, (k, r) in enumerate(same.items()):
-            pol = r.policy
-            assert pol is not None
             acc = "-" if r.best_accuracy is None else f"{r.best_accuracy:.2f}%"
+            pol = r.policy
             ax.bar(np.arange(len(names)) + (j - (len(same) - 1) / 2) * width,
                    [g.keep_ratio for g in pol.groups] if keep else [ly.w_bits or 32 for ly in pol.layers],
                    width=width, color=colors[j], label=f"{labels[k]}: {acc}" if keep else labels[k])
@@ -483,14 +437,8 @@ def _colors(n: int) -> list[Any]:
 # all together
 
 
-def compare_runs(
-    run_dirs: Sequence[str | os.PathLike],
-    *,
-    out_dir: str | os.PathLike,
-    tensorboard: bool = True,
-    test: bool = False,
-    device: str = "cpu",
-) -> dict[str, Any]:
+def compare_runs(run_dirs: Sequence[str | os.PathLike], *, out_dir: str | os.PathLike,
+                 tensorboard: bool = True, test: bool = False, device: str = "cpu") -> dict[str, Any]:
     """Compare the runs in ``run_dirs`` (see :func:`find_runs`) and write the report into ``out_dir``.
 
     :param test: also measure each best policy's top-1 on the test split (:func:`policy_accuracy`;
@@ -530,12 +478,9 @@ def compare_runs(
     if tensorboard:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(log_dir=str(out / "tb"))
-        try:
+        with SummaryWriter(log_dir=str(out / "tb")) as writer:
             for name, fig in figures.items():
                 writer.add_figure(f"compare/{name}", fig, global_step=0, close=True)
             writer.add_text("compare/table", md, global_step=0)
-        finally:
-            writer.close()
     logger.info("compared %d runs (%d groups) -> %s", len(runs), len(result["groups"]), out)
     return result

@@ -30,7 +30,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,11 @@ from amc.policy import Policy
 from amc.proxies import parse_proxy
 from amc.training import PRECISIONS
 from amc.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
-from benchmarks.harness import changed_keys, fmt, loadavg, machine_info, md_table
+from benchmarks.harness import changed_keys, fmt, loadavg, machine_info, md_table, read_result, safe_name
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_PROXIES", "FidelityConfig", "run_fidelity", "rank_stats", "render_markdown"]
+__all__ = ["DEFAULT_PROXIES", "FidelityConfig", "run_fidelity", "rank_stats", "rank_cells", "render_markdown"]
 
 #: policies within this fraction under the budget count as "near the budget"
 NEAR = 0.10
@@ -75,15 +75,19 @@ def rank_stats(score: Sequence[float], truth: Sequence[float]) -> dict[str, floa
     from scipy.stats import kendalltau, pearsonr, spearmanr
 
     s, t = np.asarray(score, dtype=float), np.asarray(truth, dtype=float)
-    out: dict[str, float | int | None] = {"n": int(len(s)), "spearman": None, "kendall": None, "pearson": None,
-                                          "top3": None}
     if len(s) < 3 or np.ptp(s) == 0 or np.ptp(t) == 0:
-        return out
-    out["spearman"] = float(spearmanr(s, t).statistic)
-    out["kendall"] = float(kendalltau(s, t).statistic)
-    out["pearson"] = float(pearsonr(s, t).statistic)
-    out["top3"] = int(len(set(np.argsort(-s, kind="stable")[:3]) & set(np.argsort(-t, kind="stable")[:3])))
-    return out
+        return {"n": len(s), "spearman": None, "kendall": None, "pearson": None, "top3": None}
+    return {"n": len(s), "spearman": float(spearmanr(s, t).statistic),
+            "kendall": float(kendalltau(s, t).statistic), "pearson": float(pearsonr(s, t).statistic),
+            "top3": len(set(np.argsort(-s, kind="stable")[:3]) & set(np.argsort(-t, kind="stable")[:3]))}
+
+
+def rank_cells(p: Mapping[str, Any]) -> list[str]:
+    """Table cells of one proxy's :func:`analyse` entry: Spearman, Kendall, Pearson and the top-3 overlap
+    over all policies, and Spearman near the budget."""
+    st = p["all"]
+    return [fmt(st["spearman"]), fmt(st["kendall"]), fmt(st["pearson"]), f"{fmt(st['top3'], 'd')}/3",
+            fmt(p["near_budget"]["spearman"])]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -111,7 +115,6 @@ class _Study:
             raise AmcError("the val split is empty: pass --val-size (the scores are val accuracies)")
         self.val = self.splits.tensors("val", device=self.device)
         self.pruner = Pruner(self.base, self.val[0][:1], seed=cfg.calibration_seed)
-        self._inputs: dict[tuple[str, int], Any] = {}
 
     # ------------------------------------------------------------- 1. sample
     def _env(self, band: float) -> Any:
@@ -124,48 +127,46 @@ class _Study:
         x, y = self.val
         return CompressionEnv(self.base, self.splits, ecfg, model_spec=self.spec, val_data=(x[:8], y[:8]))
 
-    @staticmethod
-    def _episode(env: Any, actions: Sequence[float]) -> tuple[Policy, list[float]]:
-        from agents._base import play_episode
-
-        info = play_episode(env, actions)
-        return info["policy"], info["actions"]
-
     def _uniform(self, env: Any) -> Policy:
         """The largest equal action the env applies unclipped (bisection; feasibility is monotone)."""
+        from agents._base import play_episode
+
         n = env.n_decisions
         lo, hi = 0.0, 1.0
-        best = self._episode(env, [0.0] * n)[0]
+        best = play_episode(env, [0.0] * n)["policy"]
         for _ in range(20):
             mid = 0.5 * (lo + hi)
-            pol, acts = self._episode(env, [mid] * n)
-            if all(abs(a - mid) < 1e-6 for a in acts):
-                lo, best = mid, pol
+            info = play_episode(env, [mid] * n)
+            if all(abs(a - mid) < 1e-6 for a in info["actions"]):
+                lo, best = mid, info["policy"]
             else:
                 hi = mid
         return best
 
     def sample(self) -> list[dict[str, Any]]:
+        from agents._base import play_episode
+        from amc.compress import check_policy_matches
+
         path = self.out / "policies.json"
         if path.is_file():
             return json.loads(path.read_text())["policies"]
         cfg = self.cfg
+        rows: list[dict[str, Any]] = []
+
+        def add(source: str, pol: Policy) -> None:
+            rows.append({"id": f"p{len(rows):02d}", "source": source, "policy": pol.to_dict(),
+                         "achieved": dict(pol.achieved)})
+
         env = self._env(0.0)
-        rows = [{"id": "p00", "source": "uniform", "policy": self._uniform(env).to_dict()}]
+        add("uniform", self._uniform(env))
         renv = self._env(cfg.budget_band) if cfg.budget_band > 0 else env
         rng = np.random.default_rng(cfg.seed)
         for _ in range(1, max(1, cfg.policies - len(cfg.runs))):
-            pol, _ = self._episode(renv, rng.random(renv.n_decisions))
-            rows.append({"id": f"p{len(rows):02d}", "source": "random", "policy": pol.to_dict()})
-        from amc.compress import check_policy_matches
-
+            add("random", play_episode(renv, rng.random(renv.n_decisions))["policy"])
         for run in cfg.runs:
-            p = Path(run) / "best_policy.json"
-            pol = Policy.load(p)
+            pol = Policy.load(Path(run) / "best_policy.json")
             check_policy_matches(pol, self.pruner)
-            rows.append({"id": f"p{len(rows):02d}", "source": str(run), "policy": pol.to_dict()})
-        for r in rows:
-            r["achieved"] = dict(Policy.from_dict(r["policy"]).achieved)
+            add(str(run), pol)
         atomic_write_json(path, {"policies": rows})
         return rows
 
@@ -176,17 +177,6 @@ class _Study:
                                           calibration_seed=self.cfg.calibration_seed)
         return pol
 
-    def _inputs_for(self, proxy: str, cal: int) -> Any:
-        from amc.compress import draw_inputs
-
-        key = (proxy, cal)
-        if key not in self._inputs:
-            self._inputs.clear()  # one set at a time: ft:K holds a few batches and the teacher's logits
-            self._inputs[key] = draw_inputs(self.splits, proxy=parse_proxy(proxy), calibration_size=cal,
-                                            calibration_seed=self.cfg.calibration_seed, quantizes=False,
-                                            device=self.device, teacher=self.base)
-        return self._inputs[key]
-
     @torch.inference_mode()
     def _correct(self, model: nn.Module, precision: str) -> np.ndarray:
         x_all, y_all = self.val
@@ -194,10 +184,9 @@ class _Study:
         if dtype is not None and x_all.dim() == 4:
             model = model.to(memory_format=torch.channels_last)
             x_all = x_all.contiguous(memory_format=torch.channels_last)
-        out = []
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            for i in range(0, len(y_all), 500):
-                out.append((model(x_all[i:i + 500]).argmax(1) == y_all[i:i + 500]).cpu())
+            out = [(model(x_all[i:i + 500]).argmax(1) == y_all[i:i + 500]).cpu()
+                   for i in range(0, len(y_all), 500)]
         return torch.cat(out).numpy()
 
     def scorers(self) -> list[tuple[str, str, int, str]]:
@@ -206,26 +195,27 @@ class _Study:
         out = [(p, p, cfg.calibration_size, "fp32") for p in cfg.proxies]
         out += [(f"{p}@{prec}", p, cfg.calibration_size, prec) for prec in cfg.eval_precisions if prec != "fp32"
                 for p in cfg.proxies]
-        for proxy in ("bn", "reconstruct"):
-            if proxy in cfg.proxies:
-                out += [(f"{proxy}#cal{n}", proxy, int(n), "fp32") for n in cfg.calibration_sizes
-                        if int(n) != cfg.calibration_size]
+        out += [(f"{proxy}#cal{n}", proxy, int(n), "fp32") for proxy in ("bn", "reconstruct")
+                if proxy in cfg.proxies for n in cfg.calibration_sizes if int(n) != cfg.calibration_size]
         return out
 
     def score(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        from amc.compress import apply_policy
+        from amc.compress import apply_policy, draw_inputs
 
         path = self.out / "scores.json"
         doc = json.loads(path.read_text()) if path.is_file() else {}
         cdir = self.out / "correct"
         cdir.mkdir(exist_ok=True)
         for key, proxy, cal, prec in self.scorers():
-            if key in doc and (cdir / f"{_safe(key)}.npy").is_file():
+            if key in doc and (cdir / f"{safe_name(key, '_')}.npy").is_file():
                 continue
+            # the same calibration images for every policy (ft:K: a few batches and the teacher's logits)
+            inputs = draw_inputs(self.splits, proxy=parse_proxy(proxy), calibration_size=cal,
+                                 calibration_seed=self.cfg.calibration_seed, quantizes=False,
+                                 device=self.device, teacher=self.base)
             correct, build_s, eval_s = [], [], []
             for r in rows:
                 pol = self._policy_for(r["policy"], proxy, cal)
-                inputs = self._inputs_for(proxy, cal)
                 t0 = time.perf_counter()
                 model = apply_policy(self.base, pol, pruner=self.pruner, check=False, **inputs.kwargs())
                 t1 = time.perf_counter()
@@ -235,7 +225,7 @@ class _Study:
             arr = np.stack(correct)
             buf = io.BytesIO()
             np.save(buf, arr)
-            atomic_write_bytes(cdir / f"{_safe(key)}.npy", buf.getvalue())
+            atomic_write_bytes(cdir / f"{safe_name(key, '_')}.npy", buf.getvalue())
             doc[key] = {"proxy": proxy, "calibration_size": cal, "precision": prec,
                         "scores": [float(100.0 * c.mean()) for c in arr],
                         "build_s": float(np.median(build_s)), "eval_s": float(np.median(eval_s)),
@@ -258,10 +248,8 @@ class _Study:
         results = []
         for i, r in enumerate(rows):
             run_dir = self.out / "finetune" / r["id"]
-            done = run_dir / "metrics.json"
-            if done.is_file():
-                m = json.loads(done.read_text())
-            else:
+            m = read_result(run_dir / "metrics.json")
+            if m is None:
                 pol = self._policy_for(r["policy"], "vanilla", cfg.calibration_size)
                 student = apply_policy(self.base, pol, pruner=self.pruner, check=False)
                 t0 = time.perf_counter()
@@ -274,10 +262,6 @@ class _Study:
             results.append({"id": r["id"], "val_top1": m["val_top1"], "test_top1": m.get("test_top1"),
                             "train_time_s": m.get("train_time_s")})
         return results
-
-
-def _safe(key: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -309,23 +293,20 @@ def analyse(cfg: FidelityConfig, rows: list[dict[str, Any]], scores: dict[str, A
     for key in (k for k in scores if k in correct):
         out["val_sizes"][key] = {str(n): rank_stats(100.0 * correct[key][:, :n].mean(1), truth)["spearman"]
                                  for n in sizes}
-    for proxy in ("bn", "reconstruct"):
-        if proxy not in scores:
-            continue
-        rows_ = {scores[proxy]["calibration_size"]: proxy}
-        rows_.update({s["calibration_size"]: k for k, s in scores.items() if k.startswith(f"{proxy}#cal")})
+    for proxy in [p for p in ("bn", "reconstruct") if p in scores]:
+        rows_ = {scores[proxy]["calibration_size"]: proxy,
+                 **{s["calibration_size"]: k for k, s in scores.items() if k.startswith(f"{proxy}#cal")}}
         if len(rows_) > 1:
             out["calibration_sizes"][proxy] = {
                 str(n): {"spearman": out["proxies"][k]["all"]["spearman"],
                          "spearman_near": out["proxies"][k]["near_budget"]["spearman"], "build_s": scores[k]["build_s"]}
                 for n, k in sorted(rows_.items())}
-    best = int(np.argmax(truth))
     out["policies"] = [{"id": r["id"], "source": r["source"], "achieved": r["achieved"].get(f"{metric}_ratio"),
                         "params_ratio": r["achieved"].get("params_ratio"), "ft_val_top1": f["val_top1"],
                         "ft_test_top1": f.get("test_top1"),
                         **{f"score_{k}": scores[k]["scores"][i] for k in scores if "#" not in k and "@" not in k}}
                        for i, (r, f) in enumerate(zip(rows, ft))]
-    out["best_after_finetune"] = rows[best]["id"]
+    out["best_after_finetune"] = rows[int(np.argmax(truth))]["id"]
     uni = [i for i, r in enumerate(rows) if r["source"] == "uniform"]
     if uni:
         out["uniform_rank_after_finetune"] = int((truth > truth[uni[0]]).sum()) + 1
@@ -349,18 +330,11 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"{doc['loadavg_start']} at the start, {doc['loadavg_end']} at the end; threads: {doc['machine']['threads']}.",
         "",
     ]
-
-    def stats(st: dict[str, Any], near: dict[str, Any]) -> list[str]:
-        return [fmt(st["spearman"]), fmt(st["kendall"]), fmt(st["pearson"]), f"{fmt(st['top3'], 'd')}/3",
-                fmt(near["spearman"])]
-
-    rows = [[key, *stats(p["all"], p["near_budget"]), "{:.1f}-{:.1f}".format(*p["score_range"]),
+    rows = [[key, *rank_cells(p), "{:.1f}-{:.1f}".format(*p["score_range"]),
              f"{p['seconds_per_policy']:.2f} ({p['build_s']:.2f} + {p['eval_s']:.2f})", p["top_pick"]]
             for key, p in a["proxies"].items()]
-    pr = a.get("params_ratio")
-    if pr:
-        rows.append(["params ratio (no model: a reference)", *stats(pr["all"], pr["near_budget"]), "-", "0",
-                     "-"])
+    if a.get("params_ratio"):
+        rows.append(["params ratio (no model: a reference)", *rank_cells(a["params_ratio"]), "-", "0", "-"])
     lines += md_table(["proxy", "Spearman", "Kendall", "Pearson", "top-3 overlap", "Spearman near",
                        "scores (%)", "s / policy (build + eval)", "top pick"], rows)
     if a["val_sizes"]:
@@ -379,8 +353,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
              fmt(p["achieved"], ".3f"), fmt(p["params_ratio"], ".3f"), fmt(p["ft_val_top1"]),
              fmt(p["ft_test_top1"]), *(fmt(p[k]) for k in keys)] for p in a["policies"]]
     head = ["policy", "source", "achieved", "params", "FT val", "FT test", *(k[6:] for k in keys)]
-    lines += ["", *md_table(head, rows)]
-    lines += ["", f"Best after fine-tuning: {a['best_after_finetune']}; uniform ranks "
+    lines += ["", *md_table(head, rows), "",
+              f"Best after fine-tuning: {a['best_after_finetune']}; uniform ranks "
               f"{a.get('uniform_rank_after_finetune', '-')} of {len(a['policies'])}.", ""]
     return "\n".join(lines)
 
@@ -391,22 +365,19 @@ def plot(doc: dict[str, Any], out: Path) -> list[str]:
 
     a = doc["analysis"]
     truth = [p["ft_val_top1"] for p in a["policies"]]
+    colors = ["tab:red" if q["source"] == "uniform" else "tab:blue" for q in a["policies"]]
     files = []
     for key, p in a["proxies"].items():
         if "#" in key or "@" in key:
             continue
-        scores = [q[f"score_{key}"] for q in a["policies"]]
-        fig = Figure(figsize=(4.5, 3.6), layout="constrained")
-        ax = fig.add_subplot()
-        colors = ["tab:red" if q["source"] == "uniform" else "tab:blue" for q in a["policies"]]
-        ax.scatter(scores, truth, c=colors, s=22)
-        ax.set_xlabel(f"score: val top-1 with proxy {key} (%)")
-        ax.set_ylabel("val top-1 after fine-tuning (%)")
+        ax = Figure(figsize=(4.5, 3.6), layout="constrained").add_subplot()
+        ax.scatter([q[f"score_{key}"] for q in a["policies"]], truth, c=colors, s=22)
+        ax.set(xlabel=f"score: val top-1 with proxy {key} (%)", ylabel="val top-1 after fine-tuning (%)")
         ax.set_title(f"{key}: Spearman {fmt(p['all']['spearman'])}, Kendall {fmt(p['all']['kendall'])}",
                      fontsize=10)
         ax.grid(alpha=0.3)
-        path = out / f"scatter-{_safe(key)}.png"
-        fig.savefig(path, dpi=110)
+        path = out / f"scatter-{safe_name(key, '_')}.png"
+        ax.figure.savefig(path, dpi=110)
         os.chmod(path, 0o644)
         files.append(path.name)
     return files
@@ -436,7 +407,7 @@ def run_fidelity(cfg: FidelityConfig, out_dir: str | os.PathLike, *, resume: boo
     rows = study.sample()
     scores = study.score(rows)
     ft = study.finetune(rows, progress=progress)
-    correct = {k: np.load(out / "correct" / f"{_safe(k)}.npy") for k in scores}
+    correct = {k: np.load(out / "correct" / f"{safe_name(k, '_')}.npy") for k in scores}
     scores = {k: scores[k] for k, *_ in study.scorers() if k in scores}
     doc = {"format": "amc-fidelity", "version": 1, "config": cfg.to_dict(), "val_images": int(len(study.val[1])),
            "loadavg_start": load0, "loadavg_end": loadavg(), "machine": machine_info(),

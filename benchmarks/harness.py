@@ -35,8 +35,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-__all__ = ["TIMING_KEYS", "TimedEnv", "episode_split", "evaluations_to_within", "mean_std", "md_table", "fmt",
-           "changed_keys", "loadavg", "machine_info", "read_result", "stage", "Experiment", "search_once"]
+__all__ = ["TIMING_KEYS", "TimedEnv", "episode_split", "evaluations_to_within", "stats", "mean_std", "pm",
+           "md_table", "fmt", "safe_name", "changed_keys", "loadavg", "machine_info", "read_result", "stage",
+           "Experiment", "search_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +80,8 @@ class TimedEnv(gym.Wrapper):
         if out[2] or out[3]:
             timing = (out[4] or {}).get("timing") or {}
             rec = {k: float(timing.get(k, 0.0) or 0.0) for k in TIMING_KEYS}
-            rec["env_other"] = max(0.0, self._env_s - sum(rec.values()))
-            rec["agent"] = self._agent_s
-            rec["episode_s"] = self._env_s + self._agent_s
-            self.records.append(rec)
+            self.records.append({**rec, "env_other": max(0.0, self._env_s - sum(rec.values())),
+                                 "agent": self._agent_s, "episode_s": self._env_s + self._agent_s})
             self._env_s = self._agent_s = 0.0
         return out
 
@@ -119,23 +118,28 @@ def evaluations_to_within(episodes_csv: str | os.PathLike, points: float = 0.5) 
     final best (``None`` without an episode log)."""
     from agents._recorder import read_episodes
 
-    path = Path(episodes_csv)
-    if not path.is_file():
-        return None
-    acc = [float(r["accuracy"]) for r in read_episodes(path) if r.get("accuracy") not in (None, "")]
+    acc = [float(r["accuracy"]) for r in read_episodes(episodes_csv) if r.get("accuracy") not in (None, "")]
     if not acc:
         return None
     best = np.maximum.accumulate(np.asarray(acc))
     return int(np.argmax(best >= best[-1] - points)) + 1
 
 
+def stats(values: Iterable[Any]) -> dict[str, Any]:
+    """``mean``, sample ``std`` (0 for one value), ``n``, ``min`` and ``max`` of the values not None."""
+    v = [float(x) for x in values if x is not None]
+    if not v:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v),
+            "min": min(v), "max": max(v)}
+
+
 def mean_std(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, float | None]:
     """``{key: mean, key_std: sample std (0 for one run)}`` over the runs that have ``key``."""
     out: dict[str, float | None] = {}
     for k in keys:
-        vals = [float(r[k]) for r in runs if r.get(k) is not None]
-        out[k] = statistics.fmean(vals) if vals else None
-        out[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
+        st = stats(r.get(k) for r in runs)
+        out[k], out[f"{k}_std"] = st["mean"], st["std"]
     return out
 
 
@@ -147,6 +151,18 @@ def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], *, ignore: Iter
 def fmt(v: Any, spec: str = ".2f") -> str:
     """``v`` formatted by ``spec``, or ``-`` for None, NaN and infinities (table cells)."""
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def pm(st: Mapping[str, Any], spec: str = ".2f") -> str:
+    """A :func:`stats` entry as ``mean ± std`` (the mean alone for one value, ``-`` for none)."""
+    if st.get("n", 0) > 1:
+        return f"{fmt(st['mean'], spec)} ± {fmt(st['std'], spec)}"
+    return fmt(st.get("mean"), spec)
+
+
+def safe_name(name: str, sub: str = "-") -> str:
+    """``name`` as a file name: every character but letters, digits and ``-_.`` becomes ``sub``."""
+    return "".join(c if c.isalnum() or c in "-_." else sub for c in name)
 
 
 def md_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -171,14 +187,14 @@ def machine_info() -> dict[str, Any]:
 
 
 def read_result(path: Path) -> dict[str, Any] | None:
-    """A stage's earlier result (a JSON mapping), or ``None`` when it is missing or unreadable (the
+    """A JSON mapping, e.g. a stage's earlier result, or ``None`` when it is missing or unreadable (a
     stage then runs again)."""
     if not path.is_file():
         return None
     try:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        logger.warning("ignoring unreadable %s (%s); redoing that stage", path, e)
+        logger.warning("ignoring unreadable %s (%s)", path, e)
         return None
     return doc if isinstance(doc, dict) else None
 
@@ -255,7 +271,7 @@ class Experiment:
                   "created": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine_info()}
         t0 = time.perf_counter()
         try:
-            (args.out if self.result else args.out.parent).mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             results = self.body(args)
         except AmcError as e:
             print(f"error: {e}", file=sys.stderr)

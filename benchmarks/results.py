@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -27,7 +26,8 @@ from typing import Any
 
 from amc.errors import AmcError
 from amc.utils import atomic_write_json, atomic_write_text
-from benchmarks.harness import md_table, mean_std
+from benchmarks.fidelity import rank_cells
+from benchmarks.harness import fmt, md_table, pm, stats
 from benchmarks.suite import collect_finetunes, compression_table, speed_table
 
 __all__ = ["RENDERERS", "render", "update", "main"]
@@ -41,29 +41,17 @@ DOCUMENTS = (RESULTS_MD, ROOT / "README.md")
 _BLOCK = re.compile(r"(<!-- results: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
 Renderer = Callable[[Any, Sequence[str]], list[str]]
-RENDERERS: dict[str, Renderer] = {}
-
-
-def renderer(name: str) -> Callable[[Renderer], Renderer]:
-    def register(fn: Renderer) -> Renderer:
-        RENDERERS[name] = fn
-        return fn
-    return register
 
 
 def _kib(n: float) -> str:
     return f"{n / 1024:.1f} KiB"
 
 
-def _pm(runs: Sequence[Mapping[str, Any]], key: str, fmt: str = ".2f") -> str:
+def _pm(runs: Sequence[Mapping[str, Any]], key: str) -> str:
     """``mean ± std`` of ``key`` over ``runs`` (the mean alone for one run)."""
-    stats, n = mean_std(runs, (key,)), sum(1 for r in runs if r.get(key) is not None)
-    if not n:
-        return "-"
-    return f"{stats[key]:{fmt}}" if n < 2 else f"{stats[key]:{fmt}} ± {stats[f'{key}_std']:{fmt}}"
+    return pm(stats(r.get(key) for r in runs))
 
 
-@renderer("deep-compression")
 def _deep_compression(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     """The stage table of one model of ``scripts/deep_compression_report.py``'s JSON."""
     (name,) = args
@@ -77,40 +65,28 @@ def _deep_compression(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     return md_table(["stage", "file", "x file", "weights", "x float32 w", "test top-1"], rows)
 
 
-@renderer("slimming")
 def _slimming(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     """``scripts/bench_slimming.py``'s arms."""
-    rows = []
-    for arm in doc["arms"].values():
-        label = "no penalty" if not arm["lambda"] else f"slimming, lambda {arm['lambda']:g}"
-        rows.append([label, f"{arm['test_top1']:.2f} %", f"{arm['scale_mean']:.2f}", f"{arm['macs_ratio']:.3f}",
-                     f"{arm['finetuned_test_top1']:.2f} %"])
+    rows = [["no penalty" if not arm["lambda"] else f"slimming, lambda {arm['lambda']:g}",
+             f"{arm['test_top1']:.2f} %", f"{arm['scale_mean']:.2f}", f"{arm['macs_ratio']:.3f}",
+             f"{arm['finetuned_test_top1']:.2f} %"] for arm in doc["arms"].values()]
     return md_table(["arm", "test top-1", "mean \\|gamma\\|", "MACs after pruning",
                      "pruned, fine-tuned test top-1"], rows)
 
 
-@renderer("fidelity")
 def _fidelity(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     """``amc fidelity``'s rank correlations, one row per proxy at its default settings (fp32)."""
     a = doc["analysis"]
-    rows = []
-    for name, p in a["proxies"].items():
-        if "@" in name or "#" in name:  # the precision and calibration variants have tables of their own
-            continue
-        lo, hi = p["score_range"]
-        rows.append([f"`{name}`", f"{p['all']['spearman']:.2f}", f"{p['all']['kendall']:.2f}",
-                     f"{p['all']['pearson']:.2f}", f"{p['all']['top3']}/3", f"{p['near_budget']['spearman']:.2f}",
-                     f"{lo:.1f}-{hi:.1f}", f"{p['build_s']:.2f} + {p['eval_s']:.2f}"])
-    pr = a.get("params_ratio")
-    if pr:
-        rows.append(["params ratio alone (no model)", f"{pr['all']['spearman']:.2f}", f"{pr['all']['kendall']:.2f}",
-                     f"{pr['all']['pearson']:.2f}", f"{pr['all']['top3']}/3", f"{pr['near_budget']['spearman']:.2f}",
-                     "-", "0"])
+    # the precision (@) and calibration (#) variants have tables of their own
+    rows = [[f"`{name}`", *rank_cells(p), "{:.1f}-{:.1f}".format(*p["score_range"]),
+             f"{p['build_s']:.2f} + {p['eval_s']:.2f}"]
+            for name, p in a["proxies"].items() if "@" not in name and "#" not in name]
+    if a.get("params_ratio"):
+        rows.append(["params ratio alone (no model)", *rank_cells(a["params_ratio"]), "-", "0"])
     return md_table(["proxy", "Spearman", "Kendall", "Pearson", "top-3 overlap", "Spearman within 10 % of the"
                      " budget", "score range (%)", "s / policy: build + eval"], rows)
 
 
-@renderer("bench")
 def _bench(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     """``amc bench``'s results.json: ``compression`` (section a) or ``speed`` (section b)."""
     (part,) = args
@@ -119,22 +95,19 @@ def _bench(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     return compression_table(doc) if part == "compression" else speed_table(doc)
 
 
-@renderer("finetunes")
 def _finetunes(doc: Mapping[str, Any], args: Sequence[str]) -> list[str]:
     """Per method, the fine-tuned test top-1 of each seed and their mean ± std
     (:func:`benchmarks.suite.collect_finetunes`'s JSON)."""
     seeds = sorted({r["seed"] for m in doc["methods"] for r in m["runs"]})
     rows = []
     for m in doc["methods"]:
-        by_seed = {r["seed"]: r for r in m["runs"]}
-        cells = [f"{by_seed[s]['test_top1']:.2f}" if s in by_seed else "-" for s in seeds]
+        by_seed = {r["seed"]: r["test_top1"] for r in m["runs"]}
         rows.append([m["agent"], f"{m['macs_ratio']:.3f}", f"{m['params_ratio']:.3f}", f"{m['search_val_top1']:.2f}",
-                     *cells, _pm(m["runs"], "test_top1")])
+                     *(fmt(by_seed.get(s)) for s in seeds), _pm(m["runs"], "test_top1")])
     return md_table(["method", "MACs", "params", "search score (val)", *(f"test, seed {s}" for s in seeds),
                     "mean ± std"], rows)
 
 
-@renderer("quant")
 def _quant(doc: Any, args: Sequence[str]) -> list[str]:
     """``scripts/bench_quant.py``, one JSON per seed (several files merge): part ``a`` (mixed
     precision vs uniform bits at one size budget, before and after the short fine-tune) or ``b``
@@ -150,12 +123,18 @@ def _quant(doc: Any, args: Sequence[str]) -> list[str]:
     tuned = any(r["finetune"] for rs in runs.values() for r in rs)  # part a always; part b with --ft-b
     rows = []
     for name, rs in runs.items():
-        ratios = [f"{statistics.fmean(r['achieved'][k] for r in rs):.3f}"
+        ratios = [f"{stats(r['achieved'][k] for r in rs)['mean']:.3f}"
                   for k in ("bitops_ratio", "macs_ratio", "size_ratio")]
         cells = [_pm(rs, "best_val")] + ([_pm(rs, "ft_test_before"), _pm(rs, "ft_test_after")] if tuned else [])
         rows.append([name, str(len(rs)), str(rs[0]["evaluations"]), *ratios, *cells])
     head = ["method", "seeds", "evaluations", "BitOps", "MACs", "size", "best val top-1"]
     return md_table(head + (["test top-1", "test top-1 after the fine-tune"] if tuned else []), rows)
+
+
+#: the table renderers, by the name a marker gives
+RENDERERS: dict[str, Renderer] = {"deep-compression": _deep_compression, "slimming": _slimming,
+                                  "fidelity": _fidelity, "bench": _bench, "finetunes": _finetunes,
+                                  "quant": _quant}
 
 
 def _load(spec: str, docs: Path) -> tuple[Renderer, Any, list[str]]:

@@ -66,24 +66,16 @@ from benchmarks.harness import (
     loadavg,
     md_table,
     mean_std,
+    pm,
     read_result,
+    safe_name,
     stage,
 )
 from envs import CompressionEnv
 
-__all__ = [
-    "BenchConfig",
-    "PRESETS",
-    "PUBLISHED",
-    "run_benchmark",
-    "render_report",
-    "load_extras",
-]
+__all__ = ["BenchConfig", "PRESETS", "PUBLISHED", "run_benchmark", "render_report", "load_extras"]
 
 logger = logging.getLogger(__name__)
-
-RESULTS_FORMAT = "amc-bench"
-RESULTS_VERSION = 1
 
 #: published results quoted in ``/work/shared/design/REFERENCE.md`` (top-1 %, CIFAR-10, 50% MACs)
 PUBLISHED: list[dict[str, Any]] = [
@@ -131,17 +123,12 @@ BenchConfig = flat_config("BenchConfig", BenchOptions, module=__name__, base=_Be
 # helpers
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
-
-
-def _subset_splits(splits: Any, *, val: int | None, test: int | None) -> Any:
+def _subset_splits(splits: Any, **sizes: int) -> Any:
     """A view of ``splits`` whose val/test splits are their first ``val``/``test`` images (the
     splits are stored shuffled, so a prefix is a uniform sample); train is shared."""
-    def cut(ds: Any, n: int | None) -> Any:
-        return ds if n is None or n >= len(ds) else ds.subset(torch.arange(n))
-
-    return dataclasses.replace(splits, val=cut(splits.val, val), test=cut(splits.test, test), _cache={})
+    cut = {k: getattr(splits, k).subset(torch.arange(n)) for k, n in sizes.items()
+           if n < len(getattr(splits, k))}
+    return dataclasses.replace(splits, **cut, _cache={})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -151,19 +138,16 @@ def _subset_splits(splits: Any, *, val: int | None, test: int | None) -> Any:
 class _Bench:
     """State shared by the stages of one :func:`run_benchmark` call."""
 
-    def __init__(self, cfg: BenchConfig, out: Path, *, progress: bool) -> None:
-        self.cfg, self.out, self.progress = cfg, out, progress
-        self.stages: dict[str, Any] = {}
-        self.executed: dict[str, bool] = {}  # stage -> computed now (False: reused from an earlier session)
-
-    # ------------------------------------------------------------- set-up
-    def prepare(self, *, overwrite: bool) -> None:
+    def __init__(self, cfg: BenchConfig, out: Path, *, progress: bool, overwrite: bool) -> None:
+        """Checks ``out`` against ``cfg``, snapshots the checkpoint and loads the model and data."""
         from amc.data import get_dataset
         from amc.pruning import Pruner
         from amc.training import load_checkpoint
         from amc.utils import resolve_device
 
-        cfg, out = self.cfg, self.out
+        self.cfg, self.out, self.progress = cfg, out, progress
+        self.stages: dict[str, Any] = {}
+        self.executed: dict[str, bool] = {}  # stage -> computed now (False: reused from an earlier session)
         src = Path(cfg.checkpoint).expanduser()
         if not src.is_file():
             raise AmcError(f"checkpoint {str(src)!r} does not exist (train one with `amc train`)")
@@ -182,21 +166,22 @@ class _Bench:
                 raise AmcError(f"{str(out)!r} holds a benchmark with other settings ({', '.join(shown)}); "
                                "pass --overwrite to start again there, or choose another --out")
         out.mkdir(parents=True, exist_ok=True)
-        snap = out / "checkpoint.pt"
-        if not snap.is_file() or file_sha256(snap) != sha:
-            shutil.copyfile(src, snap)
+        self.checkpoint_path = out / "checkpoint.pt"  # a snapshot: training may still rewrite the original
+        if not self.checkpoint_path.is_file() or file_sha256(self.checkpoint_path) != sha:
+            shutil.copyfile(src, self.checkpoint_path)
         atomic_write_json(cfg_path, {"config": cfg.to_dict(), "checkpoint_sha256": sha})
-        self.checkpoint_path = snap
-        self.checkpoint_sha256 = sha
 
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.base, ckpt = load_checkpoint(snap, device=self.device)
+        self.base, ckpt = load_checkpoint(self.checkpoint_path, device=self.device)
         self.base.eval()
-        self.ckpt_info = {k: ckpt.get(k) for k in ("model_spec", "metrics", "data")}
-        self.ckpt_info["train_state_epoch"] = (ckpt.get("train_state") or {}).get("epoch")
-        self.ckpt_info["config_epochs"] = (ckpt.get("config") or {}).get("epochs")
+        self.spec = ckpt.get("model_spec")
+        self.model_info = {"name": (self.spec or {}).get("name"), "spec": self.spec or {},
+                           "checkpoint": cfg.checkpoint, "snapshot": str(self.checkpoint_path),
+                           "sha256": sha, "checkpoint_metrics": ckpt.get("metrics"),
+                           "trained_epochs": (ckpt.get("train_state") or {}).get("epoch"),
+                           "planned_epochs": (ckpt.get("config") or {}).get("epochs")}
         data = ckpt.get("data") or {}
         self.dataset = (cfg.dataset or data.get("dataset") or "").lower()
         if not self.dataset:
@@ -217,20 +202,15 @@ class _Bench:
         self.val_data = self.splits.tensors("val", device=self.device, limit=self.n_val)
         self.test_data = self.splits.tensors("test", device=self.device, limit=self.n_test)
         self.example = self.val_data[0][:1]
-        self.input_shape = tuple(int(s) for s in self.example.shape[1:])
         self.pruner = Pruner(self.base, self.example, seed=cfg.seed)
-        self.spec = self.ckpt_info.get("model_spec")
 
     def _clear(self) -> None:
-        out = self.out
-        if not out.is_dir():
-            return
-        for p in out.iterdir():
-            if p.is_dir() and (p.name.startswith("search-") or p.name.startswith("finetune-")):
+        for p in [*self.out.glob("search-*"), *self.out.glob("finetune-*")]:
+            if p.is_dir():
                 shutil.rmtree(p)
-            elif p.name in ("bench_config.json", "checkpoint.pt", "base.json", "latency.json", "results.json",
-                            "report.md"):
-                p.unlink()
+        for name in ("bench_config.json", "checkpoint.pt", "base.json", "latency.json", "results.json",
+                     "report.md"):
+            (self.out / name).unlink(missing_ok=True)
 
     def evaluate(self, model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> float:
         from amc.training import evaluate
@@ -254,48 +234,35 @@ class _Bench:
         return doc
 
     # ------------------------------------------------------------- (a) searches
-    def search_config(self, agent: str, run_dir: Path) -> Any:
-        from agents import AGENTS, OptunaAgent, SearchConfig, UniformAgent
-
-        cfg = self.cfg
-        cls = AGENTS.get(agent)
-        episodes, agent_kwargs = cfg.episodes, {}
-        if issubclass(cls, UniformAgent):
-            episodes = cfg.uniform_max_evaluations
-        elif issubclass(cls, OptunaAgent):
-            agent_kwargs["n_startup_trials"] = cfg.warmup  # the same random start as DDPG's warm-up
-        env_kwargs = {"eval_limit": self.n_val} if self.n_val < len(self.splits.val) else {}
-        return SearchConfig(
-            checkpoint=str(self.checkpoint_path), dataset=self.dataset, data_dir=self.data_dir,
-            val_size=self.val_size, data_seed=self.data_seed, target=cfg.target, lbound=cfg.lbound,
-            round_to=cfg.round_to, importance=cfg.importance, reconstruct=cfg.reconstruct or None,
-            proxy=cfg.proxy, calibration_size=cfg.calibration_size, budget_band=cfg.budget_band,
-            eval_precision=cfg.eval_precision, agent=agent,
-            episodes=episodes, warmup=cfg.warmup, seed=cfg.seed, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs,
-            run_dir=str(run_dir), device=str(self.device), threads=cfg.threads)
-
     def search_stage(self, agent: str) -> dict[str, Any]:
-        from agents import run_search
+        from agents import AGENTS, OptunaAgent, SearchConfig, UniformAgent, run_search
         from agents._recorder import read_episodes
 
-        run_dir = self.out / f"search-{_safe(agent)}"
+        cfg, cls = self.cfg, AGENTS.get(agent)
+        run_dir = self.out / f"search-{safe_name(agent)}"
         summary = read_result(run_dir / "summary.json")
         timing = read_result(run_dir / "timing.json")
         done = summary is not None and not summary.get("interrupted") and timing is not None
         self.executed[f"search-{agent}"] = not done
         if not done:
-            scfg = self.search_config(agent, run_dir)
             has_ckpt = (run_dir / "checkpoint").is_dir()
-            scfg.resume = has_ckpt
-            scfg.overwrite = not has_ckpt and run_dir.exists()
+            scfg = SearchConfig(
+                checkpoint=str(self.checkpoint_path), dataset=self.dataset, data_dir=self.data_dir,
+                val_size=self.val_size, data_seed=self.data_seed, target=cfg.target, lbound=cfg.lbound,
+                round_to=cfg.round_to, importance=cfg.importance, reconstruct=cfg.reconstruct or None,
+                proxy=cfg.proxy, calibration_size=cfg.calibration_size, budget_band=cfg.budget_band,
+                eval_precision=cfg.eval_precision, agent=agent, warmup=cfg.warmup, seed=cfg.seed,
+                episodes=cfg.uniform_max_evaluations if issubclass(cls, UniformAgent) else cfg.episodes,
+                # the Optuna samplers start with as many random trials as DDPG's warm-up
+                agent_kwargs={"n_startup_trials": cfg.warmup} if issubclass(cls, OptunaAgent) else {},
+                env_kwargs={"eval_limit": self.n_val} if self.n_val < len(self.splits.val) else {},
+                run_dir=str(run_dir), device=str(self.device), threads=cfg.threads,
+                resume=has_ckpt, overwrite=not has_ckpt and run_dir.exists())
             records: list[dict[str, float]] = []
-
-            def factory(*args: Any, **kwargs: Any) -> TimedEnv:
-                return TimedEnv(CompressionEnv(*args, **kwargs), records)
-
             with stage(f"search-{agent}", self.stages):
                 t0 = time.perf_counter()
-                summary = run_search(scfg, progress=self.progress or None, env_factory=factory)
+                summary = run_search(scfg, progress=self.progress or None,
+                                     env_factory=lambda *a, **k: TimedEnv(CompressionEnv(*a, **k), records))
                 wall = time.perf_counter() - t0
             if summary.get("interrupted"):
                 raise KeyboardInterrupt(f"search {agent} interrupted")
@@ -313,10 +280,7 @@ class _Bench:
         from amc.compress import apply_policy
         from amc.policy import Policy
 
-        path = Path(search["run_dir"]) / "best_policy.json"
-        if not path.is_file():
-            raise AmcError(f"{path} is missing: the search recorded no policy")
-        policy = Policy.load(path)
+        policy = Policy.load(Path(search["run_dir"]) / "best_policy.json")
         model = apply_policy(self.base, policy, splits=self.splits, device=self.device, pruner=self.pruner)
         return model.eval(), policy
 
@@ -325,7 +289,7 @@ class _Bench:
         from amc.graph import count_macs_params
 
         cfg = self.cfg
-        run_dir = self.out / f"finetune-{_safe(agent)}"
+        run_dir = self.out / f"finetune-{safe_name(agent)}"
         path = run_dir / "result.json"
         doc = read_result(path)
         if self.executed.get(f"search-{agent}"):  # a new search: an earlier fine-tuning is stale
@@ -362,10 +326,10 @@ class _Bench:
                     sdir = run_dir if i == 0 else run_dir / f"seed{seed}"
                     t0 = time.perf_counter()
                     student = model if i == len(cfg.ft_seeds) - 1 else copy.deepcopy(model)
-                    scfg = dataclasses.replace(fcfg, seed=seed)
-                    res = finetune(student, view, scfg, run_dir=sdir, teacher=self.base if cfg.kd else None,
-                                   resume=(sdir / "last.pt").is_file(), progress=self.progress,
-                                   model_spec=self.spec, meta={"policy": policy.to_dict(), "bench_agent": agent})
+                    res = finetune(student, view, dataclasses.replace(fcfg, seed=seed), run_dir=sdir,
+                                   teacher=self.base if cfg.kd else None, resume=(sdir / "last.pt").is_file(),
+                                   progress=self.progress, model_spec=self.spec,
+                                   meta={"policy": policy.to_dict(), "bench_agent": agent})
                     runs.append({"seed": seed, "val_top1": res.get("val_top1"), "test_top1": res.get("test_top1"),
                                  "train_time_s": res.get("train_time_s"), "wall_s": time.perf_counter() - t0})
                 epoch_steps = math.ceil(len(self.splits.train) / cfg.ft_batch_size)
@@ -398,17 +362,14 @@ class _Bench:
             return doc
         self.executed["latency"] = True
         with stage("latency", self.stages):
-            models = {"uncompressed": self.base}
-            for agent, search in searches.items():
-                models[agent] = self.compressed(search)[0]
+            models = {"uncompressed": self.base, **{a: self.compressed(s)[0] for a, s in searches.items()}}
             cpu = {name: m.to("cpu").eval() for name, m in models.items()}
-            rounds: dict[str, dict[int, list[dict[str, Any]]]] = {n: {b: [] for b in cfg.latency_batches}
-                                                                  for n in cpu}
+            rounds: dict[str, dict[int, list[Any]]] = {n: {b: [] for b in cfg.latency_batches} for n in cpu}
             for _ in range(cfg.latency_rounds):  # interleaved: load drift hits every model alike
                 for b in cfg.latency_batches:
                     for name, m in cpu.items():
-                        r = measure_latency(m, self.input_shape, batch_size=b, threads=cfg.latency_threads,
-                                            warmup=3 if b > 1 else 10, repeats=5,
+                        r = measure_latency(m, tuple(self.example.shape[1:]), batch_size=b, repeats=5,
+                                            warmup=3 if b > 1 else 10, threads=cfg.latency_threads,
                                             min_time_s=cfg.latency_min_time_s, device="cpu")
                         rounds[name][b].append(r.to_dict())
             results = {
@@ -435,17 +396,13 @@ def load_extras(out_dir: str | os.PathLike, paths: Mapping[str, str] | None = No
     """
     out = Path(out_dir)
     candidates = {name: [out / f"{name}.json", Path("bench_out") / f"{name}.json", Path(f"bench_{name}.json")]
-                  for name in ("int8", "transfer")}
-    for name, p in (paths or {}).items():
-        candidates[name] = [Path(p)]
+                  for name in ("int8", "transfer")} | {name: [Path(p)] for name, p in (paths or {}).items()}
     found: dict[str, Any] = {}
     for name, files in candidates.items():
-        for f in filter(Path.is_file, files):
-            try:
-                found[name] = {"path": str(f), "data": json.loads(f.read_text())}
+        for f in files:
+            if (data := read_result(f)) is not None:
+                found[name] = {"path": str(f), "data": data}
                 break
-            except (OSError, json.JSONDecodeError) as e:
-                logger.warning("skipping %s results %s: %s", name, f, e)
     return found
 
 
@@ -465,14 +422,11 @@ def collect_finetunes(out_dir: str | os.PathLike) -> dict[str, Any]:
         s = json.loads(summary.read_text())
         agent = summary.parent.name.removeprefix("search-")
         runs = []
-        for i, seed in enumerate(cfg["ft_seeds"]):
-            run_dir = out / f"finetune-{_safe(agent)}"
-            metrics = (run_dir if i == 0 else run_dir / f"seed{seed}") / "metrics.json"
-            if metrics.is_file():
-                m = json.loads(metrics.read_text())
-                if m.get("test_top1") is not None:
-                    runs.append({"seed": seed, "val_top1": m.get("val_top1"), "test_top1": m["test_top1"],
-                                 "epochs": m.get("epochs")})
+        for i, seed in enumerate(cfg["ft_seeds"]):  # the first seed's run dir is the one-seed layout
+            m = read_result(out / f"finetune-{agent}" / (f"seed{seed}" if i else "") / "metrics.json") or {}
+            if m.get("test_top1") is not None:
+                runs.append({"seed": seed, "val_top1": m.get("val_top1"), "test_top1": m["test_top1"],
+                             "epochs": m.get("epochs")})
         methods.append({"agent": agent, "macs_ratio": s["achieved"]["macs_ratio"],
                         "params_ratio": s["achieved"]["params_ratio"], "search_val_top1": s["best_accuracy"],
                         "evaluations": s.get("evaluations", s.get("episodes")), "runs": runs})
@@ -492,35 +446,30 @@ def run_benchmark(cfg: BenchConfig, *, out_dir: str | os.PathLike, overwrite: bo
     t0 = time.perf_counter()
     load_start = loadavg()
     out = Path(out_dir)
-    bench = _Bench(cfg, out, progress=progress)
-    bench.prepare(overwrite=overwrite)
+    bench = _Bench(cfg, out, progress=progress, overwrite=overwrite)
     base = bench.base_stage()
     searches = {agent: bench.search_stage(agent) for agent in cfg.agents}
-    methods = []
-    for agent, search in searches.items():
-        doc = bench.finetune_stage(agent, search)
-        s = search["summary"]
-        n_eval = int(s.get("evaluations") or len(search["timing"].get("records") or []) or s.get("episodes") or 0)
-        methods.append({**doc, "evaluations": n_eval, "episodes": s.get("episodes"),
-                        "single_policy": bool(s.get("profile")), "search_val_top1": s.get("best_accuracy"),
-                        "search_wall_s": s.get("wall_time_s"), "achieved": s.get("achieved", {})})
+    finetuned = {agent: bench.finetune_stage(agent, search) for agent, search in searches.items()}
     latency = bench.latency_stage(searches)
     lat = latency["results"]
-    for m in methods:
-        m["latency_ms"] = {b: r["median_ms"] for b, r in lat.get(m["agent"], {}).items()}
-        m["speedup"] = {b: lat["uncompressed"][b]["median_ms"] / ms for b, ms in m["latency_ms"].items() if ms > 0}
-    speed = {}
+    methods, speed = [], {}
     for agent, search in searches.items():
-        tm = search["timing"]
+        s, tm = search["summary"], search["timing"]
         records = tm.get("records") or []
+        ms = {b: r["median_ms"] for b, r in lat.get(agent, {}).items()}
+        n_eval = int(s.get("evaluations") or len(records) or s.get("episodes") or 0)
+        methods.append({**finetuned[agent], "evaluations": n_eval, "episodes": s.get("episodes"),
+                        "single_policy": bool(s.get("profile")), "search_val_top1": s.get("best_accuracy"),
+                        "search_wall_s": s.get("wall_time_s"), "achieved": s.get("achieved", {}),
+                        "latency_ms": ms,
+                        "speedup": {b: lat["uncompressed"][b]["median_ms"] / v for b, v in ms.items() if v}})
         speed[agent] = {"evaluations": len(records), "wall_s": tm.get("wall_s"), "setup_s": tm.get("setup_s"),
                         "resumed": tm.get("resumed"), "loadavg": tm.get("loadavg"),
                         "split": episode_split(records, tm.get("phases")),
                         "evaluations_to_within_0.5": evaluations_to_within(Path(search["run_dir"]) / "episodes.csv")}
-    spec = bench.spec or {}
     results: dict[str, Any] = {
-        "format": RESULTS_FORMAT,
-        "version": RESULTS_VERSION,
+        "format": "amc-bench",
+        "version": 1,
         "command": command,
         "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "config": cfg.to_dict(),
@@ -530,11 +479,7 @@ def run_benchmark(cfg: BenchConfig, *, out_dir: str | os.PathLike, overwrite: bo
             "latency_threads": cfg.latency_threads, "device": str(bench.device),
             "loadavg_start": load_start, "loadavg_end": loadavg(),
         },
-        "model": {"name": spec.get("name"), "spec": spec, "checkpoint": cfg.checkpoint,
-                  "snapshot": str(bench.checkpoint_path), "sha256": bench.checkpoint_sha256,
-                  "checkpoint_metrics": bench.ckpt_info.get("metrics"),
-                  "trained_epochs": bench.ckpt_info.get("train_state_epoch"),
-                  "planned_epochs": bench.ckpt_info.get("config_epochs")},
+        "model": bench.model_info,
         "data": {"dataset": bench.dataset, "data_dir": bench.data_dir, "val_size": bench.val_size,
                  "data_seed": bench.data_seed, "reward_val_images": bench.n_val, "test_images": bench.n_test,
                  "test_split_images": len(bench.splits.test), "train_images": len(bench.splits.train),
@@ -587,16 +532,14 @@ def compression_table(results: Mapping[str, Any]) -> list[str]:
     for m in results["methods"]:
         ft = m.get("finetune") or {}
         ev = f"1 policy ({m['evaluations']} probes)" if m.get("single_policy") else str(m["evaluations"])
-        ft_test = fmt(ft.get("test_top1"))
-        if len(ft.get("seeds") or []) > 1:
-            ft_test += f" ± {fmt(ft.get('test_top1_std'))}"
+        ft_test = pm({"mean": ft.get("test_top1"), "std": ft.get("test_top1_std"),
+                      "n": len(ft.get("seeds") or [])})
         row = [m["agent"], ev, fmt(m["macs_ratio"], ".3f"), fmt(m["params_ratio"], ".3f"), fmt(m["val_top1"]),
                fmt(m["test_top1"]), ft_test, _delta(ft.get("test_top1"), base["test_top1"])]
         for b in batches:
             sp = m.get("speedup", {}).get(b)
             row += [fmt(m.get("latency_ms", {}).get(b)), "-" if sp is None else f"{sp:.2f}x"]
-        row.append(f"{1.0 / m['macs_ratio']:.2f}x" if m.get("macs_ratio") else "-")
-        rows.append(row)
+        rows.append([*row, f"{1.0 / m['macs_ratio']:.2f}x" if m.get("macs_ratio") else "-"])
     return md_table([*head, "1 / MACs"], rows)
 
 
@@ -617,8 +560,7 @@ def speed_table(results: Mapping[str, Any]) -> list[str]:
 
 def _extras_section(extras: Mapping[str, Any], out_hint: str) -> list[str]:
     lines = ["## (c) Quantization and transfer", ""]
-    int8 = extras.get("int8")
-    if int8:
+    if int8 := extras.get("int8"):
         rows = [[str(run.get("model")), str(r.get("batch_size")), fmt(r.get("fp32_ms"), ".3f"),
                  fmt(r.get("int8_ms"), ".3f"), f"{fmt(r.get('speedup'))}x", str(run.get("backend", "-")),
                  str(run.get("threads", "-"))]
@@ -631,18 +573,10 @@ def _extras_section(extras: Mapping[str, Any], out_hint: str) -> list[str]:
         lines.append(f"int8: not run here (`python scripts/bench_int8.py --out {out_hint}/int8.json`, then rerun "
                      "the benchmark to include it).")
     lines.append("")
-    tr = extras.get("transfer")
-    if tr:
-        data = tr["data"]
-        lines += [f"Transfer, from `{tr['path']}` (`scripts/bench_transfer.py`):", ""]
-        rows = data.get("results") if isinstance(data, dict) else None
-        if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
-            cols = [k for k in rows[0] if isinstance(rows[0][k], (int, float, str)) or rows[0][k] is None][:10]
-            lines += md_table(cols, ([fmt(r.get(c), ".3f") if isinstance(r.get(c), float) else str(r.get(c))
-                                      for c in cols] for r in rows))
-        else:
-            text = json.dumps(data, indent=1, default=str)
-            lines += ["```json", text[:3000] + ("\n..." if len(text) > 3000 else ""), "```"]
+    if tr := extras.get("transfer"):
+        text = json.dumps(tr["data"], indent=1, default=str)
+        lines += [f"Transfer, from `{tr['path']}` (`scripts/bench_transfer.py`):", "",
+                  "```json", text[:3000] + ("\n..." if len(text) > 3000 else ""), "```"]
     else:
         lines.append("transfer: not run here (`scripts/bench_transfer.py`, when present, writing "
                      f"`{out_hint}/transfer.json`).")
@@ -654,14 +588,13 @@ def render_report(results: Mapping[str, Any]) -> str:
     cfg, env, data, model = results["config"], results["environment"], results["data"], results["model"]
     base = results["base"]
     name = model.get("name") or "model"
-    preset = cfg.get("preset") or "custom"
     ft = next((m["finetune"] for m in results["methods"] if m.get("finetune")), None)
+    preset = cfg.get("preset") or "custom"
     lines = [f"# amc benchmark: {name} on {data['dataset']} at {cfg['target']} ({preset})", ""]
     if results.get("command"):
         lines += ["```", results["command"], "```", ""]
-    trained = ""
-    if model.get("trained_epochs") is not None and model.get("planned_epochs"):
-        trained = f", trained {model['trained_epochs']} of {model['planned_epochs']} planned epochs"
+    trained = (f", trained {model['trained_epochs']} of {model['planned_epochs']} planned epochs"
+               if model.get("trained_epochs") is not None and model.get("planned_epochs") else "")
     lines += [
         f"- created {results['created']}; wall time of this call {results['wall_time_s']:.0f} s "
         f"(stages reused from an earlier call: {', '.join(k for k, v in results['computed_now'].items() if not v) or 'none'})",
@@ -719,8 +652,8 @@ def render_report(results: Mapping[str, Any]) -> str:
                      fmt(f_), _delta(f_, base["test_top1"])])
     lines += ["### Next to the published numbers", "",
               *md_table(["source", "model", "data", "uncompressed", "right after pruning", "fine-tuned",
-                         "change (fine-tuned)"], rows)]
-    lines += ["", "What differs from the published setting:", ""]
+                         "change (fine-tuned)"], rows),
+              "", "What differs from the published setting:", ""]
     diffs = [
         f"**Model**: {name} ({_count(base['params'])} parameters, {_count(base['macs'])} MACs), not "
         "ResNet-56 (0.85 M, ~125 M) or Plain-20: a smaller network has less redundancy, so the same MACs ratio "
@@ -749,15 +682,13 @@ def render_report(results: Mapping[str, Any]) -> str:
         f"rounded to multiples of {cfg['round_to']}, " + ("with" if cfg["reconstruct"] else "without")
         + " AMC's least-squares reconstruction; residual-coupled channels share one ratio (one decision per group).",
     ]
-    lines += [f"- {d}" for d in diffs] + [""]
-
-    lines += ["## (b) Search speed", "",
+    lines += [*(f"- {d}" for d in diffs), "", "## (b) Search speed", "",
               "Seconds per evaluation (env episode), the first one left out; `agent + recording` is everything "
               "outside the env (action selection, DDPG updates / sampler, writing the episode).", "",
               *speed_table(results), ""]
     setup = ", ".join(f"{a} {fmt(s.get('setup_s'), '.1f')} s" for a, s in results["search_speed"].items())
-    lines += [f"Set-up per search (data, model, env, base evaluation): {setup}.", ""]
-    lines += _extras_section(results.get("extras") or {}, results.get("out_dir") or "OUT")
+    lines += [f"Set-up per search (data, model, env, base evaluation): {setup}.", "",
+              *_extras_section(results.get("extras") or {}, results.get("out_dir") or "OUT")]
     stages = [[st, f"{v['wall_s']:.1f}", str(v["loadavg_start"]), str(v["loadavg_end"])]
               for st, v in results["stages"].items()]
     head = ["stage", "wall s", "load average start", "load average end"]
