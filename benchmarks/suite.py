@@ -391,11 +391,13 @@ def load_extras(out_dir: str | os.PathLike, paths: Mapping[str, str] | None = No
     """The int8 and transfer benchmarks' JSON outputs, where present.
 
     ``paths`` maps a name (``int8``, ``transfer``) to a file; without it these are tried in order:
-    ``OUT/<name>.json``, ``bench_out/<name>.json``, ``bench_<name>.json`` (the scripts' default).
+    ``OUT/<name>.json``, ``bench_out/<name>.json``, then the scripts' defaults ``bench_<name>.json`` (int8)
+    and ``bench_out/<name>/bench_<name>.json`` (transfer).
     Each entry is ``{"path": ..., "data": <the JSON>}``; unreadable files are skipped with a warning.
     """
     out = Path(out_dir)
-    candidates = {name: [out / f"{name}.json", Path("bench_out") / f"{name}.json", Path(f"bench_{name}.json")]
+    candidates = {name: [out / f"{name}.json", Path("bench_out") / f"{name}.json", Path(f"bench_{name}.json"),
+                         Path("bench_out") / name / f"bench_{name}.json"]
                   for name in ("int8", "transfer")} | {name: [Path(p)] for name, p in (paths or {}).items()}
     found: dict[str, Any] = {}
     for name, files in candidates.items():

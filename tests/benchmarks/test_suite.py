@@ -223,3 +223,18 @@ def test_published_results_still_render(name) -> None:
     report = render_report(results)
     speed = [line for line in report.splitlines() if line.startswith("| uniform |") and "%" in line]
     assert speed and speed[0].split("|")[7].strip() == "-"
+
+
+def test_load_extras_finds_the_scripts_default_outputs(tmp_path, monkeypatch):
+    from benchmarks.suite import load_extras
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bench_out" / "transfer").mkdir(parents=True)
+    (tmp_path / "bench_out" / "transfer" / "bench_transfer.json").write_text(json.dumps({"models": {"x": 1}}))
+    (tmp_path / "bench_int8.json").write_text(json.dumps({"rows": []}))
+    found = load_extras(tmp_path / "out")
+    assert found["transfer"] == {"path": str(Path("bench_out/transfer/bench_transfer.json")), "data": {"models": {"x": 1}}}
+    assert found["int8"]["path"] == "bench_int8.json"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "transfer.json").write_text(json.dumps({"models": {}}))  # the bench's own folder first
+    assert load_extras(tmp_path / "out")["transfer"]["path"] == str(tmp_path / "out" / "transfer.json")
