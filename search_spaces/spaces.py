@@ -47,41 +47,29 @@ class UnitSpace(Space):
 
 @dataclass(frozen=True)
 class KeepRatioSpace(Space):
-    """Preserve ratio in [lbound, ubound]: ``ratio = lbound + a * (ubound - lbound)``.
+    """Preserve ratio in [lbound, 1] (AMC, He et al. 2018: lbound 0.2): ``ratio = lbound + a * (1 - lbound)``.
 
-    AMC (He et al. 2018) uses lbound 0.2 and ubound 1.0.
+    The bounds are checked with the config (``lbound`` in (0, 1]).
     """
 
     lbound: float = 0.2
-    ubound: float = 1.0
     kind: str = "prune"
 
-    def __post_init__(self) -> None:
-        if not (0.0 < self.lbound <= self.ubound <= 1.0):
-            raise AmcError(f"keep-ratio bounds must satisfy 0 < lbound <= ubound <= 1, got "
-                           f"lbound={self.lbound}, ubound={self.ubound}; e.g. --lbound 0.2")
-
     def to_value(self, a: float) -> float:
-        return self.lbound + _clip(a) * (self.ubound - self.lbound)
+        return self.lbound + _clip(a) * (1.0 - self.lbound)
 
     def to_action(self, value: float) -> float:
-        if self.ubound == self.lbound:
-            return 1.0
-        return _clip((float(value) - self.lbound) / (self.ubound - self.lbound))
+        return 1.0 if self.lbound == 1.0 else _clip((float(value) - self.lbound) / (1.0 - self.lbound))
 
 
 @dataclass(frozen=True)
 class BitSpace(Space):
     """Integer bit width in [b_min, b_max]: ``round(a * (b_max - b_min + 1) + b_min - 0.5)`` (HAQ, Wang et al.
-    2019, Sec. 3.2), clipped to the range."""
+    2019, Sec. 3.2), clipped to the range (``1 <= b_min <= b_max <= 8``, checked with the config)."""
 
     b_min: int = 2
     b_max: int = 8
     kind: str = "w_bits"
-
-    def __post_init__(self) -> None:
-        if not (1 <= self.b_min <= self.b_max <= 8):
-            raise AmcError(f"bit range must satisfy 1 <= min <= max <= 8, got ({self.b_min}, {self.b_max})")
 
     def to_value(self, a: float) -> int:
         # round(x) of x = a * n + b_min - 0.5, halves rounded up
