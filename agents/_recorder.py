@@ -110,13 +110,10 @@ def read_episodes(path: str | os.PathLike) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with path.open(newline="") as f:
         for raw in csv.DictReader(f):
-            if None in raw or any(v is None for v in raw.values()):
-                continue  # torn line (process killed mid-write)
-            try:
-                ep = int(raw["episode"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            rows.append({**{k: v if k == "phase" else _num(v) for k, v in raw.items()}, "episode": ep})
+            if None in raw or None in raw.values() or not (raw.get("episode") or "").isdigit():
+                continue  # a torn line (process killed mid-write), or no episode number
+            row = {k: v if k == "phase" else _num(v) for k, v in raw.items()}
+            rows.append({**row, "episode": int(raw["episode"])})
     return rows
 
 

@@ -415,10 +415,8 @@ class DDPGAgent(Agent):
 
     # ----------------------------------------------------------------- checkpoints
     def _find_checkpoint(self) -> Path | None:
-        for d in (self.ckpt_dir, self.ckpt_dir.with_name(CHECKPOINT_DIR + ".old")):
-            if (d / "state.pt").is_file() and (d / "model.zip").is_file():
-                return d
-        return None
+        dirs = (self.ckpt_dir, self.ckpt_dir.with_name(CHECKPOINT_DIR + ".old"))
+        return next((d for d in dirs if (d / "state.pt").is_file() and (d / "model.zip").is_file()), None)
 
     def save_checkpoint(self) -> Path:
         """Write model, replay buffer, counters, noise, recorder state and RNG states atomically."""
@@ -538,12 +536,11 @@ class DDPGAgent(Agent):
         self.interrupted = self.recorder.episode < episodes
 
     def summary_extra(self) -> dict[str, Any]:
-        buf = self.model.replay_buffer if self.model is not None else None
-        return {
+        return {  # after setup(): the model and the noise exist
             "final_reward_to_all": bool(self.config.final_reward_to_all),
             "warmup": int(self.config.warmup),
-            "noise_sigma": None if self.noise is None else self.noise.sigma,
-            "reward_baseline": None if buf is None else buf.reward_baseline,
+            "noise_sigma": self.noise.sigma,
+            "reward_baseline": self.model.replay_buffer.reward_baseline,
             "ddpg": self.params.to_dict(),
             "warm_start_episodes": int(len(self.warm_actions)),
         }

@@ -541,10 +541,8 @@ class CmaEsAgent(OptunaAgent):
     default_startup = 1
 
     def make_sampler(self, seed: int, **kw: Any) -> BaseSampler:
-        try:
-            import cmaes  # noqa: F401
-        except ImportError:
-            raise AmcError("agent cmaes needs the 'cmaes' package: pip install cmaes") from None
+        if importlib.util.find_spec("cmaes") is None:
+            raise AmcError("agent cmaes needs the 'cmaes' package: pip install cmaes")
         return super().make_sampler(seed, warn_independent_sampling=False, **kw)
 
 

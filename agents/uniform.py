@@ -90,9 +90,8 @@ class UniformAgent(Agent):
     def __init__(self, env: Any, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
         self.kinds, self.spaces = env_decisions(env)
-        self.n_decisions = len(self.kinds)
         self.decisions = getattr(env.unwrapped, "decisions", None)
-        self.weights = profile_weights(self.profile, self.n_decisions, self.kinds)
+        self.weights = profile_weights(self.profile, len(self.kinds), self.kinds)
         self.probes: list[dict[str, Any]] = []
         self.scale: float | None = None
         self.converged = False
@@ -153,10 +152,10 @@ class UniformAgent(Agent):
         lo, hi = bisect(lambda i: self._probe(cands[i]), 0, len(cands),
                         stop=lambda: self.evaluations >= episodes or self.stop_requested)
         self.converged = hi - lo == 1
-        if self._best is None and not self.stop_requested:  # always a result, even one past the cap
-            if not self._probe(cands[lo]):
-                raise AmcError(f"{self.name}: even scale {cands[lo]:.4f} is clipped by the env; the budget cannot be "
-                               "met by this profile")
+        # always a result, even one past the cap
+        if self._best is None and not self.stop_requested and not self._probe(cands[lo]):
+            raise AmcError(f"{self.name}: even scale {cands[lo]:.4f} is clipped by the env; the budget "
+                           "cannot be met by this profile")
         if self._best is not None:  # the tightest feasible policy found is the result: one episode
             self.scale = self._best[0]
             self.recorder.record_episode(self._best[1], phase=self.profile)
