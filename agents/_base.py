@@ -47,9 +47,8 @@ class Agent(ABC):
         self.env = env
         self.config = config
         self.recorder = recorder
-        self.params: Any = None
-        if self.options is not None:
-            self.params = self.options.from_dict(config.agent_kwargs, agent=self.name)
+        self.params: Any = (None if self.options is None
+                            else self.options.from_dict(config.agent_kwargs, agent=self.name))
         self.interrupted = False
         self.evaluations = 0  # episodes played through :meth:`_episode`
         self._stop = threading.Event()
@@ -144,9 +143,8 @@ def applied_unchanged(env: Any, actions: Sequence[float], info: dict[str, Any], 
     """Whether the env's budget rules (:mod:`amc.budget`) left ``actions`` as asked in the episode
     that ended with ``info``: no keep ratio or density clipped by AMC's rule (``info["actions"]``
     holds the applied ones) and no bit width lowered by HAQ's (the policy's bits against the actions')."""
-    base = env.unwrapped
-    kinds = list(getattr(base, "decision_kinds", None) or ["prune"] * len(actions))
-    decisions, spaces = getattr(base, "decisions", None), getattr(base, "spaces", None) or {}
+    kinds, spaces = env_decisions(env)
+    decisions = getattr(env.unwrapped, "decisions", None)
     applied = list(info.get("actions") or [])
     policy = info.get("policy")
     for i, (kind, a) in enumerate(zip(kinds, actions)):

@@ -24,7 +24,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ import yaml
 from amc.policy import Policy
 from amc.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["SearchRecorder", "BestRecord", "EPISODE_COLUMNS", "plot_policy", "read_episodes"]
+__all__ = ["SearchRecorder", "BestRecord", "EPISODE_COLUMNS", "plot_policy", "read_episodes", "write_csv"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,22 +64,15 @@ class BestRecord:
     policy: Policy | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"episode": self.episode, "reward": self.reward, "accuracy": self.accuracy,
-                "metrics": dict(self.metrics), "actions": list(self.actions),
+        return {**vars(self), "metrics": dict(self.metrics), "actions": list(self.actions),
                 "policy": None if self.policy is None else self.policy.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BestRecord:
-        pol = d.get("policy")
-        return cls(episode=int(d["episode"]), reward=float(d["reward"]),
-                   accuracy=None if d.get("accuracy") is None else float(d["accuracy"]),
-                   metrics=dict(d.get("metrics") or {}), actions=[float(a) for a in d.get("actions") or []],
-                   policy=None if pol is None else Policy.from_dict(pol))
+        return cls(**{**d, "policy": None if d.get("policy") is None else Policy.from_dict(d["policy"])})
 
 
 def _num(v: Any) -> float | None:
-    if v is None:
-        return None
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -104,15 +97,9 @@ def _after_existing_event_files(tb_dir: Path) -> None:
     "9"). A resume within the same second as the previous file could therefore sort first and purge
     the whole history, so wait for the next second in that case (at most one second, only then).
     """
-    stamps = []
-    for f in tb_dir.glob("events.out.tfevents.*"):
-        try:
-            stamps.append(int(f.name.split(".")[3]))
-        except (IndexError, ValueError):
-            continue
-    if stamps:
-        while int(time.time()) <= max(stamps):
-            time.sleep(0.05)
+    stamps = [int(t) for f in tb_dir.glob("events.out.tfevents.*") if (t := f.name.split(".")[3]).isdigit()]
+    while stamps and int(time.time()) <= max(stamps):
+        time.sleep(0.05)
 
 
 def read_episodes(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -123,22 +110,25 @@ def read_episodes(path: str | os.PathLike) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with path.open(newline="") as f:
         for raw in csv.DictReader(f):
-            if None in raw or any(v is None for v in raw.values()):
-                continue  # torn line (process killed mid-write)
-            try:
-                ep = int(raw["episode"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            rows.append({**{k: v if k == "phase" else _num(v) for k, v in raw.items()}, "episode": ep})
+            if None in raw or None in raw.values() or not (raw.get("episode") or "").isdigit():
+                continue  # a torn line (process killed mid-write), or no episode number
+            row = {k: v if k == "phase" else _num(v) for k, v in raw.items()}
+            rows.append({**row, "episode": int(raw["episode"])})
     return rows
 
 
-def _write_rows(f: Any, rows: Iterable[Mapping[str, Any]], *, header: bool) -> None:
-    """Write ``rows`` to ``f`` as ``episodes.csv`` lines (``EPISODE_COLUMNS``, numbers formatted)."""
-    w = csv.DictWriter(f, fieldnames=EPISODE_COLUMNS, lineterminator="\n")
-    if header:
-        w.writeheader()
-    w.writerows({k: _fmt(r.get(k)) for k in EPISODE_COLUMNS} for r in rows)
+def _cells(rows: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, str]]:
+    """``rows`` as ``episodes.csv`` cells (``EPISODE_COLUMNS``, numbers formatted)."""
+    return ({k: _fmt(r.get(k)) for k in EPISODE_COLUMNS} for r in rows)
+
+
+def write_csv(path: str | os.PathLike, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Write ``rows`` to the CSV file ``path`` under a header of ``columns``, atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _unique_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -166,7 +156,6 @@ def plot_policy(policy: Policy, *, title: str | None = None) -> Any:
                             ha="center", va="bottom", fontsize=7)
             ax.set_ylim(0, 1.1)
             ax.set_ylabel("keep ratio")
-            ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
         else:
             names = [ly.name for ly in policy.layers]
             w = [ly.w_bits or 32 for ly in policy.layers]
@@ -177,7 +166,7 @@ def plot_policy(policy: Policy, *, title: str | None = None) -> Any:
             ax.set_ylim(0, min(max(w + a) + 1, 33))
             ax.set_ylabel("bits")
             ax.legend(fontsize=7)
-            ax.set_xticks(list(xs), names, rotation=60, ha="right", fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
@@ -250,8 +239,10 @@ class SearchRecorder:
             if old_tb.is_dir() and not self.tb_dir.exists():
                 old_tb.rename(self.tb_dir)
             self._load_from_files()
-        else:
-            self._clear_outputs()
+        else:  # a fresh history: this recorder's previous outputs go
+            for name in _OUTPUTS:
+                (self.run_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(self.tb_dir, ignore_errors=True)
 
     @property
     def wall_time_s(self) -> float:
@@ -259,12 +250,6 @@ class SearchRecorder:
         return self._elapsed_before + (time.monotonic() - self._t0)
 
     # ----------------------------------------------------------------- start / resume
-    def _clear_outputs(self) -> None:
-        for name in _OUTPUTS:
-            (self.run_dir / name).unlink(missing_ok=True)
-        if self.tb_dir.is_dir():
-            shutil.rmtree(self.tb_dir)
-
     def _load_from_files(self) -> None:
         rows = read_episodes(self.csv_path)
         last = rows[-1] if rows else {"episode": 0}
@@ -307,10 +292,8 @@ class SearchRecorder:
             if [r["episode"] for r in rows] != [r["episode"] for r in saved]:
                 logger.warning("%s does not match the checkpoint (%d rows for episodes 1..%d, %d expected): "
                                "restored from the checkpoint", self.csv_path, len(rows), self.episode, len(saved))
-            rows = [dict(r) for r in saved]
-        else:
-            rows = _unique_rows(rows)
-        self._write_log(rows)
+            rows = saved
+        write_csv(self.csv_path, EPISODE_COLUMNS, _cells(_unique_rows(rows)))
         if self.best is not None and self.best.policy is not None:
             self._write_best(log_figure=False)
         else:
@@ -330,13 +313,8 @@ class SearchRecorder:
             best = max(best, reward) if reward is not None else best
             if r.get("best_reward") is None and best > -math.inf:
                 r["best_reward"] = best
-        self._write_log(rows)
+        write_csv(self.csv_path, EPISODE_COLUMNS, _cells(rows))
         self._load_from_files()
-
-    def _write_log(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        buf = io.StringIO()
-        _write_rows(buf, rows, header=True)
-        atomic_write_text(self.csv_path, buf.getvalue())
 
     def _set_purge_step(self, step: int) -> None:
         self._purge_step = step
@@ -351,9 +329,7 @@ class SearchRecorder:
     @property
     def writer(self) -> Any:
         """The ``SummaryWriter`` (created on first use; None when TensorBoard is off)."""
-        if not self.tensorboard:
-            return None
-        if self._writer is None:
+        if self.tensorboard and self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
             _after_existing_event_files(self.tb_dir)
@@ -387,8 +363,6 @@ class SearchRecorder:
         reward = float(metrics["reward"])
         if self.best is None or reward > self.best.reward:
             policy = info.get("policy")
-            if isinstance(policy, Mapping):
-                policy = Policy.from_dict(dict(policy))
             self.best = BestRecord(episode=self.episode, reward=reward, accuracy=_num(metrics.get("accuracy")),
                                    metrics={k: v for k, v in metrics.items() if _num(v) is not None},
                                    actions=[float(a) for a in info.get("actions") or []],
@@ -420,10 +394,8 @@ class SearchRecorder:
         pol = Policy.from_dict(policy.to_dict())  # a copy: the env's object stays untouched
         pol.search.update({"agent": self.agent, "episode": self.episode, "episodes": self.episodes,
                            "seed": self.seed, "reward": reward})
-        if "checkpoint" in self.provenance:
-            pol.checkpoint = dict(self.provenance["checkpoint"])
-        if "data" in self.provenance:
-            pol.data = dict(self.provenance["data"])
+        for key, block in self.provenance.items():  # "checkpoint", "data"
+            setattr(pol, key, dict(block))
         if self.base_accuracy is not None:
             pol.accuracy.setdefault("base_val_top1", float(self.base_accuracy))
         if _num(metrics.get("accuracy")) is not None:
@@ -437,7 +409,10 @@ class SearchRecorder:
         new = not self.csv_path.is_file() or self.csv_path.stat().st_size == 0
         try:
             with self.csv_path.open("a", newline="") as f:
-                _write_rows(f, [row], header=new)
+                w = csv.DictWriter(f, fieldnames=EPISODE_COLUMNS, lineterminator="\n")
+                if new:
+                    w.writeheader()
+                w.writerows(_cells([row]))
         except OSError as e:
             if e.filename is None:  # a failed write (full disk) names no file
                 e.filename = str(self.csv_path)
@@ -445,7 +420,6 @@ class SearchRecorder:
 
     def _write_best(self, *, log_figure: bool) -> None:
         best = self.best
-        assert best is not None and best.policy is not None
         best.policy.save(self.best_policy_path)
         if not self.plot:
             return
@@ -454,11 +428,17 @@ class SearchRecorder:
         macs_s = "" if _num(macs) is None else f"  MACs ratio {float(macs):.3f}"
         fig = plot_policy(best.policy, title=f"{self.agent} best @ episode {best.episode}: reward {best.reward:.4f}"
                           f"{acc}{macs_s}")
+        self.write_figure(fig, "best_policy.png", tag="search/best_policy" if log_figure else None,
+                          step=best.episode)
+
+    def write_figure(self, fig: Any, name: str, *, tag: str | None = None, step: int = 0, dpi: int = 100
+                     ) -> None:
+        """Save ``fig`` as ``run_dir/name`` (PNG) and, given a ``tag``, log it to TensorBoard at ``step``."""
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-        atomic_write_bytes(self.run_dir / "best_policy.png", buf.getvalue())
-        if log_figure and self.writer is not None:
-            self.writer.add_figure("search/best_policy", fig, global_step=best.episode, close=True)
+        fig.savefig(buf, format="png", dpi=dpi)
+        atomic_write_bytes(self.run_dir / name, buf.getvalue())
+        if tag is not None and self.writer is not None:
+            self.writer.add_figure(tag, fig, global_step=step, close=True)
 
     # ----------------------------------------------------------------- summary
     def summary(self, *, interrupted: bool = False, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -466,12 +446,10 @@ class SearchRecorder:
         best = self.best
         wall = self.wall_time_s
         achieved: dict[str, Any] = {}
-        if best is not None:
-            achieved = {k: best.metrics[k] for k in _RATIO_KEYS if k in best.metrics}
-            if best.policy is not None:
-                achieved = {**{k: v for k, v in best.policy.achieved.items() if k in _RATIO_KEYS}, **achieved}
-            if "latency_ms" in best.metrics:
-                achieved["latency_ms"] = best.metrics["latency_ms"]
+        if best is not None:  # the ratios of the policy and of the metrics (which win), the latency measured
+            pol = best.policy.achieved if best.policy is not None else {}
+            achieved = {k: v for k, v in {**pol, **best.metrics}.items()
+                        if k in _RATIO_KEYS or (k == "latency_ms" and k in best.metrics)}
         out: dict[str, Any] = {
             "agent": self.agent,
             "episodes": self.episode,
@@ -493,13 +471,12 @@ class SearchRecorder:
         return out
 
     def write_summary(self, *, interrupted: bool = False, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Write ``summary.json`` and flush TensorBoard (agents call it at their checkpoints)."""
         summary = self.summary(interrupted=interrupted, extra=extra)
         atomic_write_json(self.run_dir / "summary.json", summary)
-        return summary
-
-    def flush(self) -> None:
         if self._writer is not None:
             self._writer.flush()
+        return summary
 
     def close(self, *, interrupted: bool = False, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Write ``summary.json``, close TensorBoard; returns the summary."""

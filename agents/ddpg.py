@@ -57,16 +57,16 @@ from typing import Annotated, Any
 import gymnasium as gym
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from stable_baselines3 import DDPG
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from stable_baselines3.td3.policies import TD3Policy
 
 from agents._base import AGENTS, Agent, env_decisions
-from agents.callbacks import EpisodeInfoCallback, TorchThreadsCallback
 from agents.noise import TruncatedNormalNoise
 from amc.config.agents import AgentKwargs
 from amc.errors import AmcError
@@ -88,8 +88,8 @@ _CKPT_VERSION = 1
 class DDPGConfig(AgentKwargs):
     """DDPG hyper-parameters (AMC's defaults); set through ``SearchConfig.agent_kwargs`` (``--agent-opt K=V``)."""
 
-    hidden: tuple[Annotated[int, Field(ge=1)], ...] = Field((300, 300), description="hidden layer widths of actor "
-                                                            "and critic, e.g. [300, 300]")
+    hidden: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+        (300, 300), min_length=1, description="hidden layer widths of actor and critic, e.g. [300, 300]")
     actor_lr: float = Field(1e-4, gt=0, description="Adam learning rate of the actor (AMC: 1e-4)")
     critic_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the critic (AMC: 1e-3)")
     tau: float = Field(0.01, gt=0, le=1, description="soft target update coefficient (AMC: 0.01)")
@@ -106,13 +106,6 @@ class DDPGConfig(AgentKwargs):
     warm_start_neighbours: int = Field(4, ge=0, description="with SearchConfig.warm_start, the noisy neighbours run "
                                                             "after the given policy's episode")
     warm_start_sigma: float = Field(0.1, ge=0, description="their Gaussian noise (action units)")
-
-    @field_validator("hidden")
-    @classmethod
-    def _layers(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v:
-            raise ValueError("give one or more positive layer widths, e.g. [300, 300]")
-        return v
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, *, agent: str = "ddpg") -> DDPGConfig:
@@ -249,14 +242,53 @@ class WarmStartDDPG(DDPG):
         return super()._sample_action(learning_starts, action_noise, n_envs)
 
 
+class TorchThreadsCallback(BaseCallback):
+    """Runs the gradient updates with ``train_threads`` torch CPU threads and the rollouts with the
+    threads that were set before.
+
+    The actor/critic updates are tiny (300-300 MLPs, batch 64): on a small or busy CPU, intra-op
+    threading makes them tens of times slower, while the env's model evaluation in the rollout does
+    profit from every core. SB3 calls ``on_rollout_end`` right before ``train()`` and
+    ``on_rollout_start`` after it, which is where the thread count is switched.
+    """
+
+    def __init__(self, train_threads: int = 1) -> None:
+        super().__init__()
+        self.train_threads = int(train_threads)
+        self._rollout_threads: int | None = None
+
+    def _on_rollout_start(self) -> None:
+        if self._rollout_threads is not None:
+            torch.set_num_threads(self._rollout_threads)
+            self._rollout_threads = None
+
+    def _on_rollout_end(self) -> None:
+        self._rollout_threads = torch.get_num_threads()
+        torch.set_num_threads(self.train_threads)
+
+    def _on_training_end(self) -> None:
+        self._on_rollout_start()
+
+    def _on_step(self) -> bool:
+        return True
+
+
 class _ResetTracker(gym.Wrapper):
-    """Remembers the env's RNG state just before each reset, so that a resumed run can redo the reset
-    SB3 made after the last checkpointed episode and land in the very same state."""
+    """Keeps the last step's ``info`` of each finished episode (the policy, its metrics, the applied
+    actions) and remembers the env's RNG state just before each reset, so that a resumed run can redo
+    the reset SB3 made after the last checkpointed episode and land in the very same state."""
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
         self.reset_seed: int | None = None
         self.rng_before_reset: dict[str, Any] | None = None
+        self.finished: list[dict[str, Any]] = []
+
+    def step(self, action: Any) -> Any:
+        out = self.env.step(action)
+        if out[2] or out[3]:  # terminated or truncated
+            self.finished.append(out[4])
+        return out
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
         self.reset_seed = seed
@@ -306,10 +338,8 @@ class DDPGAgent(Agent):
         self.model: DDPG | None = None
         self.noise: TruncatedNormalNoise | None = None
         self._tracker: _ResetTracker | None = None
-        self._episode_cb = EpisodeInfoCallback()
-        self._callbacks: list[Any] = [self._episode_cb]
-        if self.params.train_threads is not None:
-            self._callbacks.append(TorchThreadsCallback(self.params.train_threads))
+        threads = self.params.train_threads
+        self._callbacks = [] if threads is None else [TorchThreadsCallback(threads)]
         self.warm_actions = self._warm_start_actions()
 
     def _warm_start_actions(self) -> np.ndarray:
@@ -319,10 +349,7 @@ class DDPGAgent(Agent):
             return np.zeros((0, self.steps_per_episode))
         from amc.policy import Policy
 
-        path = Path(src)
-        path = path / "best_policy.json" if path.is_dir() else path
-        if not path.is_file():
-            raise AmcError(f"warm start {src!r}: no policy there (give a run dir with best_policy.json or a policy JSON)")
+        path = Path(src) / "best_policy.json" if Path(src).is_dir() else Path(src)  # checked by SearchConfig
         base = self.env.unwrapped
         if not hasattr(base, "actions_for"):
             raise AmcError("warm start needs an amc CompressionEnv (the env cannot map a policy to actions)")
@@ -355,7 +382,6 @@ class DDPGAgent(Agent):
 
     def _mean_action(self) -> np.ndarray:
         """The actor's deterministic action for the current observation, in SB3's [-1, 1] units."""
-        assert self.model is not None
         action, _ = self.model.predict(self.model._last_obs, deterministic=True)  # (n_envs, action_dim)
         return self.model.policy.scale_action(action)
 
@@ -389,14 +415,11 @@ class DDPGAgent(Agent):
 
     # ----------------------------------------------------------------- checkpoints
     def _find_checkpoint(self) -> Path | None:
-        for d in (self.ckpt_dir, self.ckpt_dir.with_name(CHECKPOINT_DIR + ".old")):
-            if (d / "state.pt").is_file() and (d / "model.zip").is_file():
-                return d
-        return None
+        dirs = (self.ckpt_dir, self.ckpt_dir.with_name(CHECKPOINT_DIR + ".old"))
+        return next((d for d in dirs if (d / "state.pt").is_file() and (d / "model.zip").is_file()), None)
 
     def save_checkpoint(self) -> Path:
         """Write model, replay buffer, counters, noise, recorder state and RNG states atomically."""
-        assert self.model is not None and self.noise is not None and self._tracker is not None
         tmp = self.ckpt_dir.with_name(CHECKPOINT_DIR + ".tmp")
         old = self.ckpt_dir.with_name(CHECKPOINT_DIR + ".old")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -429,7 +452,6 @@ class DDPGAgent(Agent):
         tmp.rename(self.ckpt_dir)
         shutil.rmtree(old, ignore_errors=True)
         self.recorder.write_summary(extra=self.summary_extra())
-        self.recorder.flush()
         logger.debug("checkpoint at episode %d -> %s", self.recorder.episode, self.ckpt_dir)
         return self.ckpt_dir
 
@@ -492,7 +514,6 @@ class DDPGAgent(Agent):
 
     def run(self, episodes: int) -> None:
         self.setup()
-        assert self.model is not None and self.noise is not None
         every = self.config.checkpoint_every
         self.interrupted = False
         while self.recorder.episode < episodes and not self.stop_requested:
@@ -502,7 +523,7 @@ class DDPGAgent(Agent):
                      "warmup" if index < self.config.warmup else "explore")
             self.model.learn(total_timesteps=1, callback=self._callbacks, reset_num_timesteps=False,
                              log_interval=None)  # type: ignore[arg-type]
-            infos = self._episode_cb.pop()
+            infos, self._tracker.finished = self._tracker.finished, []
             if len(infos) != 1:
                 raise RuntimeError(f"expected one finished episode per learn() call, got {len(infos)}")
             values = self.model.logger.name_to_value
@@ -515,12 +536,11 @@ class DDPGAgent(Agent):
         self.interrupted = self.recorder.episode < episodes
 
     def summary_extra(self) -> dict[str, Any]:
-        buf = self.model.replay_buffer if self.model is not None else None
-        return {
+        return {  # after setup(): the model and the noise exist
             "final_reward_to_all": bool(self.config.final_reward_to_all),
             "warmup": int(self.config.warmup),
-            "noise_sigma": None if self.noise is None else self.noise.sigma,
-            "reward_baseline": None if buf is None else buf.reward_baseline,
+            "noise_sigma": self.noise.sigma,
+            "reward_baseline": self.model.replay_buffer.reward_baseline,
             "ddpg": self.params.to_dict(),
             "warm_start_episodes": int(len(self.warm_actions)),
         }

@@ -13,8 +13,8 @@ the sum to ``[-1, 1]``. Two consequences shape this class:
   in the paper.
 * ``__call__`` receives no mean. With ``mean_fn`` (a callable returning the actor's current action in
   normalised units, bound by the agent), the noise is drawn from ``N(0, sigma^2)`` truncated to
-  ``[low - mu, high - mu]``, which is exactly AMC's truncated normal (SB3's clip is then a no-op).
-  Without it the noise is truncated to ``+-(high - low)`` and SB3's clip does the rest.
+  ``[-1 - mu, 1 - mu]``, which is exactly AMC's truncated normal (SB3's clip is then a no-op).
+  Without it the noise is truncated to ``+-2`` and SB3's clip does the rest.
 
 The episode counter advances in :meth:`reset`, which SB3 calls when an episode ends. SB3 also calls
 ``reset()`` at the start of every ``learn()``; a reset that follows no draw is therefore not counted
@@ -59,7 +59,6 @@ class TruncatedNormalNoise(ActionNoise):
     :param decay: multiplicative decay per episode after the warm-up (AMC: 0.95, HAQ: 0.99).
     :param warmup: number of warm-up episodes with zero noise (their actions are uniform random).
     :param unit_scale: normalised units per env action unit (2 for ``Box(0, 1)`` under SB3).
-    :param low, high: bounds of the normalised action space (SB3: -1, 1).
     :param mean_fn: optional callable returning the current deterministic action in normalised units,
         shape ``(action_dim,)`` or ``(n_envs, action_dim)``; enables exact truncation to the box.
     :param seed: seed of the noise's own ``numpy.random.Generator``.
@@ -73,8 +72,6 @@ class TruncatedNormalNoise(ActionNoise):
         decay: float = 0.95,
         warmup: int = 0,
         unit_scale: float = 1.0,
-        low: float = -1.0,
-        high: float = 1.0,
         mean_fn: Callable[[], np.ndarray] | None = None,
         seed: int | None = None,
     ) -> None:
@@ -84,15 +81,12 @@ class TruncatedNormalNoise(ActionNoise):
             raise ValueError(f"noise decay must be in (0, 1], got {decay}")
         if warmup < 0:
             raise ValueError(f"noise warmup must be >= 0, got {warmup}")
-        if not low < high:
-            raise ValueError(f"noise bounds must satisfy low < high, got [{low}, {high}]")
         super().__init__()
         self.action_dim = int(action_dim)
         self.sigma0 = float(sigma)
         self.decay = float(decay)
         self.warmup = int(warmup)
         self.unit_scale = float(unit_scale)
-        self.low, self.high = float(low), float(high)
         self.mean_fn = mean_fn
         self.episode = 0  # finished episodes
         self._draws = 0  # draws since the last reset
@@ -113,12 +107,11 @@ class TruncatedNormalNoise(ActionNoise):
         self._draws += 1
         sigma = self.sigma * self.unit_scale
         if self.mean_fn is not None and sigma > 0:
-            mu = np.clip(np.asarray(self.mean_fn(), dtype=np.float64), self.low, self.high)
-            noise = truncated_normal(self.rng, sigma, self.low - mu, self.high - mu)
+            mu = np.clip(np.asarray(self.mean_fn(), dtype=np.float64), -1.0, 1.0)
+            noise = truncated_normal(self.rng, sigma, -1.0 - mu, 1.0 - mu)
         else:
-            width = self.high - self.low
-            shape = (self.action_dim,)
-            noise = truncated_normal(self.rng, sigma, np.full(shape, -width), np.full(shape, width))
+            width = np.full(self.action_dim, 2.0)  # of SB3's normalised box [-1, 1]
+            noise = truncated_normal(self.rng, sigma, -width, width)
         return noise.astype(np.float32)
 
     def reset(self) -> None:

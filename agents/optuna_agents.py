@@ -60,7 +60,7 @@ import numpy as np
 import optuna
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, Trial, TrialState
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from agents._base import AGENTS, Agent, env_decisions, play_episode
 from agents._recorder import read_episodes
@@ -122,23 +122,17 @@ _METRIC_KEYS = ("accuracy", "reward", "macs_ratio", "params_ratio", "size_ratio"
 class OptunaConfig(AgentKwargs):
     """Options of the Optuna agents, set through ``SearchConfig.agent_kwargs`` (``--agent-opt K=V``)."""
 
-    storage: str | None = Field(None, min_length=1, description="where the study lives (module docstring): a journal "
-                                "file or a URL such as postgresql://user@host/db; null: run_dir/optuna.journal")
-    study_name: str | None = Field(None, min_length=1, description="the study's name; null: default_study_name "
-                                                                   "(agent, model, data, budget)")
+    storage: str | None = Field(None, pattern=r"\S", description="where the study lives (module docstring): "
+                                "a journal file or a URL such as postgresql://user@host/db; null: "
+                                "run_dir/optuna.journal")
+    study_name: str | None = Field(None, pattern=r"\S", description="the study's name (not blank); null: "
+                                   "default_study_name (agent, model, data, budget)")
     n_startup_trials: Count | None = Field(None, ge=0, description="random trials before the model-based samplers "
                                                                    "(TPE/GP: 10, CMA-ES: 1)")
     population_size: Count | None = Field(None, ge=2, description="NSGA-II population (Optuna: 50; about episodes / 5 "
                                                                   "suits small budgets)")
     sampler_kwargs: Options = Field(default_factory=dict, description="further keyword arguments of the Optuna "
                                     "sampler, e.g. {multivariate: false}")
-
-    @field_validator("storage", "study_name")
-    @classmethod
-    def _not_blank(cls, v: str | None) -> str | None:
-        if v is not None and not v.strip():
-            raise ValueError("must not be blank")
-        return v
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
@@ -155,10 +149,7 @@ def redact_storage(storage: str) -> str:
     parts = urlsplit(storage)
     if parts.password is None:
         return storage
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}"))
 
 
 def make_storage(storage: str | None, run_dir: str | Path) -> tuple[optuna.storages.BaseStorage, bool]:
@@ -214,7 +205,7 @@ def make_storage(storage: str | None, run_dir: str | Path) -> tuple[optuna.stora
                 continue
             raise AmcError(f"cannot open storage {redact_storage(text)!r}: {type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''}") from None
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable")  # the last attempt returns or raises
 
 
 #: tries at opening an RDB storage while another worker creates its tables
@@ -225,11 +216,9 @@ def _creation_race(e: BaseException) -> bool:
     """Whether ``e`` is a worker losing the race to create Optuna's tables (they exist by now)."""
     from sqlalchemy import exc  # Optuna's own dependency
 
-    if isinstance(e, exc.IntegrityError):
-        return True
     text = str(e).lower()
-    return isinstance(e, (exc.ProgrammingError, exc.OperationalError)) and (
-        "already exists" in text or "duplicate" in text)
+    return isinstance(e, exc.IntegrityError) or (isinstance(e, (exc.ProgrammingError, exc.OperationalError))
+                                                 and ("already exists" in text or "duplicate" in text))
 
 
 def default_study_name(config: Any) -> str:
@@ -256,9 +245,7 @@ def _quiet_optuna() -> Any:
 def _derived_seed(seed: int, n: int) -> int:
     """A sampler seed for a study that already holds ``n`` trials: a resumed run must not replay the
     random start-up draws of the first session."""
-    if n == 0:
-        return int(seed)
-    return int(np.random.SeedSequence([int(seed), int(n)]).generate_state(1)[0])
+    return int(seed) if n == 0 else int(np.random.SeedSequence([int(seed), int(n)]).generate_state(1)[0])
 
 
 def _worker(t: FrozenTrial) -> dict[str, Any]:
@@ -266,15 +253,8 @@ def _worker(t: FrozenTrial) -> dict[str, Any]:
 
 
 def _float_dict(d: Mapping[str, Any]) -> dict[str, float]:
-    out = {}
-    for k, v in d.items():
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f):
-            out[k] = f
-    return out
+    """The finite metrics of ``d`` as floats (those the env left ``None``, NaN or infinite are dropped)."""
+    return {k: float(v) for k, v in d.items() if v is not None and math.isfinite(v)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -298,9 +278,10 @@ class OptunaAgent(Agent):
     def __init__(self, env: Any, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
         self.decision_kinds, self.spaces = env_decisions(env)
-        self.n_decisions = len(self.decision_kinds)
-        self.param_names = [f"d{i:03d}_{k}" for i, k in enumerate(self.decision_kinds)]
-        self.cost_key = self._cost_key(env.unwrapped, config)
+        metric = getattr(env.unwrapped, "metric", None) or parse_target(config.target)[0]
+        self.cost_key = "latency_ms" if metric == "latency" else f"{metric}_ratio"
+        self.directions = ["maximize", "minimize"] if self.multi_objective else ["maximize"]
+        self.objectives = ["accuracy", self.cost_key] if self.multi_objective else ["reward"]
         self.run_dir = Path(recorder.run_dir)
         self.state_path = self.run_dir / STATE_FILE
         self.study: optuna.Study | None = None
@@ -318,27 +299,13 @@ class OptunaAgent(Agent):
     def _startup(self) -> int | None:
         return self.params.n_startup_trials if self.params.n_startup_trials is not None else self.default_startup
 
-    @staticmethod
-    def _cost_key(env: Any, config: Any) -> str:
-        metric = getattr(env, "metric", None) or parse_target(config.target)[0]
-        return "latency_ms" if metric == "latency" else f"{metric}_ratio"
-
-    @property
-    def directions(self) -> list[str]:
-        return ["maximize", "minimize"] if self.multi_objective else ["maximize"]
-
-    def objective_names(self) -> list[str]:
-        return ["accuracy", self.cost_key] if self.multi_objective else ["reward"]
-
     # ----------------------------------------------------------------- setup
     def setup(self) -> None:
         """Open (or create) the study, reconcile a resumed run with it and build the sampler."""
         if self.study is not None:
             return
         resume = self.config.resume
-        state: dict[str, Any] = {}
-        if resume and self.state_path.is_file():
-            state = json.loads(self.state_path.read_text())
+        state = json.loads(self.state_path.read_text()) if resume and self.state_path.is_file() else {}
         if not resume:  # a fresh run: the run's own journal (if any) is left over from a discarded run
             (self.run_dir / PARETO_FILE).unlink(missing_ok=True)
             if self.params.storage is None:
@@ -363,14 +330,13 @@ class OptunaAgent(Agent):
         atomic_write_json(self.state_path, {
             "run_id": self.run_id, "study_name": self.study_name,
             "storage": None if self.params.storage is None else redact_storage(self.params.storage),
-            "agent": self.name, "directions": self.directions, "objectives": self.objective_names(),
+            "agent": self.name, "directions": self.directions, "objectives": self.objectives,
         })
         logger.info("%s: study %r in %s (%d trials so far), sampler seed %d", self.name, self.study_name,
                     "the run dir" if self.params.storage is None else redact_storage(self.params.storage),
                     len(trials), self.sampler_seed)
 
     def _check_study(self) -> None:
-        assert self.study is not None
         mine = _study_identity(self.config)
         theirs = self.study.user_attrs.get(STUDY_ATTR)
         if theirs is None:
@@ -388,14 +354,11 @@ class OptunaAgent(Agent):
 
     def _close_stale_trials(self) -> None:
         """Trials of this run dir left RUNNING by a killed session: COMPLETE if recorded, else FAIL."""
-        assert self.study is not None
         recorded = {r["episode"] for r in read_episodes(self.recorder.csv_path)}
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            attrs = t.user_attrs.get(ATTR) or {}
-            if _worker(t).get("run_id") != self.run_id:
-                continue
-            if attrs.get("values") is not None and t.number + 1 in recorded:
-                self.study.tell(t.number, attrs["values"])
+        for t in self._mine(TrialState.RUNNING):
+            values = (t.user_attrs.get(ATTR) or {}).get("values")
+            if values is not None and t.number + 1 in recorded:
+                self.study.tell(t.number, values)
                 logger.info("trial %d was recorded before the last session stopped: marked COMPLETE", t.number)
             else:
                 self.study.tell(t.number, state=TrialState.FAIL)
@@ -403,12 +366,11 @@ class OptunaAgent(Agent):
 
     def _restore_log(self) -> None:
         """Put this run's finished trials that ``episodes.csv`` lacks (truncated, deleted) back into it."""
-        assert self.study is not None
         rows = {r["episode"]: r for r in read_episodes(self.recorder.csv_path)}
         missing = []
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        for t in self._mine(TrialState.COMPLETE):
             attrs = t.user_attrs.get(ATTR) or {}
-            if _worker(t).get("run_id") != self.run_id or not attrs or t.number + 1 in rows:
+            if not attrs or t.number + 1 in rows:
                 continue
             metrics = attrs.get("metrics") or {}
             missing.append(t.number + 1)
@@ -428,14 +390,17 @@ class OptunaAgent(Agent):
             logger.warning("another worker of study %r used seed %d too: give each worker its own --seed, or their "
                            "random draws repeat each other", self.study_name, int(self.config.seed))
 
+    def _mine(self, state: TrialState) -> list[FrozenTrial]:
+        """The study's trials in ``state`` that this run dir evaluated (in any of its sessions)."""
+        trials = self.study.get_trials(deepcopy=False, states=(state,))
+        return [t for t in trials if _worker(t).get("run_id") == self.run_id]
+
     # ----------------------------------------------------------------- the loop
     def _live(self) -> list[FrozenTrial]:
-        assert self.study is not None
         return self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
 
     def run(self, episodes: int) -> None:
         self.setup()
-        assert self.study is not None
         every = self.config.checkpoint_every
         self.interrupted = False
         with _quiet_optuna():
@@ -457,11 +422,11 @@ class OptunaAgent(Agent):
 
     def _evaluate(self, trial: Trial) -> None:
         """Sample the whole action vector, step the env with it, record and tell the trial."""
-        assert self.study is not None
         try:
             trial.set_user_attr(WORKER_ATTR, {"run_id": self.run_id, "seed": int(self.config.seed),
                                               "host": socket.gethostname(), "pid": os.getpid()})
-            actions = [self.spaces[k].suggest(trial, name) for k, name in zip(self.decision_kinds, self.param_names)]
+            actions = [self.spaces[k].suggest(trial, f"d{i:03d}_{k}")
+                       for i, k in enumerate(self.decision_kinds)]
             info = play_episode(self.env, actions, seed=int(self.config.seed) + trial.number)
             metrics = dict(info["metrics"])
             values = self._values(metrics)
@@ -490,9 +455,7 @@ class OptunaAgent(Agent):
 
     def _phase(self, number: int) -> str:
         startup = self._startup()
-        if startup is None:
-            return self.name
-        return "startup" if number < startup else "search"
+        return self.name if startup is None else "startup" if number < startup else "search"
 
     # ----------------------------------------------------------------- outputs
     def _checkpoint(self) -> None:
@@ -500,18 +463,14 @@ class OptunaAgent(Agent):
         if self.multi_objective:
             self.write_pareto()
         self.recorder.write_summary(extra=self.summary_extra())
-        self.recorder.flush()
 
     def pareto_front(self) -> list[FrozenTrial]:
         """The study's non-dominated COMPLETE trials, cheapest first (multi-objective agents)."""
-        assert self.study is not None
         front = [t for t in self.study.best_trials if t.state == TrialState.COMPLETE]
         return sorted(front, key=lambda t: (t.values[1], -t.values[0]))
 
     def write_pareto(self) -> Path | None:
         """Write ``pareto.json``: the front (with policies) and every finished trial's objectives."""
-        if self.study is None or not self.multi_objective:
-            return None
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not complete:
             return None
@@ -541,15 +500,13 @@ class OptunaAgent(Agent):
     def summary_extra(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "evaluations": self.evaluations,
-            "sampler": None if self.study is None else type(self.study.sampler).__name__,
+            "sampler": type(self.study.sampler).__name__,
             "sampler_seed": self.sampler_seed,
             "study_name": self.study_name,
             "storage": "run_dir/" + LOCAL_JOURNAL if self.params.storage is None else redact_storage(self.params.storage),
-            "objectives": self.objective_names(),
+            "objectives": self.objectives,
             "optuna": self.params.to_dict(),
         }
-        if self.study is None:
-            return out
         trials = self.study.get_trials(deepcopy=False)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         study: dict[str, Any] = {"n_trials": len(trials), "n_complete": len(complete),
@@ -584,10 +541,8 @@ class CmaEsAgent(OptunaAgent):
     default_startup = 1
 
     def make_sampler(self, seed: int, **kw: Any) -> BaseSampler:
-        try:
-            import cmaes  # noqa: F401
-        except ImportError:
-            raise AmcError("agent cmaes needs the 'cmaes' package: pip install cmaes") from None
+        if importlib.util.find_spec("cmaes") is None:
+            raise AmcError("agent cmaes needs the 'cmaes' package: pip install cmaes")
         return super().make_sampler(seed, warn_independent_sampling=False, **kw)
 
 

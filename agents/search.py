@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -189,11 +188,7 @@ def _env_config(cfg: SearchConfig, device: torch.device) -> Any:
         "w_bits": tuple(cfg.w_bits), "a_bits": tuple(cfg.a_bits), "device": str(device), "seed": cfg.seed,
         "eval_batch_size": cfg.eval_batch_size, "eval_precision": cfg.eval_precision,
     }
-    names = {f.name for f in fields(EnvConfig)}
-    unknown = sorted(set(cfg.env_kwargs) - names)
-    if unknown:
-        raise AmcError(f"unknown env option(s) {', '.join(unknown)} in env_kwargs; valid: {', '.join(sorted(names))}")
-    return EnvConfig(**{**wanted, **cfg.env_kwargs})
+    return EnvConfig.from_dict({**wanted, **cfg.env_kwargs})  # AmcError for an unknown key or a bad value
 
 
 class _TqdmProgress:
@@ -249,12 +244,7 @@ def _run_search_locked(cfg: SearchConfig, progress: bool | Callable[[dict[str, A
     if cfg.warmup >= cfg.episodes and cfg.agent == "ddpg":
         logger.warning("warmup (%d) >= episodes (%d): every episode is a random one", cfg.warmup, cfg.episodes)
     device = resolve_device(cfg.device)
-    try:
-        env_cfg = _env_config(cfg, device)  # checked before any data or model work
-    except AmcError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise AmcError(f"search config: {e}") from None
+    env_cfg = _env_config(cfg, device)  # checked before any data or model work
     run_dir = Path(cfg.run_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -46,7 +46,6 @@ evaluations (the choice at action 1.0 is the base episode itself) plus one for t
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import math
 from collections.abc import Sequence
@@ -57,11 +56,11 @@ import numpy as np
 from pydantic import Field
 
 from agents._base import AGENTS, Agent, applied_unchanged
+from agents._recorder import write_csv
 from amc.budget import bisect
 from amc.config.agents import AgentKwargs
 from amc.config.train import Count
 from amc.errors import AmcError
-from amc.utils import atomic_write_bytes, atomic_write_text
 
 __all__ = ["SensitivityAgent", "solve_mckp", "TABLE_COLUMNS"]
 
@@ -143,6 +142,7 @@ class SensitivityAgent(Agent):
         self.chosen: list[int] | None = None
         self.solver: dict[str, Any] = {}
         self.clipped: bool | None = None
+        self.table_path = Path(recorder.run_dir) / _TABLE
 
     # ----------------------------------------------------------------- the grid
     def choices(self, i: int) -> list[tuple[float, Any]]:
@@ -153,51 +153,36 @@ class SensitivityAgent(Agent):
             return [(1.0 if b == space.b_max else space.to_action(b), b) for b in range(space.b_min, space.b_max + 1)]
         return [(float(a), float(space.to_value(float(a)))) for a in np.linspace(0.0, 1.0, self.params.grid)]
 
-    def _actions(self, i: int, a: float) -> list[float]:
-        acts = [1.0] * self.n_decisions
-        if i >= 0:
-            acts[i] = a
-        return acts
-
-    @property
-    def table_path(self) -> Path:
-        return Path(self.recorder.run_dir) / _TABLE
-
     # ----------------------------------------------------------------- episodes
     def _load_table(self) -> None:
         self.table = {}
         if not self.table_path.is_file():
             return
         with self.table_path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        for r in rows:
-            i, j = int(r["decision"]), int(r["choice"])
-            kind = self.decisions[i].kind if 0 <= i < self.n_decisions else "base"
-            ok = i == -1 or (i < self.n_decisions and j < len(self.choices(i))
-                             and abs(float(r["action"]) - self.choices(i)[j][0]) < 1e-9)
-            if r["kind"] != kind or not ok:
-                raise AmcError(f"{self.table_path} was made for other decisions or another grid (row {r}); "
-                               "remove it or start the run with --overwrite")
-            self.table[(i, j)] = {k: r[k] for k in TABLE_COLUMNS}
+            for r in csv.DictReader(f):
+                i, j = int(r["decision"]), int(r["choice"])
+                kind = self.decisions[i].kind if 0 <= i < self.n_decisions else "base"
+                ok = i == -1 or (i < self.n_decisions and j < len(self.choices(i))
+                                 and abs(float(r["action"]) - self.choices(i)[j][0]) < 1e-9)
+                if r["kind"] != kind or not ok:
+                    raise AmcError(f"{self.table_path} was made for other decisions or another grid "
+                                   f"(row {r}); remove it or start the run with --overwrite")
+                self.table[(i, j)] = {k: r[k] for k in TABLE_COLUMNS}
         logger.info("sensitivity: %d probe(s) read from %s", len(self.table), self.table_path)
 
     def _write_table(self) -> None:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        for key in sorted(self.table):
-            w.writerow(self.table[key])
-        atomic_write_text(self.table_path, buf.getvalue())
+        write_csv(self.table_path, TABLE_COLUMNS, [self.table[key] for key in sorted(self.table)])
 
     def _probe(self, i: int, j: int, action: float, value: Any) -> None:
+        actions = [action if k == i else 1.0 for k in range(self.n_decisions)]  # i = -1: the base episode
         with self.base.unbudgeted():
-            info = self._episode(self._actions(i, action))
+            info = self._episode(actions)
         self.probes_run += 1
         m = info["metrics"]
         kind = "base" if i < 0 else self.decisions[i].kind
         self.table[(i, j)] = {"decision": i, "kind": kind, "layer": "" if i < 0 else self.decisions[i].layer,
                               "choice": j, "action": action, "value": value,
-                              "cost": self.base.cost_of(self._actions(i, action)) / self.base.base_cost,
+                              "cost": self.base.cost_of(actions) / self.base.base_cost,
                               "accuracy": m.get("accuracy"), "reward": m["reward"], "score": None}
         self._write_table()
 
@@ -296,16 +281,6 @@ class SensitivityAgent(Agent):
         fig.colorbar(im, ax=ax, shrink=0.8)
         return fig
 
-    def _write_heatmap(self) -> None:
-        fig = self.heatmap()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        atomic_write_bytes(Path(self.recorder.run_dir) / _HEATMAP, buf.getvalue())
-        writer = self.recorder.writer
-        if writer is not None:
-            writer.add_figure("search/sensitivity", fig, global_step=max(1, self.recorder.episode),
-                              close=True)
-
     # ----------------------------------------------------------------- the loop
     def run(self, episodes: int) -> None:
         if self.recorder.episode:  # the policy is recomputed from the (cached) table
@@ -324,7 +299,8 @@ class SensitivityAgent(Agent):
         for row in self.table.values():  # scores for the CSV, now that the base reward is known
             row["score"] = float(row["reward"]) - float(self.table[(-1, 0)]["reward"])
         self._write_table()
-        self._write_heatmap()
+        self.recorder.write_figure(self.heatmap(), _HEATMAP, tag="search/sensitivity",
+                                   step=max(1, self.recorder.episode), dpi=110)
         logger.info("sensitivity: %d evaluation(s) (%d probe(s) run, %d reused), accuracy %.2f%%", self.evaluations,
                     self.probes_run, len(self.table) - self.probes_run, info["metrics"].get("accuracy") or math.nan)
 

@@ -52,7 +52,6 @@ from amc.budget import bisect, path_candidates
 from amc.config.agents import AgentKwargs
 from amc.config.train import Count
 from amc.errors import AmcError
-from search_spaces import Space
 
 __all__ = ["UniformAgent", "PresetAgent", "PROFILES", "profile_weights"]
 
@@ -62,12 +61,8 @@ logger = logging.getLogger(__name__)
 PROFILES: Registry[Callable[[int, Sequence[str]], np.ndarray]] = Registry("profile")
 
 
-def _depth(n: int) -> np.ndarray:
-    return np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
-
-
 PROFILES.register("uniform", lambda n, kinds: np.ones(n))
-PROFILES.register("deep", lambda n, kinds: 1.0 - 0.5 * _depth(n))
+PROFILES.register("deep", lambda n, kinds: 1.0 - 0.5 * np.linspace(0.0, 1.0, n))  # x_i: 0 for n = 1
 PROFILES.register("ends", lambda n, kinds: np.where((np.arange(n) == 0) | (np.arange(n) == n - 1), 4.0, 1.0))
 
 
@@ -95,9 +90,8 @@ class UniformAgent(Agent):
     def __init__(self, env: Any, config: Any, recorder: Any) -> None:
         super().__init__(env, config, recorder)
         self.kinds, self.spaces = env_decisions(env)
-        self.n_decisions = len(self.kinds)
         self.decisions = getattr(env.unwrapped, "decisions", None)
-        self.weights = profile_weights(self.profile, self.n_decisions, self.kinds)
+        self.weights = profile_weights(self.profile, len(self.kinds), self.kinds)
         self.probes: list[dict[str, Any]] = []
         self.scale: float | None = None
         self.converged = False
@@ -116,7 +110,7 @@ class UniformAgent(Agent):
         graph, cfg = getattr(base, "graph", None), getattr(base, "config", None)
         out: list[Any] = []
         for i, (kind, a) in enumerate(zip(self.kinds, actions)):
-            value = self.spaces[kind].to_value(a) if type(self.spaces[kind]) is not Space else a
+            value = self.spaces[kind].to_value(a)
             d = self.decisions[i] if self.decisions is not None else None
             if kind == "prune" and d is not None and graph is not None and getattr(d, "group", -1) >= 0:
                 g = graph.groups[d.group]
@@ -158,10 +152,10 @@ class UniformAgent(Agent):
         lo, hi = bisect(lambda i: self._probe(cands[i]), 0, len(cands),
                         stop=lambda: self.evaluations >= episodes or self.stop_requested)
         self.converged = hi - lo == 1
-        if self._best is None and not self.stop_requested:  # always a result, even one past the cap
-            if not self._probe(cands[lo]):
-                raise AmcError(f"{self.name}: even scale {cands[lo]:.4f} is clipped by the env; the budget cannot be "
-                               "met by this profile")
+        # always a result, even one past the cap
+        if self._best is None and not self.stop_requested and not self._probe(cands[lo]):
+            raise AmcError(f"{self.name}: even scale {cands[lo]:.4f} is clipped by the env; the budget "
+                           "cannot be met by this profile")
         if self._best is not None:  # the tightest feasible policy found is the result: one episode
             self.scale = self._best[0]
             self.recorder.record_episode(self._best[1], phase=self.profile)
