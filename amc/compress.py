@@ -51,12 +51,11 @@ def draw_inputs(splits: Any, *, proxy: Proxy, calibration_size: int, calibration
     ``calibration_size`` images for reconstruction and norm statistics, two batches of 128 for
     activation ranges when ``quantizes``, and the KD batches of an ``ft:K`` proxy (``teacher``: the
     uncompressed model)."""
-    out = PolicyInputs()
-    if proxy.needs_calibration:
-        out.proxy_data = make_proxy_data(splits, proxy, calibration_size=calibration_size, seed=calibration_seed,
-                                         device=device, teacher=teacher)
-        if proxy.reconstruct:
-            out.calibration = out.proxy_data.images
+    # the proxy's images (None when it reads none); the reconstruction samples the same images
+    out = PolicyInputs(proxy_data=make_proxy_data(splits, proxy, calibration_size=calibration_size,
+                                                  seed=calibration_seed, device=device, teacher=teacher))
+    if proxy.reconstruct:
+        out.calibration = out.proxy_data.images
     if quantizes:
         out.quant_calibration = [x for x, _ in splits.calibration_batches(2, 128, calibration_seed, device=device)]
     return out

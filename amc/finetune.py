@@ -307,30 +307,21 @@ def model_costs(setup: PolicySetup, compressed: nn.Module) -> dict[str, Any]:
     nonzero weights, weight storage bits with the real bit widths)."""
     x = setup.example_input[:1]
     base_macs, base_params = count_macs_params(setup.base_model, x)
-    macs, params = count_macs_params(_unwrapped(compressed), x)
+    # traced without the quantization wrappers (a wrapper runs its layer's functional form: hooks miss it)
+    traced = copy.deepcopy(compressed) if quantized_layers(compressed) else compressed
+    for name in quantized_layers(traced):
+        traced.set_submodule(name, traced.get_submodule(name).module)
+    macs, params = count_macs_params(traced, x)
     (_, base_bits), (nonzero, bits) = _weights(setup.base_model), _weights(compressed)
     return {
         "cost_model": policy_costs(setup.policy, setup.pruner.graph, setup.base_model),
         "direct": {
             "macs": macs, "params": params, "base_macs": base_macs, "base_params": base_params,
-            "nonzero_weights": nonzero,
-            "weight_bits": bits, "base_weight_bits": base_bits,
+            "nonzero_weights": nonzero, "weight_bits": bits, "base_weight_bits": base_bits,
             "macs_ratio": macs / base_macs, "params_ratio": params / base_params, "size_ratio": bits / base_bits,
         },
         "quantized_layers": len(quantized_layers(compressed)),
     }
-
-
-def _unwrapped(model: nn.Module) -> nn.Module:
-    """A copy with every quantization wrapper replaced by the layer it wraps (for tracing: a wrapper
-    runs its layer's functional form, which module hooks do not see)."""
-    wrappers = quantized_layers(model)
-    if not wrappers:
-        return model
-    out = copy.deepcopy(model)
-    for name in wrappers:
-        out.set_submodule(name, out.get_submodule(name).module)
-    return out
 
 
 def _weights(model: nn.Module) -> tuple[int, int]:
@@ -344,19 +335,6 @@ def _weights(model: nn.Module) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------------------------------
 # fine-tuning
-
-
-def _mask_zeros(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
-    """Keep the zeros of these layers' weights zero while training (torch.nn.utils.prune masks)."""
-    masked = []
-    for name in names:
-        m = model.get_submodule(name)
-        if isinstance(m, QuantWrapper):
-            m = m.module
-        if not hasattr(m, "weight_mask"):
-            tprune.custom_from_mask(m, "weight", (m.weight.detach() != 0).to(m.weight.dtype))
-        masked.append(m)
-    return masked
 
 
 def finetune(
@@ -382,7 +360,10 @@ def finetune(
         raise AmcError("knowledge distillation needs the uncompressed teacher model; pass teacher= or kd=False")
     for p in model.parameters():  # a copy of a frozen teacher would not train
         p.requires_grad_(True)
-    masked = _mask_zeros(model, sparse_layers)
+    masked = [m.module if isinstance(m, QuantWrapper) else m for m in map(model.get_submodule, sparse_layers)]
+    for m in masked:  # their zero weights stay zero while training (torch.nn.utils.prune masks)
+        if not hasattr(m, "weight_mask"):
+            tprune.custom_from_mask(m, "weight", (m.weight.detach() != 0).to(m.weight.dtype))
     try:
         return train(model, splits, cfg.train_config(), run_dir=run_dir, teacher=teacher if cfg.kd else None,
                      kd_temperature=cfg.kd_temperature, kd_alpha=cfg.kd_alpha, resume=resume,

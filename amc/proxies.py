@@ -250,8 +250,7 @@ def apply_proxy(model: nn.Module, proxy: Proxy, data: ProxyData | None) -> nn.Mo
         raise AmcError(f"proxy {proxy.name} needs calibration images from the train split: pass the dataset "
                        "(amc apply takes them from it, seeded as the search did)")
     t0 = time.perf_counter()
-    if proxy.ft_steps:
-        kd_steps(model, data, proxy.ft_steps)
+    kd_steps(model, data, proxy.ft_steps)  # (none for ft_steps = 0)
     if proxy.bn:
         recalibrate_norm(model, data.images, batch_size=data.batch_size)
     model.eval()

@@ -49,7 +49,7 @@ from torch import nn
 
 from amc.config.flat import flat_config
 from amc.config.train import TrainOptions
-from amc.distillation import kd_loss
+from amc.distillation import DistillationLoss, kd_loss
 from amc.errors import AmcError
 from amc.models import ModelSpec, build_model, resolve_spec
 from amc.slimming import scale_values, slimming_penalty
@@ -356,8 +356,7 @@ def train(
     if not isinstance(cfg, TrainConfig):
         raise AmcError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     if teacher is not None:
-        kd_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long),
-                temperature=kd_temperature, alpha=kd_alpha)  # validates T and alpha early
+        DistillationLoss(temperature=kd_temperature, alpha=kd_alpha)  # validates T and alpha early
     run_dir = Path(run_dir)
     rank, world_size, created_group, device = _dist_setup(resolve_device(cfg.device))
     main = rank == 0

@@ -365,8 +365,7 @@ def uniform_policy(model: nn.Module, example_input: torch.Tensor, budget: str, *
         raise AmcError(f"a uniform pruning policy meets macs= or params= budgets, not {metric}=")
     graph = graph if graph is not None else LayerGraph.build(model, example_input)
     cost = _Cost(graph, model, round_to=round_to, fine=False)
-    n = len(graph.layers)
-    dense, floats = np.ones(n), np.full(n, float(FLOAT_BITS))
+    dense, floats = np.ones(len(graph.layers)), np.full(len(graph.layers), float(FLOAT_BITS))
 
     def channels(s: float) -> tuple[int, ...]:
         return tuple(kept_channels(lbound + s * (1.0 - lbound), int(t), st) for t, st in zip(cost.cm.totals, cost.cm.steps))

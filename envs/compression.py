@@ -169,9 +169,8 @@ class CompressionEnv(gym.Env):
         self.cost = CostModel(self.graph, self.model, round_to=cfg.round_to)
         self.metric, self.target_ratio = cfg.metric, cfg.ratio
         self.reward_fn = REWARDS.get(cfg.reward)
-        self.latency_table = None
-        if self.metric == "latency" or cfg.reward == "acc_latency":
-            self.latency_table = self._latency_table()
+        needs_latency = self.metric == "latency" or cfg.reward == "acc_latency"
+        self.latency_table = self._latency_table() if needs_latency else None
         prunes = cfg.mode in ("prune", "joint") and cfg.granularity == "channel"
         # auto: reconstruction whenever channels are chosen (amc fidelity's pick; with bits too, then bn
         # when the model has norm layers), else bn / vanilla
@@ -243,13 +242,12 @@ class CompressionEnv(gym.Env):
 
     def _make_decisions(self) -> list[Decision]:
         cfg, layers = self.config, self.graph.layers
-        index = {ly.name: ly.index for ly in layers}
         fixed = self._fixed_bit_layers()
         out: list[Decision] = []
         if cfg.granularity == "fine":  # per layer a density, and in joint mode weight bits (activations stay float)
             return [d for ly in layers for d in (Decision("sparsity", ly.index), Decision("w_bits", ly.index))
                     if d.kind == "sparsity" or (cfg.mode == "joint" and ly.index not in fixed)]
-        leader_of = {index[g.leader]: g.index for g in self.graph.groups}
+        leader_of = {self.graph.layer(g.leader).index: g.index for g in self.graph.groups}
         for ly in layers:
             if cfg.mode in ("prune", "joint") and ly.index in leader_of:
                 out.append(Decision("prune", ly.index, leader_of[ly.index]))
