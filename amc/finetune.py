@@ -337,19 +337,10 @@ def _weights(model: nn.Module) -> tuple[int, int]:
 # fine-tuning
 
 
-def finetune(
-    model: nn.Module,
-    splits: Any,
-    cfg: FinetuneConfig,
-    *,
-    run_dir: str | os.PathLike,
-    teacher: nn.Module | None = None,
-    resume: bool = False,
-    progress: bool = False,
-    model_spec: Mapping[str, Any] | None = None,
-    sparse_layers: Sequence[str] = (),
-    meta: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+def finetune(model: nn.Module, splits: Any, cfg: FinetuneConfig, *, run_dir: str | os.PathLike,
+             teacher: nn.Module | None = None, resume: bool = False, progress: bool = False,
+             model_spec: Mapping[str, Any] | None = None, sparse_layers: Sequence[str] = (),
+             meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Fine-tune ``model`` in place with :func:`amc.training.train` (returns its result dict).
 
     ``teacher`` is distilled from when ``cfg.kd`` (Hinton KD, ``cfg.kd_temperature``/``kd_alpha``).

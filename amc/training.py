@@ -236,17 +236,16 @@ def load_checkpoint(path: str | os.PathLike, *, device: torch.device | str = "cp
     path = Path(path)
     dev = resolve_device(device)
     ckpt = _read_checkpoint(path, dev)
-    if ckpt.get("module") is not None:
-        model = ckpt["module"]
-        if not isinstance(model, nn.Module):
-            raise AmcError(f"{path}: the stored 'module' is a {type(model).__name__}, not an nn.Module")
-    else:
+    model = ckpt.get("module")
+    if model is None:
         if not ckpt.get("model_spec"):
             raise AmcError(f"{path}: the checkpoint has neither a model_spec nor a stored module")
         try:
             model = build_model(ckpt["model_spec"])
         except ValueError as e:
             raise AmcError(f"{path}: cannot rebuild the model from its spec: {e}") from None
+    elif not isinstance(model, nn.Module):
+        raise AmcError(f"{path}: the stored 'module' is a {type(model).__name__}, not an nn.Module")
     state = ckpt.get("state_dict")
     if state is not None:
         try:
@@ -318,20 +317,11 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         logger.warning("could not restore RNG states (%s); continuing", e)
 
 
-def train(
-    model: nn.Module,
-    splits: Any,
-    cfg: TrainConfig,
-    *,
-    run_dir: str | os.PathLike,
-    teacher: nn.Module | None = None,
-    kd_temperature: float = 4.0,
-    kd_alpha: float = 0.9,
-    resume: bool = False,
-    progress: bool = False,
-    model_spec: ModelSpec | Mapping[str, Any] | None = None,
-    extra_meta: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+def train(model: nn.Module, splits: Any, cfg: TrainConfig, *, run_dir: str | os.PathLike,
+          teacher: nn.Module | None = None, kd_temperature: float = 4.0, kd_alpha: float = 0.9,
+          resume: bool = False, progress: bool = False,
+          model_spec: ModelSpec | Mapping[str, Any] | None = None,
+          extra_meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train ``model`` in place on ``splits`` (an :class:`amc.data.DatasetSplits`) and checkpoint it.
 
     Args:

@@ -521,5 +521,5 @@ class CompressionEnv(gym.Env):
 
     def evaluate(self, model: nn.Module) -> float:
         """Top-1 (%) on the env's val images (under autocast when ``eval_precision`` is not fp32)."""
-        return top1(model.to(self.device), (self.val_x, self.val_y), batch_size=self.config.eval_batch_size,
-                    precision=self.config.eval_precision)
+        return top1(model.to(self.device), (self.val_x, self.val_y), device=self.device,
+                    batch_size=self.config.eval_batch_size, precision=self.config.eval_precision)
