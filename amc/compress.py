@@ -51,12 +51,11 @@ def draw_inputs(splits: Any, *, proxy: Proxy, calibration_size: int, calibration
     ``calibration_size`` images for reconstruction and norm statistics, two batches of 128 for
     activation ranges when ``quantizes``, and the KD batches of an ``ft:K`` proxy (``teacher``: the
     uncompressed model)."""
-    out = PolicyInputs()
-    if proxy.needs_calibration:
-        out.proxy_data = make_proxy_data(splits, proxy, calibration_size=calibration_size, seed=calibration_seed,
-                                         device=device, teacher=teacher)
-        if proxy.reconstruct:
-            out.calibration = out.proxy_data.images
+    # the proxy's images (None when it reads none); the reconstruction samples the same images
+    out = PolicyInputs(proxy_data=make_proxy_data(splits, proxy, calibration_size=calibration_size,
+                                                  seed=calibration_seed, device=device, teacher=teacher))
+    if proxy.reconstruct:
+        out.calibration = out.proxy_data.images
     if quantizes:
         out.quant_calibration = [x for x, _ in splits.calibration_batches(2, 128, calibration_seed, device=device)]
     return out
@@ -150,11 +149,11 @@ def apply_policy(model: nn.Module, policy: Policy, *, splits: Any = None, device
         pruner = Pruner(pruner.model, pruner.example_input, graph=pruner.graph, seed=seed)
     if check:
         check_policy_matches(policy, pruner)
-    opts = policy.pruning
     out = model
     if policy.granularity == "channel" and any(g.channels < g.total for g in policy.groups):
         # (a reconstructing policy without calibration images: the Pruner says to pass them)
-        out = pruner.prune([g.channels / g.total for g in policy.groups], importance=str(opts.get("importance", "l1")),
+        out = pruner.prune([g.channels / g.total for g in policy.groups],
+                           importance=str(policy.pruning.get("importance", "l1")),
                            reconstruct=proxy.reconstruct, calibration=calibration, round_to=1)
     sparsity = {ly.name: ly.sparsity for ly in policy.layers if ly.sparsity}
     if sparsity:
@@ -162,15 +161,13 @@ def apply_policy(model: nn.Module, policy: Policy, *, splits: Any = None, device
     if policy.has_bits:
         from amc.quantization import quantize_model
 
-        w_bits, a_bits = policy.bits()
-        needs_cal = any(b is not None and b < 32 for b in a_bits.values())
-        if needs_cal and quant_calibration is None:
+        w_bits, a_bits = ({name: b for name, b in bits.items() if b is not None and b < 32}
+                          for bits in policy.bits())
+        if a_bits and quant_calibration is None:
             raise AmcError("this policy quantizes activations: pass quant_calibration images")
         # a model made above (pruned, sparse) is ours: quantize it in place instead of copying it again
-        out = quantize_model(out, {k: v for k, v in w_bits.items() if v is not None and v < 32},
-                             {k: v for k, v in a_bits.items() if v is not None and v < 32},
-                             calibration=quant_calibration if needs_cal else None, cache=quant_cache,
-                             inplace=out is not model)
+        out = quantize_model(out, w_bits, a_bits, calibration=quant_calibration if a_bits else None,
+                             cache=quant_cache, inplace=out is not model)
     if out is model:
         import copy
 

@@ -60,16 +60,8 @@ from amc.utils import atomic_write_json, file_sha256, resolve_device
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "FinetuneConfig",
-    "PolicySetup",
-    "FinetuneResult",
-    "prepare",
-    "finetune",
-    "finetune_policy",
-    "iterative_schedule",
-    "model_costs",
-]
+__all__ = ["FinetuneConfig", "PolicySetup", "FinetuneResult", "prepare", "finetune", "finetune_policy",
+           "iterative_schedule", "model_costs"]
 
 _FULL_SPEC = frozenset({"num_classes", "in_channels", "image_size"})
 #: the evaluation batch size of searches whose policy does not record one (SearchConfig's default)
@@ -315,85 +307,40 @@ def model_costs(setup: PolicySetup, compressed: nn.Module) -> dict[str, Any]:
     nonzero weights, weight storage bits with the real bit widths)."""
     x = setup.example_input[:1]
     base_macs, base_params = count_macs_params(setup.base_model, x)
-    macs, params = count_macs_params(_unwrapped(compressed), x)
-    base_bits = _weight_bits(setup.base_model)
-    bits = _weight_bits(compressed)
+    # traced without the quantization wrappers (a wrapper runs its layer's functional form: hooks miss it)
+    traced = copy.deepcopy(compressed) if quantized_layers(compressed) else compressed
+    for name in quantized_layers(traced):
+        traced.set_submodule(name, traced.get_submodule(name).module)
+    macs, params = count_macs_params(traced, x)
+    (_, base_bits), (nonzero, bits) = _weights(setup.base_model), _weights(compressed)
     return {
         "cost_model": policy_costs(setup.policy, setup.pruner.graph, setup.base_model),
         "direct": {
             "macs": macs, "params": params, "base_macs": base_macs, "base_params": base_params,
-            "nonzero_weights": sum(int((w != 0).sum()) for w, _ in _conv_linear_weights(compressed)),
-            "weight_bits": bits, "base_weight_bits": base_bits,
+            "nonzero_weights": nonzero, "weight_bits": bits, "base_weight_bits": base_bits,
             "macs_ratio": macs / base_macs, "params_ratio": params / base_params, "size_ratio": bits / base_bits,
         },
         "quantized_layers": len(quantized_layers(compressed)),
     }
 
 
-def _unwrapped(model: nn.Module) -> nn.Module:
-    """A copy with every quantization wrapper replaced by the layer it wraps (for tracing: a wrapper
-    runs its layer's functional form, which module hooks do not see)."""
-    wrappers = quantized_layers(model)
-    if not wrappers:
-        return model
-    out = copy.deepcopy(model)
-    for name in wrappers:
-        out.set_submodule(name, out.get_submodule(name).module)
-    return out
-
-
-def _conv_linear_weights(model: nn.Module) -> list[tuple[torch.Tensor, int | None]]:
-    out = []
-    inside: set[int] = set()
-    for m in model.modules():
-        if isinstance(m, QuantWrapper):
-            out.append((m.module.weight, m.w_bits))
-            inside.add(id(m.module))
-        elif isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in inside:
-            out.append((m.weight, None))
-    return out
-
-
-def _weight_bits(model: nn.Module) -> int:
-    """Weight storage: nonzero conv/linear weights x their bits (32 for float): what a dense-or-sparse
-    store of the values needs, indices of sparse layers not counted."""
-    return int(sum(int((w != 0).sum()) * (b or 32) for w, b in _conv_linear_weights(model)))
+def _weights(model: nn.Module) -> tuple[int, int]:
+    """Nonzero conv/linear weights, and their storage bits (x their bit width, 32 for float): what a
+    dense-or-sparse store of the values needs, indices of sparse layers not counted."""
+    bits = {id(w.module): w.w_bits for w in quantized_layers(model).values()}
+    counts = [(int((m.weight != 0).sum()), bits.get(id(m)) or 32)
+              for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return sum(n for n, _ in counts), sum(n * b for n, b in counts)
 
 
 # --------------------------------------------------------------------------------------------------
 # fine-tuning
 
 
-def _sparse_layers(policy: Policy) -> list[str]:
-    return [ly.name for ly in policy.layers if ly.sparsity]
-
-
-def _mask_zeros(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
-    """Keep the zeros of these layers' weights zero while training (torch.nn.utils.prune masks)."""
-    masked = []
-    for name in names:
-        m = model.get_submodule(name)
-        if isinstance(m, QuantWrapper):
-            m = m.module
-        if not hasattr(m, "weight_mask"):
-            tprune.custom_from_mask(m, "weight", (m.weight.detach() != 0).to(m.weight.dtype))
-        masked.append(m)
-    return masked
-
-
-def finetune(
-    model: nn.Module,
-    splits: Any,
-    cfg: FinetuneConfig,
-    *,
-    run_dir: str | os.PathLike,
-    teacher: nn.Module | None = None,
-    resume: bool = False,
-    progress: bool = False,
-    model_spec: Mapping[str, Any] | None = None,
-    sparse_layers: Sequence[str] = (),
-    meta: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+def finetune(model: nn.Module, splits: Any, cfg: FinetuneConfig, *, run_dir: str | os.PathLike,
+             teacher: nn.Module | None = None, resume: bool = False, progress: bool = False,
+             model_spec: Mapping[str, Any] | None = None, sparse_layers: Sequence[str] = (),
+             meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Fine-tune ``model`` in place with :func:`amc.training.train` (returns its result dict).
 
     ``teacher`` is distilled from when ``cfg.kd`` (Hinton KD, ``cfg.kd_temperature``/``kd_alpha``).
@@ -404,16 +351,19 @@ def finetune(
         raise AmcError("knowledge distillation needs the uncompressed teacher model; pass teacher= or kd=False")
     for p in model.parameters():  # a copy of a frozen teacher would not train
         p.requires_grad_(True)
-    masked = _mask_zeros(model, sparse_layers)
+    masked = [m.module if isinstance(m, QuantWrapper) else m for m in map(model.get_submodule, sparse_layers)]
+    for m in masked:  # their zero weights stay zero while training (torch.nn.utils.prune masks)
+        if not hasattr(m, "weight_mask"):
+            tprune.custom_from_mask(m, "weight", (m.weight.detach() != 0).to(m.weight.dtype))
     try:
-        result = train(model, splits, cfg.train_config(), run_dir=run_dir, teacher=teacher if cfg.kd else None,
-                       kd_temperature=cfg.kd_temperature, kd_alpha=cfg.kd_alpha, resume=resume, progress=progress,
-                       model_spec=model_spec, extra_meta={"finetune": cfg.to_dict(), **dict(meta or {})})
+        return train(model, splits, cfg.train_config(), run_dir=run_dir, teacher=teacher if cfg.kd else None,
+                     kd_temperature=cfg.kd_temperature, kd_alpha=cfg.kd_alpha, resume=resume,
+                     progress=progress, model_spec=model_spec,
+                     extra_meta={"finetune": cfg.to_dict(), **dict(meta or {})})
     finally:
         for m in masked:
             if hasattr(m, "weight_mask"):
                 tprune.remove(m, "weight")
-    return result
 
 
 def iterative_schedule(policy: Policy, steps: int) -> list[list[int]]:
@@ -440,7 +390,6 @@ def _step_policy(policy: Policy, channels: Sequence[int], graph: Any, *, fractio
                             a_bits=ly.a_bits if final else None,
                             sparsity=None if not ly.sparsity else float(ly.sparsity) * fraction)
               for ly in policy.layers]
-    groups = groups if policy.granularity == "channel" else []
     return dataclasses.replace(policy, groups=groups, layers=layers)
 
 
@@ -484,7 +433,6 @@ def finetune_policy(
     t0 = time.perf_counter()
     policy = setup.policy
     setup.policy.save(run_dir / "policy.json")
-    teacher = setup.base_model if cfg.kd else None
     base_acc = _top1(setup, setup.base_model)
     if student is not None and cfg.iterative > 1:
         raise AmcError("an already compressed model cannot be pruned iteratively; use iterative=1 (or start from "
@@ -492,13 +440,18 @@ def finetune_policy(
     one_shot = student.to(setup.device) if student is not None else setup.compress()
     before = _top1(setup, one_shot)
     log.info("uncompressed val top-1 %s; compressed before fine-tuning %s", base_acc["val_top1"], before["val_top1"])
-    meta = {"policy": policy.to_dict()}
+
+    def tune(model: nn.Module, where: Path, p: Policy, **step: int) -> dict[str, Any]:
+        return finetune(model, setup.splits, cfg, run_dir=where, teacher=setup.base_model, resume=resume,
+                        progress=progress, model_spec=setup.model_spec,
+                        sparse_layers=[ly.name for ly in p.layers if ly.sparsity],
+                        meta={"policy": policy.to_dict(), **step})
+
     steps: list[dict[str, Any]] = []
     K = cfg.iterative
     if K == 1:
         student = one_shot
-        res = finetune(student, setup.splits, cfg, run_dir=run_dir, teacher=teacher, resume=resume, progress=progress,
-                       model_spec=setup.model_spec, sparse_layers=_sparse_layers(policy), meta=meta)
+        res = tune(student, run_dir, policy)
         steps.append({"step": 1, "before": before, "after": _top1(setup, student), "train_time_s": res.get("train_time_s")})
     else:
         del one_shot
@@ -520,10 +473,7 @@ def finetune_policy(
             acc0 = _top1(setup, student)
             log.info("step %d/%d: channels %s, val top-1 after pruning %s", k, K, [g.channels for g in sp.groups],
                      acc0["val_top1"])
-            res = finetune(student, setup.splits, cfg, run_dir=step_dir, teacher=teacher, resume=resume,
-                           progress=progress, model_spec=setup.model_spec,
-                           sparse_layers=_sparse_layers(sp),
-                           meta={**meta, "step": k, "steps": K})
+            res = tune(student, step_dir, sp, step=k, steps=K)
             steps.append({"step": k, "channels": [g.channels for g in sp.groups], "before": acc0,
                           "after": _top1(setup, student), "train_time_s": res.get("train_time_s")})
             current = student
@@ -532,18 +482,9 @@ def finetune_policy(
     after = _top1(setup, student)
     costs = model_costs(setup, student)
     summary: dict[str, Any] = {
-        "policy": str(run_dir / "policy.json"),
-        "checkpoint": setup.checkpoint,
-        "data": setup.data,
-        "transferred": setup.transferred,
-        "finetune": cfg.to_dict(),
-        "uncompressed": base_acc,
-        "before": before,
-        "after": after,
-        "steps": steps,
-        "costs": costs,
-        "time_s": time.perf_counter() - t0,
-    }
+        "policy": str(run_dir / "policy.json"), "checkpoint": setup.checkpoint, "data": setup.data,
+        "transferred": setup.transferred, "finetune": cfg.to_dict(), "uncompressed": base_acc,
+        "before": before, "after": after, "steps": steps, "costs": costs, "time_s": time.perf_counter() - t0}
     if export_name:
         path = export(student, run_dir / export_name, policy=policy, model_spec=setup.model_spec,
                       metrics={**after, **costs["cost_model"],

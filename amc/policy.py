@@ -202,12 +202,10 @@ class Policy:
     scoring: Scoring = field(default_factory=Scoring)
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise AmcError(f"policy field 'mode': {self.mode!r} is not one of {', '.join(MODES)}")
-        if self.granularity not in GRANULARITIES:
-            raise AmcError(
-                f"policy field 'granularity': {self.granularity!r} is not one of {', '.join(GRANULARITIES)}"
-            )
+        for key, valid in (("mode", MODES), ("granularity", GRANULARITIES)):
+            value = getattr(self, key)
+            if value not in valid:
+                raise AmcError(f"policy field {key!r}: {value!r} is not one of {', '.join(valid)}")
         if not isinstance(self.model, dict) or "name" not in self.model:
             raise AmcError("policy field 'model' must be a model spec with at least a 'name'")
         old = [k for k in _V1_SCORING_KEYS if k in self.pruning]

@@ -49,17 +49,8 @@ import torch.nn as nn
 from amc.distillation import kd_loss
 from amc.errors import AmcError
 
-__all__ = [
-    "Proxy",
-    "ProxyData",
-    "PROXY_NAMES",
-    "parse_proxy",
-    "resolve_proxy",
-    "has_norm_layers",
-    "recalibrate_norm",
-    "kd_steps",
-    "apply_proxy",
-]
+__all__ = ["Proxy", "ProxyData", "PROXY_NAMES", "parse_proxy", "resolve_proxy", "has_norm_layers",
+           "recalibrate_norm", "kd_steps", "apply_proxy"]
 
 #: the proxies by name (``ft:K`` takes its step count after the colon)
 PROXY_NAMES = ("vanilla", "bn", "reconstruct", "reconstruct+bn", "ft:K", "auto")
@@ -98,9 +89,14 @@ def parse_proxy(name: str) -> Proxy:
     raise AmcError(f"unknown proxy {name!r}; valid: {', '.join(PROXY_NAMES)} (e.g. ft:20)")
 
 
+def _norm_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
 def has_norm_layers(model: nn.Module) -> bool:
     """Whether ``model`` has a norm layer with running statistics (BatchNorm and friends)."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules())
+    return bool(_norm_layers(model))
 
 
 def resolve_proxy(name: str, model: nn.Module, *, prunes_channels: bool = True, quantizes: bool = False) -> Proxy:
@@ -184,14 +180,13 @@ def recalibrate_norm(model: nn.Module, images: torch.Tensor, *, batch_size: int 
     layers run in train mode; everything else stays in eval mode (activation observers of quantized
     layers included). Weights and biases do not change.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = _norm_layers(model)
     if not norms:
         return model
     was_training = model.training
     model.eval()
-    saved = []
+    saved = [m.momentum for m in norms]
     for m in norms:
-        saved.append(m.momentum)
         m.reset_running_stats()
         m.train()
     device = next((p.device for p in model.parameters()), images.device)
@@ -255,8 +250,7 @@ def apply_proxy(model: nn.Module, proxy: Proxy, data: ProxyData | None) -> nn.Mo
         raise AmcError(f"proxy {proxy.name} needs calibration images from the train split: pass the dataset "
                        "(amc apply takes them from it, seeded as the search did)")
     t0 = time.perf_counter()
-    if proxy.ft_steps:
-        kd_steps(model, data, proxy.ft_steps)
+    kd_steps(model, data, proxy.ft_steps)  # (none for ft_steps = 0)
     if proxy.bn:
         recalibrate_norm(model, data.images, batch_size=data.batch_size)
     model.eval()

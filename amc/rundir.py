@@ -12,6 +12,7 @@ stale lock can never block a resume. (The ``filelock`` package was not used: on 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from amc.errors import AmcError
 
-__all__ = ["LOCK_NAME", "RunDirLock", "locked_run_dir", "refuse_existing_files", "remove_if_empty"]
+__all__ = ["LOCK_NAME", "RunDirLock", "locked_run_dir", "refuse_existing_files"]
 
 #: the lock file inside a run dir (kept after the run; only the OS lock on it matters)
 LOCK_NAME = ".amc.lock"
@@ -61,11 +62,9 @@ class RunDirLock:
                 raise
             raise AmcError(f"run dir {str(self.run_dir)!r} is in use by another amc process{holder}; wait for it to "
                            "finish (or stop it), or choose another --run-dir") from None
-        try:
+        with contextlib.suppress(OSError):  # the lock holds without the note (e.g. a full disk)
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()} {self.command}\n".encode())
-        except OSError:
-            pass  # the lock holds without the note (e.g. a full disk)
         self._fd = fd
         return self
 
@@ -124,27 +123,16 @@ def locked_run_dir(run_dir: str | os.PathLike, *, command: str = "amc") -> Itera
     """
     run_dir = Path(run_dir)
     existed = run_dir.exists()
-    lock = RunDirLock(run_dir, command=command).acquire()
-    try:
-        yield lock
-    except BaseException:
-        if not existed:  # still holding the lock: no other process can start in the dir while it goes
-            remove_if_empty(run_dir)
-        lock.release()
-        raise
-    lock.release()
-
-
-def remove_if_empty(run_dir: str | os.PathLike) -> None:
-    """Remove ``run_dir`` when it holds nothing but (at most) its lock file."""
-    run_dir = Path(run_dir)
-    try:
-        names = {p.name for p in run_dir.iterdir()}
-        if names <= {LOCK_NAME}:
-            (run_dir / LOCK_NAME).unlink(missing_ok=True)
-            run_dir.rmdir()
-    except OSError:
-        pass
+    with RunDirLock(run_dir, command=command) as lock:
+        try:
+            yield lock
+        except BaseException:
+            if not existed:  # still holding the lock: no other process can start in the dir while it goes
+                with contextlib.suppress(OSError):
+                    if {p.name for p in run_dir.iterdir()} <= {LOCK_NAME}:  # nothing but the lock file
+                        (run_dir / LOCK_NAME).unlink(missing_ok=True)
+                        run_dir.rmdir()
+            raise
 
 
 def refuse_existing_files(paths: Iterable[str | os.PathLike | None], *, overwrite: bool, what: str,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -37,7 +38,6 @@ import pickle
 import random
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from torch import nn
 
 from amc.config.flat import flat_config
 from amc.config.train import TrainOptions
-from amc.distillation import kd_loss
+from amc.distillation import DistillationLoss, kd_loss
 from amc.errors import AmcError
 from amc.models import ModelSpec, build_model, resolve_spec
 from amc.slimming import scale_values, slimming_penalty
@@ -57,15 +57,8 @@ from amc.utils import atomic_torch_save, atomic_write_json, model_device, resolv
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "CHECKPOINT_FORMAT",
-    "CHECKPOINT_VERSION",
-    "TrainConfig",
-    "train",
-    "evaluate",
-    "save_checkpoint",
-    "load_checkpoint",
-]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "TrainConfig", "train", "evaluate", "save_checkpoint",
+           "load_checkpoint"]
 
 CHECKPOINT_FORMAT = "amc-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -243,17 +236,16 @@ def load_checkpoint(path: str | os.PathLike, *, device: torch.device | str = "cp
     path = Path(path)
     dev = resolve_device(device)
     ckpt = _read_checkpoint(path, dev)
-    if ckpt.get("module") is not None:
-        model = ckpt["module"]
-        if not isinstance(model, nn.Module):
-            raise AmcError(f"{path}: the stored 'module' is a {type(model).__name__}, not an nn.Module")
-    else:
+    model = ckpt.get("module")
+    if model is None:
         if not ckpt.get("model_spec"):
             raise AmcError(f"{path}: the checkpoint has neither a model_spec nor a stored module")
         try:
             model = build_model(ckpt["model_spec"])
         except ValueError as e:
             raise AmcError(f"{path}: cannot rebuild the model from its spec: {e}") from None
+    elif not isinstance(model, nn.Module):
+        raise AmcError(f"{path}: the stored 'module' is a {type(model).__name__}, not an nn.Module")
     state = ckpt.get("state_dict")
     if state is not None:
         try:
@@ -272,33 +264,17 @@ def load_checkpoint(path: str | os.PathLike, *, device: torch.device | str = "cp
 # training
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    created: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
-
-
-def _dist_setup(device: torch.device) -> tuple[_Dist, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist(), device
+def _dist_setup(device: torch.device) -> tuple[int, int, bool, torch.device]:
+    """``(rank, world size, whether this call created the process group, device)`` under ``torchrun``."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, False, device
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    created = False
-    if not dist.is_initialized():
+    created = not dist.is_initialized()
+    if created:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        created = True
-    return _Dist(dist.get_rank(), dist.get_world_size(), created), device
+    return dist.get_rank(), dist.get_world_size(), created, device
 
 
 def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Any:
@@ -341,20 +317,11 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         logger.warning("could not restore RNG states (%s); continuing", e)
 
 
-def train(
-    model: nn.Module,
-    splits: Any,
-    cfg: TrainConfig,
-    *,
-    run_dir: str | os.PathLike,
-    teacher: nn.Module | None = None,
-    kd_temperature: float = 4.0,
-    kd_alpha: float = 0.9,
-    resume: bool = False,
-    progress: bool = False,
-    model_spec: ModelSpec | Mapping[str, Any] | None = None,
-    extra_meta: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+def train(model: nn.Module, splits: Any, cfg: TrainConfig, *, run_dir: str | os.PathLike,
+          teacher: nn.Module | None = None, kd_temperature: float = 4.0, kd_alpha: float = 0.9,
+          resume: bool = False, progress: bool = False,
+          model_spec: ModelSpec | Mapping[str, Any] | None = None,
+          extra_meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train ``model`` in place on ``splits`` (an :class:`amc.data.DatasetSplits`) and checkpoint it.
 
     Args:
@@ -379,11 +346,10 @@ def train(
     if not isinstance(cfg, TrainConfig):
         raise AmcError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     if teacher is not None:
-        kd_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long),
-                temperature=kd_temperature, alpha=kd_alpha)  # validates T and alpha early
+        DistillationLoss(temperature=kd_temperature, alpha=kd_alpha)  # validates T and alpha early
     run_dir = Path(run_dir)
-    device = resolve_device(cfg.device)
-    dist_ctx, device = _dist_setup(device)
+    rank, world_size, created_group, device = _dist_setup(resolve_device(cfg.device))
+    main = rank == 0
     if cfg.num_threads is not None and device.type == "cpu":
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed)
@@ -391,7 +357,7 @@ def train(
     amp_dtype = PRECISIONS[cfg.precision]
     if cfg.precision == "fp16" and device.type != "cuda":
         raise AmcError(f"precision fp16 needs a CUDA device (this run is on {device}); use bf16 on the CPU")
-    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")  # disabled: a plain backward, step
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
     model.to(device, memory_format=memory_format)
@@ -399,10 +365,9 @@ def train(
     if teacher is not None:  # used under no_grad: its parameters' requires_grad flags are left alone
         teacher.to(device, memory_format=memory_format).eval()
 
-    loader = splits.loader(
-        "train", batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment, cutout=cfg.cutout, device=device,
-        drop_last=False, seed=cfg.seed, rank=dist_ctx.rank, world_size=dist_ctx.world_size,
-    )
+    loader = splits.loader("train", batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment,
+                           cutout=cfg.cutout, device=device, drop_last=False, seed=cfg.seed, rank=rank,
+                           world_size=world_size)
     steps_per_epoch = len(loader) if cfg.steps_per_epoch is None else min(len(loader), cfg.steps_per_epoch)
     if steps_per_epoch == 0:
         raise AmcError(f"the train split has {len(splits.train)} images: too few for one batch")
@@ -412,6 +377,9 @@ def train(
     meta = dict(extra_meta or {})
     kd_meta = {"temperature": kd_temperature, "alpha": kd_alpha} if teacher is not None else None
     config_doc = {**cfg.to_dict(), "distillation": kd_meta}
+    data_info = getattr(splits, "info", {})
+    save = functools.partial(save_checkpoint, model=model, model_spec=spec, config=config_doc, data=data_info,
+                             meta=meta)
 
     start_epoch, history, train_time = 0, [], 0.0
     last_path, final_path = run_dir / "last.pt", run_dir / "final.pt"
@@ -423,7 +391,7 @@ def train(
                 _unwrap(model).load_state_dict(ckpt["state_dict"])
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
-                if scaler is not None and state.get("scaler"):
+                if state.get("scaler"):
                     scaler.load_state_dict(state["scaler"])
             except (KeyError, RuntimeError, ValueError) as e:
                 raise AmcError(f"cannot resume from {last_path}: it does not match this model/config ({e}); "
@@ -438,30 +406,31 @@ def train(
             logger.warning("--resume: %s does not exist; starting from scratch", last_path)
 
     writer = None
-    if dist_ctx.main:
+    if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "config.json", {
             "train": config_doc, "model_spec": spec.to_dict() if spec else None,
-            "data": getattr(splits, "info", {}), "meta": meta,
+            "data": data_info, "meta": meta,
         })
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir=str(run_dir))
 
     net: nn.Module = model
-    if dist_ctx.world_size > 1:
+    if world_size > 1:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
-    val_data = splits.tensors("val", device=device) if len(splits.val) and dist_ctx.main else None
+    val_data = splits.tensors("val", device=device) if len(splits.val) and main else None
+    score = functools.partial(evaluate, batch_size=cfg.eval_batch_size, precision=cfg.eval_precision)
     try:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             net.train()
             loader.set_epoch(epoch)
             it: Iterable = loader
-            if progress and dist_ctx.main:
+            if progress and main:
                 from tqdm.auto import tqdm
 
                 it = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
@@ -488,33 +457,24 @@ def train(
                 if cfg.slimming:
                     loss = loss + slimming_penalty(model, cfg.slimming)
                 optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 loss_sum += loss.detach() * y.shape[0]
                 correct += (out.detach().argmax(1) == y).sum()
                 seen += int(y.shape[0])
-                if progress and dist_ctx.main and step % 20 == 0:
+                if progress and main and step % 20 == 0:
                     it.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
             if not torch.isfinite(loss_sum):
                 raise AmcError(f"training diverged at epoch {epoch + 1} (loss is not finite); lower --lr")
             epoch_time = time.perf_counter() - t0
             train_time += epoch_time
-            rec = {
-                "epoch": epoch + 1,
-                "train_loss": float(loss_sum) / max(1, seen),
-                "train_top1": 100.0 * float(correct) / max(1, seen),
-                "lr": float(scheduler.get_last_lr()[0]),
-                "time_s": epoch_time,
-            }
-            if dist_ctx.main:
-                rec["val_top1"] = evaluate(model, val_data, batch_size=cfg.eval_batch_size,
-                                           precision=cfg.eval_precision) if val_data else None
+            rec = {"epoch": epoch + 1, "train_loss": float(loss_sum) / max(1, seen),
+                   "train_top1": 100.0 * float(correct) / max(1, seen),
+                   "lr": float(scheduler.get_last_lr()[0]), "time_s": epoch_time}
+            if main:
+                rec["val_top1"] = score(model, val_data) if val_data else None
                 history.append(rec)
                 for tag, key in (("train/loss", "train_loss"), ("train/top1", "train_top1"),
                                  ("train/lr", "lr"), ("time/epoch_s", "time_s"), ("eval/top1", "val_top1")):
@@ -529,43 +489,33 @@ def train(
                 train_state = {
                     "epoch": epoch + 1, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": _rng_state(), "history": history, "train_time_s": train_time,
-                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "scaler": scaler.state_dict() or None,
                 }
-                save_checkpoint(last_path, model=model, model_spec=spec, config=config_doc,
-                                metrics={"val_top1": rec["val_top1"]},
-                                train_state=train_state, data=getattr(splits, "info", {}), meta=meta)
+                save(last_path, metrics={"val_top1": rec["val_top1"]}, train_state=train_state)
                 val_txt = f"{rec['val_top1']:.2f}" if rec["val_top1"] is not None else "-"
                 logger.info("epoch %d/%d: loss %.4f, train top-1 %.2f, val top-1 %s, lr %.4g, %.1fs",
                             epoch + 1, cfg.epochs, rec["train_loss"], rec["train_top1"], val_txt, rec["lr"],
                             epoch_time)
-            dist_ctx.barrier()
+            if world_size > 1:
+                dist.barrier()
 
         result: dict[str, Any] = {}
-        if dist_ctx.main:
-            ran = len(history) > 0 and history[-1]["epoch"] == cfg.epochs and start_epoch < cfg.epochs
-            if ran:  # the last epoch's val top-1 is the final model's: no second pass
+        if main:
+            if start_epoch < cfg.epochs:  # the last epoch's val top-1 is the final model's: no second pass
                 val_top1 = history[-1]["val_top1"]
             else:
-                val_top1 = evaluate(model, val_data, batch_size=cfg.eval_batch_size,
-                                    precision=cfg.eval_precision) if val_data else None
-            test_top1 = evaluate(model, splits.tensors("test", device=device), batch_size=cfg.eval_batch_size,
-                                 precision=cfg.eval_precision) if cfg.eval_test else None
+                val_top1 = score(model, val_data) if val_data else None
+            test_top1 = score(model, splits.tensors("test", device=device)) if cfg.eval_test else None
             metrics = {"val_top1": val_top1, "test_top1": test_top1}
-            save_checkpoint(final_path, model=model, model_spec=spec, config=config_doc, metrics=metrics,
-                            data=getattr(splits, "info", {}), meta=meta, history=history)
-            n_epochs = len(history)
-            result = {
-                **metrics,
-                "epochs": cfg.epochs,
-                "train_time_s": train_time,
-                "epoch_time_s": train_time / n_epochs if n_epochs else None,
-                "checkpoint": str(final_path),
-                "history": history,
-            }
+            save(final_path, metrics=metrics, history=history)
+            result = {**metrics, "epochs": cfg.epochs, "train_time_s": train_time,
+                      "epoch_time_s": train_time / len(history) if history else None,
+                      "checkpoint": str(final_path), "history": history}
             atomic_write_json(run_dir / "metrics.json", result)
             if writer is not None and test_top1 is not None:
                 writer.add_scalar("eval/test_top1", test_top1, cfg.epochs)
-        dist_ctx.barrier()
+        if world_size > 1:
+            dist.barrier()
         return result
     finally:
         if cfg.channels_last:  # hand both models back in the default format
@@ -576,5 +526,5 @@ def train(
             teacher.train(teacher_was_training)
         if writer is not None:
             writer.close()
-        if dist_ctx.created:
+        if created_group:
             dist.destroy_process_group()

@@ -81,14 +81,11 @@ def stage_keys(graph: LayerGraph, *, stages: str = "spatial") -> tuple[list[tupl
 
     def stage(name: str) -> tuple:
         ly = graph.layer(name)
-        if ly.kind == "linear":
-            return ("fc",)
-        return ("conv", rank[ly.out_size[0] * ly.out_size[1]])
+        return ("fc",) if ly.kind == "linear" else ("conv", rank[ly.out_size[0] * ly.out_size[1]])
 
-    gk = []
-    for g in graph.groups:
-        producers = [n for n in g.out_layers if graph.layer(n).kind != "depthwise"]
-        gk.append((*stage(g.leader), "shared" if len(producers) > 1 else "single"))
+    # a group's role: "shared" when several non-depthwise layers produce its channels
+    gk = [(*stage(g.leader), "shared" if sum(graph.layer(n).kind != "depthwise" for n in g.out_layers) > 1
+           else "single") for g in graph.groups]
     lk = [(*stage(ly.name), "conv" if ly.kind == "grouped" else ly.kind) for ly in graph.layers]
     return gk, lk
 
@@ -127,8 +124,6 @@ def _check_same_structure(src: tuple[list, list], tgt: tuple[list, list], *, gro
 def _interp(values: Sequence[float | None], d: float, *, integer: bool = False) -> float | None:
     """Value at relative depth ``d`` in [0, 1] of ``values`` (evenly spaced over [0, 1])."""
     n = len(values)
-    if n == 1:
-        return values[0]
     x = d * (n - 1)
     lo = min(int(math.floor(x + 1e-12)), n - 1)
     hi = min(lo + 1, n - 1)
@@ -137,7 +132,7 @@ def _interp(values: Sequence[float | None], d: float, *, integer: bool = False) 
     if a is None or b is None or hi == lo:
         return a if (w < 0.5 or hi == lo) else b
     v = (1.0 - w) * float(a) + w * float(b)
-    return float(math.floor(v + 0.5)) if integer else v
+    return int(math.floor(v + 0.5)) if integer else v
 
 
 def _map_by_depth(src_keys: Sequence[tuple], src_vals: Sequence[Any], tgt_keys: Sequence[tuple], *,
@@ -151,9 +146,7 @@ def _map_by_depth(src_keys: Sequence[tuple], src_vals: Sequence[Any], tgt_keys: 
     for k in tgt_keys:
         i, n = seen[k], counts[k]
         seen[k] += 1
-        d = i / (n - 1) if n > 1 else 0.5
-        v = _interp(by_key[k], d, integer=integer)
-        out.append(int(v) if integer and v is not None else v)
+        out.append(_interp(by_key[k], i / (n - 1) if n > 1 else 0.5, integer=integer))
     return out
 
 
@@ -232,16 +225,14 @@ def policy_costs(policy: Policy, graph: LayerGraph, model: nn.Module | None = No
     if not policy_matches(policy, graph):
         raise AmcError("policy_costs: the policy does not match this model (transfer it first)")
     channel = policy.granularity == "channel"
-    cost = _Cost(graph, model, round_to=1, fine=not channel)
-    q = np.array([g.channels / g.total for g in policy.groups]) if channel and policy.groups else np.ones(len(graph.groups))
-    by_name = {ly.name: ly for ly in policy.layers}
+    fracs, w, a, s = _map_by_name(policy, graph, channel and bool(policy.groups), False)
+    return _Cost(graph, model, round_to=1, fine=not channel).ratios(np.array(fracs), *_arrays(w, a, s))
 
-    def per_layer(key: str, default: float) -> np.ndarray:
-        vals = [getattr(by_name[ly.name], key) if ly.name in by_name else None for ly in graph.layers]
-        return np.array([default if v is None else float(v) for v in vals])
 
-    dens = 1.0 - per_layer("sparsity", 0.0)
-    return cost.ratios(q, dens, per_layer("w_bits", FLOAT_BITS), per_layer("a_bits", FLOAT_BITS))
+def _arrays(w: Sequence[Any], a: Sequence[Any], s: Sequence[Any]) -> tuple[np.ndarray, ...]:
+    """Per-layer ``(densities, weight bits, activation bits)`` of mapped decisions (``None``: dense/float)."""
+    return (np.array([1.0 - (x or 0.0) for x in s]),
+            *(np.array([FLOAT_BITS if b is None else float(b) for b in bits]) for bits in (w, a)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -288,9 +279,7 @@ def transfer_policy(
     has_groups = channel and bool(policy.groups)
     has_layer = _has_layer_decisions(policy)
 
-    used = method
-    if method == "auto":
-        used = "name" if _names_match(policy, tgraph) else "depth"
+    used = method if method != "auto" else "name" if _names_match(policy, tgraph) else "depth"
     staging = None
     if used == "name":
         fracs, w, a, s = _map_by_name(policy, tgraph, has_groups, has_layer)
@@ -308,9 +297,8 @@ def transfer_policy(
             src = stage_keys(src_graph, stages="spatial")
         tgt = stage_keys(tgraph, stages=staging)
         _check_same_structure(src, tgt, groups=has_groups, layers=has_layer)
-        fracs = [1.0] * len(tgraph.groups)
-        if has_groups:
-            fracs = _map_by_depth(src[0], [g.channels / g.total for g in policy.groups], tgt[0])
+        fracs = (_map_by_depth(src[0], [g.channels / g.total for g in policy.groups], tgt[0]) if has_groups
+                 else [1.0] * len(tgraph.groups))
         w = a = s = [None] * len(tgraph.layers)
         if has_layer:
             w, a, s = (_map_by_depth(src[1], [getattr(ly, key) for ly in policy.layers], tgt[1],
@@ -322,9 +310,7 @@ def transfer_policy(
     cost = _Cost(tgraph, target_model, round_to=round_to, fine=not channel)
     totals = np.array([g.channels for g in tgraph.groups], dtype=np.int64)
     r = np.clip(np.asarray(fracs, dtype=np.float64), 1e-9, 1.0)
-    dens = np.array([1.0 - (x or 0.0) for x in s])
-    wb = np.array([float(b) if b is not None else FLOAT_BITS for b in w])
-    ab = np.array([float(b) if b is not None else FLOAT_BITS for b in a])
+    dens, wb, ab = _arrays(w, a, s)
 
     def q_of(ratios: np.ndarray) -> np.ndarray:
         return np.array([kept_channels(float(x), int(t), s) / t for x, t, s in zip(ratios, totals, cost.cm.steps)])
@@ -342,20 +328,16 @@ def transfer_policy(
     if metric is not None and achieved[f"{metric}_ratio"] > target * (1 + 1e-6):
         raise AmcError(f"internal: the transferred policy misses the budget {metric}={target}")
 
-    groups = []
-    if channel:
-        for g, frac in zip(tgraph.groups, q):
-            ch = int(round(frac * g.channels))
-            groups.append(GroupDecision(layers=g.layers, keep_ratio=ch / g.channels, channels=ch, total=g.channels))
+    kept = [int(round(frac * g.channels)) for g, frac in zip(tgraph.groups, q)] if channel else []
+    groups = [GroupDecision(g.layers, ch / g.channels, ch, g.channels) for g, ch in zip(tgraph.groups, kept)]
     layers = [LayerDecision(name=ly.name, kind=ly.kind,
                             w_bits=None if wb[i] >= FLOAT_BITS else int(wb[i]),
                             a_bits=None if ab[i] >= FLOAT_BITS else int(ab[i]),
                             sparsity=None if s[i] is None else float(1.0 - dens[i]))
               for i, ly in enumerate(tgraph.layers)]
     model_doc = _model_doc(target_model, target_spec)
-    new_budget = dict(policy.budget)
-    if budget is not None:
-        new_budget = {"metric": metric, "ratio": target, "target": f"{metric}={target:g}"}
+    new_budget = (dict(policy.budget) if budget is None
+                  else {"metric": metric, "ratio": target, "target": f"{metric}={target:g}"})
     record["achieved"] = achieved
     out = Policy(model=model_doc, mode=policy.mode, granularity=policy.granularity, budget=new_budget,
                  pruning=dict(policy.pruning), scoring=replace(policy.scoring), groups=groups, layers=layers,
@@ -383,8 +365,7 @@ def uniform_policy(model: nn.Module, example_input: torch.Tensor, budget: str, *
         raise AmcError(f"a uniform pruning policy meets macs= or params= budgets, not {metric}=")
     graph = graph if graph is not None else LayerGraph.build(model, example_input)
     cost = _Cost(graph, model, round_to=round_to, fine=False)
-    n = len(graph.layers)
-    dense, floats = np.ones(n), np.full(n, float(FLOAT_BITS))
+    dense, floats = np.ones(len(graph.layers)), np.full(len(graph.layers), float(FLOAT_BITS))
 
     def channels(s: float) -> tuple[int, ...]:
         return tuple(kept_channels(lbound + s * (1.0 - lbound), int(t), st) for t, st in zip(cost.cm.totals, cost.cm.steps))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -25,7 +24,6 @@ from amc.errors import AmcError
 from amc.policy import GroupDecision, LayerDecision, Policy, Scoring, parse_target
 from amc.proxies import resolve_proxy
 from amc.pruning import Pruner
-from amc.training import PRECISIONS
 from amc.training import evaluate as top1
 from amc.utils import resolve_device
 from envs.rewards import REWARDS
@@ -166,16 +164,13 @@ class CompressionEnv(gym.Env):
         if val_data is None:
             val_data = splits.tensors("val", device=self.device, limit=cfg.eval_limit)
         self.val_x, self.val_y = val_data
-        self._val_x_nhwc: torch.Tensor | None = None  # val_x in channels-last, made on first half-precision eval
-        example = self.val_x[:1]
-        self.pruner = Pruner(self.model, example, seed=cfg.calibration_seed)
+        self.pruner = Pruner(self.model, self.val_x[:1], seed=cfg.calibration_seed)
         self.graph = self.pruner.graph
         self.cost = CostModel(self.graph, self.model, round_to=cfg.round_to)
         self.metric, self.target_ratio = cfg.metric, cfg.ratio
         self.reward_fn = REWARDS.get(cfg.reward)
-        self.latency_table = None
-        if self.metric == "latency" or cfg.reward == "acc_latency":
-            self.latency_table = self._latency_table()
+        needs_latency = self.metric == "latency" or cfg.reward == "acc_latency"
+        self.latency_table = self._latency_table() if needs_latency else None
         prunes = cfg.mode in ("prune", "joint") and cfg.granularity == "channel"
         # auto: reconstruction whenever channels are chosen (amc fidelity's pick; with bits too, then bn
         # when the model has norm layers), else bn / vanilla
@@ -247,13 +242,12 @@ class CompressionEnv(gym.Env):
 
     def _make_decisions(self) -> list[Decision]:
         cfg, layers = self.config, self.graph.layers
-        index = {ly.name: ly.index for ly in layers}
         fixed = self._fixed_bit_layers()
         out: list[Decision] = []
         if cfg.granularity == "fine":  # per layer a density, and in joint mode weight bits (activations stay float)
             return [d for ly in layers for d in (Decision("sparsity", ly.index), Decision("w_bits", ly.index))
                     if d.kind == "sparsity" or (cfg.mode == "joint" and ly.index not in fixed)]
-        leader_of = {index[g.leader]: g.index for g in self.graph.groups}
+        leader_of = {self.graph.layer(g.leader).index: g.index for g in self.graph.groups}
         for ly in layers:
             if cfg.mode in ("prune", "joint") and ly.index in leader_of:
                 out.append(Decision("prune", ly.index, leader_of[ly.index]))
@@ -268,8 +262,7 @@ class CompressionEnv(gym.Env):
 
     def _initial_state(self, *, fixed_bits: bool = True) -> _State:
         nl = len(self.graph.layers)
-        wb = np.full(nl, 32.0)
-        ab = np.full(nl, 32.0)
+        wb, ab = np.full(nl, 32.0), np.full(nl, 32.0)
         for i in self._fixed_bit_layers() if fixed_bits else ():
             wb[i] = 8.0  # HAQ keeps the first and last layers at 8 bits
             if self.config.granularity == "channel":  # fine granularity leaves activations float
@@ -280,15 +273,10 @@ class CompressionEnv(gym.Env):
         rows = []
         for d in self.decisions:
             ly = self.graph.layers[d.layer]
-            if d.kind == "prune":
-                g = self.graph.groups[d.group]
-                members = [self.graph.layer(n) for n in g.layers]
-                params = sum(m.weight_params for m in members)
-                macs = sum(m.macs for m in members)
-                out_ch = g.channels
-            else:
-                params, macs, out_ch = ly.weight_params, ly.macs, ly.out_channels
-            rows.append([ly.in_channels, out_ch, ly.stride[0], ly.kernel[0], params, macs,
+            g = self.graph.groups[d.group] if d.kind == "prune" else None  # a group: its layers' sums
+            members = [self.graph.layer(n) for n in g.layers] if g is not None else [ly]
+            rows.append([ly.in_channels, ly.out_channels if g is None else g.channels, ly.stride[0],
+                         ly.kernel[0], sum(m.weight_params for m in members), sum(m.macs for m in members),
                          ly.in_size[0] * ly.in_size[1]])
         a = np.asarray(rows, dtype=np.float64)
         lo, hi = a.min(0), a.max(0)
@@ -390,8 +378,7 @@ class CompressionEnv(gym.Env):
         """The action vector whose episode gives ``policy`` (up to channel rounding) when nothing is
         clipped: keep ratio -> ``(ratio - lbound) / (1 - lbound)``, bits -> the centre of their action
         interval; what ``policy`` leaves uncompressed (float bits, no group) maps to 1.0."""
-        names = [ly.name for ly in self.graph.layers]
-        if [ly.name for ly in policy.layers] != names:
+        if [ly.name for ly in policy.layers] != [ly.name for ly in self.graph.layers]:
             raise AmcError("the policy was made for another model (its layers differ from this model's)")
         groups = {tuple(g.layers): g for g in policy.groups}
         out: list[float] = []
@@ -404,8 +391,7 @@ class CompressionEnv(gym.Env):
                 sp = policy.layers[d.layer].sparsity
                 out.append(1.0 if sp is None else space.to_action(1.0 - sp))
             else:
-                ly = policy.layers[d.layer]
-                bits = ly.w_bits if d.kind == "w_bits" else ly.a_bits
+                bits = getattr(policy.layers[d.layer], d.kind)  # w_bits or a_bits
                 out.append(1.0 if bits is None or bits >= space.b_max else space.to_action(max(bits, space.b_min)))
         return out
 
@@ -495,22 +481,17 @@ class CompressionEnv(gym.Env):
         if metric in ("macs", "params", "latency"):
             raise AmcError(f"uniform_bits_ratio: the {metric} budget does not depend on bit widths; use size or bitops")
         s = self._initial_state(fixed_bits=False)
-        last = len(self.graph.layers) - 1
-        for ly in self.graph.layers:
-            b = 8 if self.config.first_last_8bit and ly.index in (0, last) else int(bits)
-            s.w_bits[ly.index] = b
-            if self.config.granularity == "channel":
-                s.a_bits[ly.index] = b
+        s.w_bits[:] = int(bits)
+        if self.config.first_last_8bit:
+            s.w_bits[[0, -1]] = 8
+        if self.config.granularity == "channel":
+            s.a_bits[:] = s.w_bits
         return self._cost(s, metric=metric) / self._cost(self._initial_state(fixed_bits=False), metric=metric)
 
     def costs(self) -> dict[str, float]:
         s, cm = self._state, self.cost
-        out = {
-            "macs": cm.macs(fractions=s.fractions),
-            "params": self._cost(s, metric="params"),
-            "size_bits": self._cost(s, metric="size"),
-            "bitops": self._cost(s, metric="bitops"),
-        }
+        out = {"macs": cm.macs(fractions=s.fractions), "params": self._cost(s, metric="params"),
+               "size_bits": self._cost(s, metric="size"), "bitops": self._cost(s, metric="bitops")}
         ratios = {"macs_ratio": out["macs"] / cm.base_macs, "params_ratio": out["params"] / cm.base_params,
                   "size_ratio": out["size_bits"] / cm.base_size_bits, "bitops_ratio": out["bitops"] / cm.base_bitops}
         if self.latency_table is not None:
@@ -538,18 +519,7 @@ class CompressionEnv(gym.Env):
                   "proxy": t_proxy, "evaluate": t_eval}
         return policy, metrics, timing
 
-    @torch.inference_mode()
     def evaluate(self, model: nn.Module) -> float:
         """Top-1 (%) on the env's val images (under autocast when ``eval_precision`` is not fp32)."""
-        model, x_all = model.to(self.device), self.val_x
-        if PRECISIONS[self.config.eval_precision] is not None and x_all.dim() == 4:
-            # half-precision convs are fastest in NHWC (~2x more on CPU)
-            if model is self.model:
-                model = copy.deepcopy(model)  # leave the caller's model in its own memory format
-            model = model.to(memory_format=torch.channels_last)
-            if self._val_x_nhwc is None:
-                self._val_x_nhwc = x_all.contiguous(memory_format=torch.channels_last)
-            x_all = self._val_x_nhwc
-        bs = self.config.eval_batch_size
-        batches = ((x_all[i:i + bs], self.val_y[i:i + bs]) for i in range(0, len(x_all), bs))
-        return top1(model, batches, device=self.device, precision=self.config.eval_precision)
+        return top1(model.to(self.device), (self.val_x, self.val_y), device=self.device,
+                    batch_size=self.config.eval_batch_size, precision=self.config.eval_precision)
