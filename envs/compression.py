@@ -164,6 +164,8 @@ class CompressionEnv(gym.Env):
         if val_data is None:
             val_data = splits.tensors("val", device=self.device, limit=cfg.eval_limit)
         self.val_x, self.val_y = val_data
+        if cfg.eval_precision != "fp32" and self.val_x.dim() == 4:  # evaluate's half-precision layout, made once
+            self.val_x = self.val_x.contiguous(memory_format=torch.channels_last)
         self.pruner = Pruner(self.model, self.val_x[:1], seed=cfg.calibration_seed)
         self.graph = self.pruner.graph
         self.cost = CostModel(self.graph, self.model, round_to=cfg.round_to)
