@@ -23,10 +23,11 @@ training run (TensorBoard, ``last.pt``/``final.pt``; ``step*/`` when iterative),
 from __future__ import annotations
 
 import argparse
-import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from amc.cli import train
 from amc.cli.apply import add_common, cost_table, fmt_acc, human_bytes, setup_from_args
 from amc.config import add_config_arguments, dump_config, resolve_config
 from amc.config.train import FinetuneCommandOptions
@@ -56,24 +57,14 @@ def resolve_options(args: argparse.Namespace) -> Any:
     return opts
 
 
-#: what a fine-tuning run leaves in its run dir (besides step*/ of an iterative one, or prune*/ and
-#: share/ of a Deep Compression one)
+#: what a fine-tuning run leaves in its run dir (step*/ of an iterative one, prune*/ and share/ of a Deep
+#: Compression one)
 _OUTPUTS = ("last.pt", "final.pt", "model.amc", "policy.json", "finetune_summary.json", "config.json",
-            "deep_compression.json")
-_RUN_FOLDERS = ("step*", "prune*", "share", "stage*.amc")
+            "deep_compression.json", "step*", "prune*", "share", "stage*.amc")
 
 
-def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> list[Path]:
-    """The earlier outputs in ``run_dir``; ``AmcError`` when there are some and neither flag is given."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise AmcError(f"--run-dir {str(run_dir)!r} exists and is not a directory; choose another --run-dir")
-    found = [run_dir / n for n in _OUTPUTS if (run_dir / n).is_file()]
-    found += sorted(p for pattern in _RUN_FOLDERS for p in run_dir.glob(pattern))
-    if found and not (resume or overwrite):
-        raise AmcError(f"--run-dir {str(run_dir)!r} already holds a fine-tuning run "
-                       f"({', '.join(p.name for p in found[:4])}); pass --resume to continue it, --overwrite to "
-                       "start it again, or choose another --run-dir")
-    return found
+#: the earlier outputs in a run dir (``AmcError`` when there are some and neither --resume nor --overwrite)
+check_run_dir = partial(train.check_run_dir, outputs=_OUTPUTS, what="--run-dir", holds="a fine-tuning run")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,13 +117,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _clear(run_dir: Path, args: argparse.Namespace) -> None:
     """With --overwrite: delete what an earlier run left in ``run_dir``."""
-    if not args.overwrite:
-        return
-    for old in [*check_run_dir(run_dir, resume=args.resume, overwrite=True), *run_dir.glob("events.out.tfevents.*")]:
-        if old.is_dir():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
+    if args.overwrite:
+        train.clear_run_dir(run_dir, check_run_dir(run_dir, resume=args.resume, overwrite=True))
 
 
 def deep_compression_table(summary: dict) -> list[str]:

@@ -65,14 +65,16 @@ class _Checks(_Section):
 
         return parse_proxy(v).name
 
-    @field_validator("importance", check_fields=False)
+    @field_validator("importance", "dataset", "reward", check_fields=False)
     @classmethod
-    def _known_importance(cls, v: str) -> str:
+    def _registered(cls, v: str, info: ValidationInfo) -> str:
+        from amc.data import DATASETS
         from amc.pruning import IMPORTANCES
+        from envs import REWARDS
 
-        if v not in IMPORTANCES:
-            raise ValueError(f"unknown importance {v!r}; valid: {', '.join(IMPORTANCES.names())}")
-        return v
+        registry = {"importance": IMPORTANCES, "dataset": DATASETS, "reward": REWARDS}[info.field_name]
+        registry.get(v)  # ValueError listing the valid names
+        return v.lower() if info.field_name == "dataset" else v
 
     @field_validator("device", check_fields=False)
     @classmethod
@@ -81,15 +83,6 @@ class _Checks(_Section):
 
         resolve_device(v)  # ValueError naming the valid devices
         return v
-
-    @field_validator("dataset", check_fields=False)
-    @classmethod
-    def _known_dataset(cls, v: str) -> str:
-        from amc.data import DATASETS
-
-        if v.lower() not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; valid: {', '.join(DATASETS.names())}")
-        return v.lower()
 
     @field_validator("val_size", check_fields=False)
     @classmethod
@@ -163,15 +156,6 @@ class EnvShared(_Checks):
     eval_precision: Precision = Field(
         "fp32", description="precision of the reward's evaluation (mode prune): bf16 is ~2.8x faster per episode on "
                             "CPUs with AVX-512 BF16/AMX; amc apply re-measures the policy in fp32")
-    @field_validator("reward")
-    @classmethod
-    def _known_reward(cls, v: str) -> str:
-        from envs import REWARDS
-
-        if v not in REWARDS:
-            raise ValueError(f"unknown reward {v!r}; valid: {', '.join(REWARDS.names())}")
-        return v
-
     @field_validator("w_bits", "a_bits")
     @classmethod
     def _bit_range(cls, v: BitRange) -> BitRange:
