@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 
 from amc.config.bench import BenchFinetune, _NeedsCheckpoint
-from amc.config.search import DataConfig, EnvOptions, PathStr, RunConfig, _Checks, _flag, _Section
+from amc.config.search import DataConfig, EnvOptions, PathStr, RunConfig, _flag, _Section
 from amc.config.train import Count, KDOptions, Precision, like
 
 __all__ = ["DEFAULT_PROXIES", "FidelityOptions"]
@@ -26,7 +26,7 @@ _DATA, _ENV, _RUN, _KD, _FT = (m.model_fields for m in (DataConfig, EnvOptions, 
 ImageCount = Annotated[Count, Field(ge=1)]
 
 
-class FidelityData(_Checks):
+class FidelityData(_Section):
     checkpoint: PathStr | None = Field(None, description="the trained, uncompressed model (an amc train "
                                                          "checkpoint)", json_schema_extra=_flag("--checkpoint"))
     dataset: str = _DATA["dataset"]
@@ -36,7 +36,7 @@ class FidelityData(_Checks):
     data_seed: int = like(_DATA["data_seed"], description="seed of the val holdout")
 
 
-class FidelityEnv(_Checks):
+class FidelityEnv(_Section):
     """The budget and the pruning space of the sampled policies (channel pruning only)."""
 
     target: str = like(_ENV["target"], description="budget of the sampled policies: macs=RATIO or params=RATIO")
@@ -111,7 +111,7 @@ class FidelityFinetune(_Section):
                           json_schema_extra=_flag("--test"))
 
 
-class FidelityRun(_Checks):
+class FidelityRun(_Section):
     seed: int = like(_RUN["seed"], description="seeds the sampled episodes and the fine-tuning")
     device: str = like(_RUN["device"], default="cpu")
     threads: int | None = _RUN["threads"]
