@@ -106,8 +106,7 @@ def cost_table(costs: dict[str, Any]) -> list[str]:
             ("weight size", d["base_weight_bits"] / 8, d["weight_bits"] / 8, d["size_ratio"], cm["size_ratio"], "B")]
     lines = [f"{'':<12} {'uncompressed':>14} {'compressed':>14} {'ratio':>8} {'cost model':>11}"]
     for name, base, now, ratio, model_ratio, unit in rows:
-        b = human_bytes(base) if unit else f"{int(base):,}"
-        c = human_bytes(now) if unit else f"{int(now):,}"
+        b, c = (human_bytes(base), human_bytes(now)) if unit else (f"{int(base):,}", f"{int(now):,}")
         lines.append(f"{name:<12} {b:>14} {c:>14} {ratio:>8.4f} {model_ratio:>11.4f}")
     return lines
 

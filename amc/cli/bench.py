@@ -34,8 +34,7 @@ from amc.config import (
 )
 from amc.config.bench import PRESETS, BenchOptions
 
-SECTIONS = {"data": "model and data", "search": "search", "env": "what to search (env)", "finetune": "fine-tuning",
-            "latency": "latency", "run": "run"}
+SECTIONS = {"data": "model and data", "env": "what to search (env)", "finetune": "fine-tuning"}
 
 
 def _command_line() -> str | None:
@@ -57,19 +56,18 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                      "replace them, and options override those.").lstrip()
     p.epilog = __doc__.split("Examples::", 1)[1]
     p.add_argument("--out", required=True, help="output folder (results.json, report.md, one folder per stage)")
-    p.add_argument("--config", metavar="YAML", help="options from a YAML file, flat or nested keys (over the preset)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and exit")
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--quick", dest="preset", action="store_const", const="quick",
                        help="30 evaluations (10 warm-up), reward on 1,000 val images, 120 fine-tuning steps, "
                             "2,000 test images (default)")
     scale.add_argument("--full", dest="preset", action="store_const", const="full",
                        help="300 evaluations (100 warm-up), all val images, 5 epochs of fine-tuning, whole test split")
-    add_config_arguments(p, BenchOptions, sections=SECTIONS, defaults=preset_defaults(BenchOptions, PRESETS["quick"]))
-    g = next(g for g in p._action_groups if g.title == "latency")
-    g.add_argument("--no-latency", action="store_true",
+    quick = preset_defaults(BenchOptions, PRESETS["quick"])
+    groups = add_config_arguments(p, BenchOptions, sections=SECTIONS, defaults=quick,
+                                  config="options from a YAML file, flat or nested keys (over the preset)")
+    groups["latency"].add_argument("--no-latency", action="store_true",
                    help="skip the latency stage (a session on a busy machine; a later run measures it)")
-    g = next(g for g in p._action_groups if g.title == "run")
+    g = groups["run"]
     g.add_argument("--int8-json", help="scripts/bench_int8.py output to include")
     g.add_argument("--transfer-json", help="scripts/bench_transfer.py output to include")
     g.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
@@ -81,10 +79,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
     file = nest_flat_keys(BenchOptions, load_yaml(args.config) if args.config else {})
     preset = args.preset or file.get("run", {}).get("preset") or "quick"
-    config = nest_flat_keys(BenchOptions, {**PRESETS[preset], "preset": preset})
-    for key, value in file.items():  # the --config file's values over the preset's
-        both = isinstance(value, dict) and isinstance(config.get(key), dict)
-        config[key] = {**config[key], **value} if both else value
+    config = nest_flat_keys(BenchOptions, {**PRESETS[preset], "preset": preset, **file})  # the file over the preset
     given = {k: v for k, v in vars(args).items() if "." in k}  # the generated options: dotted paths
     if args.no_latency:
         given["latency.latency_batches"] = []

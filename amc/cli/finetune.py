@@ -33,19 +33,15 @@ from amc.config import add_config_arguments, dump_config, resolve_config
 from amc.config.train import FinetuneCommandOptions
 from amc.errors import AmcError
 
-SECTIONS = {"": "fine-tuning", "train": "training", "distill": "distillation", "share": "Deep Compression",
-            "run": "run"}
+SECTIONS = {"": "fine-tuning", "train": "training", "distill": "distillation", "share": "Deep Compression"}
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     add_common(p, policy_required=False, device=False)
     p.add_argument("--model-file", metavar="AMC", help="an already compressed model (apply's/export's model.amc) "
                    "instead of --policy; --checkpoint is then the uncompressed teacher")
-    p.add_argument("--config", metavar="YAML", help="fine-tuning options from a YAML file (the command line "
-                   "overrides it)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved fine-tuning options as YAML "
-                   "and exit")
-    add_config_arguments(p, FinetuneCommandOptions, sections=SECTIONS, defaults={"train.epochs": "required"})
+    add_config_arguments(p, FinetuneCommandOptions, sections=SECTIONS, defaults={"train.epochs": "required"},
+                         config="fine-tuning options from a YAML file (the command line overrides it)")
 
 
 def resolve_options(args: argparse.Namespace) -> Any:

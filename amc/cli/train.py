@@ -36,10 +36,9 @@ _ALIASES = {"wd": "weight_decay", "threads": "num_threads", "model_args": "model
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="YAML", help="options from a YAML file (the command line overrides it)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and exit")
     add_config_arguments(p, TrainCommandOptions, sections={"data": "model and data", "train": "optimisation",
-                                                           "distill": "distillation", "run": "run"})
+                                                           "distill": "distillation"},
+                         config="options from a YAML file (the command line overrides it)")
 
 
 def resolve_options(args: argparse.Namespace) -> Any:
