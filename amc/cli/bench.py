@@ -40,14 +40,10 @@ SECTIONS = {"data": "model and data", "env": "what to search (env)", "finetune":
 def _command_line() -> str | None:
     """This process's command line, as typed (``amc bench ...`` or ``python scripts/benchmark.py ...``)."""
     argv0 = Path(sys.argv[0]).name if sys.argv else ""
-    rest = " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if argv0 == "amc" and sys.argv[1:2] == ["bench"]:
-        return f"amc {rest}"
     if argv0 == "benchmark.py":
-        return f"python {shlex.quote(sys.argv[0])} {rest}"
-    if argv0 == "__main__.py" and sys.argv[1:2] == ["bench"]:
-        return f"python -m amc.cli {rest}"
-    return None
+        return shlex.join(["python", *sys.argv])
+    prog = {"amc": "amc", "__main__.py": "python -m amc.cli"}.get(argv0)
+    return f"{prog} {shlex.join(sys.argv[1:])}" if prog and sys.argv[1:2] == ["bench"] else None
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:

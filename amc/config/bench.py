@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from amc.config.search import AgentName, AgentOptions, EnvOptions, PathStr, RunConfig, _Section
+from amc.config.search import AgentName, AgentOptions, EnvOptions, PathStr, RunConfig, _Section, section
 from amc.config.train import Count, FinetuneTrainOptions, KDOptions, Precision, like
 
 __all__ = ["PRESETS", "BenchOptions"]
@@ -150,9 +150,9 @@ class _NeedsCheckpoint(_Section):
 class BenchOptions(_NeedsCheckpoint):
     """A benchmark: the model and data, the searches, their env, the fine-tuning, latency and the run."""
 
-    data: BenchData = Field(default_factory=BenchData, description="the checkpoint and the images scored")
-    search: BenchSearch = Field(default_factory=BenchSearch, description="the agents, at equal evaluations")
-    env: BenchEnv = Field(default_factory=BenchEnv, description="what the searches search, and how they score")
-    finetune: BenchFinetune = Field(default_factory=BenchFinetune, description="KD fine-tuning of each best policy")
-    latency: BenchLatency = Field(default_factory=BenchLatency, description="CPU latency of the compressed models")
-    run: BenchRun = Field(default_factory=BenchRun, description="threads, device, extras")
+    data: BenchData = section(BenchData, "the checkpoint and the images scored")
+    search: BenchSearch = section(BenchSearch, "the agents, at equal evaluations")
+    env: BenchEnv = section(BenchEnv, "what the searches search, and how they score")
+    finetune: BenchFinetune = section(BenchFinetune, "KD fine-tuning of each best policy")
+    latency: BenchLatency = section(BenchLatency, "CPU latency of the compressed models")
+    run: BenchRun = section(BenchRun, "threads, device, extras")

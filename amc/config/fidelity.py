@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 
 from amc.config.bench import BenchFinetune, _NeedsCheckpoint
-from amc.config.search import DataConfig, EnvOptions, PathStr, RunConfig, _flag, _Section
+from amc.config.search import DataConfig, EnvOptions, PathStr, RunConfig, _flag, _Section, section
 from amc.config.train import Count, KDOptions, Precision, like
 
 __all__ = ["DEFAULT_PROXIES", "FidelityOptions"]
@@ -120,10 +120,10 @@ class FidelityRun(_Section):
 class FidelityOptions(_NeedsCheckpoint):
     """A fidelity study: the model and data, the budget, the sample, the scores, the fine-tuning and the run."""
 
-    data: FidelityData = Field(default_factory=FidelityData, description="the checkpoint and the val holdout scored")
-    env: FidelityEnv = Field(default_factory=FidelityEnv, description="the budget and the pruning space")
-    sample: FidelitySample = Field(default_factory=FidelitySample, description="which policies are compared")
-    score: FidelityScore = Field(default_factory=FidelityScore, description="the proxies and their images")
-    finetune: FidelityFinetune = Field(default_factory=FidelityFinetune, description="the one fine-tuning schedule "
-                                       "(KD from the uncompressed model)")
-    run: FidelityRun = Field(default_factory=FidelityRun, description="seed, device and threads")
+    data: FidelityData = section(FidelityData, "the checkpoint and the val holdout scored")
+    env: FidelityEnv = section(FidelityEnv, "the budget and the pruning space")
+    sample: FidelitySample = section(FidelitySample, "which policies are compared")
+    score: FidelityScore = section(FidelityScore, "the proxies and their images")
+    finetune: FidelityFinetune = section(FidelityFinetune, "the one fine-tuning schedule (KD from the "
+                                                           "uncompressed model)")
+    run: FidelityRun = section(FidelityRun, "seed, device and threads")

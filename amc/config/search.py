@@ -74,6 +74,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def section(model: type[BaseModel], description: str | None = None) -> Any:
+    """A field holding the section ``model`` at its defaults; ``description`` heads its ``--help`` group."""
+    return Field(default_factory=model, description=description)
+
+
 class DataConfig(_Section):
     dataset: Dataset = Field("digits", description="digits, fashion-mnist, cifar10, imagefolder",
                          json_schema_extra=_flag("--dataset"))
@@ -204,11 +209,12 @@ class RunConfig(_Section):
 class SearchOptions(_Section):
     """A compression search: data, model, environment, agent and run."""
 
-    data: DataConfig = Field(default_factory=DataConfig, description="the dataset and the val holdout the reward is measured on")
-    model: ModelConfig = Field(default_factory=ModelConfig, description="the model to compress (a checkpoint, or trained briefly first)")
-    env: EnvOptions = Field(default_factory=EnvOptions, description="what is searched, under which budget, and how a policy is scored")
-    agent: AgentOptions = Field(default_factory=AgentOptions, description="the search agent and its exploration")
-    run: RunConfig = Field(default_factory=RunConfig, description="the run directory, seeds, device and checkpoints")
+    data: DataConfig = section(DataConfig, "the dataset and the val holdout the reward is measured on")
+    model: ModelConfig = section(ModelConfig, "the model to compress (a checkpoint, or trained briefly "
+                                              "first)")
+    env: EnvOptions = section(EnvOptions, "what is searched, under which budget, and how a policy is scored")
+    agent: AgentOptions = section(AgentOptions, "the search agent and its exploration")
+    run: RunConfig = section(RunConfig, "the run directory, seeds, device and checkpoints")
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchOptions:

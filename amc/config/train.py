@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from amc.config.search import Options, PathStr, Precision, _flag, _Section
+from amc.config.search import Options, PathStr, Precision, _flag, _Section, section
 
 __all__ = ["TrainOptions", "KDOptions", "FinetuneTrainOptions", "FinetuneOptions", "TrainCommandOptions", "ShareOptions",
            "FinetuneCommandOptions", "DeepCompressionOptions", "like"]
@@ -146,11 +146,9 @@ class FinetuneTrainOptions(TrainOptions):
 class FinetuneOptions(_Section):
     """Fine-tuning a compressed model: training, distillation and the iterative schedule."""
 
-    train: FinetuneTrainOptions = Field(default_factory=FinetuneTrainOptions,
-                                        description="SGD with a cosine schedule, as amc train's, at fine-tuning's "
-                                                    "defaults")
-    distill: KDOptions = Field(default_factory=KDOptions, description="knowledge distillation from the "
-                                                                      "uncompressed model")
+    train: FinetuneTrainOptions = section(FinetuneTrainOptions, "SGD with a cosine schedule, as amc train's, "
+                                                                "at fine-tuning's defaults")
+    distill: KDOptions = section(KDOptions, "knowledge distillation from the uncompressed model")
     iterative: Count = Field(1, ge=1, description="prune + fine-tune in K steps (step k keeps 1-(1-r)k/K of each "
                                                   "group; 1: one-shot)", json_schema_extra=_flag("--iterative"))
 
@@ -200,12 +198,12 @@ class TrainRun(_Section):
 class TrainCommandOptions(_Section):
     """``amc train``: a model, a dataset, the training and the run directory."""
 
-    data: TrainData = Field(default_factory=TrainData, description="the model to train and its dataset")
-    train: CommandTrainOptions = Field(default_factory=CommandTrainOptions, description="SGD with a per-iteration "
-                                       "cosine schedule; evaluation; device and precision")
-    distill: TeacherOptions = Field(default_factory=TeacherOptions, description="knowledge distillation from a "
-                                    "trained checkpoint (Hinton et al. 2015)")
-    run: TrainRun = Field(default_factory=TrainRun, description="initial weights, output folder, resume")
+    data: TrainData = section(TrainData, "the model to train and its dataset")
+    train: CommandTrainOptions = section(CommandTrainOptions, "SGD with a per-iteration cosine schedule; "
+                                                              "evaluation; device and precision")
+    distill: TeacherOptions = section(TeacherOptions, "knowledge distillation from a trained checkpoint "
+                                                      "(Hinton et al. 2015)")
+    run: TrainRun = section(TrainRun, "initial weights, output folder, resume")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainCommandOptions:
@@ -262,10 +260,10 @@ class DeepCompressionTrain(_Section):
 class DeepCompressionOptions(_Section):
     """Deep Compression (Han et al. 2016): ``amc.deep_compression.DeepCompressionConfig`` is its flat view."""
 
-    prune: PruneOptions = Field(default_factory=PruneOptions)
-    share: ShareOptions = Field(default_factory=ShareOptions)
-    distill: KDOptions = Field(default_factory=KDOptions, description="distillation while retraining")
-    train: DeepCompressionTrain = Field(default_factory=DeepCompressionTrain)
+    prune: PruneOptions = section(PruneOptions)
+    share: ShareOptions = section(ShareOptions)
+    distill: KDOptions = section(KDOptions, "distillation while retraining")
+    train: DeepCompressionTrain = section(DeepCompressionTrain)
 
 
 class DeepCompressionSwitch(ShareOptions):
@@ -292,12 +290,12 @@ class _CommandFinetuneTrain(FinetuneTrainOptions):
 class FinetuneCommandOptions(FinetuneOptions):
     """``amc finetune``: :class:`FinetuneOptions`, Deep Compression's stages and the run directory."""
 
-    train: _CommandFinetuneTrain = Field(default_factory=_CommandFinetuneTrain, description="SGD with a cosine "
-                                         "schedule, as amc train's, at fine-tuning's defaults")
-    share: DeepCompressionSwitch = Field(default_factory=DeepCompressionSwitch, description="the three stages of Han et al. 2016 "
-                                "(with --deep-compression)")
-    run: FinetuneRun = Field(default_factory=FinetuneRun, description="the output folder (training run, model.amc, "
-                             "policy.json, finetune_summary.json)")
+    train: _CommandFinetuneTrain = section(_CommandFinetuneTrain, "SGD with a cosine schedule, as amc "
+                                                                  "train's, at fine-tuning's defaults")
+    share: DeepCompressionSwitch = section(DeepCompressionSwitch, "the three stages of Han et al. 2016 (with "
+                                                                  "--deep-compression)")
+    run: FinetuneRun = section(FinetuneRun, "the output folder (training run, model.amc, policy.json, "
+                                            "finetune_summary.json)")
 
     @model_validator(mode="after")
     def _consistent(self) -> FinetuneCommandOptions:
