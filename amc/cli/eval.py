@@ -49,10 +49,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         splits = get_dataset(dataset, data_dir=data_dir, val_size=val_size, seed=seed,
                              image_size=tuple(image_size) if dataset == "imagefolder" and image_size else None)
-    except AmcError:
-        raise
     except ValueError as e:  # unknown dataset name: the registry lists the valid ones
-        raise AmcError(str(e)) from None
+        raise e if isinstance(e, AmcError) else AmcError(str(e)) from None
     if spec and (spec.get("num_classes") != splits.num_classes or spec.get("in_channels") != splits.in_channels):
         raise AmcError(f"the model expects {spec.get('in_channels')}-channel images and {spec.get('num_classes')} "
                        f"classes; {dataset} has {splits.in_channels} and {splits.num_classes}")

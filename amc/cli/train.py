@@ -141,10 +141,8 @@ def run(args: argparse.Namespace) -> int:
         ModelSpec(d.model)
         splits = get_dataset(d.dataset, data_dir=d.data_dir, val_size=d.val_size, seed=t.seed, image_size=d.image_size)
         spec = ModelSpec.for_data(d.model, splits, kwargs=d.model_kwargs)
-    except AmcError:
-        raise
     except ValueError as e:
-        raise AmcError(str(e)) from None
+        raise e if isinstance(e, AmcError) else AmcError(str(e)) from None
     if t.epochs is None:
         t.epochs = default_epochs(len(splits.train), t.batch_size, int(os.environ.get("WORLD_SIZE", "1")))
         if t.epochs > DEFAULT_EPOCHS and int(os.environ.get("RANK", "0")) == 0:

@@ -103,14 +103,13 @@ class ModelConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known_model(cls, v: str | None) -> str | None:
+        from amc.models import MODELS
+
         if v is not None and not v.strip():
             raise ValueError("must be a model name such as lenet5 or resnet20")
-        if v is not None and ":" not in v:
-            from amc.models import MODELS
-
-            if v.lower() not in MODELS:
-                raise ValueError(f"unknown model {v!r}; valid: {', '.join(MODELS.names())} "
-                                 "(or torchvision:<name>, package.module:factory)")
+        if v is not None and ":" not in v and v.lower() not in MODELS:
+            raise ValueError(f"unknown model {v!r}; valid: {', '.join(MODELS.names())} "
+                             "(or torchvision:<name>, package.module:factory)")
         return v
 
 
