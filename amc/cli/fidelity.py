@@ -26,7 +26,7 @@ from amc.config import add_config_arguments, dump_config, resolve_config
 from amc.config.fidelity import FidelityOptions
 
 SECTIONS = {"data": "model and data", "env": "budget", "sample": "policies", "score": "scores",
-            "finetune": "fine-tuning (one schedule for all)", "run": "run"}
+            "finetune": "fine-tuning (one schedule for all)"}
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:

@@ -60,6 +60,7 @@ def _positive(v: int | float | None) -> int | float | None:
     return v
 
 
+#: the checks that every model with such a field reuses (fields copied with ``like`` keep them)
 Target = Annotated[str, _by("amc.policy:parse_target")]
 Proxy = Annotated[str, _by("amc.proxies:parse_proxy", lambda v, proxy: proxy.name)]
 Importance = Annotated[str, _by("amc.pruning:IMPORTANCES.get")]
@@ -81,7 +82,7 @@ def section(model: type[BaseModel], description: str | None = None) -> Any:
 
 class DataConfig(_Section):
     dataset: Dataset = Field("digits", description="digits, fashion-mnist, cifar10, imagefolder",
-                         json_schema_extra=_flag("--dataset"))
+                             json_schema_extra=_flag("--dataset"))
     data_dir: PathStr | None = Field(None, description="where the dataset's files are", json_schema_extra=_flag("--data-dir"))
     val_size: ValSize = Field(
         None, description="held-out train images the reward is measured on: a count or a fraction in (0, 1); "

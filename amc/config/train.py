@@ -74,7 +74,8 @@ class TrainOptions(_Section):
     steps_per_epoch: Count | None = Field(None, ge=1, description="cap on steps per epoch (none: the whole split)")
     eval_batch_size: Count = Field(1000, ge=1, description="batch size of evaluation")
     seed: int = Field(0, description="seeds initialisation, shuffling and augmentation", json_schema_extra=_flag("--seed"))
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps", json_schema_extra=_flag("--device"))
+    device: Annotated[str, BeforeValidator(str)] = Field("auto", description="auto, cpu, cuda, cuda:N, mps",
+                                                         json_schema_extra=_flag("--device"))
     num_threads: Count | None = Field(None, ge=1, description="torch CPU threads (none: torch's choice)",
                                       json_schema_extra=_flag("--threads"))
     precision: Precision = Field("fp32", description="fp32, or mixed precision: bf16 (CPUs with AVX-512 BF16/AMX, "
@@ -89,11 +90,6 @@ class TrainOptions(_Section):
         description="network slimming (Liu et al. 2017): add LAMBDA * sum|gamma| over the norm layers' "
                     "scales to the loss (1e-4 VGG, 1e-5 ResNet; 0: off); prune afterwards with --importance "
                     "bn_scale")
-
-    @field_validator("device", mode="before")
-    @classmethod
-    def _device_str(cls, v: Any) -> str:
-        return str(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> Any:
