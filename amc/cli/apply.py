@@ -132,9 +132,10 @@ def run(args: argparse.Namespace) -> int:
     from amc.finetune import model_costs
     from amc.utils import atomic_write_json
 
-    if Path(args.out).exists() and not Path(args.out).is_dir():
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
         raise AmcError(f"--out {args.out!r} exists and is not a directory; amc apply writes a folder")
-    refuse_existing_files([Path(args.out) / n for n in APPLY_OUTPUTS], overwrite=args.overwrite,
+    refuse_existing_files([out / n for n in APPLY_OUTPUTS], overwrite=args.overwrite,
                           what="amc apply --out", hint="pass --overwrite to replace them, or choose another --out")
     setup = setup_from_args(args)
     policy = setup.policy
@@ -152,7 +153,6 @@ def run(args: argparse.Namespace) -> int:
         acc["search_val_top1"] = float(recorded)
         acc["matches_search"] = measured is not None and abs(measured - float(recorded)) <= 1e-6
     costs = model_costs(setup, compressed)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     policy.save(out / "policy.json")
     model_file = export(compressed, out / "model.amc", policy=policy, model_spec=setup.model_spec,

@@ -32,6 +32,7 @@ from amc.cli.apply import add_common, cost_table, fmt_acc, human_bytes, setup_fr
 from amc.config import add_config_arguments, dump_config, resolve_config
 from amc.config.train import FinetuneCommandOptions
 from amc.errors import AmcError
+from amc.rundir import locked_run_dir
 
 SECTIONS = {"": "fine-tuning", "train": "training", "distill": "distillation", "share": "Deep Compression"}
 
@@ -89,8 +90,6 @@ def run(args: argparse.Namespace) -> int:
             raise AmcError(f"{args.model_file} records no policy; fine-tune it from --policy instead")
         args.policy = Policy.from_dict(meta["policy"])
         args.transfer = False
-    from amc.rundir import locked_run_dir
-
     setup = setup_from_args(args)
     with locked_run_dir(run_dir, command="amc finetune"):  # one process per run dir; the OS drops it on exit
         _clear(run_dir, args)
@@ -130,7 +129,6 @@ def deep_compression_table(summary: dict) -> list[str]:
 
 def _run_deep_compression(args: argparse.Namespace, opts: Any, run_dir: Path) -> int:
     from amc.deep_compression import DeepCompressionConfig, deep_compress
-    from amc.rundir import locked_run_dir
 
     if args.model_file:
         raise AmcError("--deep-compression starts from --policy and the uncompressed --checkpoint, not --model-file")

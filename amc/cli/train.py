@@ -153,9 +153,8 @@ def run(args: argparse.Namespace) -> int:
     from amc.rundir import locked_run_dir
 
     with locked_run_dir(r.run_dir, command="amc train"):  # one process per run dir; the OS drops it on exit
-        check_run_dir(r.run_dir, resume=r.resume, overwrite=r.overwrite)
+        found = check_run_dir(r.run_dir, resume=r.resume, overwrite=r.overwrite)
         if r.overwrite:
-            found = check_run_dir(r.run_dir, resume=r.resume, overwrite=True)
             clear_run_dir(Path(r.run_dir), [*found, Path(r.run_dir) / "config.json"])
         return _run(opts, splits, spec)
 
