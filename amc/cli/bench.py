@@ -61,8 +61,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     quick = preset_defaults(BenchOptions, PRESETS["quick"])
     groups = add_config_arguments(p, BenchOptions, sections=SECTIONS, defaults=quick,
                                   config="options from a YAML file, flat or nested keys (over the preset)")
-    groups["latency"].add_argument("--no-latency", action="store_true",
-                   help="skip the latency stage (a session on a busy machine; a later run measures it)")
+    groups["latency"].add_argument("--no-latency", action="store_true", help="skip the latency stage (a "
+                                   "session on a busy machine; a later run measures it)")
     g = groups["run"]
     g.add_argument("--int8-json", help="scripts/bench_int8.py output to include")
     g.add_argument("--transfer-json", help="scripts/bench_transfer.py output to include")
