@@ -111,8 +111,7 @@ def run(args: argparse.Namespace) -> int:
         print(dump_config(cfg.options()), end="")
         return 0
     summary = run_search(cfg, progress=not args.no_progress)
-    head = "search interrupted" if summary.get("interrupted") else "search finished"
-    print(f"{head}: {cfg.run_dir}")
+    print(f"search {'interrupted' if summary.get('interrupted') else 'finished'}: {cfg.run_dir}")
     print(summary_table(summary))
     if summary.get("interrupted"):
         print("a checkpoint was saved; run the same command with --resume to continue", file=sys.stderr)

@@ -114,17 +114,13 @@ class KDOptions(_Section):
     kd_alpha: Number = Field(0.9, description="weight of the KD term in [0, 1] (labels get 1 - alpha)",
                              json_schema_extra=_flag("--kd-alpha"))
 
-    @field_validator("kd_temperature")
+    @field_validator("kd_temperature", "kd_alpha")
     @classmethod
-    def _temperature(cls, v: float, info: ValidationInfo) -> float:
-        if info.data.get("kd", True) and not v > 0:
+    def _in_range(cls, v: float, info: ValidationInfo) -> float:
+        """Checked with ``kd`` on only (without it they are unused)."""
+        if info.field_name == "kd_temperature" and info.data.get("kd", True) and not v > 0:
             raise ValueError("distillation temperature must be > 0 (Hinton et al. use 1..20)")
-        return v
-
-    @field_validator("kd_alpha")
-    @classmethod
-    def _alpha(cls, v: float, info: ValidationInfo) -> float:
-        if info.data.get("kd", True) and not 0 <= v <= 1:
+        if info.field_name == "kd_alpha" and info.data.get("kd", True) and not 0 <= v <= 1:
             raise ValueError("distillation alpha (the weight of the KD term) must be in [0, 1]")
         return v
 
