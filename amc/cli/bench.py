@@ -75,7 +75,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
     file = nest_flat_keys(BenchOptions, load_yaml(args.config) if args.config else {})
     preset = args.preset or file.get("run", {}).get("preset") or "quick"
-    config = nest_flat_keys(BenchOptions, {**PRESETS[preset], "preset": preset, **file})  # the file over the preset
+    # the file over the preset (a section the file gives is merged with the preset's)
+    config = nest_flat_keys(BenchOptions, {**PRESETS[preset], "preset": preset, **file})
     given = {k: v for k, v in vars(args).items() if "." in k}  # the generated options: dotted paths
     if args.no_latency:
         given["latency.latency_batches"] = []
