@@ -25,10 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     from amc import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="amc",
-        description="AutoML model compression: learn per-layer pruning ratios and bit widths under a hard budget.",
-    )
+    parser = argparse.ArgumentParser(prog="amc", description="AutoML model compression: learn per-layer "
+                                     "pruning ratios and bit widths under a hard budget.")
     parser.add_argument("--version", action="version", version=f"amc {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -45,10 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -106,8 +106,7 @@ def cost_table(costs: dict[str, Any]) -> list[str]:
             ("weight size", d["base_weight_bits"] / 8, d["weight_bits"] / 8, d["size_ratio"], cm["size_ratio"], "B")]
     lines = [f"{'':<12} {'uncompressed':>14} {'compressed':>14} {'ratio':>8} {'cost model':>11}"]
     for name, base, now, ratio, model_ratio, unit in rows:
-        b = human_bytes(base) if unit else f"{int(base):,}"
-        c = human_bytes(now) if unit else f"{int(now):,}"
+        b, c = (human_bytes(base), human_bytes(now)) if unit else (f"{int(base):,}", f"{int(now):,}")
         lines.append(f"{name:<12} {b:>14} {c:>14} {ratio:>8.4f} {model_ratio:>11.4f}")
     return lines
 
@@ -133,9 +132,10 @@ def run(args: argparse.Namespace) -> int:
     from amc.finetune import model_costs
     from amc.utils import atomic_write_json
 
-    if Path(args.out).exists() and not Path(args.out).is_dir():
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
         raise AmcError(f"--out {args.out!r} exists and is not a directory; amc apply writes a folder")
-    refuse_existing_files([Path(args.out) / n for n in APPLY_OUTPUTS], overwrite=args.overwrite,
+    refuse_existing_files([out / n for n in APPLY_OUTPUTS], overwrite=args.overwrite,
                           what="amc apply --out", hint="pass --overwrite to replace them, or choose another --out")
     setup = setup_from_args(args)
     policy = setup.policy
@@ -153,7 +153,6 @@ def run(args: argparse.Namespace) -> int:
         acc["search_val_top1"] = float(recorded)
         acc["matches_search"] = measured is not None and abs(measured - float(recorded)) <= 1e-6
     costs = model_costs(setup, compressed)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     policy.save(out / "policy.json")
     model_file = export(compressed, out / "model.amc", policy=policy, model_spec=setup.model_spec,

@@ -34,21 +34,16 @@ from amc.config import (
 )
 from amc.config.bench import PRESETS, BenchOptions
 
-SECTIONS = {"data": "model and data", "search": "search", "env": "what to search (env)", "finetune": "fine-tuning",
-            "latency": "latency", "run": "run"}
+SECTIONS = {"data": "model and data", "env": "what to search (env)", "finetune": "fine-tuning"}
 
 
 def _command_line() -> str | None:
     """This process's command line, as typed (``amc bench ...`` or ``python scripts/benchmark.py ...``)."""
     argv0 = Path(sys.argv[0]).name if sys.argv else ""
-    rest = " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if argv0 == "amc" and sys.argv[1:2] == ["bench"]:
-        return f"amc {rest}"
     if argv0 == "benchmark.py":
-        return f"python {shlex.quote(sys.argv[0])} {rest}"
-    if argv0 == "__main__.py" and sys.argv[1:2] == ["bench"]:
-        return f"python -m amc.cli {rest}"
-    return None
+        return shlex.join(["python", *sys.argv])
+    prog = {"amc": "amc", "__main__.py": "python -m amc.cli"}.get(argv0)
+    return f"{prog} {shlex.join(sys.argv[1:])}" if prog and sys.argv[1:2] == ["bench"] else None
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -57,19 +52,18 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                      "replace them, and options override those.").lstrip()
     p.epilog = __doc__.split("Examples::", 1)[1]
     p.add_argument("--out", required=True, help="output folder (results.json, report.md, one folder per stage)")
-    p.add_argument("--config", metavar="YAML", help="options from a YAML file, flat or nested keys (over the preset)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and exit")
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--quick", dest="preset", action="store_const", const="quick",
                        help="30 evaluations (10 warm-up), reward on 1,000 val images, 120 fine-tuning steps, "
                             "2,000 test images (default)")
     scale.add_argument("--full", dest="preset", action="store_const", const="full",
                        help="300 evaluations (100 warm-up), all val images, 5 epochs of fine-tuning, whole test split")
-    add_config_arguments(p, BenchOptions, sections=SECTIONS, defaults=preset_defaults(BenchOptions, PRESETS["quick"]))
-    g = next(g for g in p._action_groups if g.title == "latency")
-    g.add_argument("--no-latency", action="store_true",
-                   help="skip the latency stage (a session on a busy machine; a later run measures it)")
-    g = next(g for g in p._action_groups if g.title == "run")
+    quick = preset_defaults(BenchOptions, PRESETS["quick"])
+    groups = add_config_arguments(p, BenchOptions, sections=SECTIONS, defaults=quick,
+                                  config="options from a YAML file, flat or nested keys (over the preset)")
+    groups["latency"].add_argument("--no-latency", action="store_true", help="skip the latency stage (a "
+                                   "session on a busy machine; a later run measures it)")
+    g = groups["run"]
     g.add_argument("--int8-json", help="scripts/bench_int8.py output to include")
     g.add_argument("--transfer-json", help="scripts/bench_transfer.py output to include")
     g.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
@@ -81,10 +75,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
     file = nest_flat_keys(BenchOptions, load_yaml(args.config) if args.config else {})
     preset = args.preset or file.get("run", {}).get("preset") or "quick"
-    config = nest_flat_keys(BenchOptions, {**PRESETS[preset], "preset": preset})
-    for key, value in file.items():  # the --config file's values over the preset's
-        both = isinstance(value, dict) and isinstance(config.get(key), dict)
-        config[key] = {**config[key], **value} if both else value
+    # the file over the preset (a section the file gives is merged with the preset's)
+    config = nest_flat_keys(BenchOptions, {**PRESETS[preset], "preset": preset, **file})
     given = {k: v for k, v in vars(args).items() if "." in k}  # the generated options: dotted paths
     if args.no_latency:
         given["latency.latency_batches"] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from amc.cli.apply import count_or_fraction
 from amc.errors import AmcError
 
 
@@ -16,7 +17,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="digits, fashion-mnist, cifar10, imagefolder (default: the checkpoint's)")
     p.add_argument("--data-dir", help="where the dataset's files are (default: the checkpoint's)")
     p.add_argument("--split", choices=("test", "val", "train"), default="test", help="split (default test)")
-    p.add_argument("--val-size", type=float, help="val holdout (default: the checkpoint's)")
+    p.add_argument("--val-size", type=count_or_fraction, help="val holdout (default: the checkpoint's)")
     p.add_argument("--seed", type=int, help="seed of the val holdout (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size (default 1000)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default auto)")
@@ -41,18 +42,14 @@ def run(args: argparse.Namespace) -> int:
     same = dataset == info.get("dataset")
     data_dir = args.data_dir or (info.get("data_dir") if same and dataset != "digits" else None)
     val_size = args.val_size if args.val_size is not None else (info.get("val_size") if same else None)
-    if isinstance(val_size, float) and val_size.is_integer():
-        val_size = int(val_size)
     seed = args.seed if args.seed is not None else int(info.get("seed", 0) if same else 0)
     spec = ckpt.get("model_spec") or {}
     image_size = spec.get("image_size")
     try:
         splits = get_dataset(dataset, data_dir=data_dir, val_size=val_size, seed=seed,
                              image_size=tuple(image_size) if dataset == "imagefolder" and image_size else None)
-    except AmcError:
-        raise
     except ValueError as e:  # unknown dataset name: the registry lists the valid ones
-        raise AmcError(str(e)) from None
+        raise e if isinstance(e, AmcError) else AmcError(str(e)) from None
     if spec and (spec.get("num_classes") != splits.num_classes or spec.get("in_channels") != splits.in_channels):
         raise AmcError(f"the model expects {spec.get('in_channels')}-channel images and {spec.get('num_classes')} "
                        f"classes; {dataset} has {splits.in_channels} and {splits.num_classes}")

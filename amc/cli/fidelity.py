@@ -26,16 +26,14 @@ from amc.config import add_config_arguments, dump_config, resolve_config
 from amc.config.fidelity import FidelityOptions
 
 SECTIONS = {"data": "model and data", "env": "budget", "sample": "policies", "score": "scores",
-            "finetune": "fine-tuning (one schedule for all)", "run": "run"}
+            "finetune": "fine-tuning (one schedule for all)"}
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = __doc__.split("Examples::", 1)[1].split("Samples", 1)[0].rstrip() if __doc__ else None
-    p.add_argument("--config", metavar="YAML", help="options from a YAML file, flat or nested keys")
-    p.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and exit")
-    add_config_arguments(p, FidelityOptions, sections=SECTIONS, defaults={"data.checkpoint": "required"})
-    g = next(g for g in p._action_groups if g.title == "run")
+    g = add_config_arguments(p, FidelityOptions, sections=SECTIONS, defaults={"data.checkpoint": "required"},
+                             config="options from a YAML file, flat or nested keys")["run"]
     g.add_argument("--out", help="output folder (required)")
     g.add_argument("--resume", action="store_true", help="continue the study in --out")
     g.add_argument("--overwrite", action="store_true", help="discard what --out holds")
@@ -45,8 +43,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     """The :class:`benchmarks.fidelity.FidelityConfig`: its defaults, then ``--config``, then the options given."""
     from benchmarks.fidelity import FidelityConfig
 
-    given = {k: v for k, v in vars(args).items() if "." in k}  # the generated options: dotted paths
-    opts = resolve_config(FidelityOptions, given, config=args.config, what=str(args.config or "fidelity config"))
+    opts = resolve_config(FidelityOptions, args, config=args.config, what=args.config or "fidelity config")
     return FidelityConfig.from_options(opts)
 
 

@@ -23,28 +23,26 @@ training run (TensorBoard, ``last.pt``/``final.pt``; ``step*/`` when iterative),
 from __future__ import annotations
 
 import argparse
-import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from amc.cli import train
 from amc.cli.apply import add_common, cost_table, fmt_acc, human_bytes, setup_from_args
 from amc.config import add_config_arguments, dump_config, resolve_config
 from amc.config.train import FinetuneCommandOptions
 from amc.errors import AmcError
+from amc.rundir import locked_run_dir
 
-SECTIONS = {"": "fine-tuning", "train": "training", "distill": "distillation", "share": "Deep Compression",
-            "run": "run"}
+SECTIONS = {"": "fine-tuning", "train": "training", "distill": "distillation", "share": "Deep Compression"}
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     add_common(p, policy_required=False, device=False)
     p.add_argument("--model-file", metavar="AMC", help="an already compressed model (apply's/export's model.amc) "
                    "instead of --policy; --checkpoint is then the uncompressed teacher")
-    p.add_argument("--config", metavar="YAML", help="fine-tuning options from a YAML file (the command line "
-                   "overrides it)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved fine-tuning options as YAML "
-                   "and exit")
-    add_config_arguments(p, FinetuneCommandOptions, sections=SECTIONS, defaults={"train.epochs": "required"})
+    add_config_arguments(p, FinetuneCommandOptions, sections=SECTIONS, defaults={"train.epochs": "required"},
+                         config="fine-tuning options from a YAML file (the command line overrides it)")
 
 
 def resolve_options(args: argparse.Namespace) -> Any:
@@ -56,24 +54,14 @@ def resolve_options(args: argparse.Namespace) -> Any:
     return opts
 
 
-#: what a fine-tuning run leaves in its run dir (besides step*/ of an iterative one, or prune*/ and
-#: share/ of a Deep Compression one)
+#: what a fine-tuning run leaves in its run dir (step*/ of an iterative one, prune*/ and share/ of a Deep
+#: Compression one)
 _OUTPUTS = ("last.pt", "final.pt", "model.amc", "policy.json", "finetune_summary.json", "config.json",
-            "deep_compression.json")
-_RUN_FOLDERS = ("step*", "prune*", "share", "stage*.amc")
+            "deep_compression.json", "step*", "prune*", "share", "stage*.amc")
 
 
-def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> list[Path]:
-    """The earlier outputs in ``run_dir``; ``AmcError`` when there are some and neither flag is given."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise AmcError(f"--run-dir {str(run_dir)!r} exists and is not a directory; choose another --run-dir")
-    found = [run_dir / n for n in _OUTPUTS if (run_dir / n).is_file()]
-    found += sorted(p for pattern in _RUN_FOLDERS for p in run_dir.glob(pattern))
-    if found and not (resume or overwrite):
-        raise AmcError(f"--run-dir {str(run_dir)!r} already holds a fine-tuning run "
-                       f"({', '.join(p.name for p in found[:4])}); pass --resume to continue it, --overwrite to "
-                       "start it again, or choose another --run-dir")
-    return found
+#: the earlier outputs in a run dir (``AmcError`` when there are some and neither --resume nor --overwrite)
+check_run_dir = partial(train.check_run_dir, outputs=_OUTPUTS, what="--run-dir", holds="a fine-tuning run")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,8 +90,6 @@ def run(args: argparse.Namespace) -> int:
             raise AmcError(f"{args.model_file} records no policy; fine-tune it from --policy instead")
         args.policy = Policy.from_dict(meta["policy"])
         args.transfer = False
-    from amc.rundir import locked_run_dir
-
     setup = setup_from_args(args)
     with locked_run_dir(run_dir, command="amc finetune"):  # one process per run dir; the OS drops it on exit
         _clear(run_dir, args)
@@ -126,13 +112,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _clear(run_dir: Path, args: argparse.Namespace) -> None:
     """With --overwrite: delete what an earlier run left in ``run_dir``."""
-    if not args.overwrite:
-        return
-    for old in [*check_run_dir(run_dir, resume=args.resume, overwrite=True), *run_dir.glob("events.out.tfevents.*")]:
-        if old.is_dir():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
+    if args.overwrite:
+        train.clear_run_dir(run_dir, check_run_dir(run_dir, resume=args.resume, overwrite=True))
 
 
 def deep_compression_table(summary: dict) -> list[str]:
@@ -148,7 +129,6 @@ def deep_compression_table(summary: dict) -> list[str]:
 
 def _run_deep_compression(args: argparse.Namespace, opts: Any, run_dir: Path) -> int:
     from amc.deep_compression import DeepCompressionConfig, deep_compress
-    from amc.rundir import locked_run_dir
 
     if args.model_file:
         raise AmcError("--deep-compression starts from --policy and the uncompressed --checkpoint, not --model-file")

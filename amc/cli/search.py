@@ -27,7 +27,7 @@ from amc.config import add_config_arguments, dump_config, nest_flat_keys, preset
 from amc.config.search import RunConfig, SearchOptions, quickstart
 from amc.errors import AmcError
 
-SECTIONS = {"data": "data", "model": "model", "env": "what to search (env)", "agent": "agent", "run": "run"}
+SECTIONS = {"env": "what to search (env)"}
 
 
 def add_parser(p: argparse.ArgumentParser, *, agent: str | None = None) -> None:
@@ -37,19 +37,17 @@ def add_parser(p: argparse.ArgumentParser, *, agent: str | None = None) -> None:
                      "(configs/quickstart.yaml);\nwith --config the file's values replace them. "
                      "The older one-level names (--round-to for --env.round-to) still work.").lstrip()
     p.epilog = __doc__.split("Examples::", 1)[1].split("Every option", 1)[0].rstrip() if __doc__ else None
-    p.add_argument("--config", metavar="YAML", help="preset to start from, flat or nested keys (default: "
-                   "configs/quickstart.yaml)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and exit")
     shown = preset_defaults(SearchOptions, quickstart())  # the defaults without --config: the quickstart's
     if agent is not None:
         shown["agent.name"] = agent
         p.set_defaults(**{"agent.name": agent})
-    add_config_arguments(p, SearchOptions, sections=SECTIONS, defaults=shown)
-    g = next(g for g in p._action_groups if g.title == "run")
+    groups = add_config_arguments(p, SearchOptions, sections=SECTIONS, defaults=shown, config="preset to "
+                                  "start from, flat or nested keys (default: configs/quickstart.yaml)")
+    g = groups["run"]
     g.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                    help=RunConfig.model_fields["resume"].description)
     g.add_argument("--no-progress", action="store_true", help="no live progress line")
-    g = next(g for g in p._action_groups if g.title == "agent")
+    g = groups["agent"]
     g.add_argument("--storage", help="Optuna agents: study storage, a journal file or a database URL such as "
                    "postgresql://user@host/db (default RUN_DIR/optuna.journal); workers sharing it share the study")
     g.add_argument("--study-name", help="Optuna agents: the study's name (every worker of one search passes the same)")
@@ -113,8 +111,7 @@ def run(args: argparse.Namespace) -> int:
         print(dump_config(cfg.options()), end="")
         return 0
     summary = run_search(cfg, progress=not args.no_progress)
-    head = "search interrupted" if summary.get("interrupted") else "search finished"
-    print(f"{head}: {cfg.run_dir}")
+    print(f"search {'interrupted' if summary.get('interrupted') else 'finished'}: {cfg.run_dir}")
     print(summary_table(summary))
     if summary.get("interrupted"):
         print("a checkpoint was saved; run the same command with --resume to continue", file=sys.stderr)

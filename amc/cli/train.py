@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
+from amc.cli.apply import fmt_acc
 from amc.config import add_config_arguments, dump_config, load_yaml, nest_flat_keys, resolve_config
 from amc.config.train import TrainCommandOptions
 from amc.errors import AmcError
@@ -34,10 +36,9 @@ _ALIASES = {"wd": "weight_decay", "threads": "num_threads", "model_args": "model
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="YAML", help="options from a YAML file (the command line overrides it)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and exit")
     add_config_arguments(p, TrainCommandOptions, sections={"data": "model and data", "train": "optimisation",
-                                                           "distill": "distillation", "run": "run"})
+                                                           "distill": "distillation"},
+                         config="options from a YAML file (the command line overrides it)")
 
 
 def resolve_options(args: argparse.Namespace) -> Any:
@@ -97,22 +98,29 @@ def default_epochs(n_train: int, batch_size: int, world_size: int = 1) -> int:
 _RUN_FILES = ("last.pt", "final.pt")
 
 
-def check_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to start over a run dir that holds a training run, unless ``overwrite`` (which clears it)."""
+def check_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool,
+                  outputs: tuple[str, ...] = _RUN_FILES, what: str = "run dir",
+                  holds: str = "a training run") -> list[Path]:
+    """The earlier ``outputs`` (glob patterns) in ``run_dir``; ``AmcError`` when there are some and neither
+    ``resume`` nor ``overwrite`` is given."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise AmcError(f"run dir {str(run_dir)!r} exists and is not a directory; choose another --run-dir")
-    found = [n for n in _RUN_FILES if (run_dir / n).is_file()]
+        raise AmcError(f"{what} {str(run_dir)!r} exists and is not a directory; choose another --run-dir")
+    found = [p for pattern in outputs for p in sorted(run_dir.glob(pattern))]
     if found and not (resume or overwrite):
-        raise AmcError(f"run dir {str(run_dir)!r} already holds a training run ({', '.join(found)}); pass --resume "
-                       "to continue it, --overwrite to start it again, or choose another --run-dir")
+        names = ", ".join(p.name for p in found[:4])
+        raise AmcError(f"{what} {str(run_dir)!r} already holds {holds} ({names}); pass --resume to continue "
+                       "it, --overwrite to start it again, or choose another --run-dir")
+    return found
 
 
-def _clear_run_dir(run_dir: Path) -> None:
-    for name in (*_RUN_FILES, "config.json"):
-        (run_dir / name).unlink(missing_ok=True)
-    for f in run_dir.glob("events.out.tfevents.*"):  # the old curves would mix with the new ones
-        f.unlink()
+def clear_run_dir(run_dir: Path, found: list[Path]) -> None:
+    """Delete ``found`` (an earlier run's outputs) and the old TensorBoard curves."""
+    for old in [*found, *run_dir.glob("events.out.tfevents.*")]:
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink(missing_ok=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,10 +141,8 @@ def run(args: argparse.Namespace) -> int:
         ModelSpec(d.model)
         splits = get_dataset(d.dataset, data_dir=d.data_dir, val_size=d.val_size, seed=t.seed, image_size=d.image_size)
         spec = ModelSpec.for_data(d.model, splits, kwargs=d.model_kwargs)
-    except AmcError:
-        raise
     except ValueError as e:
-        raise AmcError(str(e)) from None
+        raise e if isinstance(e, AmcError) else AmcError(str(e)) from None
     if t.epochs is None:
         t.epochs = default_epochs(len(splits.train), t.batch_size, int(os.environ.get("WORLD_SIZE", "1")))
         if t.epochs > DEFAULT_EPOCHS and int(os.environ.get("RANK", "0")) == 0:
@@ -147,9 +153,9 @@ def run(args: argparse.Namespace) -> int:
     from amc.rundir import locked_run_dir
 
     with locked_run_dir(r.run_dir, command="amc train"):  # one process per run dir; the OS drops it on exit
-        check_run_dir(r.run_dir, resume=r.resume, overwrite=r.overwrite)
+        found = check_run_dir(r.run_dir, resume=r.resume, overwrite=r.overwrite)
         if r.overwrite:
-            _clear_run_dir(Path(r.run_dir))
+            clear_run_dir(Path(r.run_dir), [*found, Path(r.run_dir) / "config.json"])
         return _run(opts, splits, spec)
 
 
@@ -182,8 +188,6 @@ def _run(opts: Any, splits: Any, spec: Any) -> int:
         raise
     if not result:  # a torchrun rank other than 0
         return 0
-    val = "-" if result["val_top1"] is None else f"{result['val_top1']:.2f}%"
-    test = "-" if result["test_top1"] is None else f"{result['test_top1']:.2f}%"
-    print(f"val top-1 {val}  test top-1 {test}  "
+    print(f"val top-1 {fmt_acc(result['val_top1'])}  test top-1 {fmt_acc(result['test_top1'])}  "
           f"({result['train_time_s']:.0f}s, {result['epochs']} epochs)  checkpoint {result['checkpoint']}")
     return 0

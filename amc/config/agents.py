@@ -25,11 +25,10 @@ class AgentKwargs(_Section):
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, *, agent: str) -> Any:
         d = dict(d or {})
-        valid = list(cls.model_fields)
-        unknown = sorted(set(d) - set(valid))
+        unknown = sorted(set(d) - set(cls.model_fields))
         if unknown:
             raise AmcError(f"unknown {agent} option(s) {', '.join(unknown)} in agent_kwargs (--agent-opt KEY=VALUE); "
-                           f"valid: {', '.join(valid)}")
+                           f"valid: {', '.join(cls.model_fields)}")
         try:
             return cls.model_validate(d)
         except ValidationError as e:

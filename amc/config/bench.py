@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from amc.config.search import AgentOptions, EnvOptions, PathStr, RunConfig, _Checks, _Section
+from amc.config.search import AgentName, AgentOptions, EnvOptions, PathStr, RunConfig, _Section, section
 from amc.config.train import Count, FinetuneTrainOptions, KDOptions, Precision, like
 
 __all__ = ["PRESETS", "BenchOptions"]
@@ -61,7 +61,7 @@ class BenchData(_Section):
 
 
 class BenchSearch(_Section):
-    agents: Annotated[tuple[str, ...], BeforeValidator(_names)] = Field(
+    agents: Annotated[tuple[AgentName, ...], BeforeValidator(_names)] = Field(
         ("uniform", "ddpg", "tpe"), description="agents to compare", json_schema_extra={"flag": "--agents"})
     episodes: int = like(_AGENT["episodes"], default=30, description="evaluations of each searching agent")
     warmup: int = like(_AGENT["warmup"], default=10, description="random warm-up evaluations (DDPG's warm-up "
@@ -72,19 +72,14 @@ class BenchSearch(_Section):
     @field_validator("agents")
     @classmethod
     def _known_agents(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from agents import AGENTS
-
-        v = tuple(str(a).lower() for a in v)
         if not v:
             raise ValueError("is empty; e.g. uniform ddpg tpe")
         if len(set(v)) != len(v):
             raise ValueError(f"names one agent twice: {list(v)}")
-        for a in v:
-            AGENTS.get(a)  # ValueError listing the valid ones
         return v
 
 
-class BenchEnv(_Checks):
+class BenchEnv(_Section):
     target: str = _ENV["target"]
     lbound: float = _ENV["lbound"]
     round_to: int = like(_ENV["round_to"], flag="--round-to")
@@ -131,7 +126,7 @@ class BenchLatency(_Section):
                                   json_schema_extra={"flag": "--latency-rounds"})
 
 
-class BenchRun(_Checks):
+class BenchRun(_Section):
     threads: int | None = like(_RUN["threads"], default=1, description="torch CPU threads of searches and "
                                                                         "fine-tuning")
     device: str = like(_RUN["device"], default="cpu", description="device of searches and fine-tuning (latency is "
@@ -155,9 +150,9 @@ class _NeedsCheckpoint(_Section):
 class BenchOptions(_NeedsCheckpoint):
     """A benchmark: the model and data, the searches, their env, the fine-tuning, latency and the run."""
 
-    data: BenchData = Field(default_factory=BenchData, description="the checkpoint and the images scored")
-    search: BenchSearch = Field(default_factory=BenchSearch, description="the agents, at equal evaluations")
-    env: BenchEnv = Field(default_factory=BenchEnv, description="what the searches search, and how they score")
-    finetune: BenchFinetune = Field(default_factory=BenchFinetune, description="KD fine-tuning of each best policy")
-    latency: BenchLatency = Field(default_factory=BenchLatency, description="CPU latency of the compressed models")
-    run: BenchRun = Field(default_factory=BenchRun, description="threads, device, extras")
+    data: BenchData = section(BenchData, "the checkpoint and the images scored")
+    search: BenchSearch = section(BenchSearch, "the agents, at equal evaluations")
+    env: BenchEnv = section(BenchEnv, "what the searches search, and how they score")
+    finetune: BenchFinetune = section(BenchFinetune, "KD fine-tuning of each best policy")
+    latency: BenchLatency = section(BenchLatency, "CPU latency of the compressed models")
+    run: BenchRun = section(BenchRun, "threads, device, extras")

@@ -124,8 +124,8 @@ class _Items(argparse.Action):
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, model: type[BaseModel], *,
-                         sections: Mapping[str, str] | None = None,
-                         defaults: Mapping[str, Any] | None = None) -> None:
+                         sections: Mapping[str, str] | None = None, defaults: Mapping[str, Any] | None = None,
+                         config: str | None = None) -> dict[str, Any]:
     """Add one option per leaf field of ``model`` to ``parser``, grouped by top-level section.
 
     Options that are not given stay absent from the parsed namespace (``argparse.SUPPRESS``), so that
@@ -133,8 +133,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]
     search"}``); a section without a title is titled by its name. A field with an everyday ``flag`` is
     shown under that name only (its dotted name is still accepted), and each field's flat name is
     accepted too, unshown (``--round-to`` for ``--env.round-to``). ``defaults`` (dotted path -> value)
-    replaces the model's defaults in the help text (e.g. a preset's values).
+    replaces the model's defaults in the help text (e.g. a preset's values). ``config`` (its help) adds
+    ``--config YAML`` and ``--print-config``. Returns the argument groups by section.
     """
+    if config:
+        parser.add_argument("--config", metavar="YAML", help=config)
+        parser.add_argument("--print-config", action="store_true",
+                            help="print the resolved configuration as YAML and exit")
     groups: dict[str, Any] = {}
     fields = [f for f in config_fields(model) if f.cli]
     taken = {f.flag for f in fields if f.flag} | {f"--{f.path.replace('_', '-')}" for f in fields}
@@ -176,6 +181,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]
         group.add_argument(shown, **kwargs)
         if hidden:
             group.add_argument(*hidden, **{**kwargs, "help": argparse.SUPPRESS})
+    return groups
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -195,13 +201,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def set_path(data: dict[str, Any], path: str, value: Any) -> None:
     """``data["a"]["b"] = value`` for ``path="a.b"``, creating the intermediate mappings."""
     *parents, leaf = path.split(".")
-    node = data
     for key in parents:
-        child = node.get(key)
-        if not isinstance(child, dict):
-            child = node[key] = {}
-        node = child
-    node[leaf] = value
+        if not isinstance(data.get(key), dict):
+            data[key] = {}
+        data = data[key]
+    data[leaf] = value
 
 
 def nest_flat_keys(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str, Any]:
@@ -217,13 +221,12 @@ def nest_flat_keys(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str,
         path = leaves.get(key)
         if key in model.model_fields and (isinstance(value, dict) or path != f"{key}.name"):
             path = None  # a section (or a top-level field) given as such
-        if path is None:
-            if key in out and isinstance(out[key], dict) and isinstance(value, dict):
-                out[key] = {**out[key], **value}
-            else:
-                out[key] = value
-        else:
+        if path is not None:
             set_path(out, path, value)
+        elif isinstance(out.get(key), dict) and isinstance(value, dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
     return out
 
 

@@ -7,7 +7,7 @@ purpose, and only these (:data:`LIBRARY_DEFAULTS`): the library is used directly
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from amc.config.search import EnvShared, PathStr
 
@@ -39,6 +39,7 @@ class EnvSettings(EnvShared):
                                            "one-sided clip; 0.02 ends every episode within 2% under the target)")
     eval_batch_size: int = Field(LIBRARY_DEFAULTS["eval_batch_size"], ge=1,
                                  description="batch size of the reward's evaluation")
+    # unchecked (resolved when the env is built): a saved config stays readable where the device is absent
     device: str = Field(LIBRARY_DEFAULTS["device"], description="cpu, cuda, cuda:N, mps, auto (resolved when the env "
                                                                "is built)")
     # -- env-only options
@@ -52,11 +53,6 @@ class EnvSettings(EnvShared):
                                                             "acc_latency reward); none: measured when the env is built")
     latency_batch: int = Field(1, ge=1, description="batch size of the latency measurement")
     latency_threads: int | None = Field(None, ge=1, description="torch threads of the latency measurement")
-
-    @field_validator("device")
-    @classmethod
-    def _usable_device(cls, v: str) -> str:
-        return v  # resolved by the env when it is built: a saved config stays readable where the device is absent
 
     @model_validator(mode="after")
     def _consistent(self) -> EnvSettings:

@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 
 from amc.config.bench import BenchFinetune, _NeedsCheckpoint
-from amc.config.search import DataConfig, EnvOptions, PathStr, RunConfig, _Checks, _flag, _Section
+from amc.config.search import DataConfig, EnvOptions, PathStr, RunConfig, _flag, _Section, section
 from amc.config.train import Count, KDOptions, Precision, like
 
 __all__ = ["DEFAULT_PROXIES", "FidelityOptions"]
@@ -26,7 +26,7 @@ _DATA, _ENV, _RUN, _KD, _FT = (m.model_fields for m in (DataConfig, EnvOptions, 
 ImageCount = Annotated[Count, Field(ge=1)]
 
 
-class FidelityData(_Checks):
+class FidelityData(_Section):
     checkpoint: PathStr | None = Field(None, description="the trained, uncompressed model (an amc train "
                                                          "checkpoint)", json_schema_extra=_flag("--checkpoint"))
     dataset: str = _DATA["dataset"]
@@ -36,7 +36,7 @@ class FidelityData(_Checks):
     data_seed: int = like(_DATA["data_seed"], description="seed of the val holdout")
 
 
-class FidelityEnv(_Checks):
+class FidelityEnv(_Section):
     """The budget and the pruning space of the sampled policies (channel pruning only)."""
 
     target: str = like(_ENV["target"], description="budget of the sampled policies: macs=RATIO or params=RATIO")
@@ -111,7 +111,7 @@ class FidelityFinetune(_Section):
                           json_schema_extra=_flag("--test"))
 
 
-class FidelityRun(_Checks):
+class FidelityRun(_Section):
     seed: int = like(_RUN["seed"], description="seeds the sampled episodes and the fine-tuning")
     device: str = like(_RUN["device"], default="cpu")
     threads: int | None = _RUN["threads"]
@@ -120,10 +120,10 @@ class FidelityRun(_Checks):
 class FidelityOptions(_NeedsCheckpoint):
     """A fidelity study: the model and data, the budget, the sample, the scores, the fine-tuning and the run."""
 
-    data: FidelityData = Field(default_factory=FidelityData, description="the checkpoint and the val holdout scored")
-    env: FidelityEnv = Field(default_factory=FidelityEnv, description="the budget and the pruning space")
-    sample: FidelitySample = Field(default_factory=FidelitySample, description="which policies are compared")
-    score: FidelityScore = Field(default_factory=FidelityScore, description="the proxies and their images")
-    finetune: FidelityFinetune = Field(default_factory=FidelityFinetune, description="the one fine-tuning schedule "
-                                       "(KD from the uncompressed model)")
-    run: FidelityRun = Field(default_factory=FidelityRun, description="seed, device and threads")
+    data: FidelityData = section(FidelityData, "the checkpoint and the val holdout scored")
+    env: FidelityEnv = section(FidelityEnv, "the budget and the pruning space")
+    sample: FidelitySample = section(FidelitySample, "which policies are compared")
+    score: FidelityScore = section(FidelityScore, "the proxies and their images")
+    finetune: FidelityFinetune = section(FidelityFinetune, "the one fine-tuning schedule (KD from the "
+                                                           "uncompressed model)")
+    run: FidelityRun = section(FidelityRun, "seed, device and threads")

@@ -11,12 +11,16 @@ which users extend, so they are strings rather than ``Literal`` choices.
 from __future__ import annotations
 
 import copy
+import importlib
 import os
+from collections.abc import Callable
+from operator import attrgetter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -42,69 +46,45 @@ def _flag(name: str) -> dict[str, Any]:
     return {"flag": name}
 
 
+def _by(check: str, keep: Callable[[Any, Any], Any] = lambda v, _: v) -> AfterValidator:
+    """A value checked by ``check`` (``module:name``: a parser or a registry's ``get``, imported when first
+    used), whose ``ValueError`` names the valid values; ``keep(value, parsed)`` is what the field keeps."""
+    module, name = check.split(":")
+    return AfterValidator(lambda v: keep(v, attrgetter(name)(importlib.import_module(module))(v)))
+
+
+def _positive(v: int | float | None) -> int | float | None:
+    if v is not None and not v > 0:
+        raise ValueError("must be a count (>= 1) or a fraction in (0, 1): the reward is measured on these "
+                         "held-out images (leave it out for the dataset's default)")
+    return v
+
+
+#: the checks that every model with such a field reuses (fields copied with ``like`` keep them)
+Target = Annotated[str, _by("amc.policy:parse_target")]
+Proxy = Annotated[str, _by("amc.proxies:parse_proxy", lambda v, proxy: proxy.name)]
+Importance = Annotated[str, _by("amc.pruning:IMPORTANCES.get")]
+Reward = Annotated[str, _by("envs:REWARDS.get")]
+Dataset = Annotated[str, _by("amc.data:DATASETS.get", lambda v, _: v.lower())]
+Device = Annotated[str, _by("amc.utils:resolve_device")]
+AgentName = Annotated[str, _by("agents._base:AGENTS.get", lambda v, _: v.lower())]
+ValSize = Annotated[int | float | None, AfterValidator(_positive)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class _Checks(_Section):
-    """Checks of options that other models reuse (``amc bench``'s, ``amc fidelity``'s): each runs where its field
-    exists."""
-
-    @field_validator("target", check_fields=False)
-    @classmethod
-    def _parse_target(cls, v: str) -> str:
-        from amc.policy import parse_target
-
-        parse_target(v)
-        return v
-
-    @field_validator("proxy", check_fields=False)
-    @classmethod
-    def _parse_proxy(cls, v: str) -> str:
-        from amc.proxies import parse_proxy
-
-        return parse_proxy(v).name
-
-    @field_validator("importance", check_fields=False)
-    @classmethod
-    def _known_importance(cls, v: str) -> str:
-        from amc.pruning import IMPORTANCES
-
-        if v not in IMPORTANCES:
-            raise ValueError(f"unknown importance {v!r}; valid: {', '.join(IMPORTANCES.names())}")
-        return v
-
-    @field_validator("device", check_fields=False)
-    @classmethod
-    def _usable_device(cls, v: str) -> str:
-        from amc.utils import resolve_device
-
-        resolve_device(v)  # ValueError naming the valid devices
-        return v
-
-    @field_validator("dataset", check_fields=False)
-    @classmethod
-    def _known_dataset(cls, v: str) -> str:
-        from amc.data import DATASETS
-
-        if v.lower() not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; valid: {', '.join(DATASETS.names())}")
-        return v.lower()
-
-    @field_validator("val_size", check_fields=False)
-    @classmethod
-    def _positive(cls, v: int | float | None) -> int | float | None:
-        if v is not None and not v > 0:
-            raise ValueError("must be a count (>= 1) or a fraction in (0, 1): the reward is measured on these "
-                             "held-out images (leave it out for the dataset's default)")
-        return v
+def section(model: type[BaseModel], description: str | None = None) -> Any:
+    """A field holding the section ``model`` at its defaults; ``description`` heads its ``--help`` group."""
+    return Field(default_factory=model, description=description)
 
 
-class DataConfig(_Checks):
-    dataset: str = Field("digits", description="digits, fashion-mnist, cifar10, imagefolder",
-                         json_schema_extra=_flag("--dataset"))
+class DataConfig(_Section):
+    dataset: Dataset = Field("digits", description="digits, fashion-mnist, cifar10, imagefolder",
+                             json_schema_extra=_flag("--dataset"))
     data_dir: PathStr | None = Field(None, description="where the dataset's files are", json_schema_extra=_flag("--data-dir"))
-    val_size: int | float | None = Field(
+    val_size: ValSize = Field(
         None, description="held-out train images the reward is measured on: a count or a fraction in (0, 1); "
                           "none: the dataset's default")
     data_seed: int = Field(0, ge=0, description="seed of the val holdout and of the brief pretraining (kept apart "
@@ -124,34 +104,36 @@ class ModelConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known_model(cls, v: str | None) -> str | None:
+        from amc.models import MODELS
+
         if v is not None and not v.strip():
             raise ValueError("must be a model name such as lenet5 or resnet20")
-        if v is not None and ":" not in v:
-            from amc.models import MODELS
-
-            if v.lower() not in MODELS:
-                raise ValueError(f"unknown model {v!r}; valid: {', '.join(MODELS.names())} "
-                                 "(or torchvision:<name>, package.module:factory)")
+        if v is not None and ":" not in v and v.lower() not in MODELS:
+            raise ValueError(f"unknown model {v!r}; valid: {', '.join(MODELS.names())} "
+                             "(or torchvision:<name>, package.module:factory)")
         return v
 
 
-class EnvShared(_Checks):
+class EnvShared(_Section):
     """The options ``amc search`` shares with the env: what is searched and how a policy is scored
     (:class:`EnvOptions` adds ``env_kwargs``; :class:`amc.config.env.EnvSettings` the env-only options)."""
 
     mode: Literal["prune", "quant", "joint"] = Field(
         "prune", description="channel pruning, mixed precision, or both", json_schema_extra=_flag("--mode"))
-    target: str = Field("macs=0.5", description="hard budget METRIC=RATIO of the float32 model: macs, params, size, "
-                                                "bitops, latency", json_schema_extra=_flag("--target"))
-    reward: str = Field("acc", description="reward name (acc, acc_flops, acc_size, acc_latency)")
+    target: Target = Field(
+        "macs=0.5", description="hard budget METRIC=RATIO of the float32 model: macs, params, size, bitops, "
+                                "latency", json_schema_extra=_flag("--target"))
+    reward: Reward = Field("acc", description="reward name (acc, acc_flops, acc_size, acc_latency)")
     lbound: float = Field(0.2, gt=0, le=1, description="smallest preserve ratio per layer (AMC: 0.2)")
     round_to: int = Field(1, ge=1, description="round kept channels to a multiple of this (e.g. 8)")
     granularity: Literal["channel", "fine"] = Field("channel", description="structured channels or unstructured "
                                                                            "weights")
-    importance: str = Field("l1", description="channel criterion: l1, l2, fpgm, bn_scale, random")
-    proxy: str = Field("auto", description="what is done to each compressed model before it is scored: auto (bn "
-                                           "with BatchNorm, else reconstruct), vanilla, bn, reconstruct, "
-                                           "reconstruct+bn, ft:K (K KD steps)", json_schema_extra=_flag("--proxy"))
+    importance: Importance = Field("l1", description="channel criterion: l1, l2, fpgm, bn_scale, random")
+    proxy: Proxy = Field(
+        "auto", description="what is done to each compressed model before it is scored: auto (bn with "
+                            "BatchNorm, else reconstruct), vanilla, bn, reconstruct, reconstruct+bn, "
+                            "ft:K (K KD steps)",
+        json_schema_extra=_flag("--proxy"))
     reconstruct: bool | None = Field(None, description="older switch: true is proxy reconstruct, false proxy vanilla")
     calibration_size: int = Field(256, ge=1, description="train images of the proxy (norm statistics, "
                                                          "reconstruction; fixed seed)")
@@ -163,15 +145,6 @@ class EnvShared(_Checks):
     eval_precision: Precision = Field(
         "fp32", description="precision of the reward's evaluation (mode prune): bf16 is ~2.8x faster per episode on "
                             "CPUs with AVX-512 BF16/AMX; amc apply re-measures the policy in fp32")
-    @field_validator("reward")
-    @classmethod
-    def _known_reward(cls, v: str) -> str:
-        from envs import REWARDS
-
-        if v not in REWARDS:
-            raise ValueError(f"unknown reward {v!r}; valid: {', '.join(REWARDS.names())}")
-        return v
-
     @field_validator("w_bits", "a_bits")
     @classmethod
     def _bit_range(cls, v: BitRange) -> BitRange:
@@ -188,8 +161,9 @@ class EnvOptions(EnvShared):
 
 
 class AgentOptions(_Section):
-    name: str = Field("ddpg", description="search agent: ddpg, or a baseline (tpe, cmaes, gp, random, nsga2, motpe, "
-                                          "uniform, sensitivity, preset:deep, ...)", json_schema_extra=_flag("--agent"))
+    name: AgentName = Field(
+        "ddpg", description="search agent: ddpg, or a baseline (tpe, cmaes, gp, random, nsga2, motpe, "
+                            "uniform, sensitivity, preset:deep, ...)", json_schema_extra=_flag("--agent"))
     episodes: int = Field(400, ge=1, description="episodes in all (a resumed run continues up to this)",
                           json_schema_extra=_flag("--episodes"))
     warmup: int = Field(100, ge=0, description="random warm-up episodes (AMC: 100, HAQ: 20)",
@@ -205,14 +179,6 @@ class AgentOptions(_Section):
                                                                     "critic_lr, tau, gamma, batch_size, hidden, ...)",
                                   json_schema_extra=_flag("--agent-opt"))
 
-    @field_validator("name")
-    @classmethod
-    def _known_agent(cls, v: str) -> str:
-        from agents._base import AGENTS
-
-        AGENTS.get(v)  # ValueError listing the valid ones
-        return v.lower()
-
     @field_validator("agent_kwargs")
     @classmethod
     def _agent_options(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
@@ -225,9 +191,10 @@ class AgentOptions(_Section):
         return v
 
 
-class RunConfig(_Checks):
+class RunConfig(_Section):
     seed: int = Field(0, ge=0, description="seed of the search", json_schema_extra=_flag("--seed"))
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps", json_schema_extra=_flag("--device"))
+    device: Device = Field("auto", description="auto, cpu, cuda, cuda:N, mps",
+                           json_schema_extra=_flag("--device"))
     threads: int | None = Field(None, ge=1, description="torch CPU threads (none: torch's default)",
                                 json_schema_extra=_flag("--threads"))
     run_dir: PathStr = Field("runs/search", min_length=1, description="output directory (config, policy, TensorBoard, "
@@ -242,11 +209,12 @@ class RunConfig(_Checks):
 class SearchOptions(_Section):
     """A compression search: data, model, environment, agent and run."""
 
-    data: DataConfig = Field(default_factory=DataConfig, description="the dataset and the val holdout the reward is measured on")
-    model: ModelConfig = Field(default_factory=ModelConfig, description="the model to compress (a checkpoint, or trained briefly first)")
-    env: EnvOptions = Field(default_factory=EnvOptions, description="what is searched, under which budget, and how a policy is scored")
-    agent: AgentOptions = Field(default_factory=AgentOptions, description="the search agent and its exploration")
-    run: RunConfig = Field(default_factory=RunConfig, description="the run directory, seeds, device and checkpoints")
+    data: DataConfig = section(DataConfig, "the dataset and the val holdout the reward is measured on")
+    model: ModelConfig = section(ModelConfig, "the model to compress (a checkpoint, or trained briefly "
+                                              "first)")
+    env: EnvOptions = section(EnvOptions, "what is searched, under which budget, and how a policy is scored")
+    agent: AgentOptions = section(AgentOptions, "the search agent and its exploration")
+    run: RunConfig = section(RunConfig, "the run directory, seeds, device and checkpoints")
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchOptions:

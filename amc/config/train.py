@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from amc.config.search import Options, PathStr, Precision, _flag, _Section
+from amc.config.search import Options, PathStr, Precision, _flag, _Section, section
 
 __all__ = ["TrainOptions", "KDOptions", "FinetuneTrainOptions", "FinetuneOptions", "TrainCommandOptions", "ShareOptions",
            "FinetuneCommandOptions", "DeepCompressionOptions", "like"]
@@ -74,7 +74,8 @@ class TrainOptions(_Section):
     steps_per_epoch: Count | None = Field(None, ge=1, description="cap on steps per epoch (none: the whole split)")
     eval_batch_size: Count = Field(1000, ge=1, description="batch size of evaluation")
     seed: int = Field(0, description="seeds initialisation, shuffling and augmentation", json_schema_extra=_flag("--seed"))
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps", json_schema_extra=_flag("--device"))
+    device: Annotated[str, BeforeValidator(str)] = Field("auto", description="auto, cpu, cuda, cuda:N, mps",
+                                                         json_schema_extra=_flag("--device"))
     num_threads: Count | None = Field(None, ge=1, description="torch CPU threads (none: torch's choice)",
                                       json_schema_extra=_flag("--threads"))
     precision: Precision = Field("fp32", description="fp32, or mixed precision: bf16 (CPUs with AVX-512 BF16/AMX, "
@@ -89,11 +90,6 @@ class TrainOptions(_Section):
         description="network slimming (Liu et al. 2017): add LAMBDA * sum|gamma| over the norm layers' "
                     "scales to the loss (1e-4 VGG, 1e-5 ResNet; 0: off); prune afterwards with --importance "
                     "bn_scale")
-
-    @field_validator("device", mode="before")
-    @classmethod
-    def _device_str(cls, v: Any) -> str:
-        return str(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> Any:
@@ -118,17 +114,13 @@ class KDOptions(_Section):
     kd_alpha: Number = Field(0.9, description="weight of the KD term in [0, 1] (labels get 1 - alpha)",
                              json_schema_extra=_flag("--kd-alpha"))
 
-    @field_validator("kd_temperature")
+    @field_validator("kd_temperature", "kd_alpha")
     @classmethod
-    def _temperature(cls, v: float, info: ValidationInfo) -> float:
-        if info.data.get("kd", True) and not v > 0:
+    def _in_range(cls, v: float, info: ValidationInfo) -> float:
+        """Checked with ``kd`` on only (without it they are unused)."""
+        if info.field_name == "kd_temperature" and info.data.get("kd", True) and not v > 0:
             raise ValueError("distillation temperature must be > 0 (Hinton et al. use 1..20)")
-        return v
-
-    @field_validator("kd_alpha")
-    @classmethod
-    def _alpha(cls, v: float, info: ValidationInfo) -> float:
-        if info.data.get("kd", True) and not 0 <= v <= 1:
+        if info.field_name == "kd_alpha" and info.data.get("kd", True) and not 0 <= v <= 1:
             raise ValueError("distillation alpha (the weight of the KD term) must be in [0, 1]")
         return v
 
@@ -146,11 +138,9 @@ class FinetuneTrainOptions(TrainOptions):
 class FinetuneOptions(_Section):
     """Fine-tuning a compressed model: training, distillation and the iterative schedule."""
 
-    train: FinetuneTrainOptions = Field(default_factory=FinetuneTrainOptions,
-                                        description="SGD with a cosine schedule, as amc train's, at fine-tuning's "
-                                                    "defaults")
-    distill: KDOptions = Field(default_factory=KDOptions, description="knowledge distillation from the "
-                                                                      "uncompressed model")
+    train: FinetuneTrainOptions = section(FinetuneTrainOptions, "SGD with a cosine schedule, as amc train's, "
+                                                                "at fine-tuning's defaults")
+    distill: KDOptions = section(KDOptions, "knowledge distillation from the uncompressed model")
     iterative: Count = Field(1, ge=1, description="prune + fine-tune in K steps (step k keeps 1-(1-r)k/K of each "
                                                   "group; 1: one-shot)", json_schema_extra=_flag("--iterative"))
 
@@ -200,12 +190,12 @@ class TrainRun(_Section):
 class TrainCommandOptions(_Section):
     """``amc train``: a model, a dataset, the training and the run directory."""
 
-    data: TrainData = Field(default_factory=TrainData, description="the model to train and its dataset")
-    train: CommandTrainOptions = Field(default_factory=CommandTrainOptions, description="SGD with a per-iteration "
-                                       "cosine schedule; evaluation; device and precision")
-    distill: TeacherOptions = Field(default_factory=TeacherOptions, description="knowledge distillation from a "
-                                    "trained checkpoint (Hinton et al. 2015)")
-    run: TrainRun = Field(default_factory=TrainRun, description="initial weights, output folder, resume")
+    data: TrainData = section(TrainData, "the model to train and its dataset")
+    train: CommandTrainOptions = section(CommandTrainOptions, "SGD with a per-iteration cosine schedule; "
+                                                              "evaluation; device and precision")
+    distill: TeacherOptions = section(TeacherOptions, "knowledge distillation from a trained checkpoint "
+                                                      "(Hinton et al. 2015)")
+    run: TrainRun = section(TrainRun, "initial weights, output folder, resume")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainCommandOptions:
@@ -262,10 +252,10 @@ class DeepCompressionTrain(_Section):
 class DeepCompressionOptions(_Section):
     """Deep Compression (Han et al. 2016): ``amc.deep_compression.DeepCompressionConfig`` is its flat view."""
 
-    prune: PruneOptions = Field(default_factory=PruneOptions)
-    share: ShareOptions = Field(default_factory=ShareOptions)
-    distill: KDOptions = Field(default_factory=KDOptions, description="distillation while retraining")
-    train: DeepCompressionTrain = Field(default_factory=DeepCompressionTrain)
+    prune: PruneOptions = section(PruneOptions)
+    share: ShareOptions = section(ShareOptions)
+    distill: KDOptions = section(KDOptions, "distillation while retraining")
+    train: DeepCompressionTrain = section(DeepCompressionTrain)
 
 
 class DeepCompressionSwitch(ShareOptions):
@@ -292,12 +282,12 @@ class _CommandFinetuneTrain(FinetuneTrainOptions):
 class FinetuneCommandOptions(FinetuneOptions):
     """``amc finetune``: :class:`FinetuneOptions`, Deep Compression's stages and the run directory."""
 
-    train: _CommandFinetuneTrain = Field(default_factory=_CommandFinetuneTrain, description="SGD with a cosine "
-                                         "schedule, as amc train's, at fine-tuning's defaults")
-    share: DeepCompressionSwitch = Field(default_factory=DeepCompressionSwitch, description="the three stages of Han et al. 2016 "
-                                "(with --deep-compression)")
-    run: FinetuneRun = Field(default_factory=FinetuneRun, description="the output folder (training run, model.amc, "
-                             "policy.json, finetune_summary.json)")
+    train: _CommandFinetuneTrain = section(_CommandFinetuneTrain, "SGD with a cosine schedule, as amc "
+                                                                  "train's, at fine-tuning's defaults")
+    share: DeepCompressionSwitch = section(DeepCompressionSwitch, "the three stages of Han et al. 2016 (with "
+                                                                  "--deep-compression)")
+    run: FinetuneRun = section(FinetuneRun, "the output folder (training run, model.amc, policy.json, "
+                                            "finetune_summary.json)")
 
     @model_validator(mode="after")
     def _consistent(self) -> FinetuneCommandOptions:
