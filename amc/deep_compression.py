@@ -50,6 +50,7 @@ from amc.graph import LayerGraph
 from amc.policy import LayerDecision, Policy
 from amc.pruning import magnitude_prune
 from amc.quantization import QuantConfig, QuantizedWeight, QuantWrapper, quantized_layers
+from amc.quantization.schemes import kmeans_1d
 from amc.training import evaluate, train
 from amc.utils import atomic_write_json, resolve_device
 
@@ -93,27 +94,6 @@ DeepCompressionConfig = flat_config("DeepCompressionConfig", DeepCompressionOpti
 # weight sharing
 
 
-def kmeans_1d(values: torch.Tensor, k: int, *, iters: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lloyd's k-means of a 1-D tensor with ``k`` centroids initialised linearly over
-    ``[min, max]`` (Deep Compression's best initialisation, section 3.2): ``(codes int64 (n,),
-    centroids (k,) sorted)``. Empty clusters keep their initial value."""
-    if k < 1:
-        raise AmcError(f"k-means needs k >= 1 centroids, got {k}")
-    v = values.detach().reshape(-1).float()
-    if v.numel() == 0:
-        return torch.zeros(0, dtype=torch.long), torch.zeros(k)
-    cent = torch.linspace(float(v.min()), float(v.max()), k)
-    for _ in range(iters):
-        codes = torch.bucketize(v, (cent[1:] + cent[:-1]) / 2)  # nearest centroid (sorted, 1-D)
-        counts = torch.bincount(codes, minlength=k)
-        sums = torch.zeros(k).index_add_(0, codes, v)
-        new = torch.where(counts > 0, sums / counts.clamp(min=1), cent)
-        if torch.equal(new, cent):
-            break
-        cent = new
-    return torch.bucketize(v, (cent[1:] + cent[:-1]) / 2), cent
-
-
 class SharedWeight(nn.Module):
     """A conv/linear layer whose weight is ``table[codes]`` with ``table = [centroids..., 0.0]``:
     ``2^b - 1`` trainable shared values and the pruned weights' fixed zero (code ``2^b - 1``).
@@ -124,8 +104,6 @@ class SharedWeight(nn.Module):
 
     def __init__(self, module: nn.Module, codes: torch.Tensor, centroids: torch.Tensor) -> None:
         super().__init__()
-        if not isinstance(module, (nn.Conv2d, nn.Linear)):
-            raise AmcError(f"weight sharing wraps nn.Conv2d / nn.Linear, got {type(module).__name__}")
         self.module = module
         self.register_buffer("codes", codes.to(torch.long))
         self.centroids = nn.Parameter(centroids.detach().float().clone())
@@ -275,8 +253,10 @@ def deep_compress(
         size = path.stat().st_size
         wbytes = weight_bytes(path)
         acc = _test_top1(m, splits, device) if top1 is None else top1
+        layers = [x for x in m.modules() if isinstance(x, (nn.Conv2d, nn.Linear))]  # inside wrappers too
+        float_wbytes = FLOAT_BYTES * sum(x.weight.numel() for x in layers)
         table.append({"stage": stage, "file_bytes": size, "ratio": base_bytes / size, "weight_bytes": wbytes,
-                      "weight_ratio": _float_weight_bytes(m) / wbytes, "test_top1": acc, "file": str(path)})
+                      "weight_ratio": float_wbytes / wbytes, "test_top1": acc, "file": str(path)})
         log.info("stage %s: %d bytes (%.1fx), weights %d bytes, test top-1 %s", stage, size, base_bytes / size,
                  wbytes, acc)
         atomic_write_json(run_dir / "deep_compression.json", summary)
@@ -312,12 +292,6 @@ def deep_compress(
     summary["final_file"] = table[-1]["file"]
     atomic_write_json(run_dir / "deep_compression.json", summary)
     return DeepCompressionResult(current, table, summary)
-
-
-def _float_weight_bytes(model: nn.Module) -> int:
-    """float32 bytes of the conv/linear weights (of a model possibly wrapped by quantization)."""
-    layers = (m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
-    return FLOAT_BYTES * sum(m.weight.numel() for m in layers)
 
 
 def layer_table(model: nn.Module) -> list[dict[str, Any]]:

@@ -54,8 +54,7 @@ from amc import __version__
 from amc.errors import AmcError
 from amc.policy import Policy
 from amc.quantization import fake_quant_activation, pack_model, quantized_layers, skeleton_bytes, unpack_model
-from amc.quantization.schemes import act_qrange
-from amc.sparse import densify_package, densify_state, sparsify_package, sparsify_state
+from amc.sparse import densify_state, sparsify_package, sparsify_state
 from amc.utils import atomic_torch_save, resolve_device
 
 log = logging.getLogger(__name__)
@@ -265,7 +264,7 @@ def _materialize(doc: Mapping[str, Any], *, device: str | torch.device, allow_pi
         if packed is None:
             raise AmcError("the model file is marked quantized but holds no packed weights")
         base = None if packed.get("architecture") is not None else build_structure(doc["model_spec"], policy)
-        model = unpack_model(densify_package(packed), model=base, device="cpu")
+        model = unpack_model(packed, model=base, device="cpu")
     else:
         state = doc.get("state_dict")
         if state is None:
@@ -321,9 +320,8 @@ class _FrozenQuantLayer(nn.Module):
     """A quantized layer frozen for graph export: its weight holds the dequantized integer codes and
     its input is fake-quantized with the calibrated scale (no Python control flow on tensors)."""
 
-    def __init__(self, wrapper: nn.Module, *, explicit: bool = False) -> None:
+    def __init__(self, wrapper: nn.Module) -> None:
         super().__init__()
-        self.explicit = explicit  # round/clamp ops instead of aten's fake-quant (torch.export lacks it)
         layer = copy.deepcopy(wrapper.module)
         with torch.no_grad():
             qw = wrapper.quantized_weight()
@@ -335,28 +333,14 @@ class _FrozenQuantLayer(nn.Module):
         self.act_signed = wrapper.act_signed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.a_bits is not None:
-            if self.explicit:
-                x = self._fake_quant(x)
-            else:
-                x = fake_quant_activation(x, self.a_bits, self.act_scale, self.act_signed)
-        return self.layer(x)
-
-    def _fake_quant(self, x: torch.Tensor) -> torch.Tensor:
-        s, b = float(self.act_scale), int(self.a_bits)
-        if self.act_signed and b == 1:
-            return torch.where(x >= 0, torch.full_like(x, s), torch.full_like(x, -s))
-        lo, hi = act_qrange(b, self.act_signed)
-        inv = float(torch.tensor(1.0) / torch.tensor(s))  # float32 1/s, as aten's kernel
-        return torch.clamp(torch.round(x * inv), lo, hi) * s  # (N, ...) on the quantization grid
+        return self.layer(fake_quant_activation(x, self.a_bits, self.act_scale, self.act_signed))
 
 
-def _frozen(model: nn.Module, *, explicit: bool = False) -> nn.Module:
+def _frozen(model: nn.Module) -> nn.Module:
     """A plain copy for tracing: quantization wrappers become :class:`_FrozenQuantLayer`."""
     m = _plain_copy(model)
     for name, w in quantized_layers(m).items():
-        parent, _, attr = name.rpartition(".")
-        setattr(m.get_submodule(parent) if parent else m, attr, _FrozenQuantLayer(w, explicit=explicit))
+        m.set_submodule(name, _FrozenQuantLayer(w))
     return m.eval()
 
 
@@ -394,7 +378,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.
     """
     if not onnx_available():
         raise AmcError('ONNX export needs the optional packages onnx and onnxscript: pip install "amc[export]"')
-    m = _frozen(model, explicit=True)
+    m = _frozen(model)
     x = example_input.detach().cpu()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

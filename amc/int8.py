@@ -121,16 +121,6 @@ def _quiet_torch_ao() -> Iterator[None]:
         yield
 
 
-def _as_batches(calibration: Any, example: torch.Tensor) -> list[torch.Tensor]:
-    if calibration is None:
-        logger.warning("int8_model: no calibration data, activation ranges come from the example input only")
-        return [example]
-    out = list(iter_batches(calibration))
-    if not out:
-        raise AmcError("the calibration data yielded no batch")
-    return out
-
-
 class Int8Model(nn.Module):
     """A really int8 model (CPU). Call it like the float model, on CPU tensors; runs without grad.
 
@@ -258,7 +248,11 @@ def int8_model(
         warnings.warn("int8 kernels run on CPU: timing a CPU copy of the model", stacklevel=2)
     float_model = copy.deepcopy(model).cpu().eval()
     example = example_inputs.detach().cpu()
-    batches = _as_batches(calibration, example)
+    if calibration is None:
+        logger.warning("int8_model: no calibration data, activation ranges come from the example input only")
+    batches = [example] if calibration is None else list(iter_batches(calibration))
+    if not batches:
+        raise AmcError("the calibration data yielded no batch")
     failures = []
     for i, cand in enumerate(order):
         try:

@@ -4,7 +4,7 @@ The observer keeps, per layer, the running min/max, the running mean of ``|x|`` 
 ``|x|`` whose range grows by doubling (adjacent bins are merged), so that every layer's statistics
 come out of a single forward pass over the calibration batches, without storing activations.
 
-Calibration rules are registered by name (:func:`get_calibration`): ``max``, ``percentile`` (99.99
+Calibration rules are looked up by name (:func:`get_calibration`): ``max``, ``percentile`` (99.99
 by default), ``kl`` (TensorRT's entropy calibration) and ``mse`` (least squared error, as NVIDIA's
 pytorch-quantization offers). ``QuantConfig(act_calibration="auto")`` picks KL below 5 bits and max
 above. An input seen ``>= 0`` everywhere (after a ReLU) is quantized unsigned, otherwise signed.
@@ -236,37 +236,20 @@ class CalibrationRule:
     threshold: Callable[[ActObserver, int, float], float]
 
 
-_RULES: dict[str, CalibrationRule] = {}
-
-
-def register_calibration(rule: CalibrationRule) -> CalibrationRule:
-    """Make ``rule`` selectable by its name."""
-    if rule.name in _RULES or rule.name == "auto":
-        raise ValueError(f"calibration rule {rule.name!r} is reserved or already registered")
-    _RULES[rule.name] = rule
-    return rule
-
-
-def get_calibration(name: str) -> CalibrationRule:
-    """The registered rule called ``name`` (``auto`` is resolved by ``QuantConfig.act_method``)."""
-    return _RULES[check_choice("activation calibration", name, tuple(_RULES))]
-
-
-def calibration_names() -> tuple[str, ...]:
-    """What ``QuantConfig(act_calibration=...)`` accepts: ``auto`` and every registered rule."""
-    return ("auto", *_RULES)
-
-
-for _rule in (
+_RULES: dict[str, CalibrationRule] = {r.name: r for r in (
     CalibrationRule("max", False, lambda obs, qmax, pct: obs.abs_max),
     CalibrationRule("percentile", True, lambda obs, qmax, pct: percentile_threshold(obs.hist, obs.hist_max, pct)),
     CalibrationRule("kl", True, lambda obs, qmax, pct: kl_threshold(obs.hist, obs.hist_max, qmax)),
     CalibrationRule("mse", True, lambda obs, qmax, pct: mse_threshold(obs.hist, obs.hist_max, qmax)),
-):
-    register_calibration(_rule)
+)}
 
-#: ``auto`` and the built-in rules (:func:`calibration_names` also lists rules registered later)
-ACT_CALIBRATIONS = calibration_names()
+#: what ``QuantConfig(act_calibration=...)`` accepts: ``auto`` and every rule
+ACT_CALIBRATIONS = ("auto", *_RULES)
+
+
+def get_calibration(name: str) -> CalibrationRule:
+    """The rule called ``name`` (``auto`` is resolved by ``QuantConfig.act_method``)."""
+    return _RULES[check_choice("activation calibration", name, tuple(_RULES))]
 
 
 def scale_from_observer(obs: ActObserver, bits: int, method: str, *, percentile: float = 99.99) -> tuple[float, bool]:

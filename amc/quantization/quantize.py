@@ -25,7 +25,7 @@ import torch.nn as nn
 from amc.errors import AmcError
 from amc.quantization.cache import ModelFingerprint, QuantCache
 from amc.quantization.config import QuantConfig
-from amc.quantization.observers import ActObserver, calibration_names, scale_from_observer
+from amc.quantization.observers import ACT_CALIBRATIONS, ActObserver, scale_from_observer
 from amc.quantization.schemes import check_bits, check_choice, fake_quant_activation, quantization_error
 from amc.quantization.wrapper import (
     QuantWrapper,
@@ -50,7 +50,7 @@ def activation_scale(
     b = check_bits(bits, kind="activation")
     if b is None:
         raise AmcError("activation_scale needs bits in 1..8")
-    method = check_choice("activation calibration", method, calibration_names())
+    method = check_choice("activation calibration", method, ACT_CALIBRATIONS)
     method = cfg.act_method(b) if method == "auto" else method
     obs = ActObserver(**cfg.observer_options(b, method))
     for t in [x] if isinstance(x, torch.Tensor) else x:
@@ -84,16 +84,6 @@ def iter_batches(data: Any) -> Iterable[torch.Tensor]:
                            f"got an item of type {type(item).__name__}")
 
 
-def _first_batches(wrappers: Mapping[str, QuantWrapper], calibration: Any, limit: int) -> list[torch.Tensor]:
-    if calibration is None:
-        raise AmcError(f"layers {sorted(wrappers)[:5]}... quantize their input activations but no calibration "
-                       "data was given; pass calibration=<a batch, or an iterable of batches>")
-    batches = list(itertools.islice(iter_batches(calibration), limit))
-    if not batches:
-        raise AmcError("the calibration data yielded no batch; pass at least one input batch")
-    return batches
-
-
 def calibrate(qmodel: nn.Module, calibration: Any, *, max_batches: int | None = None,
               cache: QuantCache | None = None) -> nn.Module:
     """Set every activation-quantizing wrapper's input scale from ``calibration`` batches.
@@ -108,15 +98,21 @@ def calibrate(qmodel: nn.Module, calibration: Any, *, max_batches: int | None = 
         cache: a :class:`QuantCache`: statistics and scales already computed for this float model
             and these batches are reused (no forward pass when every layer is known).
     """
+    return _calibrate(qmodel, calibration, max_batches, cache, None)
+
+
+def _calibrate(qmodel: nn.Module, calibration: Any, max_batches: int | None, cache: QuantCache | None,
+               fp: ModelFingerprint | None) -> nn.Module:
     wrappers = {n: m for n, m in quantized_layers(qmodel).items() if m.a_bits is not None}
     if not wrappers:
         return qmodel
+    if calibration is None:
+        raise AmcError(f"layers {sorted(wrappers)[:5]}... quantize their input activations but no calibration "
+                       "data was given; pass calibration=<a batch, or an iterable of batches>")
     limit = max_batches or max(m.config.calibration_batches for m in wrappers.values())
-    return _calibrate(qmodel, wrappers, _first_batches(wrappers, calibration, limit), cache, None)
-
-
-def _calibrate(qmodel: nn.Module, wrappers: dict[str, QuantWrapper], batches: list[torch.Tensor],
-               cache: QuantCache | None, fp: ModelFingerprint | None) -> nn.Module:
+    batches = list(itertools.islice(iter_batches(calibration), limit))
+    if not batches:
+        raise AmcError("the calibration data yielded no batch; pass at least one input batch")
     needs = {n: m.config.observer_options(m.a_bits) for n, m in wrappers.items()}
     stats = None
     if cache is not None:
@@ -197,8 +193,7 @@ def quantize_model(
         target.set_submodule(n, wrapper.train(inner.training))
     fp = ModelFingerprint(target) if cache is not None else None
     if any(ab is not None for _, ab in checked.values()):
-        wrappers = {n: m for n, m in quantized_layers(target).items() if m.a_bits is not None}
-        _calibrate(target, wrappers, _first_batches(wrappers, calibration, cfg.calibration_batches), cache, fp)
+        _calibrate(target, calibration, cfg.calibration_batches, cache, fp)
     with torch.no_grad():
         for n, m in quantized_layers(target).items():
             if m.w_bits is None:

@@ -186,8 +186,10 @@ def unpack_model(
         model: a model of the same architecture (float or quantized; copied, not modified) to fill
             instead of unpickling the stored architecture. Needed when the package has none.
     """
+    from amc.sparse import decode_codes
+
     if not isinstance(package, Mapping) or package.get("format") != PACKED_FORMAT:
-        raise AmcError("not an amc packed model; write one with amc.quantization.save_packed")
+        raise AmcError("not an amc packed model; write one with amc.quantization.save_packed or `amc export`")
     if int(package.get("version", -1)) > PACKED_VERSION:
         raise AmcError(f"packed model version {package['version']} is newer than this amc reads "
                        f"({PACKED_VERSION}); upgrade amc")
@@ -216,8 +218,10 @@ def unpack_model(
     qws: dict[str, QuantizedWeight] = {}
     for name, e in layout["layers"].items():
         off, nbytes = e["codes"]
+        data = codes_all[off: off + nbytes]  # bit-packed, or in a layout of amc.export's sparse layers
         numel = math.prod(e["shape"])
-        codes = torch.from_numpy(unpack_bits(codes_all[off: off + nbytes], e["bits"], numel)).reshape(e["shape"])
+        flat = decode_codes(e["sparse"], data) if "sparse" in e else unpack_bits(data, e["bits"], numel)
+        codes = torch.from_numpy(flat).reshape(e["shape"])
         qp = {k: qparams[e[k][0]: e[k][0] + e[k][1]].clone() for k in ("scale", "centroids") if k in e}
         qw = qws[name] = QuantizedWeight(codes, qp.get("scale"), e["bits"], e["scheme"], qp.get("centroids"))
         state[_weight_key(name)] = qw.dequantize(torch.float32)
@@ -255,7 +259,6 @@ def load_packed(
     with the stored codes and tensors. Files of the earlier stand-alone packed format load too.
     """
     from amc.export import EXPORT_FORMAT, load
-    from amc.sparse import densify_package
 
     if not os.path.exists(path):
         raise AmcError(f"packed model {str(path)!r} not found")
@@ -264,14 +267,10 @@ def load_packed(
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
         raise AmcError(f"cannot read packed model {str(path)!r} ({type(e).__name__}: {e}); "
                        "write one with save_packed") from None
-    fmt = doc.get("format") if isinstance(doc, Mapping) else None
-    if fmt == PACKED_FORMAT:  # a file of the earlier stand-alone format: the payload itself
-        return unpack_model(doc, model=model, device=device).eval()
-    if fmt != EXPORT_FORMAT:
-        raise AmcError(f"{str(path)!r} is not an amc packed model; write one with amc.quantization.save_packed "
-                       "or `amc export`")
-    if model is None:
-        return load(path, device=device)
-    if doc.get("packed") is None:
-        raise AmcError(f"{str(path)!r} holds a float model, not a quantized one: load it with amc.export.load")
-    return unpack_model(densify_package(doc["packed"]), model=model, device=device).eval()
+    if isinstance(doc, Mapping) and doc.get("format") == EXPORT_FORMAT:
+        if model is None:
+            return load(path, device=device)
+        if doc.get("packed") is None:
+            raise AmcError(f"{str(path)!r} holds a float model, not a quantized one: load it with amc.export.load")
+        doc = doc["packed"]
+    return unpack_model(doc, model=model, device=device).eval()  # or a file of the earlier stand-alone format
