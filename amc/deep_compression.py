@@ -131,10 +131,8 @@ def share_weights(model: nn.Module, bits: Mapping[str, int], *, iters: int = 30)
         k = (1 << b) - 1
         codes = torch.full(w.shape, k, dtype=torch.long, device=w.device)
         keep = w != 0
-        cent = torch.zeros(k)
-        if bool(keep.any()):
-            c, cent = kmeans_1d(w[keep].cpu(), k, iters=iters)
-            codes[keep] = c.to(w.device)
+        c, cent = kmeans_1d(w[keep].cpu(), k, iters=iters)  # (an all-zero layer: k zeros)
+        codes[keep] = c.to(w.device)
         model.set_submodule(name, SharedWeight(layer, codes, cent.to(w.device)))
     return model
 
@@ -275,11 +273,9 @@ def deep_compress(
 
     share_weights(current, bits, iters=cfg.kmeans_iters)
     if cfg.share_epochs:
+        shared = {id(m.centroids) for m in current.modules() if isinstance(m, SharedWeight)}
         for p in current.parameters():  # only the shared values train; the rest is fixed as the paper does
-            p.requires_grad_(False)
-        for m in current.modules():
-            if isinstance(m, SharedWeight):
-                m.centroids.requires_grad_(True)
+            p.requires_grad_(id(p) in shared)
         fcfg = cfg._finetune_config(epochs=cfg.share_epochs, lr=cfg.share_lr, weight_decay=0.0)
         train(current, splits, fcfg.train_config(), run_dir=run_dir / "share", teacher=teacher,
               kd_temperature=cfg.kd_temperature, kd_alpha=cfg.kd_alpha, resume=resume, progress=progress,

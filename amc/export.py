@@ -54,7 +54,8 @@ from amc import __version__
 from amc.errors import AmcError
 from amc.policy import Policy
 from amc.quantization import fake_quant_activation, pack_model, quantized_layers, skeleton_bytes, unpack_model
-from amc.sparse import densify_state, sparsify_package, sparsify_state
+from amc.quantization.storage import read_layout
+from amc.sparse import densify_state, sparsify_state
 from amc.utils import atomic_torch_save, resolve_device
 
 log = logging.getLogger(__name__)
@@ -147,10 +148,10 @@ def _spec_dict(model_spec: Any, policy: Policy | None) -> dict[str, Any] | None:
 
 def _payload(model: nn.Module, quantized: bool, *, architecture: bool, huffman: bool = False) -> dict[str, Any]:
     if quantized:
-        package = pack_model(model, include_architecture=architecture)
-        sparse_package = sparsify_package(package, model, huffman=huffman)
-        return {"packed": sparse_package, "state_dict": None, "architecture": None, "sparse": None,
-                "version": EXPORT_VERSION if sparse_package is not package else _DENSE_VERSION}
+        package = pack_model(model, include_architecture=architecture, sparse=True, huffman=huffman)
+        sparse = any("sparse" in e for e in read_layout(package)["layers"].values())
+        return {"packed": package, "state_dict": None, "architecture": None, "sparse": None,
+                "version": EXPORT_VERSION if sparse else _DENSE_VERSION}
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     state, sparse = sparsify_state(model, state)
     arch = skeleton_bytes(model) if architecture else None
@@ -284,9 +285,8 @@ def _materialize(doc: Mapping[str, Any], *, device: str | torch.device, allow_pi
 
 
 def _metadata(doc: Mapping[str, Any], path: str | os.PathLike) -> dict[str, Any]:
-    meta = {k: v for k, v in doc.items() if k not in ("state_dict", "packed", "architecture", "sparse")}
-    meta["file_bytes"] = Path(path).stat().st_size
-    return meta
+    weights = ("state_dict", "packed", "architecture", "sparse")
+    return {**{k: v for k, v in doc.items() if k not in weights}, "file_bytes": Path(path).stat().st_size}
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -299,8 +299,7 @@ def load_with_metadata(path: str | os.PathLike, *, device: str | torch.device = 
                        allow_pickle: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """``(model in eval mode, read_metadata(path))``; see :func:`load`."""
     doc = _read(path)
-    dev = resolve_device(device) if isinstance(device, str) else device
-    return _materialize(doc, device=dev, allow_pickle=allow_pickle), _metadata(doc, path)
+    return _materialize(doc, device=resolve_device(device), allow_pickle=allow_pickle), _metadata(doc, path)
 
 
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", allow_pickle: bool = True) -> nn.Module:

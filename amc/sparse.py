@@ -26,9 +26,9 @@ section 4; the code-length tables are stored too) whenever that is smaller.
 the cost model (:meth:`amc.cost.CostModel.metric`, ``size`` with a density) and the search's ``size=``
 budget use; :func:`choose_layout` gives the exact size of given weights.
 
-How :mod:`amc.export` uses it: :func:`sparsify_package` rewrites a :func:`amc.quantization.pack_model`
-package (its dense bit-packed codes become the smaller layout), whose layers
-:func:`amc.quantization.unpack_model` reads back with :func:`decode_codes`; :func:`sparsify_state` /
+How models use it: :func:`amc.quantization.pack_model` (``sparse=True``, as :mod:`amc.export` writes)
+stores each quantized layer by :func:`encode_codes` where that is smaller than bit-packing, and
+:func:`amc.quantization.unpack_model` reads it back with :func:`decode_codes`; :func:`sparsify_state` /
 :func:`densify_state` do the same for the float weights of a ``state_dict``. Both round trips are exact.
 """
 
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,22 +44,23 @@ import torch.nn as nn
 
 from amc._huffman import code_lengths, huffman_decode, huffman_encode, pack_bits, unpack_bits
 from amc.errors import AmcError
-from amc.quantization import quantized_layers
-from amc.quantization.storage import read_layout, write_layout
+
+if TYPE_CHECKING:
+    from amc.quantization.schemes import QuantizedWeight
 
 __all__ = [
     "INDEX_BITS",
     "LAYOUTS",
     "SparseChoice",
     "choose_layout",
-    "decode_mask",
     "decode_codes",
+    "decode_mask",
     "densify_state",
+    "encode_codes",
     "expected_index_entries",
     "index_entries",
     "sparse_bits",
     "sparse_bits_array",
-    "sparsify_package",
     "sparsify_state",
 ]
 
@@ -174,10 +175,7 @@ def choose_layout(mask: np.ndarray, value_bits: int, *, values: np.ndarray | Non
         choices.append(SparseChoice("bitmask", 0, numel + vbits))
         pos = np.flatnonzero(mask)
         for w in INDEX_BITS:
-            if huffman:
-                ibits = _stream_bits(_relative_symbols(pos, w), w)[0]
-            else:
-                ibits = index_entries(pos, w) * w
+            ibits = _stream_bits(_relative_symbols(pos, w), w)[0] if huffman else index_entries(pos, w) * w
             choices.append(SparseChoice("relative", w, ibits + vbits))
     return min(choices, key=lambda c: c.bits)  # the first of equals
 
@@ -259,42 +257,27 @@ def _zero_code(codes: np.ndarray, deq: np.ndarray) -> int | None:
     return int(zc[0]) if len(zc) == 1 else None
 
 
-def sparsify_package(package: dict[str, Any], model: nn.Module, *, huffman: bool = False) -> dict[str, Any]:
-    """A copy of the :func:`amc.quantization.pack_model` package of ``model`` in which each quantized
-    layer whose zeros make a smaller layout (or, with ``huffman``, a Huffman coding) is stored so;
-    the package is returned unchanged when no layer gains."""
-    wrappers = quantized_layers(model)
-    layout = read_layout(package)
-    codes_all = package["codes"].numpy()
-    chunks: list[np.ndarray] = []
-    off = 0
-    for name, e in layout["layers"].items():
-        o, nb = e["codes"]
-        data = codes_all[o: o + nb]
-        qw = wrappers[name].quantized_weight()
-        codes = qw.codes.reshape(-1).cpu().numpy().astype(np.int64)
-        z = _zero_code(codes, qw.dequantize().reshape(-1).cpu().numpy())
-        mask = codes != z if z is not None else np.ones(codes.size, dtype=bool)
-        encoded = _encode(mask, codes[mask], int(e["bits"]), huffman)
-        if encoded is None and huffman:  # dense, but its codes alone may Huffman-code smaller
-            parts: list[np.ndarray] = []
-            stream = _write_stream(codes, int(e["bits"]), True, parts)
-            encoded = ({"layout": "dense", "numel": int(codes.size), "nnz": int(codes.size), "values": stream},
-                       np.concatenate(parts))
-        if encoded is not None and encoded[1].size < data.size:
-            e["sparse"] = {**encoded[0], "zero_code": z}
-            data = encoded[1]
-        e["codes"] = [off, int(data.size)]
-        chunks.append(data)
-        off += int(data.size)
-    if not any("sparse" in e for e in layout["layers"].values()):
-        return package
-    return {**package, "layout": write_layout(layout), "codes": torch.from_numpy(np.concatenate(chunks))}
+def encode_codes(qw: QuantizedWeight, *, huffman: bool = False) -> tuple[dict[str, Any], np.ndarray] | None:
+    """One quantized layer's codes in the smallest layout its zeros allow (with ``huffman``, Huffman-coded
+    where smaller): ``(entry, bytes)``, or None when plain bit-packing is as small.
+    :func:`amc.quantization.pack_model` stores layers so, :func:`decode_codes` reads them back."""
+    codes = qw.codes.reshape(-1).cpu().numpy().astype(np.int64)
+    z = _zero_code(codes, qw.dequantize().reshape(-1).cpu().numpy())
+    mask = codes != z if z is not None else np.ones(codes.size, dtype=bool)
+    encoded = _encode(mask, codes[mask], qw.bits, huffman)
+    if encoded is None and huffman:  # dense, but its codes alone may Huffman-code smaller
+        parts: list[np.ndarray] = []
+        stream = _write_stream(codes, qw.bits, True, parts)
+        encoded = ({"layout": "dense", "numel": int(codes.size), "nnz": int(codes.size), "values": stream},
+                   np.concatenate(parts))
+    if encoded is None or encoded[1].size >= (codes.size * qw.bits + 7) // 8:  # the bit-packed size
+        return None
+    return {**encoded[0], "zero_code": z}, encoded[1]
 
 
 def decode_codes(sp: Mapping[str, Any], data: np.ndarray) -> np.ndarray:
-    """The codes (flat ``uint8``) of a layer that :func:`sparsify_package` stored as ``sp``, from its
-    bytes ``data``; :func:`amc.quantization.unpack_model` reads such layers with it."""
+    """The codes (flat ``uint8``) of a layer that :func:`encode_codes` stored as ``sp``, from its bytes
+    ``data``."""
     mask, vo = decode_mask(sp, data)
     values, _ = _read_stream(sp["values"], data, vo)
     codes = np.full(int(sp["numel"]), -1 if sp["zero_code"] is None else int(sp["zero_code"]), np.int64)

@@ -34,6 +34,7 @@ from amc._huffman import code_lengths, pack_bits, unpack_bits
 from amc.errors import AmcError
 from amc.quantization.schemes import FLOAT_BITS, QuantizedWeight
 from amc.quantization.wrapper import QuantWrapper, quantizable_layers, quantized_layers
+from amc.sparse import decode_codes, encode_codes
 
 PACKED_FORMAT = "amc-packed-model"  # the payload's tag (a whole file before there was one format)
 PACKED_VERSION = 1
@@ -103,7 +104,8 @@ def _weight_key(name: str) -> str:
 
 
 def pack_model(
-    qmodel: nn.Module, *, float_dtype: torch.dtype = torch.float32, include_architecture: bool = True
+    qmodel: nn.Module, *, float_dtype: torch.dtype = torch.float32, include_architecture: bool = True,
+    sparse: bool = False, huffman: bool = False,
 ) -> dict[str, Any]:
     """The model as an honest storage payload (what a model file holds under ``packed``).
 
@@ -112,6 +114,9 @@ def pack_model(
     state (biases, BN, float layers) one ``float_dtype`` array; integer state one int64 array; the
     layout a zlib-compressed JSON document; and, with ``include_architecture``, the architecture as a
     compressed pickle of a storage-free copy of the model. Few tensors means little overhead.
+
+    With ``sparse``, a layer whose zeros make a smaller layout (:func:`amc.sparse.encode_codes`) is
+    stored so; ``huffman`` (with ``sparse``) also Huffman-codes codes and indices where smaller.
     """
     if float_dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise AmcError(f"float_dtype must be torch.float32, float16 or bfloat16, got {float_dtype}")
@@ -125,7 +130,9 @@ def pack_model(
         if m.w_bits is None:
             continue
         qw = m.quantized_weight()
-        data = pack_bits(qw.codes.cpu().numpy(), qw.bits)  # (ceil(numel * bits / 8),) uint8
+        encoded = encode_codes(qw, huffman=huffman) if sparse else None
+        # bit-packed: (ceil(numel * bits / 8),) uint8
+        data = pack_bits(qw.codes.cpu().numpy(), qw.bits) if encoded is None else encoded[1]
         entry: dict[str, Any] = {"bits": qw.bits, "scheme": qw.scheme, "shape": list(qw.codes.shape),
                                  "codes": [code_off, int(data.size)]}
         code_chunks.append(data)
@@ -137,6 +144,8 @@ def pack_model(
                 entry[key] = [qp_off, int(t.numel())]
                 qparams.append(t)
                 qp_off += int(t.numel())
+        if encoded is not None:
+            entry["sparse"] = encoded[0]
         layers[name] = entry
     skip = {_weight_key(n) for n in layers}
     sections: dict[str, list[torch.Tensor]] = {"float": [], "int": []}
@@ -186,8 +195,6 @@ def unpack_model(
         model: a model of the same architecture (float or quantized; copied, not modified) to fill
             instead of unpickling the stored architecture. Needed when the package has none.
     """
-    from amc.sparse import decode_codes
-
     if not isinstance(package, Mapping) or package.get("format") != PACKED_FORMAT:
         raise AmcError("not an amc packed model; write one with amc.quantization.save_packed or `amc export`")
     if int(package.get("version", -1)) > PACKED_VERSION:
