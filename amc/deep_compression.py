@@ -39,7 +39,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from amc.config.flat import FlatConfig, flat_config
 from amc.config.train import DeepCompressionOptions
@@ -51,6 +50,7 @@ from amc.policy import LayerDecision, Policy
 from amc.pruning import magnitude_prune
 from amc.quantization import QuantConfig, QuantizedWeight, QuantWrapper, quantized_layers
 from amc.quantization.schemes import kmeans_1d
+from amc.quantization.wrapper import layer_forward
 from amc.training import evaluate, train
 from amc.utils import atomic_write_json, resolve_device
 
@@ -113,10 +113,7 @@ class SharedWeight(nn.Module):
         return table[self.codes]  # the layer's weight shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m, w = self.module, self.shared_weight()
-        if isinstance(m, nn.Conv2d):
-            return m._conv_forward(x, w, m.bias)
-        return F.linear(x, w, m.bias)
+        return layer_forward(self.module, x, self.shared_weight())
 
 
 def share_weights(model: nn.Module, bits: Mapping[str, int], *, iters: int = 30) -> nn.Module:

@@ -47,6 +47,7 @@ import torch.nn as nn
 from amc.errors import AmcError
 from amc.latency import fixed_threads, measure_latency
 from amc.quantization.quantize import iter_batches
+from amc.quantization.schemes import check_choice
 
 __all__ = ["INT8_BACKENDS", "Int8Model", "compare_latency", "int8_backends", "int8_model"]
 
@@ -90,9 +91,7 @@ def int8_backends() -> list[str]:
 
 def _backend_order(backend: str) -> list[str]:
     """The backends ``int8_model`` tries, in order, for ``backend``."""
-    b = str(backend).lower()
-    if b not in INT8_BACKENDS:
-        raise AmcError(f"unknown int8 backend {backend!r}; valid: {', '.join(INT8_BACKENDS)}")
+    b = check_choice("int8 backend", backend, INT8_BACKENDS)
     avail = int8_backends()
     if b == "auto":
         if not avail:

@@ -183,14 +183,11 @@ def quantize_model(
                for n in sorted(set(w_bits) | set(a_bits))}
     target = model if inplace else copy.deepcopy(model)
     for n, (wb, ab) in checked.items():
-        mod = target.get_submodule(n)
-        inner = mod.module if isinstance(mod, QuantWrapper) else mod
-        if wb is None and ab is None:
-            if mod is not inner:
-                target.set_submodule(n, inner)
-            continue
-        wrapper = QuantWrapper(inner, wb, ab, config=cfg, scheme=schemes.get(n), name=n)
-        target.set_submodule(n, wrapper.train(inner.training))
+        layer = target.get_submodule(n)
+        layer = layer.module if isinstance(layer, QuantWrapper) else layer
+        if wb is not None or ab is not None:
+            layer = QuantWrapper(layer, wb, ab, config=cfg, scheme=schemes.get(n), name=n).train(layer.training)
+        target.set_submodule(n, layer)  # a float layer loses its wrapper
     fp = ModelFingerprint(target) if cache is not None else None
     if any(ab is not None for _, ab in checked.values()):
         _calibrate(target, calibration, cfg.calibration_batches, cache, fp)
