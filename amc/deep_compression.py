@@ -291,10 +291,9 @@ def layer_table(model: nn.Module) -> list[dict[str, Any]]:
     """Per quantized layer: weights, nonzero fraction, bits and distinct values (for reports/tests)."""
     rows = []
     for name, w in quantized_layers(model).items():
-        qw = w.quantized_weight()
-        deq = qw.dequantize()
+        deq = w.quantized_weight().dequantize()
         rows.append({"layer": name, "weights": int(deq.numel()), "density": float((deq != 0).float().mean()),
-                     "bits": qw.bits, "values": int(torch.unique(deq).numel())})
+                     "bits": w.w_bits, "values": int(torch.unique(deq).numel())})
     return rows
 
 

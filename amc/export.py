@@ -242,10 +242,10 @@ def _read(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
         raise AmcError(f"cannot read model file {str(path)!r} (corrupt or not an amc model: "
                        f"{type(e).__name__}: {str(e)[:200]})") from None
-    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
-        hint = ""
-        if isinstance(doc, dict) and doc.get("format") == "amc-checkpoint":
-            hint = " (it is a training checkpoint: use amc.training.load_checkpoint or `amc eval --checkpoint`)"
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    if fmt != EXPORT_FORMAT:
+        hint = (" (it is a training checkpoint: use amc.training.load_checkpoint or `amc eval --checkpoint`)"
+                if fmt == "amc-checkpoint" else "")
         raise AmcError(f"{str(path)!r} is not an exported amc model (no format={EXPORT_FORMAT!r}){hint}")
     if int(doc.get("version", 0)) > EXPORT_VERSION:
         raise AmcError(f"{str(path)!r} has export version {doc['version']}, newer than this amc reads "

@@ -43,10 +43,8 @@ def slimming_penalty(model: nn.Module, lam: float) -> torch.Tensor:
 @torch.no_grad()
 def scale_values(model: nn.Module) -> torch.Tensor:
     """All norm scales ``|gamma|`` of ``model`` as one CPU float tensor (for histograms)."""
-    scales = norm_scales(model)
-    if not scales:
-        return torch.zeros(0)
-    return torch.cat([s.detach().abs().float().reshape(-1).cpu() for s in scales])
+    scales = [s.detach().abs().float().reshape(-1).cpu() for s in norm_scales(model)]
+    return torch.cat(scales) if scales else torch.zeros(0)
 
 
 def threshold_policy(model: nn.Module, example_input: torch.Tensor, *, macs_ratio: float, min_keep: float = 0.05,

@@ -222,26 +222,25 @@ def mse_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candida
 
 @dataclass(frozen=True)
 class CalibrationRule:
-    """A named rule giving the clip threshold (float units) of an observed activation.
+    """A rule giving the clip threshold (float units) of an observed activation.
 
     Attributes:
-        name: what ``QuantConfig(act_calibration=...)`` calls it.
         histogram: whether the rule reads ``obs.hist`` (observers then collect one).
         threshold: ``(observer, qmax, percentile) -> threshold``; ``qmax`` is the largest integer
             level (127 for int8, 15 for uint4); ``percentile`` is the config's, in (0, 100].
     """
 
-    name: str
     histogram: bool
     threshold: Callable[[ActObserver, int, float], float]
 
 
-_RULES: dict[str, CalibrationRule] = {r.name: r for r in (
-    CalibrationRule("max", False, lambda obs, qmax, pct: obs.abs_max),
-    CalibrationRule("percentile", True, lambda obs, qmax, pct: percentile_threshold(obs.hist, obs.hist_max, pct)),
-    CalibrationRule("kl", True, lambda obs, qmax, pct: kl_threshold(obs.hist, obs.hist_max, qmax)),
-    CalibrationRule("mse", True, lambda obs, qmax, pct: mse_threshold(obs.hist, obs.hist_max, qmax)),
-)}
+#: the rules by the name ``QuantConfig(act_calibration=...)`` gives them
+_RULES: dict[str, CalibrationRule] = {
+    "max": CalibrationRule(False, lambda o, qmax, pct: o.abs_max),
+    "percentile": CalibrationRule(True, lambda o, qmax, pct: percentile_threshold(o.hist, o.hist_max, pct)),
+    "kl": CalibrationRule(True, lambda o, qmax, pct: kl_threshold(o.hist, o.hist_max, qmax)),
+    "mse": CalibrationRule(True, lambda o, qmax, pct: mse_threshold(o.hist, o.hist_max, qmax)),
+}
 
 #: what ``QuantConfig(act_calibration=...)`` accepts: ``auto`` and every rule
 ACT_CALIBRATIONS = ("auto", *_RULES)
