@@ -251,18 +251,13 @@ def decode_mask(entry: Mapping[str, Any], blob: np.ndarray, off: int = 0) -> tup
 # packages (quantized models) and state dicts (float models)
 
 
-def _zero_code(codes: np.ndarray, deq: np.ndarray) -> int | None:
-    """The single code that means 0.0 in this layer, or None when zeros are absent or ambiguous."""
-    zc = np.unique(codes[deq == 0])
-    return int(zc[0]) if len(zc) == 1 else None
-
-
 def encode_codes(qw: QuantizedWeight, *, huffman: bool = False) -> tuple[dict[str, Any], np.ndarray] | None:
     """One quantized layer's codes in the smallest layout its zeros allow (with ``huffman``, Huffman-coded
     where smaller): ``(entry, bytes)``, or None when plain bit-packing is as small.
     :func:`amc.quantization.pack_model` stores layers so, :func:`decode_codes` reads them back."""
     codes = qw.codes.reshape(-1).cpu().numpy().astype(np.int64)
-    z = _zero_code(codes, qw.dequantize().reshape(-1).cpu().numpy())
+    zc = np.unique(codes[qw.dequantize().reshape(-1).cpu().numpy() == 0])
+    z = int(zc[0]) if len(zc) == 1 else None  # the code that means 0.0; none when absent or ambiguous
     mask = codes != z if z is not None else np.ones(codes.size, dtype=bool)
     encoded = _encode(mask, codes[mask], qw.bits, huffman)
     if encoded is None and huffman:  # dense, but its codes alone may Huffman-code smaller

@@ -236,8 +236,7 @@ def unpack_model(
         target.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
         raise AmcError(f"the packed state does not fit the model: {e}") from None
-    target.to(device)
-    target.train(bool(layout.get("training", False)))
+    target.to(device).train(bool(layout.get("training", False)))
     wrappers = quantized_layers(target)
     for name, qw in qws.items():
         wrappers[name].pin_quantized_weight(qw)
