@@ -383,8 +383,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with torch.no_grad():
-            torch.onnx.export(m, (x,), str(path), input_names=["input"], output_names=["logits"], verbose=False,
-                              dynamic_shapes=({0: torch.export.Dim("batch")},),
+            torch.onnx.export(m, (x,), str(path), input_names=["input"], output_names=["logits"],
+                              verbose=False, dynamic_shapes=({0: torch.export.Dim("batch")},),
                               opset_version=None if opset is None else int(opset))
     except Exception as e:  # noqa: BLE001
         raise AmcError(f"ONNX export failed: {type(e).__name__}: {str(e)[:300]}") from None

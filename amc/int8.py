@@ -231,8 +231,8 @@ def int8_model(
     if isinstance(example_inputs, (tuple, list)) and len(example_inputs) == 1:
         example_inputs = example_inputs[0]
     if not isinstance(example_inputs, torch.Tensor):
-        raise AmcError("int8_model supports single-input models: example_inputs must be one tensor batch (or a "
-                       f"1-tuple holding it), got {type(example_inputs).__name__}")
+        raise AmcError("int8_model supports single-input models: example_inputs must be one tensor batch "
+                       f"(or a 1-tuple holding it), got {type(example_inputs).__name__}")
     if any(p.device.type != "cpu" for p in model.parameters()):
         warnings.warn("int8 kernels run on CPU: timing a CPU copy of the model", stacklevel=2)
     float_model = copy.deepcopy(model).cpu().eval()

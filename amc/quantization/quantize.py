@@ -186,7 +186,8 @@ def quantize_model(
         layer = target.get_submodule(n)
         layer = layer.module if isinstance(layer, QuantWrapper) else layer
         if wb is not None or ab is not None:
-            layer = QuantWrapper(layer, wb, ab, config=cfg, scheme=schemes.get(n), name=n).train(layer.training)
+            wrapper = QuantWrapper(layer, wb, ab, config=cfg, scheme=schemes.get(n), name=n)
+            layer = wrapper.train(layer.training)
         target.set_submodule(n, layer)  # a float layer loses its wrapper
     fp = ModelFingerprint(target) if cache is not None else None
     if any(ab is not None for _, ab in checked.values()):

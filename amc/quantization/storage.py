@@ -3,8 +3,9 @@ storage plus a small overhead.
 
 :func:`pack_model` turns a quantized model into a *packed payload*: weight codes bit-packed into one
 byte stream, fp32 per-channel scales (and k-means centroids), everything else (biases, BN,
-activation scales) in fp32 (or fp16), a JSON layout. :func:`unpack_model` turns it back, the stored
-codes pinned, so the model computes exactly what the packed one did.
+activation scales) in fp32 (or fp16), a JSON layout; with ``sparse=True`` (what ``amc.export``
+writes) a layer whose zeros make a smaller layout of :mod:`amc.sparse` is stored so. :func:`unpack_model`
+turns it back, the stored codes pinned, so the model computes exactly what the packed one did.
 
 There is one model file format: ``amc.export``'s (``format: amc-model``, what ``amc export`` and
 ``amc apply`` write), which holds the payload of a quantized model under ``packed``.
@@ -12,7 +13,7 @@ There is one model file format: ``amc.export``'s (``format: amc-model``, what ``
 wrote before (the payload alone, ``format: amc-packed-model``) still load.
 
 :func:`huffman_size_bits` gives what Huffman coding of the codes would reach, as Deep Compression
-reports; files store fixed-length codes.
+reports; files hold Huffman-coded codes only when written with ``huffman=True``.
 """
 
 from __future__ import annotations
@@ -277,6 +278,7 @@ def load_packed(
         if model is None:
             return load(path, device=device)
         if doc.get("packed") is None:
-            raise AmcError(f"{str(path)!r} holds a float model, not a quantized one: load it with amc.export.load")
+            raise AmcError(f"{str(path)!r} holds a float model, not a quantized one: load it with "
+                           "amc.export.load")
         doc = doc["packed"]
     return unpack_model(doc, model=model, device=device).eval()  # or a file of the earlier stand-alone format
