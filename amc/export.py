@@ -106,8 +106,7 @@ def build_structure(model_spec: Mapping[str, Any] | Any, policy: Policy | None =
     spec = resolve_spec(model_spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = build_model(spec)
-    model.eval()
+        model = build_model(spec).eval()
     if policy is not None and policy.granularity == "channel" and any(g.channels < g.total for g in policy.groups):
         model = apply_policy(model, _structural_policy(policy), example_input=example_input(spec)).eval()
     return model

@@ -274,9 +274,8 @@ def decode_codes(sp: Mapping[str, Any], data: np.ndarray) -> np.ndarray:
     """The codes (flat ``uint8``) of a layer that :func:`encode_codes` stored as ``sp``, from its bytes
     ``data``."""
     mask, vo = decode_mask(sp, data)
-    values, _ = _read_stream(sp["values"], data, vo)
     codes = np.full(int(sp["numel"]), -1 if sp["zero_code"] is None else int(sp["zero_code"]), np.int64)
-    codes[mask] = values
+    codes[mask] = _read_stream(sp["values"], data, vo)[0]
     if (codes < 0).any():
         raise AmcError("corrupt sparse layer: zeros without a zero code")
     return codes.astype(np.uint8)
@@ -316,10 +315,8 @@ def densify_state(state: Mapping[str, torch.Tensor], sparse: Mapping[str, Any] |
     blob = sparse["data"].numpy()
     for key, e in sparse["layers"].items():
         mask, vo = decode_mask(e, blob, int(e["offset"]))
-        n = int(mask.sum())
-        vals = np.frombuffer(blob[vo: vo + 4 * n].tobytes(), dtype=np.float32)
         w = np.zeros(int(e["numel"]), dtype=np.float32)
-        w[mask] = vals
+        w[mask] = np.frombuffer(blob[vo: vo + 4 * int(mask.sum())].tobytes(), dtype=np.float32)
         out[key] = torch.from_numpy(w).reshape(e["shape"])
     return out
 

@@ -39,7 +39,8 @@ class ActObserver:
         self.abs_max = 0.0
         self.abs_sum = 0.0
         self.count = 0
-        self.hist: torch.Tensor | None = None  # (bins,) float64 counts of non-zero |x|
+        # (bins,) float64 counts of non-zero |x|
+        self.hist = torch.zeros(self.bins, dtype=torch.float64) if histogram else None
         self.hist_max = 0.0
 
     @torch.no_grad()
@@ -53,11 +54,7 @@ class ActObserver:
         self.count += x.numel()
         if self.track_abs_mean:
             self.abs_sum += float(x.abs().sum())
-        if not self.histogram:
-            return
-        if self.hist is None:
-            self.hist = torch.zeros(self.bins, dtype=torch.float64)
-        if amax == 0.0:
+        if not self.histogram or amax == 0.0:
             return
         if self.hist_max == 0.0:
             self.hist_max = amax
