@@ -287,7 +287,6 @@ def sparsify_state(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[di
     rest = dict(state)
     layers: dict[str, Any] = {}
     chunks: list[np.ndarray] = []
-    off = 0
     for name, m in model.named_modules():
         key = f"{name}.weight" if name else "weight"
         if not isinstance(m, (nn.Conv2d, nn.Linear)) or key not in rest or rest[key].dtype != torch.float32:
@@ -298,10 +297,8 @@ def sparsify_state(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[di
         if encoded is None:
             continue
         entry, data = encoded
-        entry.update(shape=list(rest.pop(key).shape), offset=off)
-        layers[key] = entry
+        layers[key] = {**entry, "shape": list(rest.pop(key).shape), "offset": sum(c.size for c in chunks)}
         chunks.append(data)
-        off += int(data.size)
     if not layers:
         return state, None
     return rest, {"layers": layers, "data": torch.from_numpy(np.concatenate(chunks))}

@@ -114,12 +114,8 @@ def _calibrate(qmodel: nn.Module, calibration: Any, max_batches: int | None, cac
     if not batches:
         raise AmcError("the calibration data yielded no batch; pass at least one input batch")
     needs = {n: m.config.observer_options(m.a_bits) for n, m in wrappers.items()}
-    stats = None
-    if cache is not None:
-        stats = cache.calibration((fp or ModelFingerprint(qmodel)).model, batches)
-        observers, missing = stats.observers, stats.missing(needs)
-    else:
-        observers, missing = {}, list(wrappers)
+    stats = cache.calibration((fp or ModelFingerprint(qmodel)).model, batches) if cache is not None else None
+    observers, missing = (stats.observers, stats.missing(needs)) if stats else ({}, list(wrappers))
     if missing:  # one no-grad eval pass of the float model, observing the missing layers' inputs
         new = {n: ActObserver(**needs[n]) for n in missing}
         device = model_device(qmodel)

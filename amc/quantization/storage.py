@@ -126,7 +126,6 @@ def pack_model(
     layers: dict[str, dict[str, Any]] = {}
     code_chunks: list[np.ndarray] = []
     qparams: list[torch.Tensor] = []
-    code_off = qp_off = 0
     for name, m in wrappers.items():
         if m.w_bits is None:
             continue
@@ -135,22 +134,19 @@ def pack_model(
         # bit-packed: (ceil(numel * bits / 8),) uint8
         data = pack_bits(qw.codes.cpu().numpy(), qw.bits) if encoded is None else encoded[1]
         entry: dict[str, Any] = {"bits": qw.bits, "scheme": qw.scheme, "shape": list(qw.codes.shape),
-                                 "codes": [code_off, int(data.size)]}
+                                 "codes": [sum(c.size for c in code_chunks), int(data.size)]}  # offset, size
         code_chunks.append(data)
-        code_off += int(data.size)
         for key in ("scale", "centroids"):
             t = getattr(qw, key)
             if t is not None:
                 t = t.detach().float().cpu().reshape(-1)
-                entry[key] = [qp_off, int(t.numel())]
+                entry[key] = [sum(q.numel() for q in qparams), int(t.numel())]
                 qparams.append(t)
-                qp_off += int(t.numel())
         if encoded is not None:
             entry["sparse"] = encoded[0]
         layers[name] = entry
     skip = {_weight_key(n) for n in layers}
     sections: dict[str, list[torch.Tensor]] = {"float": [], "int": []}
-    offsets = {"float": 0, "int": 0}
     index: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     for key, v in state.items():
@@ -166,9 +162,8 @@ def pack_model(
         else:
             raise AmcError(f"cannot pack state {key!r} of dtype {v.dtype}")
         index.append({"key": key, "section": sec, "dtype": str(v.dtype).replace("torch.", ""),
-                      "shape": list(v.shape), "offset": offsets[sec]})
+                      "shape": list(v.shape), "offset": sum(t.numel() for t in sections[sec])})
         sections[sec].append(flat)
-        offsets[sec] += flat.numel()
     layout = {"layers": layers, "wrappers": list(wrappers), "index": index, "extra_state": extra,
               "training": bool(qmodel.training)}
     codes = np.concatenate(code_chunks) if code_chunks else np.zeros(0, np.uint8)
