@@ -143,12 +143,9 @@ def shared_to_quantized(model: nn.Module) -> nn.Module:
             continue
         table = torch.cat([m.centroids.detach(), m.centroids.new_zeros(1)]).float().cpu()
         bits = max(1, (len(table) - 1).bit_length())
-        layer = m.module
-        with torch.no_grad():
-            layer.weight.copy_(m.shared_weight())
         qw = QuantizedWeight(m.codes.detach().to(torch.uint8).cpu(), None, bits, "kmeans", table)
-        wrapper = QuantWrapper(layer, w_bits=bits, config=QuantConfig(weight_scheme="kmeans"), name=name)
-        wrapper.pin_quantized_weight(qw)
+        wrapper = QuantWrapper(m.module, w_bits=bits, config=QuantConfig(weight_scheme="kmeans"), name=name)
+        wrapper.pin_quantized_weight(qw)  # also sets the layer's weight to table[codes]
         model.set_submodule(name, wrapper)
     return model
 

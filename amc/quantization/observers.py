@@ -187,8 +187,7 @@ def kl_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candidat
         return torch.where(p > 0, p * (torch.log(p.clamp(min=1e-300)) - log_q_last), torch.zeros_like(p))
 
     kl = kl - p_log_pq(h_last / total) + p_log_pq((h_last + above) / total)
-    best = int(cand[int(torch.argmin(kl))])
-    return best * hist_max / B
+    return int(cand[int(torch.argmin(kl))]) * hist_max / B  # the best cut's threshold
 
 
 def mse_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candidates: int = 512) -> float:
@@ -209,8 +208,7 @@ def mse_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candida
     err = ((s2[hi] - s2[lo]) - 2 * v * (s1[hi] - s1[lo]) + v * v * (s0[hi] - s0[lo])).sum(1)
     top = cand.to(torch.float64)  # clipped values map to the top level, value i (bins)
     err = err + (s2[B] - s2[cand]) - 2 * top * (s1[B] - s1[cand]) + top * top * (s0[B] - s0[cand])
-    best = int(cand[int(torch.argmin(err))])
-    return best * hist_max / B
+    return int(cand[int(torch.argmin(err))]) * hist_max / B  # the best cut's threshold
 
 
 # --------------------------------------------------------------------------------------------------

@@ -235,14 +235,12 @@ def _mse_clip_ratio(flat: torch.Tensor, amax: torch.Tensor, qmax: int) -> torch.
     C = flat.shape[0]
     coarse = torch.linspace(0.1, 1.0, 16, dtype=flat.dtype, device=flat.device)  # (16,)
     cand = coarse[:, None].expand(16, C)
-    err = errors(cand)
-    best = cand.gather(0, err.argmin(0, keepdim=True))[0]  # (C,)
+    best = cand.gather(0, errors(cand).argmin(0, keepdim=True))[0]  # (C,)
     d = float(coarse[1] - coarse[0])
     offsets = torch.linspace(-d, d, 10, dtype=flat.dtype, device=flat.device)[1:-1]  # (8,)
     fine = (best[None, :] + offsets[:, None]).clamp(0.02, 1.0)  # (8, C)
     cand = torch.cat([best[None, :], fine])
-    err = errors(cand)
-    return cand.gather(0, err.argmin(0, keepdim=True))[0]
+    return cand.gather(0, errors(cand).argmin(0, keepdim=True))[0]
 
 
 def kmeans_1d(values: torch.Tensor, k: int, *, iters: int = 30) -> tuple[torch.Tensor, torch.Tensor]:

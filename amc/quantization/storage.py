@@ -166,13 +166,12 @@ def pack_model(
         sections[sec].append(flat)
     layout = {"layers": layers, "wrappers": list(wrappers), "index": index, "extra_state": extra,
               "training": bool(qmodel.training)}
-    codes = np.concatenate(code_chunks) if code_chunks else np.zeros(0, np.uint8)
     return {
         "format": PACKED_FORMAT,
         "version": PACKED_VERSION,
         "layout": write_layout(layout),
         "architecture": skeleton_bytes(qmodel) if include_architecture else None,
-        "codes": torch.from_numpy(codes),
+        "codes": torch.from_numpy(np.concatenate([np.zeros(0, np.uint8), *code_chunks])),
         "qparams": torch.cat(qparams) if qparams else torch.zeros(0),
         "float": torch.cat(sections["float"]) if sections["float"] else torch.zeros(0, dtype=float_dtype),
         "int": torch.cat(sections["int"]) if sections["int"] else torch.zeros(0, dtype=torch.int64),
