@@ -176,8 +176,7 @@ def _build_pt2e(model: nn.Module, example: torch.Tensor, batches: list[torch.Ten
     except Exception as e:  # noqa: BLE001 - export errors come in many types
         raise AmcError(f"torch.export could not capture the model for int8 ({type(e).__name__}: "
                        f"{str(e).splitlines()[0] if str(e) else ''}); try backend='fx'") from None
-    quantizer = X86InductorQuantizer()
-    quantizer.set_global(get_default_x86_inductor_quantization_config())
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
     prepared = prepare_pt2e(exported, quantizer)
     with torch.no_grad():
         for x in batches:

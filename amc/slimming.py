@@ -87,12 +87,11 @@ def threshold_policy(model: nn.Module, example_input: torch.Tensor, *, macs_rati
     if over(len(cands) - 1):
         raise AmcError(f"macs={macs_ratio} is unreachable with min_keep={min_keep}: lower min_keep")
     best = float(cands[1 + last_true(len(cands) - 1, over)])  # the smallest threshold that meets the budget
-    channels = kept(best)
     spec = dict(model_spec) if model_spec is not None else {"name": type(model).__name__}
     return Policy(model=spec, mode="prune", granularity="channel",
                   budget={"metric": "macs", "ratio": macs_ratio, "target": f"macs={macs_ratio}"},
                   pruning={"importance": "bn_scale", "round_to": 1,
                            "threshold": best},
                   groups=[GroupDecision(layers=g.layers, keep_ratio=k / g.channels, channels=k, total=g.channels)
-                          for g, k in zip(groups, channels)],
+                          for g, k in zip(groups, kept(best))],
                   layers=[LayerDecision(ly.name, ly.kind, None, None, None) for ly in pruner.graph.layers])

@@ -190,11 +190,9 @@ def quantize_model(
         _calibrate(target, calibration, cfg.calibration_batches, cache, fp)
     with torch.no_grad():
         for n, m in quantized_layers(target).items():
-            if m.w_bits is None:
-                continue
             if fp is None:
-                m.quantized_weight()  # quantize once now, not on the first evaluated batch
-            else:
+                m.quantized_weight()  # quantize once now, not on the first evaluated batch (float: no-op)
+            elif m.w_bits is not None:
                 cache.quantize_weight(m, fp.weight(n))
     return target
 

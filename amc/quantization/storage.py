@@ -232,9 +232,8 @@ def unpack_model(
     except RuntimeError as e:
         raise AmcError(f"the packed state does not fit the model: {e}") from None
     target.to(device).train(bool(layout.get("training", False)))
-    wrappers = quantized_layers(target)
     for name, qw in qws.items():
-        wrappers[name].pin_quantized_weight(qw)
+        target.get_submodule(name).pin_quantized_weight(qw)
     return target
 
 
