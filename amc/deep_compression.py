@@ -39,7 +39,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from amc.config.flat import FlatConfig, flat_config
 from amc.config.train import DeepCompressionOptions
@@ -50,6 +49,8 @@ from amc.graph import LayerGraph
 from amc.policy import LayerDecision, Policy
 from amc.pruning import magnitude_prune
 from amc.quantization import QuantConfig, QuantizedWeight, QuantWrapper, quantized_layers
+from amc.quantization.schemes import kmeans_1d
+from amc.quantization.wrapper import layer_forward
 from amc.training import evaluate, train
 from amc.utils import atomic_write_json, resolve_device
 
@@ -93,27 +94,6 @@ DeepCompressionConfig = flat_config("DeepCompressionConfig", DeepCompressionOpti
 # weight sharing
 
 
-def kmeans_1d(values: torch.Tensor, k: int, *, iters: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lloyd's k-means of a 1-D tensor with ``k`` centroids initialised linearly over
-    ``[min, max]`` (Deep Compression's best initialisation, section 3.2): ``(codes int64 (n,),
-    centroids (k,) sorted)``. Empty clusters keep their initial value."""
-    if k < 1:
-        raise AmcError(f"k-means needs k >= 1 centroids, got {k}")
-    v = values.detach().reshape(-1).float()
-    if v.numel() == 0:
-        return torch.zeros(0, dtype=torch.long), torch.zeros(k)
-    cent = torch.linspace(float(v.min()), float(v.max()), k)
-    for _ in range(iters):
-        codes = torch.bucketize(v, (cent[1:] + cent[:-1]) / 2)  # nearest centroid (sorted, 1-D)
-        counts = torch.bincount(codes, minlength=k)
-        sums = torch.zeros(k).index_add_(0, codes, v)
-        new = torch.where(counts > 0, sums / counts.clamp(min=1), cent)
-        if torch.equal(new, cent):
-            break
-        cent = new
-    return torch.bucketize(v, (cent[1:] + cent[:-1]) / 2), cent
-
-
 class SharedWeight(nn.Module):
     """A conv/linear layer whose weight is ``table[codes]`` with ``table = [centroids..., 0.0]``:
     ``2^b - 1`` trainable shared values and the pruned weights' fixed zero (code ``2^b - 1``).
@@ -124,8 +104,6 @@ class SharedWeight(nn.Module):
 
     def __init__(self, module: nn.Module, codes: torch.Tensor, centroids: torch.Tensor) -> None:
         super().__init__()
-        if not isinstance(module, (nn.Conv2d, nn.Linear)):
-            raise AmcError(f"weight sharing wraps nn.Conv2d / nn.Linear, got {type(module).__name__}")
         self.module = module
         self.register_buffer("codes", codes.to(torch.long))
         self.centroids = nn.Parameter(centroids.detach().float().clone())
@@ -135,10 +113,7 @@ class SharedWeight(nn.Module):
         return table[self.codes]  # the layer's weight shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m, w = self.module, self.shared_weight()
-        if isinstance(m, nn.Conv2d):
-            return m._conv_forward(x, w, m.bias)
-        return F.linear(x, w, m.bias)
+        return layer_forward(self.module, x, self.shared_weight())
 
 
 def share_weights(model: nn.Module, bits: Mapping[str, int], *, iters: int = 30) -> nn.Module:
@@ -153,10 +128,8 @@ def share_weights(model: nn.Module, bits: Mapping[str, int], *, iters: int = 30)
         k = (1 << b) - 1
         codes = torch.full(w.shape, k, dtype=torch.long, device=w.device)
         keep = w != 0
-        cent = torch.zeros(k)
-        if bool(keep.any()):
-            c, cent = kmeans_1d(w[keep].cpu(), k, iters=iters)
-            codes[keep] = c.to(w.device)
+        c, cent = kmeans_1d(w[keep].cpu(), k, iters=iters)  # (an all-zero layer: k zeros)
+        codes[keep] = c.to(w.device)
         model.set_submodule(name, SharedWeight(layer, codes, cent.to(w.device)))
     return model
 
@@ -170,12 +143,9 @@ def shared_to_quantized(model: nn.Module) -> nn.Module:
             continue
         table = torch.cat([m.centroids.detach(), m.centroids.new_zeros(1)]).float().cpu()
         bits = max(1, (len(table) - 1).bit_length())
-        layer = m.module
-        with torch.no_grad():
-            layer.weight.copy_(m.shared_weight())
         qw = QuantizedWeight(m.codes.detach().to(torch.uint8).cpu(), None, bits, "kmeans", table)
-        wrapper = QuantWrapper(layer, w_bits=bits, config=QuantConfig(weight_scheme="kmeans"), name=name)
-        wrapper.pin_quantized_weight(qw)
+        wrapper = QuantWrapper(m.module, w_bits=bits, config=QuantConfig(weight_scheme="kmeans"), name=name)
+        wrapper.pin_quantized_weight(qw)  # also sets the layer's weight to table[codes]
         model.set_submodule(name, wrapper)
     return model
 
@@ -275,8 +245,10 @@ def deep_compress(
         size = path.stat().st_size
         wbytes = weight_bytes(path)
         acc = _test_top1(m, splits, device) if top1 is None else top1
+        layers = [x for x in m.modules() if isinstance(x, (nn.Conv2d, nn.Linear))]  # inside wrappers too
+        float_wbytes = FLOAT_BYTES * sum(x.weight.numel() for x in layers)
         table.append({"stage": stage, "file_bytes": size, "ratio": base_bytes / size, "weight_bytes": wbytes,
-                      "weight_ratio": _float_weight_bytes(m) / wbytes, "test_top1": acc, "file": str(path)})
+                      "weight_ratio": float_wbytes / wbytes, "test_top1": acc, "file": str(path)})
         log.info("stage %s: %d bytes (%.1fx), weights %d bytes, test top-1 %s", stage, size, base_bytes / size,
                  wbytes, acc)
         atomic_write_json(run_dir / "deep_compression.json", summary)
@@ -295,11 +267,9 @@ def deep_compress(
 
     share_weights(current, bits, iters=cfg.kmeans_iters)
     if cfg.share_epochs:
+        shared = {id(m.centroids) for m in current.modules() if isinstance(m, SharedWeight)}
         for p in current.parameters():  # only the shared values train; the rest is fixed as the paper does
-            p.requires_grad_(False)
-        for m in current.modules():
-            if isinstance(m, SharedWeight):
-                m.centroids.requires_grad_(True)
+            p.requires_grad_(id(p) in shared)
         fcfg = cfg._finetune_config(epochs=cfg.share_epochs, lr=cfg.share_lr, weight_decay=0.0)
         train(current, splits, fcfg.train_config(), run_dir=run_dir / "share", teacher=teacher,
               kd_temperature=cfg.kd_temperature, kd_alpha=cfg.kd_alpha, resume=resume, progress=progress,
@@ -314,20 +284,13 @@ def deep_compress(
     return DeepCompressionResult(current, table, summary)
 
 
-def _float_weight_bytes(model: nn.Module) -> int:
-    """float32 bytes of the conv/linear weights (of a model possibly wrapped by quantization)."""
-    layers = (m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
-    return FLOAT_BYTES * sum(m.weight.numel() for m in layers)
-
-
 def layer_table(model: nn.Module) -> list[dict[str, Any]]:
     """Per quantized layer: weights, nonzero fraction, bits and distinct values (for reports/tests)."""
     rows = []
     for name, w in quantized_layers(model).items():
-        qw = w.quantized_weight()
-        deq = qw.dequantize()
+        deq = w.quantized_weight().dequantize()
         rows.append({"layer": name, "weights": int(deq.numel()), "density": float((deq != 0).float().mean()),
-                     "bits": qw.bits, "values": int(torch.unique(deq).numel())})
+                     "bits": w.w_bits, "values": int(torch.unique(deq).numel())})
     return rows
 
 

@@ -54,8 +54,8 @@ from amc import __version__
 from amc.errors import AmcError
 from amc.policy import Policy
 from amc.quantization import fake_quant_activation, pack_model, quantized_layers, skeleton_bytes, unpack_model
-from amc.quantization.schemes import act_qrange
-from amc.sparse import densify_package, densify_state, sparsify_package, sparsify_state
+from amc.quantization.storage import read_layout
+from amc.sparse import densify_state, sparsify_state
 from amc.utils import atomic_torch_save, resolve_device
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,7 @@ def build_structure(model_spec: Mapping[str, Any] | Any, policy: Policy | None =
     spec = resolve_spec(model_spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = build_model(spec)
-    model.eval()
+        model = build_model(spec).eval()
     if policy is not None and policy.granularity == "channel" and any(g.channels < g.total for g in policy.groups):
         model = apply_policy(model, _structural_policy(policy), example_input=example_input(spec)).eval()
     return model
@@ -148,10 +147,10 @@ def _spec_dict(model_spec: Any, policy: Policy | None) -> dict[str, Any] | None:
 
 def _payload(model: nn.Module, quantized: bool, *, architecture: bool, huffman: bool = False) -> dict[str, Any]:
     if quantized:
-        package = pack_model(model, include_architecture=architecture)
-        sparse_package = sparsify_package(package, model, huffman=huffman)
-        return {"packed": sparse_package, "state_dict": None, "architecture": None, "sparse": None,
-                "version": EXPORT_VERSION if sparse_package is not package else _DENSE_VERSION}
+        package = pack_model(model, include_architecture=architecture, sparse=True, huffman=huffman)
+        sparse = any("sparse" in e for e in read_layout(package)["layers"].values())
+        return {"packed": package, "state_dict": None, "architecture": None, "sparse": None,
+                "version": EXPORT_VERSION if sparse else _DENSE_VERSION}
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     state, sparse = sparsify_state(model, state)
     arch = skeleton_bytes(model) if architecture else None
@@ -242,10 +241,10 @@ def _read(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
         raise AmcError(f"cannot read model file {str(path)!r} (corrupt or not an amc model: "
                        f"{type(e).__name__}: {str(e)[:200]})") from None
-    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
-        hint = ""
-        if isinstance(doc, dict) and doc.get("format") == "amc-checkpoint":
-            hint = " (it is a training checkpoint: use amc.training.load_checkpoint or `amc eval --checkpoint`)"
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    if fmt != EXPORT_FORMAT:
+        hint = (" (it is a training checkpoint: use amc.training.load_checkpoint or `amc eval --checkpoint`)"
+                if fmt == "amc-checkpoint" else "")
         raise AmcError(f"{str(path)!r} is not an exported amc model (no format={EXPORT_FORMAT!r}){hint}")
     if int(doc.get("version", 0)) > EXPORT_VERSION:
         raise AmcError(f"{str(path)!r} has export version {doc['version']}, newer than this amc reads "
@@ -265,7 +264,7 @@ def _materialize(doc: Mapping[str, Any], *, device: str | torch.device, allow_pi
         if packed is None:
             raise AmcError("the model file is marked quantized but holds no packed weights")
         base = None if packed.get("architecture") is not None else build_structure(doc["model_spec"], policy)
-        model = unpack_model(densify_package(packed), model=base, device="cpu")
+        model = unpack_model(packed, model=base, device="cpu")
     else:
         state = doc.get("state_dict")
         if state is None:
@@ -285,9 +284,8 @@ def _materialize(doc: Mapping[str, Any], *, device: str | torch.device, allow_pi
 
 
 def _metadata(doc: Mapping[str, Any], path: str | os.PathLike) -> dict[str, Any]:
-    meta = {k: v for k, v in doc.items() if k not in ("state_dict", "packed", "architecture", "sparse")}
-    meta["file_bytes"] = Path(path).stat().st_size
-    return meta
+    weights = ("state_dict", "packed", "architecture", "sparse")
+    return {**{k: v for k, v in doc.items() if k not in weights}, "file_bytes": Path(path).stat().st_size}
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -300,8 +298,7 @@ def load_with_metadata(path: str | os.PathLike, *, device: str | torch.device = 
                        allow_pickle: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """``(model in eval mode, read_metadata(path))``; see :func:`load`."""
     doc = _read(path)
-    dev = resolve_device(device) if isinstance(device, str) else device
-    return _materialize(doc, device=dev, allow_pickle=allow_pickle), _metadata(doc, path)
+    return _materialize(doc, device=resolve_device(device), allow_pickle=allow_pickle), _metadata(doc, path)
 
 
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", allow_pickle: bool = True) -> nn.Module:
@@ -321,9 +318,8 @@ class _FrozenQuantLayer(nn.Module):
     """A quantized layer frozen for graph export: its weight holds the dequantized integer codes and
     its input is fake-quantized with the calibrated scale (no Python control flow on tensors)."""
 
-    def __init__(self, wrapper: nn.Module, *, explicit: bool = False) -> None:
+    def __init__(self, wrapper: nn.Module) -> None:
         super().__init__()
-        self.explicit = explicit  # round/clamp ops instead of aten's fake-quant (torch.export lacks it)
         layer = copy.deepcopy(wrapper.module)
         with torch.no_grad():
             qw = wrapper.quantized_weight()
@@ -335,28 +331,14 @@ class _FrozenQuantLayer(nn.Module):
         self.act_signed = wrapper.act_signed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.a_bits is not None:
-            if self.explicit:
-                x = self._fake_quant(x)
-            else:
-                x = fake_quant_activation(x, self.a_bits, self.act_scale, self.act_signed)
-        return self.layer(x)
-
-    def _fake_quant(self, x: torch.Tensor) -> torch.Tensor:
-        s, b = float(self.act_scale), int(self.a_bits)
-        if self.act_signed and b == 1:
-            return torch.where(x >= 0, torch.full_like(x, s), torch.full_like(x, -s))
-        lo, hi = act_qrange(b, self.act_signed)
-        inv = float(torch.tensor(1.0) / torch.tensor(s))  # float32 1/s, as aten's kernel
-        return torch.clamp(torch.round(x * inv), lo, hi) * s  # (N, ...) on the quantization grid
+        return self.layer(fake_quant_activation(x, self.a_bits, self.act_scale, self.act_signed))
 
 
-def _frozen(model: nn.Module, *, explicit: bool = False) -> nn.Module:
+def _frozen(model: nn.Module) -> nn.Module:
     """A plain copy for tracing: quantization wrappers become :class:`_FrozenQuantLayer`."""
     m = _plain_copy(model)
     for name, w in quantized_layers(m).items():
-        parent, _, attr = name.rpartition(".")
-        setattr(m.get_submodule(parent) if parent else m, attr, _FrozenQuantLayer(w, explicit=explicit))
+        m.set_submodule(name, _FrozenQuantLayer(w))
     return m.eval()
 
 
@@ -394,17 +376,15 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.
     """
     if not onnx_available():
         raise AmcError('ONNX export needs the optional packages onnx and onnxscript: pip install "amc[export]"')
-    m = _frozen(model, explicit=True)
+    m = _frozen(model)
     x = example_input.detach().cpu()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    kwargs: dict[str, Any] = {"input_names": ["input"], "output_names": ["logits"], "verbose": False,
-                              "dynamic_shapes": ({0: torch.export.Dim("batch")},)}
-    if opset is not None:
-        kwargs["opset_version"] = int(opset)
     try:
         with torch.no_grad():
-            torch.onnx.export(m, (x,), str(path), **kwargs)
+            torch.onnx.export(m, (x,), str(path), input_names=["input"], output_names=["logits"],
+                              verbose=False, dynamic_shapes=({0: torch.export.Dim("batch")},),
+                              opset_version=None if opset is None else int(opset))
     except Exception as e:  # noqa: BLE001
         raise AmcError(f"ONNX export failed: {type(e).__name__}: {str(e)[:300]}") from None
     return path

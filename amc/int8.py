@@ -31,7 +31,6 @@ simulator, or measurements on hardware that has such kernels), never from a timi
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.util
 import logging
@@ -39,7 +38,7 @@ import os
 import platform
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -48,6 +47,7 @@ import torch.nn as nn
 from amc.errors import AmcError
 from amc.latency import fixed_threads, measure_latency
 from amc.quantization.quantize import iter_batches
+from amc.quantization.schemes import check_choice
 
 __all__ = ["INT8_BACKENDS", "Int8Model", "compare_latency", "int8_backends", "int8_model"]
 
@@ -91,9 +91,7 @@ def int8_backends() -> list[str]:
 
 def _backend_order(backend: str) -> list[str]:
     """The backends ``int8_model`` tries, in order, for ``backend``."""
-    b = str(backend).lower()
-    if b not in INT8_BACKENDS:
-        raise AmcError(f"unknown int8 backend {backend!r}; valid: {', '.join(INT8_BACKENDS)}")
+    b = check_choice("int8 backend", backend, INT8_BACKENDS)
     avail = int8_backends()
     if b == "auto":
         if not avail:
@@ -107,28 +105,6 @@ def _backend_order(backend: str) -> list[str]:
                "fx": "needs torch.ao.quantization.quantize_fx and an x86/fbgemm/qnnpack engine"}[b]
         raise AmcError(f"int8 backend {b!r} is not available here: it {why}; available: {avail or 'none'}")
     return [b]
-
-
-@contextlib.contextmanager
-def _quiet_torch_ao() -> Iterator[None]:
-    """torch.ao.quantization and the quantized-tensor API warn that they are deprecated on every
-    call; the fx backend is chosen knowingly as a fallback, so keep the log readable."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*")
-        warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*")
-        warnings.filterwarnings("ignore", message=r".*reduce_range will be deprecated.*")
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.ao\..*")
-        yield
-
-
-def _as_batches(calibration: Any, example: torch.Tensor) -> list[torch.Tensor]:
-    if calibration is None:
-        logger.warning("int8_model: no calibration data, activation ranges come from the example input only")
-        return [example]
-    out = list(iter_batches(calibration))
-    if not out:
-        raise AmcError("the calibration data yielded no batch")
-    return out
 
 
 class Int8Model(nn.Module):
@@ -200,8 +176,7 @@ def _build_pt2e(model: nn.Module, example: torch.Tensor, batches: list[torch.Ten
     except Exception as e:  # noqa: BLE001 - export errors come in many types
         raise AmcError(f"torch.export could not capture the model for int8 ({type(e).__name__}: "
                        f"{str(e).splitlines()[0] if str(e) else ''}); try backend='fx'") from None
-    quantizer = X86InductorQuantizer()
-    quantizer.set_global(get_default_x86_inductor_quantization_config())
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
     prepared = prepare_pt2e(exported, quantizer)
     with torch.no_grad():
         for x in batches:
@@ -218,7 +193,11 @@ def _build_fx(model: nn.Module, example: torch.Tensor, batches: list[torch.Tenso
         logger.info("int8 fx: switching torch.backends.quantized.engine %s -> %s",
                     torch.backends.quantized.engine, engine)
         torch.backends.quantized.engine = engine
-    with _quiet_torch_ao():
+    with warnings.catch_warnings():  # torch.ao warns that it is deprecated on every call: chosen knowingly
+        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*")
+        warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*")
+        warnings.filterwarnings("ignore", message=r".*reduce_range will be deprecated.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.ao\..*")
         try:
             prepared = prepare_fx(model, get_default_qconfig_mapping(engine), (example,))
         except Exception as e:  # noqa: BLE001 - symbolic tracing errors come in many types
@@ -248,17 +227,20 @@ def int8_model(
     Raises :class:`AmcError` when no int8 backend exists here or none can run the model.
     """
     order = _backend_order(backend)
-    if isinstance(example_inputs, (tuple, list)):
-        if len(example_inputs) != 1:
-            raise AmcError("int8_model supports single-input models: pass one example batch")
+    if isinstance(example_inputs, (tuple, list)) and len(example_inputs) == 1:
         example_inputs = example_inputs[0]
     if not isinstance(example_inputs, torch.Tensor):
-        raise AmcError(f"example_inputs must be a tensor batch, got {type(example_inputs).__name__}")
+        raise AmcError("int8_model supports single-input models: example_inputs must be one tensor batch "
+                       f"(or a 1-tuple holding it), got {type(example_inputs).__name__}")
     if any(p.device.type != "cpu" for p in model.parameters()):
         warnings.warn("int8 kernels run on CPU: timing a CPU copy of the model", stacklevel=2)
     float_model = copy.deepcopy(model).cpu().eval()
     example = example_inputs.detach().cpu()
-    batches = _as_batches(calibration, example)
+    if calibration is None:
+        logger.warning("int8_model: no calibration data, activation ranges come from the example input only")
+    batches = [example] if calibration is None else list(iter_batches(calibration))
+    if not batches:
+        raise AmcError("the calibration data yielded no batch")
     failures = []
     for i, cand in enumerate(order):
         try:
@@ -274,26 +256,6 @@ def int8_model(
                                order[i + 1])
     hint = "" if len(order) > 1 else f"; available backends: {', '.join(int8_backends())}"
     raise AmcError("no int8 backend could run this model (" + "; ".join(failures) + ")" + hint)
-
-
-def _measure(model: nn.Module, shape: tuple[int, ...], batch: int, *, threads: int | None, warmup: int,
-             repeats: int) -> float:
-    """Median ms of one batch through ``model`` (:func:`amc.latency.measure_latency`: fixed threads,
-    warm-up, median of repeats). One untimed call first builds the int8 graph for this shape."""
-    with fixed_threads(threads), torch.no_grad():
-        model(torch.randn(batch, *shape))
-    return measure_latency(model, shape, batch_size=batch, threads=threads, warmup=warmup, repeats=repeats,
-                           device="cpu").median_ms
-
-
-def _measure_compiled(model: nn.Module, shape: tuple[int, ...], batch: int, *, threads: int | None,
-                      warmup: int, repeats: int) -> float | None:
-    compiled = torch.compile(copy.deepcopy(model), dynamic=False)
-    try:
-        return _measure(compiled, shape, batch, threads=threads, warmup=warmup, repeats=repeats)
-    except Exception as e:  # noqa: BLE001 - a missing compiler or an unsupported op: no baseline
-        logger.warning("torch.compile of the fp32 model failed (%s): no compiled fp32 baseline", type(e).__name__)
-        return None
 
 
 def compare_latency(
@@ -332,22 +294,31 @@ def compare_latency(
         raise AmcError(f"input_shape must be one sample's shape, e.g. (3, 32, 32); got {tuple(input_shape)}")
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise AmcError(f"batch_sizes must be positive ints, got {batch_sizes}")
-    if repeats < 1 or warmup < 0:
-        raise AmcError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
     g = torch.Generator().manual_seed(seed)
     if calibration is None:
         calibration = [torch.randn(16, *shape, generator=g) for _ in range(4)]
     float_model = copy.deepcopy(model).cpu().eval()
+
+    def measure(m: nn.Module, bs: int) -> float:
+        with fixed_threads(threads), torch.no_grad():
+            m(torch.randn(bs, *shape))  # untimed: builds the int8 graph for this shape
+        return measure_latency(m, shape, batch_size=bs, threads=threads, warmup=warmup, repeats=repeats,
+                               device="cpu").median_ms
+
     with fixed_threads(threads):
         qmodel = int8_model(float_model, torch.randn(2, *shape, generator=g), calibration, backend=backend)
         results = []
-        for bs in batch_sizes:
-            fp = _measure(float_model, shape, int(bs), threads=threads, warmup=warmup, repeats=repeats)
-            i8 = _measure(qmodel, shape, int(bs), threads=threads, warmup=warmup, repeats=repeats)
-            row = {"batch_size": int(bs), "fp32_ms": fp, "int8_ms": i8, "speedup": fp / i8}
+        for bs in (int(b) for b in batch_sizes):
+            fp, i8 = measure(float_model, bs), measure(qmodel, bs)
+            row = {"batch_size": bs, "fp32_ms": fp, "int8_ms": i8, "speedup": fp / i8}
             if fp32_compiled:
-                row["fp32_compiled_ms"] = _measure_compiled(float_model, shape, int(bs), threads=threads,
-                                                            warmup=warmup, repeats=repeats)
+                try:
+                    compiled = torch.compile(copy.deepcopy(float_model), dynamic=False)
+                    row["fp32_compiled_ms"] = measure(compiled, bs)
+                except Exception as e:  # noqa: BLE001 - a missing compiler or an unsupported op: no baseline
+                    logger.warning("torch.compile of the fp32 model failed (%s): no compiled fp32 baseline",
+                                   type(e).__name__)
+                    row["fp32_compiled_ms"] = None
             results.append(row)
             logger.info("batch %d: fp32 %.3f ms, int8 %.3f ms (x%.2f)", bs, fp, i8, fp / i8)
         used_threads = torch.get_num_threads()

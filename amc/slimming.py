@@ -43,10 +43,8 @@ def slimming_penalty(model: nn.Module, lam: float) -> torch.Tensor:
 @torch.no_grad()
 def scale_values(model: nn.Module) -> torch.Tensor:
     """All norm scales ``|gamma|`` of ``model`` as one CPU float tensor (for histograms)."""
-    scales = norm_scales(model)
-    if not scales:
-        return torch.zeros(0)
-    return torch.cat([s.detach().abs().float().reshape(-1).cpu() for s in scales])
+    scales = [s.detach().abs().float().reshape(-1).cpu() for s in norm_scales(model)]
+    return torch.cat(scales) if scales else torch.zeros(0)
 
 
 def threshold_policy(model: nn.Module, example_input: torch.Tensor, *, macs_ratio: float, min_keep: float = 0.05,
@@ -89,12 +87,11 @@ def threshold_policy(model: nn.Module, example_input: torch.Tensor, *, macs_rati
     if over(len(cands) - 1):
         raise AmcError(f"macs={macs_ratio} is unreachable with min_keep={min_keep}: lower min_keep")
     best = float(cands[1 + last_true(len(cands) - 1, over)])  # the smallest threshold that meets the budget
-    channels = kept(best)
     spec = dict(model_spec) if model_spec is not None else {"name": type(model).__name__}
     return Policy(model=spec, mode="prune", granularity="channel",
                   budget={"metric": "macs", "ratio": macs_ratio, "target": f"macs={macs_ratio}"},
                   pruning={"importance": "bn_scale", "round_to": 1,
                            "threshold": best},
                   groups=[GroupDecision(layers=g.layers, keep_ratio=k / g.channels, channels=k, total=g.channels)
-                          for g, k in zip(groups, channels)],
+                          for g, k in zip(groups, kept(best))],
                   layers=[LayerDecision(ly.name, ly.kind, None, None, None) for ly in pruner.graph.layers])

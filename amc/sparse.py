@@ -26,17 +26,17 @@ section 4; the code-length tables are stored too) whenever that is smaller.
 the cost model (:meth:`amc.cost.CostModel.metric`, ``size`` with a density) and the search's ``size=``
 budget use; :func:`choose_layout` gives the exact size of given weights.
 
-How :mod:`amc.export` uses it: :func:`sparsify_package` rewrites a :func:`amc.quantization.pack_model`
-package (its dense bit-packed codes become the smaller layout) and :func:`densify_package` undoes it
-before :func:`amc.quantization.unpack_model`; :func:`sparsify_state` / :func:`densify_state` do the same
-for the float weights of a ``state_dict``. Both round trips are exact.
+How models use it: :func:`amc.quantization.pack_model` (``sparse=True``, as :mod:`amc.export` writes)
+stores each quantized layer by :func:`encode_codes` where that is smaller than bit-packing, and
+:func:`amc.quantization.unpack_model` reads it back with :func:`decode_codes`; :func:`sparsify_state` /
+:func:`densify_state` do the same for the float weights of a ``state_dict``. Both round trips are exact.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,22 +44,23 @@ import torch.nn as nn
 
 from amc._huffman import code_lengths, huffman_decode, huffman_encode, pack_bits, unpack_bits
 from amc.errors import AmcError
-from amc.quantization import quantized_layers
-from amc.quantization.storage import read_layout, write_layout
+
+if TYPE_CHECKING:
+    from amc.quantization.schemes import QuantizedWeight
 
 __all__ = [
     "INDEX_BITS",
     "LAYOUTS",
     "SparseChoice",
     "choose_layout",
+    "decode_codes",
     "decode_mask",
-    "densify_package",
     "densify_state",
+    "encode_codes",
     "expected_index_entries",
     "index_entries",
     "sparse_bits",
     "sparse_bits_array",
-    "sparsify_package",
     "sparsify_state",
 ]
 
@@ -104,33 +105,32 @@ def expected_index_entries(numel: int, nnz: float, index_bits: int) -> float:
     return float(nnz * (1.0 + qm / (1.0 - qm)))
 
 
+def _expected_layout_bits(numel: np.ndarray, density: np.ndarray, value_bits: np.ndarray) -> np.ndarray:
+    """``(2 + len(INDEX_BITS), L)`` expected bits of ``L`` layers with randomly placed nonzeros in each
+    layout: dense, bitmask, then relative per index width (``inf`` where a layer has no zero)."""
+    numel = np.asarray(numel, dtype=np.float64)
+    p = np.clip(np.asarray(density, dtype=np.float64), 0.0, 1.0)
+    nnz = p * numel
+    values = nnz * np.asarray(value_bits, dtype=np.float64)
+    w = np.asarray(INDEX_BITS, dtype=np.float64)[:, None]  # (W, 1)
+    qm = (1.0 - p)[None, :] ** (2.0 ** w - 1.0)  # (W, L); fillers: see expected_index_entries
+    fillers = np.where(qm < 1.0, qm / np.where(qm < 1.0, 1.0 - qm, 1.0), 0.0)
+    sparse = np.vstack([numel + values, nnz * (1.0 + fillers) * w + values])
+    return np.vstack([numel * np.asarray(value_bits, dtype=np.float64), np.where(p < 1.0, sparse, np.inf)])
+
+
 def sparse_bits(numel: float, density: float, value_bits: float) -> SparseChoice:
     """Expected storage of a layer of ``numel`` weights of which ``density`` are nonzero (randomly
     placed), each nonzero stored in ``value_bits``: the smallest layout."""
-    nnz = density * numel
-    choices = [SparseChoice("dense", 0, float(numel * value_bits))]
-    if density < 1.0:
-        choices.append(SparseChoice("bitmask", 0, float(numel + nnz * value_bits)))
-        for w in INDEX_BITS:
-            entries = expected_index_entries(int(numel), nnz, w)
-            choices.append(SparseChoice("relative", w, float(entries * w + nnz * value_bits)))
-    return min(choices, key=lambda c: c.bits)  # the first of equals
+    bits = _expected_layout_bits(np.array([numel]), np.array([density]), np.array([value_bits]))[:, 0]
+    i = int(np.argmin(bits))  # the first of equals
+    return SparseChoice(LAYOUTS[min(i, 2)], INDEX_BITS[i - 2] if i >= 2 else 0, float(bits[i]))
 
 
 def sparse_bits_array(numel: np.ndarray, density: np.ndarray, value_bits: np.ndarray) -> np.ndarray:
     """:func:`sparse_bits` of many layers at once (the bits of each layer's smallest layout), for the
     cost model: ``(L,)`` arrays in, ``(L,)`` bits out."""
-    numel = np.asarray(numel, dtype=np.float64)
-    p = np.clip(np.asarray(density, dtype=np.float64), 0.0, 1.0)
-    vb = np.asarray(value_bits, dtype=np.float64)
-    nnz = p * numel
-    dense = numel * vb
-    w = np.asarray(INDEX_BITS, dtype=np.float64)[:, None]  # (W, 1)
-    qm = (1.0 - p)[None, :] ** (2.0 ** w - 1.0)  # (W, L)
-    fillers = np.where(qm < 1.0, qm / np.where(qm < 1.0, 1.0 - qm, 1.0), 0.0)
-    relative = (nnz * (1.0 + fillers) * w).min(0) + nnz * vb  # (L,)
-    sparse = np.minimum(numel + nnz * vb, relative)
-    return np.where(p < 1.0, np.minimum(dense, sparse), dense)
+    return _expected_layout_bits(numel, density, value_bits).min(0)
 
 
 def _relative_symbols(positions: np.ndarray, index_bits: int) -> np.ndarray:
@@ -175,10 +175,7 @@ def choose_layout(mask: np.ndarray, value_bits: int, *, values: np.ndarray | Non
         choices.append(SparseChoice("bitmask", 0, numel + vbits))
         pos = np.flatnonzero(mask)
         for w in INDEX_BITS:
-            if huffman:
-                ibits = _stream_bits(_relative_symbols(pos, w), w)[0]
-            else:
-                ibits = index_entries(pos, w) * w
+            ibits = _stream_bits(_relative_symbols(pos, w), w)[0] if huffman else index_entries(pos, w) * w
             choices.append(SparseChoice("relative", w, ibits + vbits))
     return min(choices, key=lambda c: c.bits)  # the first of equals
 
@@ -254,77 +251,34 @@ def decode_mask(entry: Mapping[str, Any], blob: np.ndarray, off: int = 0) -> tup
 # packages (quantized models) and state dicts (float models)
 
 
-def _zero_code(codes: np.ndarray, deq: np.ndarray) -> int | None:
-    """The single code that means 0.0 in this layer, or None when zeros are absent or ambiguous."""
-    zc = np.unique(codes[deq == 0])
-    return int(zc[0]) if len(zc) == 1 else None
+def encode_codes(qw: QuantizedWeight, *, huffman: bool = False) -> tuple[dict[str, Any], np.ndarray] | None:
+    """One quantized layer's codes in the smallest layout its zeros allow (with ``huffman``, Huffman-coded
+    where smaller): ``(entry, bytes)``, or None when plain bit-packing is as small.
+    :func:`amc.quantization.pack_model` stores layers so, :func:`decode_codes` reads them back."""
+    codes = qw.codes.reshape(-1).cpu().numpy().astype(np.int64)
+    zc = np.unique(codes[qw.dequantize().reshape(-1).cpu().numpy() == 0])
+    z = int(zc[0]) if len(zc) == 1 else None  # the code that means 0.0; none when absent or ambiguous
+    mask = codes != z if z is not None else np.ones(codes.size, dtype=bool)
+    encoded = _encode(mask, codes[mask], qw.bits, huffman)
+    if encoded is None and huffman:  # dense, but its codes alone may Huffman-code smaller
+        parts: list[np.ndarray] = []
+        stream = _write_stream(codes, qw.bits, True, parts)
+        encoded = ({"layout": "dense", "numel": int(codes.size), "nnz": int(codes.size), "values": stream},
+                   np.concatenate(parts))
+    if encoded is None or encoded[1].size >= (codes.size * qw.bits + 7) // 8:  # the bit-packed size
+        return None
+    return {**encoded[0], "zero_code": z}, encoded[1]
 
 
-def _rewrite_codes(package: Mapping[str, Any], layout: dict[str, Any],
-                   recode: Callable[[str, dict[str, Any], np.ndarray], np.ndarray]) -> dict[str, Any]:
-    """A copy of ``package`` whose codes stream is each layer's ``recode(name, entry, codes bytes)``
-    (which may update the layer's ``entry`` of ``layout``)."""
-    codes_all = package["codes"].numpy()
-    chunks: list[np.ndarray] = []
-    off = 0
-    for name, e in layout["layers"].items():
-        o, nb = e["codes"]
-        data = recode(name, e, codes_all[o: o + nb])
-        e["codes"] = [off, int(data.size)]
-        chunks.append(data)
-        off += int(data.size)
-    out = dict(package)
-    out["layout"] = write_layout(layout)
-    out["codes"] = torch.from_numpy(np.concatenate(chunks)) if chunks else package["codes"]
-    return out
-
-
-def sparsify_package(package: dict[str, Any], model: nn.Module, *, huffman: bool = False) -> dict[str, Any]:
-    """A copy of the :func:`amc.quantization.pack_model` package of ``model`` in which each quantized
-    layer whose zeros make a smaller layout (or, with ``huffman``, a Huffman coding) is stored so;
-    the package is returned unchanged when no layer gains."""
-    wrappers = quantized_layers(model)
-
-    def recode(name: str, e: dict[str, Any], data: np.ndarray) -> np.ndarray:
-        qw = wrappers[name].quantized_weight()
-        codes = qw.codes.reshape(-1).cpu().numpy().astype(np.int64)
-        z = _zero_code(codes, qw.dequantize().reshape(-1).cpu().numpy())
-        mask = codes != z if z is not None else np.ones(codes.size, dtype=bool)
-        encoded = _encode(mask, codes[mask], int(e["bits"]), huffman)
-        if encoded is None and huffman:  # dense, but its codes alone may Huffman-code smaller
-            chunks: list[np.ndarray] = []
-            stream = _write_stream(codes, int(e["bits"]), True, chunks)
-            encoded = ({"layout": "dense", "numel": int(codes.size), "nnz": int(codes.size), "values": stream},
-                       np.concatenate(chunks))
-        if encoded is None or encoded[1].size >= data.size:
-            return data
-        e["sparse"] = {**encoded[0], "zero_code": z}
-        return encoded[1]
-
-    layout = read_layout(package)
-    out = _rewrite_codes(package, layout, recode)
-    return out if any("sparse" in e for e in layout["layers"].values()) else package
-
-
-def densify_package(package: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Undo :func:`sparsify_package`: the same package with every layer's codes dense and bit-packed."""
-
-    def recode(name: str, e: dict[str, Any], data: np.ndarray) -> np.ndarray:
-        sp = e.pop("sparse", None)
-        if sp is None:
-            return data
-        mask, vo = decode_mask(sp, data)
-        values, _ = _read_stream(sp["values"], data, vo)
-        codes = np.full(int(sp["numel"]), -1 if sp["zero_code"] is None else int(sp["zero_code"]), np.int64)
-        codes[mask] = values
-        if (codes < 0).any():
-            raise AmcError("corrupt sparse layer: zeros without a zero code")
-        return pack_bits(codes, int(e["bits"]))
-
-    layout = read_layout(package)
-    if not any("sparse" in e for e in layout["layers"].values()):
-        return package
-    return _rewrite_codes(package, layout, recode)
+def decode_codes(sp: Mapping[str, Any], data: np.ndarray) -> np.ndarray:
+    """The codes (flat ``uint8``) of a layer that :func:`encode_codes` stored as ``sp``, from its bytes
+    ``data``."""
+    mask, vo = decode_mask(sp, data)
+    codes = np.full(int(sp["numel"]), -1 if sp["zero_code"] is None else int(sp["zero_code"]), np.int64)
+    codes[mask] = _read_stream(sp["values"], data, vo)[0]
+    if (codes < 0).any():
+        raise AmcError("corrupt sparse layer: zeros without a zero code")
+    return codes.astype(np.uint8)
 
 
 def sparsify_state(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
@@ -333,7 +287,6 @@ def sparsify_state(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[di
     rest = dict(state)
     layers: dict[str, Any] = {}
     chunks: list[np.ndarray] = []
-    off = 0
     for name, m in model.named_modules():
         key = f"{name}.weight" if name else "weight"
         if not isinstance(m, (nn.Conv2d, nn.Linear)) or key not in rest or rest[key].dtype != torch.float32:
@@ -344,10 +297,8 @@ def sparsify_state(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[di
         if encoded is None:
             continue
         entry, data = encoded
-        entry.update(shape=list(rest.pop(key).shape), offset=off)
-        layers[key] = entry
+        layers[key] = {**entry, "shape": list(rest.pop(key).shape), "offset": sum(c.size for c in chunks)}
         chunks.append(data)
-        off += int(data.size)
     if not layers:
         return state, None
     return rest, {"layers": layers, "data": torch.from_numpy(np.concatenate(chunks))}
@@ -361,10 +312,8 @@ def densify_state(state: Mapping[str, torch.Tensor], sparse: Mapping[str, Any] |
     blob = sparse["data"].numpy()
     for key, e in sparse["layers"].items():
         mask, vo = decode_mask(e, blob, int(e["offset"]))
-        n = int(mask.sum())
-        vals = np.frombuffer(blob[vo: vo + 4 * n].tobytes(), dtype=np.float32)
         w = np.zeros(int(e["numel"]), dtype=np.float32)
-        w[mask] = vals
+        w[mask] = np.frombuffer(blob[vo: vo + 4 * int(mask.sum())].tobytes(), dtype=np.float32)
         out[key] = torch.from_numpy(w).reshape(e["shape"])
     return out
 

@@ -55,11 +55,8 @@ class ModelFingerprint:
                 h.update(f"{norm(name)}:{type(m).__module__}.{type(m).__qualname__}({m.extra_repr()})\n".encode())
         self.tensors: dict[str, bytes] = {}
         for name, t in itertools.chain(model.named_parameters(remove_duplicate=False),
-                                       model.named_buffers(remove_duplicate=False)):
-            if t is None:
-                continue
-            d = digest(t)
-            self.tensors[norm(name)] = d
+                                       model.named_buffers(remove_duplicate=False)):  # (None ones skipped)
+            d = self.tensors[norm(name)] = digest(t)
             h.update(norm(name).encode() + b"=" + d)
         self.model = h.digest()
 

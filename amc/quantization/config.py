@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 from amc.config.flat import FlatConfig, flat_config
 from amc.config.search import _Section
 from amc.config.train import Count
-from amc.quantization.observers import calibration_names, get_calibration
+from amc.quantization.observers import ACT_CALIBRATIONS, get_calibration
 from amc.quantization.schemes import LOW_BITS, WEIGHT_CLIPS, check_choice, get_scheme
 
 __all__ = ["QuantOptions", "QuantConfig"]
@@ -51,7 +51,7 @@ class QuantOptions(_Section):
     @field_validator("act_calibration")
     @classmethod
     def _known_calibration(cls, v: str) -> str:
-        return check_choice("act_calibration", v, calibration_names())
+        return check_choice("act_calibration", v, ACT_CALIBRATIONS)
 
 
 class _QuantConfigBase(FlatConfig):

@@ -4,7 +4,7 @@ The observer keeps, per layer, the running min/max, the running mean of ``|x|`` 
 ``|x|`` whose range grows by doubling (adjacent bins are merged), so that every layer's statistics
 come out of a single forward pass over the calibration batches, without storing activations.
 
-Calibration rules are registered by name (:func:`get_calibration`): ``max``, ``percentile`` (99.99
+Calibration rules are looked up by name (:func:`get_calibration`): ``max``, ``percentile`` (99.99
 by default), ``kl`` (TensorRT's entropy calibration) and ``mse`` (least squared error, as NVIDIA's
 pytorch-quantization offers). ``QuantConfig(act_calibration="auto")`` picks KL below 5 bits and max
 above. An input seen ``>= 0`` everywhere (after a ReLU) is quantized unsigned, otherwise signed.
@@ -39,7 +39,8 @@ class ActObserver:
         self.abs_max = 0.0
         self.abs_sum = 0.0
         self.count = 0
-        self.hist: torch.Tensor | None = None  # (bins,) float64 counts of non-zero |x|
+        # (bins,) float64 counts of non-zero |x|
+        self.hist = torch.zeros(self.bins, dtype=torch.float64) if histogram else None
         self.hist_max = 0.0
 
     @torch.no_grad()
@@ -53,11 +54,7 @@ class ActObserver:
         self.count += x.numel()
         if self.track_abs_mean:
             self.abs_sum += float(x.abs().sum())
-        if not self.histogram:
-            return
-        if self.hist is None:
-            self.hist = torch.zeros(self.bins, dtype=torch.float64)
-        if amax == 0.0:
+        if not self.histogram or amax == 0.0:
             return
         if self.hist_max == 0.0:
             self.hist_max = amax
@@ -190,8 +187,7 @@ def kl_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candidat
         return torch.where(p > 0, p * (torch.log(p.clamp(min=1e-300)) - log_q_last), torch.zeros_like(p))
 
     kl = kl - p_log_pq(h_last / total) + p_log_pq((h_last + above) / total)
-    best = int(cand[int(torch.argmin(kl))])
-    return best * hist_max / B
+    return int(cand[int(torch.argmin(kl))]) * hist_max / B  # the best cut's threshold
 
 
 def mse_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candidates: int = 512) -> float:
@@ -212,8 +208,7 @@ def mse_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candida
     err = ((s2[hi] - s2[lo]) - 2 * v * (s1[hi] - s1[lo]) + v * v * (s0[hi] - s0[lo])).sum(1)
     top = cand.to(torch.float64)  # clipped values map to the top level, value i (bins)
     err = err + (s2[B] - s2[cand]) - 2 * top * (s1[B] - s1[cand]) + top * top * (s0[B] - s0[cand])
-    best = int(cand[int(torch.argmin(err))])
-    return best * hist_max / B
+    return int(cand[int(torch.argmin(err))]) * hist_max / B  # the best cut's threshold
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,51 +217,33 @@ def mse_threshold(hist: torch.Tensor, hist_max: float, qmax: int, *, max_candida
 
 @dataclass(frozen=True)
 class CalibrationRule:
-    """A named rule giving the clip threshold (float units) of an observed activation.
+    """A rule giving the clip threshold (float units) of an observed activation.
 
     Attributes:
-        name: what ``QuantConfig(act_calibration=...)`` calls it.
         histogram: whether the rule reads ``obs.hist`` (observers then collect one).
         threshold: ``(observer, qmax, percentile) -> threshold``; ``qmax`` is the largest integer
             level (127 for int8, 15 for uint4); ``percentile`` is the config's, in (0, 100].
     """
 
-    name: str
     histogram: bool
     threshold: Callable[[ActObserver, int, float], float]
 
 
-_RULES: dict[str, CalibrationRule] = {}
+#: the rules by the name ``QuantConfig(act_calibration=...)`` gives them
+_RULES: dict[str, CalibrationRule] = {
+    "max": CalibrationRule(False, lambda o, qmax, pct: o.abs_max),
+    "percentile": CalibrationRule(True, lambda o, qmax, pct: percentile_threshold(o.hist, o.hist_max, pct)),
+    "kl": CalibrationRule(True, lambda o, qmax, pct: kl_threshold(o.hist, o.hist_max, qmax)),
+    "mse": CalibrationRule(True, lambda o, qmax, pct: mse_threshold(o.hist, o.hist_max, qmax)),
+}
 
-
-def register_calibration(rule: CalibrationRule) -> CalibrationRule:
-    """Make ``rule`` selectable by its name."""
-    if rule.name in _RULES or rule.name == "auto":
-        raise ValueError(f"calibration rule {rule.name!r} is reserved or already registered")
-    _RULES[rule.name] = rule
-    return rule
+#: what ``QuantConfig(act_calibration=...)`` accepts: ``auto`` and every rule
+ACT_CALIBRATIONS = ("auto", *_RULES)
 
 
 def get_calibration(name: str) -> CalibrationRule:
-    """The registered rule called ``name`` (``auto`` is resolved by ``QuantConfig.act_method``)."""
+    """The rule called ``name`` (``auto`` is resolved by ``QuantConfig.act_method``)."""
     return _RULES[check_choice("activation calibration", name, tuple(_RULES))]
-
-
-def calibration_names() -> tuple[str, ...]:
-    """What ``QuantConfig(act_calibration=...)`` accepts: ``auto`` and every registered rule."""
-    return ("auto", *_RULES)
-
-
-for _rule in (
-    CalibrationRule("max", False, lambda obs, qmax, pct: obs.abs_max),
-    CalibrationRule("percentile", True, lambda obs, qmax, pct: percentile_threshold(obs.hist, obs.hist_max, pct)),
-    CalibrationRule("kl", True, lambda obs, qmax, pct: kl_threshold(obs.hist, obs.hist_max, qmax)),
-    CalibrationRule("mse", True, lambda obs, qmax, pct: mse_threshold(obs.hist, obs.hist_max, qmax)),
-):
-    register_calibration(_rule)
-
-#: ``auto`` and the built-in rules (:func:`calibration_names` also lists rules registered later)
-ACT_CALIBRATIONS = calibration_names()
 
 
 def scale_from_observer(obs: ActObserver, bits: int, method: str, *, percentile: float = 99.99) -> tuple[float, bool]:

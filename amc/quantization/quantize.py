@@ -25,7 +25,7 @@ import torch.nn as nn
 from amc.errors import AmcError
 from amc.quantization.cache import ModelFingerprint, QuantCache
 from amc.quantization.config import QuantConfig
-from amc.quantization.observers import ActObserver, calibration_names, scale_from_observer
+from amc.quantization.observers import ACT_CALIBRATIONS, ActObserver, scale_from_observer
 from amc.quantization.schemes import check_bits, check_choice, fake_quant_activation, quantization_error
 from amc.quantization.wrapper import (
     QuantWrapper,
@@ -50,7 +50,7 @@ def activation_scale(
     b = check_bits(bits, kind="activation")
     if b is None:
         raise AmcError("activation_scale needs bits in 1..8")
-    method = check_choice("activation calibration", method, calibration_names())
+    method = check_choice("activation calibration", method, ACT_CALIBRATIONS)
     method = cfg.act_method(b) if method == "auto" else method
     obs = ActObserver(**cfg.observer_options(b, method))
     for t in [x] if isinstance(x, torch.Tensor) else x:
@@ -84,16 +84,6 @@ def iter_batches(data: Any) -> Iterable[torch.Tensor]:
                            f"got an item of type {type(item).__name__}")
 
 
-def _first_batches(wrappers: Mapping[str, QuantWrapper], calibration: Any, limit: int) -> list[torch.Tensor]:
-    if calibration is None:
-        raise AmcError(f"layers {sorted(wrappers)[:5]}... quantize their input activations but no calibration "
-                       "data was given; pass calibration=<a batch, or an iterable of batches>")
-    batches = list(itertools.islice(iter_batches(calibration), limit))
-    if not batches:
-        raise AmcError("the calibration data yielded no batch; pass at least one input batch")
-    return batches
-
-
 def calibrate(qmodel: nn.Module, calibration: Any, *, max_batches: int | None = None,
               cache: QuantCache | None = None) -> nn.Module:
     """Set every activation-quantizing wrapper's input scale from ``calibration`` batches.
@@ -108,22 +98,24 @@ def calibrate(qmodel: nn.Module, calibration: Any, *, max_batches: int | None = 
         cache: a :class:`QuantCache`: statistics and scales already computed for this float model
             and these batches are reused (no forward pass when every layer is known).
     """
+    return _calibrate(qmodel, calibration, max_batches, cache, None)
+
+
+def _calibrate(qmodel: nn.Module, calibration: Any, max_batches: int | None, cache: QuantCache | None,
+               fp: ModelFingerprint | None) -> nn.Module:
     wrappers = {n: m for n, m in quantized_layers(qmodel).items() if m.a_bits is not None}
     if not wrappers:
         return qmodel
+    if calibration is None:
+        raise AmcError(f"layers {sorted(wrappers)[:5]}... quantize their input activations but no calibration "
+                       "data was given; pass calibration=<a batch, or an iterable of batches>")
     limit = max_batches or max(m.config.calibration_batches for m in wrappers.values())
-    return _calibrate(qmodel, wrappers, _first_batches(wrappers, calibration, limit), cache, None)
-
-
-def _calibrate(qmodel: nn.Module, wrappers: dict[str, QuantWrapper], batches: list[torch.Tensor],
-               cache: QuantCache | None, fp: ModelFingerprint | None) -> nn.Module:
+    batches = list(itertools.islice(iter_batches(calibration), limit))
+    if not batches:
+        raise AmcError("the calibration data yielded no batch; pass at least one input batch")
     needs = {n: m.config.observer_options(m.a_bits) for n, m in wrappers.items()}
-    stats = None
-    if cache is not None:
-        stats = cache.calibration((fp or ModelFingerprint(qmodel)).model, batches)
-        observers, missing = stats.observers, stats.missing(needs)
-    else:
-        observers, missing = {}, list(wrappers)
+    stats = cache.calibration((fp or ModelFingerprint(qmodel)).model, batches) if cache is not None else None
+    observers, missing = (stats.observers, stats.missing(needs)) if stats else ({}, list(wrappers))
     if missing:  # one no-grad eval pass of the float model, observing the missing layers' inputs
         new = {n: ActObserver(**needs[n]) for n in missing}
         device = model_device(qmodel)
@@ -187,25 +179,20 @@ def quantize_model(
                for n in sorted(set(w_bits) | set(a_bits))}
     target = model if inplace else copy.deepcopy(model)
     for n, (wb, ab) in checked.items():
-        mod = target.get_submodule(n)
-        inner = mod.module if isinstance(mod, QuantWrapper) else mod
-        if wb is None and ab is None:
-            if mod is not inner:
-                target.set_submodule(n, inner)
-            continue
-        wrapper = QuantWrapper(inner, wb, ab, config=cfg, scheme=schemes.get(n), name=n)
-        target.set_submodule(n, wrapper.train(inner.training))
+        layer = target.get_submodule(n)
+        layer = layer.module if isinstance(layer, QuantWrapper) else layer
+        if wb is not None or ab is not None:
+            wrapper = QuantWrapper(layer, wb, ab, config=cfg, scheme=schemes.get(n), name=n)
+            layer = wrapper.train(layer.training)
+        target.set_submodule(n, layer)  # a float layer loses its wrapper
     fp = ModelFingerprint(target) if cache is not None else None
     if any(ab is not None for _, ab in checked.values()):
-        wrappers = {n: m for n, m in quantized_layers(target).items() if m.a_bits is not None}
-        _calibrate(target, wrappers, _first_batches(wrappers, calibration, cfg.calibration_batches), cache, fp)
+        _calibrate(target, calibration, cfg.calibration_batches, cache, fp)
     with torch.no_grad():
         for n, m in quantized_layers(target).items():
-            if m.w_bits is None:
-                continue
             if fp is None:
-                m.quantized_weight()  # quantize once now, not on the first evaluated batch
-            else:
+                m.quantized_weight()  # quantize once now, not on the first evaluated batch (float: no-op)
+            elif m.w_bits is not None:
                 cache.quantize_weight(m, fp.weight(n))
     return target
 

@@ -235,39 +235,46 @@ def _mse_clip_ratio(flat: torch.Tensor, amax: torch.Tensor, qmax: int) -> torch.
     C = flat.shape[0]
     coarse = torch.linspace(0.1, 1.0, 16, dtype=flat.dtype, device=flat.device)  # (16,)
     cand = coarse[:, None].expand(16, C)
-    err = errors(cand)
-    best = cand.gather(0, err.argmin(0, keepdim=True))[0]  # (C,)
+    best = cand.gather(0, errors(cand).argmin(0, keepdim=True))[0]  # (C,)
     d = float(coarse[1] - coarse[0])
     offsets = torch.linspace(-d, d, 10, dtype=flat.dtype, device=flat.device)[1:-1]  # (8,)
     fine = (best[None, :] + offsets[:, None]).clamp(0.02, 1.0)  # (8, C)
     cand = torch.cat([best[None, :], fine])
-    err = errors(cand)
-    return cand.gather(0, err.argmin(0, keepdim=True))[0]
+    return cand.gather(0, errors(cand).argmin(0, keepdim=True))[0]
+
+
+def kmeans_1d(values: torch.Tensor, k: int, *, iters: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means of a 1-D tensor with ``k`` centroids initialised linearly over
+    ``[min, max]`` (Deep Compression's best initialisation, section 3.2): ``(codes int64 (n,),
+    centroids (k,) sorted)``. Empty clusters keep their value. In 1-D the centroids stay sorted, so
+    assignment is a ``bucketize`` against the midpoints: O(n log k), no (n, k) distance matrix."""
+    if k < 1:
+        raise AmcError(f"k-means needs k >= 1 centroids, got {k}")
+    v = values.detach().reshape(-1).float()
+    if v.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=v.device), torch.zeros(k, device=v.device)
+    cent = torch.linspace(float(v.min()), float(v.max()), k, device=v.device)
+    for _ in range(iters):
+        codes = torch.bucketize(v, (cent[1:] + cent[:-1]) / 2)  # nearest centroid
+        counts = torch.bincount(codes, minlength=k)
+        sums = torch.zeros_like(cent).index_add_(0, codes, v)
+        new = torch.where(counts > 0, sums / counts.clamp(min=1), cent)
+        if torch.equal(new, cent):
+            break
+        cent = new
+    return torch.bucketize(v, (cent[1:] + cent[:-1]) / 2), cent
 
 
 class KMeansScheme(WeightScheme):
-    """``2^b`` centroids shared by the layer (Deep Compression, section 3): 1-D k-means (Lloyd)
+    """``2^b`` centroids shared by the layer (Deep Compression, section 3): :func:`kmeans_1d`
     initialised linearly over ``[min w, max w]`` (the paper's best init, section 3.2); code ``c``
-    means ``centroids[c]``. In 1-D the centroids stay sorted, so assignment is a ``bucketize``
-    against the midpoints: O(n log k) instead of an (n, k) distance matrix."""
+    means ``centroids[c]``."""
 
     name = "kmeans"
 
     def encode(self, w, bits, *, per_channel=True, clip="auto", kmeans_iters=10):
-        flat = w.reshape(-1)
-        k = 2**bits
-        cent = torch.linspace(float(flat.min()), float(flat.max()), k, dtype=flat.dtype, device=flat.device)
-        idx = None
-        for _ in range(kmeans_iters):
-            new_idx = torch.bucketize(flat, (cent[1:] + cent[:-1]) / 2)
-            if idx is not None and torch.equal(new_idx, idx):
-                break
-            idx = new_idx
-            sums = torch.zeros(k, dtype=flat.dtype, device=flat.device).index_add_(0, idx, flat)
-            counts = torch.bincount(idx, minlength=k).to(flat.dtype)
-            cent = torch.where(counts > 0, sums / counts.clamp(min=1), cent)
-        idx = torch.bucketize(flat, (cent[1:] + cent[:-1]) / 2)
-        return QuantizedWeight(idx.to(torch.uint8).reshape(w.shape), None, bits, self.name, cent.float())
+        idx, cent = kmeans_1d(w, 2**bits, iters=kmeans_iters)
+        return QuantizedWeight(idx.to(torch.uint8).reshape(w.shape), None, bits, self.name, cent)
 
     def decode(self, qw, dtype):
         return qw.centroids.to(dtype)[qw.codes.long()]

@@ -3,8 +3,9 @@ storage plus a small overhead.
 
 :func:`pack_model` turns a quantized model into a *packed payload*: weight codes bit-packed into one
 byte stream, fp32 per-channel scales (and k-means centroids), everything else (biases, BN,
-activation scales) in fp32 (or fp16), a JSON layout. :func:`unpack_model` turns it back, the stored
-codes pinned, so the model computes exactly what the packed one did.
+activation scales) in fp32 (or fp16), a JSON layout; with ``sparse=True`` (what ``amc.export``
+writes) a layer whose zeros make a smaller layout of :mod:`amc.sparse` is stored so. :func:`unpack_model`
+turns it back, the stored codes pinned, so the model computes exactly what the packed one did.
 
 There is one model file format: ``amc.export``'s (``format: amc-model``, what ``amc export`` and
 ``amc apply`` write), which holds the payload of a quantized model under ``packed``.
@@ -12,7 +13,7 @@ There is one model file format: ``amc.export``'s (``format: amc-model``, what ``
 wrote before (the payload alone, ``format: amc-packed-model``) still load.
 
 :func:`huffman_size_bits` gives what Huffman coding of the codes would reach, as Deep Compression
-reports; files store fixed-length codes.
+reports; files hold Huffman-coded codes only when written with ``huffman=True``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from amc._huffman import code_lengths, pack_bits, unpack_bits
 from amc.errors import AmcError
 from amc.quantization.schemes import FLOAT_BITS, QuantizedWeight
 from amc.quantization.wrapper import QuantWrapper, quantizable_layers, quantized_layers
+from amc.sparse import decode_codes, encode_codes
 
 PACKED_FORMAT = "amc-packed-model"  # the payload's tag (a whole file before there was one format)
 PACKED_VERSION = 1
@@ -103,7 +105,8 @@ def _weight_key(name: str) -> str:
 
 
 def pack_model(
-    qmodel: nn.Module, *, float_dtype: torch.dtype = torch.float32, include_architecture: bool = True
+    qmodel: nn.Module, *, float_dtype: torch.dtype = torch.float32, include_architecture: bool = True,
+    sparse: bool = False, huffman: bool = False,
 ) -> dict[str, Any]:
     """The model as an honest storage payload (what a model file holds under ``packed``).
 
@@ -112,6 +115,9 @@ def pack_model(
     state (biases, BN, float layers) one ``float_dtype`` array; integer state one int64 array; the
     layout a zlib-compressed JSON document; and, with ``include_architecture``, the architecture as a
     compressed pickle of a storage-free copy of the model. Few tensors means little overhead.
+
+    With ``sparse``, a layer whose zeros make a smaller layout (:func:`amc.sparse.encode_codes`) is
+    stored so; ``huffman`` (with ``sparse``) also Huffman-codes codes and indices where smaller.
     """
     if float_dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise AmcError(f"float_dtype must be torch.float32, float16 or bfloat16, got {float_dtype}")
@@ -120,27 +126,27 @@ def pack_model(
     layers: dict[str, dict[str, Any]] = {}
     code_chunks: list[np.ndarray] = []
     qparams: list[torch.Tensor] = []
-    code_off = qp_off = 0
     for name, m in wrappers.items():
         if m.w_bits is None:
             continue
         qw = m.quantized_weight()
-        data = pack_bits(qw.codes.cpu().numpy(), qw.bits)  # (ceil(numel * bits / 8),) uint8
+        encoded = encode_codes(qw, huffman=huffman) if sparse else None
+        # bit-packed: (ceil(numel * bits / 8),) uint8
+        data = pack_bits(qw.codes.cpu().numpy(), qw.bits) if encoded is None else encoded[1]
         entry: dict[str, Any] = {"bits": qw.bits, "scheme": qw.scheme, "shape": list(qw.codes.shape),
-                                 "codes": [code_off, int(data.size)]}
+                                 "codes": [sum(c.size for c in code_chunks), int(data.size)]}  # offset, size
         code_chunks.append(data)
-        code_off += int(data.size)
         for key in ("scale", "centroids"):
             t = getattr(qw, key)
             if t is not None:
                 t = t.detach().float().cpu().reshape(-1)
-                entry[key] = [qp_off, int(t.numel())]
+                entry[key] = [sum(q.numel() for q in qparams), int(t.numel())]
                 qparams.append(t)
-                qp_off += int(t.numel())
+        if encoded is not None:
+            entry["sparse"] = encoded[0]
         layers[name] = entry
     skip = {_weight_key(n) for n in layers}
     sections: dict[str, list[torch.Tensor]] = {"float": [], "int": []}
-    offsets = {"float": 0, "int": 0}
     index: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     for key, v in state.items():
@@ -156,18 +162,16 @@ def pack_model(
         else:
             raise AmcError(f"cannot pack state {key!r} of dtype {v.dtype}")
         index.append({"key": key, "section": sec, "dtype": str(v.dtype).replace("torch.", ""),
-                      "shape": list(v.shape), "offset": offsets[sec]})
+                      "shape": list(v.shape), "offset": sum(t.numel() for t in sections[sec])})
         sections[sec].append(flat)
-        offsets[sec] += flat.numel()
     layout = {"layers": layers, "wrappers": list(wrappers), "index": index, "extra_state": extra,
               "training": bool(qmodel.training)}
-    codes = np.concatenate(code_chunks) if code_chunks else np.zeros(0, np.uint8)
     return {
         "format": PACKED_FORMAT,
         "version": PACKED_VERSION,
         "layout": write_layout(layout),
         "architecture": skeleton_bytes(qmodel) if include_architecture else None,
-        "codes": torch.from_numpy(codes),
+        "codes": torch.from_numpy(np.concatenate([np.zeros(0, np.uint8), *code_chunks])),
         "qparams": torch.cat(qparams) if qparams else torch.zeros(0),
         "float": torch.cat(sections["float"]) if sections["float"] else torch.zeros(0, dtype=float_dtype),
         "int": torch.cat(sections["int"]) if sections["int"] else torch.zeros(0, dtype=torch.int64),
@@ -187,7 +191,7 @@ def unpack_model(
             instead of unpickling the stored architecture. Needed when the package has none.
     """
     if not isinstance(package, Mapping) or package.get("format") != PACKED_FORMAT:
-        raise AmcError("not an amc packed model; write one with amc.quantization.save_packed")
+        raise AmcError("not an amc packed model; write one with amc.quantization.save_packed or `amc export`")
     if int(package.get("version", -1)) > PACKED_VERSION:
         raise AmcError(f"packed model version {package['version']} is newer than this amc reads "
                        f"({PACKED_VERSION}); upgrade amc")
@@ -216,8 +220,10 @@ def unpack_model(
     qws: dict[str, QuantizedWeight] = {}
     for name, e in layout["layers"].items():
         off, nbytes = e["codes"]
+        data = codes_all[off: off + nbytes]  # bit-packed, or in a layout of amc.export's sparse layers
         numel = math.prod(e["shape"])
-        codes = torch.from_numpy(unpack_bits(codes_all[off: off + nbytes], e["bits"], numel)).reshape(e["shape"])
+        flat = decode_codes(e["sparse"], data) if "sparse" in e else unpack_bits(data, e["bits"], numel)
+        codes = torch.from_numpy(flat).reshape(e["shape"])
         qp = {k: qparams[e[k][0]: e[k][0] + e[k][1]].clone() for k in ("scale", "centroids") if k in e}
         qw = qws[name] = QuantizedWeight(codes, qp.get("scale"), e["bits"], e["scheme"], qp.get("centroids"))
         state[_weight_key(name)] = qw.dequantize(torch.float32)
@@ -225,11 +231,9 @@ def unpack_model(
         target.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
         raise AmcError(f"the packed state does not fit the model: {e}") from None
-    target.to(device)
-    target.train(bool(layout.get("training", False)))
-    wrappers = quantized_layers(target)
+    target.to(device).train(bool(layout.get("training", False)))
     for name, qw in qws.items():
-        wrappers[name].pin_quantized_weight(qw)
+        target.get_submodule(name).pin_quantized_weight(qw)
     return target
 
 
@@ -255,7 +259,6 @@ def load_packed(
     with the stored codes and tensors. Files of the earlier stand-alone packed format load too.
     """
     from amc.export import EXPORT_FORMAT, load
-    from amc.sparse import densify_package
 
     if not os.path.exists(path):
         raise AmcError(f"packed model {str(path)!r} not found")
@@ -264,14 +267,11 @@ def load_packed(
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
         raise AmcError(f"cannot read packed model {str(path)!r} ({type(e).__name__}: {e}); "
                        "write one with save_packed") from None
-    fmt = doc.get("format") if isinstance(doc, Mapping) else None
-    if fmt == PACKED_FORMAT:  # a file of the earlier stand-alone format: the payload itself
-        return unpack_model(doc, model=model, device=device).eval()
-    if fmt != EXPORT_FORMAT:
-        raise AmcError(f"{str(path)!r} is not an amc packed model; write one with amc.quantization.save_packed "
-                       "or `amc export`")
-    if model is None:
-        return load(path, device=device)
-    if doc.get("packed") is None:
-        raise AmcError(f"{str(path)!r} holds a float model, not a quantized one: load it with amc.export.load")
-    return unpack_model(densify_package(doc["packed"]), model=model, device=device).eval()
+    if isinstance(doc, Mapping) and doc.get("format") == EXPORT_FORMAT:
+        if model is None:
+            return load(path, device=device)
+        if doc.get("packed") is None:
+            raise AmcError(f"{str(path)!r} holds a float model, not a quantized one: load it with "
+                           "amc.export.load")
+        doc = doc["packed"]
+    return unpack_model(doc, model=model, device=device).eval()  # or a file of the earlier stand-alone format

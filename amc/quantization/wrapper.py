@@ -155,23 +155,17 @@ class QuantWrapper(nn.Module):
             raise AmcError(f"layer {self.name!r}: activation scale must be positive, got {scale}")
         self.act_scale, self.act_signed = float(scale), bool(signed)
 
-    def _layer_forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        m = self.module
-        if isinstance(m, nn.Conv2d):
-            return m._conv_forward(x, w, m.bias)  # what nn.Conv2d.forward computes (padding modes too)
-        return F.linear(x, w, m.bias)  # what nn.Linear.forward computes
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._float_pass:  # calibration observes the float model
             if self.observer is not None:
                 self.observer.observe(x)
-            return self._layer_forward(x, self.module.weight)
+            return layer_forward(self.module, x, self.module.weight)
         if self.a_bits is not None:
             if self.act_scale is None:
                 raise AmcError(f"layer {self.name!r} quantizes its input to {self.a_bits} bits but was never "
                                "calibrated; pass calibration= to quantize_model or call calibrate(model, batches)")
             x = fake_quant_activation(x, self.a_bits, self.act_scale, self.act_signed)
-        return self._layer_forward(x, self.effective_weight())
+        return layer_forward(self.module, x, self.effective_weight())
 
     # -- state ---------------------------------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:
@@ -193,6 +187,13 @@ class QuantWrapper(nn.Module):
         act = "float" if self.a_bits is None else f"{self.a_bits}{'s' if self.act_signed else 'u'}"
         w = "float" if self.w_bits is None else f"{self.w_bits} ({self.scheme})"
         return f"w_bits={w}, a_bits={act}"
+
+
+def layer_forward(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """What the ``nn.Conv2d`` or ``nn.Linear`` ``layer`` computes on ``x`` with ``weight`` as its weight."""
+    if isinstance(layer, nn.Conv2d):
+        return layer._conv_forward(x, weight, layer.bias)  # as nn.Conv2d.forward (padding modes too)
+    return F.linear(x, weight, layer.bias)
 
 
 @contextlib.contextmanager
