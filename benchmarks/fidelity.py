@@ -17,7 +17,10 @@ reports how well each proxy's score ranks the policies by their fine-tuned val a
    policies and over those within 10 % of the budget, the top-3 overlap, and the seconds per policy:
    ``fidelity.json``, ``fidelity.md`` and one scatter plot per proxy.
 
-Only channel pruning (mode ``prune``) is studied: the proxies exist to repair pruned models.
+``mode`` picks the space: channel pruning (``prune``, the default), bit widths (``quant``) or both (``joint``).
+With bits the scores are post-training quantization accuracies (activation ranges from two train batches, as
+the search calibrates them) and the fine-tune is quantization-aware training with KD: the study then asks
+whether the search's score predicts the accuracy after a short QAT, which HAQ's reward assumes.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ __all__ = ["DEFAULT_PROXIES", "FidelityConfig", "run_fidelity", "rank_stats", "r
 
 #: policies within this fraction under the budget count as "near the budget"
 NEAR = 0.10
+#: config keys added since the first studies, with the value those studies had (their folders still resume)
+ADDED_KEYS = {"mode": "prune", "w_bits": [2, 8], "a_bits": [2, 8]}
 
 
 #: The study's settings, flat: one attribute per leaf of :class:`amc.config.fidelity.FidelityOptions` (the
@@ -121,8 +126,8 @@ class _Study:
         from envs import CompressionEnv, EnvConfig
 
         cfg = self.cfg
-        ecfg = EnvConfig(target=cfg.target, lbound=cfg.lbound, round_to=cfg.round_to, importance=cfg.importance,
-                         proxy="vanilla", budget_band=band, device=str(self.device), seed=cfg.seed,
+        ecfg = EnvConfig(mode=cfg.mode, target=cfg.target, lbound=cfg.lbound, round_to=cfg.round_to,
+                         importance=cfg.importance, w_bits=cfg.w_bits, a_bits=cfg.a_bits, proxy="vanilla", budget_band=band, device=str(self.device), seed=cfg.seed,
                          calibration_seed=cfg.calibration_seed)
         x, y = self.val
         return CompressionEnv(self.base, self.splits, ecfg, model_spec=self.spec, val_data=(x[:8], y[:8]))
@@ -211,7 +216,7 @@ class _Study:
                 continue
             # the same calibration images for every policy (ft:K: a few batches and the teacher's logits)
             inputs = draw_inputs(self.splits, proxy=parse_proxy(proxy), calibration_size=cal,
-                                 calibration_seed=self.cfg.calibration_seed, quantizes=False,
+                                 calibration_seed=self.cfg.calibration_seed, quantizes=self.cfg.mode != "prune",
                                  device=self.device, teacher=self.base)
             correct, build_s, eval_s = [], [], []
             for r in rows:
@@ -237,7 +242,7 @@ class _Study:
 
     # ------------------------------------------------------------- 3. fine-tune
     def finetune(self, rows: list[dict[str, Any]], *, progress: bool = False) -> list[dict[str, Any]]:
-        from amc.compress import apply_policy
+        from amc.compress import apply_policy, draw_inputs
         from amc.finetune import FinetuneConfig, finetune
 
         cfg = self.cfg
@@ -245,13 +250,16 @@ class _Study:
                               kd_temperature=cfg.kd_temperature, kd_alpha=cfg.kd_alpha, seed=cfg.seed,
                               device=str(self.device), num_threads=cfg.threads, precision=cfg.ft_precision,
                               channels_last=cfg.ft_channels_last, eval_test=cfg.ft_test)
+        # activation ranges of the fake-quantized students (QAT starts from them), as the scores calibrate them
+        inputs = draw_inputs(self.splits, proxy=parse_proxy("vanilla"), calibration_size=cfg.calibration_size,
+                             calibration_seed=cfg.calibration_seed, quantizes=cfg.mode != "prune", device=self.device)
         results = []
         for i, r in enumerate(rows):
             run_dir = self.out / "finetune" / r["id"]
             m = read_result(run_dir / "metrics.json")
             if m is None:
                 pol = self._policy_for(r["policy"], "vanilla", cfg.calibration_size)
-                student = apply_policy(self.base, pol, pruner=self.pruner, check=False)
+                student = apply_policy(self.base, pol, pruner=self.pruner, check=False, **inputs.kwargs())
                 t0 = time.perf_counter()
                 m = finetune(student, self.splits, fcfg, run_dir=run_dir, teacher=self.base,
                              resume=(run_dir / "last.pt").is_file(), model_spec=None, progress=progress,
@@ -320,7 +328,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     lines = [
         "# Fidelity of the evaluation proxies",
         "",
-        f"`{cfg['checkpoint']}` on {cfg['dataset']}, budget `{cfg['target']}`, {len(a['policies'])} policies "
+        f"`{cfg['checkpoint']}` on {cfg['dataset']}, mode {cfg.get('mode', 'prune')}, budget `{cfg['target']}`, "
+        f"{len(a['policies'])} policies "
         f"(uniform + random episodes{', band ' + str(cfg['budget_band']) if cfg['budget_band'] else ''}"
         f"{' + search runs' if cfg['runs'] else ''}), each fine-tuned {cfg['epochs']} epoch(s) with KD "
         f"(lr {cfg['ft_lr']}, batch {cfg['ft_batch_size']}, seed {cfg['seed']}, {cfg['ft_precision']}). Scores on "
@@ -396,7 +405,8 @@ def run_fidelity(cfg: FidelityConfig, out_dir: str | os.PathLike, *, resume: boo
             raise AmcError(f"{out} already holds a fidelity study: pass --resume to continue it or --overwrite to "
                            "start again")
         elif saved.is_file():
-            diff = changed_keys(json.loads(saved.read_text()), cfg.to_dict(), ignore={"threads", "device"})
+            diff = changed_keys({**ADDED_KEYS, **json.loads(saved.read_text())}, cfg.to_dict(),
+                                ignore={"threads", "device"})
             if diff:
                 raise AmcError(f"{out} holds a study with other settings ({', '.join(diff)}); use another --out "
                                "or --overwrite")

@@ -9,12 +9,12 @@ names are the flat keys of ``benchmarks.fidelity.FidelityConfig`` and of every s
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from amc.config.bench import BenchFinetune, _NeedsCheckpoint
-from amc.config.search import DataConfig, EnvOptions, PathStr, RunConfig, _flag, _Section, section
+from amc.config.search import BitRange, DataConfig, EnvOptions, PathStr, RunConfig, _flag, _Section, section
 from amc.config.train import Count, KDOptions, Precision, like
 
 __all__ = ["DEFAULT_PROXIES", "FidelityOptions"]
@@ -37,24 +37,31 @@ class FidelityData(_Section):
 
 
 class FidelityEnv(_Section):
-    """The budget and the pruning space of the sampled policies (channel pruning only)."""
+    """The budget and the space of the sampled policies: channels (``prune``), bits (``quant``) or both
+    (``joint``)."""
 
-    target: str = like(_ENV["target"], description="budget of the sampled policies: macs=RATIO or params=RATIO")
+    mode: Literal["prune", "quant", "joint"] = like(_ENV["mode"], description="what the sampled policies choose: "
+                                                    "channels (prune), bit widths (quant) or both (joint)")
+    target: str = like(_ENV["target"], description="budget of the sampled policies: macs=RATIO or params=RATIO; "
+                       "with --mode quant/joint also size=RATIO or bitops=RATIO")
     lbound: float = like(_ENV["lbound"], flag="--lbound")
     round_to: int = like(_ENV["round_to"], flag="--round-to")
     importance: str = _ENV["importance"]
+    w_bits: BitRange = like(_ENV["w_bits"], flag="--w-bits")
+    a_bits: BitRange = like(_ENV["a_bits"], flag="--a-bits")
 
-    @field_validator("target")
-    @classmethod
-    def _prunes_channels(cls, v: str) -> str:
+    @model_validator(mode="after")
+    def _budget_fits_mode(self) -> FidelityEnv:
         from amc.policy import parse_target
 
-        metric, _ = parse_target(v)
-        if metric not in ("macs", "params"):
-            raise ValueError(f"amc fidelity samples channel-pruning policies: use a macs= or params= budget, not "
-                             f"{metric}=")
-        return v
-
+        metric, _ = parse_target(self.target)
+        allowed = {"prune": ("macs", "params"), "quant": ("size", "bitops"),
+                   "joint": ("macs", "params", "size", "bitops")}[self.mode]
+        if metric not in allowed:
+            names = " or ".join(f"{m}=" for m in allowed)
+            raise ValueError(f"--mode {self.mode} samples policies under a {names} budget, not {metric}= "
+                             "(latency is measured per policy, not studied here)")
+        return self
 
 class FidelitySample(_Section):
     policies: Count = Field(16, description="policies to sample: the uniform one + random env episodes (+ --runs)",
@@ -121,7 +128,7 @@ class FidelityOptions(_NeedsCheckpoint):
     """A fidelity study: the model and data, the budget, the sample, the scores, the fine-tuning and the run."""
 
     data: FidelityData = section(FidelityData, "the checkpoint and the val holdout scored")
-    env: FidelityEnv = section(FidelityEnv, "the budget and the pruning space")
+    env: FidelityEnv = section(FidelityEnv, "the budget and the space (channels, bits or both)")
     sample: FidelitySample = section(FidelitySample, "which policies are compared")
     score: FidelityScore = section(FidelityScore, "the proxies and their images")
     finetune: FidelityFinetune = section(FidelityFinetune, "the one fine-tuning schedule (KD from the "

@@ -37,7 +37,16 @@ __all__ = ["QUICKSTART", "quickstart", "quickstart_path", "DataConfig", "ModelCo
 PathStr = Annotated[str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)]
 #: an open mapping of options; an empty YAML key (``env_kwargs:``) is no options
 Options = Annotated[dict[str, Any], BeforeValidator(lambda v: {} if v is None else v)]
-BitRange = tuple[int, int]
+
+
+def _bit_range(v: tuple[int, int]) -> tuple[int, int]:
+    if not 1 <= v[0] <= v[1] <= 8:  # the quantizers: at most 8 bits (32 = float is the uncompressed layer)
+        raise ValueError("must satisfy 1 <= min <= max <= 8, e.g. 2 8")
+    return v
+
+
+#: a bit range MIN MAX of the quantizers
+BitRange = Annotated[tuple[int, int], AfterValidator(_bit_range)]
 #: precisions of training and evaluation (the keys of ``amc.training.PRECISIONS``)
 Precision = Literal["fp32", "bf16", "fp16"]
 
@@ -145,12 +154,6 @@ class EnvShared(_Section):
     eval_precision: Precision = Field(
         "fp32", description="precision of the reward's evaluation (mode prune): bf16 is ~2.8x faster per episode on "
                             "CPUs with AVX-512 BF16/AMX; amc apply re-measures the policy in fp32")
-    @field_validator("w_bits", "a_bits")
-    @classmethod
-    def _bit_range(cls, v: BitRange) -> BitRange:
-        if not 1 <= v[0] <= v[1] <= 8:  # the quantizers: at most 8 bits (32 = float is the uncompressed layer)
-            raise ValueError("must satisfy 1 <= min <= max <= 8, e.g. 2 8")
-        return v
 
 
 class EnvOptions(EnvShared):

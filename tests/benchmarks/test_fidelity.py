@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from amc.cli import build_parser, main
 from amc.errors import AmcError
-from benchmarks.fidelity import DEFAULT_PROXIES, FidelityConfig, rank_stats, run_fidelity
+from benchmarks.fidelity import ADDED_KEYS, DEFAULT_PROXIES, FidelityConfig, rank_stats, run_fidelity
 from tests._paths import LENET_DIGITS
 
 LENET = str(LENET_DIGITS)
@@ -61,13 +62,31 @@ def test_study_writes_its_report_and_resumes(tmp_path):
     assert json.loads((out / "fidelity.json").read_text())["format"] == "amc-fidelity"
 
 
+def test_a_joint_study_scores_ptq_and_finetunes_with_qat(tmp_path):
+    """--mode joint: policies choose channels and bits under a BitOps budget; the scores are the fake-quantized
+    models' accuracies and the fine-tune trains them quantization-aware."""
+    out = tmp_path / "joint"
+    doc = run_fidelity(_cfg(mode="joint", target="bitops=0.1", policies=3, proxies=["vanilla"], val_sizes=[]), out)
+    pols = json.loads((out / "policies.json").read_text())["policies"]
+    assert len(pols) == 3 and all(p["achieved"]["bitops_ratio"] <= 0.1 + 1e-9 for p in pols)
+    assert all(any(ly["w_bits"] is not None and ly["w_bits"] < 32 for ly in p["policy"]["layers"]) for p in pols)
+    assert all(0 < p["ft_val_top1"] <= 100 for p in doc["analysis"]["policies"])
+    assert "mode joint" in (out / "fidelity.md").read_text()
+    ckpt = torch.load(out / "finetune" / "p01" / "final.pt", map_location="cpu", weights_only=False)
+    assert any("quant" in type(m).__name__.lower() for m in ckpt["module"].modules())  # trained fake-quantized
+
+
 def test_bad_settings_are_refused(tmp_path, capsys):
     with pytest.raises(AmcError, match="at least 2 policies"):
         _cfg(policies=1)
     with pytest.raises(AmcError, match="not auto"):
         _cfg(proxies=["auto"])
-    with pytest.raises(AmcError, match="macs= or params="):
+    with pytest.raises(AmcError, match="--mode prune samples policies under a macs= or params= budget"):
         _cfg(target="bitops=0.1")
+    with pytest.raises(AmcError, match="--mode quant samples policies under a size= or bitops= budget"):
+        _cfg(mode="quant", target="macs=0.5")
+    with pytest.raises(AmcError, match="w_bits"):
+        _cfg(mode="quant", target="bitops=0.1", w_bits=(0, 9))
     assert main(["fidelity", "--checkpoint", LENET, "--proxies", "bogus", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: fidelity config: score.proxies=")
@@ -100,8 +119,8 @@ def test_an_existing_study_still_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(fidelity, "_Study", resumed)
 
     old = json.loads(STUDY.read_text())["config"]
-    assert FidelityConfig(**old).to_dict() == old
-    assert config_from_args(build_parser().parse_args(README_ARGV)).to_dict() == old
+    assert FidelityConfig(**old).to_dict() == {**ADDED_KEYS, **old}  # keys added since, at the study's values
+    assert config_from_args(build_parser().parse_args(README_ARGV)).to_dict() == {**ADDED_KEYS, **old}
     out = tmp_path / "study"
     out.mkdir()
     (out / "config.json").write_text(json.dumps(old))

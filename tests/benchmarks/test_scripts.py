@@ -37,3 +37,18 @@ def test_a_script_runs_end_to_end_and_records_the_machine(tmp_path) -> None:
     doc = json.loads(out.read_text())
     assert doc["runs"][0]["model"] == "lenet5" and doc["runs"][0]["results"][0]["fp32_ms"] > 0
     assert doc["machine"]["threads"] == 1 and "loadavg_end" in doc
+
+
+def test_slimming_arms_run_apart_and_share_one_result(tmp_path) -> None:
+    """bench_slimming's arms in separate processes (here: calls) end in one slimming.json with both arms; the
+    slimming arm's penalty leaves its norm scales smaller than the plain arm's from the same start."""
+    main = _load(ROOT / "scripts" / "bench_slimming.py").EXPERIMENT.main
+    common = ["--model", "resnet20", "--dataset", "digits", "--epochs", "1", "--ft-epochs", "1", "--steps-per-epoch",
+              "3", "--lam", "0.05", "--threads", "1", "--out", str(tmp_path)]
+    assert main([*common, "--arms", "slimming"]) == 0
+    assert main([*common, "--arms", "none", "--precision", "bf16", "--channels-last"]) == 0
+    arms = json.loads((tmp_path / "slimming.json").read_text())["arms"]
+    assert set(arms) == {"none", "slimming"}
+    assert arms["slimming"]["scale_mean"] < arms["none"]["scale_mean"]
+    for arm in arms.values():
+        assert arm["macs_ratio"] <= 0.5 + 1e-6 and 0 <= arm["finetuned_test_top1"] <= 100
