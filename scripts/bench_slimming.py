@@ -23,12 +23,12 @@ CIFAR-10 ResNet-20 (the measurement of issue 20; hours on one CPU core)::
 The cheaper variant, sparsity training from the trained reference (``--init``; both arms start from its
 weights), one arm per core. The L1 subgradient moves every scale by ``lr * lambda`` per step, so what matters is
 ``lambda`` times the summed learning rate: the paper's ResNet run (lambda 1e-5, lr 0.1 stepped down over 160
-epochs of 391 steps) moves a scale by about 0.03 in all; 10 epochs of 352 steps at lr 0.01, cosine, need
-lambda 2e-3 for the same pull::
+epochs of 391 steps) moves a scale by about 0.03 in all; 8 epochs of 352 steps at lr 0.01, cosine (a summed
+lr of about 14), need lambda 2.5e-3 for the same pull::
 
     python scripts/bench_slimming.py --model resnet20 --dataset cifar10 --data-dir data \
-        --init reference/resnet20-cifar10.pt --epochs 10 --lr 0.01 --lam 2e-3 --target macs=0.5 \
-        --ft-epochs 10 --precision bf16 --channels-last --threads 1 --arms none \
+        --init reference/resnet20-cifar10.pt --epochs 8 --lr 0.01 --lam 2.5e-3 --target macs=0.5 \
+        --ft-epochs 8 --precision bf16 --channels-last --threads 1 --arms none \
         --out bench_out/slimming-r20-init   # and --arms slimming
 
 A small run (Fashion-MNIST, LeNet-5 has no norm layers: use ``vgg11`` or ``resnet20``)::
