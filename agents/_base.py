@@ -142,7 +142,8 @@ def play_episode(env: Any, actions: Sequence[float], *, seed: int | None = None)
 def applied_unchanged(env: Any, actions: Sequence[float], info: dict[str, Any], *, tol: float = 1e-6) -> bool:
     """Whether the env's budget rules (:mod:`amc.budget`) left ``actions`` as asked in the episode
     that ended with ``info``: no keep ratio or density clipped by AMC's rule (``info["actions"]``
-    holds the applied ones) and no bit width lowered by HAQ's (the policy's bits against the actions')."""
+    holds the applied ones) and no bit width lowered by HAQ's (the policy's bits against the actions'). A
+    budget band's raises do not count: the asked-for policy fitted the budget."""
     kinds, spaces = env_decisions(env)
     decisions = getattr(env.unwrapped, "decisions", None)
     applied = list(info.get("actions") or [])
@@ -154,6 +155,6 @@ def applied_unchanged(env: Any, actions: Sequence[float], info: dict[str, Any], 
         elif policy is not None and decisions is not None:  # HAQ lowers bits after the last step
             layer = policy.layers[decisions[i].layer]
             got = layer.w_bits if kind == "w_bits" else layer.a_bits
-            if got is not None and got != int(spaces[kind].to_value(a)):
+            if got is not None and got < int(spaces[kind].to_value(a)):  # a band's raise is no clip
                 return False
     return True

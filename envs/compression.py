@@ -72,9 +72,10 @@ the older switch: with proxy ``auto``, ``True`` means ``reconstruct`` and ``Fals
 ``calibration_size`` train images are drawn with ``calibration_seed``, not the search's seed, so two
 searches score a policy alike.
 
-``budget_band`` > 0 makes the budget two-sided for prune decisions: actions are also clipped from
-below so that every episode ends within ``[target (1 - band), target]`` (as far as channel steps
-allow), instead of wasting accuracy far under the budget.
+``budget_band`` > 0 makes the budget two-sided: prune and bit actions are also clipped from below so
+that every episode ends within ``[target (1 - band), target]`` (as far as channel and bit steps allow),
+instead of wasting accuracy far under the budget. What the episode can still reach counts undecided
+layers at the widest bits of the space, not as float.
 
 The defaults are ``amc search``'s except :data:`amc.config.env.LIBRARY_DEFAULTS` (``budget_band=0``:
 AMC's one-sided clip, ``eval_batch_size=1000``, ``device="cpu"``). A bad value is one
@@ -285,11 +286,19 @@ class CompressionEnv(gym.Env):
         return np.where(hi > lo, (a - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
 
     # ----------------------------------------------------------------- cost
-    def _cost(self, s: _State, *, most_aggressive_from: int | None = None, metric: str | None = None) -> float:
+    def _cost(self, s: _State, *, most_aggressive_from: int | None = None, most_generous_from: int | None = None,
+              metric: str | None = None) -> float:
         """Cost of state ``s`` in the budget's unit; with ``most_aggressive_from=t`` the undecided
-        decisions from ``t`` on take their most aggressive values."""
+        decisions from ``t`` on take their most aggressive values, with ``most_generous_from=t`` their most
+        generous ones (every channel and weight kept, the widest bits of the space: what the episode can
+        still reach, which an undecided float layer would overstate)."""
         metric = metric or self.metric
         q, dens, wb, ab = s.fractions, s.density, s.w_bits, s.a_bits
+        if most_generous_from is not None:
+            wb, ab = wb.copy(), ab.copy()
+            for d in self.decisions[most_generous_from:]:
+                if d.kind in ("w_bits", "a_bits"):
+                    (wb if d.kind == "w_bits" else ab)[d.layer] = self.spaces[d.kind].b_max
         if most_aggressive_from is not None:
             q, dens, wb, ab = q.copy(), dens.copy(), wb.copy(), ab.copy()
             cfg = self.config
@@ -323,13 +332,14 @@ class CompressionEnv(gym.Env):
         if d.kind == "prune":
             g = self.graph.groups[d.group]
 
-            def cost_with(c: int, rest_from: int | None) -> float:
+            def cost_with(c: int, **rest: int) -> float:
                 s.fractions[d.group] = c / g.channels
-                return self._cost(s, most_aggressive_from=rest_from)
+                return self._cost(s, **rest)
 
             best, self._raised = amc_clip(
                 self._allowed[d.group], kept_channels(value, g.channels, g.slot_round_to(self.config.round_to)),
-                lowest_cost=lambda c: cost_with(c, t + 1), highest_cost=lambda c: cost_with(c, None),
+                lowest_cost=lambda c: cost_with(c, most_aggressive_from=t + 1),
+                highest_cost=lambda c: cost_with(c, most_generous_from=t + 1),
                 target=self.target_cost, band=self.config.budget_band)
             s.fractions[d.group] = best / g.channels
             return best / g.channels
@@ -342,9 +352,16 @@ class CompressionEnv(gym.Env):
             if not fits(value):
                 s.density[d.layer] = bisect(fits, self.config.lbound, value, steps=40)[0]
             return float(s.density[d.layer])
-        # bits are chosen freely; HAQ's rule restores the budget after the last step
-        s.per_layer(d.kind)[d.layer] = value
-        return value
+        # bits are chosen freely; HAQ's rule restores the budget after the last step. With a budget band a
+        # width is raised to the narrowest one from which the episode can still reach target (1 - band)
+        bits = s.per_layer(d.kind)
+        bits[d.layer] = value
+        if self.config.budget_band > 0:
+            floor, top = self.target_cost * (1.0 - self.config.budget_band), self.spaces[d.kind].b_max
+            while bits[d.layer] < top and self._cost(s, most_generous_from=t + 1) < floor:
+                bits[d.layer] += 1
+                self._raised = True
+        return int(bits[d.layer])
 
     def _enforce_bits(self) -> None:
         """HAQ (:func:`amc.budget.lower_bits`): while over budget, walk layers last -> first lowering

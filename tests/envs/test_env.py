@@ -202,3 +202,18 @@ def test_bit_budgets_are_relative_to_float32_and_tight(mode, target, lenet, digi
     _, info, _ = run_episode(env, np.ones(env.n_decisions))  # as many bits as allowed
     achieved = info["metrics"][f"{metric}_ratio"]
     assert 0.85 * ratio < achieved <= ratio + 1e-9
+
+
+@pytest.mark.parametrize("mode,target", [("quant", "bitops=0.03"), ("joint", "bitops=0.03"), ("joint", "size=0.1")])
+def test_budget_band_holds_for_bits(mode, target, lenet, digits) -> None:
+    """A budget band raises bit widths as it raises kept channels: random episodes that choose bits end near the
+    budget (as near as LeNet's few, coarse bit steps allow), where without it many end far under."""
+    metric, ratio = target.split("=")[0], float(target.split("=")[1])
+    lowest = {}
+    for band in (0.0, 0.03):
+        env = CompressionEnv(lenet, digits, EnvConfig(mode=mode, target=target, budget_band=band, eval_limit=32))
+        rng = np.random.default_rng(0)
+        ratios = [run_episode(env, rng.random(env.n_decisions))[1]["metrics"][f"{metric}_ratio"] for _ in range(10)]
+        assert max(ratios) <= ratio + 1e-9
+        lowest[band] = min(ratios)
+    assert lowest[0.03] >= 0.9 * ratio and lowest[0.0] < 0.8 * ratio
