@@ -11,7 +11,7 @@ from benchmarks.harness import Experiment
 from tests._paths import ROOT
 
 SCRIPTS = sorted(p for p in (ROOT / "scripts").glob("*.py")
-                 if p.name.startswith("bench_") or p.name == "check_eval_precision.py")
+                 if p.name.startswith(("bench_", "check_")))
 
 
 def _load(path):
