@@ -127,8 +127,8 @@ class _Study:
 
         cfg = self.cfg
         ecfg = EnvConfig(mode=cfg.mode, target=cfg.target, lbound=cfg.lbound, round_to=cfg.round_to,
-                         importance=cfg.importance, w_bits=cfg.w_bits, a_bits=cfg.a_bits, proxy="vanilla", budget_band=band, device=str(self.device), seed=cfg.seed,
-                         calibration_seed=cfg.calibration_seed)
+                         importance=cfg.importance, w_bits=cfg.w_bits, a_bits=cfg.a_bits, proxy="vanilla",
+                         budget_band=band, device=str(self.device), seed=cfg.seed, calibration_seed=cfg.calibration_seed)
         x, y = self.val
         return CompressionEnv(self.base, self.splits, ecfg, model_spec=self.spec, val_data=(x[:8], y[:8]))
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from amc.budget import amc_clip, bisect, bit_floors, limit, lower_bits
+from amc.budget import FLOAT_BITS, amc_clip, bisect, bit_floors, limit, lower_bits
 from amc.compress import apply_policy, draw_inputs
 from amc.config.env import EnvSettings
 from amc.config.flat import FlatConfig, flat_config
@@ -208,6 +208,9 @@ class CompressionEnv(gym.Env):
         self.decision_kinds = [d.kind for d in self.decisions]
         self.spaces = {k: space_for(k, lbound=cfg.lbound, w_bits=cfg.w_bits, a_bits=cfg.a_bits)
                        for k in set(self.decision_kinds)}
+        # the layers whose widths are decided, per kind (the band's reach counts the undecided at their widest)
+        self._bit_layers = {k: np.array([d.layer for d in self.decisions if d.kind == k], dtype=int)
+                            for k in ("w_bits", "a_bits")}
         # the kept-channel counts a keep ratio in [lbound, 1] can give: multiples of round_to, and all
         self._allowed = [np.unique(np.append(np.arange(kept_channels(cfg.lbound, g.channels, g.slot_round_to(cfg.round_to)),
                                                        g.channels + 1, g.slot_round_to(cfg.round_to)), g.channels))
@@ -286,19 +289,16 @@ class CompressionEnv(gym.Env):
         return np.where(hi > lo, (a - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
 
     # ----------------------------------------------------------------- cost
-    def _cost(self, s: _State, *, most_aggressive_from: int | None = None, most_generous_from: int | None = None,
+    def _cost(self, s: _State, *, most_aggressive_from: int | None = None, most_generous: bool = False,
               metric: str | None = None) -> float:
         """Cost of state ``s`` in the budget's unit; with ``most_aggressive_from=t`` the undecided
-        decisions from ``t`` on take their most aggressive values, with ``most_generous_from=t`` their most
-        generous ones (every channel and weight kept, the widest bits of the space: what the episode can
-        still reach, which an undecided float layer would overstate)."""
+        decisions from ``t`` on take their most aggressive values; with ``most_generous`` the undecided ones
+        take their most generous values (channels and weights are kept until decided; widths, float until
+        decided, count at the widest of their space): what the episode can still reach."""
         metric = metric or self.metric
         q, dens, wb, ab = s.fractions, s.density, s.w_bits, s.a_bits
-        if most_generous_from is not None:
-            wb, ab = wb.copy(), ab.copy()
-            for d in self.decisions[most_generous_from:]:
-                if d.kind in ("w_bits", "a_bits"):
-                    (wb if d.kind == "w_bits" else ab)[d.layer] = self.spaces[d.kind].b_max
+        if most_generous:
+            wb, ab = self._widest_undecided(wb, "w_bits"), self._widest_undecided(ab, "a_bits")
         if most_aggressive_from is not None:
             q, dens, wb, ab = q.copy(), dens.copy(), wb.copy(), ab.copy()
             cfg = self.config
@@ -323,6 +323,16 @@ class CompressionEnv(gym.Env):
         return self.cost.metric(metric, fractions=q, density=dens if self.config.granularity == "fine" else None,
                                 w_bits=wb, a_bits=ab)
 
+    def _widest_undecided(self, bits: np.ndarray, kind: str) -> np.ndarray:
+        """``bits`` with the undecided widths of ``kind`` (still float) at the widest of their space."""
+        layers = self._bit_layers[kind]
+        undecided = layers[bits[layers] >= FLOAT_BITS] if len(layers) else layers
+        if not len(undecided):
+            return bits
+        out = bits.copy()
+        out[undecided] = self.spaces[kind].b_max
+        return out
+
     def _clip(self, d: Decision, value: float) -> float:
         """AMC's rule (:func:`amc.budget.amc_clip`): the largest value <= ``value`` that keeps the target
         reachable; with a budget band, then the smallest value >= that which keeps ``target (1 - band)``
@@ -332,14 +342,14 @@ class CompressionEnv(gym.Env):
         if d.kind == "prune":
             g = self.graph.groups[d.group]
 
-            def cost_with(c: int, **rest: int) -> float:
+            def cost_with(c: int, **rest: Any) -> float:
                 s.fractions[d.group] = c / g.channels
                 return self._cost(s, **rest)
 
             best, self._raised = amc_clip(
                 self._allowed[d.group], kept_channels(value, g.channels, g.slot_round_to(self.config.round_to)),
                 lowest_cost=lambda c: cost_with(c, most_aggressive_from=t + 1),
-                highest_cost=lambda c: cost_with(c, most_generous_from=t + 1),
+                highest_cost=lambda c: cost_with(c, most_generous=True),
                 target=self.target_cost, band=self.config.budget_band)
             s.fractions[d.group] = best / g.channels
             return best / g.channels
@@ -358,7 +368,7 @@ class CompressionEnv(gym.Env):
         bits[d.layer] = value
         if self.config.budget_band > 0:
             floor, top = self.target_cost * (1.0 - self.config.budget_band), self.spaces[d.kind].b_max
-            while bits[d.layer] < top and self._cost(s, most_generous_from=t + 1) < floor:
+            while bits[d.layer] < top and self._cost(s, most_generous=True) < floor:
                 bits[d.layer] += 1
                 self._raised = True
         return int(bits[d.layer])

@@ -63,6 +63,7 @@ class FidelityEnv(_Section):
                              "(latency is measured per policy, not studied here)")
         return self
 
+
 class FidelitySample(_Section):
     policies: Count = Field(16, description="policies to sample: the uniform one + random env episodes (+ --runs)",
                             json_schema_extra=_flag("--policies"))
