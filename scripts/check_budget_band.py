@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 
+from agents._base import play_episode
 from amc.data import get_dataset
 from amc.policy import parse_target
 from amc.training import load_checkpoint
@@ -47,9 +48,7 @@ def body(args) -> dict:
         rng = np.random.default_rng(args.seed)  # the same actions for every band
         used = []
         for _ in range(args.episodes):
-            env.reset(seed=0)
-            for a in rng.random(env.n_decisions):
-                _, _, done, _, info = env.step(np.array([a], dtype=np.float32))
+            info = play_episode(env, rng.random(env.n_decisions), seed=0)
             used.append(info["metrics"][f"{metric}_ratio"] / ratio)
         used = sorted(used)
         within = sum(u >= 1 - args.within - 1e-9 for u in used)
