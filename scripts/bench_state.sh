@@ -17,6 +17,13 @@ save)
     find "$tmp" -type d -name checkpoint -path '*/search-*/checkpoint' -prune -exec rm -rf {} +
     find "$tmp" -name '*.journal' -delete
     rm -rf "bench_state/$name"; mv "$tmp" "bench_state/$name"
+    # a file git ignores would not reach the next session: say so rather than lose it (session 14 lost
+    # two fine-tunes' run folders to the repository's `runs/` rule)
+    ignored=$(git ls-files --others --ignored --exclude-standard -- "bench_state/$name" | head -5)
+    if [[ -n "$ignored" ]]; then
+        echo "error: git ignores these files of bench_state/$name, so a commit would not keep them:" >&2
+        echo "$ignored" >&2; echo "       rename them or add an exception to .gitignore" >&2; exit 2
+    fi
     du -sh "bench_state/$name";;
 restore)
     [[ -d "bench_state/$name" ]] || { echo "error: bench_state/$name does not exist" >&2; exit 2; }

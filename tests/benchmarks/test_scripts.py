@@ -52,3 +52,33 @@ def test_slimming_arms_run_apart_and_share_one_result(tmp_path) -> None:
     assert arms["slimming"]["scale_mean"] < arms["none"]["scale_mean"]
     for arm in arms.values():
         assert arm["macs_ratio"] <= 0.5 + 1e-6 and 0 <= arm["finetuned_test_top1"] <= 100
+
+
+def _bench_state_repo(tmp_path):
+    """A scratch git repository holding a copy of scripts/bench_state.sh, with one benchmark folder."""
+    import shutil
+    import subprocess
+
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "bench_state.sh", tmp_path / "scripts")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text((ROOT / ".gitignore").read_text())
+    run = tmp_path / "bench_out" / "b1" / "runs" / "ft-seed0"
+    run.mkdir(parents=True)
+    (run / "last.pt").write_bytes(b"state")
+    return lambda *args: subprocess.run(["bash", str(tmp_path / "scripts" / "bench_state.sh"), *args],
+                                        capture_output=True, text=True)
+
+
+def test_bench_state_keeps_run_folders_and_refuses_what_git_would_drop(tmp_path) -> None:
+    state = _bench_state_repo(tmp_path)
+    saved = state("save", "b1")
+    assert saved.returncode == 0, saved.stderr
+    assert (tmp_path / "bench_state" / "b1" / "runs" / "ft-seed0" / "last.pt").read_bytes() == b"state"
+    # a file the repository ignores would not reach the next session: save says so and fails
+    (tmp_path / ".gitignore").write_text("*.pt\n")
+    refused = state("save", "b1")
+    assert refused.returncode == 2 and refused.stderr.startswith("error:") and "last.pt" in refused.stderr
+    # restore never overwrites a folder that is still there
+    kept = state("restore", "b1")
+    assert kept.returncode == 2 and "exists" in kept.stderr
