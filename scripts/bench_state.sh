@@ -16,6 +16,8 @@ save)
     # finished searches are read from their summaries; their resumable state is not needed again
     find "$tmp" -type d -name checkpoint -path '*/search-*/checkpoint' -prune -exec rm -rf {} +
     find "$tmp" -name '*.journal' -delete
+    # a finished fine-tune is read from its summary (model.amc is the model); its training state is not needed
+    find "$tmp" -name finetune_summary.json -printf '%h\n' | while read -r d; do rm -f "$d/last.pt" "$d/final.pt"; done
     rm -rf "bench_state/$name"; mv "$tmp" "bench_state/$name"
     # a file git ignores would not reach the next session: say so rather than lose it (session 14 lost
     # two fine-tunes' run folders to the repository's `runs/` rule)

@@ -75,6 +75,14 @@ def test_bench_state_keeps_run_folders_and_refuses_what_git_would_drop(tmp_path)
     saved = state("save", "b1")
     assert saved.returncode == 0, saved.stderr
     assert (tmp_path / "bench_state" / "b1" / "runs" / "ft-seed0" / "last.pt").read_bytes() == b"state"
+    # a finished fine-tune keeps its summary and model, not its training state
+    done = tmp_path / "bench_out" / "b1" / "runs" / "ft-seed1"
+    done.mkdir()
+    for name in ("last.pt", "final.pt", "finetune_summary.json", "model.amc"):
+        (done / name).write_text("x")
+    assert state("save", "b1").returncode == 0
+    assert sorted(p.name for p in (tmp_path / "bench_state" / "b1" / "runs" / "ft-seed1").iterdir()) == [
+        "finetune_summary.json", "model.amc"]
     # a file the repository ignores would not reach the next session: save says so and fails
     (tmp_path / ".gitignore").write_text("*.pt\n")
     refused = state("save", "b1")
