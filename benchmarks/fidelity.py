@@ -17,6 +17,10 @@ reports how well each proxy's score ranks the policies by their fine-tuned val a
    policies and over those within 10 % of the budget, the top-3 overlap, and the seconds per policy:
    ``fidelity.json``, ``fidelity.md`` and one scatter plot per proxy.
 
+Several processes may work on one study (``--resume`` with the same settings, e.g. one per core): the
+first samples and scores while the others wait for it, then each fine-tunes the policies that no other
+process holds (a lock per policy's run dir), and each writes the same report when every policy is done.
+
 ``mode`` picks the space: channel pruning (``prune``, the default), bit widths (``quant``) or both (``joint``).
 With bits the scores are post-training quantization accuracies (activation ranges from two train batches, as
 the search calibrates them) and the fine-tune is quantization-aware training with KD: the study then asks
@@ -25,6 +29,7 @@ whether the search's score predicts the accuracy after a short QAT, which HAQ's 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import io
@@ -33,7 +38,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,7 @@ from amc.config.flat import flat_config
 from amc.errors import AmcError
 from amc.policy import Policy
 from amc.proxies import parse_proxy
+from amc.rundir import RunDirLock
 from amc.training import PRECISIONS
 from amc.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 from benchmarks.harness import changed_keys, fmt, loadavg, machine_info, md_table, read_result, safe_name
@@ -253,23 +259,42 @@ class _Study:
         # activation ranges of the fake-quantized students (QAT starts from them), as the scores calibrate them
         inputs = draw_inputs(self.splits, proxy=parse_proxy("vanilla"), calibration_size=cfg.calibration_size,
                              calibration_seed=cfg.calibration_seed, quantizes=cfg.mode != "prune", device=self.device)
-        results = []
-        for i, r in enumerate(rows):
-            run_dir = self.out / "finetune" / r["id"]
-            m = read_result(run_dir / "metrics.json")
-            if m is None:
-                pol = self._policy_for(r["policy"], "vanilla", cfg.calibration_size)
-                student = apply_policy(self.base, pol, pruner=self.pruner, check=False, **inputs.kwargs())
-                t0 = time.perf_counter()
-                m = finetune(student, self.splits, fcfg, run_dir=run_dir, teacher=self.base,
-                             resume=(run_dir / "last.pt").is_file(), model_spec=None, progress=progress,
-                             meta={"policy": r["policy"], "study": "amc fidelity"})
-                log.info("fine-tuned %s (%d/%d): val top-1 %.2f %% (%.0f s)", r["id"], i + 1, len(rows),
-                         m["val_top1"], time.perf_counter() - t0)
-                (run_dir / "last.pt").unlink(missing_ok=True)  # final.pt holds the result
-            results.append({"id": r["id"], "val_top1": m["val_top1"], "test_top1": m.get("test_top1"),
-                            "train_time_s": m.get("train_time_s")})
-        return results
+        results: dict[str, dict[str, Any]] = {}
+        pending = list(enumerate(rows))
+        while pending:
+            busy = []  # fine-tuned by another process of this study right now
+            for i, r in pending:
+                run_dir = self.out / "finetune" / r["id"]
+                m = read_result(run_dir / "metrics.json")
+                if m is None:
+                    lock = RunDirLock(run_dir, command="amc fidelity")
+                    try:
+                        lock.acquire()
+                    except AmcError:
+                        busy.append((i, r))
+                        continue
+                    try:
+                        m = read_result(run_dir / "metrics.json")  # another process may have just finished it
+                        if m is None:
+                            pol = self._policy_for(r["policy"], "vanilla", cfg.calibration_size)
+                            student = apply_policy(self.base, pol, pruner=self.pruner, check=False,
+                                                   **inputs.kwargs())
+                            t0 = time.perf_counter()
+                            m = finetune(student, self.splits, fcfg, run_dir=run_dir, teacher=self.base,
+                                         resume=(run_dir / "last.pt").is_file(), model_spec=None,
+                                         progress=progress, meta={"policy": r["policy"], "study": "amc fidelity"})
+                            log.info("fine-tuned %s (%d/%d): val top-1 %.2f %% (%.0f s)", r["id"], i + 1,
+                                     len(rows), m["val_top1"], time.perf_counter() - t0)
+                            (run_dir / "last.pt").unlink(missing_ok=True)  # final.pt holds the result
+                    finally:
+                        lock.release()
+                results[r["id"]] = {"id": r["id"], "val_top1": m["val_top1"], "test_top1": m.get("test_top1"),
+                                    "train_time_s": m.get("train_time_s")}
+            if busy and len(busy) == len(pending):
+                log.info("waiting for %d fine-tune(s) of other processes: %s", len(busy), [r["id"] for _, r in busy])
+                time.sleep(POLL_S)
+            pending = busy
+        return [results[r["id"]] for r in rows]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -392,6 +417,27 @@ def plot(doc: dict[str, Any], out: Path) -> list[str]:
     return files
 
 
+#: seconds between looks at a lock that another process of the same study holds
+POLL_S = 10.0
+
+
+@contextlib.contextmanager
+def _wait_for_lock(directory: Path) -> Iterator[None]:
+    """Hold ``directory``'s run-dir lock for the block, waiting while another process holds it."""
+    lock = RunDirLock(directory, command="amc fidelity")
+    while True:
+        try:
+            lock.acquire()
+            break
+        except AmcError as e:
+            log.info("%s; waiting", e)
+            time.sleep(POLL_S)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def run_fidelity(cfg: FidelityConfig, out_dir: str | os.PathLike, *, resume: bool = False,
                  overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
     """Run (or resume) the study in ``out_dir`` and write its report; returns ``fidelity.json``'s content.
@@ -413,9 +459,10 @@ def run_fidelity(cfg: FidelityConfig, out_dir: str | os.PathLike, *, resume: boo
     load0 = loadavg()
     study = _Study(cfg, out)  # validates checkpoint and data before writing anything
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(saved, cfg.to_dict())
-    rows = study.sample()
-    scores = study.score(rows)
+    with _wait_for_lock(out):  # one process samples and scores; the others wait, then share the fine-tunes
+        atomic_write_json(saved, cfg.to_dict())
+        rows = study.sample()
+        scores = study.score(rows)
     ft = study.finetune(rows, progress=progress)
     correct = {k: np.load(out / "correct" / f"{safe_name(k, '_')}.npy") for k in scores}
     scores = {k: scores[k] for k, *_ in study.scorers() if k in scores}

@@ -62,6 +62,35 @@ def test_study_writes_its_report_and_resumes(tmp_path):
     assert json.loads((out / "fidelity.json").read_text())["format"] == "amc-fidelity"
 
 
+def test_processes_share_a_study(tmp_path, monkeypatch):
+    """A second worker waits while the study is sampled and scored, fine-tunes only the policies no other
+    process holds, and waits for those before it writes the report."""
+    import threading
+
+    import benchmarks.fidelity as fidelity
+    from amc.rundir import RunDirLock
+
+    monkeypatch.setattr(fidelity, "POLL_S", 0.05)
+    out = tmp_path / "fid"
+    study, p01 = RunDirLock(out).acquire(), RunDirLock(out / "finetune" / "p01").acquire()  # "other processes"
+    done: dict = {}
+    worker = threading.Thread(target=lambda: done.update(run_fidelity(_cfg(policies=3), out, resume=True)))
+    worker.start()
+    worker.join(1.0)
+    assert worker.is_alive() and not (out / "policies.json").exists()  # waits for the scoring process
+    study.release()
+    for _ in range(600):  # every policy but the held one is fine-tuned, then the worker waits for it
+        if all((out / "finetune" / p / "metrics.json").is_file() for p in ("p00", "p02")):
+            break
+        worker.join(0.1)
+    worker.join(0.5)
+    assert worker.is_alive() and not (out / "finetune" / "p01" / "metrics.json").exists()
+    p01.release()  # the holder went away without finishing: the worker fine-tunes p01 itself
+    worker.join(120)
+    assert not worker.is_alive() and len(done["analysis"]["policies"]) == 3
+    assert (out / "finetune" / "p01" / "metrics.json").is_file() and (out / "fidelity.json").is_file()
+
+
 def test_a_joint_study_scores_ptq_and_finetunes_with_qat(tmp_path):
     """--mode joint: policies choose channels and bits under a BitOps budget; the scores are the fake-quantized
     models' accuracies and the fine-tune trains them quantization-aware."""
