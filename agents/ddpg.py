@@ -349,11 +349,17 @@ class DDPGAgent(Agent):
             return np.zeros((0, self.steps_per_episode))
         from amc.policy import Policy
 
-        path = Path(src) / "best_policy.json" if Path(src).is_dir() else Path(src)  # checked by SearchConfig
         base = self.env.unwrapped
-        if not hasattr(base, "actions_for"):
-            raise AmcError("warm start needs an amc CompressionEnv (the env cannot map a policy to actions)")
-        first = np.asarray(base.actions_for(Policy.load(path)), dtype=np.float64)
+        if src == "uniform":
+            from agents.uniform import uniform_actions
+
+            path: Any = "the uniform policy"
+            first = np.asarray(uniform_actions(self.env), dtype=np.float64)
+        else:
+            path = Path(src) / "best_policy.json" if Path(src).is_dir() else Path(src)  # checked by SearchConfig
+            if not hasattr(base, "actions_for"):
+                raise AmcError("warm start needs an amc CompressionEnv (the env cannot map a policy to actions)")
+            first = np.asarray(base.actions_for(Policy.load(path)), dtype=np.float64)
         rng = np.random.default_rng(int(self.config.seed))
         noisy = [np.clip(first + rng.normal(0.0, self.params.warm_start_sigma, first.shape), 0.0, 1.0)
                  for _ in range(int(self.params.warm_start_neighbours))]

@@ -53,7 +53,7 @@ from amc.config.agents import AgentKwargs
 from amc.config.train import Count
 from amc.errors import AmcError
 
-__all__ = ["UniformAgent", "PresetAgent", "PROFILES", "profile_weights"]
+__all__ = ["UniformAgent", "PresetAgent", "PROFILES", "profile_weights", "uniform_actions"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,47 @@ def profile_weights(name: str, n: int, kinds: Sequence[str]) -> np.ndarray:
     if w.shape != (n,) or not np.all(w > 0):
         raise AmcError(f"profile {name!r} must give {n} positive weights, got {w.tolist()}")
     return w
+
+
+def uniform_actions(env: Any, *, iterations: int = 40) -> list[float]:
+    """The uniform policy's actions at the env's budget, on the cost model alone (no evaluation).
+
+    The largest equal action whose policy meets the budget (:meth:`CompressionEnv.cost_of` <= the
+    target; cost grows with the action, so a bisection finds it). In ``joint`` mode bits go first:
+    when uniform bits with every channel kept can meet the budget (``bitops=W4A4``, ``size=``), the
+    channels stay whole and only the bits are scaled, which gives uniform W{b}A{b} itself; otherwise
+    channels and bits shrink together, as the ``uniform`` agent does. DDPG's ``--warm-start uniform``
+    starts from it.
+    """
+    base = env.unwrapped
+    if not hasattr(base, "cost_of"):
+        raise AmcError("a uniform start needs an amc CompressionEnv (the env has no cost model)")
+    kinds, _ = env_decisions(env)
+    target = float(base.target_cost) * (1.0 + 1e-9)
+    prune = np.array([k in ("prune", "sparsity") for k in kinds])
+
+    def actions(scale: float, bits_only: bool) -> list[float]:
+        return [1.0 if bits_only and p else float(scale) for p in prune]
+
+    bits_only = bool(prune.any() and not prune.all()) and base.cost_of(actions(0.0, True)) <= target
+    if base.cost_of(actions(0.0, bits_only)) > target:
+        raise AmcError("the budget cannot be met even with every decision at its most aggressive value")
+    lo, hi = 0.0, 1.0
+    if base.cost_of(actions(1.0, bits_only)) <= target:
+        lo = 1.0
+    else:
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if base.cost_of(actions(mid, bits_only)) <= target else (lo, mid)
+    # ``lo`` sits on the upper edge of the tightest feasible policy; the scales that give this policy
+    # start at ``edge``: take the middle, so that rounding on the way through the agent keeps the policy
+    cost, edge = base.cost_of(actions(lo, bits_only)), lo
+    if lo > 0.0:
+        a, edge = 0.0, lo
+        for _ in range(iterations):
+            mid = 0.5 * (a + edge)
+            a, edge = (a, mid) if base.cost_of(actions(mid, bits_only)) == cost else (mid, edge)
+    return actions(0.5 * (edge + lo), bits_only)
 
 
 class UniformOptions(AgentKwargs):

@@ -3,11 +3,12 @@
 
 (a) ``size=0.125`` of fp32 (4 bits per weight on average): DDPG mixed precision (weights and
     activations per layer) vs uniform bits at the same budget, before and after a short KD fine-tune;
-    with ``--arms a-joint a-prune-only a-joint-sensitivity`` the joint searches at that size budget too;
+    with ``--arms a-joint a-joint-warm a-prune-only a-joint-sensitivity`` the joint searches at that size budget too;
 (b) one ``bitops=`` budget: joint search (channels + bits) vs prune-only (channels, every layer at
     W8A8) vs quant-only (bits, no pruning), all DDPG with the same number of evaluations, next to
     uniform bits and the sensitivity agent's joint policy (``--arms``); ``--ft-b`` fine-tunes them too.
-    ``b-joint-warm`` is the joint DDPG search warm-started (``--warm-start``) from b-uniform's policy.
+    ``a-joint-warm`` and ``b-joint-warm`` are the joint DDPG searches warm-started from the uniform policy
+    at the budget (``--warm-start uniform``: uniform bits with every channel kept, i.e. uniform W4A4 here).
 
 ``--ft-seeds 0 1 2`` fine-tunes every policy once per seed (seed 0 in ``<arm>-ft/``, the others in
 ``<arm>-ft-seed<s>/``) and reports the mean ± std after fine-tuning next to each seed's value.
@@ -92,13 +93,14 @@ ARMS: dict[str, tuple[str, str, str, dict]] = {
     "a-joint": ("joint", "ddpg", "size", {}),
     "a-prune-only": ("joint", "ddpg", "size", {"w_bits": (8, 8), "a_bits": (8, 8)}),
     "a-joint-sensitivity": ("joint", "sensitivity", "size", {}),
+    # DDPG's first episodes are the uniform policy at the budget and its neighbours (``--warm-start uniform``)
+    "a-joint-warm": ("joint", "ddpg", "size", {"warm_start": "uniform"}),
     "b-joint": ("joint", "ddpg", "bitops", {}),
     "b-prune-only": ("joint", "ddpg", "bitops", {"w_bits": (8, 8), "a_bits": (8, 8)}),
     "b-quant-only": ("quant", "ddpg", "bitops", {}),
     "b-uniform": ("quant", "uniform", "bitops", {}),
     "b-joint-sensitivity": ("joint", "sensitivity", "bitops", {}),
-    # DDPG's first episodes are the uniform policy and its neighbours (``--warm-start``), after b-uniform
-    "b-joint-warm": ("joint", "ddpg", "bitops", {"warm_start": "b-uniform"}),
+    "b-joint-warm": ("joint", "ddpg", "bitops", {"warm_start": "uniform"}),
 }
 
 
@@ -137,8 +139,6 @@ def body(args) -> dict:
         mode, agent, part, extra = ARMS[name]
         episodes = (dict(episodes=30, warmup=0) if agent == "uniform" else dict(episodes=1, warmup=0)
                     if agent == "sensitivity" else dict(episodes=args.episodes, warmup=args.warmup))
-        if "warm_start" in extra:  # an earlier arm's run dir
-            extra = {**extra, "warm_start": str(out / extra["warm_start"])}
         s = search_once(out / name, **common, mode=mode, agent=agent, target=budgets[part], **episodes, **extra)
         policy = json.loads((out / name / "best_policy.json").read_text())
         fts = ([_finetune(out, name, args, seed) for seed in args.ft_seeds]

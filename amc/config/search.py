@@ -176,8 +176,9 @@ class AgentOptions(_Section):
                                description="initial exploration sigma in action units (AMC: 0.5)")
     noise_decay: float = Field(0.95, gt=0, le=1, description="sigma decay per episode after warm-up (AMC: 0.95)")
     warm_start: PathStr | None = Field(None, description="ddpg: start from this policy (a run dir's best_policy.json, "
-                                                         "or a policy JSON): it and a few noisy neighbours are the "
-                                                         "first episodes")
+                                                         "a policy JSON, or 'uniform': the uniform policy at the "
+                                                         "budget): it and a few noisy neighbours are the first "
+                                                         "episodes")
     agent_kwargs: Options = Field(default_factory=dict, description="agent option, repeatable (ddpg: actor_lr, "
                                                                     "critic_lr, tau, gamma, batch_size, hidden, ...)",
                                   json_schema_extra=_flag("--agent-opt"))
@@ -229,9 +230,9 @@ class SearchOptions(_Section):
             if self.agent.name != "ddpg":
                 raise ValueError(f"warm_start is a ddpg option (agent is {self.agent.name!r})")
             src = Path(self.agent.warm_start)
-            if not (src / "best_policy.json").is_file() and not (src.is_file() and src.suffix == ".json"):
-                raise ValueError(f"warm_start={str(src)!r}: give a run dir holding best_policy.json or a policy "
-                                 ".json file")
+            if self.agent.warm_start != "uniform" and not (src / "best_policy.json").is_file() and not (src.is_file() and src.suffix == ".json"):
+                raise ValueError(f"warm_start={str(src)!r}: give a run dir holding best_policy.json, a policy "
+                                 ".json file, or 'uniform'")
         if self.run.resume and self.run.overwrite:
             raise ValueError("resume and overwrite exclude each other: --resume continues run_dir, --overwrite "
                              "discards it")

@@ -195,3 +195,20 @@ def test_sensitivity_finds_the_toy_optimum(tmp_path):
     optimum = env.accuracy(env.optimal_keep())
     assert optimum - 0.05 <= rec.best.accuracy <= optimum + 1e-9
     assert rec.best.metrics["macs_ratio"] <= env.target + 1e-9 and agent.clipped is False
+
+
+def test_ddpg_warm_start_from_the_uniform_policy(tmp_path, model, digits):
+    space = dict(w_bits=(2, 8), a_bits=(2, 8))
+    w4a4 = CompressionEnv(model, digits, EnvConfig(mode="joint", target="bitops=0.5", **space)).uniform_bits_ratio(4)
+    target = f"bitops={w4a4}"
+    env = CompressionEnv(model, digits, EnvConfig(mode="joint", target=target, **space))
+    cfg = SearchConfig(checkpoint=str(REF), agent="ddpg", mode="joint", target=target, episodes=2, warmup=2,
+                       run_dir=str(tmp_path), warm_start="uniform",
+                       agent_kwargs={"warm_start_neighbours": 0, "hidden": [16]})
+    rec = SearchRecorder(tmp_path, agent="ddpg", episodes=2, seed=0, base_accuracy=env.base_accuracy, target=target,
+                         config=cfg.to_dict(), tensorboard=False, plot=False)
+    ddpg = AGENTS.get("ddpg")(env, cfg, rec)
+    ddpg.run(2)
+    rows = read_episodes(tmp_path / "episodes.csv")
+    assert [r["phase"] for r in rows] == ["warmstart", "warmup"]
+    assert rows[0]["bitops_ratio"] == pytest.approx(w4a4) and rows[0]["macs_ratio"] == pytest.approx(1.0)

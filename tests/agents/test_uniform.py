@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from agents import AGENTS, SearchConfig, SearchRecorder, read_episodes, run_search
-from agents.uniform import PROFILES, UniformAgent, profile_weights
+from agents._base import play_episode
+from agents.uniform import PROFILES, UniformAgent, profile_weights, uniform_actions
 from amc.errors import AmcError
 from amc.policy import Policy
 from amc.training import load_checkpoint
@@ -141,3 +142,35 @@ def test_unknown_option_is_refused(tmp_path, model, digits):
         env = CompressionEnv(model, digits, EnvConfig())
         cfg = SearchConfig(checkpoint=str(REF), agent="uniform", agent_kwargs={"bisect": 3}, run_dir=str(tmp_path))
         UniformAgent(env, cfg, SearchRecorder(tmp_path, agent="uniform", tensorboard=False, plot=False))
+
+
+@pytest.mark.parametrize(("mode", "target"), [("prune", "macs=0.5"), ("prune", "params=0.3"), ("quant", "size=0.15")])
+def test_uniform_actions_give_the_uniform_agents_policy_without_evaluating(tmp_path, model, digits, mode, target):
+    agent, env, rec = _agent(tmp_path, model, digits, mode=mode, target=target)
+    agent.run(50)
+    rec.close(extra=agent.summary_extra())
+    found = agent.actions_at(agent.scale)
+    actions = uniform_actions(env)
+    assert len(set(actions)) == 1  # one action everywhere
+    # at least as tight as the agent's bisection over its grid of scales (it can find a step narrower than the grid)
+    assert env.cost_of(found) <= env.cost_of(actions) <= env.target_cost * (1 + 1e-9)
+    info = play_episode(env, actions)  # the env takes it as it is
+    assert np.allclose(info["actions"], actions, atol=1e-6)
+
+
+def test_uniform_actions_in_joint_mode_keep_channels_when_bits_alone_fit(model, digits):
+    space = dict(w_bits=(2, 8), a_bits=(2, 8))
+    probe = CompressionEnv(model, digits, EnvConfig(mode="joint", target="bitops=0.5", **space))
+    w4a4 = probe.uniform_bits_ratio(4)
+    env = CompressionEnv(model, digits, EnvConfig(mode="joint", target=f"bitops={w4a4}", **space))
+    pol = play_episode(env, uniform_actions(env))["policy"]
+    assert all(g.channels == g.total for g in pol.groups)  # every channel kept
+    assert {(ly.w_bits, ly.a_bits) for ly in pol.layers[1:-1]} == {(4, 4)}  # uniform W4A4 (ends at 8 bits)
+    assert pol.achieved["bitops_ratio"] == pytest.approx(w4a4)
+    # under what 2-bit weights and activations cost, channels must go too: both shrink together
+    env = CompressionEnv(model, digits, EnvConfig(mode="joint", target=f"bitops={probe.uniform_bits_ratio(2) * 0.6}",
+                                                  **space))
+    actions = uniform_actions(env)
+    pol = play_episode(env, actions)["policy"]
+    assert len(set(actions)) == 1 and any(g.channels < g.total for g in pol.groups)
+    assert env.cost_of(actions) <= env.target_cost
