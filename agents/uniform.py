@@ -48,7 +48,7 @@ from pydantic import Field
 
 from agents._base import AGENTS, Agent, applied_unchanged, env_decisions
 from amc._registry import Registry
-from amc.budget import bisect, path_candidates
+from amc.budget import bisect, limit, path_candidates
 from amc.config.agents import AgentKwargs
 from amc.config.train import Count
 from amc.errors import AmcError
@@ -88,31 +88,24 @@ def uniform_actions(env: Any, *, iterations: int = 40) -> list[float]:
     if not hasattr(base, "cost_of"):
         raise AmcError("a uniform start needs an amc CompressionEnv (the env has no cost model)")
     kinds, _ = env_decisions(env)
-    target = float(base.target_cost) * (1.0 + 1e-9)
-    prune = np.array([k in ("prune", "sparsity") for k in kinds])
+    cap = limit(float(base.target_cost))
+    prune = [k in ("prune", "sparsity") for k in kinds]
+    bits_only = any(prune) and not all(prune) and base.cost_of([float(p) for p in prune]) <= cap
 
-    def actions(scale: float, bits_only: bool) -> list[float]:
-        return [1.0 if bits_only and p else float(scale) for p in prune]
+    def cost(scale: float) -> float:
+        return base.cost_of([1.0 if bits_only and p else scale for p in prune])
 
-    bits_only = bool(prune.any() and not prune.all()) and base.cost_of(actions(0.0, True)) <= target
-    if base.cost_of(actions(0.0, bits_only)) > target:
+    if cost(0.0) > cap:
         raise AmcError("the budget cannot be met even with every decision at its most aggressive value")
-    lo, hi = 0.0, 1.0
-    if base.cost_of(actions(1.0, bits_only)) <= target:
-        lo = 1.0
-    else:
-        for _ in range(iterations):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if base.cost_of(actions(mid, bits_only)) <= target else (lo, mid)
-    # ``lo`` sits on the upper edge of the tightest feasible policy; the scales that give this policy
-    # start at ``edge``: take the middle, so that rounding on the way through the agent keeps the policy
-    cost, edge = base.cost_of(actions(lo, bits_only)), lo
-    if lo > 0.0:
-        a, edge = 0.0, lo
-        for _ in range(iterations):
-            mid = 0.5 * (a + edge)
-            a, edge = (a, mid) if base.cost_of(actions(mid, bits_only)) == cost else (mid, edge)
-    return actions(0.5 * (edge + lo), bits_only)
+    if cost(1.0) <= cap:
+        return [1.0] * len(prune)
+    # the largest feasible scale sits on the upper edge of the tightest feasible policy; the scales that
+    # give this policy start at ``edge``: take the middle, so rounding on the way through the agent keeps it
+    top, _ = bisect(lambda s: cost(s) <= cap, 0.0, 1.0, steps=iterations)
+    top_cost = cost(top)
+    _, edge = bisect(lambda s: cost(s) != top_cost, 0.0, top, steps=iterations) if top > 0.0 else (0.0, 0.0)
+    scale = 0.5 * (edge + top)
+    return [1.0 if bits_only and p else scale for p in prune]
 
 
 class UniformOptions(AgentKwargs):

@@ -230,7 +230,8 @@ class SearchOptions(_Section):
             if self.agent.name != "ddpg":
                 raise ValueError(f"warm_start is a ddpg option (agent is {self.agent.name!r})")
             src = Path(self.agent.warm_start)
-            if self.agent.warm_start != "uniform" and not (src / "best_policy.json").is_file() and not (src.is_file() and src.suffix == ".json"):
+            is_policy = (src / "best_policy.json").is_file() or (src.is_file() and src.suffix == ".json")
+            if self.agent.warm_start != "uniform" and not is_policy:
                 raise ValueError(f"warm_start={str(src)!r}: give a run dir holding best_policy.json, a policy "
                                  ".json file, or 'uniform'")
         if self.run.resume and self.run.overwrite:
