@@ -64,10 +64,10 @@ def test_knapsack_infeasible_is_a_clear_error():
         solve_mckp([[0.0]], [[1.0, 2.0]], 5.0)
 
 
-def _agent(tmp_path, model, digits, *, mode="prune", target="macs=0.5", grid=3, resume=False):
+def _agent(tmp_path, model, digits, *, mode="prune", target="macs=0.5", grid=3, resume=False, **kwargs):
     env = CompressionEnv(model, digits, EnvConfig(mode=mode, target=target, w_bits=(4, 8), a_bits=(6, 8)))
     cfg = SearchConfig(checkpoint=str(REF), agent="sensitivity", mode=mode, target=target, episodes=5,
-                       run_dir=str(tmp_path), agent_kwargs={"grid": grid}, resume=resume)
+                       run_dir=str(tmp_path), agent_kwargs={"grid": grid, **kwargs}, resume=resume)
     rec = SearchRecorder(tmp_path, agent="sensitivity", episodes=5, seed=0, base_accuracy=env.base_accuracy,
                          target=target, config=cfg.to_dict(), tensorboard=False, plot=False, resume=resume)
     return AGENTS.get("sensitivity")(env, cfg, rec), env, rec
@@ -104,6 +104,42 @@ def test_sensitivity_meets_the_budget_and_resumes(tmp_path, model, digits, mode,
     assert agent2.chosen == agent.chosen and s2["best_reward"] == pytest.approx(summary["best_reward"])
     assert len(read_episodes(tmp_path / "episodes.csv")) == 1
     assert (tmp_path / "sensitivity.csv").read_text() == table
+
+
+@pytest.mark.parametrize(("mode", "target"), [("joint", "bitops=0.3"), ("prune", "macs=0.5")])
+def test_sensitivity_probes_around_the_uniform_policy(tmp_path, model, digits, mode, target):
+    from agents.uniform import uniform_actions
+
+    agent, env, rec = _agent(tmp_path, model, digits, mode=mode, target=target, around="uniform")
+    start = uniform_actions(env)
+    assert agent.start == pytest.approx(start)
+    agent.run(5)
+    summary = rec.close(extra=agent.summary_extra())
+    metric = target.split("=")[0] + "_ratio"
+    ratio = float(target.split("=")[1])
+    assert Policy.load(tmp_path / "best_policy.json").achieved[metric] <= ratio + 1e-9 and summary["clipped"] is False
+    assert summary["around"] == "uniform"
+    rows = (tmp_path / "sensitivity.csv").read_text().splitlines()
+    assert rows[1].split(",")[:5] == ["-1", "base", "", "0", "1.0"] and rows[1].split(",")[5] == "uniform"
+    n_probes = 1 + sum(len(agent.choices(i)) - 1 for i in range(env.n_decisions))
+    assert summary["probes_run"] == n_probes == len(rows) - 1
+    # each probe is the uniform policy with one decision changed; the start's own choice costs and scores 0
+    scores, costs, c0 = agent.matrices()
+    assert c0 == pytest.approx(env.cost_of(start) / env.base_cost)
+    for i, j in [(0, 0), (env.n_decisions - 1, 0)]:
+        probe = [agent.choices(i)[j][0] if k == i else a for k, a in enumerate(start)]
+        assert costs[i][j] == pytest.approx(env.cost_of(probe) / env.base_cost - c0)
+    assert all(s[k] == 0.0 and c[k] == 0.0 for s, c, k in zip(scores, costs, agent.start_choice))
+    # the uniform policy meets the budget, so the solver never settles for less than its (zero) score
+    assert summary["solver"]["score"] >= 0.0
+    if mode == "joint":  # W bits alone meet this budget: the start keeps every channel
+        assert [agent.choices(i)[k][1] for i, k in enumerate(agent.start_choice)
+                if agent.decisions[i].kind == "prune"] == [1.0] * sum(d.kind == "prune" for d in agent.decisions)
+
+    # a table made around the uniform policy is not reused for probes around float
+    agent2, _, _ = _agent(tmp_path, model, digits, mode=mode, target=target, resume=True)
+    with pytest.raises(AmcError, match="another start"):
+        agent2.build_table()
 
 
 def _brute_or_skip(scores, costs, cap):
