@@ -81,8 +81,10 @@ def uniform_actions(env: Any, *, iterations: int = 40) -> list[float]:
     target; cost grows with the action, so a bisection finds it). In ``joint`` mode bits go first:
     when uniform bits with every channel kept can meet the budget (``bitops=W4A4``, ``size=``), the
     channels stay whole and only the bits are scaled, which gives uniform W{b}A{b} itself; otherwise
-    channels and bits shrink together, as the ``uniform`` agent does. DDPG's ``--warm-start uniform``
-    starts from it.
+    channels and bits shrink together, as the ``uniform`` agent does. A decision the budget does not
+    price (activation bits under ``size=``, bits under ``macs=``) is then set to its widest value,
+    since lowering it buys nothing: at ``size=W4A4`` this gives W4A8. DDPG's ``--warm-start uniform``
+    and the sensitivity agent's ``around="uniform"`` start from it.
     """
     base = env.unwrapped
     if not hasattr(base, "cost_of"):
@@ -105,7 +107,17 @@ def uniform_actions(env: Any, *, iterations: int = 40) -> list[float]:
     top_cost = cost(top)
     _, edge = bisect(lambda s: cost(s) != top_cost, 0.0, top, steps=iterations) if top > 0.0 else (0.0, 0.0)
     scale = 0.5 * (edge + top)
-    return [1.0 if bits_only and p else scale for p in prune]
+    return _widen_free(base, [1.0 if bits_only and p else scale for p in prune])
+
+
+def _widen_free(base: Any, actions: list[float]) -> list[float]:
+    """Each decision whose widest value leaves the policy's cost exactly as it is goes to 1.0."""
+    actions = list(actions)
+    current = base.cost_of(actions)
+    for i, a in enumerate(actions):
+        if a < 1.0 and base.cost_of(actions[:i] + [1.0] + actions[i + 1:]) == current:
+            actions[i] = 1.0
+    return actions
 
 
 class UniformOptions(AgentKwargs):

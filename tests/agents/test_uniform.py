@@ -151,7 +151,9 @@ def test_uniform_actions_give_the_uniform_agents_policy_without_evaluating(tmp_p
     rec.close(extra=agent.summary_extra())
     found = agent.actions_at(agent.scale)
     actions = uniform_actions(env)
-    assert len(set(actions)) == 1  # one action everywhere
+    free = [d.kind == "a_bits" and target.startswith("size") for d in env.decisions]  # size ignores activations
+    assert len({a for a, f in zip(actions, free) if not f}) == 1  # one action for everything the budget prices
+    assert all(a == 1.0 for a, f in zip(actions, free) if f)  # and the widest value for the rest
     # at least as tight as the agent's bisection over its grid of scales (it can find a step narrower than the grid)
     assert env.cost_of(found) <= env.cost_of(actions) <= env.target_cost * (1 + 1e-9)
     info = play_episode(env, actions)  # the env takes it as it is
@@ -174,3 +176,19 @@ def test_uniform_actions_in_joint_mode_keep_channels_when_bits_alone_fit(model, 
     pol = play_episode(env, actions)["policy"]
     assert len(set(actions)) == 1 and any(g.channels < g.total for g in pol.groups)
     assert env.cost_of(actions) <= env.target_cost
+
+
+def test_uniform_actions_leave_what_the_budget_does_not_price_at_its_widest(model, digits):
+    space = dict(w_bits=(2, 8), a_bits=(2, 8))
+    w4 = CompressionEnv(model, digits, EnvConfig(mode="joint", target="size=0.5", **space)).uniform_bits_ratio(4, metric="size")
+    env = CompressionEnv(model, digits, EnvConfig(mode="joint", target=f"size={w4}", **space))
+    pol = play_episode(env, uniform_actions(env))["policy"]  # size counts weights only: W4A8, every channel kept
+    assert all(g.channels == g.total for g in pol.groups)
+    assert {(ly.w_bits, ly.a_bits) for ly in pol.layers[1:-1]} == {(4, 8)}
+    assert pol.achieved["size_ratio"] == pytest.approx(w4)
+    env = CompressionEnv(model, digits, EnvConfig(mode="joint", target="macs=0.5", **space))
+    actions = uniform_actions(env)  # MACs do not see bits: uniform channels at W8A8
+    pol = play_episode(env, actions)["policy"]
+    assert {(ly.w_bits, ly.a_bits) for ly in pol.layers} == {(8, 8)}
+    assert any(g.channels < g.total for g in pol.groups) and env.cost_of(actions) <= env.target_cost
+    assert len({a for a, d in zip(actions, env.decisions) if d.kind == "prune"}) == 1
