@@ -57,7 +57,7 @@ def test_readme_commands_are_accepted_as_shown(tmp_path, monkeypatch, capsys):
 
     from amc.cli import main
 
-    for name in ("reference", "configs"):
+    for name in ("reference", "configs", "bench_state"):
         (tmp_path / name).symlink_to(ROOT / name)
     (tmp_path / "runs" / "sens").mkdir(parents=True)  # the warm start's source: the command before it
     (tmp_path / "runs" / "sens" / "best_policy.json").write_text((ROOT / "tests/fixtures/policy_v1.json").read_text())
