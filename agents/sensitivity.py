@@ -23,7 +23,9 @@ heat map (decisions x choices, the chosen cell outlined).
 **2. Solver.** One choice per decision maximising the summed score under the budget: a
 multiple-choice knapsack solved exactly by :func:`solve_mckp` (``scipy.optimize.milp``, HiGHS, gap
 0). Each choice's cost is its *marginal* cost from the env's cost model: cost of the policy with only
-that decision changed minus the cost of the all-1.0 policy, in units of the uncompressed cost.
+that decision changed minus the cost of the all-1.0 policy, in units of the uncompressed cost. A choice
+that costs no less than a wider choice of the same decision (activation bits under ``size=``, which
+prices weights only) is never taken: its score differs from the wider one's by noise only.
 
 *The non-additive budget.* MACs of a layer depend on its input and its output channel group
 (``q_in q_out``), and BitOps on bits times channels, so the marginal costs are an additive
@@ -126,6 +128,18 @@ def solve_mckp(scores: Sequence[Sequence[float]], costs: Sequence[Sequence[float
     else:
         raise AmcError("internal: the knapsack solution kept exceeding its capacity (solver tolerance)")
     return choices, float(s[chosen].sum())
+
+
+def _undominated(scores: list[list[float]], costs: list[list[float]]) -> list[list[float]]:
+    """The solver's scores: a choice that costs no less than a wider choice of the same decision is never
+    taken. Its score differs from the wider one's by noise only (activation bits under a ``size=`` budget
+    all cost 0, and the most aggressive would win on a lucky probe); it gets a score below every other."""
+    floor = min(min(s) for s in scores) - 1.0
+    out = []
+    for s, c in zip(scores, costs):  # choices run from the most aggressive to the widest
+        out.append([floor if any(c[j] >= c[k] - 1e-12 for k in range(j + 1, len(c))) else s[j]
+                    for j in range(len(s))])
+    return out
 
 
 class SensitivityOptions(AgentKwargs):
@@ -255,6 +269,7 @@ class SensitivityAgent(Agent):
     def solve(self) -> list[float]:
         """The knapsack's choice, repaired on the exact cost model (module docstring); returns actions."""
         scores, costs, c0 = self.matrices()
+        scores = _undominated(scores, costs)
         target = self.base.target_cost / self.base.base_cost
         lo = sum(min(c) for c in costs)
         hi = target - c0

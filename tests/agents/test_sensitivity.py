@@ -142,6 +142,23 @@ def test_sensitivity_probes_around_the_uniform_policy(tmp_path, model, digits, m
         agent2.build_table()
 
 
+def test_sensitivity_never_buys_what_the_budget_does_not_price(tmp_path, model, digits):
+    """Under ``size=`` activation bits cost nothing: every a_bits choice ties on cost, and the solver keeps
+    the widest however the noisy probes score the others."""
+    from agents.sensitivity import _undominated
+
+    assert _undominated([[0.2, 0.1, 0.0], [-1.0, 0.0]], [[0.0, 0.0, 0.0], [-0.5, 0.0]]) == [[-2.0, -2.0, 0.0],
+                                                                                            [-1.0, 0.0]]
+    agent, env, rec = _agent(tmp_path, model, digits, mode="joint", target="size=0.2")
+    agent.run(5)
+    rec.close(extra=agent.summary_extra())
+    pol = Policy.load(tmp_path / "best_policy.json")
+    assert {ly.a_bits for ly in pol.layers} == {8} and pol.achieved["size_ratio"] <= 0.2 + 1e-9
+    scores, costs, _ = agent.matrices()
+    a_rows = [i for i, d in enumerate(agent.decisions) if d.kind == "a_bits"]
+    assert a_rows and all(c == [0.0] * len(c) for c in (costs[i] for i in a_rows))
+
+
 def _brute_or_skip(scores, costs, cap):
     if np.prod([len(s) for s in scores]) > 200_000:
         return solve_mckp(scores, costs, cap)[1]
