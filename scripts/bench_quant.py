@@ -150,7 +150,9 @@ def body(args) -> dict:
         after = [_acc(f, "after", "test") for f in fts]
         result["runs"][name] = {
             "best_val": s["best_accuracy"], "base_val": s["base_accuracy"], "achieved": s["achieved"],
-            "evaluations": s.get("evaluations", s["episodes"]), "wall_time_s": s["wall_time_s"],
+            # a resumed sensitivity run counts only this session's evaluations: its table holds them all
+            "evaluations": (s["table_rows"] + 1 if agent == "sensitivity" and "table_rows" in s
+                            else s.get("evaluations", s["episodes"])), "wall_time_s": s["wall_time_s"],
             "bits": [(ly["name"], ly["w_bits"], ly["a_bits"]) for ly in policy["layers"]],
             "keep": [round(g["keep_ratio"], 3) for g in policy["groups"]] if policy["mode"] != "quant" else None,
             "finetune": None if ft is None else {
