@@ -135,11 +135,9 @@ def _undominated(scores: list[list[float]], costs: list[list[float]]) -> list[li
     taken. Its score differs from the wider one's by noise only (activation bits under a ``size=`` budget
     all cost 0, and the most aggressive would win on a lucky probe); it gets a score below every other."""
     floor = min(min(s) for s in scores) - 1.0
-    out = []
-    for s, c in zip(scores, costs):  # choices run from the most aggressive to the widest
-        out.append([floor if any(c[j] >= c[k] - 1e-12 for k in range(j + 1, len(c))) else s[j]
-                    for j in range(len(s))])
-    return out
+    # choices run from the most aggressive to the widest
+    return [[floor if j + 1 < len(c) and c[j] >= min(c[j + 1:]) - 1e-12 else s[j] for j in range(len(s))]
+            for s, c in zip(scores, costs)]
 
 
 class SensitivityOptions(AgentKwargs):
@@ -175,12 +173,10 @@ class SensitivityAgent(Agent):
         self.table_path = Path(recorder.run_dir) / _TABLE
         # the probes' starting policy: its actions, and per decision the index of its choice in the grid
         if self.params.around == "uniform":
-            self.start = [float(a) for a in uniform_actions(env)]
+            self.start, self.start_label = [float(a) for a in uniform_actions(env)], "uniform"
         else:
-            self.start = [1.0] * self.n_decisions
-        self._choices = [self._grid(i) for i in range(self.n_decisions)]
-        self.start_choice = [self._start_index(i) for i in range(self.n_decisions)]
-        self.start_label = "uniform" if self.params.around == "uniform" else "base"
+            self.start, self.start_label = [1.0] * self.n_decisions, "base"
+        self._choices, self.start_choice = map(list, zip(*(self._grid(i) for i in range(self.n_decisions))))
 
     # ----------------------------------------------------------------- the grid
     def choices(self, i: int) -> list[tuple[float, Any]]:
@@ -188,21 +184,18 @@ class SensitivityAgent(Agent):
         ``around="uniform"`` the start's own choice is among them (inserted when it is off the grid)."""
         return self._choices[i]
 
-    def _grid(self, i: int) -> list[tuple[float, Any]]:
+    def _grid(self, i: int) -> tuple[list[tuple[float, Any]], int]:
+        """Decision ``i``'s choices and the index of the start's own (inserted when off the grid)."""
         d = self.decisions[i]
         space = self.base.spaces[d.kind]
-        if d.kind in ("w_bits", "a_bits"):
-            return [(1.0 if b == space.b_max else space.to_action(b), b) for b in range(space.b_min, space.b_max + 1)]
-        grid = [(float(a), float(space.to_value(float(a)))) for a in np.linspace(0.0, 1.0, self.params.grid)]
         start = float(space.to_value(self.start[i]))
-        if all(abs(v - start) > 1e-9 for _, v in grid):
-            grid = sorted(grid + [(self.start[i], start)])
-        return grid
-
-    def _start_index(self, i: int) -> int:
-        d = self.decisions[i]
-        value = self.base.spaces[d.kind].to_value(self.start[i])
-        return next(j for j, (_, v) in enumerate(self._choices[i]) if abs(float(v) - float(value)) <= 1e-9)
+        if d.kind in ("w_bits", "a_bits"):
+            grid = [(1.0 if b == space.b_max else space.to_action(b), b) for b in range(space.b_min, space.b_max + 1)]
+        else:
+            grid = [(float(a), float(space.to_value(float(a)))) for a in np.linspace(0.0, 1.0, self.params.grid)]
+            if all(abs(v - start) > 1e-9 for _, v in grid):
+                grid = sorted(grid + [(self.start[i], start)])
+        return grid, next(j for j, (_, v) in enumerate(grid) if abs(float(v) - start) <= 1e-9)
 
     # ----------------------------------------------------------------- episodes
     def _load_table(self) -> None:

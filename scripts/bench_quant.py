@@ -95,14 +95,13 @@ ARMS: dict[str, tuple[str, str, str, dict]] = {
     "a-joint-sensitivity": ("joint", "sensitivity", "size", {}),
     # DDPG's first episodes are the uniform policy at the budget and its neighbours (``--warm-start uniform``)
     "a-joint-warm": ("joint", "ddpg", "size", {"warm_start": "uniform"}),
-    # the sensitivity table probed around the uniform policy instead of around float
-    "a-joint-sensitivity-uniform": ("joint", "sensitivity", "size", {"agent_kwargs": {"around": "uniform"}}),
     "b-joint": ("joint", "ddpg", "bitops", {}),
     "b-prune-only": ("joint", "ddpg", "bitops", {"w_bits": (8, 8), "a_bits": (8, 8)}),
     "b-quant-only": ("quant", "ddpg", "bitops", {}),
     "b-uniform": ("quant", "uniform", "bitops", {}),
     "b-joint-sensitivity": ("joint", "sensitivity", "bitops", {}),
     "b-joint-warm": ("joint", "ddpg", "bitops", {"warm_start": "uniform"}),
+    # the sensitivity table probed around the uniform policy instead of around float
     "b-joint-sensitivity-uniform": ("joint", "sensitivity", "bitops", {"agent_kwargs": {"around": "uniform"}}),
 }
 
